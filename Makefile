@@ -1,0 +1,62 @@
+# kubemta developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-18s %s\n", $$1, $$2}'
+
+$(UV):
+	@scripts/bootstrap-uv.sh $(TOOLS)
+
+.PHONY: system-deps
+system-deps: ## install the Debian packages the tests and `make run` use (nsd, swaks, rabbitmq-server)
+	@scripts/system-deps.sh
+
+.PHONY: sync
+sync: $(UV) ## create .venv with every workspace member and the dev tools
+	$(UV) sync --all-packages --frozen
+
+.PHONY: proto
+proto: sync ## regenerate Python from proto/ (commit the result)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -I proto --python_out=services/common/src --mypy_out=services/common/src proto/kubemta/v1/*.proto
+
+.PHONY: fmt
+fmt: sync ## format and autofix
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+.PHONY: lint
+lint: sync ## ruff and mypy (strict)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	scripts/typecheck.sh
+
+.PHONY: typecheck
+typecheck: sync ## mypy only
+	scripts/typecheck.sh
+
+.PHONY: test
+test: system-deps sync lint ## everything: lint, unit, integration and end-to-end tests
+	$(VENV)/bin/pytest -p no:cacheprovider
+
+.PHONY: test-unit
+test-unit: sync ## unit tests only (no broker)
+	$(VENV)/bin/pytest -p no:cacheprovider -m "not broker and not e2e"
+
+.PHONY: rabbitmq
+rabbitmq: system-deps ## make sure a RabbitMQ answers at 127.0.0.1:5672 (starts the local one when not)
+	@scripts/ensure-rabbitmq.sh
+
+.PHONY: run
+run: system-deps sync rabbitmq ## start the four services locally (SMTP on 127.0.0.1:2525)
+	$(VENV)/bin/honcho -f Procfile start
+
+.PHONY: run-one
+run-one: sync ## run one service: make run-one SERVICE=ingress
+	$(VENV)/bin/kubemta-$(SERVICE)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kubemta's tests and `make run` need, when missing:
+# nsd (the test DNS server), swaks (a real SMTP client), rabbitmq-server (a private
+# broker when none answers).
+set -euo pipefail
+missing=()
+command -v nsd >/dev/null || missing+=(nsd)
+command -v swaks >/dev/null || missing+=(swaks)
+command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "missing Debian packages: ${missing[*]} (run as root or install them)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+fi

@@ -1,0 +1,1 @@
+"""kubemta-common: code shared by the four kubemta services."""

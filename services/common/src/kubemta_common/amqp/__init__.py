@@ -1,0 +1,1 @@
+"""RabbitMQ plumbing: connection, topology, confirmed publishing, acknowledged consuming."""

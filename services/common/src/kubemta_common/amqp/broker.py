@@ -1,0 +1,84 @@
+"""The service's connection to RabbitMQ.
+
+`connect_robust` restores channels, topology and consumers after a reconnect, but it
+does not retry the first connection; `Broker.run` does, so a service starts (and
+reports not-ready) while the broker is still unreachable.
+"""
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from kubemta_common.amqp.topology import declare_topology
+
+logger = logging.getLogger(__name__)
+
+
+class Broker:
+    """A robust connection, a confirming publish channel and the declared topology."""
+
+    def __init__(self, url: str, *, name: str, retry_delays: Iterable[float], reconnect_interval: float) -> None:
+        self._url = url
+        self._name = name
+        self._retry_delays = tuple(retry_delays)
+        self._reconnect_interval = reconnect_interval
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection to the broker is up."""
+        connection = self._connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
+
+    @property
+    def exchange(self) -> AbstractExchange | None:
+        """The kubemta exchange on the publish channel, once connected."""
+        return self._exchange if self.connected else None
+
+    async def wait_ready(self) -> None:
+        """Wait until the first connection and topology declaration succeeded."""
+        await self._ready.wait()
+
+    async def run(self) -> None:
+        """Connect, retrying until it works, then declare the topology."""
+        while self._connection is None:
+            try:
+                connection = await aio_pika.connect_robust(
+                    self._url,
+                    client_properties={"connection_name": self._name},
+                    reconnect_interval=self._reconnect_interval,
+                )
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+                logger.warning("broker unreachable, retrying in %.0fs: %s", self._reconnect_interval, exc)
+                await asyncio.sleep(self._reconnect_interval)
+                continue
+            try:
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._exchange = await declare_topology(channel, self._retry_delays)
+            except BaseException:
+                await connection.close()
+                raise
+            self._connection = connection
+            self._publish_channel = channel
+            logger.info("connected to broker and declared topology")
+            self._ready.set()
+
+    async def consumer_channel(self, prefetch: int) -> AbstractChannel:
+        """A new channel for one consumer, with its prefetch limit."""
+        await self._ready.wait()
+        assert self._connection is not None
+        channel = await self._connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    async def close(self) -> None:
+        """Close the connection; unacknowledged deliveries return to their queues."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None

@@ -1,0 +1,27 @@
+"""Metrics helpers shared by the services (each service defines its own metrics)."""
+
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import Counter, Gauge
+
+BUILD_INFO = Gauge("kubemta_build_info", "kubemta build information; value is always 1", ["version", "service"])
+
+
+def record_build_info(service: str) -> None:
+    """Set kubemta_build_info{version,service} to 1."""
+    try:
+        current = version("kubemta-common")
+    except PackageNotFoundError:
+        current = "unknown"
+    BUILD_INFO.labels(version=current, service=service).set(1)
+
+
+def preinitialise(counter: Counter, **label_values: Iterable[str]) -> None:
+    """Create every combination of known label values so the series exist at 0."""
+    names = list(label_values)
+    combos: list[dict[str, str]] = [{}]
+    for name in names:
+        combos = [{**combo, name: value} for combo in combos for value in label_values[name]]
+    for combo in combos:
+        counter.labels(**combo)

@@ -1,0 +1,76 @@
+"""The skeleton of a kubemta service: broker connection, operations HTTP server, consumers,
+and an orderly shutdown (stop consuming, drain in-flight work, close).
+
+Consumer services (queue-manager, dns-resolver, delivery-worker) call
+`serve_consumers`; the ingress uses `ServiceCore` directly around its SMTP server.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from kubemta_common.amqp.broker import Broker
+from kubemta_common.amqp.consumer import Consumer, Handler
+from kubemta_common.amqp.publisher import Publisher
+from kubemta_common.http_server import HttpServer, health_app
+from kubemta_common.logs import setup_logging
+from kubemta_common.metrics import record_build_info
+from kubemta_common.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceCore:
+    """Broker, publisher and the /metrics + health endpoint of one service process."""
+
+    def __init__(self, name: str, settings: ServiceSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.broker = Broker(
+            settings.amqp_url.get_secret_value(),
+            name=f"kubemta-{name}",
+            retry_delays=settings.retry_schedule,
+            reconnect_interval=settings.amqp_reconnect_interval,
+        )
+        self.publisher = Publisher(self.broker, settings.publish_timeout)
+        self._http: HttpServer | None = None
+        self._broker_task: asyncio.Task[None] | None = None
+
+    def ready(self) -> bool:
+        """Ready while connected to the broker."""
+        return self.broker.connected
+
+    async def start(self) -> None:
+        """Start the HTTP endpoint and the (retrying) broker connection."""
+        setup_logging(self.name, self.settings.log_format, self.settings.log_level)
+        record_build_info(self.name)
+        if self.settings.metrics_listen is not None:
+            self._http = HttpServer(health_app(self.ready), self.settings.metrics_listen)
+            await self._http.start()
+            logger.info("serving /metrics and health on %s", self.settings.metrics_listen)
+        self._broker_task = asyncio.create_task(self.broker.run())
+
+    async def close(self) -> None:
+        """Close the broker connection and the HTTP endpoint."""
+        if self._broker_task is not None and not self._broker_task.done():
+            self._broker_task.cancel()
+        await self.broker.close()
+        if self._http is not None:
+            await self._http.stop()
+
+
+async def serve_consumers(
+    core: ServiceCore, build: Callable[[ServiceCore], list[tuple[str, Handler]]], stop: asyncio.Event
+) -> None:
+    """Run a consumer service until `stop` is set, then drain and close."""
+    await core.start()
+    consumers = [
+        Consumer(core.broker, queue, handler, prefetch=core.settings.amqp_prefetch) for queue, handler in build(core)
+    ]
+    starting = [asyncio.create_task(consumer.start()) for consumer in consumers]
+    await stop.wait()
+    for task in starting:
+        task.cancel()
+    await asyncio.gather(*(consumer.stop(core.settings.drain_seconds) for consumer in consumers))
+    await core.close()
+    logger.info("stopped")

@@ -1,0 +1,59 @@
+"""Settings every service shares; each service extends `ServiceSettings` with its own.
+
+All values come from `KUBEMTA_*` environment variables (and files in the mounted
+secrets directory), validated at start-up.
+"""
+
+import socket
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kubemta_common.config_types import Duration, DurationList, Listen, parse_listen
+from kubemta_common.errors import ConfigError
+
+SECRETS_DIR = Path("/run/secrets/kubemta")
+
+
+class ServiceSettings(BaseSettings):
+    """Configuration common to the four services."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KUBEMTA_",
+        env_nested_delimiter="__",
+        secrets_dir=SECRETS_DIR if SECRETS_DIR.is_dir() else None,
+        extra="ignore",
+    )
+
+    amqp_url: SecretStr = Field(
+        default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"), description="RabbitMQ URL (amqp:// or amqps://)"
+    )
+    hostname: str = Field(default_factory=socket.getfqdn, description="This MTA's host name (HELO, Received, DSNs)")
+    metrics_listen: Listen = Field(
+        default=parse_listen("127.0.0.1:9100"), description="host:port for /metrics, /healthz, /readyz"
+    )
+    log_format: str = Field(default="json", pattern="^(json|text)$", description="json or text")
+    log_level: str = Field(default="INFO", description="Python log level")
+    amqp_prefetch: int = Field(default=32, ge=1, le=10000, description="Unacknowledged messages per consumer")
+    publish_timeout: Duration = Field(default=10.0, gt=0, description="How long to wait for a publisher confirm")
+    amqp_reconnect_interval: Duration = Field(default=2.0, gt=0, description="Pause between broker reconnects")
+    retry_schedule: DurationList = Field(
+        default=[300.0, 600.0, 1200.0, 2400.0, 3600.0],
+        min_length=1,
+        description="Delays between delivery attempts; the last one repeats (every service declares their queues)",
+    )
+    drain_seconds: Duration = Field(default=30.0, ge=0, description="Grace period for in-flight work on SIGTERM")
+
+    @classmethod
+    def load(cls) -> Self:
+        """Read and validate the environment, raising ConfigError with every problem listed."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"KUBEMTA_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise ConfigError(f"invalid configuration: {problems}") from None

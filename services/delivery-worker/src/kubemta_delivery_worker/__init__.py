@@ -1,0 +1,1 @@
+"""kubemta delivery-worker service."""

@@ -1,0 +1,1 @@
+"""kubemta dns-resolver service."""

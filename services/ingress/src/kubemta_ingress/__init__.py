@@ -1,0 +1,1 @@
+"""kubemta ingress service."""

@@ -1,0 +1,1 @@
+"""kubemta queue-manager service."""
