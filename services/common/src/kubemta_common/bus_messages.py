@@ -5,6 +5,7 @@ from google.protobuf.message import DecodeError, Message
 
 from kubemta_common.errors import PermanentError
 
+
 def decode[M: Message](message_class: type[M], payload: bytes) -> M:
     """Parse `payload` as `message_class`, raising PermanentError when it is not one."""
     try:

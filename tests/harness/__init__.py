@@ -1,0 +1,1 @@
+"""Test harness: real servers (RabbitMQ vhost, DNS, SMTP peers) and the services as processes."""
