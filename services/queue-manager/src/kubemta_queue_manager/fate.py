@@ -1,0 +1,170 @@
+"""A delivery result's consequences: who is done, who is retried when, who bounces, whether to warn.
+
+Pure decisions with no I/O; `handlers` publishes what they call for. Per recipient:
+
+- delivered: final;
+- permanent failure: bounced;
+- temporary failure: retried after the next delay of the schedule, unless the message
+  is older than the queue lifetime, in which case it is bounced as expired with
+  status 4.4.7 (RFC 3463 §3.5, "delivery time expired"), keeping the last diagnostic.
+
+A message from the null sender `<>` (or one kubemta generated, i.e. a DSN) is never
+bounced (RFC 5321 §4.5.5, RFC 3464 §2): its undeliverable recipients are dropped.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from kubemta.v1 import message_pb2
+from kubemta_common.timestamps import age_seconds, to_datetime
+from kubemta_queue_manager.retry import retry_delay
+
+EXPIRED_STATUS = "4.4.7"
+"""RFC 3463 §3.5: X.4.7 delivery time expired."""
+
+_STATUS_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+"""RFC 3463 §2: class.subject.detail."""
+
+
+class Disposition(StrEnum):
+    """What becomes of one recipient after a result."""
+
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The settings a decision depends on, in seconds."""
+
+    retry_schedule: Sequence[float]
+    max_queue_lifetime: float
+    delay_warning_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientFate:
+    """One recipient's result (status filled in) and what becomes of it."""
+
+    result: message_pb2.RecipientResult
+    disposition: Disposition
+
+    @property
+    def status(self) -> str:
+        """The status to report: the result's, or 4.4.7 for an expired recipient."""
+        return EXPIRED_STATUS if self.disposition is Disposition.EXPIRED else self.result.status
+
+
+@dataclass(slots=True)
+class Decision:
+    """Everything `decide` concluded about one DeliveryResult."""
+
+    age: float
+    """Seconds since the message arrived."""
+    recipients: list[RecipientFate] = field(default_factory=list)
+    retry: message_pb2.DeliveryJob | None = None
+    retry_delay: float = 0.0
+    bounce: list[RecipientFate] = field(default_factory=list)
+    """Recipients to report in a failure DSN (empty when the sender must not get one)."""
+    discarded: list[RecipientFate] = field(default_factory=list)
+    """Undeliverable recipients of a null-sender message: dropped without a DSN."""
+    warn: list[RecipientFate] = field(default_factory=list)
+    """Deferred recipients to report in a delay warning (empty when none is due)."""
+    will_retry_until: datetime | None = None
+
+
+def status_of(result: message_pb2.RecipientResult) -> str:
+    """The result's RFC 3463 status, or one derived from its outcome when missing or malformed."""
+    if _STATUS_RE.match(result.status):
+        return result.status
+    if result.outcome == message_pb2.OUTCOME_DELIVERED:
+        return "2.0.0"
+    if result.outcome == message_pb2.OUTCOME_PERMANENT:
+        return "5.0.0"
+    return "4.0.0"
+
+
+def _normalised(result: message_pb2.RecipientResult) -> message_pb2.RecipientResult:
+    copy = message_pb2.RecipientResult()
+    copy.CopyFrom(result)
+    copy.status = status_of(result)
+    return copy
+
+
+def _results_for_every_recipient(result: message_pb2.DeliveryResult) -> list[message_pb2.RecipientResult]:
+    """The reported results, plus a temporary failure for any job recipient the reporter left out.
+
+    The message's state travels in the result, so a recipient missing from it would be lost.
+    """
+    results = list(result.recipients)
+    reported = {entry.recipient for entry in results}
+    for recipient in result.job.recipients:
+        if recipient not in reported:
+            results.append(
+                message_pb2.RecipientResult(
+                    recipient=recipient,
+                    outcome=message_pb2.OUTCOME_TEMPORARY,
+                    status="4.0.0",
+                    diagnostic="no result reported for this recipient",
+                )
+            )
+    return results
+
+
+def never_bounced(job: message_pb2.DeliveryJob) -> bool:
+    """True for the null sender `<>` and for kubemta's own DSNs: they never get a DSN back."""
+    return not job.sender or job.generated
+
+
+def decide(result: message_pb2.DeliveryResult, policy: Policy, now: datetime) -> Decision:
+    """Decide the fate of every recipient of `result` at time `now`."""
+    job = result.job
+    age = age_seconds(job.arrival_time, now)
+    expired = age >= policy.max_queue_lifetime
+    decision = Decision(age=age)
+    deferred: list[RecipientFate] = []
+    undeliverable: list[RecipientFate] = []
+    for entry in _results_for_every_recipient(result):
+        normal = _normalised(entry)
+        if entry.outcome == message_pb2.OUTCOME_DELIVERED:
+            fate = RecipientFate(normal, Disposition.DELIVERED)
+        elif entry.outcome == message_pb2.OUTCOME_PERMANENT:
+            fate = RecipientFate(normal, Disposition.BOUNCED)
+            undeliverable.append(fate)
+        elif expired:
+            fate = RecipientFate(normal, Disposition.EXPIRED)
+            undeliverable.append(fate)
+        else:  # temporary (an unspecified outcome is treated as temporary: never lose a recipient)
+            fate = RecipientFate(normal, Disposition.DEFERRED)
+            deferred.append(fate)
+        decision.recipients.append(fate)
+
+    if never_bounced(job):
+        decision.discarded = undeliverable
+    else:
+        decision.bounce = undeliverable
+
+    if deferred:
+        retry = message_pb2.DeliveryJob()
+        retry.CopyFrom(job)
+        retry.ClearField("route")
+        del retry.recipients[:]
+        retry.recipients.extend(fate.result.recipient for fate in deferred)
+        retry.attempts = job.attempts + 1
+        decision.retry = retry
+        decision.retry_delay = retry_delay(policy.retry_schedule, retry.attempts)
+        decision.will_retry_until = to_datetime(job.arrival_time) + timedelta(seconds=policy.max_queue_lifetime)
+        if (
+            policy.delay_warning_after > 0
+            and age >= policy.delay_warning_after
+            and not job.delay_warning_sent
+            and not never_bounced(job)
+        ):
+            decision.warn = deferred
+            retry.delay_warning_sent = True
+    return decision

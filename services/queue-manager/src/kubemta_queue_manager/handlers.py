@@ -1,0 +1,236 @@
+"""The queue-manager's two consumers: `inbound` (split into jobs) and `results` (decide each recipient's fate).
+
+Each handler publishes everything its input leads to with publisher confirms and
+returns only after all of them were confirmed; returning acknowledges the input. A
+`PublishFailed` propagates, so the input is requeued (at-least-once: a partly
+published batch may be published again). The queue-manager keeps no state: it all
+travels in the messages.
+"""
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from kubemta.v1 import message_pb2
+from kubemta_common.amqp.topology import INBOUND, ROUTE, retry_queue_name
+from kubemta_common.bus_messages import decode
+from kubemta_common.errors import PermanentError
+from kubemta_common.logs import sanitize
+from kubemta_common.providers import provider_label
+from kubemta_common.queue_id import new_queue_id
+from kubemta_common.timestamps import to_datetime
+from kubemta_queue_manager import metrics
+from kubemta_queue_manager.dsn import Action, RecipientReport, Report, build_dsn
+from kubemta_queue_manager.fate import Decision, Disposition, Policy, RecipientFate, decide
+from kubemta_queue_manager.settings import QueueManagerSettings
+from kubemta_queue_manager.splitter import split
+
+logger = logging.getLogger(__name__)
+
+JOB_TYPE = message_pb2.DeliveryJob.DESCRIPTOR.full_name
+ACCEPTED_TYPE = message_pb2.AcceptedMessage.DESCRIPTOR.full_name
+
+Outgoing = tuple[str, bytes, str, str]
+"""(routing key, body, message id, message type), as Publisher.publish_all takes them."""
+
+
+class BatchPublisher(Protocol):
+    """What the handlers need from kubemta_common's Publisher."""
+
+    async def publish_all(self, messages: Sequence[Outgoing]) -> None: ...
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _report_entry(fate: RecipientFate) -> RecipientReport:
+    result = fate.result
+    return RecipientReport(
+        recipient=result.recipient,
+        status=fate.status,
+        smtp_code=result.smtp_code,
+        diagnostic=result.diagnostic,
+        remote_mta=result.remote_mta,
+        expired=fate.disposition is Disposition.EXPIRED,
+        reply_status=result.status,
+    )
+
+
+class QueueManager:
+    """The handlers of the `inbound` and `results` queues."""
+
+    def __init__(
+        self, settings: QueueManagerSettings, publisher: BatchPublisher, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self._hostname = settings.hostname
+        self._policy = Policy(
+            retry_schedule=tuple(settings.retry_schedule),
+            max_queue_lifetime=settings.max_queue_lifetime,
+            delay_warning_after=settings.delay_warning_after,
+        )
+        self._publisher = publisher
+        self._clock = clock
+
+    async def on_inbound(self, message: AbstractIncomingMessage) -> None:
+        """Consumer handler for `inbound`."""
+        await self.handle_accepted(message.body)
+
+    async def on_result(self, message: AbstractIncomingMessage) -> None:
+        """Consumer handler for `results`."""
+        await self.handle_result(message.body)
+
+    async def handle_accepted(self, payload: bytes) -> None:
+        """Split an AcceptedMessage into one job per domain and queue them all to `route`."""
+        accepted = decode(message_pb2.AcceptedMessage, payload)
+        extra = {"queue_id": accepted.queue_id}
+        jobs = split(accepted, self._hostname)
+        if not jobs:
+            logger.warning("message has no recipients; nothing to deliver", extra=extra)
+            return
+        await self._publisher.publish_all([(ROUTE, job.SerializeToString(), job.job_id, JOB_TYPE) for job in jobs])
+        logger.info(
+            "from=<%s> nrcpt=%d size=%d jobs=%d%s",
+            sanitize(accepted.sender),
+            len(accepted.recipients),
+            len(accepted.content),
+            len(jobs),
+            " (generated DSN)" if accepted.generated else "",
+            extra=extra,
+        )
+        for job in jobs:
+            logger.info(
+                "job %s: domain=%s nrcpt=%d queued to %s",
+                job.job_id,
+                sanitize(job.domain),
+                len(job.recipients),
+                ROUTE,
+                extra={**extra, "job_id": job.job_id},
+            )
+        metrics.MESSAGES_SPLIT.inc()
+        metrics.JOBS_CREATED.inc(len(jobs))
+
+    async def handle_result(self, payload: bytes) -> None:
+        """Decide each recipient's fate and publish the retry job and DSNs it calls for."""
+        result = decode(message_pb2.DeliveryResult, payload)
+        job = result.job
+        if not result.HasField("job") or not job.queue_id:
+            raise PermanentError("delivery result without its job")
+        now = self._clock()
+        decision = decide(result, self._policy, now)
+        outgoing: list[Outgoing] = []
+        dsn_ids: dict[Action, str] = {}
+        if decision.retry is not None:
+            retry = decision.retry
+            outgoing.append(
+                (
+                    retry_queue_name(decision.retry_delay),
+                    retry.SerializeToString(),
+                    f"{retry.job_id}#{retry.attempts}",
+                    JOB_TYPE,
+                )
+            )
+        for action, fates in ((Action.FAILED, decision.bounce), (Action.DELAYED, decision.warn)):
+            if fates:
+                dsn = self._dsn(result, decision, fates, action, now)
+                dsn_ids[action] = dsn.queue_id
+                outgoing.append((INBOUND, dsn.SerializeToString(), dsn.queue_id, ACCEPTED_TYPE))
+        if outgoing:
+            await self._publisher.publish_all(outgoing)
+        self._log(result, decision, dsn_ids)
+        self._count(job, decision, dsn_ids)
+
+    def _dsn(
+        self,
+        result: message_pb2.DeliveryResult,
+        decision: Decision,
+        fates: list[RecipientFate],
+        action: Action,
+        now: datetime,
+    ) -> message_pb2.AcceptedMessage:
+        """A DSN about `fates`, as a new message from <> to the original sender."""
+        job = result.job
+        queue_id = new_queue_id()
+        report = Report(
+            hostname=self._hostname,
+            queue_id=job.queue_id,
+            sender=job.sender,
+            arrival=to_datetime(job.arrival_time),
+            last_attempt=to_datetime(result.attempted_at) if result.HasField("attempted_at") else now,
+            action=action,
+            recipients=[_report_entry(fate) for fate in fates],
+            original_content=job.content,
+            will_retry_until=decision.will_retry_until if action is Action.DELAYED else None,
+        )
+        content = build_dsn(report, message_id=f"<{queue_id}@{self._hostname}>", now=now)
+        dsn = message_pb2.AcceptedMessage(
+            queue_id=queue_id,
+            sender="",
+            recipients=[job.sender],
+            content=content,
+            client_helo=self._hostname,
+            generated=True,
+            smtputf8=not job.sender.isascii(),
+        )
+        dsn.arrival_time.FromDatetime(now)
+        return dsn
+
+    def _log(self, result: message_pb2.DeliveryResult, decision: Decision, dsn_ids: dict[Action, str]) -> None:
+        job = result.job
+        extra = {"queue_id": job.queue_id, "job_id": job.job_id}
+        for fate in decision.recipients:
+            entry = fate.result
+            logger.info(
+                "to=<%s> relay=%s delay=%.0fs attempts=%d dsn=%s status=%s (%s)",
+                sanitize(entry.recipient),
+                sanitize(entry.remote_mta) or "none",
+                decision.age,
+                job.attempts + 1,
+                fate.status,
+                fate.disposition,
+                sanitize(entry.diagnostic),
+                extra=extra,
+            )
+        if decision.retry is not None:
+            logger.info(
+                "retrying %d recipients in %s (attempt %d)",
+                len(decision.retry.recipients),
+                retry_queue_name(decision.retry_delay),
+                decision.retry.attempts + 1,
+                extra=extra,
+            )
+        if Action.FAILED in dsn_ids:
+            logger.info("sender non-delivery notification: %s", dsn_ids[Action.FAILED], extra=extra)
+        if Action.DELAYED in dsn_ids:
+            logger.info("sender delay notification: %s", dsn_ids[Action.DELAYED], extra=extra)
+        if decision.discarded:
+            logger.warning(
+                "discarding %d undeliverable recipients: the sender is <>, no notification is sent",
+                len(decision.discarded),
+                extra=extra,
+            )
+
+    @staticmethod
+    def _count(job: message_pb2.DeliveryJob, decision: Decision, dsn_ids: dict[Action, str]) -> None:
+        provider = provider_label(job.route.provider)
+        for fate in decision.recipients:
+            if fate.disposition is Disposition.DELIVERED:
+                metrics.RECIPIENTS_DELIVERED.labels(provider=provider).inc()
+                metrics.QUEUE_TIME.observe(decision.age)
+            elif fate.disposition is Disposition.DEFERRED:
+                metrics.RECIPIENTS_DEFERRED.labels(provider=provider).inc()
+            else:
+                metrics.RECIPIENTS_BOUNCED.labels(provider=provider).inc()
+                metrics.QUEUE_TIME.observe(decision.age)
+                if fate.disposition is Disposition.EXPIRED:
+                    metrics.RECIPIENTS_EXPIRED.inc()
+        if Action.FAILED in dsn_ids:
+            metrics.BOUNCES_SENT.inc()
+        if Action.DELAYED in dsn_ids:
+            metrics.DELAY_WARNINGS_SENT.inc()
+        if decision.discarded:
+            metrics.UNDELIVERABLE_NULL_SENDER.inc()

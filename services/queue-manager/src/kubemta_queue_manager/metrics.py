@@ -1,0 +1,42 @@
+"""The queue-manager's Prometheus metrics (names from ARCHITECTURE.md; the provider label is bounded).
+
+Recipient outcomes are counted once per result, after the follow-up messages were
+confirmed by the broker; a result re-delivered after a crash may be counted twice
+(at-least-once).
+"""
+
+from prometheus_client import Counter, Histogram
+
+from kubemta_common.metrics import preinitialise
+from kubemta_common.providers import PROVIDERS
+
+RECIPIENTS_DELIVERED = Counter("kubemta_recipients_delivered_total", "Recipients delivered (final)", ["provider"])
+RECIPIENTS_DEFERRED = Counter(
+    "kubemta_recipients_deferred_total",
+    "Recipient delivery attempts that failed temporarily and were rescheduled",
+    ["provider"],
+)
+RECIPIENTS_BOUNCED = Counter(
+    "kubemta_recipients_bounced_total",
+    "Recipients that failed permanently or expired (final; reported to the sender unless it is <>)",
+    ["provider"],
+)
+RECIPIENTS_EXPIRED = Counter(
+    "kubemta_recipients_expired_total", "Recipients bounced because they outlived KUBEMTA_MAX_QUEUE_LIFETIME"
+)
+BOUNCES_SENT = Counter("kubemta_bounces_sent_total", "Failure DSNs (bounces) generated and queued")
+DELAY_WARNINGS_SENT = Counter("kubemta_delay_warnings_sent_total", "Delay-warning DSNs generated and queued")
+UNDELIVERABLE_NULL_SENDER = Counter(
+    "kubemta_undeliverable_null_sender_total",
+    "Failure DSNs not sent because the message's sender was <> (or it was itself a DSN); its recipients are dropped",
+)
+JOBS_CREATED = Counter("kubemta_jobs_created_total", "Delivery jobs created by splitting accepted messages")
+MESSAGES_SPLIT = Counter("kubemta_messages_split_total", "Accepted messages split into delivery jobs")
+QUEUE_TIME = Histogram(
+    "kubemta_queue_time_seconds",
+    "Time from acceptance to a recipient's final outcome (delivered or bounced)",
+    buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 345600, 432000, 864000),
+)
+
+for _counter in (RECIPIENTS_DELIVERED, RECIPIENTS_DEFERRED, RECIPIENTS_BOUNCED):
+    preinitialise(_counter, provider=PROVIDERS)

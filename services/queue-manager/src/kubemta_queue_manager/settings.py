@@ -1,0 +1,28 @@
+"""Configuration of the queue-manager: the shared settings plus queue lifetime and delay warnings.
+
+Defaults follow Postfix: `maximal_queue_lifetime` 5d, `delay_warning_time` 4h (but
+turned on; 0 turns warnings off). The retry schedule and the host name are inherited.
+"""
+
+from pydantic import Field
+
+from kubemta_common.config_types import Duration, Listen, parse_listen
+from kubemta_common.settings import ServiceSettings
+
+
+class QueueManagerSettings(ServiceSettings):
+    """`KUBEMTA_*` settings of the queue-manager."""
+
+    metrics_listen: Listen = Field(
+        default=parse_listen("127.0.0.1:9102"), description="host:port for /metrics, /healthz, /readyz"
+    )
+    max_queue_lifetime: Duration = Field(
+        default=5 * 86400.0,
+        gt=0,
+        description="Age after which a still-deferred recipient is bounced as expired (Postfix maximal_queue_lifetime)",
+    )
+    delay_warning_after: Duration = Field(
+        default=4 * 3600.0,
+        ge=0,
+        description="Age after which the sender is warned once that delivery is delayed; 0 turns warnings off",
+    )
