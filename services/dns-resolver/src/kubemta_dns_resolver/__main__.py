@@ -1,0 +1,53 @@
+"""Entry point of `kubemta-dns-resolver`: load the settings, build the router, consume `route`."""
+
+import asyncio
+
+import dns.resolver
+
+from kubemta_common.amqp import topology
+from kubemta_common.amqp.consumer import Handler
+from kubemta_common.errors import ConfigError
+from kubemta_common.runtime import run
+from kubemta_common.service import ServiceCore, serve_consumers
+from kubemta_dns_resolver.cache import TtlLruCache
+from kubemta_dns_resolver.handler import RouteHandler
+from kubemta_dns_resolver.lookup import DnspythonLookup
+from kubemta_dns_resolver.router import CachePolicy, Router
+from kubemta_dns_resolver.settings import ResolverSettings
+
+SERVICE = "dns-resolver"
+
+
+def build_router(settings: ResolverSettings) -> Router:
+    """The router configured by `settings` (raises ConfigError when no name server is known)."""
+    try:
+        lookup = DnspythonLookup(settings.nameservers(), settings.dns_timeout)
+    except dns.resolver.NoResolverConfiguration as exc:
+        raise ConfigError(f"no name servers: set KUBEMTA_DNS_NAMESERVERS or fix /etc/resolv.conf ({exc})") from None
+    return Router(
+        lookup,
+        transports=settings.transport_map(),
+        relayhost=settings.relay_nexthop(),
+        delivery_port=settings.delivery_port,
+        cache=TtlLruCache(settings.dns_cache_size),
+        policy=CachePolicy(max_ttl=settings.dns_max_ttl, negative_ttl=settings.dns_negative_ttl),
+    )
+
+
+async def _main(stop: asyncio.Event) -> None:
+    settings = ResolverSettings.load()
+    router = build_router(settings)
+
+    def build(core: ServiceCore) -> list[tuple[str, Handler]]:
+        return [(topology.ROUTE, RouteHandler(router, core.publisher))]
+
+    await serve_consumers(ServiceCore(SERVICE, settings), build, stop)
+
+
+def main() -> None:
+    """Run the dns-resolver until SIGTERM."""
+    run(_main)
+
+
+if __name__ == "__main__":
+    main()

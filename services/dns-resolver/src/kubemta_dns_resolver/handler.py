@@ -1,0 +1,108 @@
+"""The `route` consumer: attach a route to each DeliveryJob and pass it on.
+
+A routed job goes to `deliver`; a job that cannot be routed becomes a DeliveryResult
+(one RecipientResult per recipient, no SMTP code) on `results`, where the
+queue-manager retries it (temporary) or bounces it (permanent). The handler returns,
+and so lets the consumer acknowledge the job, only after that publish was confirmed;
+a failed publish (PublishFailed) propagates and the job returns to `route`.
+"""
+
+import logging
+from typing import Protocol
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from kubemta.v1 import message_pb2
+from kubemta_common.amqp import topology
+from kubemta_common.bus_messages import decode
+from kubemta_common.logs import sanitize
+from kubemta_common.timestamps import now_timestamp
+from kubemta_dns_resolver.metrics import ROUTES
+from kubemta_dns_resolver.router import RouteFailure
+
+logger = logging.getLogger(__name__)
+
+REPORTER = "dns-resolver"
+DELIVERY_JOB_TYPE = "kubemta.v1.DeliveryJob"
+DELIVERY_RESULT_TYPE = "kubemta.v1.DeliveryResult"
+LOGGED_HOSTS = 5
+
+
+class RoutePublisher(Protocol):
+    """What the handler needs from kubemta_common.amqp.publisher.Publisher."""
+
+    async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None: ...
+
+
+class DomainRouter(Protocol):
+    """What the handler needs from router.Router."""
+
+    async def route(self, domain: str) -> message_pb2.Route | RouteFailure: ...
+
+
+class RouteHandler:
+    """Consumes `route`; publishes to `deliver` or `results`."""
+
+    def __init__(self, router: DomainRouter, publisher: RoutePublisher) -> None:
+        self._router = router
+        self._publisher = publisher
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        await self.handle(decode(message_pb2.DeliveryJob, message.body))
+
+    async def handle(self, job: message_pb2.DeliveryJob) -> None:
+        """Route one job and publish its successor."""
+        result = await self._router.route(job.domain)
+        log_extra = {"queue_id": job.queue_id, "job_id": job.job_id, "domain": sanitize(job.domain)}
+        if isinstance(result, RouteFailure):
+            await self._publish_failure(job, result)
+            outcome = "temporary" if result.temporary else "permanent"
+            ROUTES.labels(source=result.source, result=outcome).inc()
+            logger.info(
+                "no route for %s (%s): %s %s",
+                sanitize(job.domain),
+                result.source,
+                result.status,
+                result.diagnostic,
+                extra={**log_extra, "source": result.source, "result": outcome, "status": result.status},
+            )
+            return
+        job.route.CopyFrom(result)
+        await self._publisher.publish(
+            topology.DELIVER, job.SerializeToString(), message_id=job.job_id, message_type=DELIVERY_JOB_TYPE
+        )
+        ROUTES.labels(source=result.source, result="ok").inc()
+        logger.info(
+            "routed %s via %s: %s",
+            sanitize(job.domain),
+            result.source,
+            _describe_hosts(result),
+            extra={**log_extra, "source": result.source, "result": "ok", "provider": result.provider},
+        )
+
+    async def _publish_failure(self, job: message_pb2.DeliveryJob, failure: RouteFailure) -> None:
+        outcome = message_pb2.OUTCOME_TEMPORARY if failure.temporary else message_pb2.OUTCOME_PERMANENT
+        result = message_pb2.DeliveryResult(
+            job=job,
+            recipients=[
+                message_pb2.RecipientResult(
+                    recipient=recipient,
+                    outcome=outcome,
+                    smtp_code=0,
+                    status=failure.status,
+                    diagnostic=failure.diagnostic,
+                )
+                for recipient in job.recipients
+            ],
+            attempted_at=now_timestamp(),
+            reporter=REPORTER,
+        )
+        await self._publisher.publish(
+            topology.RESULTS, result.SerializeToString(), message_id=job.job_id, message_type=DELIVERY_RESULT_TYPE
+        )
+
+
+def _describe_hosts(route: message_pb2.Route) -> str:
+    shown = [f"{host.hostname}[{host.address}]:{host.port}" for host in route.hosts[:LOGGED_HOSTS]]
+    more = len(route.hosts) - LOGGED_HOSTS
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")

@@ -1,0 +1,77 @@
+"""The dns-resolver's configuration (`KUBEMTA_*`), validated at start-up.
+
+Transports, relay host and name servers are checked here, so a typo stops the
+service with a message naming the variable instead of failing the first job.
+"""
+
+import ipaddress
+
+from pydantic import Field, field_validator
+
+from kubemta_common.config_types import CommaList, Duration, Listen, parse_listen, split_host_port
+from kubemta_common.settings import ServiceSettings
+from kubemta_dns_resolver.transports import Nexthop, TransportMap, parse_relayhost, parse_transports
+
+DNS_PORT = 53  # RFC 1035 §4.2
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `host` (port 53) -> (IP address, port); the host must be an IP address."""
+    host, port = split_host_port(text, DNS_PORT)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"invalid name server {text!r}: expected an IP address, e.g. 10.96.0.10:53") from None
+    assert port is not None
+    return host, port
+
+
+class ResolverSettings(ServiceSettings):
+    """Configuration of the dns-resolver service."""
+
+    metrics_listen: Listen = Field(
+        default=parse_listen("127.0.0.1:9103"), description="host:port for /metrics, /healthz, /readyz"
+    )
+    dns_nameservers: CommaList = Field(
+        default_factory=list, description="Name servers as host:port,...; empty = the system's /etc/resolv.conf"
+    )
+    transports: str = Field(default="", description="Static routes: domain=smtp:[host]:port;.sub.domain=smtp:host:port")
+    relayhost: str = Field(default="", description="Send all other mail via [host]:port or host[:port]")
+    delivery_port: int = Field(default=25, ge=1, le=65535, description="TCP port of MX hosts")
+    dns_timeout: Duration = Field(default=10.0, gt=0, description="Time limit of one DNS lookup")
+    dns_cache_size: int = Field(default=10000, ge=0, description="Routes kept in the cache (0 disables it)")
+    dns_negative_ttl: Duration = Field(
+        default=60.0, ge=0, description="Longest time an NXDOMAIN, null MX or no-address answer is cached"
+    )
+    dns_max_ttl: Duration = Field(default=86400.0, ge=0, description="Longest time any answer is cached")
+
+    @field_validator("dns_nameservers")
+    @classmethod
+    def _check_nameservers(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_nameserver(item)
+        return value
+
+    @field_validator("transports")
+    @classmethod
+    def _check_transports(cls, value: str) -> str:
+        parse_transports(value)
+        return value
+
+    @field_validator("relayhost")
+    @classmethod
+    def _check_relayhost(cls, value: str) -> str:
+        parse_relayhost(value)
+        return value
+
+    def nameservers(self) -> list[tuple[str, int]]:
+        """The configured name servers as (address, port); empty for the system's."""
+        return [parse_nameserver(item) for item in self.dns_nameservers]
+
+    def transport_map(self) -> TransportMap:
+        """The parsed `KUBEMTA_TRANSPORTS`."""
+        return parse_transports(self.transports)
+
+    def relay_nexthop(self) -> Nexthop | None:
+        """The parsed `KUBEMTA_RELAYHOST`, or None."""
+        return parse_relayhost(self.relayhost)
