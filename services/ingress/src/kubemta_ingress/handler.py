@@ -1,0 +1,187 @@
+"""The SMTP transaction decisions: who may send, to whom, and queueing the message.
+
+aiosmtpd calls these hooks (docs/handlers.rst); per-connection state lives on its
+`Session`, per-transaction state on its `Envelope`. A message is answered
+`250 2.0.0 Ok: queued as <id>` only after the broker confirmed the publish; if it
+did not, the client gets `451 4.3.0` and retries (ARCHITECTURE.md, "No confirm, no 250").
+"""
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from kubemta.v1 import message_pb2
+from kubemta_common.amqp import topology
+from kubemta_common.errors import PublishFailed
+from kubemta_common.logs import sanitize
+from kubemta_common.queue_id import new_queue_id
+from kubemta_ingress import metrics, replies
+from kubemta_ingress.content import ContentProblem, content_problem
+from kubemta_ingress.interfaces import MessagePublisher
+from kubemta_ingress.policy import AddressProblem, RelayPolicy, check_address, client_ip
+from kubemta_ingress.received import protocol_name, received_header
+from kubemta_ingress.rejections import Reason, record_rejection
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_TYPE = "kubemta.v1.AcceptedMessage"
+NULL_SENDER = "<>"  # how aiosmtpd passes MAIL FROM:<> (RFC 5321 section 4.5.5)
+
+
+def client_label(session: Session) -> str:
+    """The client's IP address for logs, or `unknown`."""
+    address = client_ip(session.peer)
+    return str(address) if address is not None else "unknown"
+
+
+def text_field(value: str | None) -> str:
+    """Client text made valid UTF-8 for a protobuf string (aiosmtpd keeps bad bytes as surrogates)."""
+    return (value or "").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+class IngressHandler:
+    """aiosmtpd handler: relay policy and limits at MAIL/RCPT, content checks and queueing at DATA."""
+
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        policy: RelayPolicy,
+        max_recipients: int,
+        max_message_size: int,
+        publisher: MessagePublisher,
+    ) -> None:
+        self._hostname = hostname
+        self._policy = policy
+        self._max_recipients = max_recipients
+        self._max_message_size = max_message_size
+        self._publisher = publisher
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return replies.ehlo_response(responses, self._max_message_size)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        if address != NULL_SENDER:
+            problem = check_address(address, smtputf8=envelope.smtp_utf8)
+            if problem is not None:
+                reply = replies.NEEDS_SMTPUTF8 if problem is AddressProblem.NEEDS_SMTPUTF8 else replies.BAD_SENDER
+                return self._reject(Reason.BAD_ADDRESS, reply, session, sender=text_field(address))
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.SENDER_OK
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        sender = text_field(envelope.mail_from)
+        problem = check_address(address, smtputf8=envelope.smtp_utf8)
+        if problem is not None:
+            reply = replies.NEEDS_SMTPUTF8 if problem is AddressProblem.NEEDS_SMTPUTF8 else replies.BAD_RECIPIENT
+            return self._reject(Reason.BAD_ADDRESS, reply, session, sender=sender, recipient=text_field(address))
+        if address in envelope.rcpt_tos:
+            return replies.RECIPIENT_OK  # a duplicate is accepted once (as Postfix' cleanup does)
+        if len(envelope.rcpt_tos) >= self._max_recipients:
+            return self._reject(
+                Reason.TOO_MANY_RECIPIENTS, replies.TOO_MANY_RECIPIENTS, session, sender=sender, recipient=address
+            )
+        if not self._policy.accepts(address, client_ip(session.peer)):
+            reply = replies.RELAY_DENIED.format(address=address)
+            return self._reject(Reason.RELAY_DENIED, reply, session, sender=sender, recipient=address)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.RECIPIENT_OK
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        started = time.monotonic()
+        try:
+            return await self._queue(session, envelope)
+        except Exception:
+            logger.exception("failed to queue a message", extra={"queue_id": None, "client": client_label(session)})
+            return self._reject(Reason.INTERNAL_ERROR, replies.INTERNAL_ERROR, session)
+        finally:
+            metrics.ACCEPT_DURATION.observe(time.monotonic() - started)
+
+    async def handle_exception(self, error: Exception) -> str:
+        logger.error("SMTP command failed: %r", error, exc_info=error, extra={"queue_id": None})
+        return replies.INTERNAL_ERROR
+
+    async def _queue(self, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content
+        assert content is not None, "aiosmtpd calls handle_DATA with the content read"
+        sender = "" if envelope.mail_from == NULL_SENDER else text_field(envelope.mail_from)
+        problem = content_problem(content)
+        if problem is ContentProblem.BARE_LINE_ENDING:
+            return self._reject(Reason.BAD_LINE_ENDING, replies.BARE_LINE_ENDING, session, sender=sender)
+        if problem is ContentProblem.NUL_CHARACTER:
+            return self._reject(Reason.NUL_CHARACTER, replies.NUL_CHARACTER, session, sender=sender)
+
+        queue_id = new_queue_id()
+        message = self._accepted_message(queue_id, sender, session, envelope, content)
+        try:
+            await self._publisher.publish(
+                topology.INBOUND, message.SerializeToString(), message_id=queue_id, message_type=MESSAGE_TYPE
+            )
+        except PublishFailed as exc:
+            return self._reject(
+                Reason.QUEUE_UNAVAILABLE, replies.QUEUE_UNAVAILABLE, session, queue_id, sender=sender, error=str(exc)
+            )
+        metrics.MESSAGES_RECEIVED.inc()
+        metrics.MESSAGE_SIZE.observe(len(content))
+        logger.info(
+            "accepted",
+            extra={
+                "queue_id": queue_id,
+                "sender": sanitize(sender),
+                "recipients": len(envelope.rcpt_tos),
+                "size": len(content),
+                "client": client_label(session),
+                "helo": sanitize(session.host_name or ""),
+            },
+        )
+        return replies.QUEUED.format(queue_id=queue_id)
+
+    def _accepted_message(
+        self, queue_id: str, sender: str, session: Session, envelope: Envelope, content: bytes
+    ) -> message_pb2.AcceptedMessage:
+        arrival = datetime.now(UTC)
+        client = client_ip(session.peer)
+        protocol = protocol_name(
+            extended=session.extended_smtp,
+            smtputf8=envelope.smtp_utf8,
+            tls=session.ssl is not None,
+            authenticated=bool(session.authenticated),
+        )
+        trace = received_header(
+            helo=session.host_name,
+            client=client,
+            hostname=self._hostname,
+            protocol=protocol,
+            queue_id=queue_id,
+            recipients=envelope.rcpt_tos,
+            when=arrival,
+        )
+        message = message_pb2.AcceptedMessage(
+            queue_id=queue_id,
+            sender=sender,
+            recipients=envelope.rcpt_tos,
+            content=trace + content,
+            client_address=str(client) if client is not None else "",
+            client_helo=text_field(session.host_name),
+            smtputf8=envelope.smtp_utf8,
+        )
+        message.arrival_time.FromDatetime(arrival)
+        return message
+
+    def _reject(
+        self, reason: Reason, reply: str, session: Session, queue_id: str | None = None, **fields: object
+    ) -> str:
+        client = client_label(session)
+        record_rejection(reason, reply, client=client, helo=session.host_name, queue_id=queue_id, **fields)
+        return reply

@@ -1,0 +1,47 @@
+"""Refused SMTP commands: the fixed set of reasons, counted and logged in one place.
+
+A rejection is any refused MAIL, RCPT or DATA (Postfix logs these as `reject:`
+lines). The reasons are a closed set so `kubemta_messages_rejected_total{reason}`
+stays bounded.
+"""
+
+import enum
+import logging
+
+from kubemta_common.logs import sanitize
+from kubemta_ingress import metrics
+
+logger = logging.getLogger(__name__)
+
+
+class Reason(enum.StrEnum):
+    """Label values of `kubemta_messages_rejected_total{reason}`."""
+
+    RELAY_DENIED = "relay_denied"
+    TOO_MANY_RECIPIENTS = "too_many_recipients"
+    MESSAGE_TOO_BIG = "message_too_big"
+    LINE_TOO_LONG = "line_too_long"
+    BAD_LINE_ENDING = "bad_line_ending"
+    NUL_CHARACTER = "nul_character"
+    BAD_ADDRESS = "bad_address"
+    QUEUE_UNAVAILABLE = "queue_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+metrics.preinitialise_rejections(reason.value for reason in Reason)
+
+
+def record_rejection(
+    reason: Reason, reply: str, *, client: str, helo: str | None, queue_id: str | None = None, **fields: object
+) -> None:
+    """Count a rejection and log one line about it (queue_id is None before a message was queued)."""
+    metrics.MESSAGES_REJECTED.labels(reason=reason.value).inc()
+    extra: dict[str, object] = {
+        "queue_id": queue_id,
+        "reason": reason.value,
+        "reply": reply,
+        "client": client,
+        "helo": sanitize(helo or ""),
+    }
+    extra.update({key: sanitize(value) if isinstance(value, str) else value for key, value in fields.items()})
+    logger.info("reject: %s", reply, extra=extra)

@@ -1,0 +1,200 @@
+"""Fixtures for the ingress tests: a fake publisher, a real SMTP server on 127.0.0.1:0 in
+the test's event loop, a raw SMTP client over asyncio streams, and metric readings.
+
+Test modules cannot import each other (--import-mode=importlib), so the helpers reach the
+tests through fixtures.
+"""
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from prometheus_client import REGISTRY
+
+from kubemta_common.config_types import ListenAddress
+from kubemta_common.errors import PublishFailed
+from kubemta_ingress.handler import IngressHandler
+from kubemta_ingress.policy import RelayPolicy
+from kubemta_ingress.server import SmtpServer
+
+HOSTNAME = "mx.kubemta.test"
+IO_TIMEOUT = 5.0
+
+
+@dataclass
+class Published:
+    routing_key: str
+    body: bytes
+    message_id: str
+    message_type: str
+
+
+class FakePublisher:
+    """Records confirmed publishes. `error` makes every publish fail; `hang_for` makes it wait for a
+    confirm that never comes, for that long, then fail like the real publisher's timeout."""
+
+    def __init__(self) -> None:
+        self.published: list[Published] = []
+        self.attempts = 0
+        self.error: PublishFailed | None = None
+        self.hang_for: float | None = None
+
+    async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
+        self.attempts += 1
+        if self.hang_for is not None:
+            never = asyncio.Event()
+            try:
+                async with asyncio.timeout(self.hang_for):
+                    await never.wait()
+            except TimeoutError:
+                raise PublishFailed(f"no confirm from the broker within {self.hang_for}s") from None
+        if self.error is not None:
+            raise self.error
+        self.published.append(Published(routing_key, body, message_id, message_type))
+
+
+class RawClient:
+    """A minimal SMTP client on asyncio streams: every read is bounded."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.greeting: list[str] = []
+
+    async def read_reply(self, within: float = IO_TIMEOUT) -> list[str]:
+        """One complete (possibly multi-line) reply, without line endings."""
+        lines: list[str] = []
+        async with asyncio.timeout(within):
+            while True:
+                raw = await self.reader.readline()
+                if not raw:
+                    raise ConnectionError(f"connection closed after {lines!r}")
+                line = raw.decode("utf-8").rstrip("\r\n")
+                lines.append(line)
+                if line[3:4] != "-":
+                    return lines
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def command(self, line: str | bytes) -> list[str]:
+        """Send one command line and read its reply."""
+        await self.send((line.encode("utf-8") if isinstance(line, str) else line) + b"\r\n")
+        return await self.read_reply()
+
+    async def last(self, line: str | bytes) -> str:
+        """Send one command line and return the last line of its reply."""
+        return (await self.command(line))[-1]
+
+    async def until_closed(self, within: float = IO_TIMEOUT) -> bytes:
+        """Everything the server still sends until it closes the connection."""
+        async with asyncio.timeout(within):
+            return await self.reader.read()
+
+    async def silent_for(self, seconds: float) -> bool:
+        """True when the server sends nothing for `seconds`."""
+        try:
+            async with asyncio.timeout(seconds):
+                data = await self.reader.read(1)
+        except TimeoutError:
+            return True
+        raise AssertionError(f"unexpected data from the server: {data!r}")
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except ConnectionError:
+            pass
+
+
+@dataclass
+class Harness:
+    server: SmtpServer
+    publisher: FakePublisher
+    clients: list[RawClient] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def connect(self, ehlo: str | None = "client.example") -> RawClient:
+        """A connected client, after the greeting and (unless None) EHLO."""
+        async with asyncio.timeout(IO_TIMEOUT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        client = RawClient(reader, writer)
+        self.clients.append(client)
+        client.greeting = await client.read_reply()
+        if ehlo is not None:
+            reply = await client.command(f"EHLO {ehlo}")
+            assert reply[-1].startswith("250 "), reply
+        return client
+
+
+type StartServer = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """Start an ingress SMTP server on 127.0.0.1:0: `await start_server(local_domains=[...], ...)`."""
+    harnesses: list[Harness] = []
+
+    async def start(
+        *,
+        local_domains: tuple[str, ...] = ("example.org",),
+        relay_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
+        max_recipients: int = 1000,
+        max_message_size: int = 10240000,
+        smtp_timeout: float = 30.0,
+        publisher: FakePublisher | None = None,
+    ) -> Harness:
+        publisher = publisher or FakePublisher()
+        handler = IngressHandler(
+            hostname=HOSTNAME,
+            policy=RelayPolicy.create(local_domains, [ipaddress.ip_network(net) for net in relay_networks]),
+            max_recipients=max_recipients,
+            max_message_size=max_message_size,
+            publisher=publisher,
+        )
+        server = SmtpServer(
+            handler,
+            listen=ListenAddress("127.0.0.1", 0),
+            hostname=HOSTNAME,
+            max_message_size=max_message_size,
+            timeout=smtp_timeout,
+        )
+        await server.start()
+        harness = Harness(server, publisher)
+        harnesses.append(harness)
+        return harness
+
+    yield start
+    for harness in harnesses:
+        for client in harness.clients:
+            await client.close()
+        await harness.server.stop(drain_seconds=1.0)
+
+
+class Metrics:
+    """Reads of the ingress metrics from the default registry."""
+
+    @staticmethod
+    def sample(name: str, **labels: str) -> float | None:
+        """The sample's value, None when the series does not exist."""
+        return REGISTRY.get_sample_value(name, labels)
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample's value, 0 when the series does not exist yet."""
+        sample = self.sample(name, **labels)
+        return 0.0 if sample is None else sample
+
+    def rejected(self, reason: str) -> float:
+        return self.value("kubemta_messages_rejected_total", reason=reason)
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
