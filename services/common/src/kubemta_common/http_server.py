@@ -10,7 +10,7 @@ from collections.abc import Callable, Generator
 
 import uvicorn
 from fastapi import FastAPI, Response
-from prometheus_client import make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kubemta_common.config_types import ListenAddress
 
@@ -30,7 +30,10 @@ def health_app(ready: Callable[[], bool]) -> FastAPI:
         response.status_code = 503
         return {"status": "not ready"}
 
-    app.mount("/metrics", make_asgi_app())
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     return app
 
 

@@ -55,7 +55,7 @@ class Broker:
                     reconnect_interval=self._reconnect_interval,
                 )
             except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
-                logger.warning("broker unreachable, retrying in %.0fs: %s", self._reconnect_interval, exc)
+                logger.warning("broker unreachable, retrying in %.1fs: %s", self._reconnect_interval, exc)
                 await asyncio.sleep(self._reconnect_interval)
                 continue
             try:
