@@ -12,7 +12,6 @@ import pytest
 
 from tests.harness.dns_server import DnsServer, zone_text
 from tests.harness.ports import free_port
-from tests.harness.rabbitmq import Vhost
 from tests.harness.smtp_peer import ScriptedPeer
 from tests.harness.stack import Stack
 
@@ -146,9 +145,3 @@ def make_message(sender: str, recipients: list[str], subject: str, body: str = "
         "Date: Sun, 29 Nov 2026 12:00:00 +0000\r\n"
     )
     return (headers + "\r\n" + body).encode()
-
-
-async def wait_for_queue_empty(vhost: Vhost, queue: str, within: float = 20.0) -> None:
-    async with asyncio.timeout(within):
-        while (await asyncio.to_thread(vhost.queue_depths)).get(queue, 0):
-            await asyncio.sleep(0.2)

@@ -120,6 +120,6 @@ async def test_swaks_gets_queued_reply_and_mail_is_delivered(mta: tuple[Stack, s
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "<~  250 2.0.0 Ok: queued as " in result.stdout
+    assert "<-  250 2.0.0 Ok: queued as " in result.stdout
     [delivered] = await mx1.wait_for_messages(1, timeout=20)
     assert b"Subject: swaks test" in delivered.content

@@ -23,7 +23,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0,
     """Poll an async check until it holds; fail after `within` seconds."""
     try:
         async with asyncio.timeout(within):
-            while not await check():
+            while True:
+                if await check():
+                    return
                 await asyncio.sleep(0.2)
     except TimeoutError:
         pytest.fail(f"timed out after {within:.0f}s waiting for {what}")

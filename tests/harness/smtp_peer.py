@@ -14,12 +14,14 @@ Scripts:
 - `mail_reply`, `data_reply`, `ehlo_reply`: the same for MAIL FROM, the final dot and
   EHLO (`ehlo_reply` replaces the whole EHLO answer, e.g. "502 5.5.2 Not implemented").
 - `DROP` as any reply closes the connection instead of answering.
-- `tls_cert`: offer STARTTLS with that (cert, key); `tls_broken`: offer STARTTLS, then
-  answer the TLS handshake with plaintext so that it fails; `smtputf8`: offer SMTPUTF8; `silent`: accept connections and
-  never send a greeting.
+- `tls_cert`: offer STARTTLS with that (cert, key), e.g. from `make_self_signed_cert`;
+  `tls_broken`: offer STARTTLS, then answer the handshake in plaintext so that it fails.
+- `smtputf8`: offer SMTPUTF8 (default yes); `silent`: accept connections and never send
+  a greeting (for timeouts).
 
 `messages` holds the messages accepted with a 2xx reply to the final dot (in arrival
-order); `refused_messages` those answered otherwise or dropped.
+order), `refused_messages` those answered otherwise or dropped; `connections` counts
+the connections made to the peer.
 """
 
 import asyncio
@@ -40,7 +42,7 @@ DEFAULT_DATA_REPLY = "250 2.0.0 Ok: queued"
 
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
-    """One message as the peer received it."""
+    """One message as the peer received it; `mail_from` is "" for the null sender <>."""
 
     mail_from: str
     rcpt_tos: list[str]
@@ -56,7 +58,8 @@ def make_self_signed_cert(directory: Path, common_name: str = "localhost") -> tu
     cert, key = directory / "peer-cert.pem", directory / "peer-key.pem"
     subprocess.run(
         [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "2",
             "-subj", f"/CN={common_name}", "-keyout", str(key), "-out", str(cert),
         ],
         check=True,
@@ -132,7 +135,7 @@ class _Handler:
         reply = self._peer.reply_or_drop(server, self._peer.data_script.next())
         content = envelope.original_content or b""
         message = ReceivedMessage(
-            mail_from=envelope.mail_from or "",
+            mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
             rcpt_tos=list(envelope.rcpt_tos),
             content=bytes(content),
             tls=session.ssl is not None,

@@ -1,0 +1,110 @@
+"""The `deliver` consumer: one DeliveryResult per job, published before the handler returns;
+a failed publish propagates (so the job is not acknowledged); metrics move."""
+
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+
+from kubemta.v1 import message_pb2
+from kubemta_common.amqp.topology import DELIVER, RESULTS
+from kubemta_common.errors import PermanentError, PublishFailed
+from kubemta_common.service import ServiceCore
+from kubemta_delivery_worker.__main__ import build
+from kubemta_delivery_worker.deliverer import Deliverer
+from kubemta_delivery_worker.handler import DeliverHandler
+from kubemta_delivery_worker.settings import WorkerSettings
+
+
+def incoming(body: bytes) -> AbstractIncomingMessage:
+    return cast(AbstractIncomingMessage, SimpleNamespace(body=body, message_id="m1"))
+
+
+async def test_publishes_exactly_one_result_carrying_the_job(start_peer, host_of, job, options, publisher):
+    peer = await start_peer(rules={"gone": "550 5.1.1 No such user"})
+    the_job = job([host_of("mx1.dest.test", peer)], ["a@dest.test", "gone@dest.test"], attempts=3)
+    handler = DeliverHandler(Deliverer(options), publisher)
+
+    await handler(incoming(the_job.SerializeToString()))
+
+    [published] = publisher.published
+    assert published.routing_key == RESULTS
+    assert published.message_type == "kubemta.v1.DeliveryResult"
+    assert published.message_id == the_job.job_id
+    result = message_pb2.DeliveryResult.FromString(published.body)
+    assert result.job == the_job, "the job travels back unchanged (attempts included)"
+    assert result.job.attempts == 3
+    assert result.reporter == "delivery-worker"
+    assert result.attempted_at.seconds > 0
+    assert [(r.recipient, r.outcome) for r in result.recipients] == [
+        ("a@dest.test", message_pb2.OUTCOME_DELIVERED),
+        ("gone@dest.test", message_pb2.OUTCOME_PERMANENT),
+    ]
+    assert len(peer.messages) == 1
+
+
+async def test_publish_failure_propagates(start_peer, host_of, job, options, publisher):
+    peer = await start_peer()
+    publisher.fail = True
+    handler = DeliverHandler(Deliverer(options), publisher)
+
+    with pytest.raises(PublishFailed):
+        await handler(incoming(job([host_of("mx1.dest.test", peer)]).SerializeToString()))
+
+    assert publisher.published == []
+
+
+async def test_undecodable_job_is_a_permanent_error(options, publisher):
+    handler = DeliverHandler(Deliverer(options), publisher)
+
+    with pytest.raises(PermanentError):
+        await handler(incoming(b"\xff\xff\xff not a protobuf"))
+
+    assert publisher.published == []
+
+
+async def test_metrics_move_per_recipient_and_per_job(start_peer, host_of, job, options, publisher, metric):
+    peer = await start_peer(rules={"busy": "450 4.2.0 Mailbox busy", "gone": "550 5.1.1 No such user"})
+    before: dict[str, Any] = {
+        result: metric("kubemta_delivery_attempts_total", result=result)
+        for result in ("delivered", "deferred", "bounced")
+    }
+    jobs_before = metric("kubemta_delivery_duration_seconds_count")
+    ok_before = metric("kubemta_smtp_connections_total", result="ok")
+    handler = DeliverHandler(Deliverer(options), publisher)
+
+    await handler.process(
+        job([host_of("mx1.dest.test", peer)], ["a@dest.test", "b@dest.test", "busy@dest.test", "gone@dest.test"])
+    )
+
+    assert metric("kubemta_delivery_attempts_total", result="delivered") == before["delivered"] + 2
+    assert metric("kubemta_delivery_attempts_total", result="deferred") == before["deferred"] + 1
+    assert metric("kubemta_delivery_attempts_total", result="bounced") == before["bounced"] + 1
+    assert metric("kubemta_delivery_duration_seconds_count") == jobs_before + 1
+    assert metric("kubemta_smtp_connections_total", result="ok") == ok_before + 1
+
+
+def test_metrics_are_preinitialised(metric):
+    from prometheus_client import REGISTRY
+
+    names = {
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for family in REGISTRY.collect()
+        for sample in family.samples
+    }
+    for result in ("delivered", "deferred", "bounced"):
+        assert ("kubemta_delivery_attempts_total", (("result", result),)) in names
+    for result in ("ok", "refused", "timeout", "tls_failed", "error"):
+        assert ("kubemta_smtp_connections_total", (("result", result),)) in names
+
+
+def test_build_consumes_deliver(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("KUBEMTA_HOSTNAME", "worker.example")
+    settings = WorkerSettings.load()
+    core = ServiceCore("delivery-worker", settings)
+
+    [(queue, handler)] = build(core, settings)
+
+    assert queue == DELIVER
+    assert isinstance(handler, DeliverHandler)
