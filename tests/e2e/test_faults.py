@@ -26,8 +26,9 @@ async def test_unreachable_broker_gives_451_never_250(stack: Stack, world: MailW
     try:
         await stack.start(("ingress",), ready=False)
         assert (await stack.http("ingress", "/readyz"))[0] == 503
-        outcome = await send(f"127.0.0.1:{smtp_port}", SENDER, ["a@mx.e2e.test"],
-                             make_message(SENDER, ["a@mx.e2e.test"], "no broker"))
+        outcome = await send(
+            f"127.0.0.1:{smtp_port}", SENDER, ["a@mx.e2e.test"], make_message(SENDER, ["a@mx.e2e.test"], "no broker")
+        )
         assert outcome.data is not None
         code, text = outcome.data
         assert code == 451 and text.startswith(b"4.3.0"), outcome.data
@@ -37,8 +38,7 @@ async def test_unreachable_broker_gives_451_never_250(stack: Stack, world: MailW
         await proxy.stop()
 
 
-async def test_silent_broker_gives_451_and_mail_flows_again_after(stack: Stack, world: MailWorld,
-                                                                  vhost: Vhost) -> None:
+async def test_silent_broker_gives_451_and_mail_flows_again_after(stack: Stack, world: MailWorld, vhost: Vhost) -> None:
     proxy = TcpProxy("127.0.0.1", vhost.node.host, vhost.node.port)
     await proxy.start()
     smtp_port = free_port()
@@ -115,9 +115,26 @@ async def test_swaks_gets_queued_reply_and_mail_is_delivered(mta: tuple[Stack, s
     await mx1.start()
     result = await asyncio.to_thread(
         subprocess.run,
-        ["swaks", "--server", server, "--from", SENDER, "--to", "swaks@mx.e2e.test", "--helo", "swaks.e2e.test",
-         "--header", "Subject: swaks test", "--timeout", "30"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
+        [
+            "swaks",
+            "--server",
+            server,
+            "--from",
+            SENDER,
+            "--to",
+            "swaks@mx.e2e.test",
+            "--helo",
+            "swaks.e2e.test",
+            "--header",
+            "Subject: swaks test",
+            "--timeout",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "<-  250 2.0.0 Ok: queued as " in result.stdout

@@ -42,18 +42,32 @@ def parse(message: ReceivedMessage) -> Message:
     return email.message_from_bytes(message.content, policy=email.policy.compat32)
 
 
+def _parts(message: Message) -> list[Message]:
+    payload = message.get_payload()
+    assert isinstance(payload, list)
+    return [part for part in payload if isinstance(part, Message)]
+
+
 def dsn_fields(bounce: ReceivedMessage) -> tuple[Message, Message, list[Message]]:
     """(report, per-message fields, per-recipient field blocks) of a DSN as the stdlib parses it."""
     report = parse(bounce)
     assert report.get_content_type() == "multipart/report"
     assert report.get_param("report-type") == "delivery-status"
-    parts = report.get_payload()
-    assert isinstance(parts, list)
-    assert [part.get_content_type() for part in parts] == ["text/plain", "message/delivery-status",
-                                                           "text/rfc822-headers"]
-    blocks = parts[1].get_payload()
-    assert isinstance(blocks, list)
+    parts = _parts(report)
+    assert [part.get_content_type() for part in parts] == [
+        "text/plain",
+        "message/delivery-status",
+        "text/rfc822-headers",
+    ]
+    blocks = _parts(parts[1])
     return report, blocks[0], blocks[1:]
+
+
+def original_headers(report: Message) -> str:
+    """The text/rfc822-headers part of a DSN."""
+    headers = _parts(report)[2].get_payload(decode=True)
+    assert isinstance(headers, bytes)
+    return headers.decode()
 
 
 async def test_mail_is_delivered_to_the_preferred_mx(mta: tuple[Stack, str], world: MailWorld) -> None:
@@ -87,8 +101,9 @@ async def test_next_mx_is_used_when_the_first_refuses_connections(mta: tuple[Sta
     _, server = mta
     alive = world.peer("alive")  # nothing listens at "dead": connection refused
     await alive.start()
-    outcome = await send(server, SENDER, ["carol@fallback.e2e.test"], make_message(SENDER, ["carol@fallback.e2e.test"],
-                                                                                   "fallback"))
+    outcome = await send(
+        server, SENDER, ["carol@fallback.e2e.test"], make_message(SENDER, ["carol@fallback.e2e.test"], "fallback")
+    )
     assert outcome.data and outcome.data[0] == 250
     [delivered] = await alive.wait_for_messages(1, timeout=20)
     assert delivered.rcpt_tos == ["carol@fallback.e2e.test"]
@@ -136,7 +151,7 @@ async def test_permanent_failure_bounces_a_dsn_to_the_senders_mx(mta: tuple[Stac
     assert recipient["Status"] == "5.1.1"
     assert recipient["Remote-MTA"] == "dns; mx1.e2e.test"
     assert recipient["Diagnostic-Code"].startswith("smtp; 550 5.1.1")
-    headers = report.get_payload()[2].get_payload()
+    headers = original_headers(report)
     assert "Subject: will bounce" in headers and "Message-ID: <will-bounce@e2e.test>" in headers
     await metric_reaches(stack, "queue-manager", "kubemta_recipients_bounced_total", 1, provider="other")
     assert await stack.metric("queue-manager", "kubemta_bounces_sent_total") == 1
@@ -153,8 +168,9 @@ async def test_message_older_than_the_queue_lifetime_bounces(stack: Stack, world
     bounce_mx = world.peer("bounce-mx")
     await mx1.start()
     await bounce_mx.start()
-    await send(f"127.0.0.1:{smtp_port}", SENDER, ["slow@mx.e2e.test"], make_message(SENDER, ["slow@mx.e2e.test"],
-                                                                                    "expires"))
+    await send(
+        f"127.0.0.1:{smtp_port}", SENDER, ["slow@mx.e2e.test"], make_message(SENDER, ["slow@mx.e2e.test"], "expires")
+    )
     [bounce] = await bounce_mx.wait_for_messages(1, timeout=40)
     _, _, [recipient] = dsn_fields(bounce)
     assert recipient["Action"] == "failed"
@@ -230,11 +246,16 @@ async def test_relay_is_refused_outside_relay_networks(stack: Stack, world: Mail
     from tests.harness.ports import free_port
 
     smtp_port = free_port()
-    stack.env.update(world.env(smtp_listen=f"127.0.0.1:{smtp_port}", relay_networks="192.0.2.0/24",
-                               local_domains="local.e2e.test"))
+    stack.env.update(
+        world.env(smtp_listen=f"127.0.0.1:{smtp_port}", relay_networks="192.0.2.0/24", local_domains="local.e2e.test")
+    )
     await stack.start(("ingress",))
-    outcome = await send(f"127.0.0.1:{smtp_port}", SENDER, ["x@mx.e2e.test", "y@local.e2e.test"],
-                         make_message(SENDER, ["y@local.e2e.test"], "relay"))
+    outcome = await send(
+        f"127.0.0.1:{smtp_port}",
+        SENDER,
+        ["x@mx.e2e.test", "y@local.e2e.test"],
+        make_message(SENDER, ["y@local.e2e.test"], "relay"),
+    )
     (relay_code, relay_text), (local_code, _) = outcome.rcpts
     assert relay_code == 554 and relay_text.startswith(b"5.7.1"), outcome.rcpts
     assert local_code == 250

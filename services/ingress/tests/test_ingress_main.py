@@ -85,7 +85,7 @@ async def test_smtp_serves_while_the_broker_is_unreachable(monkeypatch, restore_
         assert replies[-1] == "451 4.3.0 Error: queue unavailable, try again later"
         assert await http_get(http_port, "/healthz") == (200, b'{"status":"ok"}')
         assert (await http_get(http_port, "/readyz"))[0] == 503
-        status, metrics = await http_get(http_port, "/metrics/")
+        status, metrics = await http_get(http_port, "/metrics")
         assert status == 200
         assert b'kubemta_messages_rejected_total{reason="queue_unavailable"}' in metrics
         assert b"kubemta_smtp_sessions_total" in metrics
