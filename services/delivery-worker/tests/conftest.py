@@ -3,7 +3,6 @@ fast SMTP options, job factories and a fake publisher."""
 
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from kubemta.v1 import message_pb2
-from kubemta_common.errors import PublishFailed
 from kubemta_delivery_worker.tls import opportunistic_tls_context
 from kubemta_delivery_worker.transaction import SmtpOptions
+from tests.harness.fake_publisher import FakePublisher
 from tests.harness.ports import free_port, random_loopback_net
 from tests.harness.smtp_peer import ScriptedPeer, make_self_signed_cert
 
@@ -101,27 +100,6 @@ def make_job(
 def job() -> Callable[..., message_pb2.DeliveryJob]:
     """The job factory `make_job(hosts, recipients, sender=, content=, smtputf8=)`."""
     return make_job
-
-
-@dataclass
-class Published:
-    routing_key: str
-    body: bytes
-    message_id: str
-    message_type: str
-
-
-@dataclass
-class FakePublisher:
-    """Records publishes; raises PublishFailed when `fail` is set."""
-
-    fail: bool = False
-    published: list[Published] = field(default_factory=list)
-
-    async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
-        if self.fail:
-            raise PublishFailed("no confirm from the broker within 10s")
-        self.published.append(Published(routing_key, body, message_id, message_type))
 
 
 @pytest.fixture

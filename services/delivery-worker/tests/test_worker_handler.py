@@ -46,7 +46,7 @@ async def test_publishes_exactly_one_result_carrying_the_job(start_peer, host_of
 
 async def test_publish_failure_propagates(start_peer, host_of, job, options, publisher):
     peer = await start_peer()
-    publisher.fail = True
+    publisher.error = PublishFailed("no confirm from the broker within 10s")
     handler = DeliverHandler(Deliverer(options), publisher)
 
     with pytest.raises(PublishFailed):

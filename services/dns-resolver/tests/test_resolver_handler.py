@@ -13,25 +13,7 @@ from kubemta_dns_resolver.handler import RouteHandler
 from kubemta_dns_resolver.lookup import LookupStatus
 from kubemta_dns_resolver.router import CachePolicy, Router
 from kubemta_dns_resolver.transports import parse_transports
-
-
-@dataclass
-class Published:
-    routing_key: str
-    body: bytes
-    message_id: str
-    message_type: str
-
-
-class FakePublisher:
-    def __init__(self, error: Exception | None = None) -> None:
-        self.published: list[Published] = []
-        self.error = error
-
-    async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
-        if self.error is not None:
-            raise self.error
-        self.published.append(Published(routing_key, body, message_id, message_type))
+from tests.harness.fake_publisher import FakePublisher
 
 
 @dataclass

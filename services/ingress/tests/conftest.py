@@ -14,45 +14,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from kubemta_common.config_types import ListenAddress
-from kubemta_common.errors import PublishFailed
 from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.server import SmtpServer
+from tests.harness.fake_publisher import FakePublisher
 
 HOSTNAME = "mx.kubemta.test"
 IO_TIMEOUT = 5.0
-
-
-@dataclass
-class Published:
-    routing_key: str
-    body: bytes
-    message_id: str
-    message_type: str
-
-
-class FakePublisher:
-    """Records confirmed publishes. `error` makes every publish fail; `hang_for` makes it wait for a
-    confirm that never comes, for that long, then fail like the real publisher's timeout."""
-
-    def __init__(self) -> None:
-        self.published: list[Published] = []
-        self.attempts = 0
-        self.error: PublishFailed | None = None
-        self.hang_for: float | None = None
-
-    async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
-        self.attempts += 1
-        if self.hang_for is not None:
-            never = asyncio.Event()
-            try:
-                async with asyncio.timeout(self.hang_for):
-                    await never.wait()
-            except TimeoutError:
-                raise PublishFailed(f"no confirm from the broker within {self.hang_for}s") from None
-        if self.error is not None:
-            raise self.error
-        self.published.append(Published(routing_key, body, message_id, message_type))
 
 
 class RawClient:
