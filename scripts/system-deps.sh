@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kubemta's tests and `make run` need, when missing:
 # nsd (the test DNS server), swaks (a real SMTP client), rabbitmq-server (a private
-# broker when none answers).
+# broker when none answers), prometheus (promtool, to test the alert rules).
 set -euo pipefail
 missing=()
 command -v nsd >/dev/null || missing+=(nsd)
 command -v swaks >/dev/null || missing+=(swaks)
 command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+command -v promtool >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "missing Debian packages: ${missing[*]} (run as root or install them)" >&2
