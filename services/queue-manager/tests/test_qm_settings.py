@@ -42,6 +42,7 @@ def test_invalid_lifetime_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_main_exits_with_a_clear_message_on_bad_config(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setenv("KUBEMTA_DELAY_WARNING_AFTER", "-1h")
+    monkeypatch.setattr("sys.argv", ["kubemta-queue-manager"])
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2

@@ -4,12 +4,13 @@ import asyncio
 
 from kubemta_common.amqp.consumer import Handler
 from kubemta_common.amqp.topology import DELIVER
-from kubemta_common.runtime import run
+from kubemta_common.command_line import service_main
 from kubemta_common.service import ServiceCore, serve_consumers
 from kubemta_delivery_worker.deliverer import Deliverer, smtp_options
 from kubemta_delivery_worker.handler import DeliverHandler
 from kubemta_delivery_worker.settings import WorkerSettings
 
+DESCRIPTION = "kubemta delivery-worker: delivers jobs over SMTP and reports per-recipient results."
 SERVICE = "delivery-worker"
 
 
@@ -26,8 +27,8 @@ async def serve(stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    """Console script `kubemta-delivery-worker`."""
-    run(serve)
+    """Console script: parse the command line, then run until SIGTERM."""
+    service_main(SERVICE, DESCRIPTION, WorkerSettings, serve)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ import dns.resolver
 
 from kubemta_common.amqp import topology
 from kubemta_common.amqp.consumer import Handler
+from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
-from kubemta_common.runtime import run
 from kubemta_common.service import ServiceCore, serve_consumers
 from kubemta_dns_resolver.cache import TtlLruCache
 from kubemta_dns_resolver.handler import RouteHandler
@@ -15,6 +15,7 @@ from kubemta_dns_resolver.lookup import DnspythonLookup
 from kubemta_dns_resolver.router import CachePolicy, Router
 from kubemta_dns_resolver.settings import ResolverSettings
 
+DESCRIPTION = "kubemta dns-resolver: finds each delivery job's route (transport, relayhost or MX)."
 SERVICE = "dns-resolver"
 
 
@@ -45,8 +46,8 @@ async def _main(stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    """Run the dns-resolver until SIGTERM."""
-    run(_main)
+    """Console script: parse the command line, then run until SIGTERM."""
+    service_main(SERVICE, DESCRIPTION, ResolverSettings, _main)
 
 
 if __name__ == "__main__":

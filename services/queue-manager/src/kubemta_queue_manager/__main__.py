@@ -4,11 +4,12 @@ import asyncio
 
 from kubemta_common.amqp.consumer import Handler
 from kubemta_common.amqp.topology import INBOUND, RESULTS
-from kubemta_common.runtime import run
+from kubemta_common.command_line import service_main
 from kubemta_common.service import ServiceCore, serve_consumers
 from kubemta_queue_manager.handlers import QueueManager
 from kubemta_queue_manager.settings import QueueManagerSettings
 
+DESCRIPTION = "kubemta queue-manager: splits accepted mail into delivery jobs, schedules retries, sends bounces."
 SERVICE = "queue-manager"
 
 
@@ -25,8 +26,8 @@ async def serve(stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    """Console script `kubemta-queue-manager`."""
-    run(serve)
+    """Console script: parse the command line, then run until SIGTERM."""
+    service_main(SERVICE, DESCRIPTION, QueueManagerSettings, serve)
 
 
 if __name__ == "__main__":
