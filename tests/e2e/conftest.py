@@ -71,6 +71,9 @@ class MailWorld:
             "KUBEMTA_DRAIN_SECONDS": "5s",
             "KUBEMTA_SMTP_CONNECT_TIMEOUT": "3s",
             "KUBEMTA_RELAY_NETWORKS": "127.0.0.0/8",
+            # some tests send many refused messages in one session on purpose; the error
+            # limit itself is tested in services/ingress/tests/test_ingress_limits.py
+            "KUBEMTA_MAX_ERRORS": "1000",
         }
         env.update({f"KUBEMTA_{key.upper()}": value for key, value in overrides.items()})
         return env

@@ -9,14 +9,19 @@ import asyncio
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
 from kubemta_common.config_types import ListenAddress
+from kubemta_ingress import server as server_module
+from kubemta_ingress.auth import UsersAuthenticator
 from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.server import SmtpServer
+from kubemta_ingress.users import Identity, User, UsersFile, hash_password, render
 from tests.harness.fake_publisher import FakePublisher
 
 HOSTNAME = "mx.kubemta.test"
@@ -166,3 +171,98 @@ class Metrics:
 @pytest.fixture
 def metrics() -> Metrics:
     return Metrics()
+
+
+# -- AUTH: a server with the users-file authenticator, AUTH allowed without TLS (tests only) -----------------
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (for the AUTH failure window)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class AuthServer:
+    harness: Harness
+    users_file: Path
+    clock: FakeClock
+
+    @property
+    def port(self) -> int:
+        return self.harness.port
+
+    @property
+    def publisher(self) -> FakePublisher:
+        return self.harness.publisher
+
+
+type StartAuthServer = Callable[..., Awaitable[AuthServer]]
+
+
+@pytest.fixture
+async def start_auth_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartAuthServer]:
+    """`await start_auth_server(users={"app": ("secret", ["app@example.com"])})`: AUTH PLAIN/LOGIN in clear text."""
+
+    class PlainAuthSMTP(server_module.IngressSMTP):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._auth_require_tls = False  # aiosmtpd: offer and accept AUTH without TLS (tests only)
+
+    monkeypatch.setattr(server_module, "IngressSMTP", PlainAuthSMTP)
+    servers: list[AuthServer] = []
+
+    async def start(
+        *,
+        users: dict[str, tuple[str, list[str]]],
+        local_domains: tuple[str, ...] = ("example.com",),
+        relay_networks: tuple[str, ...] = (),
+        failure_limit: int = 5,
+        failure_window: float = 900.0,
+        failure_delay: float = 0.0,
+        publisher: FakePublisher | None = None,
+    ) -> AuthServer:
+        path = tmp_path / f"users-{len(servers)}"
+        entries = [
+            User(name, hash_password(password, log2_n=10), tuple(Identity.parse(item) for item in identities))
+            for name, (password, identities) in users.items()
+        ]
+        path.write_text(render(entries, ["# test users"]), encoding="utf-8")
+        clock = FakeClock()
+        authenticator = UsersAuthenticator(
+            UsersFile(path, clock=clock),
+            failure_limit=failure_limit,
+            failure_window=failure_window,
+            failure_delay=failure_delay,
+            clock=clock,
+        )
+        publisher = publisher or FakePublisher()
+        handler = IngressHandler(
+            hostname=HOSTNAME,
+            policy=RelayPolicy.create(local_domains, [ipaddress.ip_network(net) for net in relay_networks]),
+            max_recipients=1000,
+            max_message_size=10240000,
+            publisher=publisher,
+        )
+        smtp_server = SmtpServer(
+            handler,
+            listen=ListenAddress("127.0.0.1", 0),
+            hostname=HOSTNAME,
+            max_message_size=10240000,
+            timeout=30.0,
+            options=server_module.SessionOptions(authenticator=authenticator),
+        )
+        await smtp_server.start()
+        auth_server = AuthServer(Harness(smtp_server, publisher), path, clock)
+        servers.append(auth_server)
+        return auth_server
+
+    yield start
+    for auth_server in servers:
+        for client in auth_server.harness.clients:
+            await client.close()
+        await auth_server.harness.server.stop(drain_seconds=1.0)

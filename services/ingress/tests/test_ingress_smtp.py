@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp import topology
 from kubemta_common.errors import PublishFailed
+from kubemta_ingress import replies as reply_texts
 
 ENHANCED_REPLY = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3} ")
 QUEUED = re.compile(r"^250 2\.0\.0 Ok: queued as (\S+)$")
@@ -91,7 +92,7 @@ async def test_every_reply_after_ehlo_carries_an_enhanced_code(start_server):
     # A command line longer than RFC 5321 section 4.5.3.1.4 allows.
     replies.append(await client.last("NOOP " + "x" * 600))
     # Data: too long a line (RFC 5321 section 4.5.3.1.6), then a message that is fine.
-    assert await send_data(client, b"x" * 1200 + b"\r\n") == "500 5.5.2 Line too long (see RFC5321 4.5.3.1.6)"
+    assert await send_data(client, b"x" * 1200 + b"\r\n") == reply_texts.LINE_TOO_LONG
     await transaction(client)
     replies.append(await send_data(client, MESSAGE))
     replies.append(await client.last("QUIT"))
@@ -443,4 +444,4 @@ async def test_command_size_limits_are_per_connection(start_server):
     for _ in range(30):
         await second.command("EHLO again.example")
     long_sender = "<" + "a" * 600 + "@example.net>"
-    assert await first.last(f"MAIL FROM:{long_sender}") == "500 5.5.2 Command line too long"
+    assert await first.last(f"MAIL FROM:{long_sender}") == reply_texts.COMMAND_TOO_LONG

@@ -1,32 +1,62 @@
-"""Entry point of `kubemta-ingress`: the SMTP listener in front of the `inbound` queue.
+"""Entry point of `kubemta-ingress`: the SMTP listeners in front of the `inbound` queue.
 
 Start-up order: operations HTTP endpoint and the (retrying) broker connection first,
-then the SMTP listener, which accepts connections even while the broker is still
-unreachable (messages then get `451 4.3.0`; /readyz reports 503 until connected).
-On SIGTERM: stop accepting, let open transactions finish within
-`KUBEMTA_DRAIN_SECONDS`, close the remaining sessions, close the broker connection.
+then the SMTP listeners (MX/relay, submission, SMTPS; each on when its `*_LISTEN` is
+set), which accept connections even while the broker is still unreachable (messages
+then get `451 4.3.0`; /readyz reports 503 until connected). The listeners share one
+handler, one TLS certificate (reloaded when its files change), one authenticator and
+one connection limiter. On SIGTERM: stop accepting, let open transactions finish
+within `KUBEMTA_DRAIN_SECONDS`, close the remaining sessions, close the broker connection.
 """
 
 import asyncio
 import logging
+import ssl
+import sys
+from typing import cast
 
-from kubemta_common.runtime import run
+from aiosmtpd.smtp import AuthenticatorType
+
+from kubemta_common.command_line import service_main
+from kubemta_common.errors import ConfigError
 from kubemta_common.service import ServiceCore
+from kubemta_ingress import cli
+from kubemta_ingress.auth import build_authenticator
 from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.interfaces import MessagePublisher
+from kubemta_ingress.limits import ConnectionLimiter, SessionLimits
+from kubemta_ingress.listeners import ListenerKind, ListenerPolicy
 from kubemta_ingress.policy import RelayPolicy
-from kubemta_ingress.server import SmtpServer
+from kubemta_ingress.proxy import ProxyTrust
+from kubemta_ingress.server import SessionOptions, SmtpServer
 from kubemta_ingress.settings import IngressSettings
+from kubemta_ingress.tls import TlsContextStore
 
 logger = logging.getLogger(__name__)
 
+DESCRIPTION = "kubemta ingress: the SMTP listeners (MX, submission, SMTPS) that queue accepted mail on the bus."
 SERVICE = "ingress"
 
 
-def build_server(settings: IngressSettings, publisher: MessagePublisher) -> SmtpServer | None:
-    """The SMTP server described by `settings`, or None when `KUBEMTA_SMTP_LISTEN` is empty."""
-    if settings.smtp_listen is None:
+def load_tls(settings: IngressSettings) -> TlsContextStore | None:
+    """The certificate store, None without `KUBEMTA_TLS_CERT_FILE`; a pair that does not load is a ConfigError."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None
+    try:
+        return TlsContextStore(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"KUBEMTA_TLS_CERT_FILE/KUBEMTA_TLS_KEY_FILE do not load: {exc}") from exc
+
+
+def load_authenticator(settings: IngressSettings) -> AuthenticatorType | None:
+    """The AUTH PLAIN/LOGIN authenticator for `KUBEMTA_USERS_FILE` (kubemta_ingress.auth), None when unset."""
+    return cast(AuthenticatorType | None, build_authenticator(settings))
+
+
+def build_servers(
+    settings: IngressSettings, publisher: MessagePublisher, tls: TlsContextStore | None
+) -> list[SmtpServer]:
+    """One SMTP server per listener that `settings` turns on, sharing `tls` (see load_tls)."""
     handler = IngressHandler(
         hostname=settings.hostname,
         policy=RelayPolicy.create(settings.local_domains, settings.relay_networks),
@@ -34,37 +64,87 @@ def build_server(settings: IngressSettings, publisher: MessagePublisher) -> Smtp
         max_message_size=settings.max_message_size,
         publisher=publisher,
     )
-    return SmtpServer(
-        handler,
-        listen=settings.smtp_listen,
-        hostname=settings.hostname,
-        max_message_size=settings.max_message_size,
-        timeout=settings.smtp_timeout,
+    authenticator = load_authenticator(settings)
+    trust = ProxyTrust.create(settings.proxy_protocol_trusted, settings.proxy_protocol_timeout)
+    relaying_proxies = [net for net in trust.networks if any(net.overlaps(r) for r in settings.relay_networks)]
+    if relaying_proxies:
+        logger.warning(
+            "PROXY-trusted networks overlap KUBEMTA_RELAY_NETWORKS: a proxy's own health checks may relay",
+            extra={"queue_id": None, "networks": [str(net) for net in relaying_proxies]},
+        )
+    session_limits = SessionLimits(
+        max_errors=settings.max_errors,
+        data_timeout=settings.smtp_data_timeout,
+        max_session_duration=settings.max_session_duration,
     )
+    connections = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
+    listeners = (
+        (ListenerKind.SMTP, settings.smtp_listen),
+        (ListenerKind.SUBMISSION, settings.submission_listen),
+        (ListenerKind.SMTPS, settings.smtps_listen),
+    )
+    servers = []
+    for kind, listen in listeners:
+        if listen is None:
+            continue
+        policy = ListenerPolicy.for_kind(kind)
+        if policy.auth_required and authenticator is None:
+            logger.warning(
+                "the %s listener requires AUTH but KUBEMTA_USERS_FILE is not set: it accepts no mail",
+                kind.value,
+                extra={"queue_id": None},
+            )
+        options = SessionOptions(
+            policy=policy,
+            tls=tls,
+            authenticator=authenticator,
+            proxy=trust,
+            session_limits=session_limits,
+            connections=connections,
+        )
+        servers.append(
+            SmtpServer(
+                handler,
+                listen=listen,
+                hostname=settings.hostname,
+                max_message_size=settings.max_message_size,
+                timeout=settings.smtp_timeout,
+                options=options,
+            )
+        )
+    return servers
 
 
 async def serve(stop: asyncio.Event) -> None:
     """Run the ingress until `stop` is set, then drain and close."""
     settings = IngressSettings.load()
+    tls = load_tls(settings)
     core = ServiceCore(SERVICE, settings)
     await core.start()
+    servers: list[SmtpServer] = []
+    watcher: asyncio.Task[None] | None = None
     try:
-        server = build_server(settings, core.publisher)
-        if server is None:
-            logger.warning("KUBEMTA_SMTP_LISTEN is empty: no SMTP listener", extra={"queue_id": None})
-        else:
+        servers = build_servers(settings, core.publisher, tls)
+        if not servers:
+            logger.warning("every SMTP listener is off", extra={"queue_id": None})
+        if tls is not None:
+            watcher = asyncio.create_task(tls.watch(settings.tls_reload_interval))
+        for server in servers:
             await server.start()
         await stop.wait()
-        if server is not None:
-            await server.stop(settings.drain_seconds)
     finally:
+        if watcher is not None:
+            watcher.cancel()
+        await asyncio.gather(*(server.stop(settings.drain_seconds) for server in servers))
         await core.close()
     logger.info("stopped", extra={"queue_id": None})
 
 
 def main() -> None:
-    """Console script `kubemta-ingress`."""
-    run(serve)
+    """Console script `kubemta-ingress` (`kubemta-ingress users ...` manages the users file, cli.py)."""
+    if sys.argv[1:2] == ["users"]:
+        raise SystemExit(cli.main(sys.argv[1:]))
+    service_main(SERVICE, DESCRIPTION, IngressSettings, serve)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ aiosmtpd calls these hooks (docs/handlers.rst); per-connection state lives on it
 `Session`, per-transaction state on its `Envelope`. A message is answered
 `250 2.0.0 Ok: queued as <id>` only after the broker confirmed the publish; if it
 did not, the client gets `451 4.3.0` and retries (ARCHITECTURE.md, "No confirm, no 250").
+
+Relay is granted by authentication or by the relay networks (policy.py). An
+authenticated user may only use its own sender identities, in the envelope at MAIL
+and in the author headers at DATA (sender_identity.py). AUTH PLAIN and LOGIN come
+from `AuthMechanisms` (auth.py).
 """
 
 import logging
@@ -18,16 +23,33 @@ from kubemta_common.errors import PublishFailed
 from kubemta_common.logs import sanitize
 from kubemta_common.queue_id import new_queue_id
 from kubemta_ingress import metrics, replies
-from kubemta_ingress.content import ContentProblem, content_problem
+from kubemta_ingress.auth import AuthMechanisms
+from kubemta_ingress.content import content_problem, refusal
 from kubemta_ingress.interfaces import MessagePublisher
 from kubemta_ingress.policy import AddressProblem, RelayPolicy, check_address, client_ip
 from kubemta_ingress.received import protocol_name, received_header
 from kubemta_ingress.rejections import Reason, record_rejection
+from kubemta_ingress.sender_identity import AuthenticatedUser, HeaderProblem, author_problem
 
 logger = logging.getLogger(__name__)
 
 MESSAGE_TYPE = "kubemta.v1.AcceptedMessage"
 NULL_SENDER = "<>"  # how aiosmtpd passes MAIL FROM:<> (RFC 5321 section 4.5.5)
+
+# Sender authorization replies (Postfix' reject_sender_login_mismatch wording; RFC 3463 5.7.1).
+SENDER_NOT_OWNED = "553 5.7.1 Sender address rejected: not owned by user {user}"
+FROM_NOT_OWNED = "550 5.7.1 From header not owned by user"
+MULTIPLE_FROM = "550 5.7.1 Message has multiple From headers"
+NO_FROM = "550 5.7.1 Message has no From header"
+SENDER_HEADER_NOT_OWNED = "550 5.7.1 Sender header not owned by user"
+MULTIPLE_SENDER = "550 5.7.1 Message has multiple Sender headers"
+HEADER_REPLIES: dict[HeaderProblem, tuple[Reason, str]] = {
+    HeaderProblem.NO_FROM: (Reason.FROM_NOT_OWNED, NO_FROM),
+    HeaderProblem.MULTIPLE_FROM: (Reason.MULTIPLE_FROM, MULTIPLE_FROM),
+    HeaderProblem.FROM_NOT_OWNED: (Reason.FROM_NOT_OWNED, FROM_NOT_OWNED),
+    HeaderProblem.MULTIPLE_SENDER: (Reason.FROM_NOT_OWNED, MULTIPLE_SENDER),
+    HeaderProblem.SENDER_NOT_OWNED: (Reason.FROM_NOT_OWNED, SENDER_HEADER_NOT_OWNED),
+}
 
 
 def client_label(session: Session) -> str:
@@ -41,8 +63,16 @@ def text_field(value: str | None) -> str:
     return (value or "").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-class IngressHandler:
-    """aiosmtpd handler: relay policy and limits at MAIL/RCPT, content checks and queueing at DATA."""
+def authenticated_user(session: Session) -> AuthenticatedUser | None:
+    """The user an authenticated session belongs to; a session authenticated otherwise owns nothing."""
+    if not session.authenticated:
+        return None
+    user = session.auth_data
+    return user if isinstance(user, AuthenticatedUser) else AuthenticatedUser("unknown", ())
+
+
+class IngressHandler(AuthMechanisms):
+    """aiosmtpd handler: AUTH, relay policy, sender authorization and limits, content checks and queueing."""
 
     def __init__(
         self,
@@ -73,6 +103,10 @@ class IngressHandler:
             if problem is not None:
                 reply = replies.NEEDS_SMTPUTF8 if problem is AddressProblem.NEEDS_SMTPUTF8 else replies.BAD_SENDER
                 return self._reject(Reason.BAD_ADDRESS, reply, session, sender=text_field(address))
+        user = authenticated_user(session)
+        if user is not None and (address == NULL_SENDER or not user.owns(address)):
+            reply = SENDER_NOT_OWNED.format(user=user.name)
+            return self._reject(Reason.SENDER_NOT_OWNED, reply, session, sender=text_field(address), user=user.name)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.SENDER_OK
@@ -91,7 +125,7 @@ class IngressHandler:
             return self._reject(
                 Reason.TOO_MANY_RECIPIENTS, replies.TOO_MANY_RECIPIENTS, session, sender=sender, recipient=address
             )
-        if not self._policy.accepts(address, client_ip(session.peer)):
+        if not self._policy.accepts(address, client_ip(session.peer), authenticated=bool(session.authenticated)):
             reply = replies.RELAY_DENIED.format(address=address)
             return self._reject(Reason.RELAY_DENIED, reply, session, sender=sender, recipient=address)
         envelope.rcpt_tos.append(address)
@@ -117,10 +151,14 @@ class IngressHandler:
         assert content is not None, "aiosmtpd calls handle_DATA with the content read"
         sender = "" if envelope.mail_from == NULL_SENDER else text_field(envelope.mail_from)
         problem = content_problem(content)
-        if problem is ContentProblem.BARE_LINE_ENDING:
-            return self._reject(Reason.BAD_LINE_ENDING, replies.BARE_LINE_ENDING, session, sender=sender)
-        if problem is ContentProblem.NUL_CHARACTER:
-            return self._reject(Reason.NUL_CHARACTER, replies.NUL_CHARACTER, session, sender=sender)
+        if problem is not None:
+            reason, reply = refusal(problem)
+            return self._reject(reason, reply, session, sender=sender)
+        user = authenticated_user(session)
+        author = author_problem(content, user) if user is not None else None
+        if user is not None and author is not None:
+            reason, reply = HEADER_REPLIES[author]
+            return self._reject(reason, reply, session, sender=sender, user=user.name, problem=author.value)
 
         queue_id = new_queue_id()
         message = self._accepted_message(queue_id, sender, session, envelope, content)

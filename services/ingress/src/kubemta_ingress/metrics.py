@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from kubemta_common.metrics import preinitialise
 
@@ -13,6 +13,28 @@ MESSAGES_REJECTED = Counter(
     "kubemta_messages_rejected_total", "Refused MAIL, RCPT and DATA commands, by reason", ["reason"]
 )
 SMTP_SESSIONS = Counter("kubemta_smtp_sessions_total", "SMTP connections accepted")
+AUTH_ATTEMPTS = Counter(
+    "kubemta_auth_attempts_total",
+    "SMTP AUTH attempts, by result",
+    ["result"],  # success, failure, locked
+)
+preinitialise(AUTH_ATTEMPTS, result=["success", "failure", "locked"])
+SMTP_SESSIONS_ACTIVE = Gauge(
+    "kubemta_smtp_sessions_active", "SMTP sessions admitted and still open, by listener", ["listener"]
+)
+SMTP_CONNECTIONS_REFUSED = Counter(
+    "kubemta_smtp_connections_refused_total",
+    "SMTP connections closed before the greeting, by reason",
+    ["reason"],  # max_connections, max_connections_per_ip, proxy_protocol
+)
+TLS_HANDSHAKES = Counter(
+    "kubemta_tls_handshakes_total", "TLS handshakes (STARTTLS and implicit TLS), by result", ["result"]
+)
+TLS_CERTIFICATE_RELOADS = Counter(
+    "kubemta_tls_certificate_reloads_total",
+    "Certificate file changes picked up (loaded) or refused as broken (failed)",
+    ["result"],
+)
 ACCEPT_DURATION = Histogram(
     "kubemta_smtp_accept_duration_seconds",
     "Time from the end of DATA to the reply (queueing and broker confirm included)",

@@ -13,6 +13,7 @@ import ipaddress
 from datetime import datetime
 from email.utils import format_datetime
 
+from kubemta_ingress.content import has_bare_line_ending
 from kubemta_ingress.policy import IPAddress
 
 FOLD = "\r\n\t"
@@ -50,14 +51,22 @@ def received_header(
     recipients: list[str],
     when: datetime,
 ) -> bytes:
-    """The complete header field, ending in CRLF; `for` is given only for a single recipient."""
+    """The complete header field, ending in CRLF; `for` is given only for a single recipient.
+
+    No client text can put a bare CR or LF into it (the HELO name is reduced by
+    `safe_helo`, an unprintable recipient is left out); a header that would hold
+    one (or a NUL) anyway raises ValueError rather than being prepended to a message.
+    """
     from_clause = f"from {safe_helo(helo)}"
     if client is not None:
         from_clause += f" ({address_literal(client)})"
     by_clause = f"by {hostname} (kubemta) with {protocol} id {queue_id}"
     date = format_datetime(when)
-    if len(recipients) == 1:
+    if len(recipients) == 1 and recipients[0].isprintable():
         text = f"Received: {from_clause}{FOLD}{by_clause}{FOLD}for <{recipients[0]}>; {date}\r\n"
     else:
         text = f"Received: {from_clause}{FOLD}{by_clause};{FOLD}{date}\r\n"
-    return text.encode("utf-8")
+    header = text.encode("utf-8")
+    if has_bare_line_ending(header) or b"\0" in header:
+        raise ValueError("a Received header with a bare CR or LF or a NUL")  # never prepend a smuggling vector
+    return header

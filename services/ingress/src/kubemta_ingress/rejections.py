@@ -26,6 +26,19 @@ class Reason(enum.StrEnum):
     BAD_ADDRESS = "bad_address"
     QUEUE_UNAVAILABLE = "queue_unavailable"
     INTERNAL_ERROR = "internal_error"
+    # Authentication and sender authorization (auth.py, sender_identity.py).
+    AUTH_FAILED = "auth_failed"
+    AUTH_LOCKED = "auth_locked"
+    SENDER_NOT_OWNED = "sender_not_owned"
+    FROM_NOT_OWNED = "from_not_owned"
+    MULTIPLE_FROM = "multiple_from"
+    # Session-level refusals (listeners, PROXY protocol, connection and error limits, timeouts).
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    TOO_MANY_ERRORS = "too_many_errors"
+    TIMEOUT = "timeout"
+    PROXY_PROTOCOL_ERROR = "proxy_protocol_error"
+    STARTTLS_REQUIRED = "starttls_required"
+    AUTH_REQUIRED = "auth_required"
 
 
 metrics.preinitialise_rejections(reason.value for reason in Reason)

@@ -24,6 +24,10 @@ BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
 NEEDS_SMTPUTF8 = "553 5.6.7 Must declare SMTPUTF8 to send unicode address"  # RFC 6531 section 3.5
 BARE_LINE_ENDING = "550 5.6.0 Message contains bare CR or LF; lines must end in CRLF"  # RFC 5321 section 2.3.8
 NUL_CHARACTER = "550 5.6.0 Message contains NUL characters"  # RFC 5322 section 3.5 (text excludes NUL)
+# RFC 5321 section 4.5.3.1: "500 Line too long" is the reply for an exceeded line limit.
+LINE_TOO_LONG = "500 5.5.2 Error: line too long; lines are limited to 1000 octets with CRLF"  # section 4.5.3.1.6
+COMMAND_TOO_LONG = "500 5.5.2 Error: command line too long"  # RFC 5321 section 4.5.3.1.4
+BARE_LINE_ENDING_COMMAND = "500 5.5.2 Error: bare CR, LF or NUL in command; lines must end in CRLF"  # section 2.3.8
 QUEUE_UNAVAILABLE = "451 4.3.0 Error: queue unavailable, try again later"
 INTERNAL_ERROR = "451 4.3.0 Error: internal error, try again later"
 SHUTTING_DOWN = "421 4.3.2 {hostname} Service shutting down, closing transmission channel"
@@ -72,10 +76,22 @@ BUILTIN_REJECTIONS: dict[str, Reason] = {
     "553 5.1.3 Error: malformed address": Reason.BAD_ADDRESS,
 }
 
-# aiosmtpd replies we word differently: a syntax error in an address is a 501 (RFC 5321 section 4.2.4).
+# aiosmtpd replies we word differently: a syntax error in an address is a 501 (RFC 5321 section 4.2.4);
+# a line over a limit gets the precise wording of our own refusal.
 _REWRITES: dict[str, str] = {
     "553 5.1.3 Error: malformed address": "501 5.1.3 Bad address syntax",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": LINE_TOO_LONG,
+    "500 Command line too long": COMMAND_TOO_LONG,
 }
+
+# aiosmtpd reply codes we correct, by the start of the reply: HELP is answered 214
+# (RFC 5321 section 4.3.2 lists 211/214, not 250); a VRFY argument that is not an
+# address is a syntax error, 501, not "not implemented".
+_PREFIX_REWRITES: tuple[tuple[str, str], ...] = (
+    ("250 Supported commands: ", "214 Supported commands: "),
+    ("250 Syntax: ", "214 Syntax: "),
+    ("502 Could not VRFY ", "501 Could not VRFY "),
+)
 
 
 def reply_code(reply: str) -> int | None:
@@ -93,6 +109,9 @@ def has_enhanced_code(reply: str) -> bool:
 def enhance(reply: str) -> str:
     """`reply` with an enhanced status code inserted after the basic code when it has none."""
     reply = _REWRITES.get(reply, reply)
+    for prefix, replacement in _PREFIX_REWRITES:
+        if reply.startswith(prefix):
+            reply = replacement + reply[len(prefix) :]
     match = _REPLY.match(reply)
     if match is None:
         return reply

@@ -1,36 +1,84 @@
-"""The SMTP listener: aiosmtpd's protocol in the service's own event loop, and its shutdown.
+"""The SMTP listeners: aiosmtpd's protocol in the service's own event loop, with its policies and bounds.
 
-`IngressSMTP` adapts aiosmtpd's `SMTP` in three ways, each in one place:
+`IngressSMTP` adapts aiosmtpd's `SMTP`, each adaptation in one place:
 - every reply passes through `push`, which adds the RFC 3463 enhanced status code
-  (replies.enhance) and counts aiosmtpd's own message refusals (size, line length,
-  malformed address) as rejections; replies to HELO/EHLO stay verbatim (RFC 2034 section 3);
+  (replies.enhance), counts aiosmtpd's own refusals as rejections, counts 5xx
+  replies against the error limit and closes after any `421` (RFC 5321 section 3.8);
+  replies to HELO/EHLO stay verbatim (RFC 2034 section 3);
 - each connection gets its own command size limits (aiosmtpd shares one dict
   between all connections and grows it on every EHLO);
+- the session opens in `_open`: PROXY header from a trusted proxy (proxy.py),
+  connection limits (limits.py), implicit TLS on the SMTPS listener, then the greeting;
+- TLS (STARTTLS and implicit) uses the certificate current at the handshake
+  (tls.py). Whatever a client pipelined after STARTTLS is discarded, in clear text
+  and after the handshake (RFC 3207 section 4.2; the CVE-2011-0411 command
+  injection), and STARTTLS inside TLS is refused with `503 5.5.1`. The session that
+  aiosmtpd builds anew after the handshake keeps the client address and listener;
+- timers bound a session (limits.py): idle time between commands, the DATA phase,
+  the whole session; each ends with `421 4.4.2` and close. A session that is queueing
+  a message finishes that first, so a client never loses a `250` it was owed;
 - on shutdown an idle session is closed with `421 4.3.2` (RFC 5321 section 3.8) at
   once, a session in a mail transaction when that transaction ends.
 
-`SmtpServer` runs it with `loop.create_server` (not aiosmtpd's threaded Controller,
-which would put the broker channel on another loop; STYLE.md section 7).
+Once a session's last reply is written nothing more is read or answered: the
+handler task is cancelled, so pipelined commands behind a `421` never run.
+
+`SmtpServer` runs one listener with `loop.create_server` (not aiosmtpd's threaded
+Controller, which would put the broker channel on another loop; STYLE.md section 7).
+Implicit TLS is started by the protocol, after an optional PROXY header, instead of
+by `create_server(ssl=...)`: a load balancer's PROXY header arrives in clear text
+before the client's TLS ClientHello, and each handshake must use the current
+certificate.
 """
 
 import asyncio
+import asyncio.sslproto as sslproto
 import collections
 import logging
+import math
+import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from aiosmtpd.smtp import SMTP, syntax
+from aiosmtpd.smtp import SMTP, AuthenticatorType, Session, TLSSetupException, syntax
 
 from kubemta_common.config_types import ListenAddress
-from kubemta_ingress import metrics, replies
-from kubemta_ingress.handler import client_label, text_field
+from kubemta_ingress import limits, metrics, proxy, replies
+from kubemta_ingress.content import BadCommandLine, enforce_crlf_commands
+from kubemta_ingress.handler import text_field
 from kubemta_ingress.interfaces import SmtpHandler
-from kubemta_ingress.rejections import record_rejection
+from kubemta_ingress.listeners import MX, POLICY_REFUSALS, IngressSession, ListenerPolicy
+from kubemta_ingress.policy import client_ip
+from kubemta_ingress.proxy import ProxyTrust, client_address
+from kubemta_ingress.rejections import Reason, record_rejection
+from kubemta_ingress.tls import TlsContextStore
 
 logger = logging.getLogger(__name__)
 
 IDENT = "ESMTP kubemta"
 CRLF = b"\r\n"
 CLOSE_WAIT_SECONDS = 5.0
+ABORT_AFTER_SECONDS = 5.0  # a client that stops reading cannot keep a closing connection open
+
+STARTTLS_READY = "220 2.0.0 Ready to start TLS"  # RFC 3207 section 4
+TLS_ALREADY_ACTIVE = "503 5.5.1 Error: TLS already active"  # RFC 3207 section 4.2: STARTTLS once only
+TLS_NOT_AVAILABLE = "454 4.7.0 TLS not available due to local problem"  # RFC 3207 section 4
+AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"  # Postfix' wording
+PROXY_NOT_RECOGNIZED = '500 Error: command "PROXY" not recognized'  # as any unknown command (aiosmtpd's text)
+PROXY_HEADER_REFUSED = "connection closed: missing, invalid or late PROXY protocol header"
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """What a listener's sessions share: its policy and the process-wide TLS, AUTH, PROXY and limits."""
+
+    policy: ListenerPolicy = MX
+    tls: TlsContextStore | None = None
+    authenticator: AuthenticatorType | None = None
+    proxy: ProxyTrust = field(default_factory=ProxyTrust)
+    session_limits: limits.SessionLimits = field(default_factory=limits.SessionLimits)
+    connections: limits.ConnectionLimiter = field(default_factory=limits.unlimited)
 
 
 class IngressSMTP(SMTP):
@@ -45,8 +93,12 @@ class IngressSMTP(SMTP):
         timeout: float,
         on_open: Callable[["IngressSMTP"], None],
         on_close: Callable[["IngressSMTP"], None],
+        options: SessionOptions | None = None,
     ) -> None:
+        self._options = options or SessionOptions()
+        self._policy = self._options.policy
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        tls = self._options.tls
         super().__init__(
             handler,
             hostname=hostname,
@@ -55,43 +107,276 @@ class IngressSMTP(SMTP):
             enable_SMTPUTF8=True,
             decode_data=False,
             timeout=timeout,
+            tls_context=tls.current if tls is not None and not self._policy.implicit_tls else None,
+            require_starttls=self._policy.require_starttls,
+            auth_required=self._policy.auth_required,
+            auth_require_tls=True,
+            authenticator=self._options.authenticator,
             loop=asyncio.get_running_loop(),
         )
         self._on_open = on_open
         self._on_close = on_close
         self._opened = False
+        self._finished = False
         self._verbatim = False
         self._in_data = False
         self._draining = False
+        self._closing = False
+        self._queueing = False
+        self._pending_end: tuple[str, Reason | None] | None = None
+        self._handshaking = False
+        self._tls_established = False
+        self._trusted_proxy = False
+        self._first_data = True
+        self._admitted: str | None = None
+        self._errors = limits.ErrorCounter(self._options.session_limits.max_errors)
+        self._data_deadline: asyncio.TimerHandle | None = None
+        self._session_deadline: asyncio.TimerHandle | None = None
+
+    # -- connection life cycle -------------------------------------------------------------------
+
+    def _create_session(self) -> Session:
+        return IngressSession(self.loop, self._policy.kind)
+
+    def ingress_session(self) -> IngressSession:
+        """The current session (it exists from `connection_made` on; a method: aiosmtpd inspects properties)."""
+        assert isinstance(self.session, IngressSession)
+        return self.session
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        enforce_crlf_commands(reader)  # commands end in CRLF only (content.py, RFC 5321 section 2.3.8)
+        super()._cb_client_connected(reader, writer)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, BadCommandLine):
+            logger.info(
+                "refused a command line: %s", error, extra={"queue_id": None, "client": client_address(self.session)}
+            )
+            return replies.BARE_LINE_ENDING_COMMAND
+        status: str = await super().handle_exception(error)
+        return status
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        try:
+            return super()._getaddr(arg)
+        except (IndexError, ValueError):  # email's header parser fails so on input such as a lone '"'
+            return None, None  # "malformed address", a 501 (replies._REWRITES)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        handshake_done = self._original_transport is not None and self.transport is not None
+        previous = self.session
         super().connection_made(transport)
+        if handshake_done:
+            # aiosmtpd starts a new Session after the TLS handshake (RFC 3207 section 4.2 forgets
+            # what the client said, not who it is): keep the client address and the listener.
+            assert isinstance(previous, IngressSession)
+            session = self.ingress_session()
+            session.peer = previous.peer
+            session.socket_peer = previous.socket_peer
+            session.proxy_data = previous.proxy_data
+            self._tls_established = True
+            metrics.TLS_HANDSHAKES.labels(result="success").inc()
+            return
+        session = self.ingress_session()
+        session.socket_peer = session.peer
+        self._trusted_proxy = self._options.proxy.trusts(client_ip(session.peer))
+        duration = self._options.session_limits.max_session_duration
+        if duration is not None:
+            reply = limits.SESSION_TOO_LONG.format(hostname=self.hostname)
+            self._session_deadline = self.loop.call_later(duration, self._end_session, reply, Reason.TIMEOUT)
         if not self._opened:
             self._opened = True
             self._on_open(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
+        self._finish()
+
+    def data_received(self, data: bytes) -> None:
+        if self._first_data:
+            self._first_data = False
+            if not self._trusted_proxy and proxy.looks_like_v2_header(data):
+                self._refuse_untrusted_proxy_header()
+                self._end_session(replies.enhance(PROXY_NOT_RECOGNIZED), None)
+                return
+        if self._data_deadline is not None:
+            self._reset_timeout()  # DATA: idle means no bytes at all; the DATA deadline bounds the rest
+        super().data_received(data)
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        for handle in (self._session_deadline, self._data_deadline):
+            if handle is not None:
+                handle.cancel()
+        if self._admitted is not None:
+            self._options.connections.release(self._admitted)
+            metrics.SMTP_SESSIONS_ACTIVE.labels(listener=self._policy.kind.value).dec()
         self._on_close(self)
 
+    async def _handle_client(self) -> None:
+        if await self._open():
+            await super()._handle_client()
+
+    async def _open(self) -> bool:
+        """PROXY header, connection limits, implicit TLS; False when the connection was closed instead."""
+        session = self.ingress_session()
+        if self._trusted_proxy:
+            header = await proxy.read_header(self._reader, self._options.proxy.timeout)
+            if header is None:
+                metrics.SMTP_CONNECTIONS_REFUSED.labels(reason=limits.Refusal.PROXY_PROTOCOL.value).inc()
+                record_rejection(
+                    Reason.PROXY_PROTOCOL_ERROR, PROXY_HEADER_REFUSED, client=client_address(session), helo=None
+                )
+                self._close_silently()
+                return False
+            session.proxy_data = header
+            real_peer = proxy.proxied_peer(header)
+            if real_peer is not None:
+                session.peer = real_peer  # type: ignore[assignment]  # aiosmtpd annotates str, stores peername
+            logger.info(
+                "PROXY header accepted",
+                extra={"queue_id": None, "client": client_address(session), "proxy": str(session.socket_peer)},
+            )
+        client = client_address(session)
+        refusal = self._options.connections.acquire(client)
+        if refusal is not None:
+            self._refuse_connection(refusal, client)
+            return False
+        self._admitted = client
+        metrics.SMTP_SESSIONS_ACTIVE.labels(listener=self._policy.kind.value).inc()
+        if self._policy.implicit_tls:
+            assert self._options.tls is not None, "the SMTPS listener needs a certificate"
+            try:
+                await self._start_tls(self._options.tls.current, keep_buffered=True)
+            except TLSSetupException as exc:
+                self._tls_failed(exc)
+                return False
+        return True
+
+    def _refuse_connection(self, refusal: limits.Refusal, client: str) -> None:
+        metrics.SMTP_CONNECTIONS_REFUSED.labels(reason=refusal.value).inc()
+        if refusal is limits.Refusal.MAX_CONNECTIONS:
+            reply = limits.TOO_MANY_CONNECTIONS.format(hostname=self.hostname)
+        else:
+            reply = limits.TOO_MANY_CONNECTIONS_FROM.format(hostname=self.hostname, client=client)
+        record_rejection(Reason.TOO_MANY_CONNECTIONS, reply, client=client, helo=None, listener=self._policy.kind.value)
+        if self._policy.implicit_tls:
+            # No clear-text reply to a TLS client, and no handshake spent on a client we refuse.
+            self._close_silently()
+        else:
+            self._end_session(reply, None)
+
+    def _refuse_untrusted_proxy_header(self) -> None:
+        record_rejection(
+            Reason.PROXY_PROTOCOL_ERROR,
+            replies.enhance(PROXY_NOT_RECOGNIZED),
+            client=client_address(self.session),
+            helo=self.session.host_name if self.session is not None else None,
+            detail="PROXY header from an untrusted address",
+        )
+
+    # -- ending a session ------------------------------------------------------------------------
+
+    def _end_session(self, reply: str | None, reason: Reason | None) -> None:
+        """Send `reply` as the last word (when given), close, and stop reading commands."""
+        if self._closing:
+            return
+        if self._queueing:
+            self._pending_end = self._pending_end or (reply or "", reason)
+            return
+        self._closing = True
+        if reason is not None and reply:
+            record_rejection(reason, reply, client=client_address(self.session), helo=self._helo())
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if reply and not self._handshaking:
+                self._writer.write(reply.encode("ascii") + CRLF)
+            transport.close()
+            self.loop.call_later(ABORT_AFTER_SECONDS, self._abort, transport)
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
+
+    def _close_silently(self) -> None:
+        self._end_session(None, None)
+
+    def _abort(self, transport: asyncio.BaseTransport) -> None:
+        if not self._finished and isinstance(transport, asyncio.WriteTransport):
+            transport.abort()
+
+    def _timeout_cb(self) -> None:
+        """The idle timer (aiosmtpd restarts it at every command)."""
+        self._end_session(limits.TIMEOUT.format(hostname=self.hostname), Reason.TIMEOUT)
+
+    def _data_timed_out(self) -> None:
+        self._data_deadline = None
+        self._end_session(limits.DATA_TIMEOUT.format(hostname=self.hostname), Reason.TIMEOUT)
+
+    def _cancel_data_deadline(self) -> None:
+        if self._data_deadline is not None:
+            self._data_deadline.cancel()
+            self._data_deadline = None
+
+    def _helo(self) -> str | None:
+        return self.session.host_name if self.session is not None else None
+
+    # -- replies ---------------------------------------------------------------------------------
+
     async def push(self, status: str | bytes) -> None:
+        if self._closing:
+            return  # the session's last word is said
         if isinstance(status, bytes):
             await super().push(status)
             return
         if self._verbatim:
-            await super().push(status)
-            return
-        reply = replies.enhance(status)
-        reason = replies.builtin_rejection(status)
-        if reason is not None:
-            assert self.session is not None
-            sender = text_field(self.envelope.mail_from) if self.envelope is not None else ""
-            record_rejection(
-                reason, reply, client=client_label(self.session), helo=self.session.host_name, sender=sender
-            )
+            reply = status
+        else:
+            reply = replies.enhance(status)
+            self._record_builtin_rejection(status, reply)
         await super().push(reply)
+        if reply.startswith("354") and self._options.session_limits.data_timeout is not None:
+            self._data_deadline = self.loop.call_later(self._options.session_limits.data_timeout, self._data_timed_out)
+        if reply.startswith("421 "):
+            self._close_silently()  # RFC 5321 section 3.8: 421 closes the channel
+            return
+        if self._errors.record(reply):
+            self._end_session(limits.TOO_MANY_ERRORS.format(hostname=self.hostname), Reason.TOO_MANY_ERRORS)
+            return
         if reply[3:4] == " ":
             self._close_if_draining()
+
+    def _record_builtin_rejection(self, status: str, reply: str) -> None:
+        reason = replies.builtin_rejection(status) or POLICY_REFUSALS.get(status)
+        if reason is None:
+            return
+        sender = text_field(self.envelope.mail_from) if self.envelope is not None else ""
+        record_rejection(
+            reason,
+            reply,
+            client=client_address(self.session),
+            helo=self._helo(),
+            sender=sender,
+            listener=self._policy.kind.value,
+        )
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if self._closing:
+            await asyncio.sleep(0)  # the handler task is cancelled: this raises CancelledError
+            raise asyncio.CancelledError
+        if command == "EHLO" and self._options.authenticator is None:
+            hostname, responses = args
+            args = (hostname, [line for line in responses if not line[4:].upper().startswith("AUTH")])
+        if command != "DATA":
+            return await super()._call_handler_hook(command, *args)
+        self._cancel_data_deadline()  # the message is complete
+        self._queueing = True  # cleared when the reply to DATA is sent (smtp_DATA)
+        status = await super()._call_handler_hook(command, *args)
+        if isinstance(status, str) and status.startswith("250"):
+            self._errors.reset()
+        return status
+
+    # -- commands --------------------------------------------------------------------------------
 
     @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str) -> None:
@@ -108,7 +393,44 @@ class IngressSMTP(SMTP):
             await super().smtp_DATA(arg)
         finally:
             self._in_data = False
+            self._queueing = False
+            self._cancel_data_deadline()
+        if self._pending_end is not None:
+            reply, reason = self._pending_end
+            self._pending_end = None
+            self._end_session(reply or None, reason)
+            return
         self._close_if_draining()
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if arg:
+            await self.push("501 Syntax: STARTTLS")
+            return
+        if self._tls_protocol is not None:
+            await self.push(TLS_ALREADY_ACTIVE)
+            return
+        if self._options.tls is None:
+            await self.push(TLS_NOT_AVAILABLE)
+            return
+        self.tls_context = self._options.tls.current
+        await self.push(STARTTLS_READY)
+        try:
+            await self._start_tls(self.tls_context, keep_buffered=False)
+        except TLSSetupException as exc:
+            self._tls_failed(exc)
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self._options.authenticator is None:
+            await self.push(AUTH_NOT_ENABLED)
+            return
+        await super().smtp_AUTH(arg)
+
+    async def smtp_PROXY(self, arg: str) -> None:
+        """A PROXY header where none may be (not listed in HELP): refused as an unknown command."""
+        self._refuse_untrusted_proxy_header()
+        await self.push(PROXY_NOT_RECOGNIZED)
 
     async def _verbatim_command(self, command: Callable[[str], Awaitable[object]], arg: str) -> None:
         self._verbatim = True
@@ -117,6 +439,71 @@ class IngressSMTP(SMTP):
         finally:
             self._verbatim = False
         self._close_if_draining()
+
+    # -- TLS -------------------------------------------------------------------------------------
+
+    async def _start_tls(self, context: ssl.SSLContext, *, keep_buffered: bool) -> None:
+        """Put TLS under the session (as aiosmtpd's smtp_STARTTLS does); raises TLSSetupException on failure.
+
+        Bytes already read in clear text are handed to the TLS layer for implicit TLS
+        (a ClientHello right behind a PROXY header) and discarded after STARTTLS.
+        """
+        buffered: bytearray = self._reader._buffer  # type: ignore[attr-defined]
+        early = bytes(buffered)
+        buffered.clear()
+        if early and not keep_buffered:
+            logger.info(
+                "discarded %d bytes pipelined after STARTTLS",
+                len(early),
+                extra={"queue_id": None, "client": client_address(self.session)},
+            )
+            early = b""
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        tls = sslproto.SSLProtocol(
+            self.loop, self, context, waiter, server_side=True, ssl_handshake_timeout=math.ceil(self._timeout_duration)
+        )
+        original = self.transport
+        assert original is not None
+        self._tls_protocol = tls
+        self._original_transport = original
+        original.set_protocol(tls)
+        self.transport = tls._app_transport
+        self._handshaking = True
+        try:
+            tls.connection_made(original)
+            self._feed_tls(tls, early)
+            await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            metrics.TLS_HANDSHAKES.labels(result="failure").inc()
+            raise TLSSetupException() from exc
+        finally:
+            self._handshaking = False
+        if not self._tls_established:
+            metrics.TLS_HANDSHAKES.labels(result="failure").inc()
+            raise TLSSetupException("connection closed during the TLS handshake")
+
+    def _tls_failed(self, error: TLSSetupException) -> None:
+        logger.info(
+            "TLS handshake failed: %s",
+            error.__cause__ or error,
+            extra={"queue_id": None, "client": client_address(self.session)},
+        )
+        self._close_silently()
+        self.connection_lost(None)  # the TLS layer never calls it before its handshake finished
+
+    @staticmethod
+    def _feed_tls(tls: sslproto.SSLProtocol, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            buffer = tls.get_buffer(len(view))
+            size = min(len(buffer), len(view))
+            buffer[:size] = view[:size]
+            tls.buffer_updated(size)
+            view = view[size:]
+
+    # -- shutdown --------------------------------------------------------------------------------
 
     @property
     def in_transaction(self) -> bool:
@@ -129,10 +516,8 @@ class IngressSMTP(SMTP):
         self._close_if_draining()
 
     def close_now(self) -> None:
-        """Close the connection with `421`, whatever it is doing."""
-        if self.transport is not None and not self.transport.is_closing():
-            self._writer.write(replies.SHUTTING_DOWN.format(hostname=self.hostname).encode("ascii") + CRLF)
-            self.transport.close()
+        """Close the connection with `421`, whatever it is doing (a message being queued gets its reply first)."""
+        self._end_session(replies.SHUTTING_DOWN.format(hostname=self.hostname), None)
 
     def _close_if_draining(self) -> None:
         if self._draining and not self.in_transaction:
@@ -140,16 +525,24 @@ class IngressSMTP(SMTP):
 
 
 class SmtpServer:
-    """The SMTP listener and the set of open sessions."""
+    """One SMTP listener and the set of its open sessions."""
 
     def __init__(
-        self, handler: SmtpHandler, *, listen: ListenAddress, hostname: str, max_message_size: int, timeout: float
+        self,
+        handler: SmtpHandler,
+        *,
+        listen: ListenAddress,
+        hostname: str,
+        max_message_size: int,
+        timeout: float,
+        options: SessionOptions | None = None,
     ) -> None:
         self._handler = handler
         self._listen = listen
         self._hostname = hostname
         self._max_message_size = max_message_size
         self._timeout = timeout
+        self._options = options or SessionOptions()
         self._server: asyncio.Server | None = None
         self._sessions: set[IngressSMTP] = set()
         self._all_closed = asyncio.Event()
@@ -167,13 +560,20 @@ class SmtpServer:
         """Open SMTP connections."""
         return len(self._sessions)
 
+    @property
+    def kind(self) -> str:
+        """The listener's name (smtp, submission, smtps)."""
+        return self._options.policy.kind.value
+
     async def start(self) -> None:
         """Bind and start accepting connections; raises OSError when the address cannot be bound."""
-        # aiosmtpd logs every command line at INFO; the ingress logs its own events.
+        # aiosmtpd logs every command line at INFO (and PROXY details at mail.debug); the ingress logs its own events.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
+        logging.getLogger("mail.debug").setLevel(logging.ERROR)
+        metrics.SMTP_SESSIONS_ACTIVE.labels(listener=self.kind)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._new_session, self._listen.host, self._listen.port)
-        logger.info("SMTP listening on %s", self._listen, extra={"queue_id": None})
+        logger.info("SMTP listening on %s (%s)", self._listen, self.kind, extra={"queue_id": None})
 
     async def stop(self, drain_seconds: float) -> None:
         """Stop accepting, let transactions in progress finish within `drain_seconds`, close the rest."""
@@ -194,7 +594,7 @@ class SmtpServer:
                 await self._server.wait_closed()
         except TimeoutError:
             logger.warning("SMTP connections still closing")
-        logger.info("SMTP listener stopped", extra={"queue_id": None})
+        logger.info("SMTP listener %s stopped", self.kind, extra={"queue_id": None})
 
     def _new_session(self) -> IngressSMTP:
         metrics.SMTP_SESSIONS.inc()
@@ -205,6 +605,7 @@ class SmtpServer:
             timeout=self._timeout,
             on_open=self._opened,
             on_close=self._closed,
+            options=self._options,
         )
 
     def _opened(self, session: IngressSMTP) -> None:

@@ -5,8 +5,10 @@ Limits follow Postfix' defaults: `message_size_limit` (10240000 bytes),
 """
 
 import ipaddress
+from pathlib import Path
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kubemta_common.config_types import CommaList, Duration, Listen, NetworkList, parse_listen
 from kubemta_common.settings import ServiceSettings
@@ -32,6 +34,52 @@ class IngressSettings(ServiceSettings):
     max_message_size: int = Field(default=10240000, gt=0, description="Largest message accepted, in bytes")
     max_recipients: int = Field(default=1000, ge=1, description="Most recipients accepted per message")
     smtp_timeout: Duration = Field(default=300.0, gt=0, description="Idle time after which a session is closed")
+    submission_listen: Listen = Field(
+        default=None, description="host:port of the submission listener (STARTTLS + AUTH required); empty = off"
+    )
+    smtps_listen: Listen = Field(
+        default=None, description="host:port of the implicit-TLS submission listener (AUTH required); empty = off"
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate chain for STARTTLS and SMTPS; reloaded when the file changes"
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key for tls_cert_file")
+    tls_reload_interval: Duration = Field(
+        default=30.0, gt=0, description="How often the certificate files are checked for changes"
+    )
+    users_file: Path | None = Field(
+        default=None, description="Users allowed to AUTH (scrypt-hashed passwords and allowed sender identities)"
+    )
+    auth_failure_limit: int = Field(
+        default=5, ge=1, description="Failed AUTH attempts per client IP or username within the window before refusal"
+    )
+    auth_failure_window: Duration = Field(
+        default=900.0, gt=0, description="Window over which failed AUTH attempts are counted (and refusal lasts)"
+    )
+    auth_failure_delay: Duration = Field(
+        default=1.0, ge=0, description="Delay added to each failed AUTH reply, growing with the failure count"
+    )
+    proxy_protocol_trusted: NetworkList = Field(
+        default_factory=list, description="Networks whose connections must start with a PROXY v1/v2 header"
+    )
+    proxy_protocol_timeout: Duration = Field(default=5.0, gt=0, description="Time allowed for the PROXY header")
+    max_connections: int = Field(default=1000, ge=1, description="Concurrent SMTP connections in total (then 421)")
+    max_connections_per_ip: int = Field(
+        default=50, ge=1, description="Concurrent SMTP connections per client IP (then 421)"
+    )
+    max_errors: int = Field(default=10, ge=1, description="Protocol errors in one session before 421 and disconnect")
+    smtp_data_timeout: Duration = Field(
+        default=600.0, gt=0, description="Longest time to receive one message's DATA (slow clients are cut off)"
+    )
+    max_session_duration: Duration = Field(default=3600.0, gt=0, description="Longest time one SMTP session may last")
+
+    @model_validator(mode="after")
+    def _tls_needs_both_files(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("KUBEMTA_TLS_CERT_FILE and KUBEMTA_TLS_KEY_FILE must be set together")
+        if (self.submission_listen or self.smtps_listen) and self.tls_cert_file is None:
+            raise ValueError("the submission and SMTPS listeners need KUBEMTA_TLS_CERT_FILE and KUBEMTA_TLS_KEY_FILE")
+        return self
 
     @field_validator("local_domains")
     @classmethod
