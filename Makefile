@@ -60,3 +60,15 @@ run: system-deps sync rabbitmq ## start the four services locally (SMTP on 127.0
 .PHONY: run-one
 run-one: sync ## run one service: make run-one SERVICE=ingress
 	$(VENV)/bin/kubemta-$(SERVICE)
+
+.PHONY: chart-lint
+chart-lint: sync ## helm lint (real Helm engine), render, schema and promtool checks of charts/kubemta
+	$(VENV)/bin/pytest -p no:cacheprovider tests/chart -m "not e2e" --ignore=tests/chart/test_image_install.py
+
+.PHONY: chart-docs
+chart-docs: sync ## regenerate charts/kubemta/README.md from values.yaml
+	$(PY) scripts/chart_docs.py
+
+.PHONY: image-check
+image-check: sync ## the Dockerfile's locked, non-editable install into a fresh venv; every console script starts
+	$(VENV)/bin/pytest -p no:cacheprovider tests/chart/test_image_install.py

@@ -1,0 +1,438 @@
+{{/*
+The resources every component has, each called as
+  include "kubemta.<resource>" (dict "root" $ "key" "<valuesKey>")
+so the four components stay identical where they should.
+*/}}
+
+{{- define "kubemta.deployment" -}}
+{{- $root := .root -}}
+{{- $v := get $root.Values .key -}}
+{{- $c := include "kubemta.component" . | fromYaml -}}
+{{- $isIngress := eq .key "smtpIngress" -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "kubemta.componentFullname" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "kubemta.componentLabels" . | nindent 4 }}
+spec:
+  {{- if not (or (include "kubemta.hpaEnabled" .) (include "kubemta.kedaEnabled" .)) }}
+  replicas: {{ $v.replicaCount }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "kubemta.componentSelectorLabels" . | nindent 6 }}
+  {{- with $v.updateStrategy }}
+  strategy:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  template:
+    metadata:
+      labels:
+        {{- include "kubemta.componentLabels" . | nindent 8 }}
+        {{- with $v.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+        {{- with $v.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      automountServiceAccountToken: false
+      {{- with $root.Values.global.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      terminationGracePeriodSeconds: {{ include "kubemta.terminationGracePeriod" . }}
+      securityContext:
+        {{- toYaml $v.podSecurityContext | nindent 8 }}
+      {{- with $v.priorityClassName }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      {{- with $v.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.topologySpreadConstraints }}
+      topologySpreadConstraints:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      containers:
+        - name: {{ $c.name }}
+          image: {{ include "kubemta.image" $root | quote }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          command: [{{ $c.command | quote }}]
+          envFrom:
+            - configMapRef:
+                name: {{ include "kubemta.configMapName" $root }}
+          env:
+            {{- include "kubemta.amqpEnv" $root | nindent 12 }}
+            {{- if $isIngress }}
+            - name: KUBEMTA_SMTP_LISTEN
+              value: {{ printf "0.0.0.0:%d" (int $v.containerPorts.smtp) | quote }}
+            {{- if $root.Values.tls.enabled }}
+            - name: KUBEMTA_SUBMISSION_LISTEN
+              value: {{ printf "0.0.0.0:%d" (int $v.containerPorts.submission) | quote }}
+            - name: KUBEMTA_SMTPS_LISTEN
+              value: {{ printf "0.0.0.0:%d" (int $v.containerPorts.smtps) | quote }}
+            - name: KUBEMTA_TLS_CERT_FILE
+              value: /etc/kubemta/tls/tls.crt
+            - name: KUBEMTA_TLS_KEY_FILE
+              value: /etc/kubemta/tls/tls.key
+            {{- end }}
+            {{- if $root.Values.auth.existingSecret }}
+            - name: KUBEMTA_USERS_FILE
+              value: /etc/kubemta/users/{{ $root.Values.auth.existingSecretKey }}
+            {{- end }}
+            {{- end }}
+            {{- if and (eq .key "queueManager") $root.Values.dkim.existingSecret }}
+            - name: KUBEMTA_DKIM_KEYS_DIR
+              value: /etc/kubemta/dkim
+            {{- end }}
+            {{- with (concat $root.Values.global.extraEnv $v.extraEnv) }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          ports:
+            - name: metrics
+              containerPort: {{ $root.Values.metrics.port }}
+              protocol: TCP
+            {{- if $isIngress }}
+            - name: smtp
+              containerPort: {{ $v.containerPorts.smtp }}
+              protocol: TCP
+            {{- if $root.Values.tls.enabled }}
+            - name: submission
+              containerPort: {{ $v.containerPorts.submission }}
+              protocol: TCP
+            - name: smtps
+              containerPort: {{ $v.containerPorts.smtps }}
+              protocol: TCP
+            {{- end }}
+            {{- end }}
+          {{- with $v.startupProbe }}
+          {{- if .enabled }}
+          startupProbe:
+            httpGet:
+              path: /healthz
+              port: metrics
+            {{- toYaml (omit . "enabled") | nindent 12 }}
+          {{- end }}
+          {{- end }}
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: metrics
+            {{- toYaml $v.livenessProbe | nindent 12 }}
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: metrics
+            {{- toYaml $v.readinessProbe | nindent 12 }}
+          resources:
+            {{- toYaml $v.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $v.containerSecurityContext | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            {{- if $root.Values.secrets.existingSecret }}
+            - name: kubemta-secrets
+              mountPath: /run/secrets/kubemta
+              readOnly: true
+            {{- end }}
+            {{- if and $isIngress $root.Values.tls.enabled }}
+            - name: tls
+              mountPath: /etc/kubemta/tls
+              readOnly: true
+            {{- end }}
+            {{- if and $isIngress $root.Values.auth.existingSecret }}
+            - name: users
+              mountPath: /etc/kubemta/users
+              readOnly: true
+            {{- end }}
+            {{- if and (eq .key "queueManager") $root.Values.dkim.existingSecret }}
+            - name: dkim
+              mountPath: /etc/kubemta/dkim
+              readOnly: true
+            {{- end }}
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: 64Mi
+        {{- if $root.Values.secrets.existingSecret }}
+        - name: kubemta-secrets
+          secret:
+            secretName: {{ $root.Values.secrets.existingSecret }}
+        {{- end }}
+        {{- if and $isIngress $root.Values.tls.enabled }}
+        - name: tls
+          secret:
+            secretName: {{ required "tls.existingSecret is required when tls.enabled" $root.Values.tls.existingSecret }}
+        {{- end }}
+        {{- if and $isIngress $root.Values.auth.existingSecret }}
+        - name: users
+          secret:
+            secretName: {{ $root.Values.auth.existingSecret }}
+        {{- end }}
+        {{- if and (eq .key "queueManager") $root.Values.dkim.existingSecret }}
+        - name: dkim
+          secret:
+            secretName: {{ $root.Values.dkim.existingSecret }}
+        {{- end }}
+{{- end -}}
+
+{{- define "kubemta.metricsService" -}}
+{{- $root := .root -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "kubemta.componentFullname" . }}-metrics
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "kubemta.componentLabels" . | nindent 4 }}
+spec:
+  type: ClusterIP
+  clusterIP: None
+  selector:
+    {{- include "kubemta.componentSelectorLabels" . | nindent 4 }}
+  ports:
+    - name: metrics
+      port: {{ $root.Values.metrics.port }}
+      targetPort: metrics
+      protocol: TCP
+{{- end -}}
+
+{{- define "kubemta.pdb" -}}
+{{- $root := .root -}}
+{{- $v := get $root.Values .key -}}
+{{- if $v.pdb.create }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "kubemta.componentFullname" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "kubemta.componentLabels" . | nindent 4 }}
+spec:
+  {{- if $v.pdb.minAvailable }}
+  minAvailable: {{ $v.pdb.minAvailable }}
+  {{- else }}
+  maxUnavailable: {{ $v.pdb.maxUnavailable | default 1 }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "kubemta.componentSelectorLabels" . | nindent 6 }}
+{{- end }}
+{{- end -}}
+
+{{- define "kubemta.hpa" -}}
+{{- $root := .root -}}
+{{- $v := get $root.Values .key -}}
+{{- $hpa := $v.autoscaling.hpa -}}
+{{- if include "kubemta.hpaEnabled" . }}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "kubemta.componentFullname" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "kubemta.componentLabels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "kubemta.componentFullname" . }}
+  minReplicas: {{ $hpa.minReplicas }}
+  maxReplicas: {{ $hpa.maxReplicas }}
+  metrics:
+    {{- if $hpa.targetCPUUtilizationPercentage }}
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ $hpa.targetCPUUtilizationPercentage }}
+    {{- end }}
+    {{- if $hpa.targetMemoryUtilizationPercentage }}
+    - type: Resource
+      resource:
+        name: memory
+        target:
+          type: Utilization
+          averageUtilization: {{ $hpa.targetMemoryUtilizationPercentage }}
+    {{- end }}
+    {{- with $hpa.extraMetrics }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $hpa.behavior }}
+  behavior:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "kubemta.scaledObject" -}}
+{{- $root := .root -}}
+{{- $v := get $root.Values .key -}}
+{{- $c := include "kubemta.component" . | fromYaml -}}
+{{- $keda := $v.autoscaling.keda -}}
+{{- if include "kubemta.kedaEnabled" . }}
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: {{ include "kubemta.componentFullname" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "kubemta.componentLabels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "kubemta.componentFullname" . }}
+  minReplicaCount: {{ $keda.minReplicas }}
+  maxReplicaCount: {{ $keda.maxReplicas }}
+  pollingInterval: {{ $keda.pollingInterval }}
+  cooldownPeriod: {{ $keda.cooldownPeriod }}
+  {{- with $keda.advanced }}
+  advanced:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  triggers:
+    {{- range $c.queues }}
+    - type: rabbitmq
+      authenticationRef:
+        name: {{ include "kubemta.fullname" $root }}-rabbitmq
+      metadata:
+        protocol: amqp
+        mode: QueueLength
+        queueName: {{ . | quote }}
+        value: {{ $keda.queueLength | quote }}
+        {{- if $root.Values.rabbitmq.cluster.create }}
+        host: {{ printf "amqp://%s.%s.svc:5672/%s" (include "kubemta.rabbitmqClusterName" $root) $root.Release.Namespace ($root.Values.rabbitmq.vhost | urlquery) | quote }}
+        {{- end }}
+    {{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "kubemta.networkPolicy" -}}
+{{- $root := .root -}}
+{{- $v := get $root.Values .key -}}
+{{- $isIngress := eq .key "smtpIngress" -}}
+{{- if $v.networkPolicy.enabled }}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "kubemta.componentFullname" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "kubemta.componentLabels" . | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "kubemta.componentSelectorLabels" . | nindent 6 }}
+  policyTypes: [Ingress, Egress]
+  ingress:
+    # scrapes and kubelet probes reach the metrics port
+    - ports:
+        - port: metrics
+          protocol: TCP
+      {{- with $root.Values.metrics.networkPolicyFrom }}
+      from:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    {{- if $isIngress }}
+    # SMTP clients
+    - ports:
+        - port: smtp
+          protocol: TCP
+        {{- if $root.Values.tls.enabled }}
+        - port: submission
+          protocol: TCP
+        - port: smtps
+          protocol: TCP
+        {{- end }}
+      {{- with $v.networkPolicy.smtpFrom }}
+      from:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    {{- end }}
+    {{- with $v.networkPolicy.extraIngress }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  egress:
+    # DNS (cluster resolver; the dns-resolver also asks the configured name servers)
+    - ports:
+        - port: 53
+          protocol: UDP
+        - port: 53
+          protocol: TCP
+    # the broker
+    - ports:
+        {{- range $root.Values.rabbitmq.ports }}
+        - port: {{ . }}
+          protocol: TCP
+        {{- end }}
+      {{- with $root.Values.rabbitmq.networkPolicyTo }}
+      to:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    {{- if eq .key "deliveryWorker" }}
+    # destination MX hosts, relayhosts and LMTP servers
+    - ports:
+        {{- range $v.networkPolicy.deliveryPorts }}
+        - port: {{ . }}
+          protocol: TCP
+        {{- end }}
+    {{- end }}
+    {{- with $v.networkPolicy.extraEgress }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "kubemta.serviceMonitor" -}}
+{{- $root := .root -}}
+{{- $sm := $root.Values.metrics.serviceMonitor -}}
+{{- if $sm.enabled }}
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata:
+  name: {{ include "kubemta.componentFullname" . }}
+  namespace: {{ default $root.Release.Namespace $sm.namespace }}
+  labels:
+    {{- include "kubemta.componentLabels" . | nindent 4 }}
+    {{- with $sm.labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  namespaceSelector:
+    matchNames: [{{ $root.Release.Namespace | quote }}]
+  selector:
+    matchLabels:
+      {{- include "kubemta.componentSelectorLabels" . | nindent 6 }}
+  endpoints:
+    - port: metrics
+      path: /metrics
+      interval: {{ $sm.interval }}
+      scrapeTimeout: {{ $sm.scrapeTimeout }}
+      {{- with $sm.relabelings }}
+      relabelings:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $sm.metricRelabelings }}
+      metricRelabelings:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end }}
+{{- end -}}

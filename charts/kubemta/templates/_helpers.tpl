@@ -1,0 +1,164 @@
+{{/*
+Names, labels and the component table. One image for all four components; the
+Deployment's `command` chooses the service.
+*/}}
+
+{{- define "kubemta.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kubemta.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kubemta.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels: name, instance (and component, added by kubemta.componentSelectorLabels). */}}
+{{- define "kubemta.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubemta.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "kubemta.labels" -}}
+helm.sh/chart: {{ include "kubemta.chart" . }}
+{{ include "kubemta.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubemta
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The component table: values key -> component name, console script and the queues it consumes.
+*/}}
+{{- define "kubemta.componentTable" -}}
+smtpIngress:
+  name: smtp-ingress
+  command: kubemta-ingress
+  queues: []
+queueManager:
+  name: queue-manager
+  command: kubemta-queue-manager
+  queues: [inbound, results]
+dnsResolver:
+  name: dns-resolver
+  command: kubemta-dns-resolver
+  queues: [route]
+deliveryWorker:
+  name: delivery-worker
+  command: kubemta-delivery-worker
+  queues: [deliver]
+{{- end -}}
+
+{{/* (dict "root" $ "key" "deliveryWorker") -> that component's row of the table */}}
+{{- define "kubemta.component" -}}
+{{- $table := include "kubemta.componentTable" .root | fromYaml -}}
+{{- get $table .key | toYaml -}}
+{{- end -}}
+
+{{- define "kubemta.componentFullname" -}}
+{{- $c := include "kubemta.component" . | fromYaml -}}
+{{- printf "%s-%s" (include "kubemta.fullname" .root) $c.name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kubemta.smtpIngress.fullname" -}}{{ include "kubemta.componentFullname" (dict "root" . "key" "smtpIngress") }}{{- end -}}
+{{- define "kubemta.queueManager.fullname" -}}{{ include "kubemta.componentFullname" (dict "root" . "key" "queueManager") }}{{- end -}}
+{{- define "kubemta.dnsResolver.fullname" -}}{{ include "kubemta.componentFullname" (dict "root" . "key" "dnsResolver") }}{{- end -}}
+{{- define "kubemta.deliveryWorker.fullname" -}}{{ include "kubemta.componentFullname" (dict "root" . "key" "deliveryWorker") }}{{- end -}}
+
+{{- define "kubemta.componentLabels" -}}
+{{- $c := include "kubemta.component" . | fromYaml -}}
+{{ include "kubemta.labels" .root }}
+app.kubernetes.io/component: {{ $c.name }}
+{{- end -}}
+
+{{- define "kubemta.componentSelectorLabels" -}}
+{{- $c := include "kubemta.component" . | fromYaml -}}
+{{ include "kubemta.selectorLabels" .root }}
+app.kubernetes.io/component: {{ $c.name }}
+{{- end -}}
+
+{{- define "kubemta.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kubemta.configMapName" -}}{{ include "kubemta.fullname" . }}-config{{- end -}}
+
+{{/* The Secret and key holding KUBEMTA_AMQP_URL (absent when the RabbitmqCluster's default-user Secret is used). */}}
+{{- define "kubemta.amqpSecretName" -}}
+{{- if .Values.rabbitmq.existingSecret -}}
+{{- .Values.rabbitmq.existingSecret -}}
+{{- else -}}
+{{- include "kubemta.fullname" . }}-amqp
+{{- end -}}
+{{- end -}}
+
+{{- define "kubemta.rabbitmqClusterName" -}}
+{{- default (printf "%s-rabbitmq" (include "kubemta.fullname" .)) .Values.rabbitmq.cluster.name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The env entries that give a container KUBEMTA_AMQP_URL. */}}
+{{- define "kubemta.amqpEnv" -}}
+{{- if .Values.rabbitmq.cluster.create }}
+- name: RABBITMQ_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "kubemta.rabbitmqClusterName" . }}-default-user
+      key: username
+- name: RABBITMQ_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "kubemta.rabbitmqClusterName" . }}-default-user
+      key: password
+- name: KUBEMTA_AMQP_URL
+  value: {{ printf "amqp://$(RABBITMQ_USERNAME):$(RABBITMQ_PASSWORD)@%s.%s.svc:5672/%s" (include "kubemta.rabbitmqClusterName" .) .Release.Namespace (.Values.rabbitmq.vhost | urlquery) | quote }}
+{{- else }}
+- name: KUBEMTA_AMQP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "kubemta.amqpSecretName" . }}
+      key: {{ .Values.rabbitmq.existingSecretKey }}
+{{- end }}
+{{- end -}}
+
+{{/* Drain time in seconds; the grace period must be longer. */}}
+{{- define "kubemta.terminationGracePeriod" -}}
+{{- $values := get .root.Values .key -}}
+{{- $drain := int .root.Values.config.drainSeconds -}}
+{{- $grace := int (default (add $drain 15) $values.terminationGracePeriodSeconds) -}}
+{{- if le $grace $drain -}}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be longer than config.drainSeconds (%d)" .key $grace $drain) -}}
+{{- end -}}
+{{- $grace -}}
+{{- end -}}
+
+{{/* KEDA wins: the HPA is rendered only when the component's ScaledObject is not. */}}
+{{- define "kubemta.kedaEnabled" -}}
+{{- $values := get .root.Values .key -}}
+{{- if and .root.Values.keda.enabled (hasKey $values.autoscaling "keda") -}}
+{{- if $values.autoscaling.keda.enabled -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kubemta.hpaEnabled" -}}
+{{- $values := get .root.Values .key -}}
+{{- if and $values.autoscaling.hpa.enabled (not (include "kubemta.kedaEnabled" .)) -}}true{{- end -}}
+{{- end -}}

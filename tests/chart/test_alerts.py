@@ -1,0 +1,220 @@
+"""The PrometheusRule the chart renders: `promtool check rules` and `promtool test rules` on its groups."""
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from tests.chart.render import render
+
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+pytestmark = pytest.mark.skipif(not Path(PROMTOOL).exists(), reason="promtool (Debian prometheus) not installed")
+
+RULE_VALUES = {"metrics": {"prometheusRule": {"enabled": True}}}
+
+
+def rule_groups(values: dict[str, Any] = RULE_VALUES) -> dict[str, Any]:
+    """The `spec` of the rendered PrometheusRule, i.e. a Prometheus rule file."""
+    (rule,) = [doc for doc in render(values) if doc["kind"] == "PrometheusRule"]
+    return {"groups": rule["spec"]["groups"]}
+
+
+def write_rules(directory: Path) -> Path:
+    path = directory / "kubemta-rules.yaml"
+    path.write_text(yaml.safe_dump(rule_groups(), sort_keys=False))
+    return path
+
+
+def test_promtool_check_rules(tmp_path: Path) -> None:
+    rules = write_rules(tmp_path)
+    result = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_every_alert_promised_is_there() -> None:
+    alerts = {rule["alert"] for group in rule_groups()["groups"] for rule in group["rules"]}
+    assert {
+        "KubemtaBounceRateHigh",
+        "KubemtaDeferralRateHigh",
+        "KubemtaBacklogGrowing",
+        "KubemtaQueueTimeHigh",
+        "KubemtaNoDeliveriesWhileQueued",
+        "KubemtaIngressRejecting4xx",
+        "KubemtaQueueUnavailable",
+        "KubemtaBrokerDown",
+        "KubemtaHeldMessages",
+    } <= alerts
+
+
+RMQ = 'job="rabbitmq", vhost="/"'
+UNIT_TESTS: dict[str, Any] = {
+    "evaluation_interval": "1m",
+    "tests": [
+        {
+            "name": "bounce rate above 5% fires, and only after 15 minutes",
+            "interval": "1m",
+            "input_series": [
+                {"series": 'kubemta_recipients_bounced_total{job="qm", provider="other"}', "values": "0+3x60"},
+                {"series": 'kubemta_recipients_delivered_total{job="qm", provider="other"}', "values": "0+7x60"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "KubemtaBounceRateHigh", "exp_alerts": []},
+                {
+                    "eval_time": "40m",
+                    "alertname": "KubemtaBounceRateHigh",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
+                },
+            ],
+        },
+        {
+            "name": "a low bounce rate stays quiet",
+            "interval": "1m",
+            "input_series": [
+                {"series": 'kubemta_recipients_bounced_total{job="qm", provider="other"}', "values": "0+1x60"},
+                {"series": 'kubemta_recipients_delivered_total{job="qm", provider="other"}', "values": "0+100x60"},
+            ],
+            "alert_rule_test": [{"eval_time": "60m", "alertname": "KubemtaBounceRateHigh", "exp_alerts": []}],
+        },
+        {
+            "name": "deferrals high for one provider only",
+            "interval": "1m",
+            "input_series": [
+                {"series": 'kubemta_recipients_deferred_total{job="qm", provider="microsoft"}', "values": "0+5x120"},
+                {"series": 'kubemta_recipients_delivered_total{job="qm", provider="microsoft"}', "values": "0+5x120"},
+                {"series": 'kubemta_recipients_bounced_total{job="qm", provider="microsoft"}', "values": "0+0x120"},
+                {"series": 'kubemta_recipients_deferred_total{job="qm", provider="google"}', "values": "0+1x120"},
+                {"series": 'kubemta_recipients_delivered_total{job="qm", provider="google"}', "values": "0+50x120"},
+                {"series": 'kubemta_recipients_bounced_total{job="qm", provider="google"}', "values": "0+0x120"},
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "90m",
+                    "alertname": "KubemtaDeferralRateHigh",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning", "provider": "microsoft"}}],
+                }
+            ],
+        },
+        {
+            "name": "mail waits in deliver while no worker attempts anything",
+            "interval": "1m",
+            "input_series": [
+                {"series": f'rabbitmq_queue_messages{{{RMQ}, queue="deliver"}}', "values": "0+0x5 40x60"},
+                {"series": 'kubemta_delivery_attempts_total{job="dw", result="delivered"}', "values": "0+2x5 10x60"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "KubemtaNoDeliveriesWhileQueued", "exp_alerts": []},
+                {
+                    "eval_time": "40m",
+                    "alertname": "KubemtaNoDeliveriesWhileQueued",
+                    "exp_alerts": [{"exp_labels": {"severity": "critical"}}],
+                },
+            ],
+        },
+        {
+            "name": "no worker at all while mail is queued also fires",
+            "interval": "1m",
+            "input_series": [{"series": f'rabbitmq_queue_messages{{{RMQ}, queue="deliver"}}', "values": "5x30"}],
+            "alert_rule_test": [
+                {
+                    "eval_time": "20m",
+                    "alertname": "KubemtaNoDeliveriesWhileQueued",
+                    "exp_alerts": [{"exp_labels": {"severity": "critical"}}],
+                }
+            ],
+        },
+        {
+            "name": "a growing route backlog fires for that queue",
+            "interval": "1m",
+            "input_series": [
+                {"series": f'rabbitmq_queue_messages_ready{{{RMQ}, queue="route"}}', "values": "900+20x60"},
+                {"series": f'rabbitmq_queue_messages_ready{{{RMQ}, queue="deliver"}}', "values": "5000x60"},
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "45m",
+                    "alertname": "KubemtaBacklogGrowing",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning", "queue": "route"}}],
+                }
+            ],
+        },
+        {
+            "name": "held messages",
+            "interval": "1m",
+            "input_series": [{"series": f'rabbitmq_queue_messages{{{RMQ}, queue="held"}}', "values": "0 0 1x20"}],
+            "alert_rule_test": [
+                {"eval_time": "4m", "alertname": "KubemtaHeldMessages", "exp_alerts": []},
+                {
+                    "eval_time": "15m",
+                    "alertname": "KubemtaHeldMessages",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
+                },
+            ],
+        },
+        {
+            "name": "the ingress answers 451 because the broker does not confirm",
+            "interval": "1m",
+            "input_series": [
+                {
+                    "series": 'kubemta_messages_rejected_total{job="in", reason="queue_unavailable"}',
+                    "values": "0+10x30",
+                },
+                {"series": 'kubemta_messages_rejected_total{job="in", reason="relay_denied"}', "values": "0+100x30"},
+                {"series": 'kubemta_messages_received_total{job="in"}', "values": "0+50x30"},
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "25m",
+                    "alertname": "KubemtaQueueUnavailable",
+                    "exp_alerts": [{"exp_labels": {"severity": "critical"}}],
+                },
+                {
+                    "eval_time": "25m",
+                    "alertname": "KubemtaIngressRejecting4xx",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
+                },
+            ],
+        },
+        {
+            "name": "permanent rejections are not 4xx",
+            "interval": "1m",
+            "input_series": [
+                {"series": 'kubemta_messages_rejected_total{job="in", reason="relay_denied"}', "values": "0+100x30"},
+                {"series": 'kubemta_messages_received_total{job="in"}', "values": "0+50x30"},
+            ],
+            "alert_rule_test": [{"eval_time": "25m", "alertname": "KubemtaIngressRejecting4xx", "exp_alerts": []}],
+        },
+        {
+            "name": "broker down",
+            "interval": "1m",
+            "input_series": [{"series": 'up{job="rabbitmq", instance="rabbit-0"}', "values": "1 1 0x10"}],
+            "alert_rule_test": [
+                {
+                    "eval_time": "8m",
+                    "alertname": "KubemtaBrokerDown",
+                    "exp_alerts": [{"exp_labels": {"severity": "critical"}}],
+                }
+            ],
+        },
+    ],
+}
+
+
+def test_promtool_unit_tests(tmp_path: Path) -> None:
+    # promtool compares annotations exactly; they are checked by `promtool check rules`, the unit tests
+    # are about when each alert fires and with which labels.
+    groups = rule_groups()
+    for group in groups["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    rules = tmp_path / "kubemta-rules.yaml"
+    rules.write_text(yaml.safe_dump(groups, sort_keys=False))
+    tests = tmp_path / "kubemta-rules.test.yaml"
+    tests.write_text(yaml.safe_dump({"rule_files": [rules.name], **UNIT_TESTS}, sort_keys=False))
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", tests.name], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
