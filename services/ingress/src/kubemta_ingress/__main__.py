@@ -74,7 +74,7 @@ def build_servers(
         )
     session_limits = SessionLimits(
         max_errors=settings.max_errors,
-        data_timeout=settings.smtp_data_timeout,
+        data_timeout=settings.data_receive_timeout,
         max_session_duration=settings.max_session_duration,
     )
     connections = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)

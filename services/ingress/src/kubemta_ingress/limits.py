@@ -11,7 +11,7 @@ Each follows a Postfix precedent:
   A queued message resets the count ("errors ... without delivering mail").
 - time (RFC 5321 section 4.5.3.2 timeouts): a command must arrive within
   `KUBEMTA_SMTP_TIMEOUT` of the previous one (`smtpd_timeout`); a message's DATA must
-  be complete within `KUBEMTA_SMTP_DATA_TIMEOUT` of the 354, however steadily it
+  be complete within `KUBEMTA_DATA_RECEIVE_TIMEOUT` of the 354, however steadily it
   trickles in; a session ends after `KUBEMTA_MAX_SESSION_DURATION`. Each ends with a
   `421 4.4.2` (RFC 3463: 4.4.2 "bad connection") and close. Together they bound how
   long a slow client (slowloris) can keep a connection: never past the session limit.

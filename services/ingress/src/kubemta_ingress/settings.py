@@ -68,7 +68,7 @@ class IngressSettings(ServiceSettings):
         default=50, ge=1, description="Concurrent SMTP connections per client IP (then 421)"
     )
     max_errors: int = Field(default=10, ge=1, description="Protocol errors in one session before 421 and disconnect")
-    smtp_data_timeout: Duration = Field(
+    data_receive_timeout: Duration = Field(
         default=600.0, gt=0, description="Longest time to receive one message's DATA (slow clients are cut off)"
     )
     max_session_duration: Duration = Field(default=3600.0, gt=0, description="Longest time one SMTP session may last")
