@@ -46,6 +46,7 @@ def test_every_alert_promised_is_there() -> None:
         "KubemtaIngressRejecting4xx",
         "KubemtaQueueUnavailable",
         "KubemtaBrokerDown",
+        "KubemtaServiceDisconnectedFromBroker",
         "KubemtaHeldMessages",
     } <= alerts
 
@@ -197,6 +198,22 @@ UNIT_TESTS: dict[str, Any] = {
                     "alertname": "KubemtaBrokerDown",
                     "exp_alerts": [{"exp_labels": {"severity": "critical"}}],
                 }
+            ],
+        },
+        {
+            "name": "a service disconnected from the broker",
+            "interval": "1m",
+            "input_series": [
+                {"series": 'kubemta_broker_connected{job="qm", service="queue-manager"}', "values": "1 1 0x10"},
+                {"series": 'kubemta_broker_connected{job="in", service="ingress"}', "values": "1x12"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "3m", "alertname": "KubemtaServiceDisconnectedFromBroker", "exp_alerts": []},
+                {
+                    "eval_time": "8m",
+                    "alertname": "KubemtaServiceDisconnectedFromBroker",
+                    "exp_alerts": [{"exp_labels": {"severity": "critical", "service": "queue-manager"}}],
+                },
             ],
         },
     ],

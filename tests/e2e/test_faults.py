@@ -26,6 +26,7 @@ async def test_unreachable_broker_gives_451_never_250(stack: Stack, world: MailW
     try:
         await stack.start(("ingress",), ready=False)
         assert (await stack.http("ingress", "/readyz"))[0] == 503
+        assert await stack.metric("ingress", "kubemta_broker_connected", service="ingress") == 0
         outcome = await send(
             f"127.0.0.1:{smtp_port}", SENDER, ["a@mx.e2e.test"], make_message(SENDER, ["a@mx.e2e.test"], "no broker")
         )

@@ -92,6 +92,8 @@ async def test_mail_is_delivered_to_the_preferred_mx(mta: tuple[Stack, str], wor
     assert await stack.metric("delivery-worker", "kubemta_delivery_attempts_total", result="delivered") == 1
     assert await stack.metric("dns-resolver", "kubemta_dns_lookups_total", result="ok") >= 1
     assert await stack.metric("queue-manager", "kubemta_queue_time_seconds_count") == 1
+    for service in ("ingress", "queue-manager", "dns-resolver", "delivery-worker"):
+        assert await stack.metric(service, "kubemta_broker_connected", service=service) == 1
     # every service logged about this message under its queue id
     for service in ("ingress", "queue-manager", "dns-resolver", "delivery-worker"):
         assert any(event.get("queue_id") == queue_id for event in stack.log_events(service)), service

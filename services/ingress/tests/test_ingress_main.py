@@ -104,6 +104,7 @@ async def test_smtp_serves_while_the_broker_is_unreachable(monkeypatch, restore_
 def test_invalid_configuration_exits_with_a_message(monkeypatch, capsys, restore_logging):
     monkeypatch.setenv("KUBEMTA_MAX_RECIPIENTS", "0")
     monkeypatch.setenv("KUBEMTA_RELAY_NETWORKS", "10.0.0.0/8,not-a-network")
+    monkeypatch.setattr("sys.argv", ["kubemta-ingress"])
     with pytest.raises(SystemExit) as exited:
         main()
     assert exited.value.code == 2

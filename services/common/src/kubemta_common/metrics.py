@@ -5,6 +5,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import Counter, Gauge
 
+BROKER_CONNECTED = Gauge(
+    "kubemta_broker_connected", "1 while the service is connected to RabbitMQ, else 0", ["service"]
+)
 BUILD_INFO = Gauge("kubemta_build_info", "kubemta build information; value is always 1", ["version", "service"])
 
 

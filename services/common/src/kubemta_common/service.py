@@ -14,7 +14,7 @@ from kubemta_common.amqp.consumer import Consumer, Handler
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.http_server import HttpServer, health_app
 from kubemta_common.logs import setup_logging
-from kubemta_common.metrics import record_build_info
+from kubemta_common.metrics import BROKER_CONNECTED, record_build_info
 from kubemta_common.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class ServiceCore:
         """Start the HTTP endpoint and the (retrying) broker connection."""
         setup_logging(self.name, self.settings.log_format, self.settings.log_level)
         record_build_info(self.name)
+        BROKER_CONNECTED.labels(service=self.name).set_function(lambda: 1.0 if self.broker.connected else 0.0)
         if self.settings.metrics_listen is not None:
             self._http = HttpServer(health_app(self.ready), self.settings.metrics_listen)
             await self._http.start()
