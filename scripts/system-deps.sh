@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kubemta's tests and `make run` need, when missing:
 # nsd (the test DNS server), swaks (a real SMTP client), rabbitmq-server (a private
-# broker when none answers), prometheus (promtool, to test the alert rules).
+# broker when none answers), prometheus (promtool, to test the alert rules), dovecot
+# (LMTP + IMAP, the mailbox server of the LMTP tests).
 set -euo pipefail
 missing=()
 command -v nsd >/dev/null || missing+=(nsd)
 command -v swaks >/dev/null || missing+=(swaks)
 command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
 command -v promtool >/dev/null || missing+=(prometheus)
+[[ -x /usr/lib/dovecot/lmtp ]] || missing+=(dovecot-lmtpd)
+[[ -x /usr/lib/dovecot/imap ]] || missing+=(dovecot-imapd)
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "missing Debian packages: ${missing[*]} (run as root or install them)" >&2

@@ -32,12 +32,44 @@ class _TransportKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Transpo
     DESCRIPTOR: _descriptor.EnumDescriptor
     TRANSPORT_KIND_UNSPECIFIED: _TransportKind.ValueType  # 0
     TRANSPORT_KIND_SMTP: _TransportKind.ValueType  # 1
+    TRANSPORT_KIND_LMTP: _TransportKind.ValueType  # 2
+    """LMTP (RFC 2033) to a mailbox server: per-recipient replies after DATA."""
 
 class TransportKind(_TransportKind, metaclass=_TransportKindEnumTypeWrapper): ...
 
 TRANSPORT_KIND_UNSPECIFIED: TransportKind.ValueType  # 0
 TRANSPORT_KIND_SMTP: TransportKind.ValueType  # 1
+TRANSPORT_KIND_LMTP: TransportKind.ValueType  # 2
+"""LMTP (RFC 2033) to a mailbox server: per-recipient replies after DATA."""
 Global___TransportKind: _TypeAlias = TransportKind  # noqa: Y015
+
+class _TlsPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TlsPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TlsPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TLS_POLICY_UNSPECIFIED: _TlsPolicy.ValueType  # 0
+    """Opportunistic: STARTTLS when offered, certificate not verified (default)."""
+    TLS_POLICY_NONE: _TlsPolicy.ValueType  # 1
+    TLS_POLICY_MAY: _TlsPolicy.ValueType  # 2
+    TLS_POLICY_ENCRYPT: _TlsPolicy.ValueType  # 3
+    """STARTTLS required, certificate not verified."""
+    TLS_POLICY_VERIFY: _TlsPolicy.ValueType  # 4
+    """STARTTLS required, certificate verified against the host name."""
+
+class TlsPolicy(_TlsPolicy, metaclass=_TlsPolicyEnumTypeWrapper):
+    """How the delivery worker must use TLS toward a route's hosts."""
+
+TLS_POLICY_UNSPECIFIED: TlsPolicy.ValueType  # 0
+"""Opportunistic: STARTTLS when offered, certificate not verified (default)."""
+TLS_POLICY_NONE: TlsPolicy.ValueType  # 1
+TLS_POLICY_MAY: TlsPolicy.ValueType  # 2
+TLS_POLICY_ENCRYPT: TlsPolicy.ValueType  # 3
+"""STARTTLS required, certificate not verified."""
+TLS_POLICY_VERIFY: TlsPolicy.ValueType  # 4
+"""STARTTLS required, certificate verified against the host name."""
+Global___TlsPolicy: _TypeAlias = TlsPolicy  # noqa: Y015
 
 class _Outcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -129,6 +161,7 @@ class RouteHost(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     PORT_FIELD_NUMBER: _builtins.int
     PREFERENCE_FIELD_NUMBER: _builtins.int
+    UNIX_SOCKET_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     """Host name (MX target or transport host); used for TLS SNI and Remote-MTA."""
     address: _builtins.str
@@ -136,6 +169,8 @@ class RouteHost(_message.Message):
     port: _builtins.int
     preference: _builtins.int
     """MX preference, 0 for non-MX routes."""
+    unix_socket: _builtins.str
+    """Unix socket path to connect to instead of address:port (LMTP to a local mailbox server)."""
     def __init__(
         self,
         *,
@@ -143,10 +178,11 @@ class RouteHost(_message.Message):
         address: _builtins.str = ...,
         port: _builtins.int = ...,
         preference: _builtins.int = ...,
+        unix_socket: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "hostname", b"hostname", "port", b"port", "preference", b"preference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "hostname", b"hostname", "port", b"port", "preference", b"preference", "unix_socket", b"unix_socket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -162,13 +198,25 @@ class Route(_message.Message):
     HOSTS_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    TLS_POLICY_FIELD_NUMBER: _builtins.int
+    MTA_STS_MX_FIELD_NUMBER: _builtins.int
+    TLS_POLICY_SOURCE_FIELD_NUMBER: _builtins.int
     kind: Global___TransportKind.ValueType
     provider: _builtins.str
     """Mailbox provider bucket for metrics labels: google, microsoft, yahoo, apple, other."""
     source: _builtins.str
     """What produced the route: "transport", "relayhost", "mx", "implicit-mx"."""
+    tls_policy: Global___TlsPolicy.ValueType
+    tls_policy_source: _builtins.str
+    """Why the TLS policy is what it is, for logs and diagnostics (e.g. "KUBEMTA_TLS_POLICY", "mta-sts enforce")."""
     @_builtins.property
     def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteHost]: ...
+    @_builtins.property
+    def mta_sts_mx(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """MTA-STS (RFC 8461) in enforce mode: hosts must match these MX patterns ("*.example.com" allowed)
+        and present a verified certificate.
+        """
+
     def __init__(
         self,
         *,
@@ -176,10 +224,13 @@ class Route(_message.Message):
         hosts: _abc.Iterable[Global___RouteHost] | None = ...,
         provider: _builtins.str = ...,
         source: _builtins.str = ...,
+        tls_policy: Global___TlsPolicy.ValueType = ...,
+        mta_sts_mx: _abc.Iterable[_builtins.str] | None = ...,
+        tls_policy_source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hosts", b"hosts", "kind", b"kind", "provider", b"provider", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hosts", b"hosts", "kind", b"kind", "mta_sts_mx", b"mta_sts_mx", "provider", b"provider", "source", b"source", "tls_policy", b"tls_policy", "tls_policy_source", b"tls_policy_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
