@@ -2,11 +2,10 @@
 the test's event loop, a raw SMTP client over asyncio streams, and metric readings.
 
 Test modules cannot import each other (--import-mode=importlib), so the helpers reach the
-tests through fixtures.
+tests through fixtures, or from `tests.harness.ingress_kit` (importable: the repository root
+is on sys.path), which holds the code they share.
 """
 
-import asyncio
-import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,73 +14,13 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from kubemta_common.config_types import ListenAddress
 from kubemta_ingress import server as server_module
 from kubemta_ingress.auth import UsersAuthenticator
-from kubemta_ingress.handler import IngressHandler
-from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.server import SmtpServer
 from kubemta_ingress.users import Identity, User, UsersFile, hash_password, render
 from tests.harness.fake_publisher import FakePublisher
-
-HOSTNAME = "mx.kubemta.test"
-IO_TIMEOUT = 5.0
-
-
-class RawClient:
-    """A minimal SMTP client on asyncio streams: every read is bounded."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.greeting: list[str] = []
-
-    async def read_reply(self, within: float = IO_TIMEOUT) -> list[str]:
-        """One complete (possibly multi-line) reply, without line endings."""
-        lines: list[str] = []
-        async with asyncio.timeout(within):
-            while True:
-                raw = await self.reader.readline()
-                if not raw:
-                    raise ConnectionError(f"connection closed after {lines!r}")
-                line = raw.decode("utf-8").rstrip("\r\n")
-                lines.append(line)
-                if line[3:4] != "-":
-                    return lines
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def command(self, line: str | bytes) -> list[str]:
-        """Send one command line and read its reply."""
-        await self.send((line.encode("utf-8") if isinstance(line, str) else line) + b"\r\n")
-        return await self.read_reply()
-
-    async def last(self, line: str | bytes) -> str:
-        """Send one command line and return the last line of its reply."""
-        return (await self.command(line))[-1]
-
-    async def until_closed(self, within: float = IO_TIMEOUT) -> bytes:
-        """Everything the server still sends until it closes the connection."""
-        async with asyncio.timeout(within):
-            return await self.reader.read()
-
-    async def silent_for(self, seconds: float) -> bool:
-        """True when the server sends nothing for `seconds`."""
-        try:
-            async with asyncio.timeout(seconds):
-                data = await self.reader.read(1)
-        except TimeoutError:
-            return True
-        raise AssertionError(f"unexpected data from the server: {data!r}")
-
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except ConnectionError:
-            pass
+from tests.harness.ingress_kit import HOSTNAME, RawClient, Servers
+from tests.harness.smtp_peer import make_self_signed_cert
 
 
 @dataclass
@@ -96,9 +35,7 @@ class Harness:
 
     async def connect(self, ehlo: str | None = "client.example") -> RawClient:
         """A connected client, after the greeting and (unless None) EHLO."""
-        async with asyncio.timeout(IO_TIMEOUT):
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        client = RawClient(reader, writer)
+        client = await RawClient.open(self.port)
         self.clients.append(client)
         client.greeting = await client.read_reply()
         if ehlo is not None:
@@ -111,7 +48,21 @@ type StartServer = Callable[..., Awaitable[Harness]]
 
 
 @pytest.fixture
-async def start_server() -> AsyncIterator[StartServer]:
+async def servers() -> AsyncIterator[Servers]:
+    """Ingress servers on 127.0.0.1:0, stopped at the end of the test: `await servers.start(options=...)`."""
+    started = Servers()
+    yield started
+    await started.stop_all()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for HOSTNAME."""
+    return make_self_signed_cert(tmp_path, HOSTNAME)
+
+
+@pytest.fixture
+async def start_server(servers: Servers) -> AsyncIterator[StartServer]:
     """Start an ingress SMTP server on 127.0.0.1:0: `await start_server(local_domains=[...], ...)`."""
     harnesses: list[Harness] = []
 
@@ -124,22 +75,14 @@ async def start_server() -> AsyncIterator[StartServer]:
         smtp_timeout: float = 30.0,
         publisher: FakePublisher | None = None,
     ) -> Harness:
-        publisher = publisher or FakePublisher()
-        handler = IngressHandler(
-            hostname=HOSTNAME,
-            policy=RelayPolicy.create(local_domains, [ipaddress.ip_network(net) for net in relay_networks]),
+        server, publisher = await servers.start(
+            publisher,
+            local_domains=local_domains,
+            relay_networks=relay_networks,
             max_recipients=max_recipients,
-            max_message_size=max_message_size,
-            publisher=publisher,
-        )
-        server = SmtpServer(
-            handler,
-            listen=ListenAddress("127.0.0.1", 0),
-            hostname=HOSTNAME,
             max_message_size=max_message_size,
             timeout=smtp_timeout,
         )
-        await server.start()
         harness = Harness(server, publisher)
         harnesses.append(harness)
         return harness
@@ -148,7 +91,6 @@ async def start_server() -> AsyncIterator[StartServer]:
     for harness in harnesses:
         for client in harness.clients:
             await client.close()
-        await harness.server.stop(drain_seconds=1.0)
 
 
 class Metrics:
@@ -205,7 +147,9 @@ type StartAuthServer = Callable[..., Awaitable[AuthServer]]
 
 
 @pytest.fixture
-async def start_auth_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartAuthServer]:
+async def start_auth_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, servers: Servers
+) -> AsyncIterator[StartAuthServer]:
     """`await start_auth_server(users={"app": ("secret", ["app@example.com"])})`: AUTH PLAIN/LOGIN in clear text."""
 
     class PlainAuthSMTP(server_module.IngressSMTP):
@@ -214,7 +158,7 @@ async def start_auth_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             self._auth_require_tls = False  # aiosmtpd: offer and accept AUTH without TLS (tests only)
 
     monkeypatch.setattr(server_module, "IngressSMTP", PlainAuthSMTP)
-    servers: list[AuthServer] = []
+    auth_servers: list[AuthServer] = []
 
     async def start(
         *,
@@ -226,7 +170,7 @@ async def start_auth_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         failure_delay: float = 0.0,
         publisher: FakePublisher | None = None,
     ) -> AuthServer:
-        path = tmp_path / f"users-{len(servers)}"
+        path = tmp_path / f"users-{len(auth_servers)}"
         entries = [
             User(name, hash_password(password, log2_n=10), tuple(Identity.parse(item) for item in identities))
             for name, (password, identities) in users.items()
@@ -240,29 +184,20 @@ async def start_auth_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             failure_delay=failure_delay,
             clock=clock,
         )
-        publisher = publisher or FakePublisher()
-        handler = IngressHandler(
-            hostname=HOSTNAME,
-            policy=RelayPolicy.create(local_domains, [ipaddress.ip_network(net) for net in relay_networks]),
+        smtp_server, publisher = await servers.start(
+            publisher,
+            local_domains=local_domains,
+            relay_networks=relay_networks,
             max_recipients=1000,
-            max_message_size=10240000,
-            publisher=publisher,
-        )
-        smtp_server = SmtpServer(
-            handler,
-            listen=ListenAddress("127.0.0.1", 0),
-            hostname=HOSTNAME,
             max_message_size=10240000,
             timeout=30.0,
             options=server_module.SessionOptions(authenticator=authenticator),
         )
-        await smtp_server.start()
         auth_server = AuthServer(Harness(smtp_server, publisher), path, clock)
-        servers.append(auth_server)
+        auth_servers.append(auth_server)
         return auth_server
 
     yield start
-    for auth_server in servers:
+    for auth_server in auth_servers:
         for client in auth_server.harness.clients:
             await client.close()
-        await auth_server.harness.server.stop(drain_seconds=1.0)

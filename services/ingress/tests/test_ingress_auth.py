@@ -10,56 +10,23 @@ import time
 import pytest
 
 from kubemta_ingress.auth import MAX_FAILURE_DELAY, FailureLimiter, client_key
+from tests.harness.ingress_kit import IO_TIMEOUT, RawClient
 
 PASSWORD = "s3cret-pass"
 USERS = {"app": (PASSWORD, ["app@example.com"]), "other": ("other-pass", ["other@example.com"])}
 MESSAGE = b"From: app@example.com\r\nTo: x@other.org\r\nSubject: hi\r\n\r\nhello\r\n"
-IO_TIMEOUT = 5.0
 
 
 def plain(user: str, password: str) -> str:
     return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
 
 
-async def connect_from(port: int, source: str):
+async def connect_from(port: int, source: str) -> RawClient:
     """A raw client from `source` (a loopback address), after the greeting and EHLO."""
-    async with asyncio.timeout(IO_TIMEOUT):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    client = RawClientLite(reader, writer)
-    assert (await client.reply()).startswith("220 ")
+    client = await RawClient.open(port, local_addr=(source, 0))
+    assert (await client.read_reply())[-1].startswith("220 ")
     assert (await client.last("EHLO client.example")).startswith("250 ")
     return client
-
-
-class RawClientLite:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def reply(self) -> str:
-        async with asyncio.timeout(IO_TIMEOUT):
-            while True:
-                raw = await self.reader.readline()
-                if not raw:
-                    raise ConnectionError("closed")
-                line = raw.decode().rstrip("\r\n")
-                if line[3:4] != "-":
-                    return line
-
-    async def last(self, line: str) -> str:
-        self.writer.write(line.encode() + b"\r\n")
-        await self.writer.drain()
-        return await self.reply()
-
-    async def closed(self) -> bool:
-        async with asyncio.timeout(IO_TIMEOUT):
-            return await self.reader.read() == b""
-
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except ConnectionError:
-            pass
 
 
 def smtplib_login(port: int, user: str, password: str, mechanism: str, source: str = "127.0.0.1") -> int:
@@ -219,7 +186,7 @@ async def test_lockout_per_username_across_client_addresses(start_auth_server):
     assert await client.last(f"AUTH PLAIN {plain('app', PASSWORD)}") == (
         "421 4.7.0 Too many failed authentication attempts"
     )
-    assert await client.closed()
+    assert await client.until_closed() == b""
     await client.close()
     # Another user from those addresses is not affected (neither address reached the limit).
     assert await asyncio.to_thread(smtplib_login, server.port, "other", "other-pass", "PLAIN", "127.0.0.3") == 235
@@ -231,7 +198,7 @@ async def test_lockout_per_client_address_across_usernames(start_auth_server):
     for name in ("admin", "root", "info"):
         assert (await attacker.last(f"AUTH PLAIN {plain(name, 'guess')}")).startswith("535")
     assert (await attacker.last(f"AUTH PLAIN {plain('app', PASSWORD)}")).startswith("421 4.7.0")
-    assert await attacker.closed()
+    assert await attacker.until_closed() == b""
     attacker_again = await connect_from(server.port, "127.0.0.2")
     assert (await attacker_again.last(f"AUTH PLAIN {plain('app', PASSWORD)}")).startswith("421 4.7.0")
     bystander = await connect_from(server.port, "127.0.0.3")

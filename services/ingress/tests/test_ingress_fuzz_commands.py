@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.harness.ingress_kit import close_writer
+
 REPLY_LINE = re.compile(rb"^[2-5]\d\d[ -]")
 BOUND = 3.0  # seconds for any one reply
 
@@ -101,11 +103,7 @@ class Session:
         return await self.reply()
 
     async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except ConnectionError:
-            pass
+        await close_writer(self.writer)
 
 
 async def open_session(port: int, ehlo: bool = True) -> Session:

@@ -3,74 +3,27 @@ connection past the configured bounds. Short settings keep the tests fast."""
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from kubemta_common.config_types import ListenAddress
-from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.limits import ConnectionLimiter, ErrorCounter, Refusal, SessionLimits
-from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.proxy import ProxyTrust
 from kubemta_ingress.server import SessionOptions, SmtpServer
 from tests.harness.fake_publisher import FakePublisher
-
-HOSTNAME = "mx.kubemta.test"
-IO_TIMEOUT = 5.0
+from tests.harness.ingress_kit import RawClient, Servers, eventually
 
 
-class Client:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int, first: bytes = b"") -> "Client":
-        async with asyncio.timeout(IO_TIMEOUT):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(first)
-        return cls(reader, writer)
-
-    async def line(self) -> str:
-        async with asyncio.timeout(IO_TIMEOUT):
-            raw = await self.reader.readline()
-        if not raw:
-            raise ConnectionError("closed")
-        return raw.decode().rstrip("\r\n")
-
-    async def last(self, command: str) -> str:
-        self.writer.write(command.encode() + b"\r\n")
-        while (line := await self.line())[3:4] == "-":
-            pass
-        return line
-
-    async def rest(self, within: float = IO_TIMEOUT) -> bytes:
-        async with asyncio.timeout(within):
-            return await self.reader.read()
-
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except ConnectionError:
-            pass
-
-
-async def eventually(condition: Callable[[], bool], within: float = IO_TIMEOUT) -> None:
-    """Wait (bounded) until `condition()` holds."""
-    for _ in range(int(within / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
+class Client(RawClient):
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)  # no drain: writing to a server that already closed does not raise
 
 
 type Serve = Callable[..., Awaitable[tuple[SmtpServer, FakePublisher]]]
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    servers: list[SmtpServer] = []
-
+def serve(servers: Servers) -> Serve:
     async def start(
         *,
         max_connections: int = 100,
@@ -81,14 +34,6 @@ async def serve() -> AsyncIterator[Serve]:
         session: float | None = None,
         trusted: tuple[str, ...] = (),
     ) -> tuple[SmtpServer, FakePublisher]:
-        publisher = FakePublisher()
-        handler = IngressHandler(
-            hostname=HOSTNAME,
-            policy=RelayPolicy.create(("example.org",), [ipaddress.ip_network("127.0.0.0/8")]),
-            max_recipients=100,
-            max_message_size=10240000,
-            publisher=publisher,
-        )
         options = SessionOptions(
             proxy=ProxyTrust.create([ipaddress.ip_network(net) for net in trusted], 2.0),
             session_limits=SessionLimits(
@@ -96,26 +41,14 @@ async def serve() -> AsyncIterator[Serve]:
             ),
             connections=ConnectionLimiter(max_connections, max_per_ip),
         )
-        server = SmtpServer(
-            handler,
-            listen=ListenAddress("127.0.0.1", 0),
-            hostname=HOSTNAME,
-            max_message_size=10240000,
-            timeout=idle,
-            options=options,
-        )
-        await server.start()
-        servers.append(server)
-        return server, publisher
+        return await servers.start(timeout=idle, options=options)
 
-    yield start
-    for server in servers:
-        await server.stop(drain_seconds=1.0)
+    return start
 
 
 async def greeted(port: int, first: bytes = b"") -> Client:
     client = await Client.open(port, first)
-    assert (await client.line()).startswith("220 ")
+    assert (await client.read_reply())[0].startswith("220 ")
     return client
 
 
@@ -127,7 +60,7 @@ async def test_connections_per_ip(serve, metrics):
     before = metrics.rejected("too_many_connections")
     first, second = await greeted(server.port), await greeted(server.port)
     third = await Client.open(server.port)
-    assert await third.rest() == b"421 4.7.0 mx.kubemta.test Error: too many connections from 127.0.0.1\r\n"
+    assert await third.until_closed() == b"421 4.7.0 mx.kubemta.test Error: too many connections from 127.0.0.1\r\n"
     assert metrics.rejected("too_many_connections") == before + 1
     assert metrics.value("kubemta_smtp_sessions_active", listener="smtp") >= 2
     await first.close()
@@ -142,7 +75,7 @@ async def test_connections_in_total(serve, metrics):
     before = metrics.value("kubemta_smtp_connections_refused_total", reason="max_connections")
     first = await greeted(server.port)
     second = await Client.open(server.port)
-    assert await second.rest() == b"421 4.7.0 mx.kubemta.test Error: too many connections\r\n"
+    assert await second.until_closed() == b"421 4.7.0 mx.kubemta.test Error: too many connections\r\n"
     assert metrics.value("kubemta_smtp_connections_refused_total", reason="max_connections") == before + 1
     await first.close()
     await second.close()
@@ -153,7 +86,9 @@ async def test_per_ip_limit_counts_the_proxied_client(serve):
     one = await greeted(server.port, b"PROXY TCP4 192.0.2.1 127.0.0.1 1000 25\r\n")
     two = await greeted(server.port, b"PROXY TCP4 192.0.2.2 127.0.0.1 1000 25\r\n")
     again = await Client.open(server.port, b"PROXY TCP4 192.0.2.1 127.0.0.1 1001 25\r\n")
-    assert (await again.rest()).startswith(b"421 4.7.0 mx.kubemta.test Error: too many connections from 192.0.2.1")
+    assert (await again.until_closed()).startswith(
+        b"421 4.7.0 mx.kubemta.test Error: too many connections from 192.0.2.1"
+    )
     for client in (one, two, again):
         await client.close()
 
@@ -180,7 +115,7 @@ async def test_too_many_errors_closes_and_ignores_what_was_pipelined(serve, metr
         b"BOGUS\r\nRCPT TO:<user@example.org>\r\nMAIL FROM:<bad\r\n"
         b"MAIL FROM:<a@example.net>\r\nRCPT TO:<user@example.org>\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\n"
     )
-    replies = (await client.rest()).decode().splitlines()
+    replies = (await client.until_closed()).decode().splitlines()
     assert [line[:3] for line in replies] == ["500", "503", "501", "421"]
     assert replies[-1] == "421 4.7.0 mx.kubemta.test Error: too many errors"
     assert metrics.rejected("too_many_errors") == before + 1
@@ -204,7 +139,7 @@ async def test_idle_timeout_says_421(serve, metrics):
     server, _ = await serve(idle=0.3)
     before = metrics.rejected("timeout")
     client = await greeted(server.port)
-    assert await client.rest() == b"421 4.4.2 mx.kubemta.test Error: timeout exceeded\r\n"
+    assert await client.until_closed() == b"421 4.4.2 mx.kubemta.test Error: timeout exceeded\r\n"
     assert metrics.rejected("timeout") == before + 1
     await client.close()
 
@@ -226,7 +161,7 @@ async def test_slowloris_command_line_is_cut_by_the_idle_timeout(serve):
     loop = asyncio.get_running_loop()
     started = loop.time()
     sender = asyncio.create_task(trickle(client, b"N", 0.05))  # never completes a command line
-    assert (await client.rest()).endswith(b"421 4.4.2 mx.kubemta.test Error: timeout exceeded\r\n")
+    assert (await client.until_closed()).endswith(b"421 4.4.2 mx.kubemta.test Error: timeout exceeded\r\n")
     assert 0.4 <= loop.time() - started < 2.0
     sender.cancel()
     await client.close()
@@ -242,7 +177,7 @@ async def test_slowloris_data_is_cut_by_the_data_timeout(serve, metrics):
     loop = asyncio.get_running_loop()
     started = loop.time()
     sender = asyncio.create_task(trickle(client, b"x", 0.05))  # steady bytes: never idle, never done
-    assert (await client.rest()).endswith(
+    assert (await client.until_closed()).endswith(
         b"421 4.4.2 mx.kubemta.test Error: timeout exceeded while receiving the message\r\n"
     )
     assert 0.9 <= loop.time() - started < 2.5
@@ -267,7 +202,7 @@ async def test_slowloris_with_valid_commands_is_cut_by_the_session_limit(serve):
             pass
 
     sender = asyncio.create_task(keep_alive())
-    everything = await client.rest()
+    everything = await client.until_closed()
     assert everything.endswith(b"421 4.4.2 mx.kubemta.test Error: session time limit exceeded\r\n")
     assert everything.count(b"250 2.0.0 OK") >= 3
     assert 1.4 <= loop.time() - started < 3.0
@@ -291,7 +226,7 @@ async def test_session_limit_lets_a_message_being_queued_finish(serve):
 
     publisher.publish = slow_publish
     client.writer.write(b"Subject: x\r\n\r\nx\r\n.\r\n")
-    rest = (await client.rest()).decode().splitlines()
+    rest = (await client.until_closed()).decode().splitlines()
     assert rest[0].startswith("250 2.0.0 Ok: queued as ")
     assert rest[1] == "421 4.4.2 mx.kubemta.test Error: session time limit exceeded"
     assert len(publisher.published) == 1

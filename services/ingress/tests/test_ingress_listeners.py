@@ -1,18 +1,13 @@
 """The three listeners' fixed policies, and each session knowing the listener it came in on."""
 
 import asyncio
-import ipaddress
 
 import pytest
 
-from kubemta_common.config_types import ListenAddress
-from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.listeners import IngressSession, ListenerKind, ListenerPolicy, session_listener
-from kubemta_ingress.policy import RelayPolicy
-from kubemta_ingress.server import SessionOptions, SmtpServer
+from kubemta_ingress.server import SessionOptions
 from tests.harness.fake_publisher import FakePublisher
-
-HOSTNAME = "mx.kubemta.test"
+from tests.harness.ingress_kit import build_server
 
 
 def test_policies():
@@ -24,17 +19,9 @@ def test_policies():
 
 @pytest.mark.parametrize("kind", [ListenerKind.SMTP, ListenerKind.SUBMISSION])
 async def test_sessions_know_their_listener(kind):
-    handler = IngressHandler(
-        hostname=HOSTNAME,
-        policy=RelayPolicy.create(("example.org",), [ipaddress.ip_network("127.0.0.0/8")]),
+    server = build_server(
+        FakePublisher(),
         max_recipients=10,
-        max_message_size=1000,
-        publisher=FakePublisher(),
-    )
-    server = SmtpServer(
-        handler,
-        listen=ListenAddress("127.0.0.1", 0),
-        hostname=HOSTNAME,
         max_message_size=1000,
         timeout=5.0,
         options=SessionOptions(policy=ListenerPolicy.for_kind(kind)),

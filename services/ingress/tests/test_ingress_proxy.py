@@ -4,26 +4,25 @@ logs, the Received header and the published message use; from anyone else it is 
 import asyncio
 import ipaddress
 import socket
-import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from kubemta.v1 import message_pb2
-from kubemta_common.config_types import ListenAddress
-from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.listeners import IngressSession, ListenerKind, ListenerPolicy
-from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.proxy import ProxyTrust, client_address
 from kubemta_ingress.server import SessionOptions, SmtpServer
 from kubemta_ingress.tls import TlsContextStore
 from tests.harness.fake_publisher import FakePublisher
-from tests.harness.smtp_peer import make_self_signed_cert
+from tests.harness.ingress_kit import (
+    HOSTNAME,
+    IO_TIMEOUT,
+    RawClient,
+    Servers,
+    insecure_client_context,
+    only_message,
+)
 
-HOSTNAME = "mx.kubemta.test"
-IO_TIMEOUT = 5.0
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 MESSAGE = b"Subject: proxied\r\n\r\nHello.\r\n"
 
@@ -44,35 +43,7 @@ def v2_header(client: str, port: int = 40000, *, command: int = 1) -> bytes:
     return V2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack("!H", len(body)) + body
 
 
-class Client:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int, first: bytes = b"") -> "Client":
-        async with asyncio.timeout(IO_TIMEOUT):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        if first:
-            writer.write(first)
-            await writer.drain()
-        return cls(reader, writer)
-
-    async def reply(self) -> list[str]:
-        lines: list[str] = []
-        async with asyncio.timeout(IO_TIMEOUT):
-            while True:
-                raw = await self.reader.readline()
-                if not raw:
-                    raise ConnectionError(f"closed after {lines!r}")
-                lines.append(raw.decode().rstrip("\r\n"))
-                if lines[-1][3:4] != "-":
-                    return lines
-
-    async def last(self, line: str) -> str:
-        self.writer.write(line.encode() + b"\r\n")
-        await self.writer.drain()
-        return (await self.reply())[-1]
-
+class Client(RawClient):
     async def send_message(self, recipient: str = "user@example.org") -> str:
         assert (await self.last("EHLO client.example")).startswith("250 ")
         assert (await self.last("MAIL FROM:<sender@example.net>")).startswith("250 ")
@@ -81,27 +52,14 @@ class Client:
             return rcpt
         assert (await self.last("DATA")).startswith("354 ")
         self.writer.write(MESSAGE + b".\r\n")
-        return (await self.reply())[-1]
-
-    async def closed(self) -> bytes:
-        async with asyncio.timeout(IO_TIMEOUT):
-            return await self.reader.read()
-
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except (ConnectionError, ssl.SSLError):
-            pass
+        return (await self.read_reply())[-1]
 
 
 type Serve = Callable[..., Awaitable[tuple[SmtpServer, FakePublisher]]]
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    servers: list[SmtpServer] = []
-
+def serve(servers: Servers) -> Serve:
     async def start(
         trusted: tuple[str, ...] = ("127.0.0.0/8",),
         *,
@@ -109,35 +67,10 @@ async def serve() -> AsyncIterator[Serve]:
         tls: TlsContextStore | None = None,
         proxy_timeout: float = 2.0,
     ) -> tuple[SmtpServer, FakePublisher]:
-        publisher = FakePublisher()
-        handler = IngressHandler(
-            hostname=HOSTNAME,
-            policy=RelayPolicy.create(("example.org",), [ipaddress.ip_network("127.0.0.0/8")]),
-            max_recipients=100,
-            max_message_size=10240000,
-            publisher=publisher,
-        )
         trust = ProxyTrust.create([ipaddress.ip_network(net) for net in trusted], proxy_timeout)
-        server = SmtpServer(
-            handler,
-            listen=ListenAddress("127.0.0.1", 0),
-            hostname=HOSTNAME,
-            max_message_size=10240000,
-            timeout=10.0,
-            options=SessionOptions(policy=ListenerPolicy.for_kind(kind), tls=tls, proxy=trust),
-        )
-        await server.start()
-        servers.append(server)
-        return server, publisher
+        return await servers.start(options=SessionOptions(policy=ListenerPolicy.for_kind(kind), tls=tls, proxy=trust))
 
-    yield start
-    for server in servers:
-        await server.stop(drain_seconds=1.0)
-
-
-def published(publisher: FakePublisher) -> message_pb2.AcceptedMessage:
-    assert len(publisher.published) == 1
-    return message_pb2.AcceptedMessage.FromString(publisher.published[0].body)
+    return start
 
 
 @pytest.mark.parametrize(
@@ -153,23 +86,22 @@ def published(publisher: FakePublisher) -> message_pb2.AcceptedMessage:
 async def test_trusted_proxy_header_sets_the_client_address(serve, header, client, literal):
     server, publisher = await serve()
     connection = await Client.open(server.port, header)
-    assert (await connection.reply())[0].startswith("220 ")
+    assert (await connection.read_reply())[0].startswith("220 ")
     # relay trust uses the real client: 127.0.0.0/8 may relay, the proxied client may not
     assert (await connection.send_message("someone@elsewhere.example")).startswith("554 5.7.1 ")
     assert await connection.last("RSET") == "250 2.0.0 OK"
     assert (await connection.send_message()).startswith("250 2.0.0 Ok: queued as ")
-    message = published(publisher)
+    message = only_message(publisher)
     assert message.client_address == client
     received = message.content.split(b"\r\n\r\n")[0]
     assert b"from client.example (" + literal + b")" in received
     await connection.close()
 
 
-async def test_header_and_client_hello_in_one_packet_on_smtps(serve, tmp_path: Path):
-    tls = TlsContextStore(*make_self_signed_cert(tmp_path, HOSTNAME))
+async def test_header_and_client_hello_in_one_packet_on_smtps(serve, certificate):
+    tls = TlsContextStore(*certificate)
     server, _ = await serve(kind=ListenerKind.SMTPS, tls=tls)
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context = insecure_client_context()
     with socket.create_connection(("127.0.0.1", server.port), timeout=IO_TIMEOUT) as raw:
         raw.setblocking(False)
         # the header goes first in clear text; the ClientHello follows without waiting
@@ -177,7 +109,7 @@ async def test_header_and_client_hello_in_one_packet_on_smtps(serve, tmp_path: P
         async with asyncio.timeout(IO_TIMEOUT):
             reader, writer = await asyncio.open_connection(sock=raw.dup(), ssl=context, server_hostname=HOSTNAME)
         connection = Client(reader, writer)
-        assert (await connection.reply())[0].startswith("220 ")
+        assert (await connection.read_reply())[0].startswith("220 ")
         assert (await connection.last("EHLO client.example")).startswith("250 ")
         (session,) = [s.session for s in server._sessions]
         assert isinstance(session, IngressSession)
@@ -185,19 +117,17 @@ async def test_header_and_client_hello_in_one_packet_on_smtps(serve, tmp_path: P
         await connection.close()
 
 
-async def test_address_survives_starttls(serve, tmp_path: Path):
-    tls = TlsContextStore(*make_self_signed_cert(tmp_path, HOSTNAME))
+async def test_address_survives_starttls(serve, certificate):
+    tls = TlsContextStore(*certificate)
     server, publisher = await serve(tls=tls)
     connection = await Client.open(server.port, v1_header("203.0.113.70"))
-    await connection.reply()
+    await connection.read_reply()
     await connection.last("EHLO client.example")
     assert await connection.last("STARTTLS") == "220 2.0.0 Ready to start TLS"
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     async with asyncio.timeout(IO_TIMEOUT):
-        await connection.writer.start_tls(context)
+        await connection.writer.start_tls(insecure_client_context())
     assert (await connection.send_message()).startswith("250 ")
-    message = published(publisher)
+    message = only_message(publisher)
     assert message.client_address == "203.0.113.70"
     assert b"([203.0.113.70])" in message.content and b"with ESMTPS id" in message.content
     await connection.close()
@@ -208,9 +138,9 @@ async def test_trusted_peer_without_header_is_closed(serve, metrics):
     before = metrics.rejected("proxy_protocol_error")
     refused = metrics.value("kubemta_smtp_connections_refused_total", reason="proxy_protocol")
     connection = await Client.open(server.port)  # says nothing: no greeting, closed after the timeout
-    assert await connection.closed() == b""
+    assert await connection.until_closed() == b""
     garbage = await Client.open(server.port, b"EHLO client.example\r\n")
-    assert await garbage.closed() == b""
+    assert await garbage.until_closed() == b""
     assert metrics.rejected("proxy_protocol_error") == before + 2
     assert metrics.value("kubemta_smtp_connections_refused_total", reason="proxy_protocol") == refused + 2
     await connection.close()
@@ -220,9 +150,9 @@ async def test_trusted_peer_without_header_is_closed(serve, metrics):
 async def test_local_command_keeps_the_socket_address(serve):
     server, publisher = await serve()
     connection = await Client.open(server.port, v2_header("198.51.100.1", command=0))
-    await connection.reply()
+    await connection.read_reply()
     assert (await connection.send_message()).startswith("250 ")
-    assert published(publisher).client_address == "127.0.0.1"
+    assert only_message(publisher).client_address == "127.0.0.1"
     await connection.close()
 
 
@@ -230,11 +160,11 @@ async def test_untrusted_v1_header_is_an_unknown_command(serve, metrics):
     server, publisher = await serve(("192.0.2.0/24",))
     before = metrics.rejected("proxy_protocol_error")
     connection = await Client.open(server.port, v1_header("203.0.113.7"))
-    assert (await connection.reply())[0].startswith("220 ")
-    assert (await connection.reply()) == ['500 5.5.2 Error: command "PROXY" not recognized']
+    assert (await connection.read_reply())[0].startswith("220 ")
+    assert (await connection.read_reply()) == ['500 5.5.2 Error: command "PROXY" not recognized']
     assert metrics.rejected("proxy_protocol_error") == before + 1
     assert (await connection.send_message()).startswith("250 ")
-    assert published(publisher).client_address == "127.0.0.1"
+    assert only_message(publisher).client_address == "127.0.0.1"
     await connection.close()
 
 
@@ -242,9 +172,9 @@ async def test_untrusted_v2_header_gets_500_and_close(serve, metrics):
     server, publisher = await serve(("192.0.2.0/24",))
     before = metrics.rejected("proxy_protocol_error")
     connection = await Client.open(server.port)
-    assert (await connection.reply())[0].startswith("220 ")
+    assert (await connection.read_reply())[0].startswith("220 ")
     connection.writer.write(v2_header("203.0.113.7") + b"EHLO client.example\r\n")
-    assert await connection.closed() == b'500 5.5.2 Error: command "PROXY" not recognized\r\n'
+    assert await connection.until_closed() == b'500 5.5.2 Error: command "PROXY" not recognized\r\n'
     assert metrics.rejected("proxy_protocol_error") == before + 1
     assert publisher.attempts == 0
     await connection.close()

@@ -3,41 +3,33 @@ TLS 1.2 as the floor, certificate rotation without dropping sessions, and STARTT
 (pipelined commands discarded, no second STARTTLS). Real clients: smtplib, swaks, raw sockets."""
 
 import asyncio
-import ipaddress
 import shutil
 import smtplib
 import ssl
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubemta.v1 import message_pb2
-from kubemta_common.config_types import ListenAddress
 from kubemta_ingress.auth import UsersAuthenticator
-from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.listeners import ListenerKind, ListenerPolicy
-from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.server import SessionOptions, SmtpServer
 from kubemta_ingress.tls import TlsContextStore, build_server_context
 from kubemta_ingress.users import Identity, User, UsersFile, hash_password, render
 from tests.harness.fake_publisher import FakePublisher
+from tests.harness.ingress_kit import (
+    IO_TIMEOUT,
+    RawClient,
+    Servers,
+    eventually,
+    insecure_client_context,
+    only_message,
+)
 from tests.harness.smtp_peer import make_self_signed_cert
 
-HOSTNAME = "mx.kubemta.test"
-IO_TIMEOUT = 5.0
 MESSAGE = b"From: app@example.org\r\nTo: user@example.org\r\nSubject: tls\r\n\r\nHello.\r\n"
-
-
-def client_context(**limits: Any) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    for name, value in limits.items():
-        setattr(context, name, value)
-    return context
 
 
 @pytest.fixture
@@ -49,38 +41,14 @@ def authenticator(tmp_path: Path) -> Any:
     return UsersAuthenticator(UsersFile(path), failure_limit=5, failure_window=900.0, failure_delay=0.0)
 
 
-class Client:
-    """A raw SMTP client on asyncio streams that can start TLS."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+class Client(RawClient):
+    """A raw SMTP client that can start TLS."""
 
     @classmethod
     async def connect(cls, port: int, tls: ssl.SSLContext | None = None) -> "Client":
-        async with asyncio.timeout(IO_TIMEOUT):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
-        client = cls(reader, writer)
-        assert (await client.reply())[0].startswith("220 ")
+        client = await cls.open(port, tls=tls)
+        assert (await client.read_reply())[0].startswith("220 ")
         return client
-
-    async def reply(self) -> list[str]:
-        lines: list[str] = []
-        async with asyncio.timeout(IO_TIMEOUT):
-            while True:
-                raw = await self.reader.readline()
-                if not raw:
-                    raise ConnectionError(f"closed after {lines!r}")
-                lines.append(raw.decode().rstrip("\r\n"))
-                if lines[-1][3:4] != "-":
-                    return lines
-
-    async def command(self, line: str) -> list[str]:
-        self.writer.write(line.encode() + b"\r\n")
-        await self.writer.drain()
-        return await self.reply()
-
-    async def last(self, line: str) -> str:
-        return (await self.command(line))[-1]
 
     async def starttls(self, context: ssl.SSLContext) -> None:
         assert await self.last("STARTTLS") == "220 2.0.0 Ready to start TLS"
@@ -98,41 +66,18 @@ class Client:
         assert (await self.last("RCPT TO:<user@example.org>")).startswith("250 ")
         assert (await self.last("DATA")).startswith("354 ")
         self.writer.write(MESSAGE + b".\r\n")
-        return (await self.reply())[-1]
-
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except (ConnectionError, ssl.SSLError):
-            pass
+        return (await self.read_reply())[-1]
 
 
 def der_of(cert: Path) -> bytes:
     return ssl.PEM_cert_to_DER_cert(cert.read_text())
 
 
-@pytest.fixture
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    return make_self_signed_cert(tmp_path, HOSTNAME)
-
-
-async def eventually(condition: Callable[[], bool], within: float = IO_TIMEOUT) -> None:
-    """Wait (bounded) until `condition()` holds."""
-    for _ in range(int(within / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
-
-
 type Serve = Callable[..., Awaitable[tuple[SmtpServer, FakePublisher]]]
 
 
 @pytest.fixture
-async def serve(certificate: tuple[Path, Path]) -> AsyncIterator[Serve]:
-    servers: list[SmtpServer] = []
-
+def serve(servers: Servers, certificate: tuple[Path, Path]) -> Serve:
     async def start(
         kind: ListenerKind = ListenerKind.SMTP,
         *,
@@ -140,37 +85,12 @@ async def serve(certificate: tuple[Path, Path]) -> AsyncIterator[Serve]:
         authenticator: Any = None,
         with_tls: bool = True,
     ) -> tuple[SmtpServer, FakePublisher]:
-        publisher = FakePublisher()
-        handler = IngressHandler(
-            hostname=HOSTNAME,
-            policy=RelayPolicy.create(("example.org",), [ipaddress.ip_network("127.0.0.0/8")]),
-            max_recipients=100,
-            max_message_size=10240000,
-            publisher=publisher,
-        )
         if tls is None and with_tls:
             tls = TlsContextStore(*certificate)
         options = SessionOptions(policy=ListenerPolicy.for_kind(kind), tls=tls, authenticator=authenticator)
-        server = SmtpServer(
-            handler,
-            listen=ListenAddress("127.0.0.1", 0),
-            hostname=HOSTNAME,
-            max_message_size=10240000,
-            timeout=10.0,
-            options=options,
-        )
-        await server.start()
-        servers.append(server)
-        return server, publisher
+        return await servers.start(options=options)
 
-    yield start
-    for server in servers:
-        await server.stop(drain_seconds=1.0)
-
-
-def only_message(publisher: FakePublisher) -> message_pb2.AcceptedMessage:
-    assert len(publisher.published) == 1
-    return message_pb2.AcceptedMessage.FromString(publisher.published[0].body)
+    return start
 
 
 def ehlo_keywords(client: smtplib.SMTP) -> set[str]:
@@ -187,7 +107,7 @@ async def test_smtplib_starttls_on_the_mx_listener(serve, certificate, authentic
         with smtplib.SMTP("127.0.0.1", server.port, timeout=IO_TIMEOUT) as client:
             client.ehlo("client.example")
             before = ehlo_keywords(client)
-            client.starttls(context=client_context())
+            client.starttls(context=insecure_client_context())
             client.ehlo("client.example")
             after = ehlo_keywords(client)
             again = client.docmd("STARTTLS")
@@ -209,7 +129,7 @@ async def test_auth_is_not_offered_without_an_authenticator(serve):
     server, _ = await serve()
     client = await Client.connect(server.port)
     await client.command("EHLO client.example")
-    await client.starttls(client_context())
+    await client.starttls(insecure_client_context())
     features = await client.command("EHLO client.example")
     assert not any(line[4:].startswith("AUTH") for line in features)
     assert await client.last("AUTH PLAIN AGFwcABzZWNyZXQ=") == "503 5.5.1 Error: authentication not enabled"
@@ -235,9 +155,9 @@ async def test_commands_pipelined_after_starttls_are_discarded(serve):
     await client.command("EHLO client.example")
     client.writer.write(b"STARTTLS\r\nMAIL FROM:<x@example.net>\r\n")
     await client.writer.drain()
-    assert await client.reply() == ["220 2.0.0 Ready to start TLS"]
+    assert await client.read_reply() == ["220 2.0.0 Ready to start TLS"]
     async with asyncio.timeout(IO_TIMEOUT):
-        await client.writer.start_tls(client_context())
+        await client.writer.start_tls(insecure_client_context())
     # The first reply inside TLS answers our NOOP: no injected MAIL reply is waiting, no transaction is open.
     assert await client.last("NOOP") == "250 2.0.0 OK"
     assert (await client.last("RCPT TO:<user@example.org>")).startswith("503 5.5.1 ")
@@ -275,7 +195,7 @@ async def test_submission_demands_starttls_then_auth(serve, metrics, authenticat
             seen["features"] = ehlo_keywords(client)
             seen["mail"] = client.docmd("MAIL", "FROM:<app@example.org>")
             seen["auth"] = client.docmd("AUTH", "PLAIN AGFwcABzZWNyZXQ=")
-            client.starttls(context=client_context())
+            client.starttls(context=insecure_client_context())
             client.ehlo("client.example")
             seen["mail_tls"] = client.docmd("MAIL", "FROM:<app@example.org>")
             client.login("app", "secret")
@@ -301,7 +221,9 @@ async def test_smtps_with_an_ssl_client(serve, certificate, metrics, authenticat
 
     def session() -> dict[str, Any]:
         seen: dict[str, Any] = {}
-        with smtplib.SMTP_SSL("127.0.0.1", server.port, timeout=IO_TIMEOUT, context=client_context()) as client:
+        with smtplib.SMTP_SSL(
+            "127.0.0.1", server.port, timeout=IO_TIMEOUT, context=insecure_client_context()
+        ) as client:
             client.ehlo("client.example")
             seen["features"] = ehlo_keywords(client)
             seen["cert"] = client.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
@@ -352,7 +274,7 @@ async def test_swaks_starttls_and_implicit_tls(serve, authenticator):
 
 def legacy_client_context() -> ssl.SSLContext:
     with warnings.catch_warnings(action="ignore", category=DeprecationWarning):  # TLS 1.0/1.1 are deprecated
-        context = client_context(minimum_version=ssl.TLSVersion.TLSv1, maximum_version=ssl.TLSVersion.TLSv1_1)
+        context = insecure_client_context(minimum_version=ssl.TLSVersion.TLSv1, maximum_version=ssl.TLSVersion.TLSv1_1)
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
     return context
 
@@ -390,7 +312,7 @@ async def test_tls_below_1_2_is_refused(serve, certificate, authenticator):
     with pytest.raises((ssl.SSLError, ConnectionError)):
         async with asyncio.timeout(IO_TIMEOUT):
             await asyncio.open_connection("127.0.0.1", server.port, ssl=legacy_client_context())
-    modern = await Client.connect(server.port, client_context())
+    modern = await Client.connect(server.port, insecure_client_context())
     assert modern.writer.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
     await modern.close()
 
@@ -414,7 +336,7 @@ async def test_rotation_serves_new_sessions_the_new_certificate_and_keeps_old_se
         server, publisher = await serve(tls=store)
         old_session = await Client.connect(server.port)
         await old_session.command("EHLO client.example")
-        await old_session.starttls(client_context())
+        await old_session.starttls(insecure_client_context())
         assert old_session.peer_certificate() == der_of(old_cert)
 
         shutil.copy(new_cert, cert)
@@ -425,7 +347,7 @@ async def test_rotation_serves_new_sessions_the_new_certificate_and_keeps_old_se
 
         new_session = await Client.connect(server.port)
         await new_session.command("EHLO client.example")
-        await new_session.starttls(client_context())
+        await new_session.starttls(insecure_client_context())
         assert new_session.peer_certificate() == der_of(new_cert)
 
         await old_session.command("EHLO client.example")
