@@ -18,10 +18,14 @@ Scripts:
   `tls_broken`: offer STARTTLS, then answer the handshake in plaintext so that it fails.
 - `smtputf8`: offer SMTPUTF8 (default yes); `silent`: accept connections and never send
   a greeting (for timeouts).
+- `data_delay`: seconds to wait before answering the final dot (a slow server).
 
 `messages` holds the messages accepted with a 2xx reply to the final dot (in arrival
 order), `refused_messages` those answered otherwise or dropped; `connections` counts
-the connections made to the peer.
+the connections made to the peer; `rsets` the RSET commands received (answered with
+`rset_reply`, which may be set to DROP); `in_data` the
+transactions waiting for the reply to their final dot now, `max_in_data` its peak.
+`drop_connections()` closes every open connection from the server side.
 """
 
 import asyncio
@@ -131,7 +135,12 @@ class _Handler:
             envelope.rcpt_options.extend(rcpt_options)
         return reply
 
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        self._peer.rsets += 1
+        return self._peer.reply_or_drop(server, self._peer.rset_reply)
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        await self._peer.slow_data()
         reply = self._peer.reply_or_drop(server, self._peer.data_script.next())
         content = envelope.original_content or b""
         message = ReceivedMessage(
@@ -174,6 +183,7 @@ class ScriptedPeer:
         smtputf8: bool = True,
         silent: bool = False,
         hostname: str = "peer.test",
+        data_delay: float = 0.0,
     ) -> None:
         self.address = address
         self.port = port
@@ -189,6 +199,11 @@ class ScriptedPeer:
         self.messages: list[ReceivedMessage] = []
         self.refused_messages: list[ReceivedMessage] = []
         self.connections = 0
+        self.rsets = 0
+        self.rset_reply = "250 2.0.0 Ok"
+        self.data_delay = data_delay
+        self.in_data = 0
+        self.max_in_data = 0
         self._arrived = asyncio.Condition()
         self._server: asyncio.Server | None = None
         self._protocols: set[SMTP] = set()
@@ -245,6 +260,20 @@ class ScriptedPeer:
         )
         self._protocols.add(protocol)
         return protocol
+
+    def drop_connections(self) -> None:
+        """Close every open connection from the server side (e.g. an idle timeout)."""
+        for protocol in list(self._protocols):
+            _abort(protocol)
+
+    async def slow_data(self) -> None:
+        """Count a transaction waiting for its final reply, for `data_delay` seconds."""
+        self.in_data += 1
+        self.max_in_data = max(self.max_in_data, self.in_data)
+        try:
+            await asyncio.sleep(self.data_delay)
+        finally:
+            self.in_data -= 1
 
     def track_transport(self, transport: asyncio.BaseTransport) -> None:
         self._transports.add(transport)

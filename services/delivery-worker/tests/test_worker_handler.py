@@ -18,7 +18,7 @@ from kubemta_delivery_worker.settings import WorkerSettings
 
 
 def incoming(body: bytes) -> AbstractIncomingMessage:
-    return cast(AbstractIncomingMessage, SimpleNamespace(body=body, message_id="m1"))
+    return cast(AbstractIncomingMessage, SimpleNamespace(body=body, message_id="m1", headers={}))
 
 
 async def test_publishes_exactly_one_result_carrying_the_job(start_peer, host_of, job, options, publisher):

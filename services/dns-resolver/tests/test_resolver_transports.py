@@ -56,7 +56,7 @@ def test_parent_entry_does_not_match_the_parent_itself():
     ("text", "message"),
     [
         ("example.com", "expected domain=smtp:nexthop"),
-        ("example.com=lmtp:[dovecot]:24", "supported schemes are smtp"),
+        ("example.com=uucp:[gateway]", "supported schemes are smtp, lmtp"),
         ("example.com=relay:[relay]", "supported schemes are smtp"),
         ("example.com=[relay]:25", "unsupported transport scheme '[relay]'"),
         ("example.com=smtp:", "missing next hop"),
@@ -159,7 +159,7 @@ def test_settings_from_environment(monkeypatch):
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("KUBEMTA_TRANSPORTS", "example.com=lmtp:[dovecot]:24", "KUBEMTA_TRANSPORTS: .*supported schemes are smtp"),
+        ("KUBEMTA_TRANSPORTS", "example.com=uucp:[gateway]", "KUBEMTA_TRANSPORTS: .*supported schemes are smtp"),
         ("KUBEMTA_TRANSPORTS", "example.com", "KUBEMTA_TRANSPORTS: .*expected domain=smtp:nexthop"),
         ("KUBEMTA_RELAYHOST", "[relay]:0", "KUBEMTA_RELAYHOST: .*invalid port"),
         ("KUBEMTA_DNS_NAMESERVERS", "dns.google", "KUBEMTA_DNS_NAMESERVERS: .*expected an IP address"),

@@ -6,7 +6,7 @@ from kubemta_common.amqp.consumer import Handler
 from kubemta_common.amqp.topology import DELIVER
 from kubemta_common.command_line import service_main
 from kubemta_common.service import ServiceCore, serve_consumers
-from kubemta_delivery_worker.deliverer import Deliverer, smtp_options
+from kubemta_delivery_worker.deliverer import Deliverer, build_deliverer
 from kubemta_delivery_worker.handler import DeliverHandler
 from kubemta_delivery_worker.settings import WorkerSettings
 
@@ -14,16 +14,23 @@ DESCRIPTION = "kubemta delivery-worker: delivers jobs over SMTP and reports per-
 SERVICE = "delivery-worker"
 
 
-def build(core: ServiceCore, settings: WorkerSettings) -> list[tuple[str, Handler]]:
+def build(core: ServiceCore, settings: WorkerSettings, deliverer: Deliverer | None = None) -> list[tuple[str, Handler]]:
     """The worker's one consumer: `deliver`."""
-    return [(DELIVER, DeliverHandler(Deliverer(smtp_options(settings)), core.publisher))]
+    handler = DeliverHandler(
+        deliverer or build_deliverer(settings), core.publisher, delivery_limit=settings.delivery_limit
+    )
+    return [(DELIVER, handler)]
 
 
 async def serve(stop: asyncio.Event) -> None:
     """Load the settings and run until `stop` is set."""
     settings = WorkerSettings.load()
     core = ServiceCore(SERVICE, settings)
-    await serve_consumers(core, lambda c: build(c, settings), stop)
+    deliverer = build_deliverer(settings)
+    try:
+        await serve_consumers(core, lambda c: build(c, settings, deliverer), stop)
+    finally:
+        await deliverer.close()  # QUIT the idle cached connections
 
 
 def main() -> None:

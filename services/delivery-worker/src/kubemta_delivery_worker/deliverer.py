@@ -3,6 +3,11 @@
 A host that refuses the connection, times out, drops it, or defers MAIL FROM leaves
 its recipients for the next host (RFC 5321 §5.1: try the next MX); recipients still
 unanswered after the last host are deferred with the last host's error.
+
+Around that: the destination's concurrency slot and back-off (destinations.py; a
+host asking us to slow down ends the job's attempt, its recipients are deferred, and
+the destination pauses), and the idle connection cache the hosts' sessions come from
+and go back to (pool.py).
 """
 
 import logging
@@ -10,11 +15,27 @@ import time
 from collections import Counter
 
 from kubemta.v1 import message_pb2
+from kubemta_delivery_worker.destinations import (
+    DestinationDeferred,
+    Destinations,
+    Throttle,
+    destination_of,
+    first_throttle,
+)
+from kubemta_delivery_worker.lmtp import attempt_lmtp_host, lmtp_label
 from kubemta_delivery_worker.metrics import DELIVERY_ATTEMPTS, DELIVERY_DURATION
+from kubemta_delivery_worker.pool import ConnectionPool
+from kubemta_delivery_worker.relay_auth import relay_credentials
 from kubemta_delivery_worker.replies import local_result, outcome_name
 from kubemta_delivery_worker.settings import WorkerSettings
-from kubemta_delivery_worker.tls import opportunistic_tls_context
-from kubemta_delivery_worker.transaction import HostAttempt, HostFailure, SmtpOptions, attempt_host, host_label
+from kubemta_delivery_worker.tls import opportunistic_tls_context, verifying_tls_context
+from kubemta_delivery_worker.transaction import (
+    HostAttempt,
+    HostFailure,
+    SmtpConnection,
+    SmtpOptions,
+    attempt_host,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,25 +51,60 @@ def smtp_options(settings: WorkerSettings) -> SmtpOptions:
         connect_timeout=settings.smtp_connect_timeout,
         command_timeout=settings.smtp_command_timeout,
         data_timeout=settings.smtp_data_timeout,
+        verify_tls_context=verifying_tls_context(settings.tls_ca_file),
+        relay_credentials=relay_credentials(settings.relayhost_username, settings.relayhost_password),
     )
 
 
-class Deliverer:
-    """Delivers jobs over SMTP and returns one result per recipient."""
+def build_deliverer(settings: WorkerSettings) -> "Deliverer":
+    """The worker's deliverer: SMTP options, the idle connection cache and the destination limits."""
+    pool: ConnectionPool[SmtpConnection] = ConnectionPool(
+        idle_seconds=settings.connection_idle_seconds,
+        per_host=settings.connection_cache_per_host,
+        total=settings.connection_cache_size,
+    )
+    destinations = Destinations(
+        concurrency=settings.destination_concurrency,
+        backoff_seconds=settings.destination_backoff,
+        wait_seconds=settings.destination_wait,
+    )
+    return Deliverer(smtp_options(settings), pool=pool, destinations=destinations)
 
-    def __init__(self, options: SmtpOptions) -> None:
+
+class Deliverer:
+    """Delivers jobs over SMTP and returns one result per recipient.
+
+    Without `pool` every session is new and closed after its transaction; without
+    `destinations` there is no per-destination limit.
+    """
+
+    def __init__(
+        self,
+        options: SmtpOptions,
+        *,
+        pool: ConnectionPool[SmtpConnection] | None = None,
+        destinations: Destinations | None = None,
+    ) -> None:
         self._options = options
+        self._pool = pool
+        self._destinations = destinations
+
+    async def close(self) -> None:
+        """QUIT the idle cached connections (at shutdown)."""
+        if self._pool is not None:
+            await self._pool.close()
 
     async def deliver(self, job: message_pb2.DeliveryJob) -> list[message_pb2.RecipientResult]:
         """One delivery attempt of `job` over all the hosts of its route, in order."""
         started = time.monotonic()
-        results = await self._deliver(job)
+        results = await self._limited(job)
         DELIVERY_DURATION.observe(time.monotonic() - started)
         for result in results:
             DELIVERY_ATTEMPTS.labels(result=outcome_name(result.outcome)).inc()
         return results
 
-    async def _deliver(self, job: message_pb2.DeliveryJob) -> list[message_pb2.RecipientResult]:
+    async def _limited(self, job: message_pb2.DeliveryJob) -> list[message_pb2.RecipientResult]:
+        """The delivery inside the destination's slot; deferred without connecting when paused or full."""
         recipients = list(dict.fromkeys(job.recipients))
         if not job.route.hosts:
             diagnostic = f"no route to {job.domain}: the job has no hosts to deliver to"
@@ -56,20 +112,62 @@ class Deliverer:
             return [
                 local_result(rcpt, message_pb2.OUTCOME_TEMPORARY, STATUS_NO_ROUTE, diagnostic) for rcpt in recipients
             ]
+        if self._destinations is None:
+            results, _ = await self._deliver(job, recipients)
+            return results
+        destination = destination_of(job)
+        try:
+            async with self._destinations.slot(destination, job.queue_id) as slot:
+                results, throttle = await self._deliver(job, recipients)
+                if throttle is not None:
+                    slot.throttled(throttle)
+                return results
+        except DestinationDeferred as exc:
+            logger.info(
+                "deferred without connecting: %s",
+                exc.diagnostic,
+                extra={"queue_id": job.queue_id, "job_id": job.job_id, "destination": destination},
+            )
+            return [
+                local_result(rcpt, message_pb2.OUTCOME_TEMPORARY, exc.status, exc.diagnostic) for rcpt in recipients
+            ]
+
+    async def _deliver(
+        self, job: message_pb2.DeliveryJob, recipients: list[str]
+    ) -> tuple[list[message_pb2.RecipientResult], Throttle | None]:
+        """The route's hosts in order; stops early at a host that asked us to slow down."""
         answered: dict[str, message_pb2.RecipientResult] = {}
         pending = recipients
         failure: HostFailure | None = None
+        throttle: Throttle | None = None
         for host in job.route.hosts:
-            attempt = await attempt_host(host, job, pending, self._options)
+            attempt = await self._attempt_host(host, job, pending)
             answered.update(attempt.results)
             pending = [rcpt for rcpt in pending if rcpt not in answered]
             _log_attempt(job, host, attempt, pending)
             failure = attempt.failure
-            if not pending:
+            throttle = _throttle(attempt)
+            if not pending or throttle is not None:
                 break
         for rcpt in pending:
             answered[rcpt] = _unanswered(rcpt, failure)
-        return [answered[rcpt] for rcpt in recipients]
+        return [answered[rcpt] for rcpt in recipients], throttle
+
+    async def _attempt_host(
+        self, host: message_pb2.RouteHost, job: message_pb2.DeliveryJob, pending: list[str]
+    ) -> HostAttempt:
+        """One host of the route; the transport kind picks the protocol here (SMTP below)."""
+        if job.route.kind == message_pb2.TRANSPORT_KIND_LMTP:  # lmtp.py: RFC 2033, per-recipient replies after DATA
+            return await attempt_lmtp_host(host, job, pending, self._options)
+        return await attempt_host(host, job, pending, self._options, self._pool)
+
+
+def _throttle(attempt: HostAttempt) -> Throttle | None:
+    """The host's slow-down reply, if it gave one (to a connection-level command or to a recipient)."""
+    replies = [(r.smtp_code, r.status, r.diagnostic) for r in attempt.results.values()]
+    if attempt.failure is not None:
+        replies.insert(0, (attempt.failure.smtp_code, attempt.failure.status, attempt.failure.diagnostic))
+    return first_throttle(replies)
 
 
 def _unanswered(recipient: str, failure: HostFailure | None) -> message_pb2.RecipientResult:
@@ -89,7 +187,7 @@ def _log_attempt(
     job: message_pb2.DeliveryJob, host: message_pb2.RouteHost, attempt: HostAttempt, pending: list[str]
 ) -> None:
     """One line per host tried: the host, TLS, each answered recipient's outcome, and what is left."""
-    label = host_label(host)
+    label = lmtp_label(host)  # a unix socket path, else host_label(host)
     answered = [rcpt for rcpt in job.recipients if rcpt in attempt.results]
     outcomes = {rcpt: outcome_name(attempt.results[rcpt].outcome) for rcpt in answered}
     parts = [f"to=<{rcpt}> {outcomes[rcpt]} ({attempt.results[rcpt].diagnostic})" for rcpt in answered]

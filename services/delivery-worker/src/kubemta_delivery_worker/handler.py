@@ -4,8 +4,21 @@ return (the consumer acknowledges the job only after the result was confirmed).
 The job travels back unchanged inside the result (the queue-manager keeps no state and
 counts the attempts itself). A failed publish raises PublishFailed, so the job is not
 acknowledged and is delivered again (at least once: the recipient may get a duplicate).
+
+Poison jobs: RabbitMQ counts how often a message went back to a quorum queue
+(`x-delivery-count`: handler crashes, failed publishes, a worker gone mid-job). A job
+already returned `delivery_limit` times is not tried again: it is rejected to `held`
+with a log line and `kubemta_jobs_held_total`, so it neither blocks `deliver` nor
+disappears. (A crash that kills the process is caught by the queue's own
+`x-delivery-limit`, which dead-letters to `held` too.)
+
+Drain: a delivery cancelled by the drain deadline publishes nothing (its job is
+re-delivered). Once a delivery is done, its result is reported even if the
+cancellation comes during the publish: the publish completes and the job is
+acknowledged here, since delivering it again would duplicate the mail.
 """
 
+import asyncio
 import logging
 from typing import Protocol
 
@@ -14,14 +27,25 @@ from aio_pika.abc import AbstractIncomingMessage
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp.topology import RESULTS
 from kubemta_common.bus_messages import decode
+from kubemta_common.errors import PermanentError
 from kubemta_common.timestamps import now_timestamp
 from kubemta_delivery_worker.deliverer import Deliverer
+from kubemta_delivery_worker.metrics import JOBS_HELD
 from kubemta_delivery_worker.replies import outcome_name
 
 logger = logging.getLogger(__name__)
 
 REPORTER = "delivery-worker"
 RESULT_TYPE = message_pb2.DeliveryResult.DESCRIPTOR.full_name
+# RabbitMQ quorum queues: how many times the message was returned to the queue before.
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+DELIVERY_LIMIT_DEFAULT = 10
+
+
+def delivery_count(message: AbstractIncomingMessage) -> int:
+    """How many times the broker delivered this message before (0 for the first delivery)."""
+    value = (message.headers or {}).get(DELIVERY_COUNT_HEADER, 0)
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 class ResultPublisher(Protocol):
@@ -33,23 +57,57 @@ class ResultPublisher(Protocol):
 class DeliverHandler:
     """Handles one `deliver` message."""
 
-    def __init__(self, deliverer: Deliverer, publisher: ResultPublisher) -> None:
+    def __init__(
+        self, deliverer: Deliverer, publisher: ResultPublisher, *, delivery_limit: int = DELIVERY_LIMIT_DEFAULT
+    ) -> None:
         self._deliverer = deliverer
         self._publisher = publisher
+        self._delivery_limit = delivery_limit
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
-        await self.process(decode(message_pb2.DeliveryJob, message.body))
+        job = decode(message_pb2.DeliveryJob, message.body)
+        self._hold_if_poison(job, delivery_count(message))
+        await self.process(job, message)
 
-    async def process(self, job: message_pb2.DeliveryJob) -> message_pb2.DeliveryResult:
+    def _hold_if_poison(self, job: message_pb2.DeliveryJob, returned: int) -> None:
+        """Raise PermanentError (the consumer rejects the job to `held`) once it came back too often."""
+        if returned < self._delivery_limit:
+            return
+        JOBS_HELD.inc()
+        logger.error(
+            "job returned to the queue %d times without a result (limit %d): moving it to held",
+            returned,
+            self._delivery_limit,
+            extra={"queue_id": job.queue_id, "job_id": job.job_id, "domain": job.domain, "delivery_count": returned},
+        )
+        raise PermanentError(f"job {job.job_id} returned {returned} times; held as poison")
+
+    async def process(
+        self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None = None
+    ) -> message_pb2.DeliveryResult:
         """Deliver `job` and publish its result; returns the published result."""
         attempted_at = now_timestamp()
-        recipients = await self._deliverer.deliver(job)
+        recipients = await self._deliverer.deliver(job)  # cancelled here: nothing published
         result = message_pb2.DeliveryResult(
             job=job, recipients=recipients, attempted_at=attempted_at, reporter=REPORTER
         )
-        await self._publisher.publish(
-            RESULTS, result.SerializeToString(), message_id=job.job_id, message_type=RESULT_TYPE
+        publish = asyncio.ensure_future(
+            self._publisher.publish(
+                RESULTS, result.SerializeToString(), message_id=job.job_id, message_type=RESULT_TYPE
+            )
         )
+        try:
+            await asyncio.shield(publish)
+        except asyncio.CancelledError:
+            # The mail went out: report it rather than leave the job to be delivered twice.
+            await publish
+            if message is not None:
+                await message.ack()
+            logger.info(
+                "result published during the drain; job acknowledged",
+                extra={"queue_id": job.queue_id, "job_id": job.job_id},
+            )
+            raise
         outcomes = [outcome_name(r.outcome) for r in recipients]
         logger.info(
             "delivery attempt finished: %d delivered, %d deferred, %d bounced; result published",

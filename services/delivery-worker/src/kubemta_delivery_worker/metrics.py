@@ -25,3 +25,41 @@ SMTP_CONNECTIONS = Counter(
 
 preinitialise(DELIVERY_ATTEMPTS, result=ATTEMPT_RESULTS)
 preinitialise(SMTP_CONNECTIONS, result=CONNECTION_RESULTS)
+
+# Connection reuse (pool.py), destination back-off (destinations.py), poison jobs (handler.py).
+SMTP_CONNECTIONS_REUSED = Counter(
+    "kubemta_smtp_connections_reused_total",
+    "Mail transactions sent over a cached SMTP connection (after a successful RSET) instead of a new one",
+)
+DESTINATION_BACKOFFS = Counter(
+    "kubemta_destination_backoffs_total",
+    "Times a destination was paused after a 421 or 4.7.x rate-limit reply",
+)
+DESTINATION_DEFERRALS = Counter(
+    "kubemta_destination_deferrals_total",
+    "Jobs deferred without a connection because their destination was paused or busy",
+    ["reason"],
+)
+JOBS_HELD = Counter(
+    "kubemta_jobs_held_total",
+    "Jobs moved to `held` after crashing the worker too many times",
+)
+
+preinitialise(DESTINATION_DEFERRALS, reason=("backoff", "busy"))
+
+# Outbound TLS (tls_negotiation.py): one count per session set-up.
+TLS_OUTBOUND_RESULTS: tuple[str, ...] = (
+    "verified",
+    "encrypted",
+    "plaintext",
+    "not_offered",
+    "handshake_failed",
+    "verify_failed",
+    "mx_mismatch",
+)
+TLS_OUTBOUND = Counter(
+    "kubemta_tls_outbound_total",
+    "Outgoing SMTP sessions by TLS result: verified, encrypted (not verified), plaintext, or why required TLS failed",
+    ["result"],
+)
+preinitialise(TLS_OUTBOUND, result=TLS_OUTBOUND_RESULTS)

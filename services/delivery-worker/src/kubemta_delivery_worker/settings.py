@@ -4,7 +4,9 @@ The SMTP timeouts follow RFC 5321 §4.5.3.2: the client waits at least 5 minutes
 the replies to MAIL and RCPT and at least 10 minutes for the reply to the final dot.
 """
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
 
 from kubemta_common.config_types import Duration, Listen, parse_listen
 from kubemta_common.settings import ServiceSettings
@@ -32,3 +34,36 @@ class WorkerSettings(ServiceSettings):
     smtp_data_timeout: Duration = Field(
         default=DATA_TIMEOUT_DEFAULT, gt=0, description="Timeout for the reply to the end of the message data"
     )
+    # Connection reuse, per-destination limits and poison jobs (pool.py, destinations.py, handler.py).
+    connection_idle_seconds: Duration = Field(
+        default=5.0, ge=0, description="How long an idle SMTP connection is kept for reuse (0: no reuse)"
+    )
+    connection_cache_per_host: int = Field(default=2, ge=0, description="Idle SMTP connections kept per host")
+    connection_cache_size: int = Field(default=64, ge=0, description="Idle SMTP connections kept in total")
+    destination_concurrency: int = Field(
+        default=20, ge=1, description="Simultaneous deliveries per destination (domain, or relayhost/transport host)"
+    )
+    destination_backoff: Duration = Field(
+        default=60.0, ge=0, description="Pause for a destination after a 421 or 4.7.x rate-limit reply"
+    )
+    destination_wait: Duration = Field(
+        default=60.0, gt=0, description="Longest wait for a destination slot before the job is deferred"
+    )
+    delivery_limit: int = Field(
+        default=5, ge=1, description="Redeliveries of a job that crashed the worker before it is moved to `held`"
+    )
+    # Outbound TLS and relayhost AUTH (tls_negotiation.py, relay_auth.py).
+    tls_ca_file: str = Field(
+        default="", description="CA bundle for verifying MX certificates (TLS policy verify, MTA-STS); empty = system's"
+    )
+    relayhost_username: str = Field(default="", description="User name for AUTH to KUBEMTA_RELAYHOST; empty = no AUTH")
+    relayhost_password: SecretStr = Field(
+        default=SecretStr(""), description="Password for AUTH to KUBEMTA_RELAYHOST (from the mounted Secret)"
+    )
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _check_ca_file(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"CA file {value!r} does not exist")
+        return value

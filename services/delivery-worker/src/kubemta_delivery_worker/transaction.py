@@ -1,5 +1,12 @@
-"""One SMTP session with one host of a route (aiosmtplib): connect, EHLO, opportunistic
-STARTTLS, one mail transaction, QUIT.
+"""SMTP sessions with one host of a route (aiosmtplib), and the mail transactions they carry.
+
+An `SmtpConnection` is one connected, greeted session: connect, EHLO, opportunistic
+STARTTLS (its `_upgrade` step), then ready for mail transactions. `attempt_host` runs one
+transaction (MAIL, RCPT per recipient, DATA) for a job on a cached connection to the
+same host, reset with RSET first (RFC 5321 §4.1.1.5), or on a new one; afterwards a
+connection in a clean state goes back to the idle cache (pool.py), any other says QUIT
+and closes. A cached connection that turns out dead is dropped and a new one made,
+without failing the job.
 
 The outcome is a final result for each recipient the host answered, and, for the
 recipients it did not answer (connection refused, timed out or lost, MAIL FROM 4xx),
@@ -7,6 +14,9 @@ a `HostFailure` telling the deliverer to try the next host. A connection lost af
 the final dot was sent is the one case where a recipient is neither delivered nor
 retried elsewhere now: the host may have taken the message (RFC 5321 §6.1 asks the
 client to treat the message as undelivered, so a duplicate is possible).
+
+Cancellation (the drain deadline) closes the connection wherever it happens; it is
+never given back to the cache, and no result leaves this module.
 """
 
 import logging
@@ -30,8 +40,13 @@ from aiosmtplib import (
 
 from kubemta.v1 import message_pb2
 from kubemta_delivery_worker import message_data
-from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS
+from kubemta_delivery_worker.mail_parameters import mail_from_parameters, screen_smtputf8
+from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS, SMTP_CONNECTIONS_REUSED
+from kubemta_delivery_worker.pool import ConnectionKey, ConnectionPool
+from kubemta_delivery_worker.relay_auth import RelayCredentials, authenticate, needs_auth
 from kubemta_delivery_worker.replies import enhanced_status, local_result, reply_diagnostic, reply_result
+from kubemta_delivery_worker.size_limit import STATUS_TOO_BIG, size_refusal
+from kubemta_delivery_worker.tls_negotiation import contexts, negotiate
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +62,8 @@ STATUS_SMTPUTF8_REQUIRED = "5.6.7"
 # RFC 3463 §3.2: 5.1.3 bad destination mailbox address syntax, 5.1.7 bad sender's syntax.
 STATUS_BAD_RECIPIENT_SYNTAX = "5.1.3"
 STATUS_BAD_SENDER_SYNTAX = "5.1.7"
+# Postfix smtp_quit_timeout is 300s; a QUIT to a session we are done with is not worth waiting long for.
+QUIT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +75,9 @@ class SmtpOptions:
     connect_timeout: float
     command_timeout: float
     data_timeout: float
+    # TLS policy verify / MTA-STS (None: the system's CAs), and relayhost AUTH (None: no AUTH).
+    verify_tls_context: ssl.SSLContext | None = None
+    relay_credentials: RelayCredentials | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +136,49 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def connection_key(
+    host: message_pb2.RouteHost, job: message_pb2.DeliveryJob, options: SmtpOptions | None = None
+) -> ConnectionKey:
+    """The idle-cache key of a session with `host` for `job`: address, port, the route's TLS policy,
+    the name a verified certificate was checked against, and the user name it authenticates as."""
+    credentials = options.relay_credentials if options is not None else None
+    return ConnectionKey(
+        address=host.address,
+        port=host_port(host),
+        tls_policy=int(job.route.tls_policy),
+        server_name=host.hostname.rstrip(".").lower() if job.route.tls_policy == message_pb2.TLS_POLICY_VERIFY else "",
+        identity=credentials.username if credentials is not None and needs_auth(job.route, credentials) else "",
+    )
+
+
 async def attempt_host(
-    host: message_pb2.RouteHost, job: message_pb2.DeliveryJob, recipients: list[str], options: SmtpOptions
+    host: message_pb2.RouteHost,
+    job: message_pb2.DeliveryJob,
+    recipients: list[str],
+    options: SmtpOptions,
+    pool: ConnectionPool["SmtpConnection"] | None = None,
 ) -> HostAttempt:
-    """Deliver `job` to `recipients` through `host`; a failed TLS handshake is retried in plaintext."""
+    """Deliver `job` to `recipients` through `host`, on a cached session when `pool` has one.
+
+    A failed TLS handshake is retried in plaintext; a cached session found dead (at RSET,
+    or lost before any recipient was answered) is replaced by a new one.
+    """
+    key = connection_key(host, job, options)
+    if pool is not None:
+        connection = await _cached(pool, key, job)
+        if connection is not None:
+            transaction = _Transaction(connection, job, recipients, options)
+            attempt = await _run(connection, transaction)
+            if not (transaction.lost and not attempt.results):
+                return await _finish(connection, transaction, attempt, pool, key)
+            logger.info(
+                "cached connection to %s was lost (%s); retrying on a new connection",
+                connection.label,
+                attempt.failure.diagnostic if attempt.failure else "",
+                extra={"queue_id": job.queue_id, "host": connection.label},
+            )
     try:
-        return await _Session(host, job, recipients, options, starttls=True).run()
+        connection, transaction, attempt = await _fresh(host, job, recipients, options, starttls=True)
     except _TlsFailed as exc:
         logger.warning(
             "TLS handshake with %s failed (%s); delivering in plaintext",
@@ -129,32 +186,109 @@ async def attempt_host(
             exc,
             extra={"queue_id": job.queue_id, "host": host_label(host)},
         )
-        return await _Session(host, job, recipients, options, starttls=False).run()
+        connection, transaction, attempt = await _fresh(host, job, recipients, options, starttls=False)
+    return await _finish(connection, transaction, attempt, pool, key)
 
 
-class _Session:
-    """One connection to one host; `run()` never raises for SMTP or network failures."""
+async def _cached(
+    pool: ConnectionPool["SmtpConnection"], key: ConnectionKey, job: message_pb2.DeliveryJob
+) -> "SmtpConnection | None":
+    """An idle session for `key` that answered RSET, or None; dead ones are dropped."""
+    while (connection := pool.take(key)) is not None:
+        connection.bind(job)
+        try:
+            usable = await connection.reset()
+        except BaseException:  # cancelled during RSET
+            connection.close()
+            raise
+        if usable:
+            SMTP_CONNECTIONS_REUSED.inc()
+            return connection
+        logger.debug(
+            "cached connection to %s no longer usable; dropped",
+            connection.label,
+            extra={"queue_id": job.queue_id, "host": connection.label},
+        )
+    return None
+
+
+async def _fresh(
+    host: message_pb2.RouteHost,
+    job: message_pb2.DeliveryJob,
+    recipients: list[str],
+    options: SmtpOptions,
+    *,
+    starttls: bool,
+) -> "tuple[SmtpConnection, _Transaction, HostAttempt]":
+    """A new session: open it, then run the transaction; raises _TlsFailed for a failed handshake."""
+    connection = SmtpConnection(host, job, options, starttls=starttls)
+    transaction = _Transaction(connection, job, recipients, options)
+    try:
+        await connection.open()
+    except _HostFailed as exc:
+        connection.close()
+        return connection, transaction, HostAttempt(failure=exc.failure)
+    except SMTPTimeoutError:
+        connection.count("timeout")
+        connection.close()
+        return connection, transaction, HostAttempt(failure=connection.timed_out())
+    except (SMTPException, OSError) as exc:
+        connection.count("error")
+        connection.close()
+        return connection, transaction, HostAttempt(failure=connection.lost(exc))
+    except BaseException:  # _TlsFailed, cancellation
+        connection.count("error")
+        connection.close()
+        raise
+    return connection, transaction, await _run(connection, transaction)
+
+
+async def _run(connection: "SmtpConnection", transaction: "_Transaction") -> HostAttempt:
+    try:
+        return await transaction.run()
+    except BaseException:  # cancelled mid-transaction: the session's state is unknown
+        connection.close()
+        raise
+
+
+async def _finish(
+    connection: "SmtpConnection",
+    transaction: "_Transaction",
+    attempt: HostAttempt,
+    pool: ConnectionPool["SmtpConnection"] | None,
+    key: ConnectionKey,
+) -> HostAttempt:
+    """Give a clean session to the idle cache, or QUIT it."""
+    attempt.tls = connection.tls
+    if pool is not None and pool.enabled and transaction.clean and connection.is_connected:
+        pool.put(key, connection)
+    else:
+        await connection.quit()
+    return attempt
+
+
+class SmtpConnection:
+    """One connection to one host: connect, greeting, EHLO and STARTTLS, then any number of transactions."""
 
     def __init__(
         self,
         host: message_pb2.RouteHost,
         job: message_pb2.DeliveryJob,
-        recipients: list[str],
         options: SmtpOptions,
         *,
         starttls: bool,
     ) -> None:
         self._host = host
-        self._job = job
-        self._recipients = recipients
+        self._job = job  # the job being delivered now (for logs); the route's TLS policy is part of the cache key
         self._options = options
         self._starttls = starttls
         self._label = host_label(host)
         self._remote_mta = host.hostname.rstrip(".") or host.address
-        self._stage = "connecting"
+        self.stage = "connecting"
+        self.tls = False
+        self.transactions = 0
         self._connection_counted = False
-        self._attempt = HostAttempt()
-        self._smtp = SMTP(
+        self.smtp = SMTP(
             hostname=host.address,
             port=host_port(host),
             local_hostname=options.ehlo_name,
@@ -164,7 +298,27 @@ class _Session:
             tls_context=options.tls_context,
         )
 
-    def _count_connection(self, result: str) -> None:
+    @property
+    def label(self) -> str:
+        """`name[address]:port` of the host."""
+        return self._label
+
+    @property
+    def remote_mta(self) -> str:
+        """The host's name for results (RFC 3464 Remote-MTA)."""
+        return self._remote_mta
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the TCP (or TLS) connection is up."""
+        return self.smtp.is_connected
+
+    def bind(self, job: message_pb2.DeliveryJob) -> None:
+        """Use this (cached) session for `job` from now on."""
+        self._job = job
+
+    def count(self, result: str) -> None:
+        """Count this connection's set-up once, with how it ended (`kubemta_smtp_connections_total`)."""
         if not self._connection_counted:
             self._connection_counted = True
             SMTP_CONNECTIONS.labels(result=result).inc()
@@ -172,41 +326,31 @@ class _Session:
     def _fail(self, diagnostic: str, status: str, smtp_code: int = 0, remote_mta: str = "") -> HostFailure:
         return HostFailure(diagnostic=diagnostic, status=status, smtp_code=smtp_code, remote_mta=remote_mta)
 
-    async def run(self) -> HostAttempt:
-        try:
-            await self._open()
-            self._count_connection("ok")
-            await self._transaction()
-        except _HostFailed as exc:
-            self._attempt.failure = exc.failure
-        except SMTPTimeoutError:
-            self._count_connection("timeout")
-            self._attempt.failure = self._fail(
-                f"conversation with {self._label} timed out while {self._stage}",
-                STATUS_BAD_CONNECTION,
-                remote_mta=self._remote_mta,
-            )
-        except (SMTPException, OSError) as exc:
-            self._count_connection("error")
-            self._attempt.failure = self._fail(
-                f"lost connection with {self._label} while {self._stage}: {_describe(exc)}",
-                STATUS_BAD_CONNECTION,
-                remote_mta=self._remote_mta,
-            )
-        finally:
-            self._count_connection("error")
-            self._smtp.close()
-        return self._attempt
+    def timed_out(self) -> HostFailure:
+        """The failure of a conversation that timed out at the current stage."""
+        return self._fail(
+            f"conversation with {self._label} timed out while {self.stage}",
+            STATUS_BAD_CONNECTION,
+            remote_mta=self._remote_mta,
+        )
 
-    async def _open(self) -> None:
+    def lost(self, exc: BaseException) -> HostFailure:
+        """The failure of a connection lost at the current stage."""
+        return self._fail(
+            f"lost connection with {self._label} while {self.stage}: {_describe(exc)}",
+            STATUS_BAD_CONNECTION,
+            remote_mta=self._remote_mta,
+        )
+
+    async def open(self) -> None:
         """Connect, read the greeting, EHLO, and upgrade to TLS when offered."""
         try:
-            await self._smtp.connect(timeout=self._options.connect_timeout)
+            await self.smtp.connect(timeout=self._options.connect_timeout)
         except SMTPConnectTimeoutError as exc:
-            self._count_connection("timeout")
+            self.count("timeout")
             raise _HostFailed(self._fail(f"connect to {self._label}: {_timeout_text(exc)}", STATUS_NO_ANSWER)) from exc
         except SMTPConnectResponseError as exc:
-            self._count_connection("error")
+            self.count("error")
             raise _HostFailed(
                 self._fail(
                     f"host {self._label} refused to talk to me: {reply_diagnostic(exc.code, exc.message)}",
@@ -217,28 +361,29 @@ class _Session:
             ) from exc
         except SMTPConnectError as exc:
             refused = isinstance(exc.__cause__, ConnectionRefusedError)
-            self._count_connection("refused" if refused else "error")
+            self.count("refused" if refused else "error")
             raise _HostFailed(self._fail(f"connect to {self._label}: {_describe(exc)}", STATUS_NO_ANSWER)) from exc
         await self._hello()
-        if self._starttls and self._smtp.supports_extension("starttls"):
-            await self._upgrade()
+        await self._upgrade()
+        self.count("ok")
 
     async def _hello(self) -> None:
         """EHLO, falling back to HELO when the server rejects EHLO with 5xx (RFC 5321 §3.2)."""
-        self._stage = "performing the EHLO handshake"
+        self.stage = "performing the EHLO handshake"
         try:
-            await self._smtp.ehlo()
+            await self.smtp.ehlo()
             return
         except SMTPHeloError as exc:
-            if not (500 <= exc.code < 600 and self._smtp.is_connected):
-                raise self._rejected(exc, "EHLO") from exc
-        self._stage = "performing the HELO handshake"
+            if not (500 <= exc.code < 600 and self.smtp.is_connected):
+                raise self.rejected(exc, "EHLO") from exc
+        self.stage = "performing the HELO handshake"
         try:
-            await self._smtp.helo()
+            await self.smtp.helo()
         except SMTPHeloError as exc:
-            raise self._rejected(exc, "HELO") from exc
+            raise self.rejected(exc, "HELO") from exc
 
-    def _rejected(self, exc: SMTPResponseException, command: str) -> _HostFailed:
+    def rejected(self, exc: SMTPResponseException, command: str) -> _HostFailed:
+        """A host-level refusal of `command`, for the next host or a later attempt."""
         return _HostFailed(
             self._fail(
                 f"host {self._label} said: {reply_diagnostic(exc.code, exc.message)} (in reply to {command} command)",
@@ -249,37 +394,107 @@ class _Session:
         )
 
     async def _upgrade(self) -> None:
-        """STARTTLS (RFC 3207) with SNI; a refusal continues in plaintext, a failed handshake starts over."""
-        self._stage = "performing the STARTTLS handshake"
-        server_hostname = self._host.hostname.rstrip(".") or None
+        """STARTTLS as the route's TLS policy asks (tls_negotiation), then AUTH to a relayhost (relay_auth)."""
+        self.stage = "performing the STARTTLS handshake"
+        route, queue_id = self._job.route, self._job.queue_id
+        tls_contexts = contexts(self._options.tls_context, self._options.verify_tls_context)
+        outcome = await negotiate(
+            self.smtp, route, self._host, tls_contexts, allowed=self._starttls, label=self._label, queue_id=queue_id
+        )
+        if outcome.handshake_failed:
+            self.count("tls_failed")
+        if outcome.fallback is not None:
+            raise _TlsFailed(outcome.fallback)
+        self.tls = outcome.tls
+        if outcome.tls:  # RFC 3207 §4.2: forget what the server said before TLS and say EHLO again.
+            await self._hello()
+        self.stage = "authenticating"
+        failure = outcome.failure or await authenticate(
+            self.smtp, route, self._options.relay_credentials, tls=self.tls, label=self._label, queue_id=queue_id
+        )
+        if failure is not None:
+            raise _HostFailed(self._fail(failure.diagnostic, failure.status, failure.smtp_code, self._remote_mta))
+
+    async def reset(self) -> bool:
+        """RSET before another transaction (RFC 5321 §4.1.1.5); False (and closed) when the session is gone."""
+        if not self.smtp.is_connected:
+            self.close()
+            return False
+        self.stage = "sending RSET"
         try:
-            await self._smtp.starttls(server_hostname=server_hostname)
-        except SMTPResponseException as exc:
-            logger.info(
-                "%s refused STARTTLS (%s); continuing in plaintext",
-                self._label,
-                reply_diagnostic(exc.code, exc.message),
-                extra={"queue_id": self._job.queue_id, "host": self._label},
+            await self.smtp.rset()
+        except (SMTPException, OSError):
+            self.close()
+            return False
+        return True
+
+    async def quit(self) -> None:
+        """QUIT politely and close; its failure changes nothing (RFC 5321 §4.1.1.10). Never raises but cancellation."""
+        try:
+            if self.smtp.is_connected:
+                self.stage = "sending QUIT"
+                await self.smtp.quit(timeout=min(self._options.command_timeout, QUIT_TIMEOUT))
+        except (SMTPException, OSError) as exc:
+            logger.debug("QUIT to %s failed: %s", self._label, exc, extra={"queue_id": self._job.queue_id})
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the connection at once."""
+        self.smtp.close()
+
+
+class _Transaction:
+    """One mail transaction on an open session; `run()` never raises for SMTP or network failures.
+
+    Afterwards `clean` tells whether the session may carry another transaction (every
+    command got its reply), `lost` whether the connection failed under it.
+    """
+
+    def __init__(
+        self, connection: SmtpConnection, job: message_pb2.DeliveryJob, recipients: list[str], options: SmtpOptions
+    ) -> None:
+        self._connection = connection
+        self._smtp = connection.smtp
+        self._job = job
+        self._recipients = recipients
+        self._options = options
+        self._label = connection.label
+        self._remote_mta = connection.remote_mta
+        self._attempt = HostAttempt()
+        self.clean = False
+        self.lost = False
+
+    async def run(self) -> HostAttempt:
+        try:
+            await self._transaction()
+            self.clean = self._smtp.is_connected
+            self._connection.transactions += 1
+        except _HostFailed as exc:
+            self._attempt.failure = exc.failure
+            self.clean = self._smtp.is_connected
+        except SMTPTimeoutError:
+            self._attempt.failure = self._connection.timed_out()
+        except (SMTPException, OSError) as exc:
+            self.lost = True
+            self._attempt.failure = self._connection.lost(exc)
+        return self._attempt
+
+    def _too_big(self) -> bool:
+        """RFC 1870 §6: a message over the server's SIZE is bounced (5.3.4) for all, without MAIL FROM."""
+        size = len(message_data.normalize_line_endings(self._job.content))
+        diagnostic = size_refusal(self._smtp.esmtp_extensions, size, self._label)
+        for rcpt in self._recipients if diagnostic else ():
+            self._attempt.results[rcpt] = local_result(
+                rcpt, message_pb2.OUTCOME_PERMANENT, STATUS_TOO_BIG, diagnostic or "", remote_mta=self._remote_mta
             )
-            return
-        except (SMTPException, ssl.SSLError, OSError) as exc:
-            self._count_connection("tls_failed")
-            raise _TlsFailed(_describe(exc)) from exc
-        self._attempt.tls = True
-        # RFC 3207 §4.2: forget what the server said before TLS and say EHLO again.
-        await self._hello()
+        return diagnostic is not None
 
     def _smtputf8_screen(self) -> tuple[list[str], bool]:
         """Recipients to send to, and whether to use SMTPUTF8 (RFC 6531 §3.4); records 5.6.7 for the rest."""
-        whole_message = self._job.smtputf8 or not self._job.sender.isascii()
-        non_ascii = [rcpt for rcpt in self._recipients if not rcpt.isascii()]
-        if not (whole_message or non_ascii):
-            return list(self._recipients), False
-        if self._smtp.supports_extension("smtputf8"):
-            return list(self._recipients), True
-        refused = self._recipients if whole_message else non_ascii
+        screen = screen_smtputf8(self._job, self._recipients, self._smtp.supports_extension("smtputf8"))
         diagnostic = f"SMTPUTF8 is required, but was not offered by host {self._label}"
-        for rcpt in refused:
+        for rcpt in screen.refused:
             self._attempt.results[rcpt] = local_result(
                 rcpt,
                 message_pb2.OUTCOME_PERMANENT,
@@ -287,30 +502,24 @@ class _Session:
                 diagnostic,
                 remote_mta=self._remote_mta,
             )
-        return [rcpt for rcpt in self._recipients if rcpt not in refused], False
+        return screen.send, screen.smtputf8
 
     def _mail_options(self, content: bytes, smtputf8: bool) -> list[str]:
-        options: list[str] = []
-        if self._smtp.supports_extension("size"):
-            options.append(f"SIZE={len(content)}")  # RFC 1870 §6
-        if message_data.has_8bit(content) and self._smtp.supports_extension("8bitmime"):
-            options.append("BODY=8BITMIME")  # RFC 6152 §2
-        if smtputf8:
-            options.append("SMTPUTF8")  # RFC 6531 §3.4
-        return options
+        return mail_from_parameters(self._smtp.esmtp_extensions, content, smtputf8)
 
     async def _transaction(self) -> None:
-        """MAIL, RCPT per recipient, DATA when any was accepted, QUIT."""
+        """MAIL, RCPT per recipient, DATA when any was accepted."""
+        if self._too_big():
+            return
         recipients, smtputf8 = self._smtputf8_screen()
         if recipients and await self._mail(recipients, smtputf8):
             accepted = await self._rcpt(recipients, "utf-8" if smtputf8 else "ascii")
             if accepted:
                 await self._data(accepted)
-        await self._quit()
 
     async def _mail(self, recipients: list[str], smtputf8: bool) -> bool:
         """MAIL FROM; False when the transaction cannot go on (recipients answered or host failure)."""
-        self._stage = "sending MAIL FROM"
+        self._connection.stage = "sending MAIL FROM"
         content = message_data.normalize_line_endings(self._job.content)
         try:
             await self._smtp.mail(
@@ -323,7 +532,7 @@ class _Session:
                 for rcpt in recipients:
                     self._attempt.results[rcpt] = reply_result(rcpt, exc.code, exc.message, self._remote_mta)
             else:
-                self._attempt.failure = self._rejected(exc, "MAIL FROM").failure
+                self._attempt.failure = self._connection.rejected(exc, "MAIL FROM").failure
             return False
         except ValueError as exc:  # an address aiosmtplib will not put on a command line
             for rcpt in recipients:
@@ -335,7 +544,7 @@ class _Session:
 
     async def _rcpt(self, recipients: list[str], encoding: str) -> list[str]:
         """RCPT TO for each recipient; returns the accepted ones, records the refused ones."""
-        self._stage = "sending RCPT TO"
+        self._connection.stage = "sending RCPT TO"
         accepted: list[str] = []
         for rcpt in recipients:
             try:
@@ -352,7 +561,7 @@ class _Session:
 
     async def _data(self, accepted: list[str]) -> None:
         """DATA, the content, and the reply to the final dot, which applies to every accepted recipient."""
-        self._stage = "sending DATA command"
+        self._connection.stage = "sending DATA command"
         reply = await self._smtp.execute_command(b"DATA")
         if reply.code != START_MAIL_INPUT:
             # Anything but 354 refuses the data; a stray 2xx must not count as delivered.
@@ -365,7 +574,7 @@ class _Session:
         protocol = self._smtp.protocol
         if protocol is None:
             raise SMTPServerDisconnected("Connection lost")
-        self._stage = "sending message body"
+        self._connection.stage = "sending message body"
         # Sent through the protocol directly (aiosmtplib's data() cannot tell whether the
         # connection died before or after the final dot, and only the latter risks a duplicate).
         protocol.write(message_data.wire_data(message_data.normalize_line_endings(self._job.content)))
@@ -399,16 +608,6 @@ class _Session:
                 diagnostic,
                 remote_mta=self._remote_mta,
             )
-
-    async def _quit(self) -> None:
-        """QUIT politely; its failure changes nothing (RFC 5321 §4.1.1.10)."""
-        if not self._smtp.is_connected:
-            return
-        self._stage = "sending QUIT"
-        try:
-            await self._smtp.quit()
-        except (SMTPException, OSError) as exc:
-            logger.debug("QUIT to %s failed: %s", self._label, exc, extra={"queue_id": self._job.queue_id})
 
 
 def _timeout_text(exc: SMTPConnectTimeoutError) -> str:

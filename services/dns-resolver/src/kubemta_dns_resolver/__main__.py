@@ -12,6 +12,9 @@ from kubemta_common.service import ServiceCore, serve_consumers
 from kubemta_dns_resolver.cache import TtlLruCache
 from kubemta_dns_resolver.handler import RouteHandler
 from kubemta_dns_resolver.lookup import DnspythonLookup
+from kubemta_dns_resolver.mta_sts import MtaStsResolver
+from kubemta_dns_resolver.mta_sts_fetch import HttpsPolicyFetcher
+from kubemta_dns_resolver.route_tls import RouteTlsPolicy
 from kubemta_dns_resolver.router import CachePolicy, Router
 from kubemta_dns_resolver.settings import ResolverSettings
 
@@ -32,7 +35,19 @@ def build_router(settings: ResolverSettings) -> Router:
         delivery_port=settings.delivery_port,
         cache=TtlLruCache(settings.dns_cache_size),
         policy=CachePolicy(max_ttl=settings.dns_max_ttl, negative_ttl=settings.dns_negative_ttl),
+        tls=build_route_tls(settings, lookup),
     )
+
+
+def build_route_tls(settings: ResolverSettings, lookup: DnspythonLookup) -> RouteTlsPolicy:
+    """KUBEMTA_TLS_POLICY and, unless KUBEMTA_MTA_STS is off, MTA-STS over the resolver's own DNS."""
+    mta_sts = None
+    if settings.mta_sts:
+        fetcher = HttpsPolicyFetcher(
+            lookup, port=settings.mta_sts_port, ca_file=settings.mta_sts_ca_file, timeout=settings.mta_sts_timeout
+        )
+        mta_sts = MtaStsResolver(lookup, fetcher, cache_size=settings.mta_sts_cache_size)
+    return RouteTlsPolicy(settings.tls_policy_map(), mta_sts)
 
 
 async def _main(stop: asyncio.Event) -> None:

@@ -103,6 +103,6 @@ class RouteHandler:
 
 
 def _describe_hosts(route: message_pb2.Route) -> str:
-    shown = [f"{host.hostname}[{host.address}]:{host.port}" for host in route.hosts[:LOGGED_HOSTS]]
+    shown = [host.unix_socket or f"{host.hostname}[{host.address}]:{host.port}" for host in route.hosts[:LOGGED_HOSTS]]
     more = len(route.hosts) - LOGGED_HOSTS
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")

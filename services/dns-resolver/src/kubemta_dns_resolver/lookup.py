@@ -20,6 +20,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 from dns.rdtypes.ANY.MX import MX
+from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
@@ -110,6 +111,18 @@ class DnspythonLookup:
             return LookupResult(result.status, ttl=result.ttl, detail=result.detail)
         addresses = tuple(rdata.address for rdata in result.records if isinstance(rdata, A | AAAA))
         return LookupResult(LookupStatus.OK, addresses, result.ttl)
+
+    async def txt(self, name: str) -> LookupResult[str]:
+        """The TXT records of `name`, each one's character-strings joined (RFC 8461 §3.1 reads them so)."""
+        result = await self._query(name, dns.rdatatype.TXT)
+        if result.status is not LookupStatus.OK:
+            return LookupResult(result.status, ttl=result.ttl, detail=result.detail)
+        texts = tuple(
+            b"".join(rdata.strings).decode("ascii", errors="replace")
+            for rdata in result.records
+            if isinstance(rdata, TXT)
+        )
+        return LookupResult(LookupStatus.OK, texts, result.ttl)
 
     async def _query(self, name: str, rdtype: dns.rdatatype.RdataType) -> LookupResult[object]:
         what = f"{name} type={rdtype.name}"

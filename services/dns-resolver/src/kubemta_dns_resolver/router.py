@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from kubemta.v1 import message_pb2
 from kubemta_common.providers import provider_for_hosts
@@ -19,7 +19,14 @@ from kubemta_dns_resolver.cache import TtlLruCache
 from kubemta_dns_resolver.lookup import DnsLookup
 from kubemta_dns_resolver.metrics import DNS_CACHE_HITS, DNS_CACHE_MISSES
 from kubemta_dns_resolver.mx import STATUS_NO_ROUTE, Destination, Exchange, Failure, resolve_domain, resolve_host
-from kubemta_dns_resolver.transports import Nexthop, TransportMap, normalize_domain
+from kubemta_dns_resolver.route_tls import RouteTlsPolicy
+from kubemta_dns_resolver.transports import (
+    Nexthop,
+    TransportMap,
+    normalize_domain,
+    transport_kind,
+    unix_socket_route,
+)
 
 Source = Literal["transport", "relayhost", "mx", "implicit-mx"]
 LookupKind = Literal["domain", "nexthop-mx", "nexthop-host"]
@@ -66,8 +73,10 @@ class Router:
         cache: RouteCache,
         policy: CachePolicy,
         rng: random.Random | None = None,
+        tls: RouteTlsPolicy | None = None,
     ) -> None:
         self._lookup = lookup
+        self._tls = tls
         self._transports = transports
         self._relayhost = relayhost
         self._delivery_port = delivery_port
@@ -77,11 +86,26 @@ class Router:
         self._in_flight: dict[CacheKey, asyncio.Task[Destination | Failure]] = {}
 
     async def route(self, domain: str) -> message_pb2.Route | RouteFailure:
-        """The route for mail to `domain`."""
+        """The route for mail to `domain`, with its TLS policy (route_tls)."""
+        result = await self._find_route(domain)
+        if self._tls is None or isinstance(result, RouteFailure):
+            return result
+        refusal = await self._tls.apply(normalize_domain(domain), result)
+        if refusal is not None:  # RFC 8461 §5.1: no MX host satisfies an enforced MTA-STS policy
+            return RouteFailure(True, refusal.status, refusal.diagnostic, cast(Source, result.source))
+        return result
+
+    async def _find_route(self, domain: str) -> message_pb2.Route | RouteFailure:
+        """The route for mail to `domain` (hosts only)."""
         name = normalize_domain(domain)
         transport = self._transports.lookup(name)
         if transport is not None:
-            return await self._route_nexthop(transport.nexthop, "transport")
+            if transport.nexthop.unix_socket:  # lmtp:unix:/path
+                return unix_socket_route(transport.nexthop)
+            route = await self._route_nexthop(transport.nexthop, "transport")
+            if isinstance(route, message_pb2.Route):
+                route.kind = transport_kind(transport)
+            return route
         if self._relayhost is not None:
             return await self._route_nexthop(self._relayhost, "relayhost")
         literal = _address_literal(name)

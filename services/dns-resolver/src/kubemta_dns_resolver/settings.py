@@ -5,11 +5,13 @@ service with a message naming the variable instead of failing the first job.
 """
 
 import ipaddress
+from pathlib import Path
 
 from pydantic import Field, field_validator
 
 from kubemta_common.config_types import CommaList, Duration, Listen, parse_listen, split_host_port
 from kubemta_common.settings import ServiceSettings
+from kubemta_dns_resolver.tls_policy import TlsPolicyMap, parse_tls_policy
 from kubemta_dns_resolver.transports import Nexthop, TransportMap, parse_relayhost, parse_transports
 
 DNS_PORT = 53  # RFC 1035 §4.2
@@ -35,7 +37,13 @@ class ResolverSettings(ServiceSettings):
     dns_nameservers: CommaList = Field(
         default_factory=list, description="Name servers as host:port,...; empty = the system's /etc/resolv.conf"
     )
-    transports: str = Field(default="", description="Static routes: domain=smtp:[host]:port;.sub.domain=smtp:host:port")
+    transports: str = Field(
+        default="",
+        description=(
+            "Static routes: domain=smtp:[host]:port;.sub.domain=smtp:host:port;local.domain=lmtp:[host]:24 or "
+            "lmtp:unix:/path (LMTP: A/AAAA only, default port 24)"
+        ),
+    )
     relayhost: str = Field(default="", description="Send all other mail via [host]:port or host[:port]")
     delivery_port: int = Field(default=25, ge=1, le=65535, description="TCP port of MX hosts")
     dns_timeout: Duration = Field(default=10.0, gt=0, description="Time limit of one DNS lookup")
@@ -44,6 +52,14 @@ class ResolverSettings(ServiceSettings):
         default=60.0, ge=0, description="Longest time an NXDOMAIN, null MX or no-address answer is cached"
     )
     dns_max_ttl: Duration = Field(default=86400.0, ge=0, description="Longest time any answer is cached")
+    tls_policy: str = Field(
+        default="", description="TLS levels per destination: domain=none|may|encrypt|verify;.parent=...;*=default"
+    )
+    mta_sts: bool = Field(default=True, description="Apply MTA-STS policies (RFC 8461) of recipient domains")
+    mta_sts_port: int = Field(default=443, ge=1, le=65535, description="HTTPS port of MTA-STS policy hosts")
+    mta_sts_ca_file: str = Field(default="", description="CA bundle for MTA-STS policy hosts; empty = the system's")
+    mta_sts_timeout: Duration = Field(default=10.0, gt=0, description="Time limit of one MTA-STS policy fetch")
+    mta_sts_cache_size: int = Field(default=10000, ge=0, description="MTA-STS policies kept in the cache")
 
     @field_validator("dns_nameservers")
     @classmethod
@@ -56,6 +72,19 @@ class ResolverSettings(ServiceSettings):
     @classmethod
     def _check_transports(cls, value: str) -> str:
         parse_transports(value)
+        return value
+
+    @field_validator("tls_policy")
+    @classmethod
+    def _check_tls_policy(cls, value: str) -> str:
+        parse_tls_policy(value)
+        return value
+
+    @field_validator("mta_sts_ca_file")
+    @classmethod
+    def _check_ca_file(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"CA file {value!r} does not exist")
         return value
 
     @field_validator("relayhost")
@@ -75,3 +104,7 @@ class ResolverSettings(ServiceSettings):
     def relay_nexthop(self) -> Nexthop | None:
         """The parsed `KUBEMTA_RELAYHOST`, or None."""
         return parse_relayhost(self.relayhost)
+
+    def tls_policy_map(self) -> TlsPolicyMap:
+        """The parsed `KUBEMTA_TLS_POLICY`."""
+        return parse_tls_policy(self.tls_policy)

@@ -8,17 +8,28 @@ The syntax follows Postfix (transport(5), relayhost in postconf(5)):
   records of `host` (or `host` is an IP literal). A next hop `host:port` (or `host`) is
   looked up like a mail domain: MX first, then A/AAAA.
 - `KUBEMTA_RELAYHOST` is a single next hop in the same syntax (without a scheme).
+- `lmtp:` next hops (lmtp(8) destination syntax) are `host:port`, `[host]:port`,
+  `inet:host:port` or `unix:/path/to/socket`. An LMTP host is never looked up as a mail
+  domain: a name gets only its A/AAAA records, bracketed or not (Postfix's LMTP client
+  does no MX lookups either); without a port, LMTP uses port 24 (Postfix's default).
 
-A next hop without a port uses `KUBEMTA_DELIVERY_PORT`.
+An SMTP next hop without a port uses `KUBEMTA_DELIVERY_PORT`.
 """
 
 import ipaddress
 from dataclasses import dataclass
 
+from kubemta.v1 import message_pb2
 from kubemta_common.config_types import split_host_port
+from kubemta_common.providers import provider_for_hosts
 
-SUPPORTED_SCHEMES: tuple[str, ...] = ("smtp",)
-"""Transport schemes this version delivers with (LMTP comes with its own issue)."""
+SUPPORTED_SCHEMES: tuple[str, ...] = ("smtp", "lmtp")
+"""Transport schemes this version delivers with."""
+LMTP_SCHEME = "lmtp"
+# Postfix lmtp(8): a TCP destination without a port connects to port 24 (IANA "lmtp").
+LMTP_PORT = 24
+UNIX_PREFIX = "unix:"
+INET_PREFIX = "inet:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +42,8 @@ class Nexthop:
     """TCP port; None means KUBEMTA_DELIVERY_PORT."""
     mx_lookup: bool
     """True for `host` (look up MX first), False for `[host]` (A/AAAA only)."""
+    unix_socket: str = ""
+    """Path of a unix socket to connect to instead (LMTP only); `host` is empty then."""
 
     @property
     def is_address(self) -> bool:
@@ -38,6 +51,8 @@ class Nexthop:
         return _is_ip(self.host)
 
     def __str__(self) -> str:
+        if self.unix_socket:
+            return UNIX_PREFIX + self.unix_socket
         host = f"[{self.host}]" if not self.mx_lookup else self.host
         return host if self.port is None else f"{host}:{self.port}"
 
@@ -48,6 +63,21 @@ class Transport:
 
     scheme: str
     nexthop: Nexthop
+
+
+def transport_kind(transport: Transport) -> message_pb2.TransportKind.ValueType:
+    """The route kind a transport delivers with."""
+    return message_pb2.TRANSPORT_KIND_LMTP if transport.scheme == LMTP_SCHEME else message_pb2.TRANSPORT_KIND_SMTP
+
+
+def unix_socket_route(nexthop: Nexthop) -> message_pb2.Route:
+    """The route of an `lmtp:unix:/path` transport: that socket, no DNS."""
+    return message_pb2.Route(
+        kind=message_pb2.TRANSPORT_KIND_LMTP,
+        hosts=[message_pb2.RouteHost(unix_socket=nexthop.unix_socket)],
+        provider=provider_for_hosts([]),
+        source="transport",
+    )
 
 
 def _is_ip(text: str) -> bool:
@@ -99,7 +129,23 @@ def parse_transport(text: str) -> Transport:
         )
     if not rest.strip():
         raise ValueError(f"invalid transport {text!r}: missing next hop after {scheme}:")
+    if scheme == LMTP_SCHEME:
+        return Transport(scheme=scheme, nexthop=parse_lmtp_nexthop(rest))
     return Transport(scheme=scheme, nexthop=parse_nexthop(rest))
+
+
+def parse_lmtp_nexthop(text: str) -> Nexthop:
+    """Parse an LMTP destination: `unix:/path`, or `[inet:]host[:port]` / `[inet:][host][:port]` (A/AAAA only)."""
+    text = text.strip()
+    if text.lower().startswith(UNIX_PREFIX):
+        path = text[len(UNIX_PREFIX) :].strip()
+        if not path.startswith("/"):
+            raise ValueError(f"invalid LMTP next hop {text!r}: the socket path must be absolute, e.g. unix:/run/lmtp")
+        return Nexthop(host="", port=None, mx_lookup=False, unix_socket=path)
+    if text.lower().startswith(INET_PREFIX):
+        text = text[len(INET_PREFIX) :]
+    nexthop = parse_nexthop(text)
+    return Nexthop(host=nexthop.host, port=nexthop.port or LMTP_PORT, mx_lookup=False)
 
 
 class TransportMap:

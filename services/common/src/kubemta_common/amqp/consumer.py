@@ -86,3 +86,5 @@ class Consumer:
             _, pending = await asyncio.wait(set(self._in_flight), timeout=drain_seconds)
             for task in pending:
                 task.cancel()
+            if pending:  # let cancelled handlers finish their clean-up before the connection closes
+                await asyncio.wait(pending, timeout=5)

@@ -9,7 +9,9 @@ channel re-declares it after a reconnect). Queues are durable quorum queues.
 - `results`: delivery results -> queue-manager
 - `retry.<delay>`: one queue per retry delay, with that message TTL, dead-lettering
   back to `route` (tiered, so a short delay never waits behind a long one)
-- `held`: messages a consumer rejected as unprocessable; kept for an operator, never dropped
+- `held`: messages a consumer rejected as unprocessable, or that were delivered to consumers
+  `DELIVERY_LIMIT` times without being acknowledged (a poison message that crashes its
+  consumer); kept for an operator, never dropped
 """
 
 from collections.abc import Iterable
@@ -28,6 +30,13 @@ RESULTS = "results"
 HELD = "held"
 STAGE_QUEUES: tuple[str, ...] = (INBOUND, ROUTE, DELIVER, RESULTS)
 
+DELIVERY_LIMIT = 10
+"""Deliveries of one message before a stage queue dead-letters it to `held` (quorum queue
+`x-delivery-limit`). Every return counts (a crash, a requeue after a failed publish, a drain),
+so it is well above what ordinary trouble causes. Brokers whose queues predate this argument
+get it by policy: `rabbitmqctl set_policy --apply-to quorum_queues kubemta-delivery-limit
+'^(inbound|route|deliver|results)$' '{"delivery-limit":10}'`."""
+
 
 def retry_queue_name(delay_seconds: float) -> str:
     """The name (and routing key) of the delay queue for one retry delay, e.g. `retry.5m`."""
@@ -39,6 +48,7 @@ def _quorum_arguments() -> FieldTable:
     # at-least-once strategy needs overflow=reject-publish (RabbitMQ quorum queue docs).
     return {
         "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
         "x-dead-letter-exchange": EXCHANGE,
         "x-dead-letter-routing-key": HELD,
         "x-dead-letter-strategy": "at-least-once",

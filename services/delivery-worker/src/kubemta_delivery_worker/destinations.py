@@ -1,0 +1,215 @@
+"""Per-destination concurrency and back-off, within one worker.
+
+A destination is the job's domain for MX routes, or the route's first host for
+relayhost and transport routes (every job through one relay or mailbox server shares
+its limit, whatever the recipients' domains). At most `concurrency` deliveries to one
+destination run at a time (Postfix `default_destination_concurrency_limit`, 20); a job
+waits for a slot for at most `wait_seconds`, then is deferred with 4.4.5 and goes
+through the normal retry schedule, so it never holds a consumer slot for long.
+
+A reply asking us to slow down (421 anywhere, or a 4.7.x reply speaking of rates or
+limits) pauses the destination for `backoff_seconds`: jobs arriving meanwhile are
+deferred at once without connecting, and afterwards the destination starts again at
+one delivery at a time, growing by one with each delivery that is not throttled
+(Postfix's concurrency feedback: `default_destination_concurrency_negative_feedback`,
+`..._positive_feedback`; its "delivery temporarily suspended" wording is reused).
+
+The map of destinations is bounded (least recently used idle entries are forgotten).
+"""
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from kubemta.v1 import message_pb2
+from kubemta_delivery_worker.metrics import DESTINATION_BACKOFFS, DESTINATION_DEFERRALS
+
+logger = logging.getLogger(__name__)
+
+# RFC 5321 §4.2.3: 421 service not available, closing transmission channel.
+SERVICE_NOT_AVAILABLE = 421
+# RFC 3463 §3.5: 4.4.5 mail system congestion (our own limit for the destination is full).
+STATUS_CONGESTION = "4.4.5"
+# RFC 3463 §3.8 security/policy 4.7.x replies that are about sending too fast.
+_RATE_WORDS = re.compile(r"rate|limit|too many|slow down|throttl|busy|volume", re.IGNORECASE)
+_POLICY_STATUS = re.compile(r"^4\.7\.\d+$")
+# Destinations remembered at once; idle ones beyond this are forgotten, least recently used first.
+MAX_DESTINATIONS = 10_000
+# Sources of routes that go to one fixed next hop rather than the domain's MX hosts.
+NEXTHOP_SOURCES = frozenset({"relayhost", "transport"})
+
+
+def destination_of(job: message_pb2.DeliveryJob) -> str:
+    """The destination a job counts against: its domain, or its relayhost/transport next hop."""
+    if job.route.source in NEXTHOP_SOURCES and job.route.hosts:
+        host = job.route.hosts[0]
+        where = host.unix_socket or f"{host.hostname or host.address}:{host.port}"
+        return f"{job.route.source}:{where.lower()}"
+    return job.domain.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """A reply that asked us to slow down."""
+
+    status: str
+    diagnostic: str
+
+
+def throttle_of(code: int, status: str, diagnostic: str) -> Throttle | None:
+    """A Throttle when a reply is 421, or a 4xx with a 4.7.x status speaking of rates or limits."""
+    if code == SERVICE_NOT_AVAILABLE or (
+        400 <= code < 500 and _POLICY_STATUS.match(status) and _RATE_WORDS.search(diagnostic)
+    ):
+        return Throttle(status or "4.0.0", diagnostic)
+    return None
+
+
+def first_throttle(replies: Iterable[tuple[int, str, str]]) -> Throttle | None:
+    """The first of (code, status, diagnostic) replies that asked us to slow down."""
+    for code, status, diagnostic in replies:
+        found = throttle_of(code, status, diagnostic)
+        if found is not None:
+            return found
+    return None
+
+
+class DestinationDeferred(Exception):
+    """The destination is paused or full: defer the job without connecting."""
+
+    def __init__(self, status: str, diagnostic: str, reason: str) -> None:
+        super().__init__(diagnostic)
+        self.status = status
+        self.diagnostic = diagnostic
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Destination:
+    limit: int
+    active: int = 0
+    paused_until: float = 0.0
+    throttle: Throttle | None = None
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+
+class Slot:
+    """A running delivery to a destination; `throttled()` reports a slow-down reply."""
+
+    def __init__(self, queue_id: str) -> None:
+        self.queue_id = queue_id
+        self.throttle: Throttle | None = None
+
+    def throttled(self, throttle: Throttle) -> None:
+        self.throttle = throttle
+
+
+class Destinations:
+    """Concurrency slots and pauses per destination."""
+
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        backoff_seconds: float,
+        wait_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_destinations: int = MAX_DESTINATIONS,
+    ) -> None:
+        self._concurrency = concurrency
+        self._backoff = backoff_seconds
+        self._wait = wait_seconds
+        self._clock = clock
+        self._max = max_destinations
+        self._destinations: OrderedDict[str, _Destination] = OrderedDict()
+
+    def active(self, destination: str) -> int:
+        """Deliveries running to `destination` now."""
+        entry = self._destinations.get(destination)
+        return entry.active if entry else 0
+
+    def limit(self, destination: str) -> int:
+        """The current concurrency limit of `destination`."""
+        entry = self._destinations.get(destination)
+        return entry.limit if entry else self._concurrency
+
+    def _entry(self, destination: str) -> _Destination:
+        entry = self._destinations.get(destination)
+        if entry is None:
+            entry = self._destinations[destination] = _Destination(self._concurrency)
+            self._forget_idle()
+        self._destinations.move_to_end(destination)
+        return entry
+
+    def _forget_idle(self) -> None:
+        now = self._clock()
+        for name in list(self._destinations):
+            if len(self._destinations) <= self._max:
+                return
+            entry = self._destinations[name]
+            if entry.active == 0 and entry.paused_until <= now:
+                del self._destinations[name]
+
+    def _check_paused(self, destination: str, entry: _Destination) -> None:
+        remaining = entry.paused_until - self._clock()
+        if remaining > 0:
+            DESTINATION_DEFERRALS.labels(reason="backoff").inc()
+            cause = entry.throttle.diagnostic if entry.throttle else "slow-down reply"
+            raise DestinationDeferred(
+                entry.throttle.status if entry.throttle else STATUS_CONGESTION,
+                f"delivery temporarily suspended for {remaining:.0f}s: {cause}",
+                "backoff",
+            )
+
+    @asynccontextmanager
+    async def slot(self, destination: str, queue_id: str = "") -> AsyncIterator[Slot]:
+        """Wait (bounded) for a slot; raises DestinationDeferred when paused or still full after the wait."""
+        entry = self._entry(destination)
+        self._check_paused(destination, entry)
+        async with entry.changed:
+            try:
+                async with asyncio.timeout(self._wait):
+                    await entry.changed.wait_for(lambda: entry.active < entry.limit or self._paused(entry))
+            except TimeoutError:
+                DESTINATION_DEFERRALS.labels(reason="busy").inc()
+                raise DestinationDeferred(
+                    STATUS_CONGESTION,
+                    f"delivery temporarily suspended: {entry.active} deliveries to {destination} "
+                    f"already running, none finished within {self._wait:.0f}s",
+                    "busy",
+                ) from None
+            self._check_paused(destination, entry)
+            entry.active += 1
+        slot = Slot(queue_id)
+        try:
+            yield slot
+        finally:
+            entry.active -= 1
+            self._feedback(destination, entry, slot)
+            async with entry.changed:
+                entry.changed.notify_all()
+
+    def _paused(self, entry: _Destination) -> bool:
+        return entry.paused_until > self._clock()
+
+    def _feedback(self, destination: str, entry: _Destination, slot: Slot) -> None:
+        throttle = slot.throttle
+        if throttle is None:
+            entry.limit = min(self._concurrency, entry.limit + 1)
+            return
+        entry.limit = 1
+        entry.throttle = throttle
+        entry.paused_until = self._clock() + self._backoff
+        DESTINATION_BACKOFFS.inc()
+        logger.warning(
+            "backing off %s for %.0fs (concurrency 1 afterwards): %s",
+            destination,
+            self._backoff,
+            throttle.diagnostic,
+            extra={"queue_id": slot.queue_id, "destination": destination, "backoff_seconds": self._backoff},
+        )
