@@ -11,22 +11,20 @@ query for a name in it with SERVFAIL (verified with NSD 4.6: "zonefile ... does 
 exist" at start, then rcode SERVFAIL). Names outside every zone get REFUSED.
 """
 
-import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
+
+from tests.harness import processes
 
 NSD_CANDIDATES = ("/usr/sbin/nsd", "nsd")
 START_TIMEOUT = 10.0
@@ -78,7 +76,7 @@ def zone_text(origin: str, records: list[str], ttl: int = 300, negative_ttl: int
     return "\n".join(lines) + "\n"
 
 
-class DnsServer:
+class DnsServer(processes.ManagedServer):
     """NSD serving `zones` (origin -> zone file text) on `address`:`port`."""
 
     def __init__(
@@ -183,19 +181,4 @@ class DnsServer:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=STOP_TIMEOUT)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
+        processes.stop(process, grace=STOP_TIMEOUT)

@@ -28,8 +28,6 @@ import stat
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from tests.harness import processes
 
@@ -63,7 +61,7 @@ def _lmtp_greeting(address: str, port: int) -> bool:
         return False
 
 
-class Dovecot:
+class Dovecot(processes.ManagedServer):
     """Dovecot with LMTP (TCP and unix socket) and IMAP for `users` (name -> password)."""
 
     def __init__(self, workdir: Path, address: str, lmtp_port: int, imap_port: int, users: dict[str, str]) -> None:
@@ -218,12 +216,3 @@ service imap-login {{
         process, self._process = self._process, None
         if process is not None:
             processes.stop(process, grace=STOP_GRACE)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
