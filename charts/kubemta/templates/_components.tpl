@@ -9,6 +9,16 @@ so the four components stay identical where they should.
 {{- $v := get $root.Values .key -}}
 {{- $c := include "kubemta.component" . | fromYaml -}}
 {{- $isIngress := eq .key "smtpIngress" -}}
+{{- $isWorker := eq .key "deliveryWorker" -}}
+{{- $relayAuth := and $isWorker $root.Values.relayhost.existingSecret -}}
+{{- if and $relayAuth (not $root.Values.config.relayhost) -}}
+{{- fail "relayhost.existingSecret holds credentials for config.relayhost: set config.relayhost too" -}}
+{{- end -}}
+{{- $tlsCa := $root.Values.tlsCa -}}
+{{- if and $tlsCa.existingSecret $tlsCa.existingConfigMap -}}
+{{- fail "tlsCa: set existingSecret or existingConfigMap, not both" -}}
+{{- end -}}
+{{- $mountCa := and $isWorker (or $tlsCa.existingSecret $tlsCa.existingConfigMap) -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -100,6 +110,10 @@ spec:
             - name: KUBEMTA_DKIM_KEYS_DIR
               value: /etc/kubemta/dkim
             {{- end }}
+            {{- if $mountCa }}
+            - name: KUBEMTA_TLS_CA_FILE
+              value: /etc/kubemta/tls-ca/{{ $tlsCa.key }}
+            {{- end }}
             {{- with (concat $root.Values.global.extraEnv $v.extraEnv) }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -146,7 +160,7 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
-            {{- if $root.Values.secrets.existingSecret }}
+            {{- if or $root.Values.secrets.existingSecret $relayAuth }}
             - name: kubemta-secrets
               mountPath: /run/secrets/kubemta
               readOnly: true
@@ -166,11 +180,33 @@ spec:
               mountPath: /etc/kubemta/dkim
               readOnly: true
             {{- end }}
+            {{- if $mountCa }}
+            - name: tls-ca
+              mountPath: /etc/kubemta/tls-ca
+              readOnly: true
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
-        {{- if $root.Values.secrets.existingSecret }}
+        {{- if $relayAuth }}
+        # the settings' secrets directory: secrets.existingSecret plus the relayhost credentials as
+        # relayhost_username / relayhost_password (KUBEMTA_RELAYHOST_USERNAME / _PASSWORD)
+        - name: kubemta-secrets
+          projected:
+            sources:
+              {{- with $root.Values.secrets.existingSecret }}
+              - secret:
+                  name: {{ . }}
+              {{- end }}
+              - secret:
+                  name: {{ $root.Values.relayhost.existingSecret }}
+                  items:
+                    - key: {{ $root.Values.relayhost.usernameKey }}
+                      path: relayhost_username
+                    - key: {{ $root.Values.relayhost.passwordKey }}
+                      path: relayhost_password
+        {{- else if $root.Values.secrets.existingSecret }}
         - name: kubemta-secrets
           secret:
             secretName: {{ $root.Values.secrets.existingSecret }}
@@ -189,6 +225,19 @@ spec:
         - name: dkim
           secret:
             secretName: {{ $root.Values.dkim.existingSecret }}
+        {{- end }}
+        {{- if $mountCa }}
+        - name: tls-ca
+          {{- if $tlsCa.existingSecret }}
+          secret:
+            secretName: {{ $tlsCa.existingSecret }}
+          {{- else }}
+          configMap:
+            name: {{ $tlsCa.existingConfigMap }}
+          {{- end }}
+            items:
+              - key: {{ $tlsCa.key }}
+                path: {{ $tlsCa.key }}
         {{- end }}
 {{- end -}}
 
@@ -389,11 +438,25 @@ spec:
       {{- end }}
     {{- if eq .key "deliveryWorker" }}
     # destination MX hosts, relayhosts and LMTP servers
+    {{- $relayPort := include "kubemta.relayhostPort" $root }}
+    {{- $ports := list }}
     - ports:
         {{- range $v.networkPolicy.deliveryPorts }}
+        {{- $ports = append $ports (toString (int .)) }}
         - port: {{ . }}
           protocol: TCP
         {{- end }}
+        {{- if and $relayPort (not (has $relayPort $ports)) }}
+        # config.relayhost
+        - port: {{ $relayPort }}
+          protocol: TCP
+        {{- end }}
+    {{- end }}
+    {{- if and (eq .key "dnsResolver") $root.Values.config.mtaSts }}
+    # MTA-STS policy fetches (https://mta-sts.<domain>/.well-known/mta-sts.txt)
+    - ports:
+        - port: 443
+          protocol: TCP
     {{- end }}
     {{- with $v.networkPolicy.extraEgress }}
     {{- toYaml . | nindent 4 }}

@@ -162,3 +162,27 @@ app.kubernetes.io/component: {{ $c.name }}
 {{- $values := get .root.Values .key -}}
 {{- if and $values.autoscaling.hpa.enabled (not (include "kubemta.kedaEnabled" .)) -}}true{{- end -}}
 {{- end -}}
+
+{{/*
+ConfigMap entries for a dict of KUBEMTA_* name -> value, skipping the unset ones (null or ""), so the
+service's own default applies. Whole numbers are written without an exponent (YAML numbers are floats).
+*/}}
+{{- define "kubemta.optionalSettings" -}}
+{{- range $name, $value := . }}
+{{- if not (or (kindIs "invalid" $value) (and (kindIs "string" $value) (eq $value ""))) }}
+{{- if and (kindIs "float64" $value) (eq $value (float64 (int64 $value))) }}
+{{ $name }}: {{ int64 $value | quote }}
+{{- else }}
+{{ $name }}: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The port of `config.relayhost` (`[host]:port` or `host[:port]`; 25 without one), or nothing. */}}
+{{- define "kubemta.relayhostPort" -}}
+{{- with .Values.config.relayhost -}}
+{{- $port := regexFind ":[0-9]+$" (trim .) -}}
+{{- if $port -}}{{ trimPrefix ":" $port }}{{- else -}}25{{- end -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,180 @@
+"""The chart's first-class service settings: written to the ConfigMap only when set, secrets only mounted."""
+
+import json
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from tests.chart.render import CHART, SCENARIOS, render
+from tests.chart.test_chart import deployments, env_of, manifests, of_kind
+
+(RELAYHOST,) = [path for path in SCENARIOS if path.name == "relayhost-values.yaml"]
+# Settings the chart leaves to the services' own defaults unless a value is set.
+OPTIONAL = (
+    "KUBEMTA_MAX_CONNECTIONS",
+    "KUBEMTA_MAX_CONNECTIONS_PER_IP",
+    "KUBEMTA_MAX_ERRORS",
+    "KUBEMTA_SMTP_TIMEOUT",
+    "KUBEMTA_DATA_RECEIVE_TIMEOUT",
+    "KUBEMTA_MAX_SESSION_DURATION",
+    "KUBEMTA_AUTH_FAILURE_LIMIT",
+    "KUBEMTA_AUTH_FAILURE_WINDOW",
+    "KUBEMTA_AUTH_FAILURE_DELAY",
+    "KUBEMTA_TLS_RELOAD_INTERVAL",
+    "KUBEMTA_PROXY_PROTOCOL_TIMEOUT",
+    "KUBEMTA_DNS_TIMEOUT",
+    "KUBEMTA_DNS_CACHE_SIZE",
+    "KUBEMTA_TLS_POLICY",
+    "KUBEMTA_MTA_STS_TIMEOUT",
+    "KUBEMTA_MTA_STS_CACHE_SIZE",
+    "KUBEMTA_DESTINATION_CONCURRENCY",
+    "KUBEMTA_DESTINATION_BACKOFF",
+    "KUBEMTA_DESTINATION_WAIT",
+    "KUBEMTA_CONNECTION_IDLE_SECONDS",
+    "KUBEMTA_CONNECTION_CACHE_PER_HOST",
+    "KUBEMTA_CONNECTION_CACHE_SIZE",
+    "KUBEMTA_DELIVERY_LIMIT",
+    "KUBEMTA_SMTP_CONNECT_TIMEOUT",
+    "KUBEMTA_SMTP_COMMAND_TIMEOUT",
+    "KUBEMTA_SMTP_DATA_TIMEOUT",
+)
+
+
+def config_data(docs: list[dict[str, Any]]) -> dict[str, str]:
+    (configmap,) = [doc for doc in of_kind(docs, "ConfigMap") if doc["metadata"]["name"].endswith("-config")]
+    return dict(configmap["data"])
+
+
+def egress_ports(docs: list[dict[str, Any]], component_name: str) -> set[Any]:
+    (policy,) = [
+        doc
+        for doc in of_kind(docs, "NetworkPolicy")
+        if doc["metadata"]["labels"]["app.kubernetes.io/component"] == component_name
+    ]
+    return {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+
+
+def test_unset_settings_are_left_to_the_services() -> None:
+    data = config_data(manifests(None))
+    assert not set(OPTIONAL) & set(data)
+    assert data["KUBEMTA_MTA_STS"] == "true"
+
+
+def test_set_settings_land_in_the_configmap() -> None:
+    data = config_data(manifests(RELAYHOST))
+    assert data["KUBEMTA_RELAYHOST"] == "[smtp.example.net]:587"
+    assert data["KUBEMTA_TLS_POLICY"] == "example.com=verify;*=may"
+    assert data["KUBEMTA_MTA_STS"] == "false"
+    assert data["KUBEMTA_MAX_CONNECTIONS"] == "500"
+    assert data["KUBEMTA_MAX_CONNECTIONS_PER_IP"] == "20"
+    assert data["KUBEMTA_SMTP_TIMEOUT"] == "2m"
+    assert data["KUBEMTA_AUTH_FAILURE_LIMIT"] == "3"
+    assert data["KUBEMTA_DESTINATION_CONCURRENCY"] == "10"
+    assert data["KUBEMTA_DESTINATION_BACKOFF"] == "2m"
+    assert data["KUBEMTA_CONNECTION_IDLE_SECONDS"] == "0"  # a set zero is a value, not "unset"
+    assert data["KUBEMTA_SMTP_CONNECT_TIMEOUT"] == "20s"
+    assert "KUBEMTA_SMTP_DATA_TIMEOUT" not in data
+
+
+def test_numbers_are_written_as_the_services_parse_them() -> None:
+    data = config_data(
+        render(
+            {
+                "config": {"dnsCacheSize": 1000000, "destinationBackoff": 2.5, "mtaStsCacheSize": 0},
+                "smtpIngress": {"proxyProtocol": {"timeout": 3}},
+            }
+        )
+    )
+    assert data["KUBEMTA_DNS_CACHE_SIZE"] == "1000000"
+    assert data["KUBEMTA_DESTINATION_BACKOFF"] == "2.5"
+    assert data["KUBEMTA_MTA_STS_CACHE_SIZE"] == "0"
+    assert data["KUBEMTA_PROXY_PROTOCOL_TIMEOUT"] == "3"
+
+
+def test_relayhost_credentials_are_mounted_only_into_the_worker_and_never_configured() -> None:
+    docs = manifests(RELAYHOST)
+    data = config_data(docs)
+    assert not [key for key in data if "RELAYHOST_USERNAME" in key or "RELAYHOST_PASSWORD" in key]
+    assert not [doc for doc in of_kind(docs, "Secret") if "relayhost" in json.dumps(doc).lower()]
+    for name, deployment in deployments(docs).items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert not {"KUBEMTA_RELAYHOST_USERNAME", "KUBEMTA_RELAYHOST_PASSWORD"} & set(env_of(container))
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
+        assert mounts["kubemta-secrets"]["mountPath"] == "/run/secrets/kubemta"
+        if name != "delivery-worker":
+            assert volumes["kubemta-secrets"]["secret"] == {"secretName": "kubemta-secrets"}
+            continue
+        sources = volumes["kubemta-secrets"]["projected"]["sources"]
+        assert sources[0] == {"secret": {"name": "kubemta-secrets"}}
+        assert sources[1]["secret"]["name"] == "kubemta-relayhost"
+        assert sources[1]["secret"]["items"] == [
+            {"key": "username", "path": "relayhost_username"},
+            {"key": "password", "path": "relayhost_password"},
+        ]
+
+
+def test_relayhost_credentials_alone_get_their_own_secrets_directory() -> None:
+    docs = render({"config": {"relayhost": "smtp.example.net"}, "relayhost": {"existingSecret": "relay"}})
+    pod = deployments(docs)["delivery-worker"]["spec"]["template"]["spec"]
+    (volume,) = [volume for volume in pod["volumes"] if volume["name"] == "kubemta-secrets"]
+    assert [source["secret"]["name"] for source in volume["projected"]["sources"]] == ["relay"]
+    assert "kubemta-secrets" not in json.dumps(deployments(docs)["queue-manager"])
+    assert 25 in egress_ports(docs, "delivery-worker")  # no port in the relayhost: 25
+
+
+def test_relayhost_credentials_need_a_relayhost() -> None:
+    with pytest.raises(Exception, match="set config.relayhost too"):
+        render({"relayhost": {"existingSecret": "relay"}})
+
+
+def test_tls_ca_bundle_is_mounted_for_the_worker() -> None:
+    docs = manifests(RELAYHOST)
+    for name, deployment in deployments(docs).items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        if name != "delivery-worker":
+            assert "tls-ca" not in volumes and "KUBEMTA_TLS_CA_FILE" not in env_of(container)
+            continue
+        assert env_of(container)["KUBEMTA_TLS_CA_FILE"]["value"] == "/etc/kubemta/tls-ca/ca.pem"
+        assert volumes["tls-ca"]["secret"] == {
+            "secretName": "kubemta-ca",
+            "items": [{"key": "ca.pem", "path": "ca.pem"}],
+        }
+        assert {"name": "tls-ca", "mountPath": "/etc/kubemta/tls-ca", "readOnly": True} in container["volumeMounts"]
+    worker = deployments(render({"tlsCa": {"existingConfigMap": "trust-bundle"}}))["delivery-worker"]
+    (volume,) = [v for v in worker["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls-ca"]
+    assert volume["configMap"]["name"] == "trust-bundle"
+    with pytest.raises(Exception, match="not both"):
+        render({"tlsCa": {"existingSecret": "a", "existingConfigMap": "b"}})
+
+
+def test_network_policies_follow_the_relayhost_and_mta_sts() -> None:
+    defaults = manifests(None)
+    assert 443 in egress_ports(defaults, "dns-resolver")  # MTA-STS policy fetches, on by default
+    assert 587 not in egress_ports(defaults, "delivery-worker")
+    docs = manifests(RELAYHOST)
+    assert 443 not in egress_ports(docs, "dns-resolver")
+    assert {25, 587} <= egress_ports(docs, "delivery-worker")
+
+
+def test_schema_checks_the_settings() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.validate(defaults, schema)
+    good: dict[str, Any] = {"config": {"smtpTimeout": "90s", "destinationBackoff": 2.5, "dnsCacheSize": 0}}
+    jsonschema.validate(good, schema)
+    bad: dict[str, Any]
+    for bad in (
+        {"config": {"smtpTimeout": "5 minutes"}},
+        {"config": {"maxConnections": 0}},
+        {"config": {"mtaSts": "yes"}},
+        {"relayhost": {"password": "secret"}},
+        {"smtpIngress": {"proxyProtocol": {"timeout": "soon"}}},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
