@@ -2,7 +2,8 @@
 # Installs the Debian packages kubemta's tests and `make run` need, when missing:
 # nsd (the test DNS server), swaks (a real SMTP client), rabbitmq-server (a private
 # broker when none answers), prometheus (promtool, to test the alert rules), dovecot
-# (LMTP + IMAP, the mailbox server of the LMTP tests).
+# (LMTP + IMAP, the mailbox server of the LMTP tests), opendkim-tools (an independent
+# DKIM verifier for the signing tests).
 set -euo pipefail
 missing=()
 command -v nsd >/dev/null || missing+=(nsd)
@@ -11,6 +12,7 @@ command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
 command -v promtool >/dev/null || missing+=(prometheus)
 [[ -x /usr/lib/dovecot/lmtp ]] || missing+=(dovecot-lmtpd)
 [[ -x /usr/lib/dovecot/imap ]] || missing+=(dovecot-imapd)
+command -v opendkim-testmsg >/dev/null || missing+=(opendkim-tools)
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "missing Debian packages: ${missing[*]} (run as root or install them)" >&2

@@ -4,14 +4,24 @@ Test modules cannot import each other (--import-mode=importlib), so the helpers 
 tests as the `kit` fixture.
 """
 
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kubemta.v1 import message_pb2
 from kubemta_common.errors import PublishFailed
+from kubemta_queue_manager import dkim_cli
 from kubemta_queue_manager.handlers import Outgoing, QueueManager
 from kubemta_queue_manager.settings import QueueManagerSettings
 
@@ -166,3 +176,65 @@ def make_manager(publisher: FakePublisher) -> Callable[..., QueueManager]:
 @pytest.fixture
 def manager(make_manager: Callable[..., QueueManager]) -> QueueManager:
     return make_manager()
+
+
+OPENDKIM_TESTMSG = "/usr/sbin/opendkim-testmsg"
+NETNS_DRIVER = Path(__file__).with_name("opendkim_netns_driver.py")
+
+
+def opendkim_unavailable() -> str | None:
+    """Why opendkim-testmsg cannot run here, or None."""
+    if not os.access(OPENDKIM_TESTMSG, os.X_OK):
+        return "opendkim-testmsg is not installed (Debian package opendkim-tools)"
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "unshare or ip is missing"
+    if subprocess.run(["unshare", "-rmn", "true"], capture_output=True).returncode != 0:
+        return "cannot create user/mount/network namespaces (unshare -rmn)"
+    return None
+
+
+class DkimZone:
+    """Keys made with the real CLI in `keys_dir`, and the DNS TXT records it printed for them."""
+
+    def __init__(self, keys_dir: Path) -> None:
+        self.keys_dir = keys_dir
+        self.records: dict[str, list[str]] = {}
+        self.printed: list[str] = []
+
+    def generate(self, domain: str, selector: str, algorithm: str = "rsa") -> str:
+        """Run `dkim generate` and publish the record it printed; the printed line."""
+        out = io.StringIO()
+        argv = ["dkim", "generate", "--domain", domain, "--selector", selector, "--algorithm", algorithm]
+        with contextlib.redirect_stdout(out):
+            status = dkim_cli.main([*argv, "--keys-dir", str(self.keys_dir)])
+        assert status == 0
+        line = out.getvalue().strip()
+        self.printed.append(line)
+        name = line.split(" ", 1)[0].rstrip(".").lower()
+        self.records[name] = re.findall(r'"([^"]*)"', line)
+        return line
+
+    def dnsfunc(self, name: bytes, timeout: int = 5) -> bytes:
+        """dkimpy's DNS lookup: the TXT strings of `name`, joined (RFC 6376 §3.6.2.2)."""
+        strings = self.records.get(name.decode("ascii").rstrip(".").lower())
+        return "".join(strings).encode("ascii") if strings is not None else b""
+
+    def opendkim_testmsg(self, message: bytes, work: Path) -> tuple[int, str]:
+        """Verify `message` with OpenDKIM's opendkim-testmsg, its keys from these records; (status, stderr)."""
+        reason = opendkim_unavailable()
+        if reason is not None:
+            pytest.skip(reason)
+        work.mkdir(exist_ok=True)
+        (work / "records.json").write_text(json.dumps(self.records))
+        (work / "message.eml").write_bytes(message)
+        args = [str(work / "records.json"), str(work / "message.eml"), str(work / "resolv.conf")]
+        done = subprocess.run(
+            ["unshare", "-rmn", sys.executable, str(NETNS_DRIVER), *args], capture_output=True, timeout=60, check=True
+        )
+        result = json.loads(done.stdout)
+        return int(result["returncode"]), str(result["stderr"])
+
+
+@pytest.fixture
+def dkim_zone(tmp_path: Path) -> DkimZone:
+    return DkimZone(tmp_path / "dkim-keys")

@@ -1,15 +1,25 @@
-"""Entry point of `kubemta-queue-manager`: consume `inbound` and `results` until SIGTERM, then drain."""
+"""Entry point of `kubemta-queue-manager`: consume `inbound` and `results` until SIGTERM, then drain.
+
+`kubemta-queue-manager dkim ...` is the DKIM key-management command (dkim_cli) instead.
+"""
 
 import asyncio
+import sys
 
 from kubemta_common.amqp.consumer import Handler
 from kubemta_common.amqp.topology import INBOUND, RESULTS
 from kubemta_common.command_line import service_main
 from kubemta_common.service import ServiceCore, serve_consumers
+from kubemta_queue_manager import dkim_cli
+from kubemta_queue_manager.dkim_keys import KeyStore
+from kubemta_queue_manager.dkim_signer import DkimSigner
 from kubemta_queue_manager.handlers import QueueManager
 from kubemta_queue_manager.settings import QueueManagerSettings
 
-DESCRIPTION = "kubemta queue-manager: splits accepted mail into delivery jobs, schedules retries, sends bounces."
+DESCRIPTION = (
+    "kubemta queue-manager: DKIM-signs accepted mail, splits it into delivery jobs, schedules retries, sends bounces."
+    " `kubemta-queue-manager dkim --help` manages DKIM keys."
+)
 SERVICE = "queue-manager"
 
 
@@ -17,16 +27,19 @@ async def serve(stop: asyncio.Event) -> None:
     """Load the settings (ConfigError stops the process with a clear message) and run the consumers."""
     settings = QueueManagerSettings.load()
     core = ServiceCore(SERVICE, settings)
+    signer = DkimSigner(KeyStore(settings.dkim_keys_dir)) if settings.dkim_keys_dir is not None else None
 
     def build(core: ServiceCore) -> list[tuple[str, Handler]]:
-        manager = QueueManager(settings, core.publisher)
+        manager = QueueManager(settings, core.publisher, signer=signer)
         return [(INBOUND, manager.on_inbound), (RESULTS, manager.on_result)]
 
     await serve_consumers(core, build, stop)
 
 
 def main() -> None:
-    """Console script: parse the command line, then run until SIGTERM."""
+    """Console script: `dkim ...` manages DKIM keys; otherwise parse the command line, then run until SIGTERM."""
+    if sys.argv[1:2] == ["dkim"]:
+        raise SystemExit(dkim_cli.main(sys.argv[1:]))
     service_main(SERVICE, DESCRIPTION, QueueManagerSettings, serve)
 
 

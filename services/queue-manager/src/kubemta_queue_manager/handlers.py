@@ -7,6 +7,7 @@ published batch may be published again). The queue-manager keeps no state: it al
 travels in the messages.
 """
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from kubemta_common.providers import provider_label
 from kubemta_common.queue_id import new_queue_id
 from kubemta_common.timestamps import to_datetime
 from kubemta_queue_manager import metrics
+from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome
 from kubemta_queue_manager.dsn import Action, RecipientReport, Report, build_dsn
 from kubemta_queue_manager.fate import Decision, Disposition, Policy, RecipientFate, decide
 from kubemta_queue_manager.settings import QueueManagerSettings
@@ -65,7 +67,12 @@ class QueueManager:
     """The handlers of the `inbound` and `results` queues."""
 
     def __init__(
-        self, settings: QueueManagerSettings, publisher: BatchPublisher, *, clock: Callable[[], datetime] = utc_now
+        self,
+        settings: QueueManagerSettings,
+        publisher: BatchPublisher,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        signer: DkimSigner | None = None,
     ) -> None:
         self._hostname = settings.hostname
         self._policy = Policy(
@@ -75,6 +82,7 @@ class QueueManager:
         )
         self._publisher = publisher
         self._clock = clock
+        self._signer = signer
 
     async def on_inbound(self, message: AbstractIncomingMessage) -> None:
         """Consumer handler for `inbound`."""
@@ -85,9 +93,11 @@ class QueueManager:
         await self.handle_result(message.body)
 
     async def handle_accepted(self, payload: bytes) -> None:
-        """Split an AcceptedMessage into one job per domain and queue them all to `route`."""
+        """DKIM-sign an AcceptedMessage once, split it into one job per domain and queue them all to `route`."""
         accepted = decode(message_pb2.AcceptedMessage, payload)
         extra = {"queue_id": accepted.queue_id}
+        if self._signer is not None and accepted.recipients:
+            accepted.content = await self._sign(self._signer, accepted.content, extra)
         jobs = split(accepted, self._hostname)
         if not jobs:
             logger.warning("message has no recipients; nothing to deliver", extra=extra)
@@ -113,6 +123,27 @@ class QueueManager:
             )
         metrics.MESSAGES_SPLIT.inc()
         metrics.JOBS_CREATED.inc(len(jobs))
+
+    async def _sign(self, signer: DkimSigner, content: bytes, extra: dict[str, str]) -> bytes:
+        """`content` DKIM-signed once for all its jobs; unsigned (and logged) when signing fails, never lost."""
+        try:
+            result = await asyncio.to_thread(signer.sign, content)
+        except Exception:
+            logger.exception("DKIM signing failed; sending the message unsigned", extra=extra)
+            metrics.DKIM_SIGNATURES.labels(algorithm="none", result="error").inc()
+            return content
+        for key in result.signed:
+            metrics.DKIM_SIGNATURES.labels(algorithm=key.algorithm.value, result="signed").inc()
+            logger.info("DKIM signed: d=%s s=%s a=%s", key.domain, key.selector, key.algorithm, extra=extra)
+        for key in result.failed:
+            metrics.DKIM_SIGNATURES.labels(algorithm=key.algorithm.value, result="error").inc()
+        if result.outcome is Outcome.NO_FROM:
+            metrics.DKIM_SIGNATURES.labels(algorithm="none", result=result.outcome.value).inc()
+            logger.debug("not DKIM signed: no single From: mailbox", extra=extra)
+        elif result.outcome is Outcome.NO_KEY:
+            metrics.DKIM_SIGNATURES.labels(algorithm="none", result=result.outcome.value).inc()
+            logger.debug("not DKIM signed: no key for %s", sanitize(result.domain or ""), extra=extra)
+        return result.content
 
     async def handle_result(self, payload: bytes) -> None:
         """Decide each recipient's fate and publish the retry job and DSNs it calls for."""

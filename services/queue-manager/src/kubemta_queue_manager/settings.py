@@ -2,7 +2,10 @@
 
 Defaults follow Postfix: `maximal_queue_lifetime` 5d, `delay_warning_time` 4h (but
 turned on; 0 turns warnings off). The retry schedule and the host name are inherited.
+DKIM signing is on when `KUBEMTA_DKIM_KEYS_DIR` names the mounted key Secret.
 """
+
+from pathlib import Path
 
 from pydantic import Field
 
@@ -25,4 +28,8 @@ class QueueManagerSettings(ServiceSettings):
         default=4 * 3600.0,
         ge=0,
         description="Age after which the sender is warned once that delivery is delayed; 0 turns warnings off",
+    )
+    dkim_keys_dir: Path | None = Field(
+        default=None,
+        description="Directory of DKIM private keys, DOMAIN/SELECTOR.key (a mounted Secret); unset: no signing",
     )

@@ -1,0 +1,87 @@
+"""`kubemta-queue-manager dkim generate`: key files in the Secret layout and the DNS TXT record it prints."""
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kubemta_queue_manager import __main__ as entry
+from kubemta_queue_manager import dkim_cli
+from kubemta_queue_manager.dkim_keys import Algorithm, parse_key
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("kubemta-queue-manager")
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "expected"), [("rsa", Algorithm.RSA_SHA256), ("ed25519", Algorithm.ED25519_SHA256)]
+)
+def test_console_script_writes_a_private_key_0600_and_prints_the_record(
+    tmp_path: Path, algorithm: str, expected: Algorithm
+) -> None:
+    argv = ["dkim", "generate", "--domain", "Example.COM.", "--selector", "s2026", "--algorithm", algorithm]
+    done = subprocess.run(
+        [str(CONSOLE_SCRIPT), *argv, "--keys-dir", str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    key_file = tmp_path / "example.com" / "s2026.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert parse_key(key_file.read_bytes())[0] is expected
+    line = done.stdout.strip()
+    assert re.fullmatch(r's2026\._domainkey\.example\.com\. IN TXT \( ("[^"]*" ?)+\)', line)
+    value = "".join(re.findall(r'"([^"]*)"', line))
+    assert value.startswith(f"v=DKIM1; k={algorithm}; p=")
+
+
+def test_rsa_record_is_split_into_strings_of_at_most_255_octets(tmp_path: Path, dkim_zone) -> None:
+    line = dkim_zone.generate("example.com", "r1", "rsa")
+    strings = re.findall(r'"([^"]*)"', line)
+    assert len(strings) == 2
+    assert all(len(text.encode()) <= dkim_cli.TXT_STRING_LIMIT for text in strings)
+    assert len(strings[0]) == dkim_cli.TXT_STRING_LIMIT
+
+
+def test_txt_strings_cut_at_the_limit() -> None:
+    assert dkim_cli.txt_strings("a" * 600) == ["a" * 255, "a" * 255, "a" * 90]
+    assert dkim_cli.txt_strings("a" * 255) == ["a" * 255]
+
+
+def test_an_existing_key_is_never_replaced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["dkim", "generate", "--domain", "example.com", "--selector", "e1", "--algorithm", "ed25519"]
+    assert dkim_cli.main([*argv, "--keys-dir", str(tmp_path)]) == 0
+    before = (tmp_path / "example.com" / "e1.key").read_bytes()
+    assert dkim_cli.main([*argv, "--keys-dir", str(tmp_path)]) == 1
+    assert "exists" in capsys.readouterr().err
+    assert (tmp_path / "example.com" / "e1.key").read_bytes() == before
+
+
+def test_keys_dir_defaults_to_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEMTA_DKIM_KEYS_DIR", str(tmp_path))
+    assert (
+        dkim_cli.main(["dkim", "generate", "--domain", "example.com", "--selector", "e1", "--algorithm", "ed25519"])
+        == 0
+    )
+    assert (tmp_path / "example.com" / "e1.key").exists()
+
+
+def test_missing_keys_dir_and_bad_names_are_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("KUBEMTA_DKIM_KEYS_DIR", raising=False)
+    assert dkim_cli.main(["dkim", "generate", "--domain", "example.com", "--selector", "s"]) == 1
+    assert "KUBEMTA_DKIM_KEYS_DIR" in capsys.readouterr().err
+    argv = ["dkim", "generate", "--domain", "../etc", "--selector", "s", "--keys-dir", str(tmp_path)]
+    assert dkim_cli.main(argv) == 1
+    assert "invalid domain" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_main_dispatches_dkim_before_the_service_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["kubemta-queue-manager", "dkim", "generate", "--domain", "example.com", "--selector", "e1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--algorithm", "ed25519", "--keys-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        entry.main()
+    assert exit_info.value.code == 0
+    assert (tmp_path / "example.com" / "e1.key").exists()
