@@ -33,9 +33,9 @@ STAGE_QUEUES: tuple[str, ...] = (INBOUND, ROUTE, DELIVER, RESULTS)
 DELIVERY_LIMIT = 10
 """Deliveries of one message before a stage queue dead-letters it to `held` (quorum queue
 `x-delivery-limit`). Every return counts (a crash, a requeue after a failed publish, a drain),
-so it is well above what ordinary trouble causes. Brokers whose queues predate this argument
-get it by policy: `rabbitmqctl set_policy --apply-to quorum_queues kubemta-delivery-limit
-'^(inbound|route|deliver|results)$' '{"delivery-limit":10}'`."""
+so it is well above what ordinary trouble causes. Queue arguments cannot change in place: a
+stage queue declared without it makes the declaration fail (PRECONDITION_FAILED) until the
+queue is drained and deleted."""
 
 
 def retry_queue_name(delay_seconds: float) -> str:
