@@ -178,4 +178,8 @@ async def test_delivery_over_the_unix_socket(mta_unix: tuple[Stack, str], doveco
     [stored] = await mailbox(dovecot, "bob", 1)
     assert stored.endswith(original)
     assert body_of(stored) == BODY.encode()
-    assert f"via {dovecot.lmtp_socket}" in stack.log("delivery-worker")
+
+    async def logged_via_socket() -> bool:  # Dovecot stores the message before the worker reads its reply
+        return f"via {dovecot.lmtp_socket}" in stack.log("delivery-worker")
+
+    await eventually(logged_via_socket, within=10, what="the worker's log line for the socket delivery")
