@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from kubemta_common.dkim import records
+from kubemta_common.dkim.keys import Algorithm, parse_key
 from kubemta_queue_manager import __main__ as entry
 from kubemta_queue_manager import dkim_cli
-from kubemta_queue_manager.dkim_keys import Algorithm, parse_key
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("kubemta-queue-manager")
 
@@ -44,8 +45,8 @@ def test_rsa_record_is_split_into_strings_of_at_most_255_octets(tmp_path: Path, 
 
 
 def test_txt_strings_cut_at_the_limit() -> None:
-    assert dkim_cli.txt_strings("a" * 600) == ["a" * 255, "a" * 255, "a" * 90]
-    assert dkim_cli.txt_strings("a" * 255) == ["a" * 255]
+    assert records.txt_strings("a" * 600) == ["a" * 255, "a" * 255, "a" * 90]
+    assert records.txt_strings("a" * 255) == ["a" * 255]
 
 
 def test_an_existing_key_is_never_replaced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

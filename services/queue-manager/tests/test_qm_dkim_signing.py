@@ -10,8 +10,8 @@ import pytest
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp.topology import INBOUND, ROUTE
+from kubemta_common.dkim.keys import KeyStore
 from kubemta_queue_manager import metrics
-from kubemta_queue_manager.dkim_keys import KeyStore
 from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome, SignResult, include_headers
 from kubemta_queue_manager.handlers import QueueManager
 

@@ -9,9 +9,9 @@ import sys
 from kubemta_common.amqp.consumer import Handler
 from kubemta_common.amqp.topology import INBOUND, RESULTS
 from kubemta_common.command_line import service_main
+from kubemta_common.dkim.keys import KeyStore
 from kubemta_common.service import ServiceCore, serve_consumers
 from kubemta_queue_manager import dkim_cli
-from kubemta_queue_manager.dkim_keys import KeyStore
 from kubemta_queue_manager.dkim_signer import DkimSigner
 from kubemta_queue_manager.handlers import QueueManager
 from kubemta_queue_manager.settings import QueueManagerSettings

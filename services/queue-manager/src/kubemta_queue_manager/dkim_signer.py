@@ -16,8 +16,8 @@ from enum import StrEnum
 
 import dkim  # type: ignore[import-untyped]
 
+from kubemta_common.dkim.keys import Algorithm, DkimKey, KeyStore
 from kubemta_common.logs import sanitize
-from kubemta_queue_manager.dkim_keys import Algorithm, DkimKey, KeyStore
 
 logger = logging.getLogger(__name__)
 
