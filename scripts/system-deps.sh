@@ -8,6 +8,8 @@ set -euo pipefail
 missing=()
 command -v nsd >/dev/null || missing+=(nsd)
 command -v swaks >/dev/null || missing+=(swaks)
+# swaks only recommends its TLS module, and recommends are not installed below
+perl -MNet::SSLeay -e 1 2>/dev/null || missing+=(libnet-ssleay-perl)
 command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
 command -v promtool >/dev/null || missing+=(prometheus)
 [[ -x /usr/lib/dovecot/lmtp ]] || missing+=(dovecot-lmtpd)

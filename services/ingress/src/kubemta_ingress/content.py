@@ -10,9 +10,9 @@ two servers find a different end of data in the same stream: a sender's MTA pass
 inside a message, and the next hop takes it for `<CR><LF>.<CR><LF>` and reads what
 follows as new commands (a second, forged message). kubemta closes both halves:
 
-- Inbound, only `<CR><LF>.<CR><LF>` ends DATA: aiosmtpd splits the data at CRLF only
-  and ends it only on a line that is exactly `.<CR><LF>`, so every other form stays
-  inside the message, where the checks below find it.
+- Inbound, only `<CR><LF>.<CR><LF>` ends DATA (stream_reader.py looks for exactly
+  that sequence, or `.<CR><LF>` right after the DATA command), so every other form
+  stays inside the message, where the checks below find it.
 - A message holding a bare CR, a bare LF or a NUL is refused whole, after the real
   end of data, with `550 5.6.0` (replies.BARE_LINE_ENDING, replies.NUL_CHARACTER):
   it is never queued, so it can never leave kubemta and meet a lenient next hop.
@@ -36,10 +36,7 @@ data: its first dot is removed (RFC 5321 section 4.5.2) and the rest is kept byt
 for byte; outbound, the delivery worker stuffs the dot again.
 """
 
-import asyncio
 import enum
-from collections.abc import Buffer, Sized
-from typing import Protocol
 
 from kubemta_ingress import replies
 from kubemta_ingress.rejections import Reason
@@ -104,39 +101,11 @@ class BadCommandLine(Exception):
     """A command line (or AUTH response) that does not end in a lone CRLF, or holds a NUL."""
 
 
-class SizedBuffer(Buffer, Sized, Protocol):
-    """What `StreamReader.readuntil` takes as a separator."""
+def unstuff(data: bytes) -> bytes:
+    """Message data as received (up to and including the CRLF before the final dot) without transparency dots.
 
-
-class CommandLineReader(asyncio.StreamReader):
-    """aiosmtpd's stream reader, refusing bad command lines.
-
-    aiosmtpd reads commands and AUTH responses with `readuntil()` / `readline()`
-    (separator LF) and DATA with `readuntil(b"\\r\\n")`. A line read with the LF
-    separator that `bad_command_line` refuses raises BadCommandLine after it was
-    consumed, so the session answers it (replies.BARE_LINE_ENDING_COMMAND) and
-    reads the next line. DATA is left alone: content_problem refuses it whole. The
-    pieces of a line over the stream limit (which aiosmtpd reads and discards before
-    answering "command line too long") are not checked.
+    RFC 5321 section 4.5.2: a line that starts with a dot has that first dot removed.
+    Lines are split at CRLF only, so a dot after a bare LF is content (and refused).
     """
-
-    _rest_of_long_line = False  # aiosmtpd is discarding a line over the limit, piece by piece
-
-    async def readuntil(self, separator: SizedBuffer = b"\n") -> bytes:
-        if bytes(separator) != b"\n":
-            return await super().readuntil(separator)
-        try:
-            line = await super().readuntil(separator)
-        except asyncio.LimitOverrunError:
-            self._rest_of_long_line = True  # answered "500 5.5.2 ... too long" once it is read
-            raise
-        if self._rest_of_long_line:
-            self._rest_of_long_line = False
-        elif bad_command_line(line):
-            raise BadCommandLine(repr(line[:64]))
-        return line
-
-
-def enforce_crlf_commands(reader: asyncio.StreamReader) -> None:
-    """Make the reader aiosmtpd created for a connection a CommandLineReader (it adds no state)."""
-    reader.__class__ = CommandLineReader
+    content = data.replace(b"\r\n.", CRLF)
+    return content[1:] if content.startswith(b".") else content

@@ -44,14 +44,15 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthenticatorType, Session, TLSSetupException, syntax
 
 from kubemta_common.config_types import ListenAddress
-from kubemta_ingress import limits, metrics, proxy, replies
-from kubemta_ingress.content import BadCommandLine, enforce_crlf_commands
+from kubemta_ingress import limits, metrics, proxy, replies, stream_reader
+from kubemta_ingress.content import BadCommandLine, unstuff
 from kubemta_ingress.handler import text_field
 from kubemta_ingress.interfaces import SmtpHandler
 from kubemta_ingress.listeners import MX, POLICY_REFUSALS, IngressSession, ListenerPolicy
 from kubemta_ingress.policy import client_ip
 from kubemta_ingress.proxy import ProxyTrust, client_address
 from kubemta_ingress.rejections import Reason, record_rejection
+from kubemta_ingress.smtp_paths import plain_path
 from kubemta_ingress.tls import TlsContextStore
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ TLS_ALREADY_ACTIVE = "503 5.5.1 Error: TLS already active"  # RFC 3207 section 4
 TLS_NOT_AVAILABLE = "454 4.7.0 TLS not available due to local problem"  # RFC 3207 section 4
 AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"  # Postfix' wording
 PROXY_NOT_RECOGNIZED = '500 Error: command "PROXY" not recognized'  # as any unknown command (aiosmtpd's text)
+TOO_MUCH_DATA = "552 Error: Too much mail data"  # aiosmtpd's text; replies.enhance adds 5.3.4
 PROXY_HEADER_REFUSED = "connection closed: missing, invalid or late PROXY protocol header"
 
 
@@ -114,6 +116,46 @@ class IngressSMTP(SMTP):
             authenticator=self._options.authenticator,
             loop=asyncio.get_running_loop(),
         )
+        self._init_connection_state(on_open, on_close)
+
+    @classmethod
+    def like(cls, template: "IngressSMTP") -> "IngressSMTP":
+        """A new connection configured as `template`, without aiosmtpd's per-connection reflection.
+
+        aiosmtpd's constructor finds the command, hook and AUTH methods with
+        `inspect.getmembers` and `dir` on every connection (~14% of the ingress' CPU time
+        under load). The answer is the same for every connection of a listener, so it is
+        computed once for a template and copied: the methods are bound anew to this
+        connection, and the state that belongs to one connection (the stream protocol's
+        reader, futures and buffers, the command limits, the timers, the counters) is
+        created fresh. `test_ingress_session_clone.py` fails when aiosmtpd's constructor
+        starts setting something this copy does not handle.
+        """
+        connection = cls.__new__(cls)
+        connection.__dict__.update(template.__dict__)
+        asyncio.StreamReaderProtocol.__init__(
+            connection,
+            asyncio.StreamReader(limit=cls.line_length_limit, loop=template.loop),
+            client_connected_cb=connection._cb_client_connected,
+            loop=template.loop,
+        )
+        connection._smtp_methods = {name: getattr(connection, f"smtp_{name}") for name in template._smtp_methods}
+        connection._auth_methods = {
+            name: mechanism._replace(method=getattr(connection, mechanism.method.__name__))
+            if mechanism.is_builtin
+            else mechanism
+            for name, mechanism in template._auth_methods.items()
+        }
+        connection.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        tls = connection._options.tls
+        if tls is not None and not connection._policy.implicit_tls:
+            connection.tls_context = tls.current
+        connection._init_connection_state(template._on_open, template._on_close)
+        return connection
+
+    def _init_connection_state(
+        self, on_open: Callable[["IngressSMTP"], None], on_close: Callable[["IngressSMTP"], None]
+    ) -> None:
         self._on_open = on_open
         self._on_close = on_close
         self._opened = False
@@ -144,7 +186,7 @@ class IngressSMTP(SMTP):
         return self.session
 
     def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        enforce_crlf_commands(reader)  # commands end in CRLF only (content.py, RFC 5321 section 2.3.8)
+        stream_reader.adopt(reader)  # checked command lines, DATA in blocks (stream_reader.py)
         super()._cb_client_connected(reader, writer)
 
     async def handle_exception(self, error: Exception) -> str:
@@ -157,6 +199,10 @@ class IngressSMTP(SMTP):
         return status
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        plain = plain_path(arg)
+        limit = self.local_part_limit
+        if plain is not None and not (limit and len(plain[0].rpartition("@")[0]) > limit):
+            return plain
         try:
             return super()._getaddr(arg)
         except (IndexError, ValueError):  # email's header parser fails so on input such as a lone '"'
@@ -390,7 +436,7 @@ class IngressSMTP(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         self._in_data = True
         try:
-            await super().smtp_DATA(arg)
+            await self._receive_message(arg)
         finally:
             self._in_data = False
             self._queueing = False
@@ -401,6 +447,36 @@ class IngressSMTP(SMTP):
             self._end_session(reply or None, reason)
             return
         self._close_if_draining()
+
+    async def _receive_message(self, arg: str) -> None:
+        """aiosmtpd's DATA command with the data read in blocks (stream_reader.py) instead of line by line."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        reader = self._reader
+        assert isinstance(reader, stream_reader.SmtpStreamReader)
+        try:
+            data = await reader.read_message_data(self.data_size_limit)
+        except asyncio.IncompleteReadError:
+            self._writer.close()
+            return
+        if data is None:
+            await self.push(TOO_MUCH_DATA)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        content = unstuff(data)
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status)
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
@@ -545,6 +621,7 @@ class SmtpServer:
         self._options = options or SessionOptions()
         self._server: asyncio.Server | None = None
         self._sessions: set[IngressSMTP] = set()
+        self._template: IngressSMTP | None = None  # built in the serving loop by the first connection
         self._all_closed = asyncio.Event()
         self._all_closed.set()
 
@@ -598,6 +675,11 @@ class SmtpServer:
 
     def _new_session(self) -> IngressSMTP:
         metrics.SMTP_SESSIONS.inc()
+        if self._template is None:
+            self._template = self._build_session()
+        return IngressSMTP.like(self._template)
+
+    def _build_session(self) -> IngressSMTP:
         return IngressSMTP(
             self._handler,
             hostname=self._hostname,

@@ -1,0 +1,80 @@
+"""`IngressSMTP.like`: a connection copied from a template is what aiosmtpd's constructor would have built.
+
+The copy skips aiosmtpd's per-connection reflection, so it must keep up with what that
+constructor sets: these tests fail when aiosmtpd (or IngressSMTP) adds per-connection
+state that the copy would share between connections.
+"""
+
+import asyncio
+import collections
+from types import MethodType
+
+from kubemta_ingress.server import IngressSMTP, SessionOptions
+
+# What connections of one listener may share: configuration, the handler, the loop and its callbacks.
+SHARED = {
+    "__ident__", "_auth_callback", "_auth_require_tls", "_auth_required", "_authenticator", "_decode_data",
+    "_ehlo_hook_ver", "_enforce_call_limit", "_handle_hooks", "_loop", "_on_close", "_on_open", "_options",
+    "_policy", "_proxy_timeout", "_timeout_duration", "data_size_limit", "enable_SMTPUTF8", "event_handler",
+    "hostname", "loop", "require_starttls", "tls_context", "_over_ssl", "_reject_connection", "_paused",
+    "_connection_lost", "_source_traceback",
+}  # fmt: skip
+IMMUTABLE = (str, bytes, int, float, bool, type(None))
+
+
+class Handler:
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        return "250 OK"
+
+
+async def build(**options: object) -> tuple[IngressSMTP, IngressSMTP, IngressSMTP]:
+    def ignore(session: IngressSMTP) -> None:
+        return None
+
+    kwargs = {"hostname": "mx.example", "data_size_limit": 1000, "timeout": 5.0, "on_open": ignore, "on_close": ignore}
+    template = IngressSMTP(Handler(), **kwargs, options=SessionOptions(**options))  # type: ignore[arg-type]
+    built = IngressSMTP(Handler(), **kwargs, options=template._options)  # type: ignore[arg-type]
+    return template, built, IngressSMTP.like(template)
+
+
+async def test_a_copy_has_exactly_the_attributes_the_constructor_sets() -> None:
+    _, built, copy = await build()
+    assert sorted(vars(copy)) == sorted(vars(built))
+    for name, value in vars(built).items():
+        assert type(vars(copy)[name]) is type(value), name
+
+
+async def test_a_copy_shares_only_configuration_with_its_template() -> None:
+    template, _, copy = await build()
+    for name, value in vars(copy).items():
+        if name in SHARED or isinstance(value, IMMUTABLE):
+            continue
+        assert value is not vars(template)[name], f"{name} is shared between connections"
+
+
+async def test_the_copys_methods_are_bound_to_the_copy() -> None:
+    template, built, copy = await build()
+    assert set(copy._smtp_methods) == set(built._smtp_methods)
+    for method in copy._smtp_methods.values():
+        assert isinstance(method, MethodType) and method.__self__ is copy
+    assert set(copy._auth_methods) == set(built._auth_methods)
+    for mechanism in copy._auth_methods.values():
+        assert mechanism.method.__self__ is (copy if mechanism.is_builtin else template.event_handler)
+    assert copy._client_connected_cb.__self__ is copy
+    assert copy._stream_reader is not template._stream_reader
+
+
+async def test_per_connection_containers_start_empty_and_apart() -> None:
+    template, _, copy = await build()
+    copy.command_size_limits["MAIL"] = 1
+    assert "MAIL" not in template.command_size_limits
+    assert isinstance(copy.command_size_limits, collections.defaultdict)
+    assert copy._errors is not template._errors
+
+
+async def test_two_copies_do_not_share_the_stream() -> None:
+    template, _, first = await build()
+    second = IngressSMTP.like(template)
+    assert first._stream_reader is not second._stream_reader
+    assert first._closed is not second._closed
+    await asyncio.sleep(0)
