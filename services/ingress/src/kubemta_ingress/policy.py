@@ -47,6 +47,7 @@ was judged is the address that is queued.
 """
 
 import enum
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -197,8 +198,14 @@ def client_ip(peer: object) -> IPAddress | None:
     """The client's IP address from a transport's `peername` (IPv4-mapped IPv6 as IPv4)."""
     if not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):
         return None
+    return _parse_client_ip(peer[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_client_ip(text: str) -> IPAddress | None:
+    """Parsing is asked for on every command of a session: the few addresses a server sees are remembered."""
     try:
-        address = ipaddress.ip_address(peer[0])
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
