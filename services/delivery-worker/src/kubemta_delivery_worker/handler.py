@@ -25,7 +25,7 @@ from typing import Protocol
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp.topology import RESULTS
+from kubemta_common.amqp.topology import DELIVERY_LIMIT, RESULTS
 from kubemta_common.bus_messages import decode
 from kubemta_common.errors import PermanentError
 from kubemta_common.timestamps import now_timestamp
@@ -39,7 +39,6 @@ REPORTER = "delivery-worker"
 RESULT_TYPE = message_pb2.DeliveryResult.DESCRIPTOR.full_name
 # RabbitMQ quorum queues: how many times the message was returned to the queue before.
 DELIVERY_COUNT_HEADER = "x-delivery-count"
-DELIVERY_LIMIT_DEFAULT = 10
 
 
 def delivery_count(message: AbstractIncomingMessage) -> int:
@@ -58,7 +57,7 @@ class DeliverHandler:
     """Handles one `deliver` message."""
 
     def __init__(
-        self, deliverer: Deliverer, publisher: ResultPublisher, *, delivery_limit: int = DELIVERY_LIMIT_DEFAULT
+        self, deliverer: Deliverer, publisher: ResultPublisher, *, delivery_limit: int = DELIVERY_LIMIT
     ) -> None:
         self._deliverer = deliverer
         self._publisher = publisher

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
+from kubemta_common.amqp.topology import DELIVERY_LIMIT
 from kubemta_common.config_types import Duration, Listen, parse_listen
 from kubemta_common.settings import ServiceSettings
 
@@ -38,7 +39,11 @@ class WorkerSettings(ServiceSettings):
     connection_idle_seconds: Duration = Field(
         default=5.0, ge=0, description="How long an idle SMTP connection is kept for reuse (0: no reuse)"
     )
-    connection_cache_per_host: int = Field(default=2, ge=0, description="Idle SMTP connections kept per host")
+    connection_cache_per_host: int = Field(
+        default=20,
+        ge=0,
+        description="Idle SMTP connections kept per host (as many as the destination concurrency: all can be reused)",
+    )
     connection_cache_size: int = Field(default=64, ge=0, description="Idle SMTP connections kept in total")
     destination_concurrency: int = Field(
         default=20, ge=1, description="Simultaneous deliveries per destination (domain, or relayhost/transport host)"
@@ -50,7 +55,9 @@ class WorkerSettings(ServiceSettings):
         default=60.0, gt=0, description="Longest wait for a destination slot before the job is deferred"
     )
     delivery_limit: int = Field(
-        default=5, ge=1, description="Redeliveries of a job that crashed the worker before it is moved to `held`"
+        default=DELIVERY_LIMIT,
+        ge=1,
+        description="Redeliveries of a job that crashed the worker before it is moved to `held` (= the queue limit)",
     )
     # Outbound TLS and relayhost AUTH (tls_negotiation.py, relay_auth.py).
     tls_ca_file: str = Field(

@@ -457,6 +457,7 @@ class _Transaction:
         self._connection = connection
         self._smtp = connection.smtp
         self._job = job
+        self._content = message_data.normalize_line_endings(job.content)  # once per attempt: SIZE, MAIL, DATA
         self._recipients = recipients
         self._options = options
         self._label = connection.label
@@ -482,7 +483,7 @@ class _Transaction:
 
     def _too_big(self) -> bool:
         """RFC 1870 §6: a message over the server's SIZE is bounced (5.3.4) for all, without MAIL FROM."""
-        size = len(message_data.normalize_line_endings(self._job.content))
+        size = len(self._content)
         diagnostic = size_refusal(self._smtp.esmtp_extensions, size, self._label)
         for rcpt in self._recipients if diagnostic else ():
             self._attempt.results[rcpt] = local_result(
@@ -520,7 +521,7 @@ class _Transaction:
     async def _mail(self, recipients: list[str], smtputf8: bool) -> bool:
         """MAIL FROM; False when the transaction cannot go on (recipients answered or host failure)."""
         self._connection.stage = "sending MAIL FROM"
-        content = message_data.normalize_line_endings(self._job.content)
+        content = self._content
         try:
             await self._smtp.mail(
                 self._job.sender,
@@ -577,7 +578,7 @@ class _Transaction:
         self._connection.stage = "sending message body"
         # Sent through the protocol directly (aiosmtplib's data() cannot tell whether the
         # connection died before or after the final dot, and only the latter risks a duplicate).
-        protocol.write(message_data.wire_data(message_data.normalize_line_endings(self._job.content)))
+        protocol.write(message_data.wire_data(self._content))
         try:
             reply = await protocol.read_response(timeout=self._options.data_timeout)
         except SMTPException as exc:
