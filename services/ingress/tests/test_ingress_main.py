@@ -61,6 +61,7 @@ async def test_smtp_serves_while_the_broker_is_unreachable(monkeypatch, restore_
         "KUBEMTA_AMQP_RECONNECT_INTERVAL": "0.1s",
         "KUBEMTA_SMTP_LISTEN": f"127.0.0.1:{smtp_port}",
         "KUBEMTA_METRICS_LISTEN": f"127.0.0.1:{http_port}",
+        "KUBEMTA_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
         "KUBEMTA_HOSTNAME": "mx.kubemta.test",
         "KUBEMTA_DRAIN_SECONDS": "1s",
     }.items():

@@ -2,7 +2,7 @@
 
 Durations are `30s`, `5m`, `4h`, `5d` (a bare number is seconds); lists are
 comma-separated; a listen value is `host:port` (`[v6]:port` for IPv6) and an empty
-value turns that listener off.
+value turns that listener off; a name server is an IP address with an optional port.
 """
 
 import ipaddress
@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator
 from pydantic_settings import NoDecode
 
+DNS_PORT = 53  # RFC 1035 §4.2
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -107,6 +108,17 @@ def split_host_port(text: str, default_port: int | None = None) -> tuple[str, in
     return host, int(port_text)
 
 
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `host` (port 53) -> (IP address, port); the host must be an IP address."""
+    host, port = split_host_port(text, DNS_PORT)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"invalid name server {text!r}: expected an IP address, e.g. 10.96.0.10:53") from None
+    assert port is not None
+    return host, port
+
+
 def _to_listen(value: Any) -> Any:
     return parse_listen(value) if isinstance(value, str) else value
 
@@ -124,3 +136,25 @@ def _to_networks(value: Any) -> Any:
 
 NetworkList = Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode, BeforeValidator(_to_networks)]
 """A list of CIDR networks written as `127.0.0.0/8,::1/128`."""
+
+
+type IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _to_addresses(value: Any) -> Any:
+    items = split_list(value)
+    if isinstance(items, list):
+        addresses: list[IPAddress] = []
+        for item in items:
+            try:
+                address = ipaddress.ip_address(item) if isinstance(item, str) else item
+            except ValueError:
+                raise ValueError(f"invalid IP address {item!r}") from None
+            if address not in addresses:
+                addresses.append(address)
+        return addresses
+    return items
+
+
+AddressList = Annotated[list[ipaddress.IPv4Address | ipaddress.IPv6Address], NoDecode, BeforeValidator(_to_addresses)]
+"""A list of IP addresses written as `192.0.2.1,2001:db8::1` (duplicates dropped)."""

@@ -4,28 +4,16 @@ Transports, relay host and name servers are checked here, so a typo stops the
 service with a message naming the variable instead of failing the first job.
 """
 
-import ipaddress
 from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from kubemta_common.config_types import CommaList, Duration, Listen, parse_listen, split_host_port
+from kubemta_common.config_types import CommaList, Duration, Listen, parse_listen, parse_nameserver
 from kubemta_common.settings import ServiceSettings
 from kubemta_dns_resolver.tls_policy import TlsPolicyMap, parse_tls_policy
 from kubemta_dns_resolver.transports import Nexthop, TransportMap, parse_relayhost, parse_transports
 
-DNS_PORT = 53  # RFC 1035 §4.2
-
-
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """`host:port`, `[v6]:port` or `host` (port 53) -> (IP address, port); the host must be an IP address."""
-    host, port = split_host_port(text, DNS_PORT)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"invalid name server {text!r}: expected an IP address, e.g. 10.96.0.10:53") from None
-    assert port is not None
-    return host, port
+__all__ = ["ResolverSettings", "parse_nameserver"]  # parse_nameserver moved to kubemta_common.config_types
 
 
 class ResolverSettings(ServiceSettings):

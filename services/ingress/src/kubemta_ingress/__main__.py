@@ -1,12 +1,14 @@
 """Entry point of `kubemta-ingress`: the SMTP listeners in front of the `inbound` queue.
 
 Start-up order: operations HTTP endpoint and the (retrying) broker connection first,
-then the SMTP listeners (MX/relay, submission, SMTPS; each on when its `*_LISTEN` is
-set), which accept connections even while the broker is still unreachable (messages
-then get `451 4.3.0`; /readyz reports 503 until connected). The listeners share one
-handler, one TLS certificate (reloaded when its files change), one authenticator and
-one connection limiter. On SIGTERM: stop accepting, let open transactions finish
-within `KUBEMTA_DRAIN_SECONDS`, close the remaining sessions, close the broker connection.
+then the HTTP API (`KUBEMTA_HTTP_LISTEN`: the domain check, api.py), then the SMTP
+listeners (MX/relay, submission, SMTPS; each on when its `*_LISTEN` is set), which
+accept connections even while the broker is still unreachable (messages then get
+`451 4.3.0`; /readyz reports 503 until connected). The listeners share one handler, one
+TLS certificate (reloaded when its files change), one authenticator and one connection
+limiter. On SIGTERM: stop accepting, let open transactions finish within
+`KUBEMTA_DRAIN_SECONDS`, close the remaining sessions, stop the HTTP API, close the
+broker connection.
 """
 
 import asyncio
@@ -19,9 +21,12 @@ from aiosmtpd.smtp import AuthenticatorType
 
 from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
+from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
-from kubemta_ingress import cli
+from kubemta_ingress import cli, domains_cli
+from kubemta_ingress.api import create_app
 from kubemta_ingress.auth import build_authenticator
+from kubemta_ingress.domain_check_config import check_config, check_resolver
 from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.interfaces import MessagePublisher
 from kubemta_ingress.limits import ConnectionLimiter, SessionLimits
@@ -110,6 +115,7 @@ def build_servers(
                 max_message_size=settings.max_message_size,
                 timeout=settings.smtp_timeout,
                 options=options,
+                reuse_port=settings.smtp_reuse_port,
             )
         )
     return servers
@@ -123,7 +129,12 @@ async def serve(stop: asyncio.Event) -> None:
     await core.start()
     servers: list[SmtpServer] = []
     watcher: asyncio.Task[None] | None = None
+    api: HttpServer | None = None
     try:
+        if settings.http_listen is not None:
+            api = HttpServer(create_app(check_config(settings), check_resolver(settings)), settings.http_listen)
+            await api.start()
+            logger.info("serving the HTTP API on %s", settings.http_listen, extra={"queue_id": None})
         servers = build_servers(settings, core.publisher, tls)
         if not servers:
             logger.warning("every SMTP listener is off", extra={"queue_id": None})
@@ -136,14 +147,19 @@ async def serve(stop: asyncio.Event) -> None:
         if watcher is not None:
             watcher.cancel()
         await asyncio.gather(*(server.stop(settings.drain_seconds) for server in servers))
+        if api is not None:
+            await api.stop()
         await core.close()
     logger.info("stopped", extra={"queue_id": None})
 
 
 def main() -> None:
-    """Console script `kubemta-ingress` (`kubemta-ingress users ...` manages the users file, cli.py)."""
+    """Console script `kubemta-ingress` (`users ...` manages the users file, cli.py; `domains check ...` checks
+    a sending domain's DNS records, domains_cli.py)."""
     if sys.argv[1:2] == ["users"]:
         raise SystemExit(cli.main(sys.argv[1:]))
+    if sys.argv[1:2] == ["domains"]:
+        raise SystemExit(domains_cli.main(sys.argv[1:]))
     service_main(SERVICE, DESCRIPTION, IngressSettings, serve)
 
 

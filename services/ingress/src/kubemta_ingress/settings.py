@@ -1,7 +1,9 @@
 """The ingress' configuration (`KUBEMTA_*`), validated at start-up.
 
 Limits follow Postfix' defaults: `message_size_limit` (10240000 bytes),
-`smtpd_recipient_limit` (1000) and `smtpd_timeout` (300s).
+`smtpd_recipient_limit` (1000) and `smtpd_timeout` (300s). The HTTP API and
+`kubemta-ingress domains check` read the domain check's settings: sending IPs, DKIM
+keys directory, name servers and DNS timeout (the latter two as the dns-resolver's).
 """
 
 import ipaddress
@@ -10,7 +12,15 @@ from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
-from kubemta_common.config_types import CommaList, Duration, Listen, NetworkList, parse_listen
+from kubemta_common.config_types import (
+    AddressList,
+    CommaList,
+    Duration,
+    Listen,
+    NetworkList,
+    parse_listen,
+    parse_nameserver,
+)
 from kubemta_common.settings import ServiceSettings
 from kubemta_ingress.policy import normalize_domain
 
@@ -72,6 +82,29 @@ class IngressSettings(ServiceSettings):
         default=600.0, gt=0, description="Longest time to receive one message's DATA (slow clients are cut off)"
     )
     max_session_duration: Duration = Field(default=3600.0, gt=0, description="Longest time one SMTP session may last")
+    smtp_reuse_port: bool = Field(
+        default=False,
+        description="Let several ingress processes on one host share the SMTP ports (SO_REUSEPORT)",
+    )
+    http_listen: Listen = Field(
+        default=parse_listen("127.0.0.1:8080"),
+        description="host:port of the HTTP API (GET /v1/domains/DOMAIN/check); empty = off",
+    )
+    sending_ips: AddressList = Field(
+        default_factory=list,
+        description="Public IP addresses this MTA sends from; the domain check compares SPF, A/AAAA and PTR with them",
+    )
+    dkim_keys_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Directory of DKIM private keys, DOMAIN/SELECTOR.key (a mounted Secret): the queue-manager signs with "
+            "them, the domain check compares them with DNS; unset: no signing"
+        ),
+    )
+    dns_nameservers: CommaList = Field(
+        default_factory=list, description="Name servers as host:port,...; empty = the system's /etc/resolv.conf"
+    )
+    dns_timeout: Duration = Field(default=10.0, gt=0, description="Time limit of one DNS lookup")
 
     @model_validator(mode="after")
     def _tls_needs_both_files(self) -> Self:
@@ -80,6 +113,17 @@ class IngressSettings(ServiceSettings):
         if (self.submission_listen or self.smtps_listen) and self.tls_cert_file is None:
             raise ValueError("the submission and SMTPS listeners need KUBEMTA_TLS_CERT_FILE and KUBEMTA_TLS_KEY_FILE")
         return self
+
+    @field_validator("dns_nameservers")
+    @classmethod
+    def _check_nameservers(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_nameserver(item)
+        return value
+
+    def nameservers(self) -> list[tuple[str, int]]:
+        """The configured name servers as (address, port); empty for the system's."""
+        return [parse_nameserver(item) for item in self.dns_nameservers]
 
     @field_validator("local_domains")
     @classmethod
