@@ -134,8 +134,10 @@ def build_server(
     max_message_size: int = 10240000,
     timeout: float = 10.0,
     options: SessionOptions | None = None,
+    port: int = 0,
+    reuse_port: bool = False,
 ) -> SmtpServer:
-    """An ingress SMTP server (not started) on 127.0.0.1:0 that publishes to `publisher`."""
+    """An ingress SMTP server (not started) on 127.0.0.1:`port` that publishes to `publisher`."""
     handler = IngressHandler(
         hostname=HOSTNAME,
         policy=RelayPolicy.create(local_domains, [ipaddress.ip_network(net) for net in relay_networks]),
@@ -145,11 +147,12 @@ def build_server(
     )
     return SmtpServer(
         handler,
-        listen=ListenAddress("127.0.0.1", 0),
+        listen=ListenAddress("127.0.0.1", port),
         hostname=HOSTNAME,
         max_message_size=max_message_size,
         timeout=timeout,
         options=options,
+        reuse_port=reuse_port,
     )
 
 

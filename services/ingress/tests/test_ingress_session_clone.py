@@ -8,6 +8,7 @@ state that the copy would share between connections.
 import asyncio
 import collections
 from types import MethodType
+from typing import cast
 
 from kubemta_ingress.server import IngressSMTP, SessionOptions
 
@@ -25,6 +26,11 @@ IMMUTABLE = (str, bytes, int, float, bool, type(None))
 class Handler:
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         return "250 OK"
+
+
+def reader_of(connection: IngressSMTP) -> object:
+    """The connection's StreamReader (StreamReaderProtocol keeps it behind a weak reference)."""
+    return vars(connection)["_stream_reader_wr"]()
 
 
 async def build(**options: object) -> tuple[IngressSMTP, IngressSMTP, IngressSMTP]:
@@ -59,9 +65,9 @@ async def test_the_copys_methods_are_bound_to_the_copy() -> None:
         assert isinstance(method, MethodType) and method.__self__ is copy
     assert set(copy._auth_methods) == set(built._auth_methods)
     for mechanism in copy._auth_methods.values():
-        assert mechanism.method.__self__ is (copy if mechanism.is_builtin else template.event_handler)
-    assert copy._client_connected_cb.__self__ is copy
-    assert copy._stream_reader is not template._stream_reader
+        assert cast(MethodType, mechanism.method).__self__ is (copy if mechanism.is_builtin else template.event_handler)
+    assert vars(copy)["_client_connected_cb"].__self__ is copy
+    assert reader_of(copy) is not reader_of(template)
 
 
 async def test_per_connection_containers_start_empty_and_apart() -> None:
@@ -75,6 +81,6 @@ async def test_per_connection_containers_start_empty_and_apart() -> None:
 async def test_two_copies_do_not_share_the_stream() -> None:
     template, _, first = await build()
     second = IngressSMTP.like(template)
-    assert first._stream_reader is not second._stream_reader
-    assert first._closed is not second._closed
+    assert reader_of(first) is not reader_of(second)
+    assert vars(first)["_closed"] is not vars(second)["_closed"]
     await asyncio.sleep(0)

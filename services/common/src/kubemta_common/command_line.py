@@ -57,4 +57,8 @@ def service_main(
             raise SystemExit(2) from None
         print(f"kubemta-{service}: configuration is valid")  # noqa: T201 - command-line answer
         return
-    run(serve)
+    try:
+        event_loop = settings_model.load().event_loop
+    except ConfigError:
+        event_loop = "asyncio"  # `serve` loads the settings again and reports the error as usual
+    run(serve, event_loop=event_loop)

@@ -2,6 +2,11 @@
 
 `run(main)` starts the event loop and hands `main` an event that is set on SIGTERM or
 SIGINT; `main` then drains and returns, and the process exits.
+
+The loop is uvloop's unless KUBEMTA_EVENT_LOOP=asyncio: measured on the full pipeline
+(10 KiB messages, `make bench`'s workload) it cut each service's CPU time per message
+by about 30%. aiosmtpd's STARTTLS and the ingress' implicit TLS run on it unchanged
+(asyncio's SSL protocol over uvloop's transports).
 """
 
 import asyncio
@@ -10,15 +15,17 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+import uvloop
+
 from kubemta_common.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
-def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run `main(stop_event)` in a fresh event loop until it returns."""
+def run(main: Callable[[asyncio.Event], Awaitable[None]], *, event_loop: str = "uvloop") -> None:
+    """Run `main(stop_event)` in a fresh event loop (uvloop's or asyncio's) until it returns."""
     try:
-        asyncio.run(_run(main))
+        asyncio.run(_run(main), loop_factory=uvloop.new_event_loop if event_loop == "uvloop" else None)
     except ConfigError as exc:
         print(f"kubemta: {exc}", file=sys.stderr)  # noqa: T201 - the process cannot start; say why
         raise SystemExit(2) from None

@@ -36,6 +36,9 @@ class ServiceSettings(BaseSettings):
     )
     log_format: str = Field(default="json", pattern="^(json|text)$", description="json or text")
     log_level: str = Field(default="INFO", description="Python log level")
+    event_loop: str = Field(
+        default="uvloop", pattern="^(uvloop|asyncio)$", description="Event loop: uvloop (faster) or asyncio"
+    )
     amqp_prefetch: int = Field(default=32, ge=1, le=10000, description="Unacknowledged messages per consumer")
     publish_timeout: Duration = Field(default=10.0, gt=0, description="How long to wait for a publisher confirm")
     amqp_reconnect_interval: Duration = Field(default=2.0, gt=0, description="Pause between broker reconnects")

@@ -612,8 +612,10 @@ class SmtpServer:
         max_message_size: int,
         timeout: float,
         options: SessionOptions | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._handler = handler
+        self._reuse_port = reuse_port
         self._listen = listen
         self._hostname = hostname
         self._max_message_size = max_message_size
@@ -649,7 +651,9 @@ class SmtpServer:
         logging.getLogger("mail.debug").setLevel(logging.ERROR)
         metrics.SMTP_SESSIONS_ACTIVE.labels(listener=self.kind)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_session, self._listen.host, self._listen.port)
+        self._server = await loop.create_server(
+            self._new_session, self._listen.host, self._listen.port, reuse_port=self._reuse_port or None
+        )
         logger.info("SMTP listening on %s (%s)", self._listen, self.kind, extra={"queue_id": None})
 
     async def stop(self, drain_seconds: float) -> None:
