@@ -51,11 +51,13 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 def test_scenarios_cover_keda_operator_and_tls() -> None:
     names = {path.name for path in SCENARIOS}
     assert {"keda-values.yaml", "no-keda-hpa-values.yaml", "operator-values.yaml", "tls-values.yaml"} <= names
+    assert "dkim-values.yaml" in names
     values = {path.name: scenario_values(path) for path in SCENARIOS}
     assert values["keda-values.yaml"]["keda"]["enabled"] is True
     assert values["no-keda-hpa-values.yaml"]["keda"]["enabled"] is False
     assert values["operator-values.yaml"]["rabbitmq"]["cluster"]["create"] is True
     assert values["tls-values.yaml"]["tls"]["enabled"] is True
+    assert values["dkim-values.yaml"]["dkim"]["keys"]
 
 
 @pytest.mark.parametrize("scenario", CASES)
@@ -248,7 +250,7 @@ def test_network_policies_admit_only_what_each_component_needs(scenario: Path | 
         assert "metrics" in ingress_ports
         assert {53, 5672} <= egress_ports
         if component(policy) == "smtp-ingress":
-            assert "smtp" in ingress_ports
+            assert {"smtp", "api"} <= ingress_ports  # the HTTP API is on by default
         else:
             assert ingress_ports == {"metrics"}
         assert (25 in egress_ports) is (component(policy) == "delivery-worker")

@@ -19,6 +19,15 @@ so the four components stay identical where they should.
 {{- fail "tlsCa: set existingSecret or existingConfigMap, not both" -}}
 {{- end -}}
 {{- $mountCa := and $isWorker (or $tlsCa.existingSecret $tlsCa.existingConfigMap) -}}
+{{- $dkim := $root.Values.dkim -}}
+{{- if and $dkim.existingSecret (not $dkim.keys) -}}
+{{- fail "dkim.existingSecret: list its keys in dkim.keys ({domain, selector, secretKey} each; they are mounted as <domain>/<selector>.key)" -}}
+{{- end -}}
+{{- if and $dkim.keys (not $dkim.existingSecret) -}}
+{{- fail "dkim.keys: set dkim.existingSecret, the Secret holding them" -}}
+{{- end -}}
+{{- $mountDkim := and $dkim.existingSecret (or $isIngress (eq .key "queueManager")) -}}
+{{- $api := and $isIngress $v.api.enabled -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -105,8 +114,11 @@ spec:
             - name: KUBEMTA_USERS_FILE
               value: /etc/kubemta/users/{{ $root.Values.auth.existingSecretKey }}
             {{- end }}
+            # the HTTP API (domain checks); an empty value turns it off
+            - name: KUBEMTA_HTTP_LISTEN
+              value: {{ if $api }}{{ printf "0.0.0.0:%d" (int $v.containerPorts.api) | quote }}{{ else }}""{{ end }}
             {{- end }}
-            {{- if and (eq .key "queueManager") $root.Values.dkim.existingSecret }}
+            {{- if $mountDkim }}
             - name: KUBEMTA_DKIM_KEYS_DIR
               value: /etc/kubemta/dkim
             {{- end }}
@@ -131,6 +143,11 @@ spec:
               protocol: TCP
             - name: smtps
               containerPort: {{ $v.containerPorts.smtps }}
+              protocol: TCP
+            {{- end }}
+            {{- if $api }}
+            - name: api
+              containerPort: {{ $v.containerPorts.api }}
               protocol: TCP
             {{- end }}
             {{- end }}
@@ -175,7 +192,7 @@ spec:
               mountPath: /etc/kubemta/users
               readOnly: true
             {{- end }}
-            {{- if and (eq .key "queueManager") $root.Values.dkim.existingSecret }}
+            {{- if $mountDkim }}
             - name: dkim
               mountPath: /etc/kubemta/dkim
               readOnly: true
@@ -221,10 +238,16 @@ spec:
           secret:
             secretName: {{ $root.Values.auth.existingSecret }}
         {{- end }}
-        {{- if and (eq .key "queueManager") $root.Values.dkim.existingSecret }}
+        {{- if $mountDkim }}
+        # DKIM keys: Secret keys cannot contain "/", so each is projected to <domain>/<selector>.key
         - name: dkim
           secret:
-            secretName: {{ $root.Values.dkim.existingSecret }}
+            secretName: {{ $dkim.existingSecret }}
+            items:
+              {{- range $dkim.keys }}
+              - key: {{ default (printf "%s_%s.key" .domain .selector) .secretKey | quote }}
+                path: {{ printf "%s/%s.key" .domain .selector | quote }}
+              {{- end }}
         {{- end }}
         {{- if $mountCa }}
         - name: tls-ca
@@ -415,12 +438,22 @@ spec:
       from:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+    {{- if $v.api.enabled }}
+    # the HTTP API (domain checks)
+    - ports:
+        - port: api
+          protocol: TCP
+      {{- with $v.networkPolicy.apiFrom }}
+      from:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    {{- end }}
     {{- end }}
     {{- with $v.networkPolicy.extraIngress }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
   egress:
-    # DNS (cluster resolver; the dns-resolver also asks the configured name servers)
+    # DNS (cluster resolver; the dns-resolver and the ingress' domain check also ask the configured name servers)
     - ports:
         - port: 53
           protocol: UDP
