@@ -72,3 +72,7 @@ chart-docs: sync ## regenerate charts/kubemta/README.md from values.yaml
 .PHONY: image-check
 image-check: sync ## the Dockerfile's locked, non-editable install into a fresh venv; every console script starts
 	$(VENV)/bin/pytest -p no:cacheprovider tests/chart/test_image_install.py
+
+.PHONY: bench
+bench: system-deps sync rabbitmq ## kubemta vs Postfix vs smtp-sink on this machine (BENCH_QUICK=1: quick); not in `make test`
+	$(PY) -m bench

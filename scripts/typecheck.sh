@@ -9,3 +9,4 @@ for dir in services/*/tests tests; do
         $mypy --allow-untyped-defs --allow-incomplete-defs --allow-untyped-calls --explicit-package-bases "$dir"
     fi
 done
+$mypy bench  # the benchmark: strict like the services

@@ -1,0 +1,49 @@
+"""What the figures were measured on: CPUs, memory, kernel and the versions of the software compared."""
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import postfix, rabbitmq
+from bench.kubemta_stack import BIN
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _mem_total_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return round(int(line.split()[1]) / 1024 / 1024, 1)
+    return 0.0
+
+
+def _safe(read: Any) -> str:
+    try:
+        return str(read())
+    except (OSError, RuntimeError, subprocess.SubprocessError, ValueError):
+        return "unknown"
+
+
+def describe() -> dict[str, Any]:
+    kubemta = subprocess.run(
+        [str(BIN / "kubemta-ingress"), "--version"], capture_output=True, text=True, timeout=60, check=False
+    ).stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "mem_total_gib": _mem_total_gib(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "kubemta": kubemta or "unknown",
+        "postfix": _safe(postfix.version),
+        "rabbitmq": _safe(rabbitmq.version),
+        "load_average_at_start": list(os.getloadavg()),
+    }

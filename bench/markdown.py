@@ -1,0 +1,116 @@
+"""The results as Markdown tables (for the README), from a result JSON file.
+
+Written as `bench/results/<timestamp>.md` and `latest.md` by every run;
+`python -m bench.markdown bench/results/latest.json` renders one again.
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+FIGURES = ("accepted_rate", "delivered_rate", "accept_p50_ms", "accept_p99_ms", "e2e_p50_ms", "e2e_p99_ms")
+HEADINGS = ("accepted msg/s", "delivered msg/s", "accept p50 ms", "accept p99 ms", "e2e p50 ms", "e2e p99 ms")
+KUBEMTA_CPU = ("ingress", "queue-manager", "dns-resolver", "delivery-worker", "services total", "rabbitmq", "total")
+CPU_HEADINGS = ("ingress", "queue-manager", "dns-resolver", "delivery-worker", "4 services", "RabbitMQ", "kubemta")
+SERVICES = ("ingress", "queue-manager", "dns-resolver", "delivery-worker")
+
+
+def _number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _cell(value: dict[str, Any] | None) -> str:
+    if not value:
+        return "–"
+    if value["n"] == 1 or value["min"] == value["max"]:
+        return _number(value["median"])
+    return f"{_number(value['median'])} [{_number(value['min'])}–{_number(value['max'])}]"
+
+
+def _size(size: int) -> str:
+    return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def render(document: dict[str, Any]) -> str:
+    config, machine, summary = document["config"], document["machine"], document["summary"]
+    sizes, systems = config["sizes"], config["systems"]
+    mode = "several messages per connection" if config["keep_sessions"] else "one message per connection"
+    lines = [
+        f"Measured {document['started'][:16].replace('T', ' ')} UTC on {machine['nproc']} × {machine['cpu_model']}, "
+        f"{machine['mem_total_gib']} GiB RAM, Linux {machine['kernel']} (load average at start "
+        f"{'/'.join(f'{value:.1f}' for value in machine['load_average_at_start'])}); Postfix {machine['postfix']}, "
+        f"RabbitMQ {machine['rabbitmq']}, Python {machine['python']}. {config['sessions']} smtp-source sessions, "
+        f"{mode}; median [min–max] of {config['repetitions']} runs of ≥ {config['duration']:.0f} s; kubemta log "
+        f"level {config['kubemta_log_level']}, {config['ingress_processes']} ingress process(es). "
+        f"The run took {document['elapsed_seconds'] / 60:.0f} min.",
+        "",
+    ]
+    rows = []
+    for size in sizes:
+        for name in systems:
+            entry = summary.get(f"{size}/{name}")
+            if entry:
+                failed = f" ({entry['failed']} of {entry['runs']} runs failed)" if entry["failed"] else ""
+                rows.append([_size(size), name + failed, *(_cell(entry[figure]) for figure in FIGURES)])
+    lines += _table(["size", "system", *HEADINGS], rows)
+    ratios = document.get("ratio_kubemta_to_postfix", {})
+    if ratios:
+        shown = "; ".join(
+            f"{_size(int(size))}: accepted {values['accepted_rate']:.2f}×, delivered {values['delivered_rate']:.2f}×"
+            for size, values in ratios.items()
+            if values.get("accepted_rate") is not None and values.get("delivered_rate") is not None
+        )
+        lines += ["", f"kubemta / Postfix (medians): {shown}."]
+    cpu_rows, rss_rows = [], []
+    for size in sizes:
+        ours, theirs = summary.get(f"{size}/kubemta"), summary.get(f"{size}/postfix")
+        postfix_cpu = _cell(theirs["cpu_per_1000"].get("postfix")) if theirs else "–"
+        if ours:
+            cpu = ours["cpu_per_1000"]
+            cpu_rows.append([_size(size), *(_cell(cpu.get(key)) for key in KUBEMTA_CPU), postfix_cpu])
+            rss_rows.append([_size(size), *(_cell(ours["peak_rss_mib"].get(key)) for key in SERVICES)])
+        elif theirs:
+            cpu_rows.append([_size(size), *("–" for _ in KUBEMTA_CPU), postfix_cpu])
+    if cpu_rows:
+        lines += ["", "CPU seconds per 1,000 messages delivered:", ""]
+        lines += _table(["size", *CPU_HEADINGS, "Postfix (all daemons)"], cpu_rows)
+    if rss_rows:
+        lines += ["", "Peak RSS of the kubemta services (VmHWM, MiB):", ""]
+        lines += _table(["size", *SERVICES], rss_rows)
+    idle = document.get("idle_sessions", [])
+    if idle:
+        lines += ["", "Idle SMTP sessions held open against the ingress (after EHLO):", ""]
+        idle_rows = [
+            [
+                f"{result['sessions']:,}",
+                f"{result['opened']:,}",
+                f"{result['rss_before_mib']:.1f}",
+                f"{result['rss_after_mib']:.1f}",
+                "–" if result["rss_per_session_kib"] is None else f"{result['rss_per_session_kib']:.1f}",
+            ]
+            for result in idle
+        ]
+        lines += _table(["sessions", "open", "ingress RSS before, MiB", "with them, MiB", "KiB per session"], idle_rows)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m bench.markdown bench/results/latest.json\n")
+        return 2
+    sys.stdout.write(render(json.loads(Path(argv[0]).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,197 @@
+"""The results: a summary per system and size, the stdout table, and the JSON file under bench/results/."""
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench import markdown
+from bench.idle_sessions import IdleResult
+from bench.stats import Spread, percentile, spread
+from bench.throughput import RunResult
+
+FIGURES = ("accepted_rate", "delivered_rate", "accept_p50_ms", "accept_p99_ms", "e2e_p50_ms", "e2e_p99_ms")
+HEADINGS = ("accepted msg/s", "delivered msg/s", "accept p50 ms", "accept p99 ms", "e2e p50 ms", "e2e p99 ms")
+CPU_ORDER = ("ingress", "queue-manager", "dns-resolver", "delivery-worker", "services total", "rabbitmq", "total")
+
+METHOD = [
+    "Load: Postfix smtp-source, {sessions} parallel sessions, {mode}, payload -l SIZE bytes (plus smtp-source's "
+    "headers), sender bench@client.bench.test, recipient rcpt@bench.test; every system delivers bench.test through a "
+    "static transport (kubemta KUBEMTA_TRANSPORTS, Postfix transport_maps) to Postfix smtp-sink on another loopback "
+    "address; ceiling = smtp-source straight into smtp-sink.",
+    "Runs: the count of each system and size is calibrated by a pilot so smtp-source runs >= {duration:.0f} s (a "
+    "shorter run is repeated with a larger count); each run starts a fresh sink and system (own RabbitMQ vhost, "
+    "services started and /readyz = 200, or a new private Postfix); systems alternate within each repetition; "
+    "median [min-max] of {repetitions} repetition(s).",
+    "accepted msg/s = smtp-source's count of accepted messages / its wall time from start to exit.",
+    "delivered msg/s = smtp-source's messages received by smtp-sink (its per-message dump files, smtp-sink -d on "
+    "tmpfs, probe messages left out) / time from smtp-source's start to the last one's arrival (newest dump mtime); "
+    "a run ends when smtp-sink's -c counter has every accepted message (load + probe).",
+    "accept p50/p99 = an own asyncio SMTP client runs {probe_sessions} sessions beside smtp-source, one message per "
+    "connection, {probe_rate:g} msg/s in all, same size, and times the end of DATA (the '.' line written after the "
+    "content was flushed) to the complete 250 reply; nearest-rank percentiles per run.",
+    "e2e p50/p99 = for each probe message, its arrival at smtp-sink (mtime of its dump file, found by its recipient) "
+    "minus the time its 250 was received; not applicable to the ceiling.",
+    "CPU s per 1,000 msgs = utime+stime (+ reaped children) from /proc/<pid>/stat of each service process and of "
+    "RabbitMQ's beam.smp (the shared broker: includes whatever else uses it), or of the whole Postfix master tree, "
+    "from smtp-source's start until the sink has every message, per 1,000 messages delivered (probe included).",
+    "peak RSS = VmHWM from /proc/<pid>/status of each kubemta service at the end of the run.",
+    "idle sessions = N sessions opened (EHLO answered) against a fresh kubemta ingress from {sources} loopback "
+    "source addresses, held 2 s; ingress VmRSS before and with them; per session = difference / N.",
+]
+
+
+def summarise(runs: list[RunResult]) -> dict[str, dict[str, Any]]:
+    """Per `size/system`: the spread of every figure over the successful runs."""
+    groups: dict[str, list[RunResult]] = {}
+    for run in runs:
+        groups.setdefault(f"{run.size}/{run.system}", []).append(run)
+    summary: dict[str, dict[str, Any]] = {}
+    for key, group in groups.items():
+        good = [run for run in group if run.error is None]
+        entry: dict[str, Any] = {"runs": len(group), "failed": len(group) - len(good)}
+        for figure in FIGURES:
+            entry[figure] = spread([getattr(run, figure) for run in good])
+        for name in ("accept_ms", "e2e_ms"):
+            pooled = [value for run in good for value in getattr(run, name)]
+            entry[f"pooled_{name}"] = {
+                "samples": len(pooled),
+                "p50": percentile(pooled, 0.50),
+                "p99": percentile(pooled, 0.99),
+                "max": max(pooled, default=None),
+            }
+        cpu_keys = sorted({name for run in good for name in run.cpu_per_1000})
+        entry["cpu_per_1000"] = {name: spread([run.cpu_per_1000.get(name) for run in good]) for name in cpu_keys}
+        rss_keys = sorted({name for run in good for name in run.peak_rss_mib})
+        entry["peak_rss_mib"] = {name: spread([run.peak_rss_mib.get(name) for run in good]) for name in rss_keys}
+        summary[key] = entry
+    return summary
+
+
+def ratios(summary: dict[str, dict[str, Any]], sizes: Iterable[int]) -> dict[str, dict[str, float | None]]:
+    """kubemta / Postfix of the medians, per size."""
+    found: dict[str, dict[str, float | None]] = {}
+    for size in sizes:
+        ours, theirs = summary.get(f"{size}/kubemta"), summary.get(f"{size}/postfix")
+        if ours is None or theirs is None:
+            continue
+        found[str(size)] = {}
+        for figure in ("accepted_rate", "delivered_rate"):
+            a, b = ours[figure], theirs[figure]
+            found[str(size)][figure] = round(a.median / b.median, 3) if a and b and b.median else None
+    return found
+
+
+def _number(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _cell(value: Spread | None) -> str:
+    if value is None:
+        return "-"
+    if value.n == 1 or value.low == value.high:
+        return _number(value.median)
+    return f"{_number(value.median)} [{_number(value.low)}-{_number(value.high)}]"
+
+
+def _rows(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    line = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(header)).rstrip()]
+    line.append("  ".join("-" * width for width in widths))
+    line += ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    return line
+
+
+def _size_name(size: int) -> str:
+    return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
+
+
+def table(
+    summary: dict[str, dict[str, Any]],
+    ratio: dict[str, dict[str, float | None]],
+    idle: list[IdleResult],
+    *,
+    sizes: Iterable[int],
+    systems: Iterable[str],
+    title: str,
+) -> str:
+    lines = [title, ""]
+    size_list, system_list = list(sizes), list(systems)
+    rows = []
+    for size in size_list:
+        for name in system_list:
+            entry = summary.get(f"{size}/{name}")
+            if entry is None:
+                continue
+            failed = f" ({entry['failed']} of {entry['runs']} failed)" if entry["failed"] else ""
+            rows.append([_size_name(size), name + failed, *(_cell(entry[figure]) for figure in FIGURES)])
+    lines += _rows(["size", "system", *HEADINGS], rows)
+    for size_key, values in ratio.items():
+        shown = ", ".join(
+            f"{figure.split('_')[0]} {value:.2f}x" for figure, value in values.items() if value is not None
+        )
+        lines.append(f"kubemta / postfix at {_size_name(int(size_key))}: {shown or '-'}")
+    cpu_rows, rss_rows = [], []
+    for size in size_list:
+        for name in system_list:
+            entry = summary.get(f"{size}/{name}")
+            if entry is None or not entry["cpu_per_1000"]:
+                continue
+            cpu = entry["cpu_per_1000"]
+            keys = [key for key in CPU_ORDER if key in cpu] + [key for key in cpu if key not in CPU_ORDER]
+            cpu_rows.append([_size_name(size), name, "  ".join(f"{key} {_cell(cpu[key])}" for key in keys)])
+            rss = entry["peak_rss_mib"]
+            if rss:
+                shown = "  ".join(f"{key} {_cell(rss[key])}" for key in CPU_ORDER if key in rss)
+                rss_rows.append([_size_name(size), name, shown])
+    if cpu_rows:
+        lines += ["", "CPU seconds per 1,000 messages delivered"]
+        lines += _rows(["size", "system", "per process (tree)"], cpu_rows)
+    if rss_rows:
+        lines += ["", "Peak RSS MiB (VmHWM)"]
+        lines += _rows(["size", "system", "per service"], rss_rows)
+    if idle:
+        lines += ["", "Idle SMTP sessions held open against the kubemta ingress (after EHLO)"]
+        idle_rows = [
+            [
+                str(result.sessions),
+                str(result.opened),
+                str(result.ingress_processes),
+                f"{result.rss_before_mib:.1f}",
+                f"{result.rss_after_mib:.1f}",
+                "-" if result.rss_per_session_kib is None else f"{result.rss_per_session_kib:.1f}",
+                result.error or "",
+            ]
+            for result in idle
+        ]
+        header = ["sessions", "open", "ingress procs", "RSS before MiB", "RSS with MiB", "KiB/session", "note"]
+        lines += _rows(header, idle_rows)
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Spread):
+        return {"median": value.median, "min": value.low, "max": value.high, "n": value.n}
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_results(results_dir: Path, started: datetime, document: dict[str, Any]) -> Path:
+    """`bench/results/<timestamp>.json` (+ `.md` tables for the README), copied as `latest.*`; the JSON's path."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    plain = _jsonable(document)
+    stem = started.strftime("%Y%m%dT%H%M%SZ")
+    for suffix, text in ((".json", json.dumps(plain, indent=2) + "\n"), (".md", markdown.render(plain))):
+        (results_dir / f"{stem}{suffix}").write_text(text)
+        (results_dir / f"latest{suffix}").write_text(text)
+    return results_dir / f"{stem}.json"
