@@ -5,9 +5,13 @@
   again); with a short drain the delivery is cut, nothing is published, the job goes
   back to `deliver`, and the next worker delivers it exactly once.
 - The other consumer services stop on SIGTERM within their drain time and lose nothing.
-- A job that crashes the worker every time ends in `held` after KUBEMTA_DELIVERY_LIMIT
-  deliveries (metric and log line) while other mail keeps flowing; a quorum queue's
-  `x-delivery-limit` dead-letters a job whose consumer dies without acknowledging.
+- A malformed job (a route host port above 65535, which no resolver produces) goes to
+  `held` unchanged on its first delivery, without crashing the worker (one "malformed"
+  log line, `kubemta_jobs_held_total{reason="malformed"}`), while other mail keeps
+  flowing. (A job that crashes the handler every time is held after
+  KUBEMTA_DELIVERY_LIMIT returns: tests/integration/test_worker_poison.py.)
+- A quorum queue's `x-delivery-limit` dead-letters a job whose consumer dies without
+  acknowledging.
 """
 
 import asyncio
@@ -132,9 +136,9 @@ async def test_other_consumers_stop_on_sigterm_and_lose_nothing(stack: Stack, wo
     assert delivered.rcpt_tos == ["later@mx.e2e.test"]
 
 
-def _poison_job(world: MailWorld) -> message_pb2.DeliveryJob:
-    # A route no resolver would produce: port 70000 makes the socket layer raise
-    # OverflowError, which nothing in the worker expects, so the handler crashes every time.
+def _malformed_job(world: MailWorld) -> message_pb2.DeliveryJob:
+    # A route no resolver would produce: port 70000 does not fit TCP's 16 bits. The worker's
+    # checks hold it before connecting (asyncio's getaddrinfo would raise OverflowError).
     host = message_pb2.RouteHost(hostname="mx1.e2e.test", address=world.address("mx1"), port=70000)
     return message_pb2.DeliveryJob(
         queue_id="POISON1",
@@ -148,17 +152,17 @@ def _poison_job(world: MailWorld) -> message_pb2.DeliveryJob:
     )
 
 
-async def test_a_job_that_crashes_the_worker_ends_in_held(stack: Stack, world: MailWorld, vhost: Vhost) -> None:
-    server = await _start(stack, world, delivery_limit="3")
+async def test_a_malformed_job_goes_to_held_on_its_first_delivery(stack: Stack, world: MailWorld, vhost: Vhost) -> None:
+    server = await _start(stack, world)
     mx1 = world.peer("mx1")
     await mx1.start()
-    poison = _poison_job(world)
+    malformed = _malformed_job(world)
     connection = await aio_pika.connect(vhost.url)
     try:
         channel = await connection.channel()
         exchange = await channel.get_exchange(EXCHANGE)
         await exchange.publish(
-            aio_pika.Message(poison.SerializeToString(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            aio_pika.Message(malformed.SerializeToString(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=DELIVER,
         )
     finally:
@@ -168,15 +172,16 @@ async def test_a_job_that_crashes_the_worker_ends_in_held(stack: Stack, world: M
     [delivered] = await mx1.wait_for_messages(1, timeout=30)
     assert delivered.rcpt_tos == ["fine@mx.e2e.test"], "other jobs keep flowing"
     held = await _held(vhost)
-    assert message_pb2.DeliveryJob.FromString(held.body) == poison
-    assert await stack.metric(WORKER, "kubemta_jobs_held_total") == 1
-    crashes = [e for e in stack.log_events(WORKER) if "handler crashed" in str(e.get("message", ""))]
-    assert len(crashes) == 3
-    [line] = [e for e in stack.log_events(WORKER) if "moving it to held" in str(e.get("message", ""))]
+    assert message_pb2.DeliveryJob.FromString(held.body) == malformed, "held unchanged"
+    assert await stack.metric(WORKER, "kubemta_jobs_held_total", reason="malformed") == 1
+    assert await stack.metric(WORKER, "kubemta_jobs_held_total", reason="poison") == 0
+    [line] = [e for e in stack.log_events(WORKER) if "malformed" in str(e.get("message", ""))]
     assert line["queue_id"] == "POISON1"
+    assert "moving it to held" in str(line["message"])
+    assert "handler crashed" not in stack.log(WORKER), "held on its first delivery, nothing crashed"
     await asyncio.sleep(1)
     depths = await asyncio.to_thread(vhost.queue_depths)
-    assert depths.get(DELIVER, 0) == 0
+    assert (depths.get(DELIVER, 0), depths.get(HELD, 0)) == (0, 0), "`held` had exactly this job, `deliver` is empty"
 
 
 async def test_quorum_delivery_limit_dead_letters_a_job_whose_consumer_dies(vhost: Vhost) -> None:

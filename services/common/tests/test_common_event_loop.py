@@ -1,6 +1,7 @@
 """Services run on uvloop unless KUBEMTA_EVENT_LOOP=asyncio says otherwise."""
 
 import asyncio
+import socket
 
 import pytest
 import uvloop
@@ -31,3 +32,25 @@ def test_uvloop_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBEMTA_EVENT_LOOP", "trio")
     with pytest.raises(ConfigError):
         ServiceSettings.load()
+
+
+@pytest.mark.parametrize("name", ["uvloop", "asyncio"])
+def test_tcp_connections_are_nodelay_on_both_loops(name: str) -> None:
+    """SMTP replies and AMQP frames are small writes: Nagle's algorithm would hold them back."""
+    seen: dict[str, int] = {}
+
+    async def main(stop: asyncio.Event) -> None:
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen["server"] = writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            writer.close()
+
+        server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        seen["client"] = writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        server.close()
+
+    run(main, event_loop=name)
+    assert seen == {"server": 1, "client": 1}

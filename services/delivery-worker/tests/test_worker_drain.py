@@ -91,12 +91,12 @@ async def test_a_job_returned_too_often_is_held_with_a_metric(start_peer, host_o
     peer = await start_peer()
     handler = DeliverHandler(Deliverer(options), publisher, delivery_limit=3)
     body = job([host_of("mx1.dest.test", peer)]).SerializeToString()
-    held_before = metric("kubemta_jobs_held_total")
+    held_before = metric("kubemta_jobs_held_total", reason="poison")
 
     with pytest.raises(PermanentError, match="returned 3 times"):
         await handler(as_incoming(incoming(body, **{"x-delivery-count": 3})))
 
-    assert metric("kubemta_jobs_held_total") == held_before + 1
+    assert metric("kubemta_jobs_held_total", reason="poison") == held_before + 1
     assert peer.connections == 0
     assert publisher.published == []
 
@@ -104,7 +104,7 @@ async def test_a_job_returned_too_often_is_held_with_a_metric(start_peer, host_o
 async def test_a_job_below_the_limit_is_delivered(start_peer, host_of, job, options, publisher, metric):
     peer = await start_peer()
     handler = DeliverHandler(Deliverer(options), publisher, delivery_limit=3)
-    held_before = metric("kubemta_jobs_held_total")
+    held_before = metric("kubemta_jobs_held_total", reason="poison")
 
     await handler(
         as_incoming(incoming(job([host_of("mx1.dest.test", peer)]).SerializeToString(), **{"x-delivery-count": 2}))
@@ -112,4 +112,4 @@ async def test_a_job_below_the_limit_is_delivered(start_peer, host_of, job, opti
 
     assert len(peer.messages) == 1
     assert len(publisher.published) == 1
-    assert metric("kubemta_jobs_held_total") == held_before
+    assert metric("kubemta_jobs_held_total", reason="poison") == held_before

@@ -44,6 +44,26 @@ async def test_publishes_exactly_one_result_carrying_the_job(start_peer, host_of
     assert len(peer.messages) == 1
 
 
+@pytest.mark.parametrize(
+    ("rules", "content_kept"),
+    [({}, False), ({"later": "451 4.2.0 Try later"}, True), ({"later": "550 5.1.1 No such user"}, True)],
+)
+async def test_the_content_travels_back_only_while_it_may_still_be_needed(
+    start_peer, host_of, job, options, publisher, rules, content_kept
+):
+    """All delivered: no retry and no bounce can follow, so the result leaves the content out."""
+    peer = await start_peer(rules=rules)
+    the_job = job([host_of("mx1.dest.test", peer)], ["a@dest.test", "later@dest.test"])
+    assert the_job.content
+    await DeliverHandler(Deliverer(options), publisher)(incoming(the_job.SerializeToString()))
+
+    result = message_pb2.DeliveryResult.FromString(publisher.published[0].body)
+    assert result.job.content == (the_job.content if content_kept else b"")
+    the_job.ClearField("content")
+    result.job.ClearField("content")
+    assert result.job == the_job, "everything else about the job travels back"
+
+
 async def test_publish_failure_propagates(start_peer, host_of, job, options, publisher):
     peer = await start_peer()
     publisher.error = PublishFailed("no confirm from the broker within 10s")

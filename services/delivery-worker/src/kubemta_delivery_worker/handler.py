@@ -5,12 +5,14 @@ The job travels back unchanged inside the result (the queue-manager keeps no sta
 counts the attempts itself). A failed publish raises PublishFailed, so the job is not
 acknowledged and is delivered again (at least once: the recipient may get a duplicate).
 
-Poison jobs: RabbitMQ counts how often a message went back to a quorum queue
-(`x-delivery-count`: handler crashes, failed publishes, a worker gone mid-job). A job
-already returned `delivery_limit` times is not tried again: it is rejected to `held`
-with a log line and `kubemta_jobs_held_total`, so it neither blocks `deliver` nor
-disappears. (A crash that kills the process is caught by the queue's own
-`x-delivery-limit`, which dead-letters to `held` too.)
+Held jobs, rejected to `held` with an error line and `kubemta_jobs_held_total{reason}`
+so they neither block `deliver` nor disappear:
+- malformed: a job that fails the checks of job_checks.py (no domain, no recipients, no
+  route hosts, a port above 65535) is held on its first delivery, without delivering.
+- poison: RabbitMQ counts how often a message went back to a quorum queue
+  (`x-delivery-count`: handler crashes, failed publishes, a worker gone mid-job). A job
+  already returned `delivery_limit` times is not tried again. (A crash that kills the
+  process is caught by the queue's own `x-delivery-limit`, which dead-letters to `held` too.)
 
 Drain: a delivery cancelled by the drain deadline publishes nothing (its job is
 re-delivered). Once a delivery is done, its result is reported even if the
@@ -28,8 +30,10 @@ from kubemta.v1 import message_pb2
 from kubemta_common.amqp.topology import DELIVERY_LIMIT, RESULTS
 from kubemta_common.bus_messages import decode
 from kubemta_common.errors import PermanentError
+from kubemta_common.logs import sanitize
 from kubemta_common.timestamps import now_timestamp
 from kubemta_delivery_worker.deliverer import Deliverer
+from kubemta_delivery_worker.job_checks import malformation
 from kubemta_delivery_worker.metrics import JOBS_HELD
 from kubemta_delivery_worker.replies import outcome_name
 
@@ -65,6 +69,7 @@ class DeliverHandler:
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         job = decode(message_pb2.DeliveryJob, message.body)
+        _hold_if_malformed(job)
         self._hold_if_poison(job, delivery_count(message))
         await self.process(job, message)
 
@@ -72,7 +77,7 @@ class DeliverHandler:
         """Raise PermanentError (the consumer rejects the job to `held`) once it came back too often."""
         if returned < self._delivery_limit:
             return
-        JOBS_HELD.inc()
+        JOBS_HELD.labels(reason="poison").inc()
         logger.error(
             "job returned to the queue %d times without a result (limit %d): moving it to held",
             returned,
@@ -90,6 +95,8 @@ class DeliverHandler:
         result = message_pb2.DeliveryResult(
             job=job, recipients=recipients, attempted_at=attempted_at, reporter=REPORTER
         )
+        if all(r.outcome == message_pb2.OUTCOME_DELIVERED for r in recipients):
+            result.job.ClearField("content")  # nothing left to send or bounce: the content's trip ends here
         publish = asyncio.ensure_future(
             self._publisher.publish(
                 RESULTS, result.SerializeToString(), message_id=job.job_id, message_type=RESULT_TYPE
@@ -116,3 +123,19 @@ class DeliverHandler:
             extra={"queue_id": job.queue_id, "job_id": job.job_id, "domain": job.domain},
         )
         return result
+
+
+def _hold_if_malformed(job: message_pb2.DeliveryJob) -> None:
+    """Raise PermanentError (the consumer rejects the job to `held`) when the job fails job_checks."""
+    reason = malformation(job)
+    if reason is None:
+        return
+    JOBS_HELD.labels(reason="malformed").inc()
+    logger.error(
+        "malformed job %s: %s: moving it to held",
+        sanitize(job.job_id),
+        reason,
+        extra={"queue_id": sanitize(job.queue_id), "job_id": sanitize(job.job_id), "domain": sanitize(job.domain)},
+    )
+    # No "malformed" here: the consumer logs this text too, and the line above is the one to find.
+    raise PermanentError(f"job {sanitize(job.job_id)} not delivered: {reason}")

@@ -26,7 +26,7 @@ SMTP_CONNECTIONS = Counter(
 preinitialise(DELIVERY_ATTEMPTS, result=ATTEMPT_RESULTS)
 preinitialise(SMTP_CONNECTIONS, result=CONNECTION_RESULTS)
 
-# Connection reuse (pool.py), destination back-off (destinations.py), poison jobs (handler.py).
+# Connection reuse (pool.py), destination back-off (destinations.py), held jobs (handler.py).
 SMTP_CONNECTIONS_REUSED = Counter(
     "kubemta_smtp_connections_reused_total",
     "Mail transactions sent over a cached SMTP connection (after a successful RSET) instead of a new one",
@@ -40,12 +40,17 @@ DESTINATION_DEFERRALS = Counter(
     "Jobs deferred without a connection because their destination was paused or busy",
     ["reason"],
 )
+# Why the worker moved a job to `held`: poison (returned to the queue `delivery_limit` times
+# without a result, e.g. it crashed the handler) or malformed (failed job_checks before delivery).
+HELD_REASONS: tuple[str, ...] = ("poison", "malformed")
 JOBS_HELD = Counter(
     "kubemta_jobs_held_total",
-    "Jobs moved to `held` after crashing the worker too many times",
+    "Jobs moved to `held` by the worker, by reason: poison (returned too often) or malformed (failed the checks)",
+    ["reason"],
 )
 
 preinitialise(DESTINATION_DEFERRALS, reason=("backoff", "busy"))
+preinitialise(JOBS_HELD, reason=HELD_REASONS)
 
 # Outbound TLS (tls_negotiation.py): one count per session set-up.
 TLS_OUTBOUND_RESULTS: tuple[str, ...] = (

@@ -4,7 +4,9 @@ isort:skip_file
 Bus messages exchanged by the kubemta services over RabbitMQ.
 
 State travels in these messages: the queue-manager keeps none of its own, so a
-DeliveryResult carries the whole DeliveryJob it answers, content included.
+DeliveryResult carries the whole DeliveryJob it answers, content included, except
+when every recipient was delivered: then nothing more will be sent or bounced and
+the content is left out (the job's other fields stay, for logs and metrics).
 """
 
 from collections import abc as _abc
@@ -340,7 +342,9 @@ Global___RecipientResult: _TypeAlias = RecipientResult  # noqa: Y015
 
 @_typing.final
 class DeliveryResult(_message.Message):
-    """What happened to a DeliveryJob; published to `results`."""
+    """What happened to a DeliveryJob; published to `results`. `job.content` is empty when
+    every recipient is OUTCOME_DELIVERED.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
