@@ -39,8 +39,9 @@ unprivileged ports (SMTP 2525, submission 2587, SMTPS 2465, metrics 9100); the S
   the load balancer's PROXY protocol (e.g. its Service annotation) and list its addresses in
   `smtpIngress.proxyProtocol.trustedNetworks`.
 - **Secrets** are never values: the AMQP URL (`rabbitmq.existingSecret`), the TLS certificate (`tls.existingSecret`,
-  a `kubernetes.io/tls` Secret), the AUTH users file (`auth.existingSecret`), DKIM keys (`dkim.existingSecret`), and
-  any other setting as a file in `secrets.existingSecret` (mounted at /run/secrets/kubemta).
+  a `kubernetes.io/tls` Secret), the AUTH users file (`auth.existingSecret`), DKIM keys (`dkim.existingSecret`: the
+  private keys go to the queue-manager only, the smtp-ingress gets just the public keys), and any other setting as
+  a file in `secrets.existingSecret` (mounted at /run/secrets/kubemta).
 - **Monitoring**: a ServiceMonitor per component, a PrometheusRule (bounce rate, deferral rate per provider,
   backlog, queue time, no deliveries while queued, 4xx rejects, broker down, held messages) and the
   "kubemta / Overview" Grafana dashboard (ConfigMap labelled `grafana_dashboard: "1"`). Queue depths come from

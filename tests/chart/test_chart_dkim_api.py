@@ -1,5 +1,6 @@
-"""The chart's DKIM key mounts and the smtp-ingress HTTP API: projected key paths, read-only mounts,
-the API's listener, ClusterIP Service and NetworkPolicy rule, and the sending IPs."""
+"""The chart's DKIM key mounts and the smtp-ingress HTTP API: projected key paths (private keys in the
+queue-manager only, public keys in the smtp-ingress only), read-only mounts, the API's listener, ClusterIP
+Service and NetworkPolicy rule, and the sending IPs."""
 
 import json
 from typing import Any
@@ -16,6 +17,8 @@ from tests.chart.test_chart_settings import config_data
 KEYS_DIR = "/etc/kubemta/dkim"
 DKIM_MOUNT = {"name": "dkim", "mountPath": KEYS_DIR, "readOnly": True}
 MOUNTED_INTO = {"smtp-ingress", "queue-manager"}
+SUFFIX = {"smtp-ingress": ".pub", "queue-manager": ".key"}
+"""Which half of each key a component gets: the internet-facing ingress never a private key."""
 
 
 def pod_of(deployment: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -46,8 +49,20 @@ def services(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 # --- DKIM keys ---------------------------------------------------------------------------------
 
 
-def test_dkim_keys_are_projected_as_domain_slash_selector_into_the_queue_manager_and_the_ingress() -> None:
+def test_private_keys_go_to_the_queue_manager_and_public_keys_to_the_ingress() -> None:
     docs = manifests(DKIM)
+    expected = {
+        "queue-manager": [
+            {"key": "example.com_2026rsa.key", "path": "example.com/2026rsa.key"},
+            {"key": "example.com_2026ed.key", "path": "example.com/2026ed.key"},
+            {"key": "example-org-k1", "path": "mail.example.org/k1.key"},
+        ],
+        "smtp-ingress": [
+            {"key": "example.com_2026rsa.pub", "path": "example.com/2026rsa.pub"},
+            {"key": "example.com_2026ed.pub", "path": "example.com/2026ed.pub"},
+            {"key": "example-org-k1-public", "path": "mail.example.org/k1.pub"},
+        ],
+    }
     for name, deployment in deployments(docs).items():
         pod, container = pod_of(deployment)
         env = env_of(container)
@@ -57,29 +72,38 @@ def test_dkim_keys_are_projected_as_domain_slash_selector_into_the_queue_manager
             continue
         assert env["KUBEMTA_DKIM_KEYS_DIR"] == {"name": "KUBEMTA_DKIM_KEYS_DIR", "value": KEYS_DIR}, name
         assert [mount for mount in container["volumeMounts"] if mount["name"] == "dkim"] == [DKIM_MOUNT], name
-        assert volumes_of(pod)["dkim"]["secret"] == {
-            "secretName": "kubemta-dkim",
-            "items": [
-                {"key": "example.com_2026rsa.key", "path": "example.com/2026rsa.key"},
-                {"key": "example.com_2026ed.key", "path": "example.com/2026ed.key"},
-                {"key": "example-org-k1", "path": "mail.example.org/k1.key"},
-            ],
-        }, name
+        secret: dict[str, object] = {"secretName": "kubemta-dkim", "items": expected[name]}
+        if name == "smtp-ingress":
+            secret["optional"] = True  # a missing public key shows in the domain check, never stops SMTP
+        assert volumes_of(pod)["dkim"]["secret"] == secret, name
 
 
-def test_every_dkim_scenario_mounts_keys_read_only_at_domain_slash_selector_paths() -> None:
+def test_every_dkim_scenario_mounts_only_its_half_of_each_key_read_only() -> None:
     for scenario in SCENARIOS:
         keys = scenario_values(scenario).get("dkim", {}).get("keys", [])
         if not keys:
             continue
         for name, deployment in deployments(manifests(scenario)).items():
-            if name not in MOUNTED_INTO:
-                continue
             pod, container = pod_of(deployment)
+            secrets = [volume["secret"] for volume in pod["volumes"] if "secret" in volume]
+            if name not in MOUNTED_INTO:
+                assert all(secret["secretName"] != "kubemta-dkim" for secret in secrets), (scenario.name, name)
+                continue
             assert DKIM_MOUNT in container["volumeMounts"], (scenario.name, name)
-            paths = [item["path"] for item in volumes_of(pod)["dkim"]["secret"]["items"]]
-            assert paths == [f"{key['domain']}/{key['selector']}.key" for key in keys], (scenario.name, name)
-            assert all("/" not in item["key"] for item in volumes_of(pod)["dkim"]["secret"]["items"])
+            items = volumes_of(pod)["dkim"]["secret"]["items"]
+            suffix = SUFFIX[name]
+            assert [item["path"] for item in items] == [f"{key['domain']}/{key['selector']}{suffix}" for key in keys], (
+                scenario.name,
+                name,
+            )
+            assert all("/" not in item["key"] for item in items)
+            # the Secret reaches this pod through these items only: no other volume names it
+            assert [secret for secret in secrets if secret["secretName"] == "kubemta-dkim"] == [
+                volumes_of(pod)["dkim"]["secret"]
+            ], (scenario.name, name)
+        ingress_items = volumes_of(pod_of(deployments(manifests(scenario))["smtp-ingress"])[0])["dkim"]["secret"]
+        assert not [item for item in ingress_items["items"] if not item["path"].endswith(".pub")], scenario.name
+        assert not [item for item in ingress_items["items"] if item["key"].endswith(".key")], scenario.name
 
 
 def test_without_dkim_keys_nothing_is_mounted() -> None:
@@ -100,6 +124,8 @@ def test_schema_checks_the_dkim_keys() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     good = {"dkim": {"existingSecret": "s", "keys": [{"domain": "Mail.Example.com", "selector": "2026a"}]}}
     jsonschema.validate(good, schema)
+    named = {"domain": "example.com", "selector": "s1", "secretKey": "s1-private", "publicKey": "s1-public"}
+    jsonschema.validate({"dkim": {"existingSecret": "s", "keys": [named]}}, schema)
     for key in (
         {"domain": "example.com", "selector": "a/b"},
         {"domain": "../etc", "selector": "s1"},
@@ -107,6 +133,7 @@ def test_schema_checks_the_dkim_keys() -> None:
         {"domain": "example.com", "selector": 2026},  # unquoted numeric selector
         {"domain": "example.com"},
         {"domain": "example.com", "selector": "s1", "secretKey": "example.com/s1.key"},
+        {"domain": "example.com", "selector": "s1", "publicKey": "example.com/s1.pub"},
         {"domain": "example.com", "selector": "s1", "path": "x"},
     ):
         with pytest.raises(jsonschema.ValidationError):
@@ -179,5 +206,9 @@ def test_notes_tell_how_to_reach_the_domain_check_and_list_the_dkim_keys() -> No
     assert "curl http://127.0.0.1:8080/v1/domains/example.com/check" in notes
     assert "example.com/2026rsa.key  <- Secret key example.com_2026rsa.key" in notes
     assert "mail.example.org/k1.key  <- Secret key example-org-k1" in notes
+    assert "example.com/2026rsa.pub  <- Secret key example.com_2026rsa.pub" in notes
+    assert "mail.example.org/k1.pub  <- Secret key example-org-k1-public" in notes
+    private, public = notes.index("private keys in the queue-manager pods only"), notes.index("public keys")
+    assert private < notes.index("k1.key") < public < notes.index("k1.pub")
     defaults = install({})["info"].get("notes", "")
     assert "svc/kubemta-smtp-ingress-api 8080:8080" in defaults and "DKIM:" not in defaults

@@ -31,7 +31,8 @@ RUN_TIMEOUT = 60.0
 
 
 def generate_key(keys_dir: Path, domain: str, selector: str, algorithm: str) -> str:
-    """`kubemta-queue-manager dkim generate ...`: writes `<keys_dir>/<domain>/<selector>.key`; the printed zone line."""
+    """`kubemta-queue-manager dkim generate ...`: writes `<keys_dir>/<domain>/<selector>.key` and `.pub`; the printed
+    zone line."""
     done = subprocess.run(
         [
             str(BIN / "kubemta-queue-manager"), "dkim", "generate",

@@ -3,12 +3,14 @@ variants, each broken in exactly one way, plus the reverse zone of the sending I
 
 All names are under `dc.test`; the sending IPs and the name server share this run's random `127.a.b`
 prefix, so the reverse zone is `b.a.127.in-addr.arpa`. DKIM keys are written to `keys_dir` in the
-`<domain>/<selector>.key` layout and their records made with `kubemta_common.dkim.records`, as
-`kubemta-queue-manager dkim generate` does (RSA records exceed 255 octets: several TXT strings).
+`<domain>/<selector>.key` + `.pub` layout and their records made with `kubemta_common.dkim.records`,
+as `kubemta-queue-manager dkim generate` does (RSA records exceed 255 octets: several TXT strings);
+`public_keys_dir` holds only the `.pub` files, as the chart gives them to the ingress.
 """
 
 import base64
 import ipaddress
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,7 @@ RSA_SELECTOR = "r1"
 
 
 def write_key(keys_dir: Path, domain: str, selector: str, algorithm: str) -> str:
-    """A new private key at `<keys_dir>/<domain>/<selector>.key`; its TXT record value."""
+    """A new private key at `<keys_dir>/<domain>/<selector>.key`, its public key beside it (`.pub`); the value."""
     if algorithm == "rsa":
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         data = key.private_bytes(
@@ -49,7 +51,18 @@ def write_key(keys_dir: Path, domain: str, selector: str, algorithm: str) -> str
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     path.chmod(0o600)
-    return record_value(*public_key(data))
+    value = record_value(*public_key(data))
+    path.with_suffix(".pub").write_text(value + "\n")
+    return value
+
+
+def public_only(keys_dir: Path, public_dir: Path) -> Path:
+    """`public_dir` with a copy of the `.pub` files of `keys_dir` and none of its private keys."""
+    for public_file in keys_dir.glob("*/*.pub"):
+        target = public_dir / public_file.parent.name / public_file.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(public_file, target)
+    return public_dir
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,9 @@ class DomainZones:
 
     zones: dict[str, str]
     keys_dir: Path
+    """The private and public keys (`.key` and `.pub`), as the queue-manager may have them."""
+    public_keys_dir: Path
+    """Only the public keys (`.pub`), as the ingress has them."""
     sending_ip: ipaddress.IPv4Address
     """Has A (HOSTNAME) and a PTR naming HOSTNAME."""
     no_ptr_ip: ipaddress.IPv4Address
@@ -65,7 +81,10 @@ class DomainZones:
 
 
 def build_zones(keys_dir: Path, net: str) -> DomainZones:
-    """The `dc.test` zone and the reverse zone of `net` (`127.a.b`), with keys written to `keys_dir`."""
+    """The `dc.test` zone and the reverse zone of `net` (`127.a.b`), with keys written to `keys_dir`.
+
+    The public keys alone are copied to the sibling directory `<keys_dir>-public`.
+    """
     sending_ip = ipaddress.IPv4Address(f"{net}.10")
     no_ptr_ip = ipaddress.IPv4Address(f"{net}.11")
     spf = f"v=spf1 ip4:{net}.0/24 -all"
@@ -101,6 +120,7 @@ def build_zones(keys_dir: Path, net: str) -> DomainZones:
     return DomainZones(
         zones={ZONE: zone_text(ZONE, records), reverse: zone_text(reverse, [f"10 PTR {HOSTNAME}."])},
         keys_dir=keys_dir,
+        public_keys_dir=public_only(keys_dir, keys_dir.with_name(f"{keys_dir.name}-public")),
         sending_ip=sending_ip,
         no_ptr_ip=no_ptr_ip,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubemta_common.dkim.keys import KeyStore
+from kubemta_common.dkim.public_keys import PublicKeyStore
 from kubemta_common.domain_check import CheckConfig, DnspythonResolver, DomainReport, Status, check_domain
 from tests.harness import domain_zone as dz
 from tests.harness.dns_server import DnsServer, free_port, random_loopback_address
@@ -34,10 +34,13 @@ async def check(
     *,
     hostname: str = dz.HOSTNAME,
     ips: tuple[str, ...] | None = None,
+    private_keys: bool = False,
 ) -> DomainReport:
+    """The report with the public keys only (the ingress' directory), or the `.key` + `.pub` directory."""
     server, zones = setup
     sending = (zones.sending_ip,) if ips is None else tuple(ipaddress.ip_address(ip) for ip in ips)
-    config = CheckConfig(hostname, sending, KeyStore(zones.keys_dir))
+    keys_dir = zones.keys_dir if private_keys else zones.public_keys_dir
+    config = CheckConfig(hostname, sending, PublicKeyStore(keys_dir))
     resolver = DnspythonResolver([(server.address, server.port)], timeout=3.0)
     async with asyncio.timeout(CHECK_TIMEOUT):
         return await check_domain(domain, config, resolver)
@@ -62,6 +65,17 @@ async def test_the_correct_domain_is_ok(setup):
     assert len(rsa.found) == 1 and len(rsa.found[0]) > 255  # several TXT strings, joined
     assert by_name(report, "mx").found == [f"10 mx.{dz.ZONE}"]
     assert "p=reject" in by_name(report, "dmarc").detail
+
+
+@pytest.mark.parametrize("domain", [dz.GOOD, dz.NO_DKIM, dz.WRONG_DKIM])
+async def test_the_directory_with_private_keys_gives_the_same_dkim_verdicts(setup, domain):
+    public, private = await check(setup, domain), await check(setup, domain, private_keys=True)
+
+    def verdicts(report: DomainReport) -> list[tuple[str, Status, list[str], str | None]]:
+        return [(c.name, c.status, c.found, c.expected) for c in report.checks if c.name.startswith("dkim")]
+
+    assert verdicts(private) == verdicts(public) and verdicts(public)
+    assert all(".pub)" in c.detail for c in public.checks if c.status is Status.OK and c.name.startswith("dkim"))
 
 
 async def test_a_subdomain_inherits_dmarc_and_signs_with_the_parent_keys(setup):

@@ -21,7 +21,7 @@ so the four components stay identical where they should.
 {{- $mountCa := and $isWorker (or $tlsCa.existingSecret $tlsCa.existingConfigMap) -}}
 {{- $dkim := $root.Values.dkim -}}
 {{- if and $dkim.existingSecret (not $dkim.keys) -}}
-{{- fail "dkim.existingSecret: list its keys in dkim.keys ({domain, selector, secretKey} each; they are mounted as <domain>/<selector>.key)" -}}
+{{- fail "dkim.existingSecret: list its keys in dkim.keys ({domain, selector, secretKey, publicKey} each; mounted as <domain>/<selector>.key into the queue-manager, <domain>/<selector>.pub into the smtp-ingress)" -}}
 {{- end -}}
 {{- if and $dkim.keys (not $dkim.existingSecret) -}}
 {{- fail "dkim.keys: set dkim.existingSecret, the Secret holding them" -}}
@@ -239,15 +239,26 @@ spec:
             secretName: {{ $root.Values.auth.existingSecret }}
         {{- end }}
         {{- if $mountDkim }}
-        # DKIM keys: Secret keys cannot contain "/", so each is projected to <domain>/<selector>.key
+        # DKIM keys: Secret keys cannot contain "/", so each is projected to <domain>/<selector>.key (the private
+        # key, queue-manager only: it signs) or <domain>/<selector>.pub (the public key, smtp-ingress only: its
+        # domain check compares it with DNS). The internet-facing ingress never gets a private key.
         - name: dkim
           secret:
             secretName: {{ $dkim.existingSecret }}
             items:
               {{- range $dkim.keys }}
+              {{- if $isIngress }}
+              - key: {{ default (printf "%s_%s.pub" .domain .selector) .publicKey | quote }}
+                path: {{ printf "%s/%s.pub" .domain .selector | quote }}
+              {{- else }}
               - key: {{ default (printf "%s_%s.key" .domain .selector) .secretKey | quote }}
                 path: {{ printf "%s/%s.key" .domain .selector | quote }}
               {{- end }}
+              {{- end }}
+            {{- if $isIngress }}
+            # a missing public key is reported by the domain check; it must never keep the SMTP pod from starting
+            optional: true
+            {{- end }}
         {{- end }}
         {{- if $mountCa }}
         - name: tls-ca

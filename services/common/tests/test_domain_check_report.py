@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubemta_common.dkim.keys import KeyStore
+from kubemta_common.dkim.public_keys import PublicKeyStore
 from kubemta_common.dkim.records import public_key, record_value
 from kubemta_common.domain_check import (
     CheckConfig,
@@ -29,10 +29,11 @@ ED25519_SEED = b"0JYRn8Dd5gCgiUpXN3ZpHmZ7Xw8ANG8tKm8pYlb4xGE=\n"
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> KeyStore:
+def keys(tmp_path: Path) -> PublicKeyStore:
+    """The public key only, as the ingress has it."""
     (tmp_path / "example.com").mkdir()
-    (tmp_path / "example.com" / "s1.key").write_bytes(ED25519_SEED)
-    return KeyStore(tmp_path)
+    (tmp_path / "example.com" / "s1.pub").write_text(record_value(*public_key(ED25519_SEED)) + "\n")
+    return PublicKeyStore(tmp_path)
 
 
 def good_zone() -> FakeDns:

@@ -40,7 +40,7 @@ def environment(zone: tuple[DnsServer, dz.DomainZones]) -> dict[str, str]:
     return {
         "KUBEMTA_HOSTNAME": dz.HOSTNAME,
         "KUBEMTA_SENDING_IPS": str(zones.sending_ip),
-        "KUBEMTA_DKIM_KEYS_DIR": str(zones.keys_dir),
+        "KUBEMTA_DKIM_KEYS_DIR": str(zones.public_keys_dir),
         "KUBEMTA_DNS_NAMESERVERS": server.nameserver,
         "KUBEMTA_DNS_TIMEOUT": "3s",
     }
@@ -72,13 +72,15 @@ def checks_total(result: str) -> float:
     return REGISTRY.get_sample_value("kubemta_domain_checks_total", {"result": result}) or 0.0
 
 
-async def test_a_correct_domain_reports_ok(base_url):
+async def test_a_correct_domain_reports_ok(base_url, zone):
+    assert not list(zone[1].public_keys_dir.rglob("*.key"))  # public keys only, as the chart mounts them
     before = checks_total("ok")
     response = await get(f"{base_url}/v1/domains/{dz.GOOD}/check")
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     report = DomainReport.model_validate(response.json())
     assert report.ok and report.domain == dz.GOOD
     assert {c.name for c in report.checks} >= {"dkim:s1", "dkim:r1", "spf", "dmarc", "mx", "hostname"}
+    assert f"({dz.GOOD}/s1.pub)" in next(c.detail for c in report.checks if c.name == "dkim:s1")
     assert checks_total("ok") - before == 1
 
 

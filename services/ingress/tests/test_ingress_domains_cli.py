@@ -27,7 +27,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             **{key: value for key, value in os.environ.items() if not key.startswith("KUBEMTA_")},
             "KUBEMTA_HOSTNAME": dz.HOSTNAME,
             "KUBEMTA_SENDING_IPS": str(zones.sending_ip),
-            "KUBEMTA_DKIM_KEYS_DIR": str(zones.keys_dir),
+            "KUBEMTA_DKIM_KEYS_DIR": str(zones.public_keys_dir),
             "KUBEMTA_DNS_NAMESERVERS": server.nameserver,
             "KUBEMTA_DNS_TIMEOUT": "3s",
         }

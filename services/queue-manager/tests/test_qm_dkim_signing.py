@@ -204,6 +204,29 @@ def test_a_bad_key_file_is_logged_and_skipped(dkim_zone, caplog: pytest.LogCaptu
     assert len(skipped) == 3 and all("skipping DKIM key" in text for text in skipped)
 
 
+def test_pub_files_beside_the_keys_change_nothing_for_signing(
+    dkim_zone, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dkim_zone.generate("example.com", "one", "ed25519")
+    dkim_zone.generate("example.com", "two", "rsa")
+    domain_dir = dkim_zone.keys_dir / "example.com"
+    assert sorted(path.name for path in domain_dir.iterdir()) == ["one.key", "one.pub", "two.key", "two.pub"]
+    without_pub = tmp_path / "without-pub" / "example.com"
+    without_pub.mkdir(parents=True)
+    for name in ("one.key", "two.key"):
+        (without_pub / name).write_bytes((domain_dir / name).read_bytes())
+    (domain_dir / "lone.pub").write_text((domain_dir / "one.pub").read_text())  # a public key without its key
+    (domain_dir / "bad.pub").write_text("not a record\n")
+    (dkim_zone.keys_dir / "example.org").mkdir()
+    (dkim_zone.keys_dir / "example.org" / "e1.pub").write_text((domain_dir / "one.pub").read_text())
+    with caplog.at_level(logging.ERROR):
+        store = KeyStore(dkim_zone.keys_dir)
+    assert store.keys_for("example.com") == KeyStore(without_pub.parent).keys_for("example.com")
+    assert [key.selector for key in store.keys_for("example.com")] == ["one", "two"]
+    assert store.signing_keys("example.org") == []  # no key: example.org is not signed
+    assert not caplog.records  # .pub files are not even read
+
+
 def test_keys_are_reloaded_when_the_directory_changes(dkim_zone) -> None:
     now = [0.0]
     dkim_zone.generate("example.com", "one", "ed25519")

@@ -97,8 +97,9 @@ class IngressSettings(ServiceSettings):
     dkim_keys_dir: Path | None = Field(
         default=None,
         description=(
-            "Directory of DKIM private keys, DOMAIN/SELECTOR.key (a mounted Secret): the queue-manager signs with "
-            "them, the domain check compares them with DNS; unset: no signing"
+            "Directory of DKIM keys (a mounted Secret): the queue-manager signs with the private keys "
+            "DOMAIN/SELECTOR.key; the ingress' domain check compares the public keys DOMAIN/SELECTOR.pub with DNS "
+            "(a .key also works, but the ingress needs none); unset: no signing"
         ),
     )
     dns_nameservers: CommaList = Field(

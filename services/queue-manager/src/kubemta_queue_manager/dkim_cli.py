@@ -3,9 +3,12 @@
 RSA keys are 2048-bit (RFC 8301 §3.2: at least 1024, 2048 recommended), in PKCS#1 PEM;
 Ed25519 keys are dkimpy's format, the base64 32-octet seed (RFC 8463). Keys are made
 with `cryptography` (the runtime image has no `openssl` command). The private key is
-written to `<keys-dir>/<domain>/<selector>.key` with mode 0600 (never overwritten); the
-TXT record (RFC 6376 §3.6.1) goes to stdout, its value split into character-strings of
-at most 255 octets (RFC 1035 §3.3.14).
+written to `<keys-dir>/<domain>/<selector>.key` with mode 0600, for the queue-manager
+that signs; its public key to `<keys-dir>/<domain>/<selector>.pub` with mode 0644, as the
+TXT record value on one line (`v=DKIM1; k=...; p=...`), for the ingress' domain check,
+which needs no private key. Neither file is ever overwritten. The TXT record
+(RFC 6376 §3.6.1) goes to stdout as a zone-file line, its value split into
+character-strings of at most 255 octets (RFC 1035 §3.3.14).
 """
 
 import argparse
@@ -20,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from kubemta_common.dkim.keys import KEY_SUFFIX
+from kubemta_common.dkim.public_keys import PUBLIC_SUFFIX
 from kubemta_common.dkim.records import TXT_STRING_LIMIT, public_key, record_value, zone_line
 
 RSA_BITS = 2048
@@ -60,6 +64,17 @@ def write_private_key(path: Path, data: bytes) -> None:
         file.write(data)
 
 
+def write_public_key(path: Path, value: str) -> None:
+    """Create `path` with mode 0644 holding the record value on one line; an existing file is never replaced."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise CliError(f"{path} exists; remove it first to replace the key") from None
+    os.fchmod(fd, 0o644)  # readable by all whatever the umask: it is public
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        file.write(value + "\n")
+
+
 def _name(value: str, what: str) -> str:
     name = value.strip().rstrip(".").lower()
     if not name or not all(LABEL.match(label) for label in name.split(".")):
@@ -71,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubemta-queue-manager dkim", description="Manage DKIM signing keys.")
     commands = parser.add_subparsers(dest="command", required=True)
     generate = commands.add_parser(
-        "generate", help="create a private key in the keys directory and print the DNS TXT record to publish"
+        "generate",
+        help="create a private key (<selector>.key) and its public key (<selector>.pub) in the keys directory "
+        "and print the DNS TXT record to publish",
     )
     generate.add_argument("--domain", required=True, help="signing domain (d=), e.g. example.com")
     generate.add_argument("--selector", required=True, help="selector (s=), e.g. 2026a")
@@ -81,13 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def generate(domain: str, selector: str, algorithm: str, keys_dir: Path) -> str:
-    """Write a new key to `<keys_dir>/<domain>/<selector>.key`; the TXT record to publish."""
+    """Write a new key to `<keys_dir>/<domain>/<selector>.key` and `.pub`; the TXT record to publish (zone line)."""
     domain = _name(domain, "domain")
     selector = _name(selector, "selector")
+    public_file = keys_dir / domain / f"{selector}{PUBLIC_SUFFIX}"
+    if public_file.exists():  # checked first: never leave a new .key beside an old .pub
+        raise CliError(f"{public_file} exists; remove it first to replace the key")
     private = generate_rsa() if algorithm == "rsa" else generate_ed25519()
     write_private_key(keys_dir / domain / f"{selector}{KEY_SUFFIX}", private)
-    key_algorithm, public = public_key(private)
-    return zone_line(domain, selector, record_value(key_algorithm, public))
+    value = record_value(*public_key(private))
+    write_public_key(public_file, value)
+    return zone_line(domain, selector, value)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -6,7 +6,9 @@ base64-encoded 32-byte seed (signs ed25519-sha256, RFC 8463 §3). Kubernetes upd
 mounted Secret by swapping a `..data` symlink, so the directory is re-read when any
 entry's modification time, size or target changes; that is checked at most every
 `check_interval` seconds. A file that is not a usable key is logged and skipped;
-names starting with `.` (the Secret's bookkeeping) are ignored.
+names starting with `.` (the Secret's bookkeeping) are ignored. The public `<selector>.pub`
+files `dkim generate` writes next to the keys are the domain check's (public_keys.py), not
+read here.
 """
 
 import base64
@@ -71,13 +73,17 @@ def parse_key(data: bytes) -> tuple[Algorithm, bytes]:
 
 
 def load_keys(directory: Path) -> dict[str, list[DkimKey]]:
-    """All usable keys under `directory`, by lower-cased domain, each domain's keys sorted by selector."""
+    """All usable keys under `directory`, by lower-cased domain, each domain's keys sorted by selector.
+
+    Only `<selector>.key` files are read: the public `<selector>.pub` files next to them (PublicKeyStore's) and
+    anything else are ignored.
+    """
     keys: dict[str, list[DkimKey]] = {}
-    for domain_dir in sorted(_entries(directory)):
+    for domain_dir in sorted(entries(directory)):
         if not domain_dir.is_dir():
             continue
         domain = domain_dir.name.lower().rstrip(".")
-        for path in sorted(_entries(domain_dir)):
+        for path in sorted(entries(domain_dir)):
             if path.suffix != KEY_SUFFIX or not path.is_file():
                 continue
             try:
@@ -89,7 +95,8 @@ def load_keys(directory: Path) -> dict[str, list[DkimKey]]:
     return keys
 
 
-def _entries(directory: Path) -> list[Path]:
+def entries(directory: Path) -> list[Path]:
+    """The entries of `directory` except those starting with `.` (a mounted Secret's bookkeeping); [] if unreadable."""
     try:
         return [path for path in directory.iterdir() if not path.name.startswith(".")]
     except OSError as exc:
@@ -111,30 +118,39 @@ def fingerprint(directory: Path) -> tuple[tuple[str, str, int, int], ...]:
     return tuple(sorted(items))
 
 
-class KeyStore:
-    """The keys of `directory`, re-read when it changed (checked at most every `check_interval` seconds)."""
+class KeyDirectory[K]:
+    """Keys read from `directory` by `load` (by lower-cased domain), re-read when the directory changed.
+
+    The change check runs at most every `check_interval` seconds, on a lookup. KeyStore (private keys, the signer)
+    and PublicKeyStore (public keys, the domain check) are its two kinds.
+    """
+
+    kind = "DKIM keys"
+    """What the keys are, for the log line after each (re)load."""
 
     def __init__(
         self,
         directory: Path,
+        load: Callable[[Path], dict[str, list[K]]],
         *,
         check_interval: float = CHECK_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._directory = directory
+        self._load = load
         self._check_interval = check_interval
         self._clock = clock
         self._fingerprint = fingerprint(directory)
-        self._keys = load_keys(directory)
+        self._keys = load(directory)
         self._checked = clock()
         self._log_loaded()
 
-    def keys_for(self, domain: str) -> list[DkimKey]:
+    def keys_for(self, domain: str) -> list[K]:
         """The keys of exactly `domain` (case-insensitive)."""
         self._refresh()
         return list(self._keys.get(domain.lower().rstrip("."), []))
 
-    def signing_keys(self, domain: str) -> list[DkimKey]:
+    def _closest_keys(self, domain: str) -> list[K]:
         """The keys of `domain` or, when it has none, of its closest parent domain that has keys."""
         self._refresh()
         labels = domain.lower().rstrip(".").split(".")
@@ -152,9 +168,26 @@ class KeyStore:
         current = fingerprint(self._directory)
         if current != self._fingerprint:
             self._fingerprint = current
-            self._keys = load_keys(self._directory)
+            self._keys = self._load(self._directory)
             self._log_loaded()
 
     def _log_loaded(self) -> None:
         count = sum(len(keys) for keys in self._keys.values())
-        logger.info("loaded %d DKIM keys for %d domains from %s", count, len(self._keys), self._directory)
+        logger.info("loaded %d %s for %d domains from %s", count, self.kind, len(self._keys), self._directory)
+
+
+class KeyStore(KeyDirectory[DkimKey]):
+    """The private keys of `directory` (`<selector>.key` files only), re-read when it changed."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        check_interval: float = CHECK_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(directory, load_keys, check_interval=check_interval, clock=clock)
+
+    def signing_keys(self, domain: str) -> list[DkimKey]:
+        """The keys of `domain` or, when it has none, of its closest parent domain that has keys."""
+        return self._closest_keys(domain)

@@ -3,13 +3,16 @@
 `public_key(key)` derives the `p=` value from a private key file's content (RSA: the
 base64 DER SubjectPublicKeyInfo; Ed25519: the base64 32-octet public key), so the
 record to publish and the record found in DNS can be compared without a second source
-of truth. `parse_record` reads a published record's tags.
+of truth. `parse_record` reads a published record's tags, and `same_key` compares two p=
+values. An RSA p= may hold a SubjectPublicKeyInfo or a bare PKCS#1 RSAPublicKey (RFC 6376
+§3.6.1 and its erratum 3017; verifiers accept both), so RSA keys are compared by their numbers.
 """
 
 import base64
 import binascii
 from dataclasses import dataclass
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -99,3 +102,19 @@ def parse_record(value: str) -> PublishedKey:
         except (binascii.Error, ValueError):
             raise RecordError("p= is not base64") from None
     return PublishedKey(version, key_type, tags["p"])
+
+
+def same_key(published: str, public: str, key_type: str) -> bool:
+    """True when the base64 p= values hold the same key (RSA: SubjectPublicKeyInfo or PKCS#1, compared by numbers)."""
+    if published == public:
+        return True
+    if key_type != "rsa":
+        return False
+    try:
+        theirs = serialization.load_der_public_key(base64.b64decode(published))
+        ours = serialization.load_der_public_key(base64.b64decode(public))
+    except (ValueError, binascii.Error, UnsupportedAlgorithm):
+        return False
+    if not isinstance(theirs, rsa.RSAPublicKey) or not isinstance(ours, rsa.RSAPublicKey):
+        return False
+    return theirs.public_numbers() == ours.public_numbers()

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
-from kubemta_common.dkim.keys import KeyStore
+from kubemta_common.dkim.public_keys import PublicKeyStore
 from kubemta_common.domain_check.dkim_check import check_dkim
 from kubemta_common.domain_check.dmarc_check import check_dmarc
 from kubemta_common.domain_check.dns_queries import IPAddress, MemoResolver, Resolver
@@ -27,11 +27,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CheckConfig:
-    """What the domain's records are compared with: this MTA's name, its sending IPs and its DKIM keys."""
+    """What the domain's records are compared with: this MTA's name, its sending IPs and its DKIM public keys."""
 
     hostname: str
     sending_ips: Sequence[IPAddress] = ()
-    key_store: KeyStore | None = None
+    dkim_keys: PublicKeyStore | None = None
 
 
 async def check_domain(domain: str, config: CheckConfig, resolver: Resolver) -> DomainReport:
@@ -39,7 +39,7 @@ async def check_domain(domain: str, config: CheckConfig, resolver: Resolver) -> 
     name = normalize_domain(domain)
     memo = MemoResolver(resolver)
     groups = await asyncio.gather(
-        _guarded("dkim", check_dkim(name, config.key_store, memo)),
+        _guarded("dkim", check_dkim(name, config.dkim_keys, memo)),
         _guarded("spf", _one(check_spf(name, config.sending_ips, config.hostname, memo))),
         _guarded("dmarc", _one(check_dmarc(name, memo))),
         _guarded("mx", _one(check_mx(name, memo))),

@@ -1,31 +1,25 @@
 """The `dkim:<selector>` checks: every key the signer would use is published, and is the same key.
 
-The keys come from the DKIM keys directory (`KeyStore.signing_keys(domain)`: the keys of
-the domain or of its closest parent that has keys, which is the d= the queue-manager
-signs with). For each key, `<selector>._domainkey.<signing domain>` TXT is looked up, its
-strings joined and parsed (RFC 6376 §3.6.1), and p= and k= compared with the public key
-derived from the private key. Several TXT records at the name are wrong: the result is
-undefined (RFC 6376 §3.6.2.2). An empty p= is a revoked key (RFC 6376 §3.6.1). An RSA p=
-may hold a SubjectPublicKeyInfo or a bare PKCS#1 RSAPublicKey (RFC 6376 §3.6.1 and its
-erratum 3017; verifiers accept both), so RSA keys are compared by their numbers.
+The keys are public keys from the DKIM keys directory (`PublicKeyStore.published_keys(domain)`:
+the keys of the domain or of its closest parent that has keys, which is the d= the
+queue-manager signs with); `<selector>.pub` files are enough, so the ingress never needs the
+private keys. For each key, `<selector>._domainkey.<signing domain>` TXT is looked up, its
+strings joined and parsed (RFC 6376 §3.6.1), and p= and k= compared with the key. Several TXT
+records at the name are wrong: the result is undefined (RFC 6376 §3.6.2.2). An empty p= is a
+revoked key (RFC 6376 §3.6.1). RSA keys are compared by their numbers (records.same_key), as
+p= may hold a SubjectPublicKeyInfo or a bare PKCS#1 RSAPublicKey.
 """
 
-import base64
-import binascii
 import datetime
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
-from kubemta_common.dkim.keys import DkimKey, KeyFileError, KeyStore
+from kubemta_common.dkim.public_keys import PublicKey, PublicKeyStore
 from kubemta_common.dkim.records import (
     KEY_TYPES,
     RecordError,
     parse_record,
-    public_key,
     record_name,
     record_value,
+    same_key,
     zone_line,
 )
 from kubemta_common.domain_check.dns_queries import Resolver
@@ -40,9 +34,9 @@ def suggested_selector(today: datetime.date | None = None) -> str:
     return (today or datetime.datetime.now(datetime.UTC).date()).strftime("s%Y%m")
 
 
-async def check_dkim(domain: str, keys: KeyStore | None, resolver: Resolver) -> list[Check]:
+async def check_dkim(domain: str, keys: PublicKeyStore | None, resolver: Resolver) -> list[Check]:
     """One check per signing key of `domain`; one `dkim` check (missing) when it has none."""
-    signing = keys.signing_keys(domain) if keys is not None else []
+    signing = keys.published_keys(domain) if keys is not None else []
     if not signing:
         command = GENERATE_COMMAND.format(domain=domain, selector=suggested_selector())
         where = "KUBEMTA_DKIM_KEYS_DIR is not set" if keys is None else f"no key for {domain} or a parent domain"
@@ -57,21 +51,16 @@ async def check_dkim(domain: str, keys: KeyStore | None, resolver: Resolver) -> 
     return [await _check_key(domain, key, resolver) for key in signing]
 
 
-async def _check_key(domain: str, key: DkimKey, resolver: Resolver) -> Check:
+async def _check_key(domain: str, key: PublicKey, resolver: Resolver) -> Check:
     check_name = f"{CHECK_PREFIX}:{key.selector}"
     name = record_name(key.domain, key.selector)
-    key_file = f"{key.domain}/{key.selector}.key"
-    try:
-        algorithm, public = public_key(key.private_key)
-    except KeyFileError as exc:
-        return Check(name=check_name, status=Status.WRONG, detail=f"the private key {key_file} is unusable: {exc}")
-    expected = zone_line(key.domain, key.selector, record_value(algorithm, public))
+    expected = zone_line(key.domain, key.selector, record_value(key.algorithm, key.public))
     answer = await resolver.query(name, "TXT")
     if answer.outcome.temporary:
         detail = f"cannot look up {name}: {answer.detail}"
         return Check(name=check_name, status=Status.UNKNOWN, expected=expected, detail=detail)
     found = list(answer.records)
-    status, detail = _compare(name, key_file, found, KEY_TYPES[algorithm], public)
+    status, detail = _compare(name, key.source, found, KEY_TYPES[key.algorithm], key.public)
     if key.domain != domain:
         detail += f" (mail from {domain} is signed with d={key.domain})"
     return Check(name=check_name, status=status, found=found, expected=expected, detail=detail)
@@ -91,25 +80,9 @@ def _compare(name: str, key_file: str, found: list[str], key_type: str, public: 
     except RecordError as exc:
         return Status.WRONG, f"the record at {name} is not a valid DKIM key record: {exc}"
     if not published.public:
-        return Status.WRONG, f"the key at {name} is revoked (empty p=) while kubemta signs with {key_file}"
+        return Status.WRONG, f"the key at {name} is revoked (empty p=) while kubemta signs with the key of {key_file}"
     if published.key_type != key_type:
         return Status.WRONG, f"{name} publishes a k={published.key_type} key, but {key_file} is a {key_type} key"
     if not same_key(published.public, public, key_type):
         return Status.WRONG, f"{name} publishes another {key_type} key than {key_file}: signatures fail to verify"
     return Status.OK, f"{name} publishes the {key_type} key kubemta signs with ({key_file})"
-
-
-def same_key(published: str, public: str, key_type: str) -> bool:
-    """True when the base64 p= values hold the same key (RSA: SubjectPublicKeyInfo or PKCS#1, compared by numbers)."""
-    if published == public:
-        return True
-    if key_type != "rsa":
-        return False
-    try:
-        theirs = serialization.load_der_public_key(base64.b64decode(published))
-        ours = serialization.load_der_public_key(base64.b64decode(public))
-    except (ValueError, binascii.Error, UnsupportedAlgorithm):
-        return False
-    if not isinstance(theirs, rsa.RSAPublicKey) or not isinstance(ours, rsa.RSAPublicKey):
-        return False
-    return theirs.public_numbers() == ours.public_numbers()
