@@ -136,6 +136,7 @@ def build_server(
     options: SessionOptions | None = None,
     port: int = 0,
     reuse_port: bool = False,
+    max_hops: int = 50,
 ) -> SmtpServer:
     """An ingress SMTP server (not started) on 127.0.0.1:`port` that publishes to `publisher`."""
     handler = IngressHandler(
@@ -144,6 +145,7 @@ def build_server(
         max_recipients=max_recipients,
         max_message_size=max_message_size,
         publisher=publisher,
+        max_hops=max_hops,
     )
     return SmtpServer(
         handler,

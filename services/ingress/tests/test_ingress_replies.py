@@ -59,7 +59,9 @@ def test_every_own_reply_carries_an_enhanced_code():
     own = [value for name, value in vars(replies).items() if name.isupper() and isinstance(value, str)]
     assert own
     for reply in own:
-        assert replies.has_enhanced_code(reply.format(queue_id="X", address="a@b", hostname="h")), reply
+        assert replies.has_enhanced_code(reply.format(queue_id="X", address="a@b", hostname="h", count=51, limit=50)), (
+            reply
+        )
 
 
 def test_builtin_refusals_exist_in_aiosmtpd():

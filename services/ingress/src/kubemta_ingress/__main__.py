@@ -68,6 +68,7 @@ def build_servers(
         max_recipients=settings.max_recipients,
         max_message_size=settings.max_message_size,
         publisher=publisher,
+        max_hops=settings.max_hops,
     )
     authenticator = load_authenticator(settings)
     trust = ProxyTrust.create(settings.proxy_protocol_trusted, settings.proxy_protocol_timeout)

@@ -72,6 +72,18 @@ def has_long_line(content: bytes, limit: int = MAX_TEXT_LINE) -> bool:
     return max(map(len, content.split(CRLF))) + len(CRLF) > limit  # C loops only: ~70 us for 10 KiB
 
 
+def received_count(content: bytes) -> int:
+    """How many `Received:` fields the header section of `content` holds (RFC 5322 section 3.6.7).
+
+    The header section ends at the first empty line (RFC 5322 section 2.1); a folded
+    field's continuation lines start with white space and are not counted.
+    """
+    end = content.find(b"\r\n\r\n")
+    header = content if end < 0 else content[: end + 2]
+    count = 1 if header[:9].lower() == b"received:" else 0
+    return count + header.lower().count(b"\r\nreceived:")
+
+
 def content_problem(content: bytes) -> ContentProblem | None:
     """The first reason to refuse `content` (unstuffed message data), or None when it may be queued."""
     if has_bare_line_ending(content):

@@ -24,13 +24,14 @@ from kubemta_common.logs import sanitize
 from kubemta_common.queue_id import new_queue_id
 from kubemta_ingress import metrics, replies
 from kubemta_ingress.auth import AuthMechanisms
-from kubemta_ingress.content import content_problem, refusal
+from kubemta_ingress.content import content_problem, received_count, refusal
 from kubemta_ingress.interfaces import MessagePublisher
 from kubemta_ingress.policy import AddressProblem, RelayPolicy, check_address, client_ip
 from kubemta_ingress.received import protocol_name, received_header
 from kubemta_ingress.rejections import Reason, record_rejection
 from kubemta_ingress.sender_identity import AuthenticatedUser, HeaderProblem, author_problem
 
+MAX_HOPS_DEFAULT = 50  # Postfix' hopcount_limit
 logger = logging.getLogger(__name__)
 
 MESSAGE_TYPE = "kubemta.v1.AcceptedMessage"
@@ -82,8 +83,10 @@ class IngressHandler(AuthMechanisms):
         max_recipients: int,
         max_message_size: int,
         publisher: MessagePublisher,
+        max_hops: int = MAX_HOPS_DEFAULT,
     ) -> None:
         self._hostname = hostname
+        self._max_hops = max_hops
         self._policy = policy
         self._max_recipients = max_recipients
         self._max_message_size = max_message_size
@@ -154,6 +157,10 @@ class IngressHandler(AuthMechanisms):
         if problem is not None:
             reason, reply = refusal(problem)
             return self._reject(reason, reply, session, sender=sender)
+        hops = received_count(content)
+        if hops >= self._max_hops:  # with the Received header added here it would be one more than allowed
+            reply = replies.TOO_MANY_HOPS.format(count=hops, limit=self._max_hops)
+            return self._reject(Reason.MAIL_LOOP, reply, session, sender=sender, hops=hops)
         user = authenticated_user(session)
         author = author_problem(content, user) if user is not None else None
         if user is not None and author is not None:

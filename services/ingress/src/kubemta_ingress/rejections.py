@@ -23,6 +23,7 @@ class Reason(enum.StrEnum):
     LINE_TOO_LONG = "line_too_long"
     BAD_LINE_ENDING = "bad_line_ending"
     NUL_CHARACTER = "nul_character"
+    MAIL_LOOP = "mail_loop"
     BAD_ADDRESS = "bad_address"
     QUEUE_UNAVAILABLE = "queue_unavailable"
     INTERNAL_ERROR = "internal_error"

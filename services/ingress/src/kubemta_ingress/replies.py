@@ -28,6 +28,8 @@ NUL_CHARACTER = "550 5.6.0 Message contains NUL characters"  # RFC 5322 section 
 LINE_TOO_LONG = "500 5.5.2 Error: line too long; lines are limited to 1000 octets with CRLF"  # section 4.5.3.1.6
 COMMAND_TOO_LONG = "500 5.5.2 Error: command line too long"  # RFC 5321 section 4.5.3.1.4
 BARE_LINE_ENDING_COMMAND = "500 5.5.2 Error: bare CR, LF or NUL in command; lines must end in CRLF"  # section 2.3.8
+# RFC 3463 section 3.5: X.4.6 "Routing loop detected"; Postfix' hopcount_limit refuses such mail too.
+TOO_MANY_HOPS = "554 5.4.6 Error: too many hops ({count} Received headers, limit {limit}): mail loop suspected"
 QUEUE_UNAVAILABLE = "451 4.3.0 Error: queue unavailable, try again later"
 INTERNAL_ERROR = "451 4.3.0 Error: internal error, try again later"
 SHUTTING_DOWN = "421 4.3.2 {hostname} Service shutting down, closing transmission channel"

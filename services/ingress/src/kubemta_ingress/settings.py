@@ -43,6 +43,11 @@ class IngressSettings(ServiceSettings):
     )
     max_message_size: int = Field(default=10240000, gt=0, description="Largest message accepted, in bytes")
     max_recipients: int = Field(default=1000, ge=1, description="Most recipients accepted per message")
+    max_hops: int = Field(
+        default=50,
+        ge=1,
+        description="Most Received: headers a message may carry; more is refused as a loop (554 5.4.6)",
+    )
     smtp_timeout: Duration = Field(default=300.0, gt=0, description="Idle time after which a session is closed")
     submission_listen: Listen = Field(
         default=None, description="host:port of the submission listener (STARTTLS + AUTH required); empty = off"
