@@ -32,6 +32,7 @@ from kubemta_ingress.rejections import Reason, record_rejection
 from kubemta_ingress.sender_identity import AuthenticatedUser, HeaderProblem, author_problem
 
 MAX_HOPS_DEFAULT = 50  # Postfix' hopcount_limit
+POSTMASTER = "postmaster"  # RFC 5321 section 4.5.1; bare, it means this system's: postmaster@KUBEMTA_HOSTNAME
 logger = logging.getLogger(__name__)
 
 MESSAGE_TYPE = "kubemta.v1.AcceptedMessage"
@@ -118,6 +119,9 @@ class IngressHandler(AuthMechanisms):
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         sender = text_field(envelope.mail_from)
+        postmaster = address.lower() == POSTMASTER
+        if postmaster:  # RFC 5321 section 4.5.1: <Postmaster> without a domain MUST be accepted
+            address = f"{POSTMASTER}@{self._hostname}"
         problem = check_address(address, smtputf8=envelope.smtp_utf8)
         if problem is not None:
             reply = replies.NEEDS_SMTPUTF8 if problem is AddressProblem.NEEDS_SMTPUTF8 else replies.BAD_RECIPIENT
@@ -128,7 +132,8 @@ class IngressHandler(AuthMechanisms):
             return self._reject(
                 Reason.TOO_MANY_RECIPIENTS, replies.TOO_MANY_RECIPIENTS, session, sender=sender, recipient=address
             )
-        if not self._policy.accepts(address, client_ip(session.peer), authenticated=bool(session.authenticated)):
+        client = client_ip(session.peer)
+        if not postmaster and not self._policy.accepts(address, client, authenticated=bool(session.authenticated)):
             reply = replies.RELAY_DENIED.format(address=address)
             return self._reject(Reason.RELAY_DENIED, reply, session, sender=sender, recipient=address)
         envelope.rcpt_tos.append(address)
