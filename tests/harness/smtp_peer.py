@@ -19,6 +19,7 @@ Scripts:
 - `smtputf8`: offer SMTPUTF8 (default yes); `silent`: accept connections and never send
   a greeting (for timeouts).
 - `data_delay`: seconds to wait before answering the final dot (a slow server).
+- `pipelining`: offer PIPELINING (RFC 2920) in EHLO (default no, as aiosmtpd).
 
 `messages` holds the messages accepted with a 2xx reply to the final dot (in arrival
 order), `refused_messages` those answered otherwise or dropped; `connections` counts
@@ -114,6 +115,8 @@ class _Handler:
     ) -> list[str]:
         session.host_name = hostname
         if self._peer.ehlo_reply is None:
+            if self._peer.pipelining:  # aiosmtpd reads commands line by line: it can take a pipelined group
+                responses.insert(-1, "250-PIPELINING")
             return responses
         return [self._peer.reply_or_drop(server, self._peer.ehlo_reply)]
 
@@ -184,6 +187,7 @@ class ScriptedPeer:
         silent: bool = False,
         hostname: str = "peer.test",
         data_delay: float = 0.0,
+        pipelining: bool = False,
     ) -> None:
         self.address = address
         self.port = port
@@ -202,6 +206,7 @@ class ScriptedPeer:
         self.rsets = 0
         self.rset_reply = "250 2.0.0 Ok"
         self.data_delay = data_delay
+        self.pipelining = pipelining
         self.in_data = 0
         self.max_in_data = 0
         self._arrived = asyncio.Condition()

@@ -51,6 +51,7 @@ def smtp_options(settings: WorkerSettings) -> SmtpOptions:
         connect_timeout=settings.smtp_connect_timeout,
         command_timeout=settings.smtp_command_timeout,
         data_timeout=settings.smtp_data_timeout,
+        pipelining=settings.smtp_pipelining,
         verify_tls_context=verifying_tls_context(settings.tls_ca_file),
         relay_credentials=relay_credentials(settings.relayhost_username, settings.relayhost_password),
     )

@@ -25,18 +25,20 @@ from aiosmtplib.esmtp import parse_esmtp_extensions
 
 from kubemta.v1 import message_pb2
 from kubemta_delivery_worker import message_data
-from kubemta_delivery_worker.mail_parameters import mail_from_parameters, screen_smtputf8
-from kubemta_delivery_worker.replies import enhanced_status, local_result, reply_diagnostic, reply_result
-from kubemta_delivery_worker.transaction import (
+from kubemta_delivery_worker.connection import (
     STATUS_BAD_CONNECTION,
-    STATUS_BAD_RECIPIENT_SYNTAX,
-    STATUS_BAD_SENDER_SYNTAX,
     STATUS_NO_ANSWER,
-    STATUS_SMTPUTF8_REQUIRED,
-    HostAttempt,
     HostFailure,
     SmtpOptions,
     host_label,
+)
+from kubemta_delivery_worker.mail_parameters import mail_from_parameters, screen_smtputf8
+from kubemta_delivery_worker.replies import enhanced_status, local_result, reply_diagnostic, reply_result
+from kubemta_delivery_worker.transaction import (
+    STATUS_BAD_RECIPIENT_SYNTAX,
+    STATUS_BAD_SENDER_SYNTAX,
+    STATUS_SMTPUTF8_REQUIRED,
+    HostAttempt,
 )
 
 logger = logging.getLogger(__name__)

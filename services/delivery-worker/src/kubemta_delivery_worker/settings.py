@@ -35,6 +35,10 @@ class WorkerSettings(ServiceSettings):
     smtp_data_timeout: Duration = Field(
         default=DATA_TIMEOUT_DEFAULT, gt=0, description="Timeout for the reply to the end of the message data"
     )
+    smtp_pipelining: bool = Field(
+        default=True,
+        description="Send MAIL FROM, RCPT TO and DATA in one write to servers offering PIPELINING (RFC 2920)",
+    )
     # Connection reuse, per-destination limits and poison jobs (pool.py, destinations.py, handler.py).
     connection_idle_seconds: Duration = Field(
         default=5.0, ge=0, description="How long an idle SMTP connection is kept for reuse (0: no reuse)"

@@ -1,8 +1,8 @@
-"""SMTP sessions with one host of a route (aiosmtplib), and the mail transactions they carry.
+"""Mail transactions on SMTP sessions with one host of a route (aiosmtplib).
 
-An `SmtpConnection` is one connected, greeted session: connect, EHLO, opportunistic
-STARTTLS (its `_upgrade` step), then ready for mail transactions. `attempt_host` runs one
-transaction (MAIL, RCPT per recipient, DATA) for a job on a cached connection to the
+An `SmtpConnection` (connection.py) is one connected, greeted session. `attempt_host` runs one
+transaction (MAIL, RCPT per recipient, DATA; pipelined per RFC 2920 when the server
+offers PIPELINING, pipelining.py) for a job on a cached connection to the
 same host, reset with RSET first (RFC 5321 §4.1.1.5), or on a new one; afterwards a
 connection in a clean state goes back to the idle cache (pool.py), any other says QUIT
 and closes. A cached connection that turns out dead is dropped and a new one made,
@@ -20,74 +20,48 @@ never given back to the cache, and no result leaves this module.
 """
 
 import logging
-import os
-import ssl
 from dataclasses import dataclass, field
 
 from aiosmtplib import (
-    SMTP,
-    SMTPConnectError,
-    SMTPConnectResponseError,
-    SMTPConnectTimeoutError,
     SMTPException,
-    SMTPHeloError,
     SMTPRecipientRefused,
-    SMTPResponseException,
+    SMTPResponse,
     SMTPSenderRefused,
     SMTPServerDisconnected,
+    SMTPStatus,
     SMTPTimeoutError,
 )
 
 from kubemta.v1 import message_pb2
 from kubemta_delivery_worker import message_data
+from kubemta_delivery_worker.connection import (
+    STATUS_BAD_CONNECTION,
+    HostFailed,
+    HostFailure,
+    SmtpConnection,
+    SmtpOptions,
+    TlsFailed,
+    host_label,
+    host_port,
+)
 from kubemta_delivery_worker.mail_parameters import mail_from_parameters, screen_smtputf8
-from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS, SMTP_CONNECTIONS_REUSED
+from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS_REUSED
+from kubemta_delivery_worker.pipelining import DATA_COMMAND, PIPELINING, START_MAIL_INPUT, PipelinedGroup, command_line
 from kubemta_delivery_worker.pool import ConnectionKey, ConnectionPool
-from kubemta_delivery_worker.relay_auth import RelayCredentials, authenticate, needs_auth
-from kubemta_delivery_worker.replies import enhanced_status, local_result, reply_diagnostic, reply_result
+from kubemta_delivery_worker.relay_auth import needs_auth
+from kubemta_delivery_worker.replies import local_result, reply_result
 from kubemta_delivery_worker.size_limit import STATUS_TOO_BIG, size_refusal
-from kubemta_delivery_worker.tls_negotiation import contexts, negotiate
+
+# The session types callers of attempt_host use, at home in connection.py.
+__all__ = ["HostAttempt", "HostFailure", "SmtpConnection", "SmtpOptions", "attempt_host", "connection_key"]
 
 logger = logging.getLogger(__name__)
 
-# RFC 5321 §4.2.2 / §3.3: 354 is the go-ahead for the message data.
-START_MAIL_INPUT = 354
-# Port 25 (RFC 5321 §4.5.4 / IANA "smtp") when a route host carries none.
-SMTP_PORT = 25
-# RFC 3463 §3.5: 4.4.1 no answer from host, 4.4.2 bad connection.
-STATUS_NO_ANSWER = "4.4.1"
-STATUS_BAD_CONNECTION = "4.4.2"
 # RFC 6531 §3.5 / RFC 6533: 5.6.7 non-ASCII addresses not permitted for that recipient.
 STATUS_SMTPUTF8_REQUIRED = "5.6.7"
 # RFC 3463 §3.2: 5.1.3 bad destination mailbox address syntax, 5.1.7 bad sender's syntax.
 STATUS_BAD_RECIPIENT_SYNTAX = "5.1.3"
 STATUS_BAD_SENDER_SYNTAX = "5.1.7"
-# Postfix smtp_quit_timeout is 300s; a QUIT to a session we are done with is not worth waiting long for.
-QUIT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpOptions:
-    """How the worker speaks SMTP: its EHLO name, TLS context and timeouts (seconds)."""
-
-    ehlo_name: str
-    tls_context: ssl.SSLContext
-    connect_timeout: float
-    command_timeout: float
-    data_timeout: float
-    # TLS policy verify / MTA-STS (None: the system's CAs), and relayhost AUTH (None: no AUTH).
-    verify_tls_context: ssl.SSLContext | None = None
-    relay_credentials: RelayCredentials | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HostFailure:
-    """Why a host left recipients without a final answer; reported (as temporary) if it was the last host."""
-
-    diagnostic: str
-    status: str
-    smtp_code: int = 0
-    remote_mta: str = ""
 
 
 @dataclass(slots=True)
@@ -97,43 +71,6 @@ class HostAttempt:
     results: dict[str, message_pb2.RecipientResult] = field(default_factory=dict)
     failure: HostFailure | None = None
     tls: bool = False
-
-
-class _HostFailed(Exception):
-    def __init__(self, failure: HostFailure) -> None:
-        super().__init__(failure.diagnostic)
-        self.failure = failure
-
-
-class _TlsFailed(Exception):
-    """The STARTTLS handshake failed; the session must be redone in plaintext."""
-
-
-def host_port(host: message_pb2.RouteHost) -> int:
-    """The port to connect to."""
-    return host.port or SMTP_PORT
-
-
-def host_label(host: message_pb2.RouteHost) -> str:
-    """`name[address]:port`, the way Postfix names a peer in logs and diagnostics."""
-    return f"{host.hostname or host.address}[{host.address}]:{host_port(host)}"
-
-
-def _temporary_reply_status(code: int, text: str) -> str:
-    # A host-level rejection (greeting, EHLO, MAIL 4xx) is retried elsewhere or later,
-    # so its status is always of class 4 (Postfix smtp_skip_5xx_greeting behaviour).
-    return enhanced_status(message_pb2.OUTCOME_TEMPORARY, text) if code else STATUS_NO_ANSWER
-
-
-def _describe(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc
-    if isinstance(cause, ssl.SSLError):
-        return f"TLS error: {cause.reason or cause}"
-    if isinstance(cause, OSError) and cause.errno:
-        return os.strerror(cause.errno)  # asyncio's strerror also holds the address: say it once
-    if isinstance(exc, SMTPException):
-        return exc.message
-    return str(exc) or type(exc).__name__
 
 
 def connection_key(
@@ -179,7 +116,7 @@ async def attempt_host(
             )
     try:
         connection, transaction, attempt = await _fresh(host, job, recipients, options, starttls=True)
-    except _TlsFailed as exc:
+    except TlsFailed as exc:
         logger.warning(
             "TLS handshake with %s failed (%s); delivering in plaintext",
             host_label(host),
@@ -220,12 +157,12 @@ async def _fresh(
     *,
     starttls: bool,
 ) -> "tuple[SmtpConnection, _Transaction, HostAttempt]":
-    """A new session: open it, then run the transaction; raises _TlsFailed for a failed handshake."""
+    """A new session: open it, then run the transaction; raises TlsFailed for a failed handshake."""
     connection = SmtpConnection(host, job, options, starttls=starttls)
     transaction = _Transaction(connection, job, recipients, options)
     try:
         await connection.open()
-    except _HostFailed as exc:
+    except HostFailed as exc:
         connection.close()
         return connection, transaction, HostAttempt(failure=exc.failure)
     except SMTPTimeoutError:
@@ -236,7 +173,7 @@ async def _fresh(
         connection.count("error")
         connection.close()
         return connection, transaction, HostAttempt(failure=connection.lost(exc))
-    except BaseException:  # _TlsFailed, cancellation
+    except BaseException:  # TlsFailed, cancellation
         connection.count("error")
         connection.close()
         raise
@@ -267,183 +204,6 @@ async def _finish(
     return attempt
 
 
-class SmtpConnection:
-    """One connection to one host: connect, greeting, EHLO and STARTTLS, then any number of transactions."""
-
-    def __init__(
-        self,
-        host: message_pb2.RouteHost,
-        job: message_pb2.DeliveryJob,
-        options: SmtpOptions,
-        *,
-        starttls: bool,
-    ) -> None:
-        self._host = host
-        self._job = job  # the job being delivered now (for logs); the route's TLS policy is part of the cache key
-        self._options = options
-        self._starttls = starttls
-        self._label = host_label(host)
-        self._remote_mta = host.hostname.rstrip(".") or host.address
-        self.stage = "connecting"
-        self.tls = False
-        self.transactions = 0
-        self._connection_counted = False
-        self.smtp = SMTP(
-            hostname=host.address,
-            port=host_port(host),
-            local_hostname=options.ehlo_name,
-            timeout=options.command_timeout,
-            start_tls=False,
-            validate_certs=False,
-            tls_context=options.tls_context,
-        )
-
-    @property
-    def label(self) -> str:
-        """`name[address]:port` of the host."""
-        return self._label
-
-    @property
-    def remote_mta(self) -> str:
-        """The host's name for results (RFC 3464 Remote-MTA)."""
-        return self._remote_mta
-
-    @property
-    def is_connected(self) -> bool:
-        """True while the TCP (or TLS) connection is up."""
-        return self.smtp.is_connected
-
-    def bind(self, job: message_pb2.DeliveryJob) -> None:
-        """Use this (cached) session for `job` from now on."""
-        self._job = job
-
-    def count(self, result: str) -> None:
-        """Count this connection's set-up once, with how it ended (`kubemta_smtp_connections_total`)."""
-        if not self._connection_counted:
-            self._connection_counted = True
-            SMTP_CONNECTIONS.labels(result=result).inc()
-
-    def _fail(self, diagnostic: str, status: str, smtp_code: int = 0, remote_mta: str = "") -> HostFailure:
-        return HostFailure(diagnostic=diagnostic, status=status, smtp_code=smtp_code, remote_mta=remote_mta)
-
-    def timed_out(self) -> HostFailure:
-        """The failure of a conversation that timed out at the current stage."""
-        return self._fail(
-            f"conversation with {self._label} timed out while {self.stage}",
-            STATUS_BAD_CONNECTION,
-            remote_mta=self._remote_mta,
-        )
-
-    def lost(self, exc: BaseException) -> HostFailure:
-        """The failure of a connection lost at the current stage."""
-        return self._fail(
-            f"lost connection with {self._label} while {self.stage}: {_describe(exc)}",
-            STATUS_BAD_CONNECTION,
-            remote_mta=self._remote_mta,
-        )
-
-    async def open(self) -> None:
-        """Connect, read the greeting, EHLO, and upgrade to TLS when offered."""
-        try:
-            await self.smtp.connect(timeout=self._options.connect_timeout)
-        except SMTPConnectTimeoutError as exc:
-            self.count("timeout")
-            raise _HostFailed(self._fail(f"connect to {self._label}: {_timeout_text(exc)}", STATUS_NO_ANSWER)) from exc
-        except SMTPConnectResponseError as exc:
-            self.count("error")
-            raise _HostFailed(
-                self._fail(
-                    f"host {self._label} refused to talk to me: {reply_diagnostic(exc.code, exc.message)}",
-                    _temporary_reply_status(exc.code, exc.message),
-                    exc.code,
-                    self._remote_mta,
-                )
-            ) from exc
-        except SMTPConnectError as exc:
-            refused = isinstance(exc.__cause__, ConnectionRefusedError)
-            self.count("refused" if refused else "error")
-            raise _HostFailed(self._fail(f"connect to {self._label}: {_describe(exc)}", STATUS_NO_ANSWER)) from exc
-        await self._hello()
-        await self._upgrade()
-        self.count("ok")
-
-    async def _hello(self) -> None:
-        """EHLO, falling back to HELO when the server rejects EHLO with 5xx (RFC 5321 §3.2)."""
-        self.stage = "performing the EHLO handshake"
-        try:
-            await self.smtp.ehlo()
-            return
-        except SMTPHeloError as exc:
-            if not (500 <= exc.code < 600 and self.smtp.is_connected):
-                raise self.rejected(exc, "EHLO") from exc
-        self.stage = "performing the HELO handshake"
-        try:
-            await self.smtp.helo()
-        except SMTPHeloError as exc:
-            raise self.rejected(exc, "HELO") from exc
-
-    def rejected(self, exc: SMTPResponseException, command: str) -> _HostFailed:
-        """A host-level refusal of `command`, for the next host or a later attempt."""
-        return _HostFailed(
-            self._fail(
-                f"host {self._label} said: {reply_diagnostic(exc.code, exc.message)} (in reply to {command} command)",
-                _temporary_reply_status(exc.code, exc.message),
-                exc.code,
-                self._remote_mta,
-            )
-        )
-
-    async def _upgrade(self) -> None:
-        """STARTTLS as the route's TLS policy asks (tls_negotiation), then AUTH to a relayhost (relay_auth)."""
-        self.stage = "performing the STARTTLS handshake"
-        route, queue_id = self._job.route, self._job.queue_id
-        tls_contexts = contexts(self._options.tls_context, self._options.verify_tls_context)
-        outcome = await negotiate(
-            self.smtp, route, self._host, tls_contexts, allowed=self._starttls, label=self._label, queue_id=queue_id
-        )
-        if outcome.handshake_failed:
-            self.count("tls_failed")
-        if outcome.fallback is not None:
-            raise _TlsFailed(outcome.fallback)
-        self.tls = outcome.tls
-        if outcome.tls:  # RFC 3207 §4.2: forget what the server said before TLS and say EHLO again.
-            await self._hello()
-        self.stage = "authenticating"
-        failure = outcome.failure or await authenticate(
-            self.smtp, route, self._options.relay_credentials, tls=self.tls, label=self._label, queue_id=queue_id
-        )
-        if failure is not None:
-            raise _HostFailed(self._fail(failure.diagnostic, failure.status, failure.smtp_code, self._remote_mta))
-
-    async def reset(self) -> bool:
-        """RSET before another transaction (RFC 5321 §4.1.1.5); False (and closed) when the session is gone."""
-        if not self.smtp.is_connected:
-            self.close()
-            return False
-        self.stage = "sending RSET"
-        try:
-            await self.smtp.rset()
-        except (SMTPException, OSError):
-            self.close()
-            return False
-        return True
-
-    async def quit(self) -> None:
-        """QUIT politely and close; its failure changes nothing (RFC 5321 §4.1.1.10). Never raises but cancellation."""
-        try:
-            if self.smtp.is_connected:
-                self.stage = "sending QUIT"
-                await self.smtp.quit(timeout=min(self._options.command_timeout, QUIT_TIMEOUT))
-        except (SMTPException, OSError) as exc:
-            logger.debug("QUIT to %s failed: %s", self._label, exc, extra={"queue_id": self._job.queue_id})
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Close the connection at once."""
-        self.smtp.close()
-
-
 class _Transaction:
     """One mail transaction on an open session; `run()` never raises for SMTP or network failures.
 
@@ -471,7 +231,7 @@ class _Transaction:
             await self._transaction()
             self.clean = self._smtp.is_connected
             self._connection.transactions += 1
-        except _HostFailed as exc:
+        except HostFailed as exc:
             self._attempt.failure = exc.failure
             self.clean = self._smtp.is_connected
         except SMTPTimeoutError:
@@ -509,11 +269,15 @@ class _Transaction:
         return mail_from_parameters(self._smtp.esmtp_extensions, content, smtputf8)
 
     async def _transaction(self) -> None:
-        """MAIL, RCPT per recipient, DATA when any was accepted."""
+        """MAIL, RCPT per recipient, DATA when any was accepted; pipelined when the server offers it."""
         if self._too_big():
             return
         recipients, smtputf8 = self._smtputf8_screen()
-        if recipients and await self._mail(recipients, smtputf8):
+        if not recipients:
+            return
+        if self._options.pipelining and self._smtp.supports_extension(PIPELINING):
+            await self._pipelined(recipients, smtputf8)
+        elif await self._mail(recipients, smtputf8):
             accepted = await self._rcpt(recipients, "utf-8" if smtputf8 else "ascii")
             if accepted:
                 await self._data(accepted)
@@ -529,19 +293,31 @@ class _Transaction:
                 encoding="utf-8" if smtputf8 else "ascii",
             )
         except SMTPSenderRefused as exc:
-            if 500 <= exc.code < 600:
-                for rcpt in recipients:
-                    self._attempt.results[rcpt] = reply_result(rcpt, exc.code, exc.message, self._remote_mta)
-            else:
-                self._attempt.failure = self._connection.rejected(exc, "MAIL FROM").failure
+            self._sender_refused(recipients, exc)
             return False
         except ValueError as exc:  # an address aiosmtplib will not put on a command line
-            for rcpt in recipients:
-                self._attempt.results[rcpt] = local_result(
-                    rcpt, message_pb2.OUTCOME_PERMANENT, STATUS_BAD_SENDER_SYNTAX, f"bad sender address: {exc}"
-                )
+            self._bad_sender(recipients, exc)
             return False
         return True
+
+    def _sender_refused(self, recipients: list[str], exc: SMTPSenderRefused) -> None:
+        """MAIL FROM 5xx answers every recipient; anything else is the host's failure."""
+        if 500 <= exc.code < 600:
+            for rcpt in recipients:
+                self._attempt.results[rcpt] = reply_result(rcpt, exc.code, exc.message, self._remote_mta)
+        else:
+            self._attempt.failure = self._connection.rejected(exc, "MAIL FROM").failure
+
+    def _bad_sender(self, recipients: list[str], exc: ValueError) -> None:
+        for rcpt in recipients:
+            self._attempt.results[rcpt] = local_result(
+                rcpt, message_pb2.OUTCOME_PERMANENT, STATUS_BAD_SENDER_SYNTAX, f"bad sender address: {exc}"
+            )
+
+    def _bad_recipient(self, rcpt: str, exc: ValueError) -> None:
+        self._attempt.results[rcpt] = local_result(
+            rcpt, message_pb2.OUTCOME_PERMANENT, STATUS_BAD_RECIPIENT_SYNTAX, f"bad recipient address: {exc}"
+        )
 
     async def _rcpt(self, recipients: list[str], encoding: str) -> list[str]:
         """RCPT TO for each recipient; returns the accepted ones, records the refused ones."""
@@ -553,11 +329,63 @@ class _Transaction:
             except SMTPRecipientRefused as exc:
                 self._attempt.results[rcpt] = reply_result(rcpt, exc.code, exc.message, self._remote_mta)
             except ValueError as exc:
-                self._attempt.results[rcpt] = local_result(
-                    rcpt, message_pb2.OUTCOME_PERMANENT, STATUS_BAD_RECIPIENT_SYNTAX, f"bad recipient address: {exc}"
-                )
+                self._bad_recipient(rcpt, exc)
             else:
                 accepted.append(rcpt)
+        return accepted
+
+    async def _pipelined(self, recipients: list[str], smtputf8: bool) -> None:
+        """MAIL, every RCPT and DATA in one write (RFC 2920 §3.1); replies mapped as `_mail`, `_rcpt`, `_data` do."""
+        encoding = "utf-8" if smtputf8 else "ascii"
+        options = self._mail_options(self._content, smtputf8)
+        try:
+            mail = command_line(b"MAIL FROM:", self._job.sender, options, encoding)
+        except ValueError as exc:
+            self._bad_sender(recipients, exc)
+            return
+        lines: dict[str, bytes | ValueError] = {}
+        for rcpt in recipients:
+            try:
+                lines[rcpt] = command_line(b"RCPT TO:", rcpt, (), encoding)
+            except ValueError as exc:  # left out of the group; its result once MAIL FROM is accepted
+                lines[rcpt] = exc
+        group = [line for line in lines.values() if isinstance(line, bytes)]
+        if not group:  # nothing to pipeline: MAIL FROM alone, as without PIPELINING
+            if await self._mail(recipients, smtputf8):
+                await self._rcpt(recipients, encoding)
+            return
+        self._connection.stage = "sending MAIL FROM/RCPT TO/DATA (pipelined)"
+        timeouts = {"timeout": self._options.command_timeout, "data_timeout": self._options.data_timeout}
+        async with PipelinedGroup(self._smtp, [mail, *group, DATA_COMMAND], **timeouts) as replies:
+            accepted = await self._pipelined_replies(replies, lines)
+        if accepted:
+            await self._send_content(accepted)
+
+    async def _pipelined_replies(self, replies: PipelinedGroup, lines: dict[str, bytes | ValueError]) -> list[str]:
+        """The group's replies in order; the recipients to send the content to (DATA got 354)."""
+        self._connection.stage = "sending MAIL FROM (pipelined)"
+        reply = await replies.reply()
+        if reply.code != SMTPStatus.completed:
+            self._sender_refused(list(lines), SMTPSenderRefused(reply.code, reply.message, self._job.sender))
+            await replies.drain()
+            return []
+        self._connection.stage = "sending RCPT TO (pipelined)"
+        accepted: list[str] = []
+        for rcpt, line in lines.items():
+            if isinstance(line, ValueError):
+                self._bad_recipient(rcpt, line)
+            elif (reply := await replies.reply()).code in (SMTPStatus.completed, SMTPStatus.will_forward):
+                accepted.append(rcpt)
+            else:
+                self._attempt.results[rcpt] = reply_result(rcpt, reply.code, reply.message, self._remote_mta)
+        self._connection.stage = "sending DATA command (pipelined)"
+        if not accepted:
+            await replies.drain()  # RFC 2920 §3.1: a 354 to this DATA still wants its single dot
+            return []
+        reply = await replies.reply()
+        if reply.code != START_MAIL_INPUT:
+            self._data_refused(accepted, reply)
+            return []
         return accepted
 
     async def _data(self, accepted: list[str]) -> None:
@@ -565,13 +393,20 @@ class _Transaction:
         self._connection.stage = "sending DATA command"
         reply = await self._smtp.execute_command(b"DATA")
         if reply.code != START_MAIL_INPUT:
-            # Anything but 354 refuses the data; a stray 2xx must not count as delivered.
-            outcome = message_pb2.OUTCOME_PERMANENT if 500 <= reply.code < 600 else message_pb2.OUTCOME_TEMPORARY
-            for rcpt in accepted:
-                self._attempt.results[rcpt] = reply_result(
-                    rcpt, reply.code, reply.message, self._remote_mta, outcome=outcome
-                )
+            self._data_refused(accepted, reply)
             return
+        await self._send_content(accepted)
+
+    def _data_refused(self, accepted: list[str], reply: SMTPResponse) -> None:
+        # Anything but 354 refuses the data; a stray 2xx must not count as delivered.
+        outcome = message_pb2.OUTCOME_PERMANENT if 500 <= reply.code < 600 else message_pb2.OUTCOME_TEMPORARY
+        for rcpt in accepted:
+            self._attempt.results[rcpt] = reply_result(
+                rcpt, reply.code, reply.message, self._remote_mta, outcome=outcome
+            )
+
+    async def _send_content(self, accepted: list[str]) -> None:
+        """The content after a 354, and the reply to the final dot, which applies to every accepted recipient."""
         protocol = self._smtp.protocol
         if protocol is None:
             raise SMTPServerDisconnected("Connection lost")
@@ -609,8 +444,3 @@ class _Transaction:
                 diagnostic,
                 remote_mta=self._remote_mta,
             )
-
-
-def _timeout_text(exc: SMTPConnectTimeoutError) -> str:
-    # aiosmtplib raises the same error for the TCP connect and for the greeting.
-    return "Connection timed out" if "connecting" in exc.message else "timed out waiting for the server greeting"

@@ -1,0 +1,286 @@
+"""One SMTP session with one host of a route (aiosmtplib): connect, greeting, EHLO
+(HELO when EHLO is refused), opportunistic STARTTLS as the route's TLS policy asks,
+AUTH to a relayhost; then RSET between transactions and QUIT at the end.
+
+The mail transactions a session carries, and the idle cache it goes back to, are
+transaction.py's; here are the session and how its failures read (`HostFailure`,
+worded the way Postfix words them: "lost connection with NAME[ADDR]:PORT while ...").
+"""
+
+import logging
+import os
+import ssl
+from dataclasses import dataclass
+
+from aiosmtplib import (
+    SMTP,
+    SMTPConnectError,
+    SMTPConnectResponseError,
+    SMTPConnectTimeoutError,
+    SMTPException,
+    SMTPHeloError,
+    SMTPResponseException,
+)
+
+from kubemta.v1 import message_pb2
+from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS
+from kubemta_delivery_worker.relay_auth import RelayCredentials, authenticate
+from kubemta_delivery_worker.replies import enhanced_status, reply_diagnostic
+from kubemta_delivery_worker.tls_negotiation import contexts, negotiate
+
+logger = logging.getLogger(__name__)
+
+# Port 25 (RFC 5321 §4.5.4 / IANA "smtp") when a route host carries none.
+SMTP_PORT = 25
+# RFC 3463 §3.5: 4.4.1 no answer from host, 4.4.2 bad connection.
+STATUS_NO_ANSWER = "4.4.1"
+STATUS_BAD_CONNECTION = "4.4.2"
+# Postfix smtp_quit_timeout is 300s; a QUIT to a session we are done with is not worth waiting long for.
+QUIT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpOptions:
+    """How the worker speaks SMTP: its EHLO name, TLS context, timeouts (seconds) and pipelining."""
+
+    ehlo_name: str
+    tls_context: ssl.SSLContext
+    connect_timeout: float
+    command_timeout: float
+    data_timeout: float
+    # TLS policy verify / MTA-STS (None: the system's CAs), and relayhost AUTH (None: no AUTH).
+    verify_tls_context: ssl.SSLContext | None = None
+    relay_credentials: RelayCredentials | None = None
+    # RFC 2920: MAIL, RCPT and DATA in one write when the server offers PIPELINING (pipelining.py).
+    pipelining: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HostFailure:
+    """Why a host left recipients without a final answer; reported (as temporary) if it was the last host."""
+
+    diagnostic: str
+    status: str
+    smtp_code: int = 0
+    remote_mta: str = ""
+
+
+class HostFailed(Exception):
+    """A host-level failure that ends the session or the transaction (carried as a HostFailure)."""
+
+    def __init__(self, failure: HostFailure) -> None:
+        super().__init__(failure.diagnostic)
+        self.failure = failure
+
+
+class TlsFailed(Exception):
+    """The STARTTLS handshake failed; the session must be redone in plaintext."""
+
+
+def host_port(host: message_pb2.RouteHost) -> int:
+    """The port to connect to."""
+    return host.port or SMTP_PORT
+
+
+def host_label(host: message_pb2.RouteHost) -> str:
+    """`name[address]:port`, the way Postfix names a peer in logs and diagnostics."""
+    return f"{host.hostname or host.address}[{host.address}]:{host_port(host)}"
+
+
+def _temporary_reply_status(code: int, text: str) -> str:
+    # A host-level rejection (greeting, EHLO, MAIL 4xx) is retried elsewhere or later,
+    # so its status is always of class 4 (Postfix smtp_skip_5xx_greeting behaviour).
+    return enhanced_status(message_pb2.OUTCOME_TEMPORARY, text) if code else STATUS_NO_ANSWER
+
+
+def _describe(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS error: {cause.reason or cause}"
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno)  # asyncio's strerror also holds the address: say it once
+    if isinstance(exc, SMTPException):
+        return exc.message
+    return str(exc) or type(exc).__name__
+
+
+class SmtpConnection:
+    """One connection to one host: connect, greeting, EHLO and STARTTLS, then any number of transactions."""
+
+    def __init__(
+        self,
+        host: message_pb2.RouteHost,
+        job: message_pb2.DeliveryJob,
+        options: SmtpOptions,
+        *,
+        starttls: bool,
+    ) -> None:
+        self._host = host
+        self._job = job  # the job being delivered now (for logs); the route's TLS policy is part of the cache key
+        self._options = options
+        self._starttls = starttls
+        self._label = host_label(host)
+        self._remote_mta = host.hostname.rstrip(".") or host.address
+        self.stage = "connecting"
+        self.tls = False
+        self.transactions = 0
+        self._connection_counted = False
+        self.smtp = SMTP(
+            hostname=host.address,
+            port=host_port(host),
+            local_hostname=options.ehlo_name,
+            timeout=options.command_timeout,
+            start_tls=False,
+            validate_certs=False,
+            tls_context=options.tls_context,
+        )
+
+    @property
+    def label(self) -> str:
+        """`name[address]:port` of the host."""
+        return self._label
+
+    @property
+    def remote_mta(self) -> str:
+        """The host's name for results (RFC 3464 Remote-MTA)."""
+        return self._remote_mta
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the TCP (or TLS) connection is up."""
+        return self.smtp.is_connected
+
+    def bind(self, job: message_pb2.DeliveryJob) -> None:
+        """Use this (cached) session for `job` from now on."""
+        self._job = job
+
+    def count(self, result: str) -> None:
+        """Count this connection's set-up once, with how it ended (`kubemta_smtp_connections_total`)."""
+        if not self._connection_counted:
+            self._connection_counted = True
+            SMTP_CONNECTIONS.labels(result=result).inc()
+
+    def _fail(self, diagnostic: str, status: str, smtp_code: int = 0, remote_mta: str = "") -> HostFailure:
+        return HostFailure(diagnostic=diagnostic, status=status, smtp_code=smtp_code, remote_mta=remote_mta)
+
+    def timed_out(self) -> HostFailure:
+        """The failure of a conversation that timed out at the current stage."""
+        return self._fail(
+            f"conversation with {self._label} timed out while {self.stage}",
+            STATUS_BAD_CONNECTION,
+            remote_mta=self._remote_mta,
+        )
+
+    def lost(self, exc: BaseException) -> HostFailure:
+        """The failure of a connection lost at the current stage."""
+        return self._fail(
+            f"lost connection with {self._label} while {self.stage}: {_describe(exc)}",
+            STATUS_BAD_CONNECTION,
+            remote_mta=self._remote_mta,
+        )
+
+    async def open(self) -> None:
+        """Connect, read the greeting, EHLO, and upgrade to TLS when offered."""
+        try:
+            await self.smtp.connect(timeout=self._options.connect_timeout)
+        except SMTPConnectTimeoutError as exc:
+            self.count("timeout")
+            raise HostFailed(self._fail(f"connect to {self._label}: {_timeout_text(exc)}", STATUS_NO_ANSWER)) from exc
+        except SMTPConnectResponseError as exc:
+            self.count("error")
+            raise HostFailed(
+                self._fail(
+                    f"host {self._label} refused to talk to me: {reply_diagnostic(exc.code, exc.message)}",
+                    _temporary_reply_status(exc.code, exc.message),
+                    exc.code,
+                    self._remote_mta,
+                )
+            ) from exc
+        except SMTPConnectError as exc:
+            refused = isinstance(exc.__cause__, ConnectionRefusedError)
+            self.count("refused" if refused else "error")
+            raise HostFailed(self._fail(f"connect to {self._label}: {_describe(exc)}", STATUS_NO_ANSWER)) from exc
+        await self._hello()
+        await self._upgrade()
+        self.count("ok")
+
+    async def _hello(self) -> None:
+        """EHLO, falling back to HELO when the server rejects EHLO with 5xx (RFC 5321 §3.2)."""
+        self.stage = "performing the EHLO handshake"
+        try:
+            await self.smtp.ehlo()
+            return
+        except SMTPHeloError as exc:
+            if not (500 <= exc.code < 600 and self.smtp.is_connected):
+                raise self.rejected(exc, "EHLO") from exc
+        self.stage = "performing the HELO handshake"
+        try:
+            await self.smtp.helo()
+        except SMTPHeloError as exc:
+            raise self.rejected(exc, "HELO") from exc
+
+    def rejected(self, exc: SMTPResponseException, command: str) -> HostFailed:
+        """A host-level refusal of `command`, for the next host or a later attempt."""
+        return HostFailed(
+            self._fail(
+                f"host {self._label} said: {reply_diagnostic(exc.code, exc.message)} (in reply to {command} command)",
+                _temporary_reply_status(exc.code, exc.message),
+                exc.code,
+                self._remote_mta,
+            )
+        )
+
+    async def _upgrade(self) -> None:
+        """STARTTLS as the route's TLS policy asks (tls_negotiation), then AUTH to a relayhost (relay_auth)."""
+        self.stage = "performing the STARTTLS handshake"
+        route, queue_id = self._job.route, self._job.queue_id
+        tls_contexts = contexts(self._options.tls_context, self._options.verify_tls_context)
+        outcome = await negotiate(
+            self.smtp, route, self._host, tls_contexts, allowed=self._starttls, label=self._label, queue_id=queue_id
+        )
+        if outcome.handshake_failed:
+            self.count("tls_failed")
+        if outcome.fallback is not None:
+            raise TlsFailed(outcome.fallback)
+        self.tls = outcome.tls
+        if outcome.tls:  # RFC 3207 §4.2: forget what the server said before TLS and say EHLO again.
+            await self._hello()
+        self.stage = "authenticating"
+        failure = outcome.failure or await authenticate(
+            self.smtp, route, self._options.relay_credentials, tls=self.tls, label=self._label, queue_id=queue_id
+        )
+        if failure is not None:
+            raise HostFailed(self._fail(failure.diagnostic, failure.status, failure.smtp_code, self._remote_mta))
+
+    async def reset(self) -> bool:
+        """RSET before another transaction (RFC 5321 §4.1.1.5); False (and closed) when the session is gone."""
+        if not self.smtp.is_connected:
+            self.close()
+            return False
+        self.stage = "sending RSET"
+        try:
+            await self.smtp.rset()
+        except (SMTPException, OSError):
+            self.close()
+            return False
+        return True
+
+    async def quit(self) -> None:
+        """QUIT politely and close; its failure changes nothing (RFC 5321 §4.1.1.10). Never raises but cancellation."""
+        try:
+            if self.smtp.is_connected:
+                self.stage = "sending QUIT"
+                await self.smtp.quit(timeout=min(self._options.command_timeout, QUIT_TIMEOUT))
+        except (SMTPException, OSError) as exc:
+            logger.debug("QUIT to %s failed: %s", self._label, exc, extra={"queue_id": self._job.queue_id})
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the connection at once."""
+        self.smtp.close()
+
+
+def _timeout_text(exc: SMTPConnectTimeoutError) -> str:
+    # aiosmtplib raises the same error for the TCP connect and for the greeting.
+    return "Connection timed out" if "connecting" in exc.message else "timed out waiting for the server greeting"
