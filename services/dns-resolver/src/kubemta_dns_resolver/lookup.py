@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol
 
-import dns.asyncresolver
 import dns.exception
 import dns.message
 import dns.name
-import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 from dns.rdtypes.ANY.MX import MX
@@ -24,15 +22,12 @@ from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
+from kubemta_common.dns_client import stub_resolver
 from kubemta_dns_resolver.metrics import DNS_LOOKUPS
 
 logger = logging.getLogger(__name__)
 
 AddressType = Literal["A", "AAAA"]
-
-PER_SERVER_TIMEOUT = 2.0
-"""Seconds to wait for one name server before asking again (dnspython's default); the
-look-up as a whole is bounded by KUBEMTA_DNS_TIMEOUT."""
 
 
 class LookupStatus(StrEnum):
@@ -84,15 +79,7 @@ class DnspythonLookup:
     """`DnsLookup` over dnspython's asyncio stub resolver, without its cache (the router caches routes)."""
 
     def __init__(self, nameservers: list[tuple[str, int]], timeout: float) -> None:
-        if nameservers:
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = [dns.nameserver.Do53Nameserver(address, port) for address, port in nameservers]
-        else:
-            resolver = dns.asyncresolver.Resolver()  # /etc/resolv.conf
-        resolver.cache = None
-        resolver.lifetime = timeout
-        resolver.timeout = min(timeout, PER_SERVER_TIMEOUT)
-        self._resolver = resolver
+        self._resolver = stub_resolver(nameservers, timeout)
 
     async def mx(self, name: str) -> LookupResult[MxRecord]:
         result = await self._query(name, dns.rdatatype.MX)

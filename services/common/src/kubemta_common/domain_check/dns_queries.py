@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol
 
-import dns.asyncresolver
 import dns.exception
 import dns.name
-import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 from dns.rdtypes.ANY.MX import MX
@@ -30,13 +28,13 @@ from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
+from kubemta_common.dns_client import PER_SERVER_TIMEOUT, stub_resolver
+
 logger = logging.getLogger(__name__)
 
 type RecordType = Literal["TXT", "A", "AAAA", "MX", "PTR"]
 type IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-PER_SERVER_TIMEOUT = 2.0
-"""Seconds to wait for one name server before asking again (dnspython's default)."""
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -115,15 +113,7 @@ class DnspythonResolver:
     """`Resolver` over dnspython's asyncio stub resolver, without its cache (each report asks afresh)."""
 
     def __init__(self, nameservers: list[tuple[str, int]], timeout: float = DEFAULT_TIMEOUT) -> None:
-        if nameservers:
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = [dns.nameserver.Do53Nameserver(address, port) for address, port in nameservers]
-        else:
-            resolver = dns.asyncresolver.Resolver()  # /etc/resolv.conf
-        resolver.cache = None
-        resolver.lifetime = timeout
-        resolver.timeout = min(timeout, PER_SERVER_TIMEOUT)
-        self._resolver = resolver
+        self._resolver = stub_resolver(nameservers, timeout)
         self._timeout = timeout
 
     async def query(self, name: str, rdtype: RecordType) -> Answer:
