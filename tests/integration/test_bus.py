@@ -10,6 +10,7 @@ from kubemta_common.amqp.consumer import Consumer
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.topology import HELD, INBOUND, ROUTE, retry_queue_name
 from kubemta_common.errors import PermanentError, PublishFailed, TransientError
+from tests.harness.queues import first_message
 from tests.harness.rabbitmq import Vhost
 from tests.harness.tcp_proxy import TcpProxy
 
@@ -23,27 +24,12 @@ async def _broker(url: str, delays: tuple[float, ...] = (1.0, 300.0)) -> Broker:
     return broker
 
 
-async def _get(url: str, queue: str, within: float = 10.0) -> aio_pika.abc.AbstractIncomingMessage:
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        q = await channel.get_queue(queue)
-        async with asyncio.timeout(within):
-            while True:
-                message = await q.get(fail=False, no_ack=True)
-                if message is not None:
-                    return message
-                await asyncio.sleep(0.05)
-    finally:
-        await connection.close()
-
-
 async def test_topology_is_declared_idempotently_and_publishes_are_confirmed(vhost: Vhost) -> None:
     first = await _broker(vhost.url)
     second = await _broker(vhost.url)  # same declarations again: no precondition failure
     try:
         await Publisher(first, 5).publish(INBOUND, b"payload", message_id="Q1", message_type="t")
-        message = await _get(vhost.url, INBOUND)
+        message = await first_message(vhost.url, INBOUND)
         assert message.body == b"payload"
         assert message.message_id == "Q1"
         assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
@@ -68,7 +54,7 @@ async def test_retry_queue_dead_letters_back_to_route_after_its_ttl(vhost: Vhost
     try:
         await Publisher(broker, 5).publish(retry_queue_name(1), b"job", message_id="J", message_type="t")
         assert vhost.queue_depths()[ROUTE] == 0
-        message = await _get(vhost.url, ROUTE, within=15)
+        message = await first_message(vhost.url, ROUTE, within=15)
         assert message.body == b"job"
         assert message.headers["x-first-death-reason"] == "expired"
     finally:
@@ -125,7 +111,7 @@ async def test_consumer_acks_after_handler_requeues_transient_and_holds_permanen
             await publisher.publish(INBOUND, body, message_id=body.decode(), message_type="t")
         async with asyncio.timeout(15):
             await done.wait()
-        held = await _get(vhost.url, HELD)
+        held = await first_message(vhost.url, HELD)
         assert held.body == b"poison"
         await consumer.stop(1)
         await asyncio.sleep(0.2)
@@ -151,5 +137,5 @@ async def test_drain_leaves_unfinished_work_in_the_queue(vhost: Vhost) -> None:
         await consumer.stop(0.2)
     finally:
         await broker.close()
-    message = await _get(vhost.url, INBOUND)  # not acknowledged: back in the queue, not lost
+    message = await first_message(vhost.url, INBOUND)  # not acknowledged: back in the queue, not lost
     assert message.body == b"slow"

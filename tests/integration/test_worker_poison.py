@@ -13,7 +13,6 @@ import logging
 from collections import Counter
 from typing import cast
 
-import aio_pika
 import pytest
 from prometheus_client import REGISTRY
 
@@ -24,6 +23,7 @@ from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.topology import DELIVER, HELD, RESULTS
 from kubemta_delivery_worker.deliverer import Deliverer
 from kubemta_delivery_worker.handler import DeliverHandler
+from tests.harness.queues import first_message
 from tests.harness.rabbitmq import Vhost
 
 pytestmark = pytest.mark.broker
@@ -69,21 +69,6 @@ def held_total() -> float:
     return REGISTRY.get_sample_value("kubemta_jobs_held_total", {"reason": "poison"}) or 0.0
 
 
-async def _get(url: str, queue: str, within: float) -> aio_pika.abc.AbstractIncomingMessage:
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        q = await channel.get_queue(queue)
-        async with asyncio.timeout(within):
-            while True:
-                message = await q.get(fail=False, no_ack=True)
-                if message is not None:
-                    return message
-                await asyncio.sleep(0.05)
-    finally:
-        await connection.close()
-
-
 async def test_a_job_that_crashes_the_handler_ends_in_held_and_others_flow(
     vhost: Vhost, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -105,9 +90,9 @@ async def test_a_job_that_crashes_the_handler_ends_in_held_and_others_flow(
         for job in (poison, good):
             await publisher.publish(DELIVER, job.SerializeToString(), message_id=job.job_id, message_type=JOB_TYPE)
 
-        held = await _get(vhost.url, HELD, within=30)
+        held = await first_message(vhost.url, HELD, within=30)
         assert message_pb2.DeliveryJob.FromString(held.body) == poison, "held unchanged"
-        result = message_pb2.DeliveryResult.FromString((await _get(vhost.url, RESULTS, within=30)).body)
+        result = message_pb2.DeliveryResult.FromString((await first_message(vhost.url, RESULTS, within=30)).body)
         assert result.job.job_id == good.job_id, "the good job on the same consumer was delivered and reported"
         assert [r.outcome for r in result.recipients] == [message_pb2.OUTCOME_DELIVERED]
         await asyncio.sleep(0.5)  # a poison job delivered again would reach the fake by now

@@ -6,7 +6,8 @@ tests through fixtures, or from `tests.harness.ingress_kit` (importable: the rep
 is on sys.path), which holds the code they share.
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,20 @@ class Harness:
             reply = await client.command(f"EHLO {ehlo}")
             assert reply[-1].startswith("250 "), reply
         return client
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """A service installs its own root handler (kubemta_common.logs); put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    aiosmtpd_level = logging.getLogger("mail.log").level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.getLogger("mail.log").setLevel(aiosmtpd_level)
 
 
 type StartServer = Callable[..., Awaitable[Harness]]

@@ -155,20 +155,6 @@ def test_settings_defaults_and_validation(monkeypatch):
     assert "KUBEMTA_DNS_NAMESERVERS" in str(error.value)
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The service installs its own root handler; put pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    aiosmtpd_level = logging.getLogger("mail.log").level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        logging.getLogger("mail.log").setLevel(aiosmtpd_level)
-
-
 async def test_the_service_serves_the_api_and_stops_it_on_shutdown(zone, monkeypatch, restore_logging):
     api_port, metrics_port = free_tcp_port(), free_tcp_port()
     for name, value in {

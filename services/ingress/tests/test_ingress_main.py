@@ -2,9 +2,7 @@
 (answering 451, never 250), reports not-ready, and stops cleanly; bad config exits with 2."""
 
 import asyncio
-import logging
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,20 +16,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The service installs its own root handler; put pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    aiosmtpd_level = logging.getLogger("mail.log").level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        logging.getLogger("mail.log").setLevel(aiosmtpd_level)
 
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
