@@ -86,9 +86,22 @@ class Stack:
                     if service.process.poll() is not None:
                         raise RuntimeError(f"{name} exited with {service.process.returncode}:\n{self.log(name)}")
                     status, _ = await asyncio.to_thread(_http_get, service.base_url + path)
-                    if status == 200:
+                    if status == 200 and await self._listening(name):
                         break
                     await asyncio.sleep(0.1)
+
+    async def _listening(self, name: str) -> bool:
+        """For the ingress: its SMTP listener accepts connections (it binds after /healthz answers)."""
+        listen = self.env.get("KUBEMTA_SMTP_LISTEN", "") if name == "ingress" else ""
+        if not listen:
+            return True
+        host, _, port = listen.rpartition(":")
+        try:
+            _, writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            return False
+        writer.close()
+        return True
 
     async def stop(self, name: str | None = None) -> dict[str, int | None]:
         """SIGTERM (then SIGKILL after a bound) the named service, or all; returns exit codes."""

@@ -132,10 +132,6 @@ async def serve(stop: asyncio.Event) -> None:
     watcher: asyncio.Task[None] | None = None
     api: HttpServer | None = None
     try:
-        if settings.http_listen is not None:
-            api = HttpServer(create_app(check_config(settings), check_resolver(settings)), settings.http_listen)
-            await api.start()
-            logger.info("serving the HTTP API on %s", settings.http_listen, extra={"queue_id": None})
         servers = build_servers(settings, core.publisher, tls)
         if not servers:
             logger.warning("every SMTP listener is off", extra={"queue_id": None})
@@ -143,6 +139,10 @@ async def serve(stop: asyncio.Event) -> None:
             watcher = asyncio.create_task(tls.watch(settings.tls_reload_interval))
         for server in servers:
             await server.start()
+        if settings.http_listen is not None:  # after SMTP: taking mail comes first
+            api = HttpServer(create_app(check_config(settings), check_resolver(settings)), settings.http_listen)
+            await api.start()
+            logger.info("serving the HTTP API on %s", settings.http_listen, extra={"queue_id": None})
         await stop.wait()
     finally:
         if watcher is not None:
