@@ -59,7 +59,8 @@ class Stack:
         env.update(self.env)
         env.update(extra)
         env["KUBEMTA_METRICS_LISTEN"] = f"127.0.0.1:{metrics_port}"
-        env.setdefault("KUBEMTA_HTTP_LISTEN", f"127.0.0.1:{free_port()}")  # the ingress API; never the fixed 8080
+        # the ingress API is off unless a test sets it: never the fixed 8080, and one fewer port to race for
+        env.setdefault("KUBEMTA_HTTP_LISTEN", "")
         env.setdefault("KUBEMTA_LOG_FORMAT", "json")
         env.setdefault("KUBEMTA_LOG_LEVEL", "DEBUG")
         return env
