@@ -26,6 +26,37 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Trust:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TrustEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trust.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRUST_UNTRUSTED: _Trust.ValueType  # 0
+    """Untrusted: a client from anywhere, mailing a local domain. Also what a message queued
+    before this field existed reads as, so an upgrade never signs such mail.
+    """
+    TRUST_AUTHENTICATED: _Trust.ValueType  # 1
+    """An authenticated session (SMTP AUTH); the ingress refused any From: outside its identities."""
+    TRUST_RELAY_NETWORK: _Trust.ValueType  # 2
+    """A client in KUBEMTA_RELAY_NETWORKS."""
+
+class Trust(_Trust, metaclass=_TrustEnumTypeWrapper):
+    """Who handed a message to kubemta, as the ingress judged it. Only trusted mail is
+    DKIM-signed and gets a missing Date: or Message-ID: added (RFC 6409 §8): anything else
+    could make kubemta vouch, with its own signature, for a From: a stranger wrote.
+    """
+
+TRUST_UNTRUSTED: Trust.ValueType  # 0
+"""Untrusted: a client from anywhere, mailing a local domain. Also what a message queued
+before this field existed reads as, so an upgrade never signs such mail.
+"""
+TRUST_AUTHENTICATED: Trust.ValueType  # 1
+"""An authenticated session (SMTP AUTH); the ingress refused any From: outside its identities."""
+TRUST_RELAY_NETWORK: Trust.ValueType  # 2
+"""A client in KUBEMTA_RELAY_NETWORKS."""
+Global___Trust: _TypeAlias = Trust  # noqa: Y015
+
 class _TransportKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -113,6 +144,8 @@ class AcceptedMessage(_message.Message):
     CLIENT_HELO_FIELD_NUMBER: _builtins.int
     GENERATED_FIELD_NUMBER: _builtins.int
     SMTPUTF8_FIELD_NUMBER: _builtins.int
+    TRUST_FIELD_NUMBER: _builtins.int
+    AUTHENTICATED_USER_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     """Queue id, unique per accepted message; every log line about it carries it."""
     sender: _builtins.str
@@ -126,6 +159,10 @@ class AcceptedMessage(_message.Message):
     """True when kubemta generated this message itself (a DSN)."""
     smtputf8: _builtins.bool
     """The sender asked for SMTPUTF8 (RFC 6531)."""
+    trust: Global___Trust.ValueType
+    """The ingress' trust decision; DSNs (generated) are kubemta's own and signed as such."""
+    authenticated_user: _builtins.str
+    """The SMTP AUTH user name of an authenticated session, for logs; empty otherwise."""
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Envelope recipients (RCPT TO), in the order given."""
@@ -144,10 +181,12 @@ class AcceptedMessage(_message.Message):
         client_helo: _builtins.str = ...,
         generated: _builtins.bool = ...,
         smtputf8: _builtins.bool = ...,
+        trust: Global___Trust.ValueType = ...,
+        authenticated_user: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "client_address", b"client_address", "client_helo", b"client_helo", "content", b"content", "generated", b"generated", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "smtputf8", b"smtputf8"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "authenticated_user", b"authenticated_user", "client_address", b"client_address", "client_helo", b"client_helo", "content", b"content", "generated", b"generated", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "smtputf8", b"smtputf8", "trust", b"trust"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
