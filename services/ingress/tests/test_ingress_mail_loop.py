@@ -1,8 +1,9 @@
 """KUBEMTA_MAX_HOPS: a message that already passed too many MTAs is refused as a mail loop (554 5.4.6).
 
-Postfix' hopcount_limit (50) counts the Received: headers of the message it queues, its
-own included; the ingress refuses at DATA, so the client's MTA bounces it, and nothing
-circles between two misconfigured MTAs (or back to kubemta through its own MX) forever.
+The limit counts the Received: headers of the message as queued, kubemta's own included
+(as Postfix' hopcount_limit does); the default is 100, the least RFC 5321 section 6.3
+allows. The ingress refuses at DATA, so the client's MTA bounces it, and nothing circles
+between two misconfigured MTAs (or back to kubemta through its own MX) forever.
 """
 
 import asyncio
@@ -11,7 +12,10 @@ import smtplib
 import pytest
 
 from kubemta.v1 import message_pb2
+from kubemta_common.config_types import ListenAddress
+from kubemta_ingress.__main__ import build_servers
 from kubemta_ingress.content import received_count
+from kubemta_ingress.handler import MAX_HOPS_DEFAULT
 from kubemta_ingress.settings import IngressSettings
 from tests.harness.fake_publisher import FakePublisher
 from tests.harness.ingress_kit import build_server
@@ -66,5 +70,31 @@ async def test_too_many_hops_is_refused_and_never_queued(metrics, hops: int, acc
         assert metrics.rejected("mail_loop") == before + 1
 
 
-def test_the_default_is_postfix_hopcount_limit() -> None:
-    assert IngressSettings.model_fields["max_hops"].default == 50
+@pytest.mark.parametrize(("hops", "accepted"), [(99, True), (100, False)])
+async def test_default_settings_allow_99_received_headers_and_refuse_100(
+    monkeypatch: pytest.MonkeyPatch, hops: int, accepted: bool
+) -> None:
+    """RFC 5321 section 6.3: a loop limit SHOULD be at least 100 Received: headers."""
+    monkeypatch.delenv("KUBEMTA_MAX_HOPS", raising=False)
+    settings = IngressSettings(local_domains=["example.org"]).model_copy(
+        update={"smtp_listen": ListenAddress("127.0.0.1", 0)}  # the service's own server, on a free port
+    )
+    publisher = FakePublisher()
+    [server] = build_servers(settings, publisher, None)
+    await server.start()
+    try:
+        code, reply = await asyncio.to_thread(send, server.port, HOP * hops + REST)
+    finally:
+        await server.stop(1.0)
+    if accepted:
+        assert code == 250, reply
+        [queued] = publisher.published
+        assert received_count(message_pb2.AcceptedMessage.FromString(queued.body).content) == 100
+    else:
+        assert (code, reply.split(b" ", 1)[0]) == (554, b"5.4.6")
+        assert b"(100 Received headers, limit 100)" in reply
+        assert publisher.published == []
+
+
+def test_the_default_is_100_everywhere() -> None:
+    assert IngressSettings.model_fields["max_hops"].default == MAX_HOPS_DEFAULT == 100

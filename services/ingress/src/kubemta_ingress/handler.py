@@ -31,7 +31,7 @@ from kubemta_ingress.received import protocol_name, received_header
 from kubemta_ingress.rejections import Reason, record_rejection
 from kubemta_ingress.sender_identity import AuthenticatedUser, HeaderProblem, author_problem
 
-MAX_HOPS_DEFAULT = 50  # Postfix' hopcount_limit
+MAX_HOPS_DEFAULT = 100  # RFC 5321 section 6.3: a loop limit SHOULD be at least 100 Received: headers
 POSTMASTER = "postmaster"  # RFC 5321 section 4.5.1; bare, it means this system's: postmaster@KUBEMTA_HOSTNAME
 logger = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ class IngressSettings(ServiceSettings):
     max_message_size: int = Field(default=10240000, gt=0, description="Largest message accepted, in bytes")
     max_recipients: int = Field(default=1000, ge=1, description="Most recipients accepted per message")
     max_hops: int = Field(
-        default=50,
+        default=100,  # RFC 5321 section 6.3: a loop limit SHOULD be at least 100 Received: headers
         ge=1,
         description="Most Received: headers a message may carry; more is refused as a loop (554 5.4.6)",
     )
