@@ -126,9 +126,11 @@ class SmtpOutcome:
     data: tuple[int, bytes] | None
 
 
-def _send_sync(server: str, sender: str, recipients: list[str], message: bytes) -> SmtpOutcome:
+def _send_sync(
+    server: str, sender: str, recipients: list[str], message: bytes, source: str | None = None
+) -> SmtpOutcome:
     host, port = server.rsplit(":", 1)
-    with smtplib.SMTP(host, int(port), timeout=30) as client:
+    with smtplib.SMTP(host, int(port), timeout=30, source_address=(source, 0) if source else None) as client:
         client.ehlo("client.e2e.test")
         mail = client.mail(sender)
         rcpts = [client.rcpt(rcpt) for rcpt in recipients]
@@ -136,9 +138,12 @@ def _send_sync(server: str, sender: str, recipients: list[str], message: bytes) 
         return SmtpOutcome(mail, rcpts, data)
 
 
-async def send(server: str, sender: str, recipients: list[str], message: bytes) -> SmtpOutcome:
-    """One SMTP transaction with Python's smtplib (in a thread, so loop-hosted peers keep serving)."""
-    return await asyncio.to_thread(_send_sync, server, sender, recipients, message)
+async def send(
+    server: str, sender: str, recipients: list[str], message: bytes, *, source: str | None = None
+) -> SmtpOutcome:
+    """One SMTP transaction with Python's smtplib (in a thread, so loop-hosted peers keep serving);
+    `source` is the loopback address to connect from (the client address the ingress sees)."""
+    return await asyncio.to_thread(_send_sync, server, sender, recipients, message, source)
 
 
 def make_message(sender: str, recipients: list[str], subject: str, body: str = "Hello from the e2e test.\r\n") -> bytes:

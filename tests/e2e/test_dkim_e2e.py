@@ -53,7 +53,9 @@ RECIPIENT = f"bob@rcpt.{INFRA}"
 REFUSED = f"nobody@rcpt.{INFRA}"
 SENDER = f"alice@{SIGNING_DOMAIN}"
 # last octets in this run's 127.a.b.0/24, outside tests/e2e/conftest.py HOSTS and the Dovecot test's 61
-OCTETS = {"mx": 71, "bounce-mx": 72, "ns": 73, "ns-other": 74}
+OCTETS = {"mx": 71, "bounce-mx": 72, "ns": 73, "ns-other": 74, "internet-client": 75}
+LOCAL_DOMAIN = f"local.{INFRA}"  # KUBEMTA_LOCAL_DOMAINS: accepted from anyone, so never trusted by itself
+FORGED_RECIPIENT = f"staff@{LOCAL_DOMAIN}"
 DNS_PORT = 53  # libopendkim asks the C library's resolver, which only speaks to port 53
 PIPELINE_TIMEOUT = 60.0
 
@@ -72,6 +74,8 @@ class Delivered:
     signed: ReceivedMessage
     unsigned: ReceivedMessage
     bounce: ReceivedMessage
+    forged: ReceivedMessage
+    """From: the signing domain, sent by a client outside the relay networks to a local domain."""
     signatures: dict[tuple[str, str], float]
 
 
@@ -85,7 +89,12 @@ def dkim_zones(net: str, lines: dict[str, list[str]]) -> dict[str, str]:
     return {
         INFRA: zone_text(
             INFRA,
-            [f"mx A {address(net, 'mx')}", f"bounce-mx A {address(net, 'bounce-mx')}", "rcpt MX 10 mx"],
+            [
+                f"mx A {address(net, 'mx')}",
+                f"bounce-mx A {address(net, 'bounce-mx')}",
+                "rcpt MX 10 mx",
+                f"{LOCAL_DOMAIN.removesuffix('.' + INFRA)} MX 10 mx",
+            ],
             ttl=30,
         ),
         SIGNING_DOMAIN: zone_text(SIGNING_DOMAIN, [to_bounce_mx, *lines[SIGNING_DOMAIN]], ttl=30),
@@ -144,7 +153,13 @@ async def _run_pipeline(broker_node: BrokerNode, net: str, dns: DnsServer, keys:
         await bounce_mx.start()
         smtp_port = free_port()
         stack.env.update(
-            world.env(smtp_listen=f"127.0.0.1:{smtp_port}", hostname=HOSTNAME, dkim_keys_dir=str(keys.directory))
+            world.env(
+                smtp_listen=f"127.0.0.1:{smtp_port}",
+                hostname=HOSTNAME,
+                dkim_keys_dir=str(keys.directory),
+                relay_networks="127.0.0.1/32",  # the internet client below connects from another address
+                local_domains=LOCAL_DOMAIN,
+            )
         )
         await stack.start()
         server = f"127.0.0.1:{smtp_port}"
@@ -156,16 +171,28 @@ async def _run_pipeline(broker_node: BrokerNode, net: str, dns: DnsServer, keys:
         ):
             outcome = await send(server, sender, [recipient], compose(sender, recipient, subject))
             assert outcome.data is not None and outcome.data[0] == 250, (subject, outcome)
-        delivered = await mx.wait_for_messages(2, timeout=PIPELINE_TIMEOUT)
+        # A stranger on the internet writes From: the signing domain to a local mailbox (no relay needed).
+        forgery = compose(SENDER, FORGED_RECIPIENT, "forged")
+        outcome = await send(server, SENDER, [FORGED_RECIPIENT], forgery, source=address(net, "internet-client"))
+        assert outcome.data is not None and outcome.data[0] == 250, ("forged", outcome)
+        delivered = await mx.wait_for_messages(3, timeout=PIPELINE_TIMEOUT)
         [bounce] = await bounce_mx.wait_for_messages(1, timeout=PIPELINE_TIMEOUT)
-        by_sender = {message.mail_from: message for message in delivered}
+        by_recipient = {message.rcpt_tos[0]: message for message in delivered}
+        by_sender = {message.mail_from: message for message in delivered if message.rcpt_tos[0] == RECIPIENT}
         signatures = {
             (algorithm, result): await stack.metric(
                 "queue-manager", "kubemta_dkim_signatures_total", algorithm=algorithm, result=result
             )
-            for algorithm, result in (("rsa-sha256", "signed"), ("ed25519-sha256", "signed"), ("none", "no_key"))
+            for algorithm, result in (
+                ("rsa-sha256", "signed"),
+                ("ed25519-sha256", "signed"),
+                ("none", "no_key"),
+                ("none", "untrusted"),
+            )
         }
-        return Delivered(by_sender[SENDER], by_sender[unsigned_sender], bounce, signatures)
+        return Delivered(
+            by_sender[SENDER], by_sender[unsigned_sender], bounce, by_recipient[FORGED_RECIPIENT], signatures
+        )
     finally:
         try:
             await stack.stop()
@@ -225,6 +252,16 @@ def test_mail_from_the_signing_domain_carries_an_rsa_and_an_ed25519_signature(de
     assert delivered.signatures[("rsa-sha256", "signed")] == 3
     assert delivered.signatures[("ed25519-sha256", "signed")] == 2
     assert delivered.signatures[("none", "no_key")] == 1
+    assert delivered.signatures[("none", "untrusted")] == 1
+
+
+def test_a_strangers_from_the_signing_domain_is_never_signed(delivered: Delivered) -> None:
+    """Not a signing oracle: mail from outside the relay networks to a local domain goes out unsigned,
+    although its From: is a domain kubemta holds keys for (the forger would get a DMARC-aligned signature)."""
+    content = delivered.forged.content
+    assert delivered.forged.mail_from == SENDER
+    assert f"From: Alice <{SENDER}>".encode() in content
+    assert b"DKIM-Signature" not in content
 
 
 def test_dkimpy_verifies_both_signatures_with_the_keys_in_the_zone(delivered: Delivered, dkim_dns: DnsServer) -> None:

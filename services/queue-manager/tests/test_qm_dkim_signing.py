@@ -252,8 +252,13 @@ def test_a_missing_directory_means_no_keys(tmp_path: Path) -> None:
 
 
 def accepted(content: bytes, recipients: list[str]) -> bytes:
+    """A message from a trusted client (a relay network): the only kind, with DSNs, that is signed."""
     message = message_pb2.AcceptedMessage(
-        queue_id="QID9", sender="alice@example.com", recipients=recipients, content=content
+        queue_id="QID9",
+        sender="alice@example.com",
+        recipients=recipients,
+        content=content,
+        trust=message_pb2.TRUST_RELAY_NETWORK,
     )
     return message.SerializeToString()
 

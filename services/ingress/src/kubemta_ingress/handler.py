@@ -217,6 +217,7 @@ class IngressHandler(AuthMechanisms):
             recipients=envelope.rcpt_tos,
             when=arrival,
         )
+        user = authenticated_user(session)
         message = message_pb2.AcceptedMessage(
             queue_id=queue_id,
             sender=sender,
@@ -225,9 +226,24 @@ class IngressHandler(AuthMechanisms):
             client_address=str(client) if client is not None else "",
             client_helo=text_field(session.host_name),
             smtputf8=envelope.smtp_utf8,
+            trust=self.trust(session),
+            authenticated_user=user.name if user is not None else "",
         )
         message.arrival_time.FromDatetime(arrival)
         return message
+
+    def trust(self, session: Session) -> "message_pb2.Trust.ValueType":
+        """The trust decision that travels with the message (only trusted mail is DKIM-signed).
+
+        Authenticated: the session proved who it is, and `author_problem` refused any From: outside
+        the user's identities. Relay network: KUBEMTA_RELAY_NETWORKS. Anyone else is untrusted,
+        whatever the message claims to be from.
+        """
+        if session.authenticated:
+            return message_pb2.TRUST_AUTHENTICATED
+        if self._policy.may_relay(client_ip(session.peer)):
+            return message_pb2.TRUST_RELAY_NETWORK
+        return message_pb2.TRUST_UNTRUSTED
 
     def _reject(
         self, reason: Reason, reply: str, session: Session, queue_id: str | None = None, **fields: object

@@ -45,6 +45,16 @@ class BatchPublisher(Protocol):
     async def publish_all(self, messages: Sequence[Outgoing]) -> None: ...
 
 
+def may_sign(accepted: message_pb2.AcceptedMessage) -> bool:
+    """True when kubemta may vouch for the message with its DKIM signature.
+
+    Only mail the ingress trusted (an authenticated session, whose From: it checked against the
+    user's identities, or a client in KUBEMTA_RELAY_NETWORKS) and kubemta's own DSNs: signing a
+    stranger's `From: ceo@example.com` would hand a forger a valid, DMARC-aligned signature.
+    """
+    return accepted.generated or accepted.trust != message_pb2.TRUST_UNTRUSTED
+
+
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
@@ -97,7 +107,11 @@ class QueueManager:
         accepted = decode(message_pb2.AcceptedMessage, payload)
         extra = {"queue_id": accepted.queue_id}
         if self._signer is not None and accepted.recipients:
-            accepted.content = await self._sign(self._signer, accepted.content, extra)
+            if may_sign(accepted):
+                accepted.content = await self._sign(self._signer, accepted.content, extra)
+            else:
+                metrics.DKIM_SIGNATURES.labels(algorithm="none", result="untrusted").inc()
+                logger.debug("not DKIM signed: submitted by an untrusted client", extra=extra)
         jobs = split(accepted, self._hostname)
         if not jobs:
             logger.warning("message has no recipients; nothing to deliver", extra=extra)

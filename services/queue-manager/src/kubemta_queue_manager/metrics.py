@@ -34,7 +34,8 @@ JOBS_CREATED = Counter("kubemta_jobs_created_total", "Delivery jobs created by s
 MESSAGES_SPLIT = Counter("kubemta_messages_split_total", "Accepted messages split into delivery jobs")
 DKIM_SIGNATURES = Counter(
     "kubemta_dkim_signatures_total",
-    "DKIM signing of accepted messages: per key, signed or error; once per message, no_from or no_key (algorithm none)",
+    "DKIM signing of accepted messages: per key, signed or error; once per message, no_from, no_key or untrusted"
+    " (algorithm none)",
     ["algorithm", "result"],
 )
 QUEUE_TIME = Histogram(
@@ -46,4 +47,4 @@ QUEUE_TIME = Histogram(
 for _counter in (RECIPIENTS_DELIVERED, RECIPIENTS_DEFERRED, RECIPIENTS_BOUNCED):
     preinitialise(_counter, provider=PROVIDERS)
 preinitialise(DKIM_SIGNATURES, algorithm=("rsa-sha256", "ed25519-sha256"), result=("signed", "error"))
-preinitialise(DKIM_SIGNATURES, algorithm=("none",), result=("no_from", "no_key", "error"))
+preinitialise(DKIM_SIGNATURES, algorithm=("none",), result=("no_from", "no_key", "error", "untrusted"))
