@@ -1,11 +1,16 @@
 """DKIM private keys read from the mounted Secret directory `KUBEMTA_DKIM_KEYS_DIR`.
 
-Layout: `<domain>/<selector>.key`, one private key per file, either a PEM RSA key
-(PKCS#1 or PKCS#8; signs rsa-sha256) or an Ed25519 key in dkimpy's format, the
-base64-encoded 32-byte seed (signs ed25519-sha256, RFC 8463 §3). Kubernetes updates a
+Layout: `<domain>/<selector>.key`, one private key per file, in one of the forms of
+ACCEPTED_FORMATS: an unencrypted PEM key, RSA (PKCS#1 `BEGIN RSA PRIVATE KEY` or PKCS#8
+`BEGIN PRIVATE KEY`; signs rsa-sha256) or Ed25519 (PKCS#8 `BEGIN PRIVATE KEY`, what
+`openssl genpkey -algorithm ed25519` writes; signs ed25519-sha256, RFC 8463 §3), or an
+Ed25519 key in dkimpy's form, the base64-encoded 32-octet seed. `cryptography` reads the PEM
+and tells the key type; the key is then handed on in the form dkimpy's sign() takes (RSA:
+PKCS#1 PEM; Ed25519: the base64 seed). Kubernetes updates a
 mounted Secret by swapping a `..data` symlink, so the directory is re-read when any
 entry's modification time, size or target changes; that is checked at most every
-`check_interval` seconds. A file that is not a usable key is logged and skipped;
+`check_interval` seconds. A file that is not a usable key is logged, naming the file, why,
+and the accepted formats, and skipped (the service keeps running with the other keys);
 names starting with `.` (the Secret's bookkeeping) are ignored. The public `<selector>.pub`
 files `dkim generate` writes next to the keys are the domain check's (public_keys.py), not
 read here.
@@ -21,7 +26,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import dkim.crypto  # type: ignore[import-untyped]
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 
 from kubemta_common.logs import sanitize
 
@@ -31,6 +38,22 @@ KEY_SUFFIX = ".key"
 CHECK_INTERVAL = 5.0
 ED25519_SEED_SIZE = 32
 """RFC 8032 §5.1.5: an Ed25519 private key is a 32-octet seed."""
+PEM_BEGIN = b"-----BEGIN "
+"""RFC 7468 §2: the encapsulation boundary that starts a PEM (textual) key."""
+ACCEPTED_FORMATS = (
+    "an unencrypted PEM private key, RSA (PKCS#1 'BEGIN RSA PRIVATE KEY' or PKCS#8 'BEGIN PRIVATE KEY') "
+    "or Ed25519 (PKCS#8 'BEGIN PRIVATE KEY', as from 'openssl genpkey -algorithm ed25519'), "
+    "or an Ed25519 seed in dkimpy's form (32 octets, base64)"
+)
+"""What a `<selector>.key` file may hold, for every error about one."""
+UNSUPPORTED_KINDS: tuple[tuple[type, str], ...] = (
+    (ec.EllipticCurvePrivateKey, "EC (ECDSA)"),
+    (dsa.DSAPrivateKey, "DSA"),
+    (ed448.Ed448PrivateKey, "Ed448"),
+    (x25519.X25519PrivateKey, "X25519"),
+    (x448.X448PrivateKey, "X448"),
+)
+"""Key types a PEM may hold that DKIM cannot sign with (RFC 6376 §3.3, RFC 8463 §3), named for the error."""
 
 
 class Algorithm(StrEnum):
@@ -55,21 +78,56 @@ class KeyFileError(ValueError):
 
 
 def parse_key(data: bytes) -> tuple[Algorithm, bytes]:
-    """The algorithm of a key file's content and the key as dkimpy takes it; KeyFileError when unusable."""
+    """The algorithm of a key file's content and the key as dkimpy takes it; KeyFileError when unusable.
+
+    The error's text says why and lists ACCEPTED_FORMATS; the caller names the file.
+    """
     text = data.replace(b"\r\n", b"\n").strip()
-    if text.startswith(b"-----BEGIN"):
-        try:
-            dkim.crypto.parse_pem_private_key(text)
-        except Exception as exc:  # dkimpy raises several unrelated types for bad input
-            raise KeyFileError(f"not a PEM RSA private key: {exc}") from None
-        return Algorithm.RSA_SHA256, text + b"\n"
+    try:
+        if PEM_BEGIN in text:
+            return _parse_pem(text)
+        return Algorithm.ED25519_SHA256, _parse_seed(text)
+    except KeyFileError as exc:
+        raise KeyFileError(f"{exc}; accepted: {ACCEPTED_FORMATS}") from None
+
+
+def _parse_pem(text: bytes) -> tuple[Algorithm, bytes]:
+    """An RSA key as PKCS#1 PEM or an Ed25519 key as dkimpy's base64 seed, from any PEM `cryptography` reads."""
+    try:
+        key = serialization.load_pem_private_key(text, password=None)
+    except TypeError:  # cryptography's answer to an encrypted key read without a password
+        raise KeyFileError("an encrypted PEM key (kubemta has no passphrase; decrypt it with openssl pkey)") from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise KeyFileError(f"not a readable PEM private key ({_first_line(exc)})") from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+        return Algorithm.RSA_SHA256, pem
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        seed = key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return Algorithm.ED25519_SHA256, base64.b64encode(seed)
+    kind = next((name for cls, name in UNSUPPORTED_KINDS if isinstance(key, cls)), type(key).__name__)
+    raise KeyFileError(f"a PEM {kind} key: DKIM signs with RSA (rsa-sha256) or Ed25519 (ed25519-sha256) only")
+
+
+def _parse_seed(text: bytes) -> bytes:
+    """dkimpy's Ed25519 form, the base64 32-octet seed, checked."""
     try:
         seed = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise KeyFileError("neither a PEM RSA key nor a base64 Ed25519 seed") from None
+        raise KeyFileError("neither a PEM key nor a base64 Ed25519 seed") from None
     if len(seed) != ED25519_SEED_SIZE:
         raise KeyFileError(f"an Ed25519 seed must be {ED25519_SEED_SIZE} octets, not {len(seed)}")
-    return Algorithm.ED25519_SHA256, text
+    return text
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of an exception's text (cryptography's may carry OpenSSL's error stack)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def load_keys(directory: Path) -> dict[str, list[DkimKey]]:

@@ -5,9 +5,11 @@ Layout: `<domain>/<selector>.pub` holds the key's DNS TXT record value (RFC 6376
 to the private key. Public keys are all the domain check needs, so the ingress (the
 internet-facing pod) is given only `.pub` files and never a signing key. A directory of
 private keys works too: a selector with only `<selector>.key` gets the public key derived
-from it (records.public_key). When both files exist and hold different keys, that is logged
+from it (records.public_key), in any form the signer reads (keys.ACCEPTED_FORMATS: PEM RSA or
+Ed25519, or dkimpy's Ed25519 seed). When both files exist and hold different keys, that is logged
 as an error and the `.key`'s public key is used: it is the key that signs. A file that is
-not a usable key is logged and treated as absent. The directory is re-read when it changes,
+not a usable key is logged, naming the file (and for a `.key`, the accepted formats), and
+treated as absent. The directory is re-read when it changes,
 as KeyStore does (keys.KeyDirectory).
 """
 
