@@ -10,8 +10,8 @@ from pydantic import Field, field_validator
 
 from kubemta_common.config_types import CommaList, Duration, Listen, parse_listen, parse_nameserver
 from kubemta_common.settings import ServiceSettings
+from kubemta_common.transport_map import Nexthop, TransportMap, parse_relayhost, parse_transports
 from kubemta_dns_resolver.tls_policy import TlsPolicyMap, parse_tls_policy
-from kubemta_dns_resolver.transports import Nexthop, TransportMap, parse_relayhost, parse_transports
 
 __all__ = ["ResolverSettings", "parse_nameserver"]  # parse_nameserver moved to kubemta_common.config_types
 
