@@ -95,8 +95,8 @@ async def test_wrong_password_reply_text_and_no_relay_after_it(start_auth_server
 async def test_login_challenges_and_malformed_input(start_auth_server):
     server = await start_auth_server(users=USERS)
     client = await server.harness.connect()
-    assert await client.last("AUTH LOGIN") == "334 VXNlciBOYW1lAA=="  # aiosmtpd's "User Name\0"
-    assert (await client.last(base64.b64encode(b"app").decode())).startswith("334 ")
+    assert await client.last("AUTH LOGIN") == "334 VXNlcm5hbWU6"  # "Username:" (test_ingress_auth_login.py)
+    assert await client.last(base64.b64encode(b"app").decode()) == "334 UGFzc3dvcmQ6"  # "Password:"
     assert (await client.last(base64.b64encode(PASSWORD.encode()).decode())).startswith("235 2.7.0")
     assert (await client.last(f"AUTH PLAIN {plain('app', PASSWORD)}")).startswith("503")  # RFC 4954 section 4
     other = await server.harness.connect()

@@ -86,6 +86,11 @@ class SessionOptions:
 class IngressSMTP(SMTP):
     """One SMTP connection."""
 
+    # AUTH LOGIN prompts as other servers send them (`334 VXNlcm5hbWU6`, `334 UGFzc3dvcmQ6`); clients that
+    # match the prompt text expect these, not aiosmtpd's "User Name\0" and "Password\0".
+    AuthLoginUsernameChallenge = "Username:"
+    AuthLoginPasswordChallenge = "Password:"
+
     def __init__(
         self,
         handler: SmtpHandler,
