@@ -56,6 +56,7 @@ SENDER = f"alice@{SIGNING_DOMAIN}"
 OCTETS = {"mx": 71, "bounce-mx": 72, "ns": 73, "ns-other": 74, "internet-client": 75}
 LOCAL_DOMAIN = f"local.{INFRA}"  # KUBEMTA_LOCAL_DOMAINS: accepted from anyone, so never trusted by itself
 FORGED_RECIPIENT = f"staff@{LOCAL_DOMAIN}"
+BARE_RECIPIENT = f"app-user@rcpt.{INFRA}"  # gets a message an app library wrote without Date: and Message-ID:
 DNS_PORT = 53  # libopendkim asks the C library's resolver, which only speaks to port 53
 PIPELINE_TIMEOUT = 60.0
 
@@ -76,6 +77,8 @@ class Delivered:
     bounce: ReceivedMessage
     forged: ReceivedMessage
     """From: the signing domain, sent by a client outside the relay networks to a local domain."""
+    bare: ReceivedMessage
+    """Sent by a trusted client without Date: and Message-ID:."""
     signatures: dict[tuple[str, str], float]
 
 
@@ -175,7 +178,14 @@ async def _run_pipeline(broker_node: BrokerNode, net: str, dns: DnsServer, keys:
         forgery = compose(SENDER, FORGED_RECIPIENT, "forged")
         outcome = await send(server, SENDER, [FORGED_RECIPIENT], forgery, source=address(net, "internet-client"))
         assert outcome.data is not None and outcome.data[0] == 250, ("forged", outcome)
-        delivered = await mx.wait_for_messages(3, timeout=PIPELINE_TIMEOUT)
+        bare = b"".join(
+            line + b"\r\n"
+            for line in compose(SENDER, BARE_RECIPIENT, "bare").split(b"\r\n")[:-1]
+            if not line.startswith((b"Date:", b"Message-ID:"))
+        )
+        outcome = await send(server, SENDER, [BARE_RECIPIENT], bare)
+        assert outcome.data is not None and outcome.data[0] == 250, ("bare", outcome)
+        delivered = await mx.wait_for_messages(4, timeout=PIPELINE_TIMEOUT)
         [bounce] = await bounce_mx.wait_for_messages(1, timeout=PIPELINE_TIMEOUT)
         by_recipient = {message.rcpt_tos[0]: message for message in delivered}
         by_sender = {message.mail_from: message for message in delivered if message.rcpt_tos[0] == RECIPIENT}
@@ -191,7 +201,12 @@ async def _run_pipeline(broker_node: BrokerNode, net: str, dns: DnsServer, keys:
             )
         }
         return Delivered(
-            by_sender[SENDER], by_sender[unsigned_sender], bounce, by_recipient[FORGED_RECIPIENT], signatures
+            by_sender[SENDER],
+            by_sender[unsigned_sender],
+            bounce,
+            by_recipient[FORGED_RECIPIENT],
+            by_recipient[BARE_RECIPIENT],
+            signatures,
         )
     finally:
         try:
@@ -249,10 +264,22 @@ def test_mail_from_the_signing_domain_carries_an_rsa_and_an_ed25519_signature(de
         assert signed.count(b"subject") == 2 and signed.count(b"from") == 2  # oversigned: one more than present
         assert signed.count(b"content-type") == 2
     # the queue-manager counted what it did: the dual-signed message and the one that bounced, the DSN (RSA)
-    assert delivered.signatures[("rsa-sha256", "signed")] == 3
-    assert delivered.signatures[("ed25519-sha256", "signed")] == 2
+    assert delivered.signatures[("rsa-sha256", "signed")] == 4
+    assert delivered.signatures[("ed25519-sha256", "signed")] == 3
     assert delivered.signatures[("none", "no_key")] == 1
     assert delivered.signatures[("none", "untrusted")] == 1
+
+
+def test_trusted_mail_without_date_and_message_id_gets_both_signed(delivered: Delivered, dkim_dns: DnsServer) -> None:
+    """RFC 6409 §8: the submission service adds them, before signing, so the signature covers them."""
+    content = delivered.bare.content
+    parsed = email.message_from_bytes(content, policy=email.policy.default)
+    assert parsed["Date"] is not None and parsed["Date"].datetime is not None
+    assert re.fullmatch(r"<[0-9A-Za-z]+@mta\.kubemta\.test>", str(parsed["Message-ID"]))
+    for tag in signature_tags(content):
+        signed = re.split(rb"\s*:\s*", tag[b"h"].strip())
+        assert signed.count(b"date") == 2 and signed.count(b"message-id") == 2
+    assert dkimpy_verdicts(content, TxtLookup(dkim_dns.address, DNS_PORT)) == [True, True]
 
 
 def test_a_strangers_from_the_signing_domain_is_never_signed(delivered: Delivered) -> None:

@@ -30,6 +30,7 @@ from kubemta_ingress.policy import AddressProblem, RelayPolicy, check_address, c
 from kubemta_ingress.received import protocol_name, received_header
 from kubemta_ingress.rejections import Reason, record_rejection
 from kubemta_ingress.sender_identity import AuthenticatedUser, HeaderProblem, author_problem
+from kubemta_ingress.submission_headers import with_missing_headers
 
 MAX_HOPS_DEFAULT = 100  # RFC 5321 section 6.3: a loop limit SHOULD be at least 100 Received: headers
 POSTMASTER = "postmaster"  # RFC 5321 section 4.5.1; bare, it means this system's: postmaster@KUBEMTA_HOSTNAME
@@ -218,6 +219,9 @@ class IngressHandler(AuthMechanisms):
             when=arrival,
         )
         user = authenticated_user(session)
+        trust = self.trust(session)
+        if trust != message_pb2.TRUST_UNTRUSTED:  # RFC 6409 section 8: the MSA completes what apps omit
+            content = with_missing_headers(content, when=arrival, message_id=f"{queue_id}@{self._hostname}")
         message = message_pb2.AcceptedMessage(
             queue_id=queue_id,
             sender=sender,
@@ -226,7 +230,7 @@ class IngressHandler(AuthMechanisms):
             client_address=str(client) if client is not None else "",
             client_helo=text_field(session.host_name),
             smtputf8=envelope.smtp_utf8,
-            trust=self.trust(session),
+            trust=trust,
             authenticated_user=user.name if user is not None else "",
         )
         message.arrival_time.FromDatetime(arrival)
