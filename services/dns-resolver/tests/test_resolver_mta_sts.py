@@ -134,6 +134,23 @@ async def test_failed_fetch_keeps_a_valid_cached_policy_and_is_not_retried_at_on
     assert await resolver.policy("dest.test") is None
 
 
+@pytest.mark.parametrize("error", [RuntimeError("a library bug"), UnicodeError("bad bytes"), KeyError("x")])
+async def test_any_failure_of_a_fetch_is_a_failed_fetch(clock, error):
+    """Whatever the fetch raises, the domain has no new policy (§5); the route job never crashes on it."""
+
+    class Raising(FakeFetcher):
+        async def fetch(self, domain: str) -> str:
+            self.fetches.append(domain)
+            raise error
+
+    txt, fetcher = FakeTxt(), Raising()
+    txt.set("dest.test", "v=STSv1; id=one")
+    resolver = MtaStsResolver(txt, fetcher, clock=clock)
+    assert await resolver.policy("dest.test") is None
+    assert await resolver.policy("dest.test") is None
+    assert fetcher.fetches == ["dest.test"]  # remembered as failed, not re-fetched for every job
+
+
 async def test_no_txt_record_means_no_policy_and_no_fetch(clock):
     txt, fetcher = FakeTxt(), FakeFetcher()
     resolver = MtaStsResolver(txt, fetcher, clock=clock)

@@ -200,7 +200,7 @@ class MtaStsResolver:
         try:
             text = await self._fetcher.fetch(name)
             policy = parse_sts_policy(text, policy_id)
-        except (PolicyFetchError, ValueError) as exc:
+        except Exception as exc:  # any failure of a fetch is a failed fetch (§5), never a crashed route job
             self._failed.put(name, str(exc), FETCH_RETRY_SECONDS)
             logger.warning(
                 "MTA-STS policy of %s (id %s) could not be used: %s",

@@ -5,7 +5,11 @@
   name; the CA bundle is KUBEMTA_MTA_STS_CA_FILE or the system's);
 - redirects are not followed and no HTTP cache is used (§3.3): only a 200 answer counts;
 - the answer must be `text/plain` (§3.2) and at most `MAX_POLICY_BYTES` long, and the
-  whole fetch is bounded in time (§3.3 lets senders bound both).
+  whole fetch is bounded in time (§3.3 lets senders bound both);
+- the body is asked for and taken only without a content coding (`Accept-Encoding:
+  identity`): a compressed answer is a failed fetch, so neither a broken gzip stream nor a
+  decompression bomb can reach the resolver. Any failure of a fetch, of whatever kind, is
+  a `PolicyFetchError` (RFC 8461 §5: the sender then acts as if there were no new policy).
 
 The policy host is resolved through the resolver's own DNS (KUBEMTA_DNS_NAMESERVERS),
 like the MX hosts, and the connection goes to that address with SNI, Host header and
@@ -28,6 +32,7 @@ HTTPS_PORT = 443
 MAX_POLICY_BYTES = 64 * 1024
 """Largest policy body accepted (RFC 8461 §3.3 suggests a limit; 64 KiB as common MTAs use)."""
 MEDIA_TYPE = "text/plain"
+IDENTITY = "identity"  # RFC 9110 §12.5.3: no content coding
 
 
 class AddressLookup(Protocol):
@@ -75,6 +80,8 @@ class HttpsPolicyFetcher:
                             return await self._get(client, host, address)
                         except httpx.TransportError as exc:  # connection-level: try the next address
                             errors.append(f"{address}: {_describe(exc)}")
+                        except httpx.HTTPError as exc:  # anything else httpx finds wrong with the answer
+                            raise PolicyFetchError(f"https://{host}{WELL_KNOWN_PATH}: {_describe(exc)}") from None
                 raise PolicyFetchError(f"cannot fetch https://{host}{WELL_KNOWN_PATH}: " + "; ".join(errors))
         except TimeoutError:
             raise PolicyFetchError(f"fetching https://{host}{WELL_KNOWN_PATH} timed out") from None
@@ -97,7 +104,10 @@ class HttpsPolicyFetcher:
         url = httpx.URL(scheme="https", host=address, port=self._port, path=WELL_KNOWN_PATH)
         host_header = host if self._port == HTTPS_PORT else f"{host}:{self._port}"
         request = client.build_request(
-            "GET", url, headers={"Host": host_header, "Accept": MEDIA_TYPE}, extensions={"sni_hostname": host}
+            "GET",
+            url,
+            headers={"Host": host_header, "Accept": MEDIA_TYPE, "Accept-Encoding": IDENTITY},
+            extensions={"sni_hostname": host},
         )
         response = await client.send(request, stream=True)
         try:
@@ -107,8 +117,11 @@ class HttpsPolicyFetcher:
             if media_type != MEDIA_TYPE:
                 what = media_type or "untyped"
                 raise PolicyFetchError(f"https://{host}{WELL_KNOWN_PATH} is {what}, not {MEDIA_TYPE}")
+            coding = response.headers.get("content-encoding", IDENTITY).strip().lower()
+            if coding != IDENTITY:
+                raise PolicyFetchError(f"https://{host}{WELL_KNOWN_PATH} came with content coding {coding!r}")
             body = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():
                 body += chunk
                 if len(body) > self._max_bytes:
                     raise PolicyFetchError(f"https://{host}{WELL_KNOWN_PATH} is larger than {self._max_bytes} bytes")
@@ -120,7 +133,7 @@ class HttpsPolicyFetcher:
             raise PolicyFetchError(f"https://{host}{WELL_KNOWN_PATH} is not UTF-8 text: {exc}") from None
 
 
-def _describe(exc: httpx.TransportError) -> str:
+def _describe(exc: httpx.HTTPError) -> str:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
