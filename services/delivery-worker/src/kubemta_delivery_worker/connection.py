@@ -24,7 +24,7 @@ from aiosmtplib import (
 
 from kubemta.v1 import message_pb2
 from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS
-from kubemta_delivery_worker.relay_auth import RelayCredentials, authenticate
+from kubemta_delivery_worker.relay_auth import RelayCredentials, authenticate, session_route
 from kubemta_delivery_worker.replies import enhanced_status, reply_diagnostic
 from kubemta_delivery_worker.tls_negotiation import contexts, negotiate
 
@@ -233,7 +233,8 @@ class SmtpConnection:
     async def _upgrade(self) -> None:
         """STARTTLS as the route's TLS policy asks (tls_negotiation), then AUTH to a relayhost (relay_auth)."""
         self.stage = "performing the STARTTLS handshake"
-        route, queue_id = self._job.route, self._job.queue_id
+        credentials, queue_id = self._options.relay_credentials, self._job.queue_id
+        route = session_route(self._job.route, self._host, credentials)  # verify, when it will authenticate
         tls_contexts = contexts(self._options.tls_context, self._options.verify_tls_context)
         outcome = await negotiate(
             self.smtp, route, self._host, tls_contexts, allowed=self._starttls, label=self._label, queue_id=queue_id
@@ -247,7 +248,14 @@ class SmtpConnection:
             await self._hello()
         self.stage = "authenticating"
         failure = outcome.failure or await authenticate(
-            self.smtp, route, self._options.relay_credentials, tls=self.tls, label=self._label, queue_id=queue_id
+            self.smtp,
+            route,
+            self._host,
+            credentials,
+            tls=outcome.tls,
+            verified=outcome.verified,
+            label=self._label,
+            queue_id=queue_id,
         )
         if failure is not None:
             raise HostFailed(self._fail(failure.diagnostic, failure.status, failure.smtp_code, self._remote_mta))

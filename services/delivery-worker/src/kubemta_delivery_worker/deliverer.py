@@ -53,7 +53,9 @@ def smtp_options(settings: WorkerSettings) -> SmtpOptions:
         data_timeout=settings.smtp_data_timeout,
         pipelining=settings.smtp_pipelining,
         verify_tls_context=verifying_tls_context(settings.tls_ca_file),
-        relay_credentials=relay_credentials(settings.relayhost_username, settings.relayhost_password),
+        relay_credentials=relay_credentials(
+            settings.relayhost_username, settings.relayhost_password, settings.relayhost_tls_unverified_name
+        ),
     )
 
 

@@ -4,6 +4,8 @@ The SMTP timeouts follow RFC 5321 §4.5.3.2: the client waits at least 5 minutes
 the replies to MAIL and RCPT and at least 10 minutes for the reply to the final dot.
 """
 
+import ipaddress
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -18,6 +20,8 @@ COMMAND_TIMEOUT_DEFAULT = 300.0
 DATA_TIMEOUT_DEFAULT = 600.0
 # Postfix smtp_connect_timeout.
 CONNECT_TIMEOUT_DEFAULT = 30.0
+# RFC 1035 §2.3.1 / RFC 1123 §2.1: letters, digits, hyphens; labels of 1-63 octets, 253 in all.
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
 class WorkerSettings(ServiceSettings):
@@ -71,6 +75,21 @@ class WorkerSettings(ServiceSettings):
     relayhost_password: SecretStr = Field(
         default=SecretStr(""), description="Password for AUTH to KUBEMTA_RELAYHOST (from the mounted Secret)"
     )
+    relayhost_tls_unverified_name: str = Field(
+        default="",
+        description=(
+            "The one relayhost host name to authenticate to WITHOUT verifying its certificate (an explicit opt-out "
+            "for that exact name; empty = the password goes only over a verified certificate)"
+        ),
+    )
+
+    @field_validator("relayhost_tls_unverified_name")
+    @classmethod
+    def _check_unverified_name(cls, value: str) -> str:
+        name = value.strip().rstrip(".").lower()
+        if name and not _is_host_name(name):
+            raise ValueError(f"{value!r} is not one host name or IP address (no wildcards, lists or ports)")
+        return name
 
     @field_validator("tls_ca_file")
     @classmethod
@@ -78,3 +97,13 @@ class WorkerSettings(ServiceSettings):
         if value and not Path(value).is_file():
             raise ValueError(f"CA file {value!r} does not exist")
         return value
+
+
+def _is_host_name(name: str) -> bool:
+    """True for one DNS host name (RFC 1123 §2.1) or one IP address."""
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    return len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))

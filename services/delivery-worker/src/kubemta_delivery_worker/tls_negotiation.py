@@ -49,10 +49,12 @@ class PolicyFailure:
 
 @dataclass(frozen=True, slots=True)
 class TlsOutcome:
-    """How STARTTLS went: `tls` on success; `failure` when TLS was required and could not be had;
-    `fallback` (a reason) when an opportunistic handshake failed and the session must be redone in plaintext."""
+    """How STARTTLS went: `tls` on success (`verified` when the certificate was checked); `failure` when TLS
+    was required and could not be had; `fallback` (a reason) when an opportunistic handshake failed and the
+    session must be redone in plaintext."""
 
     tls: bool = False
+    verified: bool = False
     failure: PolicyFailure | None = None
     fallback: str | None = None
     handshake_failed: bool = False
@@ -166,7 +168,7 @@ async def negotiate(
             return TlsOutcome(failure=outcome.failure, handshake_failed=True)
         return TlsOutcome(fallback=_describe(exc), handshake_failed=True)
     TLS_OUTBOUND.labels(result="verified" if verify else "encrypted").inc()
-    return TlsOutcome(tls=True)
+    return TlsOutcome(tls=True, verified=verify)
 
 
 def _required_failure(what: str, route: message_pb2.Route, status: str = STATUS_TLS_FAILED) -> TlsOutcome:

@@ -48,7 +48,7 @@ from kubemta_delivery_worker.mail_parameters import mail_from_parameters, screen
 from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS_REUSED
 from kubemta_delivery_worker.pipelining import DATA_COMMAND, PIPELINING, START_MAIL_INPUT, PipelinedGroup, command_line
 from kubemta_delivery_worker.pool import ConnectionKey, ConnectionPool
-from kubemta_delivery_worker.relay_auth import needs_auth
+from kubemta_delivery_worker.relay_auth import needs_auth, session_route
 from kubemta_delivery_worker.replies import local_result, reply_result
 from kubemta_delivery_worker.size_limit import STATUS_TOO_BIG, size_refusal
 
@@ -76,15 +76,19 @@ class HostAttempt:
 def connection_key(
     host: message_pb2.RouteHost, job: message_pb2.DeliveryJob, options: SmtpOptions | None = None
 ) -> ConnectionKey:
-    """The idle-cache key of a session with `host` for `job`: address, port, the route's TLS policy,
-    the name a verified certificate was checked against, and the user name it authenticates as."""
+    """The idle-cache key of a session with `host` for `job`: address, port, the TLS policy the session
+    uses (relay_auth.session_route: verify before AUTH), the name a verified or authenticated session's
+    certificate was presented for, and the user name it authenticates as."""
     credentials = options.relay_credentials if options is not None else None
+    route = session_route(job.route, host, credentials)
+    authenticates = credentials is not None and needs_auth(route, credentials)
+    named = authenticates or route.tls_policy == message_pb2.TLS_POLICY_VERIFY
     return ConnectionKey(
         address=host.address,
         port=host_port(host),
-        tls_policy=int(job.route.tls_policy),
-        server_name=host.hostname.rstrip(".").lower() if job.route.tls_policy == message_pb2.TLS_POLICY_VERIFY else "",
-        identity=credentials.username if credentials is not None and needs_auth(job.route, credentials) else "",
+        tls_policy=int(route.tls_policy),
+        server_name=host.hostname.rstrip(".").lower() if named else "",
+        identity=credentials.username if credentials is not None and authenticates else "",
     )
 
 
