@@ -3,35 +3,66 @@
 A DSN is a `multipart/report; report-type=delivery-status` message (RFC 6522) with
 three parts: a human-readable explanation, the machine-readable
 `message/delivery-status` (RFC 3464 §2.2 per-message fields, then one §2.3 block per
-recipient) and the original message's header block as `text/rfc822-headers`. It is
-built with the stdlib `email` package and serialised with CRLF line endings.
+recipient) and the original message's header block as `text/rfc822-headers`.
+
+It is written line by line (dsn_mime), never through a library that would decode or
+re-fold what it is given: every value that comes from outside (addresses, reply
+texts, host names, queue ids) passes `dsn_fields.field_value`, so it is one line of
+safe characters and no input can add a header line or a field. Any address yields a
+well-formed DSN; one that cannot be written as an addr-spec gets
+`To: undisclosed-recipients:;` (the envelope still carries it). A sender with a
+non-ASCII address used SMTPUTF8 (RFC 6531): its To: is UTF-8 and, when a recipient
+address is non-ASCII too, the report is `message/global-delivery-status` with the
+address readable (RFC 6533 §3 unitext); elsewhere non-ASCII addresses are xtext.
 """
 
-import email.policy
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage, Message
 from email.utils import format_datetime
 from enum import StrEnum
+
+from kubemta_queue_manager.dsn_fields import (
+    MAX_ADDRESS,
+    MAX_TEXT,
+    FieldValue,
+    Reply,
+    diagnostic_value,
+    field_value,
+    final_recipient,
+    header_line,
+    host_value,
+    is_utf8_address,
+    mailbox,
+    one_line,
+    status_code,
+    unitext_address,
+    xtext_address,
+)
+from kubemta_queue_manager.dsn_fields import smtp_reply as _smtp_reply
+from kubemta_queue_manager.dsn_mime import Part, fields_part, multipart, text_part
+
+__all__ = [
+    "Action",
+    "RecipientReport",
+    "Report",
+    "build_dsn",
+    "diagnostic_code",
+    "final_recipient",
+    "human_text",
+    "original_headers",
+    "smtp_reply",
+    "unitext_address",
+    "xtext_address",
+]
 
 MAILER_DAEMON = "MAILER-DAEMON"
 SUBJECT_FAILED = "Undelivered Mail Returned to Sender"
 SUBJECT_DELAYED = "Delayed Mail (still being retried)"
 AUTO_SUBMITTED = "auto-replied"
 """RFC 3834 §5: a message generated in response to another one."""
-
-type _Policy = email.policy.EmailPolicy[EmailMessage]
-
-_MAX_LINE = 998
-"""RFC 5322 §2.1.1: the longest line a message may carry."""
-
-_MAX_DIAGNOSTIC = 800
-"""Diagnostic text is cut here so a Diagnostic-Code field stays one line under _MAX_LINE."""
-
-_ENHANCED_CODE_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?:\s|$)")
-"""RFC 3463 §2: an enhanced status code at the start of a reply text."""
+UNDISCLOSED = "undisclosed-recipients:;"
+"""RFC 5322 §3.4 group with no members: the To: of a sender that is no valid addr-spec."""
 
 
 class Action(StrEnum):
@@ -60,7 +91,7 @@ class RecipientReport:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """One DSN: about which message, to whom, and which recipients."""
+    """One DSN: about which message, to whom, and which recipients (of any domains)."""
 
     hostname: str
     queue_id: str
@@ -75,54 +106,27 @@ class Report:
     will_retry_until: datetime | None = None
 
 
-def xtext_address(address: str) -> str:
-    """RFC 6533 §3 utf-8-addr-xtext: non-QCHAR characters (and `+`, `=`, `\\`) as `\\x{HEX}`."""
-    return "".join(
-        char if 0x21 <= ord(char) <= 0x7E and char not in "+=\\" else f"\\x{{{ord(char):X}}}" for char in address
-    )
-
-
-def final_recipient(address: str) -> str:
-    """The Final-Recipient value (RFC 3464 §2.3.2): `rfc822;` or, for a non-ASCII address, `utf-8;` (RFC 6533)."""
-    if address.isascii():
-        return f"rfc822; {address}"
-    return f"utf-8; {xtext_address(address)}"
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_DIAGNOSTIC else text[:_MAX_DIAGNOSTIC] + "..."
-
-
-def _ascii(text: str) -> str:
-    return text.encode("ascii", "backslashreplace").decode("ascii")
+def _reply(entry: RecipientReport) -> Reply:
+    return Reply(entry.smtp_code, entry.reply_status or entry.status, entry.diagnostic)
 
 
 def smtp_reply(entry: RecipientReport) -> str:
-    """`550 5.1.1 text`: the reply with its codes, not repeating codes the text already starts with."""
-    text = _one_line(entry.diagnostic)
-    code = str(entry.smtp_code)
-    if text.startswith((code + " ", code + "-")) or text == code:
-        return text
-    if _ENHANCED_CODE_RE.match(text):
-        return f"{code} {text}"
-    return f"{code} {entry.reply_status or entry.status} {text}".rstrip()
+    """`550 5.1.1 text`: the reply with its codes, on one line (not yet made safe: see field_value)."""
+    return _smtp_reply(_reply(entry))
 
 
-def diagnostic_code(entry: RecipientReport) -> str:
+def diagnostic_code(entry: RecipientReport) -> FieldValue:
     """The Diagnostic-Code value (RFC 3464 §2.3.6): `smtp;` with the reply, else `X-kubemta;` with the text."""
-    if entry.smtp_code:
-        return f"smtp; {_ascii(smtp_reply(entry))}"
-    return f"X-kubemta; {_ascii(_one_line(entry.diagnostic)) or 'no further information'}"
+    return diagnostic_value(_reply(entry))
 
 
 def _reason(entry: RecipientReport) -> str:
     if entry.smtp_code and entry.remote_mta:
-        reason = f"host {entry.remote_mta} said: {smtp_reply(entry)}"
+        reason = f"host {one_line(entry.remote_mta)} said: {smtp_reply(entry)}"
     elif entry.smtp_code:
         reason = smtp_reply(entry)
     else:
-        reason = _one_line(entry.diagnostic) or f"delivery failed with status {entry.status}"
+        reason = one_line(entry.diagnostic) or f"delivery failed with status {entry.status}"
     if entry.expired:
         reason = f"message expired in the queue; last error: {reason}"
     return reason
@@ -135,9 +139,10 @@ def _human_duration(seconds: float) -> str:
     return f"{seconds:.0f} seconds"
 
 
-def human_text(report: Report, now: datetime) -> str:
-    """The human-readable first part, in the style of Postfix's bounce templates."""
-    lines = [f"This is the mail system at host {report.hostname}.", ""]
+def human_lines(report: Report, now: datetime) -> list[FieldValue]:
+    """The human-readable first part, in the style of Postfix's bounce templates, one safe line each."""
+    host = field_value(report.hostname, utf8=True)
+    lines = [f"This is the mail system at host {host}.", ""]
     if report.action is Action.DELAYED:
         lines += [
             "####################################################################",
@@ -158,85 +163,104 @@ def human_text(report: Report, now: datetime) -> str:
     lines += [
         "",
         "For further assistance, please send mail to the postmaster of",
-        f"{report.hostname} and include this problem report.",
+        f"{host} and include this problem report.",
         "",
         "                   The mail system",
         "",
     ]
-    lines += [f"<{entry.recipient}>: {_reason(entry)}" for entry in report.recipients]
-    return "\r\n".join(lines) + "\r\n"
+    safe = [field_value(line, utf8=True) for line in lines]
+    for entry in report.recipients:
+        address = field_value(entry.recipient, utf8=True, limit=MAX_ADDRESS)
+        safe.append(field_value(f"<{address}>: {field_value(_reason(entry), utf8=True, limit=MAX_TEXT)}", utf8=True))
+    return safe
+
+
+def human_text(report: Report, now: datetime) -> str:
+    """The human-readable first part as text with CRLF line endings."""
+    return "".join(line + "\r\n" for line in human_lines(report, now))
+
+
+def _header_lines(content: bytes) -> list[str]:
+    lines = original_headers(content).split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def original_headers(content: bytes) -> str:
-    """The header block of a message (everything before the first empty line)."""
+    """The header block of a message (everything before the first empty line), LF line endings."""
     normalised = content.replace(b"\r\n", b"\n")
     end = normalised.find(b"\n\n")
     block = normalised if end < 0 else normalised[: end + 1]
     return block.decode("utf-8", "replace")
 
 
-def _cte_for(text: str) -> str:
-    """7bit when the text can travel as is, else quoted-printable (a DSN must pass 7-bit relays)."""
-    if text.isascii() and all(len(line) <= _MAX_LINE for line in text.splitlines()):
-        return "7bit"
-    return "quoted-printable"
+def _date(value: datetime) -> FieldValue:
+    return field_value(format_datetime(value))
 
 
-def _text_part(text: str, subtype: str, description: str, policy: _Policy) -> EmailMessage:
-    part = EmailMessage(policy=policy)
-    part.set_content(text, subtype=subtype, cte=_cte_for(text))
-    del part["MIME-Version"]  # set_content adds it; RFC 2045 §4 wants it only on the top-level message
-    part["Content-Description"] = description
-    return part
+def _per_message_block(report: Report) -> list[str]:
+    return [
+        header_line("Reporting-MTA", field_value(f"dns; {host_value(report.hostname)}")),  # RFC 3464 §2.2.2
+        header_line("X-Kubemta-Queue-ID", field_value(report.queue_id)),  # §2.2.1 allows extension fields
+        header_line("Arrival-Date", _date(report.arrival)),  # §2.2.5
+    ]
 
 
-def _per_message_block(report: Report, policy: _Policy) -> EmailMessage:
-    block = EmailMessage(policy=policy)
-    block["Reporting-MTA"] = f"dns; {report.hostname}"  # RFC 3464 §2.2.2
-    block["X-Kubemta-Queue-ID"] = report.queue_id  # RFC 3464 §2.2.1 allows extension fields
-    block["Arrival-Date"] = format_datetime(report.arrival)  # RFC 3464 §2.2.5
-    return block
-
-
-def _per_recipient_block(report: Report, entry: RecipientReport, policy: _Policy) -> EmailMessage:
-    block = EmailMessage(policy=policy)
-    block["Final-Recipient"] = final_recipient(entry.recipient)  # RFC 3464 §2.3.2
-    block["Action"] = str(report.action)  # §2.3.3
-    block["Status"] = entry.status  # §2.3.4
+def _per_recipient_block(report: Report, entry: RecipientReport, *, utf8: bool) -> list[str]:
+    fallback = "4.0.0" if report.action is Action.DELAYED else "5.0.0"
+    block = [
+        header_line("Final-Recipient", final_recipient(entry.recipient, utf8=utf8)),  # RFC 3464 §2.3.2
+        header_line("Action", field_value(report.action.value)),  # §2.3.3
+        header_line("Status", status_code(entry.status, fallback)),  # §2.3.4
+    ]
     if entry.remote_mta:
-        block["Remote-MTA"] = f"dns; {_ascii(entry.remote_mta)}"  # §2.3.5
-    block["Diagnostic-Code"] = diagnostic_code(entry)  # §2.3.6
-    block["Last-Attempt-Date"] = format_datetime(report.last_attempt)  # §2.3.7
+        block.append(header_line("Remote-MTA", field_value(f"dns; {host_value(entry.remote_mta)}")))  # §2.3.5
+    block.append(header_line("Diagnostic-Code", diagnostic_code(entry)))  # §2.3.6
+    block.append(header_line("Last-Attempt-Date", _date(report.last_attempt)))  # §2.3.7
     if report.action is Action.DELAYED and report.will_retry_until is not None:
-        block["Will-Retry-Until"] = format_datetime(report.will_retry_until)  # §2.3.9
+        block.append(header_line("Will-Retry-Until", _date(report.will_retry_until)))  # §2.3.9
     return block
+
+
+def _from_address(hostname: str) -> FieldValue:
+    address = mailbox(f"{MAILER_DAEMON}@{hostname}", utf8=False)
+    return field_value(f"Mail Delivery System <{address or MAILER_DAEMON + '@localhost.invalid'}>")
+
+
+def _message_id(message_id: str, hostname: str) -> FieldValue:
+    inner = message_id[1:-1] if message_id.startswith("<") and message_id.endswith(">") else ""
+    if inner and mailbox(inner, utf8=False) == inner:
+        return field_value(message_id)
+    return field_value(f"<invalid-id@{host_value(hostname)}>")
 
 
 def build_dsn(report: Report, *, message_id: str, now: datetime) -> bytes:
-    """The complete DSN message, CRLF line endings; `message_id` is its Message-ID (with angle brackets)."""
-    # A sender with a non-ASCII address used SMTPUTF8 (RFC 6531); the DSN's To: must carry it as UTF-8.
-    policy = email.policy.SMTP if report.sender.isascii() else email.policy.SMTPUTF8
-    message = EmailMessage(policy=policy)
-    message["From"] = f"Mail Delivery System <{MAILER_DAEMON}@{report.hostname}>"
-    message["To"] = report.sender
-    message["Subject"] = SUBJECT_DELAYED if report.action is Action.DELAYED else SUBJECT_FAILED
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = AUTO_SUBMITTED
-    message["MIME-Version"] = "1.0"
-    message["Content-Type"] = "multipart/report; report-type=delivery-status"
+    """The complete DSN message, CRLF line endings; `message_id` is its Message-ID (with angle brackets).
 
-    status = EmailMessage(policy=policy)
-    status["Content-Type"] = "message/delivery-status"
-    status["Content-Description"] = "Delivery report"
-    blocks: list[Message[str, str] | str] = [_per_message_block(report, policy)]
-    blocks += [_per_recipient_block(report, entry, policy) for entry in report.recipients]
-    status.set_payload(blocks)
-    headers_title = "Delayed Message Headers" if report.action is Action.DELAYED else "Undelivered Message Headers"
-    message.attach(_text_part(human_text(report, now), "plain", "Notification", policy))
-    message.attach(status)
-    message.attach(_text_part(original_headers(report.original_content), "rfc822-headers", headers_title, policy))
-    # Fields are not folded (the stdlib folder would move a 60-77 character value whole onto a
-    # continuation line, which its own parser then reads back with a leading space); every line
-    # stays under RFC 5322's 998 limit since diagnostics are cut at _MAX_DIAGNOSTIC.
-    return message.as_bytes(policy=policy.clone(max_line_length=_MAX_LINE))
+    Never raises for any content of `report`: every outside value is made one safe line.
+    """
+    smtputf8 = not report.sender.isascii()
+    to = mailbox(report.sender, utf8=smtputf8)
+    global_report = smtputf8 and any(is_utf8_address(entry.recipient) for entry in report.recipients)
+    report_type = "global-delivery-status" if global_report else "delivery-status"
+    headers = [
+        header_line("From", _from_address(report.hostname)),
+        header_line("To", to if to is not None else field_value(UNDISCLOSED)),
+        header_line("Subject", field_value(SUBJECT_DELAYED if report.action is Action.DELAYED else SUBJECT_FAILED)),
+        header_line("Date", _date(now)),
+        header_line("Message-ID", _message_id(message_id, report.hostname)),
+        header_line("Auto-Submitted", field_value(AUTO_SUBMITTED)),
+        header_line("MIME-Version", field_value("1.0")),
+    ]
+    blocks = [_per_message_block(report)]
+    blocks += [_per_recipient_block(report, entry, utf8=global_report) for entry in report.recipients]
+    delayed = report.action is Action.DELAYED
+    parts: list[Part] = [
+        text_part(human_lines(report, now), "text/plain", "Notification"),
+        fields_part(blocks, f"message/{report_type}", "Delivery report", utf8=global_report),
+        text_part(
+            _header_lines(report.original_content),
+            "text/rfc822-headers",
+            "Delayed Message Headers" if delayed else "Undelivered Message Headers",
+        ),
+    ]
+    return multipart(headers, field_value(f"multipart/report; report-type={report_type}"), parts)
