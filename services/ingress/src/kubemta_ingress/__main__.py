@@ -24,9 +24,8 @@ from kubemta_common.errors import ConfigError
 from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
 from kubemta_ingress import cli, domains_cli
-from kubemta_ingress.api import create_app
+from kubemta_ingress.api import app_from_settings
 from kubemta_ingress.auth import build_authenticator
-from kubemta_ingress.domain_check_config import check_config, check_resolver
 from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.interfaces import MessagePublisher
 from kubemta_ingress.limits import ConnectionLimiter, SessionLimits
@@ -140,7 +139,7 @@ async def serve(stop: asyncio.Event) -> None:
         for server in servers:
             await server.start()
         if settings.http_listen is not None:  # after SMTP: taking mail comes first
-            api = HttpServer(create_app(check_config(settings), check_resolver(settings)), settings.http_listen)
+            api = HttpServer(app_from_settings(settings), settings.http_listen)
             await api.start()
             logger.info("serving the HTTP API on %s", settings.http_listen, extra={"queue_id": None})
         await stop.wait()

@@ -22,6 +22,7 @@ from kubemta_common.config_types import (
     parse_nameserver,
 )
 from kubemta_common.settings import ServiceSettings
+from kubemta_ingress.bearer_token import ApiToken
 from kubemta_ingress.policy import normalize_domain
 
 
@@ -94,6 +95,31 @@ class IngressSettings(ServiceSettings):
     http_listen: Listen = Field(
         default=parse_listen("127.0.0.1:8080"),
         description="host:port of the HTTP API (GET /v1/domains/DOMAIN/check); empty = off",
+    )
+    api_token: ApiToken = Field(
+        default=None,
+        description=(
+            "Bearer token the HTTP API requires (`Authorization: Bearer TOKEN`; 16+ characters of RFC 6750 b64token: "
+            "letters, digits, -._~+/ and trailing =); unset: every /v1 request is refused (503)"
+        ),
+    )
+    api_checks_per_minute: float = Field(
+        default=30.0, gt=0, description="Domain checks the HTTP API starts per minute (token bucket; then 429)"
+    )
+    api_check_burst: int = Field(
+        default=10, ge=1, description="Domain checks the HTTP API may start at once before the per-minute rate applies"
+    )
+    api_max_concurrent_checks: int = Field(
+        default=4, ge=1, description="Domain checks the HTTP API runs at the same time (then 429, never queued)"
+    )
+    api_check_timeout: Duration = Field(
+        default=30.0, gt=0, description="Longest time one domain check of the HTTP API may take (then 504)"
+    )
+    api_cache_ttl: Duration = Field(
+        default=60.0, ge=0, description="How long the HTTP API serves a domain's report from its cache; 0 = no cache"
+    )
+    api_cache_size: int = Field(
+        default=1000, ge=0, description="Domain reports the HTTP API keeps cached (least recently used go first)"
     )
     sending_ips: AddressList = Field(
         default_factory=list,
