@@ -27,6 +27,7 @@ from typing import Protocol
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp.consumer import returned_count
 from kubemta_common.amqp.topology import DELIVERY_LIMIT, RESULTS
 from kubemta_common.bus_messages import decode
 from kubemta_common.errors import PermanentError
@@ -41,16 +42,6 @@ logger = logging.getLogger(__name__)
 
 REPORTER = "delivery-worker"
 RESULT_TYPE = message_pb2.DeliveryResult.DESCRIPTOR.full_name
-# RabbitMQ quorum queues: how many times the message was returned to the queue before.
-DELIVERY_COUNT_HEADER = "x-delivery-count"
-
-
-def delivery_count(message: AbstractIncomingMessage) -> int:
-    """How many times the broker delivered this message before (0 for the first delivery)."""
-    value = (message.headers or {}).get(DELIVERY_COUNT_HEADER, 0)
-    return value if isinstance(value, int) and value > 0 else 0
-
-
 class ResultPublisher(Protocol):
     """What the handler needs from the publisher (kubemta_common.amqp.publisher.Publisher)."""
 
@@ -70,7 +61,7 @@ class DeliverHandler:
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         job = decode(message_pb2.DeliveryJob, message.body)
         _hold_if_malformed(job)
-        self._hold_if_poison(job, delivery_count(message))
+        self._hold_if_poison(job, returned_count(message))
         await self.process(job, message)
 
     def _hold_if_poison(self, job: message_pb2.DeliveryJob, returned: int) -> None:

@@ -12,9 +12,18 @@ from collections.abc import Iterable
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
-from kubemta_common.amqp.topology import declare_topology
+from kubemta_common.amqp.topology import declare_held, declare_stages
 
 logger = logging.getLogger(__name__)
+
+
+def server_version(connection: AbstractRobustConnection) -> str:
+    """The broker's `version` server property (e.g. `3.10.8`), or "" when it did not say."""
+    properties = getattr(getattr(connection.transport, "connection", None), "server_properties", None) or {}
+    version = properties.get("version", "")
+    if isinstance(version, bytes):
+        version = version.decode("ascii", "replace")
+    return version if isinstance(version, str) else ""
 
 
 class Broker:
@@ -60,13 +69,15 @@ class Broker:
                 continue
             try:
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                self._exchange = await declare_topology(channel, self._retry_delays)
+                self._exchange = await declare_stages(channel, self._retry_delays)
+                version = server_version(connection)
+                await declare_held(connection, version)
             except BaseException:
                 await connection.close()
                 raise
             self._connection = connection
             self._publish_channel = channel
-            logger.info("connected to broker and declared topology")
+            logger.info("connected to RabbitMQ %s and declared the topology", version or "(version unknown)")
             self._ready.set()
 
     async def consumer_channel(self, prefetch: int) -> AbstractChannel:

@@ -1,11 +1,25 @@
 """Acknowledged consuming with a clean drain.
 
 The handler runs for each delivery; the delivery is acknowledged only when the
-handler returned (its outputs were confirmed by then). A `TransientError` returns the
-delivery to the queue after a pause; a `PermanentError` (e.g. an undecodable message)
-rejects it, which dead-letters it to `held`. On shutdown the consumer stops taking
-deliveries, lets in-flight handlers finish within the drain time, and leaves the rest
-unacknowledged so the broker re-delivers them.
+handler returned (its outputs were confirmed by then). A `PermanentError` (e.g. an
+undecodable message) rejects it without requeueing, which dead-letters it to `held`.
+Any other failure (a `TransientError` such as an unconfirmed publish, or an exception
+nobody expected: a poison message) returns it to the queue after a pause that grows with
+the number of times the queue already returned it (`x-delivery-count`).
+
+Returns use `basic.reject(requeue=True)`, never `basic.nack`: every RabbitMQ version
+counts a reject toward the quorum queue's `x-delivery-limit`, while since RabbitMQ 4.3 a
+nack does not ("the consumer did not process the message" rather than "processing
+failed"), so a message that fails every time would circle forever. After
+`topology.DELIVERY_LIMIT` returns the queue dead-letters it to `held`. The pause keeps a
+failing message from spinning (returned messages are served first) without keeping its
+prefetch slot for long: a few poison messages slow a stage for seconds, not forever.
+
+On shutdown the consumer stops taking deliveries, lets in-flight handlers finish within
+the drain time, and leaves the rest unacknowledged so the broker re-delivers them (a
+closed channel counts as a failed delivery too). A consumer the broker cancels (RabbitMQ
+4.3's quorum queue consumer timeout cancels instead of closing the channel) is restored
+by aio-pika's robust channel, which reconnects and consumes again.
 """
 
 import asyncio
@@ -15,11 +29,30 @@ from collections.abc import Awaitable, Callable
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from kubemta_common.amqp.broker import Broker
+from kubemta_common.amqp.topology import DELIVERY_LIMIT
 from kubemta_common.errors import PermanentError, TransientError
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+"""Set by quorum queues on a redelivered message: how many times it was returned before."""
+MAX_TRANSIENT_PAUSE = 30.0
+"""Longest pause before returning a message whose handler failed transiently (broker trouble)."""
+MAX_CRASH_PAUSE = 5.0
+"""Longest pause before returning a message whose handler crashed (a poison message goes to held soon)."""
+
+
+def returned_count(message: AbstractIncomingMessage) -> int:
+    """How many times the queue returned this message before this delivery (0 for the first one)."""
+    value = (message.headers or {}).get(DELIVERY_COUNT_HEADER, 0)
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def return_pause(base: float, returned: int, cap: float) -> float:
+    """`base` doubled for each earlier return, at most `cap` (and never negative)."""
+    return max(0.0, min(base * 2.0 ** min(returned, 32), cap))
 
 
 class Consumer:
@@ -62,16 +95,25 @@ class Consumer:
             await message.reject(requeue=False)
         except TransientError as exc:
             logger.warning("returning message %s to %s: %s", message.message_id, self._queue_name, exc)
-            await asyncio.sleep(self._retry_pause)
-            await message.nack(requeue=True)
+            await self._return(message, MAX_TRANSIENT_PAUSE)
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.exception("handler crashed on message %s; returning it to %s", message.message_id, self._queue)
-            await asyncio.sleep(self._retry_pause)
-            await message.nack(requeue=True)
+            logger.exception(
+                "handler crashed on message %s; returning it to %s (returned %d times before, held after %d)",
+                message.message_id,
+                self._queue_name,
+                returned_count(message),
+                DELIVERY_LIMIT,
+            )
+            await self._return(message, MAX_CRASH_PAUSE)
         else:
             await message.ack()
+
+    async def _return(self, message: AbstractIncomingMessage, cap: float) -> None:
+        """Back to the queue after a pause, as a failed delivery that counts toward the delivery limit."""
+        await asyncio.sleep(return_pause(self._retry_pause, returned_count(message), cap))
+        await message.reject(requeue=True)
 
     async def stop(self, drain_seconds: float) -> None:
         """Stop taking deliveries and wait up to `drain_seconds` for in-flight ones."""

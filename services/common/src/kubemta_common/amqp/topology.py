@@ -12,15 +12,32 @@ channel re-declares it after a reconnect). Queues are durable quorum queues.
 - `held`: messages a consumer rejected as unprocessable, or that were delivered to consumers
   `DELIVERY_LIMIT` times without being acknowledged (a poison message that crashes its
   consumer); kept for an operator, never dropped
+
+RabbitMQ versions (kubemta supports 3.10 and newer 3.x, and 4.x):
+- the stage queues' `x-delivery-limit` counts returns on all of them, provided consumers
+  return failed deliveries with `basic.reject` (consumer.py): since 4.3 `basic.nack` does
+  not count;
+- `held` has no consumer, but an operator's tools that get and requeue (or a consumer that
+  dies holding its messages) return messages to it; since 4.0 a quorum queue drops a
+  message after 20 returns when it has no dead-letter target, so on 4.x `held` is declared
+  with `x-delivery-limit: -1` (no limit, RabbitMQ 4.0+ documented). On 3.x no limit is the
+  default, and there -1 would drop a message on its first return, so 3.x gets no argument.
+  A `held` declared otherwise before (e.g. on 3.x, then the broker was upgraded to 4.x)
+  cannot be changed in place: the service logs an error saying how to fix it (a policy with
+  `delivery-limit: -1`) and runs on.
 """
 
+import logging
 from collections.abc import Iterable
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from pamqp.common import FieldTable
 
 from kubemta_common.config_types import format_duration
+
+logger = logging.getLogger(__name__)
 
 EXCHANGE = "kubemta"
 INBOUND = "inbound"
@@ -29,6 +46,9 @@ DELIVER = "deliver"
 RESULTS = "results"
 HELD = "held"
 STAGE_QUEUES: tuple[str, ...] = (INBOUND, ROUTE, DELIVER, RESULTS)
+
+UNLIMITED_DELIVERIES = -1
+"""RabbitMQ 4.0+: `x-delivery-limit: -1` disables the limit (on 3.x it would drop at the first return)."""
 
 DELIVERY_LIMIT = 10
 """Deliveries of one message before a stage queue dead-letters it to `held` (quorum queue
@@ -67,11 +87,36 @@ def _retry_arguments(delay_seconds: float) -> FieldTable:
     }
 
 
-async def declare_topology(channel: AbstractChannel, retry_delays: Iterable[float]) -> AbstractExchange:
-    """Declare the exchange, the stage queues, `held` and one delay queue per retry delay."""
-    exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
-    held = await channel.declare_queue(HELD, durable=True, arguments={"x-queue-type": "quorum"})
+def broker_major_version(server_version: str) -> int | None:
+    """The major version of a RabbitMQ `version` server property (`3.10.8`, `4.1.0-rc.1`); None if unreadable."""
+    head = server_version.strip().split(".", 1)[0]
+    return int(head) if head.isascii() and head.isdigit() else None
+
+
+def held_arguments(server_version: str) -> FieldTable:
+    """The `held` queue's arguments for a broker of `server_version`: never drops a message (see above)."""
+    arguments: FieldTable = {"x-queue-type": "quorum"}
+    major = broker_major_version(server_version)
+    if major is not None and major >= 4:
+        arguments["x-delivery-limit"] = UNLIMITED_DELIVERIES
+    return arguments
+
+
+async def declare_topology(
+    channel: AbstractChannel, retry_delays: Iterable[float], server_version: str = ""
+) -> AbstractExchange:
+    """Declare the exchange, `held` (for a broker of `server_version`), the stage queues and one delay
+    queue per retry delay. A `held` that exists with other arguments fails this (PRECONDITION_FAILED);
+    the services use `declare_stages` and `declare_held` instead, which tolerate it."""
+    exchange = await declare_stages(channel, retry_delays)
+    held = await channel.declare_queue(HELD, durable=True, arguments=held_arguments(server_version))
     await held.bind(exchange, routing_key=HELD)
+    return exchange
+
+
+async def declare_stages(channel: AbstractChannel, retry_delays: Iterable[float]) -> AbstractExchange:
+    """Declare the exchange, the stage queues and one delay queue per retry delay (not `held`)."""
+    exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
     for name in STAGE_QUEUES:
         queue = await channel.declare_queue(name, durable=True, arguments=_quorum_arguments())
         await queue.bind(exchange, routing_key=name)
@@ -80,3 +125,34 @@ async def declare_topology(channel: AbstractChannel, retry_delays: Iterable[floa
         queue = await channel.declare_queue(name, durable=True, arguments=_retry_arguments(delay))
         await queue.bind(exchange, routing_key=name)
     return exchange
+
+
+async def declare_held(connection: AbstractConnection, server_version: str) -> bool:
+    """Declare and bind `held` on channels of its own; False (and an error logged) when it exists with
+    arguments other than this broker version's, which a declaration cannot change (the queue is used as it is).
+
+    Its own channels: a failed declaration closes its channel, and a robust channel would declare it
+    again, and fail again, after every reconnect.
+    """
+    arguments = held_arguments(server_version)
+    matches = True
+    channel = await connection.channel(publisher_confirms=False)
+    try:
+        held = await channel.declare_queue(HELD, durable=True, arguments=arguments)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        matches = False
+        logger.error(
+            "the %r queue exists with other arguments than %s (%s): on RabbitMQ 4.x it may drop a message after "
+            "20 returns. Fix: rabbitmqctl set_policy --apply-to quorum_queues kubemta-held '^held$' "
+            "'{\"delivery-limit\": -1}' (4.x), or drain and delete the queue so it is declared anew",
+            HELD,
+            dict(arguments),
+            exc,
+        )
+        channel = await connection.channel(publisher_confirms=False)
+        held = await channel.declare_queue(HELD, passive=True)
+    try:
+        await held.bind(EXCHANGE, routing_key=HELD)
+    finally:
+        await channel.close()
+    return matches
