@@ -32,6 +32,8 @@ from kubemta_ingress.limits import ConnectionLimiter, SessionLimits
 from kubemta_ingress.listeners import ListenerKind, ListenerPolicy
 from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.proxy import ProxyTrust
+from kubemta_ingress.recipient_verify import RecipientVerifier
+from kubemta_ingress.recipient_verify_config import build_verifier
 from kubemta_ingress.server import SessionOptions, SmtpServer
 from kubemta_ingress.settings import IngressSettings
 from kubemta_ingress.tls import TlsContextStore
@@ -58,9 +60,13 @@ def load_authenticator(settings: IngressSettings) -> AuthenticatorType | None:
 
 
 def build_servers(
-    settings: IngressSettings, publisher: MessagePublisher, tls: TlsContextStore | None
+    settings: IngressSettings,
+    publisher: MessagePublisher,
+    tls: TlsContextStore | None,
+    recipients: RecipientVerifier | None = None,
 ) -> list[SmtpServer]:
-    """One SMTP server per listener that `settings` turns on, sharing `tls` (see load_tls)."""
+    """One SMTP server per listener that `settings` turns on, sharing `tls` (see load_tls) and the
+    recipient verifier (recipient_verify_config.build_verifier; None: local recipients are not verified)."""
     handler = IngressHandler(
         hostname=settings.hostname,
         policy=RelayPolicy.create(settings.local_domains, settings.relay_networks),
@@ -68,6 +74,7 @@ def build_servers(
         max_message_size=settings.max_message_size,
         publisher=publisher,
         max_hops=settings.max_hops,
+        recipients=recipients,
     )
     authenticator = load_authenticator(settings)
     trust = ProxyTrust.create(settings.proxy_protocol_trusted, settings.proxy_protocol_timeout)
@@ -125,13 +132,14 @@ async def serve(stop: asyncio.Event) -> None:
     """Run the ingress until `stop` is set, then drain and close."""
     settings = IngressSettings.load()
     tls = load_tls(settings)
+    recipients = build_verifier(settings)  # a recipient map that cannot be read stops the start here
     core = ServiceCore(SERVICE, settings)
     await core.start()
     servers: list[SmtpServer] = []
     watcher: asyncio.Task[None] | None = None
     api: HttpServer | None = None
     try:
-        servers = build_servers(settings, core.publisher, tls)
+        servers = build_servers(settings, core.publisher, tls, recipients)
         if not servers:
             logger.warning("every SMTP listener is off", extra={"queue_id": None})
         if tls is not None:
@@ -147,6 +155,7 @@ async def serve(stop: asyncio.Event) -> None:
         if watcher is not None:
             watcher.cancel()
         await asyncio.gather(*(server.stop(settings.drain_seconds) for server in servers))
+        await recipients.close()
         if api is not None:
             await api.stop()
         await core.close()

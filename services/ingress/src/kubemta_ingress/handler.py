@@ -28,6 +28,7 @@ from kubemta_ingress.content import content_problem, received_count, refusal
 from kubemta_ingress.interfaces import MessagePublisher
 from kubemta_ingress.policy import AddressProblem, RelayPolicy, check_address, client_ip
 from kubemta_ingress.received import protocol_name, received_header
+from kubemta_ingress.recipient_verify import RecipientVerifier
 from kubemta_ingress.rejections import Reason, record_rejection
 from kubemta_ingress.sender_identity import AuthenticatedUser, HeaderProblem, author_problem
 from kubemta_ingress.submission_headers import with_missing_headers
@@ -86,8 +87,10 @@ class IngressHandler(AuthMechanisms):
         max_message_size: int,
         publisher: MessagePublisher,
         max_hops: int = MAX_HOPS_DEFAULT,
+        recipients: RecipientVerifier | None = None,
     ) -> None:
         self._hostname = hostname
+        self._recipients = recipients  # None: every local part of a local domain is accepted
         self._max_hops = max_hops
         self._policy = policy
         self._max_recipients = max_recipients
@@ -137,6 +140,10 @@ class IngressHandler(AuthMechanisms):
         if not postmaster and not self._policy.accepts(address, client, authenticated=bool(session.authenticated)):
             reply = replies.RELAY_DENIED.format(address=address)
             return self._reject(Reason.RELAY_DENIED, reply, session, sender=sender, recipient=address)
+        if not postmaster and self._recipients is not None:  # local recipients, for trusted clients too
+            refusal = await self._recipients.verify(address)
+            if refusal is not None:
+                return self._reject(refusal.reason, refusal.reply, session, sender=sender, recipient=address)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return replies.RECIPIENT_OK

@@ -45,6 +45,19 @@ MESSAGE_SIZE = Histogram(
     "Size of accepted messages as received (before the trace header)",
     buckets=tuple(float(1024 * 4**power) for power in range(10)),  # 1 KiB .. 256 MiB
 )
+RECIPIENT_VERIFICATIONS = Counter(
+    "kubemta_recipient_verifications_total",
+    "Recipients of local domains checked at RCPT, by source and result",
+    ["source", "result"],  # source: map, lmtp; result: known, unknown, tempfail (recipient_verify.py)
+)
+RECIPIENT_PROBES = Counter(
+    "kubemta_recipient_probes_total",
+    "LMTP RCPT probes sent to mailbox servers (verifications not answered from the cache), by result",
+    ["result"],  # known, unknown, tempfail
+)
+RECIPIENT_PROBE_CACHE_HITS = Counter(
+    "kubemta_recipient_probe_cache_hits_total", "LMTP recipient verifications answered from the probe cache"
+)
 
 
 def preinitialise_rejections(reasons: Iterable[str]) -> None:

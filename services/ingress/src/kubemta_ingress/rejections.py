@@ -18,6 +18,9 @@ class Reason(enum.StrEnum):
     """Label values of `kubemta_messages_rejected_total{reason}`."""
 
     RELAY_DENIED = "relay_denied"
+    # Recipient verification of local domains (recipient_verify.py): 550 5.1.1 and 450 4.1.1.
+    UNKNOWN_RECIPIENT = "unknown_recipient"
+    UNVERIFIED_RECIPIENT = "unverified_recipient"
     TOO_MANY_RECIPIENTS = "too_many_recipients"
     MESSAGE_TOO_BIG = "message_too_big"
     LINE_TOO_LONG = "line_too_long"

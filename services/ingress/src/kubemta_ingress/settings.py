@@ -22,8 +22,10 @@ from kubemta_common.config_types import (
     parse_nameserver,
 )
 from kubemta_common.settings import ServiceSettings
+from kubemta_common.transport_map import TransportMap, parse_transports
 from kubemta_ingress.bearer_token import ApiToken
 from kubemta_ingress.policy import normalize_domain
+from kubemta_ingress.recipient_map import parse_recipient_maps
 
 
 class IngressSettings(ServiceSettings):
@@ -37,6 +39,52 @@ class IngressSettings(ServiceSettings):
     )
     local_domains: CommaList = Field(
         default_factory=list, description="Domains accepted from any client (final destinations)"
+    )
+    # Recipient verification of local domains at RCPT (recipient_verify.py).
+    transports: str = Field(
+        default="",
+        description=(
+            "Static routes: domain=smtp:[host]:port;.sub.domain=smtp:host:port;local.domain=lmtp:[host]:24 or "
+            "lmtp:unix:/path (LMTP: A/AAAA only, default port 24); the ingress asks the LMTP server of a local "
+            "domain at RCPT whether a recipient exists"
+        ),
+    )
+    recipient_maps: CommaList = Field(
+        default_factory=list,
+        description=(
+            "Valid recipients of local domains as domain=/path/to/file,...: one address or local part per line "
+            "(case-insensitive), re-read when the file changes; an unlisted recipient gets 550 5.1.1"
+        ),
+    )
+    recipient_map_check_interval: Duration = Field(
+        default=5.0, ge=0, description="How often a recipient map file is checked for changes"
+    )
+    recipient_delimiter: str = Field(
+        default="",
+        pattern=r"^[^\s@\"]*$",
+        description="Characters starting a local part's extension (alice+tag is alice) in recipient maps; empty: none",
+    )
+    recipient_verify: bool = Field(
+        default=True,
+        description=(
+            "Ask the LMTP server of a local domain (KUBEMTA_TRANSPORTS) at RCPT whether a recipient exists "
+            "(550 5.1.1 unknown, 450 4.1.1 no answer); false accepts any local part of those domains"
+        ),
+    )
+    recipient_verify_timeout: Duration = Field(
+        default=10.0, gt=0, description="Longest time one recipient verification may take, then 450 4.1.1"
+    )
+    recipient_verify_concurrency: int = Field(
+        default=20, ge=1, description="LMTP recipient probes running at once per ingress process (more wait)"
+    )
+    recipient_verify_positive_ttl: Duration = Field(
+        default=3600.0, ge=0, description="How long a recipient the mailbox server accepted is remembered"
+    )
+    recipient_verify_negative_ttl: Duration = Field(
+        default=600.0, ge=0, description="How long a recipient the mailbox server refused is remembered"
+    )
+    recipient_verify_cache_size: int = Field(
+        default=10000, ge=0, description="Recipient verification answers kept (least recently used go first)"
     )
     relay_networks: NetworkList = Field(
         default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")],
@@ -161,3 +209,23 @@ class IngressSettings(ServiceSettings):
     @classmethod
     def _normalize_domains(cls, value: list[str]) -> list[str]:
         return [normalize_domain(domain) for domain in value]
+
+    @field_validator("transports")
+    @classmethod
+    def _check_transports(cls, value: str) -> str:
+        parse_transports(value)
+        return value
+
+    @field_validator("recipient_maps")
+    @classmethod
+    def _check_recipient_maps(cls, value: list[str]) -> list[str]:
+        parse_recipient_maps(value)
+        return value
+
+    def transport_map(self) -> TransportMap:
+        """The parsed `KUBEMTA_TRANSPORTS`."""
+        return parse_transports(self.transports)
+
+    def recipient_map_paths(self) -> dict[str, Path]:
+        """The parsed `KUBEMTA_RECIPIENT_MAPS`: canonical domain -> file."""
+        return parse_recipient_maps(self.recipient_maps)
