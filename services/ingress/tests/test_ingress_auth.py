@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from kubemta_ingress.auth import MAX_FAILURE_DELAY, FailureLimiter, client_key
+from kubemta_ingress.auth import MAX_FAILURE_DELAY, client_key
+from kubemta_ingress.auth_limits import FailureLimiter
 from tests.harness.ingress_kit import IO_TIMEOUT, RawClient
 
 PASSWORD = "s3cret-pass"
@@ -247,7 +248,7 @@ async def test_users_file_changes_apply_without_restart(start_auth_server):
 
 def test_failure_limiter_window_and_memory_bound():
     now = [0.0]
-    limiter = FailureLimiter(limit=2, window=10.0, clock=lambda: now[0])
+    limiter = FailureLimiter(limit=2, window=10.0, max_keys=100, clock=lambda: now[0])
     assert limiter.record("a") == 1
     now[0] = 5.0
     assert limiter.record("a") == 2 and limiter.locked("a")

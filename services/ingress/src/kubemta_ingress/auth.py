@@ -1,4 +1,4 @@
-"""SMTP AUTH (RFC 4954) against the users file, with brute-force resistance.
+"""SMTP AUTH (RFC 4954) against the users file, with brute-force resistance, off the event loop.
 
 `build_authenticator` gives aiosmtpd its `authenticator` callback: aiosmtpd's
 PLAIN (RFC 4616) and LOGIN mechanisms decode the credentials into a
@@ -15,33 +15,47 @@ per-username refusal also stops the right password, so an attacker can lock a
 user out for one window: the price of stopping a distributed guesser (Dovecot's
 auth penalty and fail2ban make the same trade).
 
-aiosmtpd calls the authenticator synchronously, so the delay and the disconnect
-happen in `AuthMechanisms`, which the SMTP handler inherits: aiosmtpd prefers a
-handler's `auth_<MECHANISM>` methods to its own, and these call aiosmtpd's own
-mechanism (to decode the credentials) and then act on what the authenticator
-returned. The password is verified on the event loop (scrypt with the file's
-cost, about 50 ms at the default `ln=14`); the limiter bounds how often one client
-can make the ingress do that. Passwords are never logged; usernames are logged
-sanitised, with the client address.
+The two tables are separate and bounded (auth_limits.py): usernames are counted only
+when they exist in the users file (an unknown name has no account to protect, so that
+table is bounded by the file and rotating made-up names cannot grow it), and the client
+table keeps at most `auth_max_tracked_clients` entries; when it is full, aged-out then
+unlocked entries are forgotten before any lockout. Only an attacker with more addresses
+than that bound within one window can shorten lockouts (the soonest-ending go first, and
+the users' own lockouts still hold).
+
+aiosmtpd calls the authenticator synchronously, so the password is not checked there:
+the callback decodes, refuses a locked client or user at once, and hands a `PendingCheck`
+to `AuthMechanisms` (which the SMTP handler inherits: aiosmtpd prefers a handler's
+`auth_<MECHANISM>` methods to its own). `finish_auth` then waits its turn for the keys
+involved (checks in flight count as possible failures, so parallel connections cannot
+overshoot the limit), runs the scrypt check on a worker thread (verify_pool.py; about
+50 ms at the default `ln=14`, so the event loop and every other session go on meanwhile),
+records the outcome even when the client has gone meanwhile, and delays, refuses or
+accepts. At most `auth_verify_threads` checks run and `auth_verify_queue` wait; beyond
+that AUTH gets `454 4.7.0` (RFC 4954 section 6) and counts as no attempt. Unknown users
+are checked against a dummy hash, so they take as long as known ones. Passwords are never
+logged; usernames are logged sanitised, with the client address.
 """
 
 import asyncio
-import collections
 import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from kubemta_common.logs import sanitize
+from kubemta_common.metrics import preinitialise
 from kubemta_ingress import metrics
+from kubemta_ingress.auth_limits import Admission, FailureLimiter
 from kubemta_ingress.policy import IPAddress, client_ip
 from kubemta_ingress.rejections import Reason, record_rejection
 from kubemta_ingress.sender_identity import AuthenticatedUser
 from kubemta_ingress.settings import IngressSettings
-from kubemta_ingress.users import UsersFile, hash_password, verify_password
+from kubemta_ingress.users import User, UsersFile, hash_password, verify_password
+from kubemta_ingress.verify_pool import VerifyPool, VerifyPoolFull
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +63,17 @@ type Authenticator = Callable[[SMTP, Session, Envelope, str, object], AuthResult
 
 AUTH_OK = "235 2.7.0 Authentication successful"  # RFC 4954 section 6
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"  # RFC 4954 section 6
+AUTH_BUSY = "454 4.7.0 Temporary authentication failure"  # RFC 4954 section 6: too many checks at once
 AUTH_LOCKED = "421 4.7.0 Too many failed authentication attempts"  # RFC 5321 section 3.8: 421 closes
 AUTH_IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"  # RFC 4954 section 4
 MAX_FAILURE_DELAY = 10.0  # seconds: a client waits at most this long for one 535
-MAX_TRACKED_KEYS = 100_000  # client IPs and usernames remembered at once (memory bound)
+DEFAULT_VERIFY_THREADS = 2  # the settings' defaults (settings.py), for authenticators built in code
+DEFAULT_VERIFY_QUEUE = 32
+DEFAULT_MAX_TRACKED_CLIENTS = 50_000
 IPV6_VERSION = 6
 IPV6_PREFIX = 64  # RFC 6177: a site usually gets a /56 or /48, one LAN a /64
+
+preinitialise(metrics.AUTH_ATTEMPTS, result=["busy"])  # 454: the verification pool was full
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,53 +84,25 @@ class AuthRefusal:
     close: bool
 
 
-class FailureLimiter:
-    """Failures per key (client IP or username) within a sliding window."""
+@dataclass(frozen=True, slots=True)
+class PendingCheck:
+    """Carried in `AuthResult.auth_data` by the callback: the password check `finish_auth` runs off the loop.
 
-    def __init__(self, *, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._limit = limit
-        self._window = window
-        self._clock = clock
-        self._failures: dict[str, collections.deque[float]] = {}
+    The result it travels in is a failure, so a path that never runs the check refuses.
+    """
 
-    def count(self, key: str) -> int:
-        """Failures of `key` within the window."""
-        times = self._failures.get(key)
-        if times is None:
-            return 0
-        horizon = self._clock() - self._window
-        while times and times[0] <= horizon:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-            return 0
-        return len(times)
-
-    def locked(self, key: str) -> bool:
-        """True when `key` reached the limit within the window."""
-        return self.count(key) >= self._limit
-
-    def record(self, key: str) -> int:
-        """Count one failure of `key`; the number of failures within the window, this one included."""
-        count = self.count(key)
-        if key not in self._failures and len(self._failures) >= MAX_TRACKED_KEYS:
-            self._forget_expired()
-        self._failures.setdefault(key, collections.deque()).append(self._clock())
-        return count + 1
-
-    def clear(self, key: str) -> None:
-        """Forget the failures of `key`."""
-        self._failures.pop(key, None)
-
-    def _forget_expired(self) -> None:
-        for key in list(self._failures):
-            self.count(key)
-        while len(self._failures) >= MAX_TRACKED_KEYS:  # still full: drop the oldest keys
-            del self._failures[next(iter(self._failures))]
+    authenticator: "UsersAuthenticator"
+    name: str
+    password: bytes = field(repr=False)
+    user: User | None
+    client: str
+    ip_key: str
+    mechanism: str
+    helo: str | None
 
 
 class UsersAuthenticator:
-    """aiosmtpd `authenticator` callback: credentials against the users file, with the failure limiter."""
+    """aiosmtpd `authenticator` callback: credentials against the users file, with the failure limiters."""
 
     def __init__(
         self,
@@ -120,13 +111,30 @@ class UsersAuthenticator:
         failure_limit: int,
         failure_window: float,
         failure_delay: float,
+        verify_threads: int = DEFAULT_VERIFY_THREADS,
+        verify_queue: int = DEFAULT_VERIFY_QUEUE,
+        max_tracked_clients: int = DEFAULT_MAX_TRACKED_CLIENTS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._users = users
-        self._limiter = FailureLimiter(limit=failure_limit, window=failure_window, clock=clock)
+        self.clients = FailureLimiter(
+            limit=failure_limit, window=failure_window, max_keys=max_tracked_clients, name="client IPs", clock=clock
+        )
+        # Only users of the file are counted, so this table is as large as the file at most.
+        self.usernames = FailureLimiter(
+            limit=failure_limit, window=failure_window, max_keys=max_tracked_clients, name="usernames", clock=clock
+        )
+        self._admission = Admission()
+        self._pool = VerifyPool(threads=verify_threads, queue=verify_queue)
+        self._checks: set[asyncio.Task[AuthResult]] = set()
         self._failure_delay = failure_delay
         # Unknown users are checked against this hash, so they take as long as known ones.
         self._dummy_hash = hash_password("not a password")
+
+    @property
+    def pending_checks(self) -> int:
+        """Password checks running or waiting for a thread."""
+        return self._pool.pending
 
     def __call__(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: object
@@ -134,33 +142,72 @@ class UsersAuthenticator:
         client = client_ip(session.peer)
         client_text = str(client) if client is not None else "unknown"
         if not isinstance(auth_data, LoginPassword):
-            return self._fail(session, client_text, "", mechanism)
+            return self._fail(client_text, session.host_name, "", mechanism)
         name = auth_data.login.decode("utf-8", "replace")
-        ip_key, user_key = f"ip:{client_key(client)}", f"user:{name}"
-        if self._limiter.locked(ip_key) or self._limiter.locked(user_key):
-            metrics.AUTH_ATTEMPTS.labels(result="locked").inc()
-            record_rejection(Reason.AUTH_LOCKED, AUTH_LOCKED, client=client_text, helo=session.host_name, username=name)
-            return AuthResult(success=False, handled=False, message=AUTH_LOCKED, auth_data=AuthRefusal(0.0, True))
         user = self._users.get(name)
-        valid = verify_password(auth_data.password, user.password_hash if user is not None else self._dummy_hash)
-        if user is not None and valid:
-            self._limiter.clear(user_key)
-            metrics.AUTH_ATTEMPTS.labels(result="success").inc()
-            logger.info(
-                "authenticated",
-                extra={"queue_id": None, "client": client_text, "username": sanitize(name), "mechanism": mechanism},
-            )
-            return AuthResult(success=True, auth_data=AuthenticatedUser(user.name, user.identities))
-        failures = max(self._limiter.record(ip_key), self._limiter.record(user_key))
-        return self._fail(session, client_text, name, mechanism, failures)
+        ip_key = client_key(client)
+        if self.clients.locked(ip_key) or (user is not None and self.usernames.locked(name)):
+            return self._locked(client_text, session.host_name, name)
+        pending = PendingCheck(self, name, auth_data.password, user, client_text, ip_key, mechanism, session.host_name)
+        return AuthResult(success=False, handled=False, message=AUTH_FAILED, auth_data=pending)
 
-    def _fail(self, session: Session, client: str, name: str, mechanism: str, failures: int = 1) -> AuthResult:
+    async def check(self, pending: PendingCheck) -> AuthResult:
+        """Verify the password off the event loop and record the outcome; the result `finish_auth` acts on."""
+        keys = [(self.clients, pending.ip_key)]
+        if pending.user is not None:
+            keys.append((self.usernames, pending.name))
+        if not await self._admission.enter(keys):
+            return self._locked(pending.client, pending.helo, pending.name)
+        task = asyncio.create_task(self._verify(pending, keys))
+        self._checks.add(task)  # the outcome is recorded even if the session is cancelled meanwhile
+        task.add_done_callback(self._checks.discard)
+        return await asyncio.shield(task)
+
+    async def _verify(self, pending: PendingCheck, keys: list[tuple[FailureLimiter, str]]) -> AuthResult:
+        user = pending.user
+        try:
+            stored = user.password_hash if user is not None else self._dummy_hash
+            try:
+                valid = await self._pool.run(verify_password, pending.password, stored)
+            except VerifyPoolFull:
+                metrics.AUTH_ATTEMPTS.labels(result="busy").inc()
+                logger.info(
+                    "AUTH refused: too many password checks at once",
+                    extra={"queue_id": None, "client": pending.client, "reply": AUTH_BUSY},
+                )
+                return AuthResult(success=False, handled=False, message=AUTH_BUSY)
+            if user is not None and valid:
+                self.usernames.clear(pending.name)
+                metrics.AUTH_ATTEMPTS.labels(result="success").inc()
+                logger.info(
+                    "authenticated",
+                    extra={
+                        "queue_id": None,
+                        "client": pending.client,
+                        "username": sanitize(pending.name),
+                        "mechanism": pending.mechanism,
+                    },
+                )
+                return AuthResult(success=True, auth_data=AuthenticatedUser(user.name, user.identities))
+            failures = self.clients.record(pending.ip_key)
+            if user is not None:
+                failures = max(failures, self.usernames.record(pending.name))
+            return self._fail(pending.client, pending.helo, pending.name, pending.mechanism, failures)
+        finally:
+            self._admission.leave(keys)
+
+    def _locked(self, client: str, helo: str | None, name: str) -> AuthResult:
+        metrics.AUTH_ATTEMPTS.labels(result="locked").inc()
+        record_rejection(Reason.AUTH_LOCKED, AUTH_LOCKED, client=client, helo=helo, username=name)
+        return AuthResult(success=False, handled=False, message=AUTH_LOCKED, auth_data=AuthRefusal(0.0, True))
+
+    def _fail(self, client: str, helo: str | None, name: str, mechanism: str, failures: int = 1) -> AuthResult:
         metrics.AUTH_ATTEMPTS.labels(result="failure").inc()
         record_rejection(
             Reason.AUTH_FAILED,
             AUTH_FAILED,
             client=client,
-            helo=session.host_name,
+            helo=helo,
             username=name,
             mechanism=mechanism,
             failures=failures,
@@ -190,13 +237,18 @@ def build_authenticator(settings: IngressSettings) -> Authenticator | None:
         failure_limit=settings.auth_failure_limit,
         failure_window=settings.auth_failure_window,
         failure_delay=settings.auth_failure_delay,
+        verify_threads=settings.auth_verify_threads,
+        verify_queue=settings.auth_verify_queue,
+        max_tracked_clients=settings.auth_max_tracked_clients,
     )
 
 
 async def finish_auth(server: SMTP, result: AuthResult) -> AuthResult:
-    """Act on an authenticator's result: delay a failure, close after a refusal, record a success."""
+    """Act on an authenticator's result: check a pending password, delay a failure, close after a refusal."""
     session = server.session
     assert session is not None
+    if not result.success and isinstance(result.auth_data, PendingCheck):
+        result = await result.auth_data.authenticator.check(result.auth_data)
     refusal = result.auth_data if not result.success else None
     if isinstance(refusal, AuthRefusal):
         if refusal.delay > 0:

@@ -123,6 +123,22 @@ class IngressSettings(ServiceSettings):
     auth_failure_delay: Duration = Field(
         default=1.0, ge=0, description="Delay added to each failed AUTH reply, growing with the failure count"
     )
+    auth_verify_threads: int = Field(
+        default=2,
+        ge=1,
+        description="AUTH password checks run at once, on threads off the event loop (scrypt: ~50 ms, 16 MiB each)",
+    )
+    auth_verify_queue: int = Field(
+        default=32, ge=0, description="AUTH password checks that may wait for a thread; more get 454 4.7.0"
+    )
+    auth_max_tracked_clients: int = Field(
+        default=50_000,
+        ge=1,
+        description=(
+            "Client IPs (IPv6: /64s) whose failed AUTH attempts are remembered (~350 bytes each); "
+            "when full, aged-out then unlocked entries are forgotten before any lockout"
+        ),
+    )
     proxy_protocol_trusted: NetworkList = Field(
         default_factory=list, description="Networks whose connections must start with a PROXY v1/v2 header"
     )
