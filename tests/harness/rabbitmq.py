@@ -108,8 +108,10 @@ def find_or_start_broker(workdir: Path) -> BrokerNode:
     return start_private_node(workdir)
 
 
-def start_private_node(workdir: Path) -> BrokerNode:
-    """Start a RabbitMQ node of our own (foreground, as a child process) and wait until it runs."""
+def start_private_node(workdir: Path, config: str = "") -> BrokerNode:
+    """Start a RabbitMQ node of our own (foreground, as a child process) and wait until it runs.
+
+    `config` is added to its rabbitmq.conf (e.g. `max_message_size = 2097152`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     dist_port = free_port()
@@ -130,7 +132,7 @@ def start_private_node(workdir: Path) -> BrokerNode:
         RABBITMQ_CONF_ENV_FILE=str(workdir / "rabbitmq-env.conf"),
     )
     (workdir / "enabled_plugins").write_text("[].\n")
-    (workdir / "rabbitmq.conf").write_text("loopback_users = none\n")
+    (workdir / "rabbitmq.conf").write_text("loopback_users = none\n" + config)
     (workdir / "rabbitmq-env.conf").write_text("")
     process = spawn([str(RABBITMQ_BIN / "rabbitmq-server")], env=env, log_path=workdir / "node.log")
     node = BrokerNode("127.0.0.1", port, node_name=node_name, ctl_env=env, process=process, workdir=workdir)

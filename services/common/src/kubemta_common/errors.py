@@ -22,5 +22,9 @@ class PublishFailed(TransientError):
     """The broker did not confirm a publish (down, nack, unroutable or timed out)."""
 
 
+class MessageTooLarge(PermanentError):
+    """The broker refuses a message this large (its `max_message_size`): retrying cannot help."""
+
+
 class ConfigError(KubemtaError):
     """Invalid configuration; the service refuses to start."""

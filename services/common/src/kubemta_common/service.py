@@ -32,7 +32,7 @@ class ServiceCore:
             retry_delays=settings.retry_schedule,
             reconnect_interval=settings.amqp_reconnect_interval,
         )
-        self.publisher = Publisher(self.broker, settings.publish_timeout)
+        self.publisher = Publisher(self.broker, settings.publish_timeout, settings.broker_max_message_size)
         self._http: HttpServer | None = None
         self._broker_task: asyncio.Task[None] | None = None
 

@@ -15,6 +15,12 @@ from kubemta_common.config_types import Duration, DurationList, Listen, parse_li
 from kubemta_common.errors import ConfigError
 
 SECRETS_DIR = Path("/run/secrets/kubemta")
+BROKER_MAX_MESSAGE_SIZE_DEFAULT = 16 * 1024 * 1024
+"""RabbitMQ 4.x's default `max_message_size` (3.x: 128 MiB); the smaller one, so a 3.x default is safe too."""
+BUS_HEADROOM = 1024 * 1024
+"""Bytes a bus message may carry beyond the accepted message itself: kubemta's Received: and
+DKIM-Signature: headers, the envelope (up to KUBEMTA_MAX_RECIPIENTS addresses) and, in a
+delivery result, one diagnostic per recipient."""
 
 
 class ServiceSettings(BaseSettings):
@@ -48,6 +54,15 @@ class ServiceSettings(BaseSettings):
         description="Delays between delivery attempts; the last one repeats (every service declares their queues)",
     )
     drain_seconds: Duration = Field(default=30.0, ge=0, description="Grace period for in-flight work on SIGTERM")
+    broker_max_message_size: int = Field(
+        default=BROKER_MAX_MESSAGE_SIZE_DEFAULT,
+        ge=1024 * 1024,
+        le=512 * 1024 * 1024,
+        description=(
+            "The broker's max_message_size in bytes (RabbitMQ 4.x: 16777216, 3.x: 134217728); larger bus messages "
+            "are refused before they are sent"
+        ),
+    )
 
     @classmethod
     def load(cls) -> Self:

@@ -19,7 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp import topology
-from kubemta_common.errors import PublishFailed
+from kubemta_common.errors import MessageTooLarge, PublishFailed
 from kubemta_common.logs import sanitize
 from kubemta_common.queue_id import new_queue_id
 from kubemta_ingress import metrics, replies
@@ -189,6 +189,10 @@ class IngressHandler(AuthMechanisms):
         except PublishFailed as exc:
             return self._reject(
                 Reason.QUEUE_UNAVAILABLE, replies.QUEUE_UNAVAILABLE, session, queue_id, sender=sender, error=str(exc)
+            )
+        except MessageTooLarge as exc:  # the broker's limit, lower than what this message needs on the bus
+            return self._reject(
+                Reason.MESSAGE_TOO_BIG, replies.TOO_BIG_FOR_QUEUE, session, queue_id, sender=sender, error=str(exc)
             )
         metrics.MESSAGES_RECEIVED.inc()
         metrics.MESSAGE_SIZE.observe(len(content))

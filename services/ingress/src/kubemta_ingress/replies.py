@@ -31,6 +31,8 @@ BARE_LINE_ENDING_COMMAND = "500 5.5.2 Error: bare CR, LF or NUL in command; line
 # RFC 3463 section 3.5: X.4.6 "Routing loop detected"; Postfix' hopcount_limit refuses such mail too.
 TOO_MANY_HOPS = "554 5.4.6 Error: too many hops ({count} Received headers, limit {limit}): mail loop suspected"
 QUEUE_UNAVAILABLE = "451 4.3.0 Error: queue unavailable, try again later"
+# RFC 3463 section 3.4: X.3.4 message too big for system (the queue's own limit, not the client's SIZE).
+TOO_BIG_FOR_QUEUE = "552 5.3.4 Error: message too big for the queue"
 INTERNAL_ERROR = "451 4.3.0 Error: internal error, try again later"
 SHUTTING_DOWN = "421 4.3.2 {hostname} Service shutting down, closing transmission channel"
 

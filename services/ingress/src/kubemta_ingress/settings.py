@@ -21,7 +21,7 @@ from kubemta_common.config_types import (
     parse_listen,
     parse_nameserver,
 )
-from kubemta_common.settings import ServiceSettings
+from kubemta_common.settings import BUS_HEADROOM, ServiceSettings
 from kubemta_common.transport_map import TransportMap, parse_transports
 from kubemta_ingress.bearer_token import ApiToken
 from kubemta_ingress.policy import normalize_domain
@@ -201,6 +201,16 @@ class IngressSettings(ServiceSettings):
         default_factory=list, description="Name servers as host:port,...; empty = the system's /etc/resolv.conf"
     )
     dns_timeout: Duration = Field(default=10.0, gt=0, description="Time limit of one DNS lookup")
+
+    @model_validator(mode="after")
+    def _messages_fit_the_broker(self) -> Self:
+        if self.max_message_size + BUS_HEADROOM > self.broker_max_message_size:
+            raise ValueError(
+                f"KUBEMTA_MAX_MESSAGE_SIZE ({self.max_message_size}) plus {BUS_HEADROOM} bytes for kubemta's own "
+                f"headers and bus fields exceeds KUBEMTA_BROKER_MAX_MESSAGE_SIZE ({self.broker_max_message_size}): "
+                "lower the first, or raise the broker's max_message_size and the second with it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls_needs_both_files(self) -> Self:

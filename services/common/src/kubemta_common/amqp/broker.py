@@ -6,13 +6,14 @@ reports not-ready) while the broker is still unreachable.
 """
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
-from kubemta_common.amqp.topology import declare_held, declare_stages
+from kubemta_common.amqp.topology import EXCHANGE, declare_held, declare_stages
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,19 @@ class Broker:
             self._publish_channel = channel
             logger.info("connected to RabbitMQ %s and declared the topology", version or "(version unknown)")
             self._ready.set()
+
+    @contextlib.asynccontextmanager
+    async def isolated_exchange(self) -> AsyncIterator[AbstractExchange]:
+        """The kubemta exchange on a confirming channel of its own, closed afterwards (publisher.py)."""
+        connection = self._connection
+        if connection is None or not self.connected:
+            raise ConnectionError("broker not connected")
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        try:
+            yield await channel.get_exchange(EXCHANGE, ensure=False)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def consumer_channel(self, prefetch: int) -> AbstractChannel:
         """A new channel for one consumer, with its prefetch limit."""

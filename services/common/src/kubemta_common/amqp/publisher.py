@@ -3,6 +3,14 @@
 A publish returns only after the broker confirmed it; anything else (not connected,
 nack, returned as unroutable, channel closed, timeout) raises `PublishFailed`, so the
 caller never acknowledges what is not safely queued.
+
+Size: RabbitMQ refuses a message over its `max_message_size` (16 MiB by default on 4.x,
+128 MiB on 3.x) by closing the channel it came on, which fails every other publish waiting
+for a confirm there. So a body over `KUBEMTA_BROKER_MAX_MESSAGE_SIZE` is refused here
+(`MessageTooLarge`, a permanent error) without being sent, and a large body
+(over `ISOLATED_ABOVE`) travels on a channel of its own, opened for it and closed after it:
+if the broker's real limit is lower than the setting, only that publish fails
+(`MessageTooLarge` again), and the shared channel and every other session never notice.
 """
 
 import asyncio
@@ -14,22 +22,54 @@ import aiormq
 from aio_pika.abc import DeliveryMode
 
 from kubemta_common.amqp.broker import Broker
-from kubemta_common.errors import PublishFailed
+from kubemta_common.errors import MessageTooLarge, PublishFailed
 
 logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/x-protobuf"
+ISOLATED_ABOVE = 1024 * 1024
+"""Bodies larger than this are published on a channel of their own (see the module docstring)."""
+_SIZE_REFUSAL = "message size"
+"""In the reply text of the channel error RabbitMQ closes a channel with for an oversized message."""
 
 
 class Publisher:
     """Publishes protobuf payloads to the kubemta exchange with publisher confirms."""
 
-    def __init__(self, broker: Broker, timeout: float) -> None:
+    def __init__(self, broker: Broker, timeout: float, max_message_size: int | None = None) -> None:
         self._broker = broker
         self._timeout = timeout
+        self._max_message_size = max_message_size
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Publishes waiting for their confirm."""
+        return self._in_flight
+
+    async def wait_idle(self) -> None:
+        """Wait until no publish is waiting for its confirm (bound it with asyncio.timeout)."""
+        await self._idle.wait()
 
     async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
         """Publish one message and wait for the broker's confirm."""
+        if self._max_message_size is not None and len(body) > self._max_message_size:
+            raise MessageTooLarge(
+                f"{len(body)} bytes is more than the broker takes (KUBEMTA_BROKER_MAX_MESSAGE_SIZE "
+                f"{self._max_message_size})"
+            )
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            await self._publish(routing_key, body, message_id=message_id, message_type=message_type)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
         exchange = self._broker.exchange
         if exchange is None:
             raise PublishFailed("broker not connected")
@@ -42,7 +82,15 @@ class Publisher:
         )
         try:
             async with asyncio.timeout(self._timeout):
-                await exchange.publish(message, routing_key, mandatory=True)
+                if len(body) > ISOLATED_ABOVE:
+                    async with self._broker.isolated_exchange() as own:
+                        await own.publish(message, routing_key, mandatory=True)
+                else:
+                    await exchange.publish(message, routing_key, mandatory=True)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            if _SIZE_REFUSAL in str(exc):
+                raise MessageTooLarge(f"the broker refused {len(body)} bytes: {exc}") from None
+            raise PublishFailed(f"publish failed: {exc!r}") from None
         except TimeoutError:
             raise PublishFailed(f"no confirm from the broker within {self._timeout:.0f}s") from None
         except aio_pika.exceptions.PublishError:
@@ -63,6 +111,6 @@ class Publisher:
         )
         for result in results:
             if isinstance(result, BaseException):
-                if isinstance(result, PublishFailed):
+                if isinstance(result, PublishFailed | MessageTooLarge):
                     raise result
                 raise PublishFailed(f"publish failed: {result!r}") from result
