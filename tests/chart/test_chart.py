@@ -269,7 +269,7 @@ def test_operator_mode_builds_the_url_from_the_default_user_secret() -> None:
         env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
         assert env["RABBITMQ_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kubemta-rabbitmq-default-user"
         assert env["KUBEMTA_AMQP_URL"]["value"].startswith("amqp://$(RABBITMQ_USERNAME):$(RABBITMQ_PASSWORD)@")
-    assert not of_kind(docs, "Secret")
+    assert [doc["metadata"]["name"] for doc in of_kind(docs, "Secret")] == ["kubemta-api-token"]  # no AMQP Secret
 
 
 def test_dashboard_configmap_carries_the_dashboard() -> None:

@@ -117,6 +117,9 @@ spec:
             # the HTTP API (domain checks); an empty value turns it off
             - name: KUBEMTA_HTTP_LISTEN
               value: {{ if $api }}{{ printf "0.0.0.0:%d" (int $v.containerPorts.api) | quote }}{{ else }}""{{ end }}
+            {{- if $api }}
+            {{- include "kubemta.apiEnv" $root | nindent 12 }}
+            {{- end }}
             {{- end }}
             {{- if $mountDkim }}
             - name: KUBEMTA_DKIM_KEYS_DIR
