@@ -7,7 +7,9 @@ forged sender (backscatter); when the mailbox server gives no answer, the client
 """
 
 import asyncio
+import shutil
 import smtplib
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +20,14 @@ from prometheus_client import REGISTRY
 
 from kubemta_common.config_types import ListenAddress
 from kubemta_common.transport_map import parse_transports
+from kubemta_ingress import recipient_verify_config
 from kubemta_ingress.__main__ import build_servers
 from kubemta_ingress.recipient_verify import RecipientVerifier
-from kubemta_ingress.recipient_verify_config import build_verifier
 from kubemta_ingress.server import SmtpServer
 from kubemta_ingress.settings import IngressSettings
 from tests.harness.dns_server import DnsServer, random_loopback_address, zone_text
 from tests.harness.dns_server import free_port as dns_free_port
+from tests.harness.dovecot import Dovecot
 from tests.harness.fake_publisher import FakePublisher
 from tests.harness.ingress_kit import eventually, only_message
 from tests.harness.lmtp_peer import LmtpPeer
@@ -102,7 +105,7 @@ async def start_rig() -> AsyncIterator[StartRig]:
             values["transports"] = f"{LOCAL}={peer.transport_spec}"
         values.update(overrides)
         settings = IngressSettings(**values).model_copy(update={"smtp_listen": ListenAddress("127.0.0.1", 0)})
-        verifier = build_verifier(settings)
+        verifier = recipient_verify_config.build_verifier(settings)
         publisher = FakePublisher()
         [server] = build_servers(settings, publisher, None, verifier)
         await server.start()
@@ -403,3 +406,28 @@ async def test_an_lmtp_host_name_without_addresses_is_a_450(
     code, text = await rig.rcpt(f"alice@{LOCAL}")
     assert code == 450
     assert f"Host or domain name not found. Name service error for name=missing.{ZONE}" in text
+
+
+@pytest.fixture(scope="module")
+def dovecot() -> Iterator[Dovecot]:
+    """A real mailbox server: Dovecot's LMTP on a loopback address, with the user alice."""
+    workdir = Path(tempfile.mkdtemp(prefix="kubemta-dovecot-"))  # traversable by Dovecot's mail user
+    address = f"{random_loopback_net()}.26"
+    server = Dovecot(workdir, address, free_port(address), free_port(address), {"alice": "alice-password"})
+    try:
+        with server:
+            yield server
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def test_a_real_dovecot_is_asked_over_tcp_and_its_unix_socket(start_rig: StartRig, dovecot: Dovecot) -> None:
+    for transport in (f"lmtp:[{dovecot.address}]:{dovecot.lmtp_port}", f"lmtp:unix:{dovecot.lmtp_socket}"):
+        rig = await start_rig(transports=f"{LOCAL}={transport}")
+        known, unknown, utf8 = await rig.rcpts(f"alice@{LOCAL}", f"nobody@{LOCAL}", f"jörg@{LOCAL}", utf8=True)
+        assert known[0] == 250, known
+        assert unknown[0] == 550 and unknown[1].startswith(f"5.1.1 <nobody@{LOCAL}>: Recipient address rejected: ")
+        assert f"said: 550 5.1.1 <nobody@{LOCAL}> User doesn't exist: nobody@{LOCAL}" in unknown[1]
+        assert utf8[0] == 550, utf8
+    inbox = dovecot.mail_dir("alice") / "new"
+    assert not inbox.exists() or not any(inbox.iterdir()), "a probe never delivers anything"
