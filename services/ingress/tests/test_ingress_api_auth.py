@@ -190,6 +190,15 @@ def test_the_token_setting_is_a_secret_and_blank_means_none(monkeypatch):
     assert IngressSettings.load().api_token is None
 
 
+def test_the_token_is_read_from_the_secrets_directory(tmp_path, monkeypatch):
+    """A Secret mounted as the secrets directory: pydantic-settings names the file like the variable (the prefix
+    included, case-insensitive); the trailing newline of a file made with an editor is not part of the token."""
+    monkeypatch.delenv("KUBEMTA_API_TOKEN", raising=False)
+    (tmp_path / "kubemta_api_token").write_text(TOKEN + "\n")
+    settings = IngressSettings(_secrets_dir=tmp_path)  # type: ignore[call-arg]
+    assert settings.api_token is not None and settings.api_token.get_secret_value() == TOKEN
+
+
 def test_the_api_limit_settings(monkeypatch):
     for name, value in {
         "KUBEMTA_API_CHECKS_PER_MINUTE": "120",
