@@ -1,0 +1,119 @@
+"""Hypothesis fuzz of the DSN builder: arbitrary addresses, reply texts, host names, queue
+ids and original headers (several recipients, any domains) never raise and always give a
+DSN that the email package and flufl.bounce read as exactly the fields kubemta wrote."""
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kubemta_queue_manager.dsn import Action, RecipientReport, Report, build_dsn
+from kubemta_queue_manager.dsn_fields import MAX_ADDRESS, field_value, xtext_address
+from tests.harness.dsn_reader import read_dsn
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+HOSTILE = [
+    "\r\n", "\r", "\n", "\x00", "\x85", "\u2028", "\u2029", "\x0b", "\x1f", "\x7f", "\t", " ", '"', "\\", "<", ">",
+    "@", ";", ":", "=", "?", "=?", "?=", "=?utf-8?q?=0D=0AAction=3A_delivered?=",
+    "=?utf-8?b?DQpBY3Rpb246IGRlbGl2ZXJlZA==?=",
+    "\r\nAction: delivered", "\r\n\r\nFinal-Recipient: rfc822; victim@example.net", "--", "\ud800", "\udfff",
+    "\u202e", "\ufeff", "é", "ü", "用户", "\U0001f600", "\xa0", ".", "..", "[", "]",
+]  # fmt: skip
+PLAIN = re.compile(r"[a-z0-9]+(?:\.[a-z0-9]+)*@[a-z0-9]+(?:\.[a-z0-9]+)*")
+"""Addresses that flufl.bounce's DSN detector can read back verbatim (it splits the field like MIME parameters)."""
+
+fragments = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=8), st.text(st.characters(codec="ascii"), max_size=8))
+texts = st.lists(fragments, max_size=12).map("".join)
+addresses = st.one_of(
+    texts,
+    st.tuples(texts, texts).map("@".join),
+    st.tuples(texts, st.sampled_from(["example.org", "exämple.org", "[192.0.2.1]", ""])).map("@".join),
+    st.from_regex(PLAIN, fullmatch=True),
+    st.integers(900, 3000).map(lambda n: "x" * n + "@example.org"),
+)
+plain_addresses = st.from_regex(PLAIN, fullmatch=True)
+
+
+@st.composite
+def recipient_reports(draw: st.DrawFn, recipient: st.SearchStrategy[str] = addresses) -> RecipientReport:
+    return RecipientReport(
+        recipient=draw(recipient),
+        status=draw(st.one_of(st.sampled_from(["5.1.1", "4.4.7", "5.0.0", "4.2.0"]), texts)),
+        smtp_code=draw(st.sampled_from([0, 250, 421, 450, 550, 554, 99999])),
+        diagnostic=draw(st.one_of(texts, st.text(max_size=2000))),
+        remote_mta=draw(st.one_of(st.just(""), st.just("mx.example.org"), texts)),
+        expired=draw(st.booleans()),
+        reply_status=draw(st.one_of(st.just(""), texts)),
+    )
+
+
+@st.composite
+def reports(draw: st.DrawFn) -> Report:
+    action = draw(st.sampled_from(Action))
+    hostile = draw(st.lists(recipient_reports(), max_size=4))
+    plain = draw(st.lists(recipient_reports(plain_addresses), max_size=3))
+    return Report(
+        hostname=draw(st.one_of(st.just("mx.kubemta.test"), texts)),
+        queue_id=draw(st.one_of(st.just("QORIG"), texts)),
+        sender=draw(addresses),
+        arrival=NOW - timedelta(hours=draw(st.integers(0, 200))),
+        last_attempt=NOW,
+        action=action,
+        recipients=draw(st.permutations([*hostile, *plain])) if hostile or plain else [RecipientReport("a@b", "5.0.0")],
+        original_content=draw(st.one_of(st.binary(max_size=300), texts.map(lambda t: t.encode("utf-8", "replace")))),
+        will_retry_until=NOW + timedelta(days=3) if action is Action.DELAYED else None,
+    )
+
+
+def plain(address: str) -> bool:
+    return bool(PLAIN.fullmatch(address)) and len(address) <= MAX_ADDRESS
+
+
+def written_forms(address: str) -> list[str]:
+    """The address as given, and as kubemta escapes it (flufl's heuristics may read those from the text)."""
+    return [address, field_value(address, utf8=True, limit=len(address) * 10 + 3), xtext_address(address)]
+
+
+def expected_fields(report: Report, entry: RecipientReport) -> list[str]:
+    names = ["Final-Recipient", "Action", "Status"]
+    names += ["Remote-MTA"] if entry.remote_mta else []
+    names += ["Diagnostic-Code", "Last-Attempt-Date"]
+    names += ["Will-Retry-Until"] if report.action is Action.DELAYED else []
+    return names
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reports())
+def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> None:
+    dsn = read_dsn(build_dsn(report, message_id="<QNEW@mx.kubemta.test>", now=NOW))
+    assert len(dsn.recipient_blocks) == len(report.recipients)
+    for entry, block in zip(report.recipients, dsn.recipient_blocks, strict=True):
+        assert [name for name, _ in block] == expected_fields(report, entry)
+        values = dict(block)
+        assert values["Action"] == report.action.value
+        assert re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", values["Status"])
+        assert values["Final-Recipient"].startswith(("rfc822; ", "utf-8; "))
+        if plain(entry.recipient):
+            assert values["Final-Recipient"] == f"rfc822; {entry.recipient}"
+    human = dsn.text(0).splitlines()
+    listed = human[human.index("                   The mail system") + 2 :]
+    assert len(listed) == len(report.recipients) and all(line.startswith("<") for line in listed), "a line each"
+    temporary, permanent = dsn.flufl
+    found = temporary if report.action is Action.DELAYED else permanent
+    if dsn.message.get_param("report-type") == "delivery-status":
+        plains = {entry.recipient.encode() for entry in report.recipients if plain(entry.recipient)}
+        assert plains <= found, "flufl.bounce finds every plain failed recipient"
+    forms = [form for entry in report.recipients for form in written_forms(entry.recipient)]
+    for address in temporary | permanent:
+        assert any(address.decode() in form for form in forms), f"forged: {address!r}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.booleans(), st.integers(3, 1000))
+def test_field_value_is_one_safe_line_and_idempotent(text: str, utf8: bool, limit: int) -> None:
+    value = field_value(text, utf8=utf8, limit=limit)
+    assert len(value) <= limit
+    assert value.isprintable() and "=?" not in value
+    assert value.isascii() or utf8
+    assert field_value(value, utf8=utf8, limit=limit) == value

@@ -1,0 +1,165 @@
+"""A strict reader of kubemta's DSNs for tests: the exact lines as written, and what the
+email package and flufl.bounce make of them.
+
+`read_dsn(raw)` fails the test (AssertionError) unless the DSN is well formed at every
+level: CRLF lines of at most 998 octets, valid UTF-8; a top-level header of exactly
+kubemta's fields, one line each; a multipart/report of exactly three parts; a status
+part of field blocks whose every line is `Name: value`; the email package parses it
+with no defect, every header value readable and on one line; flufl.bounce scans it
+without an error.
+"""
+
+import email
+import email.policy
+import re
+from dataclasses import dataclass
+from email import errors
+from email.message import EmailMessage, Message
+from typing import cast
+
+from flufl.bounce import all_failures, scan_message
+
+TOP_FIELDS = ("From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "MIME-Version", "Content-Type")
+PER_MESSAGE_FIELDS = ("Reporting-MTA", "X-Kubemta-Queue-ID", "Arrival-Date")
+PART_TYPES = ("text/plain", "message/delivery-status", "text/rfc822-headers")
+GLOBAL_PART_TYPES = ("text/plain", "message/global-delivery-status", "text/rfc822-headers")
+
+_FIELD_LINE = re.compile(r"([A-Za-z0-9-]+): (.*)", re.DOTALL)
+_ALLOWED_HEADER_DEFECTS = (errors.NonASCIILocalPartDefect,)
+"""Python flags a UTF-8 local part (legal under RFC 6532) as a defect."""
+
+Field = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RawPart:
+    """One body part as written: its header fields and its body bytes."""
+
+    fields: list[Field]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadDsn:
+    """A DSN as written (`fields`, `parts`, `blocks`) and as parsed (`message`, `flufl`)."""
+
+    raw: bytes
+    fields: list[Field]
+    parts: list[RawPart]
+    blocks: list[list[Field]]
+    """The status part's field blocks, the per-message one first."""
+    message: EmailMessage
+    flufl: tuple[frozenset[bytes], frozenset[bytes]]
+    """flufl.bounce's all_failures: (temporary, permanent) failed addresses."""
+
+    def field(self, name: str) -> str:
+        [value] = [value for key, value in self.fields if key == name]
+        return value
+
+    @property
+    def recipient_blocks(self) -> list[list[Field]]:
+        return self.blocks[1:]
+
+    def part(self, index: int) -> EmailMessage:
+        """Part `index` as the email package parsed it (0: human text, 1: report, 2: original headers)."""
+        return cast(list[EmailMessage], self.message.get_payload())[index]
+
+    def text(self, index: int) -> str:
+        """The decoded content of part `index`."""
+        return cast(str, self.part(index).get_content())
+
+    @property
+    def parsed_blocks(self) -> list[Message]:
+        """The message/delivery-status blocks as the email package parsed them."""
+        return cast(list[Message], self.part(1).get_payload())
+
+
+def _fields(lines: list[str], where: str) -> list[Field]:
+    fields = []
+    for line in lines:
+        match = _FIELD_LINE.fullmatch(line)
+        assert match, f"{where}: not one `Name: value` line: {line!r}"
+        assert match[2].isprintable(), f"{where}: a character that is not printable: {line!r}"
+        fields.append((match[1], match[2]))
+    return fields
+
+
+def _split(raw: bytes) -> tuple[list[Field], bytes]:
+    head, separator, body = raw.partition(b"\r\n\r\n")
+    assert separator, "no empty line after the header"
+    return _fields(head.decode("utf-8").split("\r\n"), "header"), body
+
+
+def _parts(body: bytes, boundary: str) -> list[RawPart]:
+    delimiter = f"--{boundary}".encode()
+    assert body.startswith(delimiter + b"\r\n"), "the body does not open with the boundary"
+    assert body.endswith(b"\r\n" + delimiter + b"--\r\n"), "the body does not close with the boundary"
+    segments = body.split(b"\r\n" + delimiter)
+    segments[0] = segments[0].removeprefix(delimiter)
+    assert segments.pop() == b"--\r\n"
+    parts = []
+    for segment in segments:
+        assert segment.startswith(b"\r\n"), "text after a boundary on its line"
+        fields, part_body = _split(segment[2:])
+        parts.append(RawPart(fields, part_body))
+    return parts
+
+
+def _blocks(body: bytes) -> list[list[Field]]:
+    text = body.decode("utf-8")
+    assert text.endswith("\r\n"), "the status part does not end with a line ending"
+    return [_fields(block.split("\r\n"), "status block") for block in text.removesuffix("\r\n").split("\r\n\r\n")]
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    if raw.isascii():
+        return email.message_from_bytes(raw, policy=email.policy.default)
+    return email.message_from_string(raw.decode("utf-8"), policy=email.policy.default)
+
+
+def _check_parsed(message: EmailMessage, raw_fields: list[Field], part_types: tuple[str, ...]) -> None:
+    for part in message.walk():
+        assert not part.defects, f"{part.get_content_type()}: {part.defects}"
+    assert list(message.keys()) == [name for name, _ in raw_fields]
+    for name in message.keys():
+        value = message[name]
+        assert "\r" not in str(value) and "\n" not in str(value), f"{name} reads back as several lines: {value!r}"
+        defects = [d for d in getattr(value, "defects", ()) if not isinstance(d, _ALLOWED_HEADER_DEFECTS)]
+        assert not defects, f"{name}: {defects}"
+    parts = cast(list[EmailMessage], message.get_payload())
+    assert tuple(part.get_content_type() for part in parts) == part_types
+
+
+def _check_status_blocks(status: Message, blocks: list[list[Field]]) -> None:
+    """The email package reads exactly the written blocks and fields, each value on one line."""
+    parsed = cast(list[Message], status.get_payload())
+    assert [list(block.keys()) for block in parsed] == [[name for name, _ in block] for block in blocks]
+    for block in parsed:
+        for name in block.keys():
+            assert "\r" not in str(block[name]) and "\n" not in str(block[name]), f"{name}: {block[name]!r}"
+
+
+def read_dsn(raw: bytes) -> ReadDsn:
+    """The DSN `raw`, checked to be well formed at every level (see the module docstring)."""
+    assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b""), "not CRLF lines"
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998, "a line longer than 998 octets"
+    raw.decode("utf-8")
+    fields, body = _split(raw)
+    assert tuple(name for name, _ in fields) == TOP_FIELDS
+    message = _parse(raw)
+    assert message.get_content_type() == "multipart/report"
+    boundary = message.get_boundary()
+    assert boundary
+    parts = _parts(body, boundary)
+    report_type = message.get_param("report-type")
+    assert report_type in ("delivery-status", "global-delivery-status")
+    part_types = PART_TYPES if report_type == "delivery-status" else GLOBAL_PART_TYPES
+    _check_parsed(message, fields, part_types)
+    blocks = _blocks(parts[1].body)
+    assert tuple(name for name, _ in blocks[0]) == PER_MESSAGE_FIELDS
+    if report_type == "delivery-status":
+        _check_status_blocks(cast(list[Message], message.get_payload())[1], blocks)
+    compat = email.message_from_bytes(raw)
+    temporary, permanent = all_failures(compat)
+    assert scan_message(compat) == permanent
+    return ReadDsn(raw, fields, parts, blocks, message, (frozenset(temporary), frozenset(permanent)))
