@@ -18,8 +18,9 @@ import pytest
 
 from kubemta_ingress import auth
 from kubemta_ingress import server as server_module
-from kubemta_ingress.auth import UsersAuthenticator
+from kubemta_ingress.auth import UsersAuthenticator, build_authenticator
 from kubemta_ingress.server import SessionOptions
+from kubemta_ingress.settings import IngressSettings
 from kubemta_ingress.users import Identity, User, UsersFile, hash_password, render, verify_password
 from tests.harness.ingress_kit import IO_TIMEOUT, RawClient, Servers, eventually
 
@@ -66,15 +67,22 @@ def start(servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(server_module, "IngressSMTP", PlainAuthSMTP)
 
-    async def run(**settings: Any) -> tuple[int, UsersAuthenticator]:
+    async def run(from_environment: bool = False, **settings: Any) -> tuple[int, UsersAuthenticator]:
+        """`from_environment`: built by the service's own build_authenticator from KUBEMTA_* variables."""
         path = tmp_path / "users"
         users = [
             User(name, hash_password(PASSWORD, log2_n=10), (Identity.parse(f"{name}@example.com"),))
             for name in ("app", "other")
         ]
         path.write_text(render(users), encoding="utf-8")
-        settings = {"failure_limit": 5, "failure_window": 900.0, "failure_delay": 0.0} | settings
-        authenticator = UsersAuthenticator(UsersFile(path), **settings)
+        if from_environment:
+            monkeypatch.setenv("KUBEMTA_USERS_FILE", str(path))
+            built = build_authenticator(IngressSettings())
+            assert isinstance(built, UsersAuthenticator)
+            authenticator = built
+        else:
+            settings = {"failure_limit": 5, "failure_window": 900.0, "failure_delay": 0.0} | settings
+            authenticator = UsersAuthenticator(UsersFile(path), **settings)
         server, _ = await servers.start(options=SessionOptions(authenticator=authenticator), relay_networks=())
         return server.port, authenticator
 
@@ -160,6 +168,25 @@ async def test_over_the_bound_auth_gets_454_and_counts_no_failure(start, blockin
     assert await flood[0].last(f"AUTH PLAIN {plain('app', PASSWORD)}") == "235 2.7.0 Authentication successful"
     for client in flood:
         await client.close()
+
+
+async def test_the_bounds_are_settings(start, blocking_verify, monkeypatch):
+    """KUBEMTA_AUTH_VERIFY_THREADS, KUBEMTA_AUTH_VERIFY_QUEUE and KUBEMTA_AUTH_MAX_TRACKED_CLIENTS reach the service."""
+    monkeypatch.setenv("KUBEMTA_AUTH_VERIFY_THREADS", "1")
+    monkeypatch.setenv("KUBEMTA_AUTH_VERIFY_QUEUE", "0")
+    monkeypatch.setenv("KUBEMTA_AUTH_MAX_TRACKED_CLIENTS", "3")
+    port, authenticator = await start(from_environment=True)
+    running = await auth_in_thread(port, "app", PASSWORD)
+    await eventually(lambda: blocking_verify.calls == 1)
+    other = await connect(port, "127.0.0.2")  # one thread, no queue: a second check is refused at once
+    assert await other.last(f"AUTH PLAIN {plain('other', PASSWORD)}") == "454 4.7.0 Temporary authentication failure"
+    await other.close()
+    blocking_verify.release.set()
+    async with asyncio.timeout(BLOCK_BOUND + IO_TIMEOUT):
+        assert await running == 235
+    for number in range(10):
+        authenticator.clients.record(f"192.0.2.{number}")
+        assert len(authenticator.clients) <= 3
 
 
 async def connect(port: int, source: str = "127.0.0.1") -> RawClient:

@@ -32,7 +32,7 @@ overshoot the limit), runs the scrypt check on a worker thread (verify_pool.py; 
 50 ms at the default `ln=14`, so the event loop and every other session go on meanwhile),
 records the outcome even when the client has gone meanwhile, and delays, refuses or
 accepts. At most `auth_verify_threads` checks run and `auth_verify_queue` wait; beyond
-that AUTH gets `454 4.7.0` (RFC 4954 section 6) and counts as no attempt. Unknown users
+that AUTH gets `454 4.7.0` (RFC 4954 section 6) and counts as no failure. Unknown users
 are checked against a dummy hash, so they take as long as known ones. Passwords are never
 logged; usernames are logged sanitised, with the client address.
 """
