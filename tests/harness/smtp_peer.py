@@ -20,6 +20,8 @@ Scripts:
   a greeting (for timeouts).
 - `data_delay`: seconds to wait before answering the final dot (a slow server).
 - `pipelining`: offer PIPELINING (RFC 2920) in EHLO (default no, as aiosmtpd).
+- `eight_bit_mime`: offer 8BITMIME (RFC 6152) in EHLO (default yes, as aiosmtpd); False makes
+  a server that a client must send 7-bit content only.
 
 `messages` holds the messages accepted with a 2xx reply to the final dot (in arrival
 order), `refused_messages` those answered otherwise or dropped; `connections` counts
@@ -115,6 +117,8 @@ class _Handler:
     ) -> list[str]:
         session.host_name = hostname
         if self._peer.ehlo_reply is None:
+            if not self._peer.eight_bit_mime:
+                responses[:] = [line for line in responses if line[4:].upper() != "8BITMIME"]
             if self._peer.pipelining:  # aiosmtpd reads commands line by line: it can take a pipelined group
                 responses.insert(-1, "250-PIPELINING")
             return responses
@@ -188,6 +192,7 @@ class ScriptedPeer:
         hostname: str = "peer.test",
         data_delay: float = 0.0,
         pipelining: bool = False,
+        eight_bit_mime: bool = True,
     ) -> None:
         self.address = address
         self.port = port
@@ -207,6 +212,7 @@ class ScriptedPeer:
         self.rset_reply = "250 2.0.0 Ok"
         self.data_delay = data_delay
         self.pipelining = pipelining
+        self.eight_bit_mime = eight_bit_mime
         self.in_data = 0
         self.max_in_data = 0
         self._arrived = asyncio.Condition()

@@ -32,6 +32,7 @@ from kubemta_delivery_worker.connection import (
     SmtpOptions,
     host_label,
 )
+from kubemta_delivery_worker.eight_bit import content_for_server
 from kubemta_delivery_worker.mail_parameters import mail_from_parameters, screen_smtputf8
 from kubemta_delivery_worker.replies import enhanced_status, local_result, reply_diagnostic, reply_result
 from kubemta_delivery_worker.transaction import (
@@ -225,7 +226,12 @@ class _LmtpSession:
             )
         encoding = "utf-8" if screen.smtputf8 else "ascii"
         content = message_data.normalize_line_endings(self._job.content)
-        if not screen.send or not await self._mail(screen.send, content, screen.smtputf8, encoding):
+        prepared = content_for_server(content, self._extensions, self._label, self._job.queue_id)  # RFC 6152 §3
+        self._attempt.results.update(prepared.bounces(screen.send, self._remote_mta))
+        content = prepared.content
+        if prepared.refusal is not None or not screen.send:
+            return
+        if not await self._mail(screen.send, content, screen.smtputf8, encoding):
             return
         accepted = await self._rcpt(screen.send, encoding)
         if accepted:

@@ -44,6 +44,7 @@ from kubemta_delivery_worker.connection import (
     host_label,
     host_port,
 )
+from kubemta_delivery_worker.eight_bit import content_for_server
 from kubemta_delivery_worker.mail_parameters import mail_from_parameters, screen_smtputf8
 from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS_REUSED
 from kubemta_delivery_worker.pipelining import DATA_COMMAND, PIPELINING, START_MAIL_INPUT, PipelinedGroup, command_line
@@ -255,6 +256,13 @@ class _Transaction:
             )
         return diagnostic is not None
 
+    def _not_convertible(self) -> bool:
+        """RFC 6152 §3: 8-bit content to a server without 8BITMIME is made 7-bit (eight_bit.py), or bounced 5.6.3."""
+        prepared = content_for_server(self._content, self._smtp.esmtp_extensions, self._label, self._job.queue_id)
+        self._content = prepared.content
+        self._attempt.results.update(prepared.bounces(self._recipients, self._remote_mta))
+        return prepared.refusal is not None
+
     def _smtputf8_screen(self) -> tuple[list[str], bool]:
         """Recipients to send to, and whether to use SMTPUTF8 (RFC 6531 §3.4); records 5.6.7 for the rest."""
         screen = screen_smtputf8(self._job, self._recipients, self._smtp.supports_extension("smtputf8"))
@@ -274,7 +282,7 @@ class _Transaction:
 
     async def _transaction(self) -> None:
         """MAIL, RCPT per recipient, DATA when any was accepted; pipelined when the server offers it."""
-        if self._too_big():
+        if self._not_convertible() or self._too_big():
             return
         recipients, smtputf8 = self._smtputf8_screen()
         if not recipients:
