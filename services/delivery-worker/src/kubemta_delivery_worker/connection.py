@@ -2,6 +2,10 @@
 (HELO when EHLO is refused), opportunistic STARTTLS as the route's TLS policy asks,
 AUTH to a relayhost; then RSET between transactions and QUIT at the end.
 
+Within a delivery attempt (SmtpOptions.deadline, attempt_limits.py) the connect and
+greeting timeout and every command's timeout are cut to the attempt's time left, no
+connection is opened once it has passed, and the attempt's watchdog may close the session.
+
 The mail transactions a session carries, and the idle cache it goes back to, are
 transaction.py's; here are the session and how its failures read (`HostFailure`,
 worded the way Postfix words them: "lost connection with NAME[ADDR]:PORT while ...").
@@ -10,7 +14,9 @@ worded the way Postfix words them: "lost connection with NAME[ADDR]:PORT while .
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiosmtplib import (
     SMTP,
@@ -23,6 +29,7 @@ from aiosmtplib import (
 )
 
 from kubemta.v1 import message_pb2
+from kubemta_delivery_worker.attempt_limits import AttemptDeadline, deadline_text
 from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS
 from kubemta_delivery_worker.relay_auth import RelayCredentials, authenticate, session_route
 from kubemta_delivery_worker.replies import enhanced_status, reply_diagnostic
@@ -53,6 +60,16 @@ class SmtpOptions:
     relay_credentials: RelayCredentials | None = None
     # RFC 2920: MAIL, RCPT and DATA in one write when the server offers PIPELINING (pipelining.py).
     pipelining: bool = True
+    # The deadline of the delivery attempt these options are for (set per job by the deliverer).
+    deadline: AttemptDeadline | None = None
+
+    def clamp(self, seconds: float) -> float:
+        """A timeout of `seconds`, cut to the time left before the attempt's deadline."""
+        return self.deadline.clamp(seconds) if self.deadline is not None else seconds
+
+    def expired(self) -> bool:
+        """True once the attempt's deadline has passed."""
+        return self.deadline is not None and self.deadline.passed
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +121,23 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class _DeadlineSMTP(SMTP):
+    """aiosmtplib's client whose default command timeout (`timeout`) is cut to the attempt's time left."""
+
+    def __init__(self, clamp: Callable[[float], float], **kwargs: Any) -> None:
+        self._clamp = clamp
+        self._command_timeout: float | None = None
+        super().__init__(**kwargs)
+
+    @property
+    def timeout(self) -> float | None:
+        return None if self._command_timeout is None else self._clamp(self._command_timeout)
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._command_timeout = value
+
+
 class SmtpConnection:
     """One connection to one host: connect, greeting, EHLO and STARTTLS, then any number of transactions."""
 
@@ -123,9 +157,13 @@ class SmtpConnection:
         self._remote_mta = host.hostname.rstrip(".") or host.address
         self.stage = "connecting"
         self.tls = False
+        self.greeted = False  # the server's 220 greeting came (attempt_limits: the session limit)
         self.transactions = 0
         self._connection_counted = False
-        self.smtp = SMTP(
+        self._deadline: AttemptDeadline | None = None
+        self._watch(options.deadline)
+        self.smtp = _DeadlineSMTP(
+            lambda seconds: self._options.clamp(seconds),
             hostname=host.address,
             port=host_port(host),
             local_hostname=options.ehlo_name,
@@ -150,9 +188,19 @@ class SmtpConnection:
         """True while the TCP (or TLS) connection is up."""
         return self.smtp.is_connected
 
-    def bind(self, job: message_pb2.DeliveryJob) -> None:
-        """Use this (cached) session for `job` from now on."""
+    def bind(self, job: message_pb2.DeliveryJob, options: SmtpOptions | None = None) -> None:
+        """Use this (cached) session for `job` (and its attempt's `options`) from now on."""
         self._job = job
+        if options is not None:
+            self._options = options
+            self._watch(options.deadline)
+
+    def _watch(self, deadline: AttemptDeadline | None) -> None:
+        if self._deadline is not None:
+            self._deadline.unwatch(self)
+        self._deadline = deadline
+        if deadline is not None:
+            deadline.watch(self)
 
     def count(self, result: str) -> None:
         """Count this connection's set-up once, with how it ended (`kubemta_smtp_connections_total`)."""
@@ -181,8 +229,13 @@ class SmtpConnection:
 
     async def open(self) -> None:
         """Connect, read the greeting, EHLO, and upgrade to TLS when offered."""
+        deadline = self._options.deadline
+        if deadline is not None and deadline.passed:
+            raise HostFailed(
+                self._fail(f"connect to {self._label}: not tried, {deadline_text(deadline)}", STATUS_NO_ANSWER)
+            )
         try:
-            await self.smtp.connect(timeout=self._options.connect_timeout)
+            await self.smtp.connect(timeout=self._options.clamp(self._options.connect_timeout))
         except SMTPConnectTimeoutError as exc:
             self.count("timeout")
             raise HostFailed(self._fail(f"connect to {self._label}: {_timeout_text(exc)}", STATUS_NO_ANSWER)) from exc
@@ -200,6 +253,7 @@ class SmtpConnection:
             refused = isinstance(exc.__cause__, ConnectionRefusedError)
             self.count("refused" if refused else "error")
             raise HostFailed(self._fail(f"connect to {self._label}: {_describe(exc)}", STATUS_NO_ANSWER)) from exc
+        self.greeted = True
         await self._hello()
         await self._upgrade()
         self.count("ok")

@@ -4,17 +4,28 @@ A host that refuses the connection, times out, drops it, or defers MAIL FROM lea
 its recipients for the next host (RFC 5321 §5.1: try the next MX); recipients still
 unanswered after the last host are deferred with the last host's error.
 
+Each attempt is bounded (attempt_limits.py): a deadline counted from when the job has
+its destination slot (every timeout cut to the time left; once it has passed no other
+host is tried and the unanswered recipients are deferred, saying so), at most
+KUBEMTA_SMTP_MX_ADDRESS_LIMIT hosts tried and KUBEMTA_SMTP_MX_SESSION_LIMIT greeted
+sessions, as Postfix bounds its MX walk. A recipient whose transaction got as far as
+the final dot keeps that host's answer (a lost reply is "may be sent more than once",
+never another host).
+
 Around that: the destination's concurrency slot and back-off (destinations.py; a
 host asking us to slow down ends the job's attempt, its recipients are deferred, and
 the destination pauses), and the idle connection cache the hosts' sessions come from
 and go back to (pool.py).
 """
 
+import dataclasses
 import logging
 import time
 from collections import Counter
 
 from kubemta.v1 import message_pb2
+from kubemta_delivery_worker.attempt_limits import AttemptDeadline, AttemptLimits, deadline_text
+from kubemta_delivery_worker.connection import STATUS_NO_ANSWER
 from kubemta_delivery_worker.destinations import (
     DestinationDeferred,
     Destinations,
@@ -71,14 +82,19 @@ def build_deliverer(settings: WorkerSettings) -> "Deliverer":
         backoff_seconds=settings.destination_backoff,
         wait_seconds=settings.destination_wait,
     )
-    return Deliverer(smtp_options(settings), pool=pool, destinations=destinations)
+    limits = AttemptLimits(
+        deadline=settings.delivery_attempt_deadline,
+        addresses=settings.smtp_mx_address_limit,
+        sessions=settings.smtp_mx_session_limit,
+    )
+    return Deliverer(smtp_options(settings), pool=pool, destinations=destinations, limits=limits)
 
 
 class Deliverer:
     """Delivers jobs over SMTP and returns one result per recipient.
 
     Without `pool` every session is new and closed after its transaction; without
-    `destinations` there is no per-destination limit.
+    `destinations` there is no per-destination limit; `limits` bound each attempt.
     """
 
     def __init__(
@@ -87,10 +103,17 @@ class Deliverer:
         *,
         pool: ConnectionPool[SmtpConnection] | None = None,
         destinations: Destinations | None = None,
+        limits: AttemptLimits | None = None,
     ) -> None:
         self._options = options
         self._pool = pool
         self._destinations = destinations
+        self._limits = limits or AttemptLimits()
+
+    @property
+    def limits(self) -> AttemptLimits:
+        """The deadline and host caps of each attempt."""
+        return self._limits
 
     async def close(self) -> None:
         """QUIT the idle cached connections (at shutdown)."""
@@ -138,31 +161,60 @@ class Deliverer:
     async def _deliver(
         self, job: message_pb2.DeliveryJob, recipients: list[str]
     ) -> tuple[list[message_pb2.RecipientResult], Throttle | None]:
-        """The route's hosts in order; stops early at a host that asked us to slow down."""
+        """The route's hosts in order, within the attempt's limits; stops early at a host that asked us to slow down."""
         answered: dict[str, message_pb2.RecipientResult] = {}
         pending = recipients
         failure: HostFailure | None = None
         throttle: Throttle | None = None
-        for host in job.route.hosts:
-            attempt = await self._attempt_host(host, job, pending)
-            answered.update(attempt.results)
-            pending = [rcpt for rcpt in pending if rcpt not in answered]
-            _log_attempt(job, host, attempt, pending)
-            failure = attempt.failure
-            throttle = _throttle(attempt)
-            if not pending or throttle is not None:
-                break
+        tried = greeted = 0
+        with AttemptDeadline(self._limits.deadline) as deadline:
+            options = dataclasses.replace(self._options, deadline=deadline)
+            for host in job.route.hosts:
+                if self._stop(job, deadline, tried, greeted):
+                    break
+                attempt = await self._attempt_host(host, job, pending, options)
+                tried += 1
+                greeted += attempt.greeted
+                answered.update(attempt.results)
+                pending = [rcpt for rcpt in pending if rcpt not in answered]
+                _log_attempt(job, host, attempt, pending)
+                failure = attempt.failure
+                throttle = _throttle(attempt)
+                if not pending or throttle is not None:
+                    break
+            if pending and deadline.passed:
+                failure = _deadline_failure(job, deadline, failure, tried)
         for rcpt in pending:
             answered[rcpt] = _unanswered(rcpt, failure)
         return [answered[rcpt] for rcpt in recipients], throttle
 
+    def _stop(self, job: message_pb2.DeliveryJob, deadline: AttemptDeadline, tried: int, greeted: int) -> bool:
+        """True when the attempt may try no further host: deadline passed, address or session limit reached."""
+        if deadline.passed:
+            return True
+        limits = self._limits
+        if limits.addresses and tried >= limits.addresses:
+            reason = f"{tried} addresses tried (KUBEMTA_SMTP_MX_ADDRESS_LIMIT {limits.addresses})"
+        elif limits.sessions and greeted >= limits.sessions:
+            reason = f"{greeted} sessions greeted (KUBEMTA_SMTP_MX_SESSION_LIMIT {limits.sessions})"
+        else:
+            return False
+        logger.info(
+            "no more hosts this attempt: %s; %d of the route's %d addresses left untried",
+            reason,
+            len(job.route.hosts) - tried,
+            len(job.route.hosts),
+            extra={"queue_id": job.queue_id, "job_id": job.job_id, "hosts_tried": tried},
+        )
+        return True
+
     async def _attempt_host(
-        self, host: message_pb2.RouteHost, job: message_pb2.DeliveryJob, pending: list[str]
+        self, host: message_pb2.RouteHost, job: message_pb2.DeliveryJob, pending: list[str], options: SmtpOptions
     ) -> HostAttempt:
         """One host of the route; the transport kind picks the protocol here (SMTP below)."""
         if job.route.kind == message_pb2.TRANSPORT_KIND_LMTP:  # lmtp.py: RFC 2033, per-recipient replies after DATA
-            return await attempt_lmtp_host(host, job, pending, self._options)
-        return await attempt_host(host, job, pending, self._options, self._pool)
+            return await attempt_lmtp_host(host, job, pending, options)
+        return await attempt_host(host, job, pending, options, self._pool)
 
 
 def _throttle(attempt: HostAttempt) -> Throttle | None:
@@ -171,6 +223,25 @@ def _throttle(attempt: HostAttempt) -> Throttle | None:
     if attempt.failure is not None:
         replies.insert(0, (attempt.failure.smtp_code, attempt.failure.status, attempt.failure.diagnostic))
     return first_throttle(replies)
+
+
+def _deadline_failure(
+    job: message_pb2.DeliveryJob, deadline: AttemptDeadline, last: HostFailure | None, tried: int
+) -> HostFailure:
+    """Why the unanswered recipients are deferred when the deadline ended the attempt: the deadline, and the
+    last host's own failure (RFC 3463 §3.5 asks for the actual problem's code rather than X.4.7)."""
+    hosts = len(job.route.hosts)
+    diagnostic = f"{deadline_text(deadline)} after {tried} of {hosts} route address(es)"
+    if last is not None:
+        diagnostic += f"; last: {last.diagnostic}"
+    logger.warning(
+        "delivery attempt ended by its deadline: %s",
+        diagnostic,
+        extra={"queue_id": job.queue_id, "job_id": job.job_id, "hosts_tried": tried},
+    )
+    if last is None:
+        return HostFailure(diagnostic=diagnostic, status=STATUS_NO_ANSWER)
+    return dataclasses.replace(last, diagnostic=diagnostic)
 
 
 def _unanswered(recipient: str, failure: HostFailure | None) -> message_pb2.RecipientResult:

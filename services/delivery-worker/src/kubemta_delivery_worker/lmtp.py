@@ -137,7 +137,7 @@ class _LmtpSession:
     async def _open(self) -> None:
         """Connect, read the greeting (220) and say LHLO (RFC 2033 §4.1: there is no HELO fallback)."""
         try:
-            async with asyncio.timeout(self._options.connect_timeout):
+            async with asyncio.timeout(self._options.clamp(self._options.connect_timeout)):  # attempt_limits
                 if self._host.unix_socket:
                     self._reader, self._writer = await asyncio.open_unix_connection(self._host.unix_socket)
                 else:
@@ -155,6 +155,7 @@ class _LmtpSession:
             raise _HostFailed(HostFailure(f"connect to {self._label}: {_describe(exc)}", STATUS_NO_ANSWER)) from exc
         if greeting.code != SERVICE_READY:
             raise self._rejected(greeting, "refused to talk to me", None)
+        self._attempt.greeted = True
         self._stage = "performing the LHLO handshake"
         reply = await self._command(f"LHLO {self._options.ehlo_name}", self._options.command_timeout)
         if reply.code != 250:
@@ -199,13 +200,13 @@ class _LmtpSession:
         raise LmtpProtocolError("reply has too many lines")
 
     async def _reply(self, timeout: float) -> Reply:  # noqa: ASYNC109 - a per-reply RFC 5321 §4.5.3.2 timeout
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(self._options.clamp(timeout)):  # cut to the attempt's time left
             return await self._read_reply()
 
     async def _send(self, data: bytes, timeout: float) -> None:  # noqa: ASYNC109
         assert self._writer is not None
         self._writer.write(data)
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(self._options.clamp(timeout)):
             await self._writer.drain()
 
     async def _command(self, line: str, timeout: float, encoding: str = "ascii") -> Reply:  # noqa: ASYNC109
@@ -293,6 +294,8 @@ class _LmtpSession:
                 )
             return
         self._stage = "sending message body"
+        if self._options.expired():  # no final dot after the attempt's deadline: deferred, never a duplicate
+            raise TimeoutError
         await self._send(message_data.wire_data(content), self._options.data_timeout)
         self._stage = "waiting for the replies to the end of data"
         for index, rcpt in enumerate(accepted):

@@ -8,10 +8,10 @@ import ipaddress
 import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from kubemta_common.amqp.topology import DELIVERY_LIMIT
-from kubemta_common.config_types import Duration, Listen, parse_listen
+from kubemta_common.config_types import Duration, Listen, format_duration, parse_listen
 from kubemta_common.settings import ServiceSettings
 
 # RFC 5321 §4.5.3.2.2 / §4.5.3.2.3: MAIL and RCPT replies, 5 minutes.
@@ -20,6 +20,16 @@ COMMAND_TIMEOUT_DEFAULT = 300.0
 DATA_TIMEOUT_DEFAULT = 600.0
 # Postfix smtp_connect_timeout.
 CONNECT_TIMEOUT_DEFAULT = 30.0
+# The deadline of one delivery attempt (attempt_limits.py): one normal slow transaction
+# (RFC 5321's 10 minutes for the reply to the final dot, plus connect and commands) fits,
+# and with the slot wait it stays far below RabbitMQ's consumer_timeout (30 min default).
+ATTEMPT_DEADLINE_DEFAULT = 900.0
+CONSUMER_TIMEOUT_DEFAULT = 1800.0
+# Attempt deadline + slot wait must not exceed this (5 minutes of margin below the consumer timeout).
+ATTEMPT_BUDGET_MAX = CONSUMER_TIMEOUT_DEFAULT - 300.0
+# Postfix smtp_mx_address_limit and smtp_mx_session_limit (0 = no limit).
+MX_ADDRESS_LIMIT_DEFAULT = 5
+MX_SESSION_LIMIT_DEFAULT = 2
 # RFC 1035 §2.3.1 / RFC 1123 §2.1: letters, digits, hyphens; labels of 1-63 octets, 253 in all.
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -62,6 +72,28 @@ class WorkerSettings(ServiceSettings):
     destination_wait: Duration = Field(
         default=60.0, gt=0, description="Longest wait for a destination slot before the job is deferred"
     )
+    delivery_attempt_deadline: Duration = Field(
+        default=ATTEMPT_DEADLINE_DEFAULT,
+        gt=0,
+        description=(
+            "Longest delivery attempt of one job over all its hosts (after its destination slot); every SMTP/LMTP "
+            "timeout is cut to the time left, unanswered recipients are then deferred. Keep it well below "
+            "RabbitMQ's consumer_timeout (30m by default): with KUBEMTA_DESTINATION_WAIT at most 25m"
+        ),
+    )
+    smtp_mx_address_limit: int = Field(
+        default=MX_ADDRESS_LIMIT_DEFAULT,
+        ge=0,
+        description="Route addresses tried per delivery attempt, in order (Postfix smtp_mx_address_limit; 0: all)",
+    )
+    smtp_mx_session_limit: int = Field(
+        default=MX_SESSION_LIMIT_DEFAULT,
+        ge=0,
+        description=(
+            "Hosts per delivery attempt whose session got the server's greeting (Postfix smtp_mx_session_limit; "
+            "hosts failing before the greeting do not count; 0: no limit)"
+        ),
+    )
     delivery_limit: int = Field(
         default=DELIVERY_LIMIT,
         ge=1,
@@ -82,6 +114,24 @@ class WorkerSettings(ServiceSettings):
             "for that exact name; empty = the password goes only over a verified certificate)"
         ),
     )
+
+    @field_validator("delivery_attempt_deadline")
+    @classmethod
+    def _check_deadline(cls, value: float, info: ValidationInfo) -> float:
+        connect = info.data.get("smtp_connect_timeout")
+        if isinstance(connect, int | float) and value <= connect:
+            raise ValueError(
+                f"{format_duration(value)} leaves no time to try a host: "
+                f"it must be longer than KUBEMTA_SMTP_CONNECT_TIMEOUT ({format_duration(connect)})"
+            )
+        wait = info.data.get("destination_wait")
+        if isinstance(wait, int | float) and value + wait > ATTEMPT_BUDGET_MAX:
+            raise ValueError(
+                f"{format_duration(value)} plus KUBEMTA_DESTINATION_WAIT ({format_duration(wait)}) exceeds "
+                f"{format_duration(ATTEMPT_BUDGET_MAX)}: a job must be done well before RabbitMQ's consumer_timeout "
+                f"({format_duration(CONSUMER_TIMEOUT_DEFAULT)} by default) closes the worker's channel"
+            )
+        return value
 
     @field_validator("relayhost_tls_unverified_name")
     @classmethod

@@ -72,6 +72,7 @@ class HostAttempt:
     results: dict[str, message_pb2.RecipientResult] = field(default_factory=dict)
     failure: HostFailure | None = None
     tls: bool = False
+    greeted: bool = False  # a session got the server's greeting (attempt_limits: smtp_mx_session_limit)
 
 
 def connection_key(
@@ -107,7 +108,7 @@ async def attempt_host(
     """
     key = connection_key(host, job, options)
     if pool is not None:
-        connection = await _cached(pool, key, job)
+        connection = await _cached(pool, key, job, options)
         if connection is not None:
             transaction = _Transaction(connection, job, recipients, options)
             attempt = await _run(connection, transaction)
@@ -133,11 +134,11 @@ async def attempt_host(
 
 
 async def _cached(
-    pool: ConnectionPool["SmtpConnection"], key: ConnectionKey, job: message_pb2.DeliveryJob
+    pool: ConnectionPool["SmtpConnection"], key: ConnectionKey, job: message_pb2.DeliveryJob, options: SmtpOptions
 ) -> "SmtpConnection | None":
     """An idle session for `key` that answered RSET, or None; dead ones are dropped."""
     while (connection := pool.take(key)) is not None:
-        connection.bind(job)
+        connection.bind(job, options)
         try:
             usable = await connection.reset()
         except BaseException:  # cancelled during RSET
@@ -202,6 +203,7 @@ async def _finish(
 ) -> HostAttempt:
     """Give a clean session to the idle cache, or QUIT it."""
     attempt.tls = connection.tls
+    attempt.greeted = connection.greeted
     if pool is not None and pool.enabled and transaction.clean and connection.is_connected:
         pool.put(key, connection)
     else:
@@ -367,7 +369,10 @@ class _Transaction:
                 await self._rcpt(recipients, encoding)
             return
         self._connection.stage = "sending MAIL FROM/RCPT TO/DATA (pipelined)"
-        timeouts = {"timeout": self._options.command_timeout, "data_timeout": self._options.data_timeout}
+        timeouts = {  # cut to the attempt's time left (the attempt's watchdog bounds the whole group)
+            "timeout": self._options.clamp(self._options.command_timeout),
+            "data_timeout": self._options.clamp(self._options.data_timeout),
+        }
         async with PipelinedGroup(self._smtp, [mail, *group, DATA_COMMAND], **timeouts) as replies:
             accepted = await self._pipelined_replies(replies, lines)
         if accepted:
@@ -423,11 +428,14 @@ class _Transaction:
         if protocol is None:
             raise SMTPServerDisconnected("Connection lost")
         self._connection.stage = "sending message body"
+        if self._options.expired():  # no final dot after the attempt's deadline: deferred, never a duplicate
+            self._smtp.close()
+            raise SMTPTimeoutError("the delivery attempt's deadline has passed")
         # Sent through the protocol directly (aiosmtplib's data() cannot tell whether the
         # connection died before or after the final dot, and only the latter risks a duplicate).
         protocol.write(message_data.wire_data(self._content))
         try:
-            reply = await protocol.read_response(timeout=self._options.data_timeout)
+            reply = await protocol.read_response(timeout=self._options.clamp(self._options.data_timeout))
         except SMTPException as exc:
             self._smtp.close()
             self._unknown_fate(accepted, exc)
