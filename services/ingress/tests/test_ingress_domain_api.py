@@ -244,6 +244,7 @@ async def test_the_service_serves_the_api_with_its_token_and_stops_it_on_shutdow
 async def test_without_a_token_the_service_keeps_its_api_closed(zone, monkeypatch, restore_logging):
     stop, service, api_port = await run_service(zone, monkeypatch, KUBEMTA_API_TOKEN="")  # empty: no token
     url = f"http://127.0.0.1:{api_port}/v1/domains/{dz.GOOD}/check"
+    before = checks_total("closed")
     try:
         for headers in ({}, AUTH, {"Authorization": "Bearer wrong-token-0123456789"}):
             response = await first_answer(service, url, headers)
@@ -251,6 +252,7 @@ async def test_without_a_token_the_service_keeps_its_api_closed(zone, monkeypatc
             assert response.json() == {
                 "detail": "the API is closed: no API token is configured (KUBEMTA_API_TOKEN, from a Secret)"
             }
+        assert checks_total("closed") - before == 3
     finally:
         stop.set()
         async with asyncio.timeout(IO_TIMEOUT):
