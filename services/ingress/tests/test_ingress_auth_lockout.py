@@ -6,23 +6,29 @@ counted, and a full client table forgets aged-out, then unlocked entries before 
 table's eviction order directly, fuzzed with hypothesis.
 """
 
+import asyncio
 import base64
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kubemta_ingress import auth
 from kubemta_ingress import server as server_module
-from kubemta_ingress.auth import UsersAuthenticator
+from kubemta_ingress.auth import AuthRefusal, PendingCheck, UsersAuthenticator
 from kubemta_ingress.auth_limits import FailureLimiter
 from kubemta_ingress.server import SessionOptions
 from kubemta_ingress.users import User, UsersFile, hash_password, render
 from tests.harness.ingress_kit import RawClient, Servers
 
 PASSWORD = "s3cret-pass"
+CHEAP_HASH = hash_password(PASSWORD, log2_n=10)
 LOCKED = "421 4.7.0 Too many failed authentication attempts"
 FAILED = "535 5.7.8 Authentication credentials invalid"
 
@@ -166,3 +172,29 @@ def test_the_table_is_bounded_and_keeps_locks_while_it_can(
         assert limiter.count(key) == count >= 1
         if len(locked_before - {key}) <= cut_to:
             assert all(limiter.locked(other) for other in locked_before), "a lock was evicted while others could go"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300), st.binary(max_size=300))
+def test_hostile_credentials_are_refused_cleanly_and_never_counted_as_usernames(login: bytes, password: bytes) -> None:
+    """Any bytes as username and password: a 535 (or a success for the real pair), no exception, no username row."""
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        mock.patch.object(auth, "verify_password", lambda *_: False),
+        mock.patch.object(auth, "hash_password", lambda _: CHEAP_HASH),  # the dummy hash, cheaply
+    ):
+        path = Path(directory) / "users"
+        path.write_text(render([User("app", CHEAP_HASH, ())]), encoding="utf-8")
+        authenticator = UsersAuthenticator(UsersFile(path), failure_limit=1000, failure_window=900.0, failure_delay=0.0)
+
+        async def attempt() -> AuthResult:
+            session = Session(asyncio.get_running_loop())
+            session.peer = ("192.0.2.1", 25)  # type: ignore[assignment]  # aiosmtpd stores the peername
+            first = authenticator(mock.Mock(), session, Envelope(), "PLAIN", LoginPassword(login, password))
+            assert isinstance(first.auth_data, PendingCheck)
+            return await authenticator.check(first.auth_data)
+
+        result = asyncio.run(attempt())
+        assert not result.success and result.message == FAILED and isinstance(result.auth_data, AuthRefusal)
+        assert len(authenticator.usernames) == (1 if login == b"app" else 0)
+        assert authenticator.clients.count("192.0.2.1") == 1
