@@ -11,6 +11,7 @@ import pytest
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp.topology import INBOUND, ROUTE
 from kubemta_common.dkim.keys import KeyStore
+from kubemta_common.mime_7bit import to_7bit
 from kubemta_queue_manager import metrics
 from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome, SignResult, include_headers
 from kubemta_queue_manager.handlers import QueueManager
@@ -319,3 +320,74 @@ async def test_a_bounce_is_signed_for_the_hostnames_domain(dkim_zone, publisher,
     assert b"MAILER-DAEMON@mx.kubemta.test" in bounce_job.content
     assert verify_all(bounce_job.content, dkim_zone) == [True]
     assert dkim_zone.opendkim_testmsg(bounce_job.content, tmp_path) == (0, "")
+
+
+# --- 8-bit content: made 7-bit before signing (RFC 6376 section 5.3) ---------------------------
+
+EIGHT_BIT = (
+    b"From: Alice <alice@example.com>\r\n"
+    b"To: Bob <bob@example.org>\r\n"
+    b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+    b"Date: Mon, 02 Mar 2026 12:00:00 +0000\r\n"
+    b"Message-ID: <eight-bit-1@example.com>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n"
+    b"\r\n"
+    b"Gr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln.\r\n"
+)
+
+
+def test_8bit_mime_content_is_signed_as_7bit_and_verifies(dkim_zone, tmp_path: Path) -> None:
+    dkim_zone.generate("example.com", "ed", "ed25519")
+    dkim_zone.generate("example.com", "rsa", "rsa")
+    result = signer_for(dkim_zone).sign(EIGHT_BIT)
+    assert result.outcome is Outcome.SIGNED and result.converted
+    assert result.content.isascii()
+    signed_part = EIGHT_BIT.replace(b"Encoding: 8bit", b"Encoding: quoted-printable").replace(
+        b"Gr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln.", b"Gr=C3=BC=C3=9Fe aus K=C3=B6ln."
+    )
+    assert result.content.endswith(signed_part)
+    assert verify_all(result.content, dkim_zone) == [True, True]
+    assert dkim_zone.opendkim_testmsg(result.content, tmp_path) == (0, "")
+    # a server without 8BITMIME gets exactly this: the worker's converter has nothing left to do
+    assert to_7bit(result.content) is result.content
+
+
+def test_a_conversion_that_adds_the_encoding_field_is_signed_and_oversigned(dkim_zone) -> None:
+    dkim_zone.generate("example.com", "ed", "ed25519")
+    message = EIGHT_BIT.replace(b"Content-Transfer-Encoding: 8bit\r\n", b"")
+    result = signer_for(dkim_zone).sign(message)
+    assert b"Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC" in result.content
+    (tags,) = signatures(result.content)
+    assert re.split(rb"\s*:\s*", tags[b"h"]).count(b"content-transfer-encoding") == 2  # present once, plus one
+    assert verify_all(result.content, dkim_zone) == [True]
+    prepended = b"Content-Transfer-Encoding: 8bit\r\n" + result.content
+    assert verify_all(prepended, dkim_zone) == [False]
+
+
+def test_8bit_content_that_cannot_be_converted_is_signed_as_it_is(dkim_zone) -> None:
+    dkim_zone.generate("example.com", "ed", "ed25519")
+    raw = MESSAGE.replace(b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n", b"")
+    raw = raw.replace(b"the report.", b"der Bericht f\xc3\xbcr dich.")  # 8-bit, and no MIME header field
+    result = signer_for(dkim_zone).sign(raw)
+    assert result.outcome is Outcome.SIGNED and not result.converted
+    assert result.content.endswith(raw)
+    assert verify_all(result.content, dkim_zone) == [True]
+
+
+def test_8bit_header_fields_stay_and_the_body_is_converted(dkim_zone) -> None:
+    dkim_zone.generate("example.com", "ed", "ed25519")
+    message = EIGHT_BIT.replace(b"To: Bob <", b"To: B\xc3\xb6b <")  # UTF-8 in a header: SMTPUTF8 mail
+    result = signer_for(dkim_zone).sign(message)
+    assert result.converted
+    assert b"To: B\xc3\xb6b <bob@example.org>\r\n" in result.content
+    assert result.content.split(b"\r\n\r\n", 1)[1] == b"Gr=C3=BC=C3=9Fe aus K=C3=B6ln.\r\n"
+    assert verify_all(result.content, dkim_zone) == [True]
+
+
+def test_unsigned_8bit_mail_is_not_converted(dkim_zone) -> None:
+    dkim_zone.generate("example.org", "ed", "ed25519")
+    result = signer_for(dkim_zone).sign(EIGHT_BIT)
+    assert result.outcome is Outcome.NO_KEY and not result.converted
+    assert result.content == EIGHT_BIT

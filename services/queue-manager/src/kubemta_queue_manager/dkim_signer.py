@@ -6,6 +6,16 @@ aligns. Every key of that domain signs: an RSA and an Ed25519 key give two signa
 which RFC 8463 §4 recommends until Ed25519 is widely verified. Canonicalization is
 relaxed/relaxed, there is never an `l=` tag (RFC 6376 §8.2). The signature headers are
 prepended, above kubemta's own Received header, the RSA one topmost.
+
+8-bit content is made 7-bit before it is signed (RFC 6376 §5.3: a signer SHOULD convert
+a message that may be converted on its way to a 7-bit-safe encoding first), with the
+converter the delivery worker uses for servers without 8BITMIME (kubemta_common.mime_7bit:
+the 8-bit MIME leaf parts re-encoded, every other byte unchanged). What is signed is then
+what every server gets, so the worker never has to convert signed mail and the signature
+verifies as delivered. Header fields keep their 8-bit octets (they need SMTPUTF8, which
+implies 8BITMIME); content that cannot be converted is signed as it is (the worker bounces
+it with 5.6.3 for a server without 8BITMIME rather than change it). Only mail that is
+signed is converted.
 """
 
 import email.utils
@@ -18,6 +28,7 @@ import dkim  # type: ignore[import-untyped]
 
 from kubemta_common.dkim.keys import Algorithm, DkimKey, KeyStore
 from kubemta_common.logs import sanitize
+from kubemta_common.mime_7bit import Unconvertible, to_7bit
 from kubemta_queue_manager import dkim_rsa
 
 dkim_rsa.install()  # RSA by OpenSSL: dkimpy's own arithmetic costs 8.5 ms per signature
@@ -64,6 +75,8 @@ class SignResult:
     signed: list[DkimKey] = field(default_factory=list)
     failed: list[DkimKey] = field(default_factory=list)
     outcome: Outcome = Outcome.NO_KEY
+    converted: bool = False
+    """Its 8-bit MIME parts were made 7-bit before signing (seven_bit)."""
 
 
 def include_headers(names: list[bytes]) -> list[bytes]:
@@ -109,8 +122,11 @@ class DkimSigner:
         keys = sorted(self._keys.signing_keys(domain), key=_rsa_first)
         if not keys:
             return SignResult(content, domain=domain, outcome=Outcome.NO_KEY)
+        content, converted = seven_bit(content)
+        if converted:
+            parsed = dkim.DKIM(content, linesep=b"\r\n", logger=logger)
         headers = include_headers([name for name, _ in parsed.headers])
-        result = SignResult(content, domain=keys[0].domain)
+        result = SignResult(content, domain=keys[0].domain, converted=converted)
         signatures: list[bytes] = []
         for key in keys:
             try:
@@ -125,6 +141,17 @@ class DkimSigner:
         result.content = b"".join(signatures) + content
         result.outcome = Outcome.SIGNED if result.signed else Outcome.ERROR
         return result
+
+
+def seven_bit(content: bytes) -> tuple[bytes, bool]:
+    """`content` with its 8-bit MIME parts made 7-bit, and whether anything changed; as it is when it cannot be."""
+    if content.isascii():
+        return content, False
+    converted = to_7bit(content, allow_8bit_headers=True)
+    if isinstance(converted, Unconvertible):
+        logger.debug("8-bit content signed as it is: %s", converted.reason)
+        return content, False
+    return converted, converted is not content
 
 
 def _rsa_first(key: DkimKey) -> tuple[bool, str]:
@@ -145,4 +172,4 @@ def _sign_with(content: bytes, key: DkimKey, headers: list[bytes]) -> bytes:
     return signature
 
 
-__all__ = ["Algorithm", "DkimSigner", "Outcome", "SignResult", "from_domain", "include_headers"]
+__all__ = ["Algorithm", "DkimSigner", "Outcome", "SignResult", "from_domain", "include_headers", "seven_bit"]
