@@ -2,7 +2,8 @@
 
 - `cut()`: close every proxied connection and refuse new ones (broker "down").
 - `blackhole()`: keep connections open but stop forwarding (broker silent: confirms time out).
-- `restore()`: forward normally again.
+- `hold_replies()`: forward to the broker, but hold what it sends back (its confirms arrive late).
+- `restore()`: forward normally again (held bytes go on, in order).
 """
 
 import asyncio
@@ -21,6 +22,8 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._forwarding = asyncio.Event()
         self._forwarding.set()
+        self._replying = asyncio.Event()
+        self._replying.set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, port: int = 0) -> None:
@@ -34,7 +37,10 @@ class TcpProxy:
             writer.close()
             return
         self._writers.update((writer, up_writer))
-        pumps = [asyncio.create_task(self._pump(reader, up_writer)), asyncio.create_task(self._pump(up_reader, writer))]
+        pumps = [
+            asyncio.create_task(self._pump(reader, up_writer)),
+            asyncio.create_task(self._pump(up_reader, writer, self._replying)),
+        ]
         self._tasks.update(pumps)
         await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         for task in pumps:
@@ -44,14 +50,21 @@ class TcpProxy:
             self._writers.discard(w)
         self._tasks.difference_update(pumps)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event | None = None
+    ) -> None:
         while data := await reader.read(65536):
             await self._forwarding.wait()
+            if gate is not None:
+                await gate.wait()
             writer.write(data)
             await writer.drain()
 
     def blackhole(self) -> None:
         self._forwarding.clear()
+
+    def hold_replies(self) -> None:
+        self._replying.clear()
 
     async def cut(self) -> None:
         """Refuse new connections and drop the existing ones."""
@@ -64,6 +77,7 @@ class TcpProxy:
 
     async def restore(self) -> None:
         self._forwarding.set()
+        self._replying.set()
         if self._server is None:
             await self.start(self.port)
 

@@ -28,6 +28,7 @@ so the four components stay identical where they should.
 {{- end -}}
 {{- $mountDkim := and $dkim.existingSecret (or $isIngress (eq .key "queueManager")) -}}
 {{- $api := and $isIngress $v.api.enabled -}}
+{{- $recipientMaps := and $isIngress $v.recipientVerification.mapsConfigMap -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -120,6 +121,7 @@ spec:
             {{- if $api }}
             {{- include "kubemta.apiEnv" $root | nindent 12 }}
             {{- end }}
+            {{- include "kubemta.recipientVerifyEnv" $root | nindent 12 }}
             {{- end }}
             {{- if $mountDkim }}
             - name: KUBEMTA_DKIM_KEYS_DIR
@@ -173,6 +175,13 @@ spec:
               path: /readyz
               port: metrics
             {{- toYaml $v.readinessProbe | nindent 12 }}
+          {{- if and $isIngress $v.preStopSeconds }}
+          # a terminating pod leaves the Service's endpoints while this pause runs; SIGTERM (drain) comes after it
+          lifecycle:
+            preStop:
+              exec:
+                command: ["sleep", {{ int $v.preStopSeconds | quote }}]
+          {{- end }}
           resources:
             {{- toYaml $v.resources | nindent 12 }}
           securityContext:
@@ -198,6 +207,11 @@ spec:
             {{- if $mountDkim }}
             - name: dkim
               mountPath: /etc/kubemta/dkim
+              readOnly: true
+            {{- end }}
+            {{- if $recipientMaps }}
+            - name: recipient-maps
+              mountPath: {{ include "kubemta.recipientMapsDir" $root }}
               readOnly: true
             {{- end }}
             {{- if $mountCa }}
@@ -262,6 +276,13 @@ spec:
             # a missing public key is reported by the domain check; it must never keep the SMTP pod from starting
             optional: true
             {{- end }}
+        {{- end }}
+        {{- if $recipientMaps }}
+        # recipient maps, one key per local domain: the whole ConfigMap as a directory (no subPath), so the
+        # kubelet's updates reach the pod and the ingress re-reads them
+        - name: recipient-maps
+          configMap:
+            name: {{ $recipientMaps }}
         {{- end }}
         {{- if $mountCa }}
         - name: tls-ca
@@ -483,6 +504,9 @@ spec:
       to:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+    {{- if $isIngress }}
+    {{- include "kubemta.recipientVerifyEgress" $root | nindent 4 }}
+    {{- end }}
     {{- if eq .key "deliveryWorker" }}
     # destination MX hosts, relayhosts and LMTP servers
     {{- $relayPort := include "kubemta.relayhostPort" $root }}

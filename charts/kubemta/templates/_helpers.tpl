@@ -139,13 +139,13 @@ app.kubernetes.io/component: {{ $c.name }}
 {{- end }}
 {{- end -}}
 
-{{/* Drain time in seconds; the grace period must be longer. */}}
+{{/* Drain time (plus the ingress' preStop pause) in seconds; the grace period must be longer. */}}
 {{- define "kubemta.terminationGracePeriod" -}}
 {{- $values := get .root.Values .key -}}
-{{- $drain := int .root.Values.config.drainSeconds -}}
+{{- $drain := add (int .root.Values.config.drainSeconds) (int (default 0 $values.preStopSeconds)) -}}
 {{- $grace := int (default (add $drain 15) $values.terminationGracePeriodSeconds) -}}
 {{- if le $grace $drain -}}
-{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be longer than config.drainSeconds (%d)" .key $grace $drain) -}}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be longer than config.drainSeconds plus the preStop pause (%d)" .key $grace $drain) -}}
 {{- end -}}
 {{- $grace -}}
 {{- end -}}

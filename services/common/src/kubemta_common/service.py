@@ -35,10 +35,17 @@ class ServiceCore:
         self.publisher = Publisher(self.broker, settings.publish_timeout, settings.broker_max_message_size)
         self._http: HttpServer | None = None
         self._broker_task: asyncio.Task[None] | None = None
+        self._shutting_down = False
 
     def ready(self) -> bool:
-        """Ready while connected to the broker."""
-        return self.broker.connected
+        """Ready while connected to the broker and not shutting down."""
+        return self.broker.connected and not self._shutting_down
+
+    def begin_shutdown(self) -> None:
+        """From now on /readyz answers 503, so load balancers stop sending work before the service stops taking it."""
+        if not self._shutting_down:
+            self._shutting_down = True
+            logger.info("shutting down: not ready any more")
 
     async def start(self) -> None:
         """Start the HTTP endpoint and the (retrying) broker connection."""
@@ -70,6 +77,7 @@ async def serve_consumers(
     ]
     starting = [asyncio.create_task(consumer.start()) for consumer in consumers]
     await stop.wait()
+    core.begin_shutdown()
     for task in starting:
         task.cancel()
     await asyncio.gather(*(consumer.stop(core.settings.drain_seconds) for consumer in consumers))

@@ -151,15 +151,33 @@ async def serve(stop: asyncio.Event) -> None:
             await api.start()
             logger.info("serving the HTTP API on %s", settings.http_listen, extra={"queue_id": None})
         await stop.wait()
+        core.begin_shutdown()  # /readyz 503 first: load balancers stop sending while we still accept
+        if settings.shutdown_delay > 0:
+            logger.info("still accepting for %.0fs before draining", settings.shutdown_delay, extra={"queue_id": None})
+            await asyncio.sleep(settings.shutdown_delay)
     finally:
+        core.begin_shutdown()
         if watcher is not None:
             watcher.cancel()
-        await asyncio.gather(*(server.stop(settings.drain_seconds) for server in servers))
+        # A session queueing a message waits for its confirm (up to the publish timeout) before it closes.
+        close_wait = settings.publish_timeout + 1.0
+        await asyncio.gather(*(server.stop(settings.drain_seconds, close_wait=close_wait) for server in servers))
+        await answer_publishes(core, close_wait)
         await recipients.close()
         if api is not None:
             await api.stop()
         await core.close()
     logger.info("stopped", extra={"queue_id": None})
+
+
+async def answer_publishes(core: ServiceCore, within: float) -> None:
+    """Wait (at most `within` seconds) until every publish has its confirm, so no client's reply depends on a
+    broker connection about to close: a message queued while its client got 451 would be queued twice."""
+    try:
+        async with asyncio.timeout(within):
+            await core.publisher.wait_idle()
+    except TimeoutError:
+        logger.warning("%d publishes still unconfirmed at shutdown", core.publisher.in_flight, extra={"queue_id": None})
 
 
 def main() -> None:

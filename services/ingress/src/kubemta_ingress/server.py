@@ -661,8 +661,12 @@ class SmtpServer:
         )
         logger.info("SMTP listening on %s (%s)", self._listen, self.kind, extra={"queue_id": None})
 
-    async def stop(self, drain_seconds: float) -> None:
-        """Stop accepting, let transactions in progress finish within `drain_seconds`, close the rest."""
+    async def stop(self, drain_seconds: float, *, close_wait: float = CLOSE_WAIT_SECONDS) -> None:
+        """Stop accepting, let transactions in progress finish within `drain_seconds`, close the rest.
+
+        A session queueing a message when the drain ends gets its reply first (it closes after it), so
+        `close_wait` must cover the publish timeout: then no client is left without the answer it is owed.
+        """
         if self._server is None:
             return
         self._server.close()
@@ -676,7 +680,7 @@ class SmtpServer:
             for session in list(self._sessions):
                 session.close_now()
         try:
-            async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+            async with asyncio.timeout(max(close_wait, CLOSE_WAIT_SECONDS)):
                 await self._server.wait_closed()
         except TimeoutError:
             logger.warning("SMTP connections still closing")

@@ -152,6 +152,14 @@ class IngressSettings(ServiceSettings):
         default=600.0, gt=0, description="Longest time to receive one message's DATA (slow clients are cut off)"
     )
     max_session_duration: Duration = Field(default=3600.0, gt=0, description="Longest time one SMTP session may last")
+    shutdown_delay: Duration = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "After SIGTERM, how long the listeners keep accepting while /readyz answers 503, before the drain "
+            "(the chart's preStop pause does this in Kubernetes)"
+        ),
+    )
     smtp_reuse_port: bool = Field(
         default=False,
         description="Let several ingress processes on one host share the SMTP ports (SO_REUSEPORT)",
