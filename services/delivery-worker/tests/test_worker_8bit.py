@@ -218,3 +218,17 @@ async def test_lmtp_with_8bitmime_gets_the_message_as_it_is(lmtp_server, job, op
     [(mail_options, content)] = handler.received
     assert "BODY=8BITMIME" in mail_options
     assert content == NON_MIME
+
+
+async def test_a_third_partys_signed_8bit_mail_is_converted_all_the_same(start_peer, host_of, job, options) -> None:
+    """Relayed mail signed elsewhere: delivery first, as Postfix; its body hash then no longer matches."""
+    peer = await start_peer(eight_bit_mime=False)
+    signed = b"DKIM-Signature: v=1; a=rsa-sha256; d=elsewhere.test; s=s1; bh=AAAA; b=BBBB\r\n" + ALTERNATIVE
+
+    [result] = await Deliverer(options).deliver(job([host_of("mx1.dest.test", peer)], content=signed))
+
+    assert result.outcome == DELIVERED
+    [message] = peer.messages
+    assert message.content.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; d=elsewhere.test;")
+    assert message.content.isascii()
+    assert decoded_parts(message.content) == decoded_parts(ALTERNATIVE)
