@@ -255,9 +255,8 @@ async def test_waiting_for_a_slot_is_bounded_too(start_rig: StartRig, address: s
     rig = await start_rig(peer, recipient_verify_concurrency=1, recipient_verify_timeout=0.5)
     peer.gate.clear()  # the mailbox server never answers RCPT
     replies = await asyncio.gather(rig.rcpt(f"alice@{LOCAL}"), rig.rcpt(f"bob@{LOCAL}"))
-    assert sorted(code for code, _ in replies) == [450, 450]
-    texts = " | ".join(text for _, text in replies)
-    assert "too many verifications in progress" in texts or peer.connections == 1
+    assert [code for code, _ in replies] == [450, 450]  # no hang: the conversation and the wait both end
+    assert peer.max_in_rcpt == 1
 
 
 async def test_postmaster_is_accepted_without_asking(start_rig: StartRig, address: str) -> None:
