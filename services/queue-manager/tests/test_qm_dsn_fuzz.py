@@ -4,6 +4,8 @@ DSN that the email package and flufl.bounce read as exactly the fields kubemta w
 
 import re
 from datetime import UTC, datetime, timedelta
+from email.headerregistry import AddressHeader
+from typing import cast
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,9 +15,10 @@ from kubemta_queue_manager.dsn_fields import MAX_ADDRESS, field_value, xtext_add
 from tests.harness.dsn_reader import read_dsn
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+ENCODED_ACTION = "=?utf-8?q?=0D=0AAction=3A_delivered?="
 HOSTILE = [
     "\r\n", "\r", "\n", "\x00", "\x85", "\u2028", "\u2029", "\x0b", "\x1f", "\x7f", "\t", " ", '"', "\\", "<", ">",
-    "@", ";", ":", "=", "?", "=?", "?=", "=?utf-8?q?=0D=0AAction=3A_delivered?=",
+    "@", ";", ":", "=", "?", "=?", "?=", ENCODED_ACTION,
     "=?utf-8?b?DQpBY3Rpb246IGRlbGl2ZXJlZA==?=",
     "\r\nAction: delivered", "\r\n\r\nFinal-Recipient: rfc822; victim@example.net", "--", "\ud800", "\udfff",
     "\u202e", "\ufeff", "é", "ü", "用户", "\U0001f600", "\xa0", ".", "..", "[", "]",
@@ -117,3 +120,29 @@ def test_field_value_is_one_safe_line_and_idempotent(text: str, utf8: bool, limi
     assert value.isprintable() and "=?" not in value
     assert value.isascii() or utf8
     assert field_value(value, utf8=utf8, limit=limit) == value
+
+
+local_parts = (
+    st.lists(
+        st.one_of(
+            st.sampled_from([*"!#$%&'*+-/=?^_`{|}~.\"\\ @()<>,;:[]", "=?", "?=", "..", ENCODED_ACTION, "é", "用户"]),
+            st.text(st.characters(codec="ascii", categories=("L", "N")), max_size=5),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+    .map("".join)
+    .filter(lambda local: bool(local) and not (local.startswith('"') and local.endswith('"')))
+)
+domains = st.sampled_from(["example.org", "exämple.org", "[192.0.2.1]", "[IPv6:2001:db8::1]", "a-b.c_d.example"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(local_parts, domains)
+def test_a_sender_of_printable_characters_is_the_to_address(local: str, domain: str) -> None:
+    """Quoted where it is no dot-atom (and `=`, `?` quoted-pairs): the email package reads back the same address."""
+    sender = f"{local}@{domain}"
+    report = Report("mx.kubemta.test", "Q", sender, NOW, NOW, Action.FAILED, [RecipientReport("a@b", "5.1.1")], b"")
+    dsn = read_dsn(build_dsn(report, message_id="<QNEW@mx.kubemta.test>", now=NOW))
+    [address] = cast(AddressHeader, dsn.message["To"]).addresses
+    assert (address.username, address.domain) == (local, domain)
