@@ -16,6 +16,7 @@ mail) is converted like any other: delivery first, as Postfix does; its body has
 longer matches, which the receiver, a server that cannot take 8-bit mail, judges for itself.
 """
 
+import asyncio
 import logging
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
@@ -57,12 +58,20 @@ class ContentForServer:
         }
 
 
-def content_for_server(content: bytes, extensions: Container[str], label: str, queue_id: str) -> ContentForServer:
-    """`content` (CRLF-normalized) as the server with lower-case EHLO/LHLO `extensions` may take it."""
+async def content_for_server(content: bytes, extensions: Container[str], label: str, queue_id: str) -> ContentForServer:
+    """`content` (CRLF-normalized) as the server with lower-case EHLO/LHLO `extensions` may take it.
+
+    A conversion costs CPU in proportion to the message (a second or more for a large or hostile one), so it runs
+    in a thread: the event loop keeps serving the worker's other deliveries.
+    """
     if EIGHT_BIT_MIME in extensions or not message_data.has_8bit(content):
         return ContentForServer(content)
     # 8-bit header fields may go as they are only where SMTPUTF8 carries them (RFC 6531 §3.2)
-    result = to_7bit(content, allow_8bit_headers=SMTPUTF8 in extensions)
+    return await asyncio.to_thread(_convert, content, SMTPUTF8 in extensions, label, queue_id)
+
+
+def _convert(content: bytes, allow_8bit_headers: bool, label: str, queue_id: str) -> ContentForServer:
+    result = to_7bit(content, allow_8bit_headers=allow_8bit_headers)
     if isinstance(result, Unconvertible):
         logger.warning(
             "host %s does not offer 8BITMIME and the message cannot be made 7-bit: %s",

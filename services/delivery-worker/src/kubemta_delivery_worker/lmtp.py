@@ -227,7 +227,7 @@ class _LmtpSession:
             )
         encoding = "utf-8" if screen.smtputf8 else "ascii"
         content = message_data.normalize_line_endings(self._job.content)
-        prepared = content_for_server(content, self._extensions, self._label, self._job.queue_id)  # RFC 6152 §3
+        prepared = await content_for_server(content, self._extensions, self._label, self._job.queue_id)  # RFC 6152 §3
         self._attempt.results.update(prepared.bounces(screen.send, self._remote_mta))
         content = prepared.content
         if prepared.refusal is not None or not screen.send:

@@ -258,9 +258,9 @@ class _Transaction:
             )
         return diagnostic is not None
 
-    def _not_convertible(self) -> bool:
+    async def _not_convertible(self) -> bool:
         """RFC 6152 §3: 8-bit content to a server without 8BITMIME is made 7-bit (eight_bit.py), or bounced 5.6.3."""
-        prepared = content_for_server(self._content, self._smtp.esmtp_extensions, self._label, self._job.queue_id)
+        prepared = await content_for_server(self._content, self._smtp.esmtp_extensions, self._label, self._job.queue_id)
         self._content = prepared.content
         self._attempt.results.update(prepared.bounces(self._recipients, self._remote_mta))
         return prepared.refusal is not None
@@ -284,7 +284,7 @@ class _Transaction:
 
     async def _transaction(self) -> None:
         """MAIL, RCPT per recipient, DATA when any was accepted; pipelined when the server offers it."""
-        if self._not_convertible() or self._too_big():
+        if await self._not_convertible() or self._too_big():
             return
         recipients, smtputf8 = self._smtputf8_screen()
         if not recipients:
