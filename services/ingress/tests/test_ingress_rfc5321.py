@@ -15,7 +15,10 @@ from kubemta_ingress import replies
 from kubemta_ingress.settings import IngressSettings
 
 ENHANCED_REPLY = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3} ")
-HEADERS = b"From: a@example.net\r\nTo: user@example.org\r\nSubject: limits\r\n\r\n"
+HEADERS = (
+    b"From: a@example.net\r\nTo: user@example.org\r\nSubject: limits\r\n"
+    b"Date: Mon, 02 Mar 2026 12:00:00 +0000\r\nMessage-ID: <limits@example.net>\r\n\r\n"
+)
 
 
 async def open_data(client) -> None:
@@ -130,7 +133,7 @@ async def test_size_is_enforced_during_data(start_server, metrics):
     assert (await client.read_reply())[-1] == "552 5.3.4 Error: Too much mail data"
     assert metrics.rejected("message_too_big") == before + 1
     assert harness.publisher.published == []
-    body = (b"w" * 98 + b"\r\n") * 49
+    body = (b"w" * 98 + b"\r\n") * 48
     exact = HEADERS + body + b"v" * (5000 - len(HEADERS) - len(body) - 2) + b"\r\n"
     assert len(exact) == 5000
     assert (await data(client, exact)).startswith("250 2.0.0 ")

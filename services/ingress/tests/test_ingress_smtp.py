@@ -267,7 +267,8 @@ async def test_published_message_envelope_and_content(start_server, metrics):
     client = await harness.connect(ehlo="client.example")
     await transaction(client, rcpts=("<user@example.org>",))
     original = (
-        b"From: a@example.net\r\nTo: user@example.org\r\nSubject: dots\r\n\r\n"
+        b"From: a@example.net\r\nTo: user@example.org\r\nSubject: dots\r\n"
+        b"Date: Mon, 02 Mar 2026 12:00:00 +0000\r\nMessage-ID: <dots@example.net>\r\n\r\n"
         b".leading dot\r\n..two dots\r\n.\tdot tab\r\n8bit: \xc3\xa9\xff\r\n\r\n"
     )
     stuffed = b"".join(b"." + line if line.startswith(b".") else line for line in original.splitlines(keepends=True))
@@ -317,13 +318,14 @@ async def test_smtputf8_transaction(start_server):
     client = await harness.connect()
     assert await client.last("MAIL FROM:<jörg@example.net> SMTPUTF8") == "250 2.1.0 Ok"
     assert await client.last("RCPT TO:<ünïcode@bücher.example>") == "250 2.1.5 Ok"
-    assert QUEUED.match(await send_data(client, "Subject: grüße\r\n\r\nü\r\n".encode()))
+    text = "Subject: grüße\r\nDate: Mon, 02 Mar 2026 12:00:00 +0000\r\nMessage-ID: <u@example.net>\r\n\r\nü\r\n"
+    assert QUEUED.match(await send_data(client, text.encode()))
     message = decode(harness)
     assert message.smtputf8
     assert message.sender == "jörg@example.net"
     assert list(message.recipients) == ["ünïcode@bücher.example"]
     assert b"with UTF8SMTP id" in message.content
-    assert message.content.endswith("Subject: grüße\r\n\r\nü\r\n".encode())
+    assert message.content.endswith(text.encode())
 
 
 async def test_address_syntax_errors(start_server, metrics):

@@ -16,14 +16,20 @@ import pytest
 from kubemta.v1 import message_pb2
 from kubemta_ingress import replies
 
-CARRIER = b"From: a@example.net\r\nTo: user@example.org\r\nSubject: carrier\r\n\r\nfirst message"
+CARRIER = (
+    b"From: a@example.net\r\nTo: user@example.org\r\nSubject: carrier\r\n"
+    b"Date: Mon, 02 Mar 2026 12:00:00 +0000\r\nMessage-ID: <carrier@example.net>\r\n\r\nfirst message"
+)
 SMUGGLED = (
     b"MAIL FROM:<ceo@example.org>\r\n"
     b"RCPT TO:<victim@example.org>\r\n"
     b"DATA\r\n"
     b"From: ceo@example.org\r\nTo: victim@example.org\r\nSubject: smuggled\r\n\r\nforged\r\n"
 )
-GOOD = b"From: a@example.net\r\nTo: user@example.org\r\nSubject: good\r\n\r\nHello.\r\n"
+GOOD = (
+    b"From: a@example.net\r\nTo: user@example.org\r\nSubject: good\r\n"
+    b"Date: Mon, 02 Mar 2026 12:00:00 +0000\r\nMessage-ID: <good@example.net>\r\n\r\nHello.\r\n"
+)
 
 # Fake end-of-data sequences with a bare CR or LF: the whole message is refused.
 BARE_VARIANTS = [
