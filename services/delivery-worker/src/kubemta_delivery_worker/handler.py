@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 REPORTER = "delivery-worker"
 RESULT_TYPE = message_pb2.DeliveryResult.DESCRIPTOR.full_name
+
+
 class ResultPublisher(Protocol):
     """What the handler needs from the publisher (kubemta_common.amqp.publisher.Publisher)."""
 
