@@ -66,6 +66,7 @@ class MailWorld:
             "KUBEMTA_DNS_TIMEOUT": "3s",
             "KUBEMTA_DELIVERY_PORT": str(self.delivery_port),
             "KUBEMTA_RETRY_SCHEDULE": "1s",
+            "KUBEMTA_DSN_BATCH_WINDOW": "1s",  # bounces of one message's jobs: one DSN, sent a second later
             "KUBEMTA_PUBLISH_TIMEOUT": "3s",
             "KUBEMTA_AMQP_RECONNECT_INTERVAL": "0.5s",
             "KUBEMTA_DRAIN_SECONDS": "5s",

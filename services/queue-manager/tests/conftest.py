@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp.topology import DSN
 from kubemta_common.errors import PublishFailed
 from kubemta_queue_manager import dkim_cli
+from kubemta_queue_manager.dsn_requests import dsn_message, merged_report
 from kubemta_queue_manager.handlers import Outgoing, QueueManager
 from kubemta_queue_manager.settings import QueueManagerSettings
 
@@ -141,6 +143,23 @@ def make_result(
     return result
 
 
+def dsn_requests(publisher: FakePublisher) -> list[message_pb2.DsnRequest]:
+    """The DSN requests the handlers published to the `dsn` stage."""
+    return [message_pb2.DsnRequest.FromString(body) for _, body, _, _ in publisher.to(DSN)]
+
+
+def sent_dsns(publisher: FakePublisher) -> list[message_pb2.AcceptedMessage]:
+    """The DSNs the `dsn` stage would send for the published requests: one per message and action (the batcher's
+    grouping, with all requests inside one window), built by the batcher's own functions."""
+    groups: dict[tuple[str, int], list[message_pb2.DsnRequest]] = {}
+    for request in dsn_requests(publisher):
+        groups.setdefault((request.queue_id, int(request.action)), []).append(request)
+    return [
+        dsn_message(merged_report(requests, HOSTNAME), queue_id=f"DSN{number}", now=NOW)
+        for number, requests in enumerate(groups.values(), start=1)
+    ]
+
+
 class Kit:
     """The helpers above, handed to tests by the `kit` fixture."""
 
@@ -153,6 +172,8 @@ class Kit:
     delivered = staticmethod(delivered)
     deferred = staticmethod(deferred)
     bounced = staticmethod(bounced)
+    dsn_requests = staticmethod(dsn_requests)
+    dsns = staticmethod(sent_dsns)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import dkim  # type: ignore[import-untyped]
 import pytest
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp.topology import INBOUND, ROUTE
+from kubemta_common.amqp.topology import ROUTE
 from kubemta_common.dkim.keys import KeyStore
 from kubemta_common.mime_7bit import to_7bit
 from kubemta_queue_manager import metrics
@@ -310,10 +310,9 @@ async def test_a_bounce_is_signed_for_the_hostnames_domain(dkim_zone, publisher,
     manager = QueueManager(kit.settings(), publisher, clock=lambda: kit.NOW, signer=signer_for(dkim_zone))
     job = kit.job(["bob@example.org"])
     await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]).SerializeToString())
-    ((_, dsn_body, _, _),) = publisher.to(INBOUND)
-    dsn = message_pb2.AcceptedMessage.FromString(dsn_body)
+    (dsn,) = kit.dsns(publisher)
     assert dsn.generated
-    await manager.handle_accepted(dsn_body)
+    await manager.handle_accepted(dsn.SerializeToString())
     (bounce_job,) = [message_pb2.DeliveryJob.FromString(body) for _, body, _, _ in publisher.to(ROUTE)]
     (tags,) = signatures(bounce_job.content)
     assert tags[b"d"] == b"kubemta.test" and tags[b"s"] == b"bounces"

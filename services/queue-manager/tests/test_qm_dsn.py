@@ -7,7 +7,7 @@ from email.message import EmailMessage
 from typing import cast
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp.topology import INBOUND
+from kubemta_common.amqp.topology import DSN
 from kubemta_queue_manager.dsn import (
     Action,
     RecipientReport,
@@ -48,9 +48,10 @@ def parts(raw: bytes) -> list[EmailMessage]:
 async def test_bounce_from_handler_is_a_complete_rfc3464_report(kit, manager, publisher) -> None:
     job = kit.job(["bob@example.org"])
     await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]).SerializeToString())
-    ((key, body, _, _),) = publisher.published
-    assert key == INBOUND
-    raw = message_pb2.AcceptedMessage.FromString(body).content
+    ((key, _, _, _),) = publisher.published
+    assert key == DSN  # a request: the dsn stage builds and sends the DSN (kit.dsns does what it does)
+    (dsn,) = kit.dsns(publisher)
+    raw = dsn.content
 
     message = parse(raw)
     assert message.get_content_type() == "multipart/report"
@@ -183,8 +184,8 @@ async def test_missing_status_is_derived(kit, manager, publisher) -> None:
         ],
     )
     await manager.handle_result(result.SerializeToString())
-    ((_, body, _, _),) = publisher.published
-    status = parts(message_pb2.AcceptedMessage.FromString(body).content)[1]
+    (dsn,) = kit.dsns(publisher)
+    status = parts(dsn.content)[1]
     block = cast(list[EmailMessage], status.get_payload())[1]
     assert block["Status"] == "5.0.0"
     assert block["Remote-MTA"] is None

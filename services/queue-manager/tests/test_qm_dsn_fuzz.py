@@ -107,7 +107,11 @@ def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> No
     if dsn.message.get_param("report-type") == "delivery-status":
         plains = {entry.recipient.encode() for entry in report.recipients if plain(entry.recipient)}
         assert plains <= found, "flufl.bounce finds every plain failed recipient"
+    # flufl's heuristics also read addresses out of the human-readable text, where a remote host name or reply
+    # text is quoted: whatever it finds must come from what the report was given, never be made up
+    texts = [text for entry in report.recipients for text in (entry.remote_mta, entry.diagnostic)]
     forms = [form for entry in report.recipients for form in written_forms(entry.recipient)]
+    forms += [form for text in texts for form in written_forms(text)]
     for address in temporary | permanent:
         assert any(address.decode() in form for form in forms), f"forged: {address!r}"
 

@@ -11,8 +11,7 @@ from typing import cast
 
 import pytest
 
-from kubemta.v1 import message_pb2
-from kubemta_common.amqp.topology import INBOUND
+from kubemta_common.amqp.topology import DSN
 from kubemta_queue_manager.dsn import Action, RecipientReport, Report, build_dsn
 from tests.harness.dsn_reader import ReadDsn, read_dsn
 
@@ -213,9 +212,9 @@ async def test_the_results_handler_survives_an_encoded_word_sender(kit, manager,
     sender = f"{ENCODED_ACTION}@local.example"
     job = kit.job(["bob@example.org"], sender=sender)
     await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]).SerializeToString())
-    [(key, body, _, _)] = publisher.published
-    assert key == INBOUND
-    accepted = message_pb2.AcceptedMessage.FromString(body)
+    [(key, _, _, _)] = publisher.published
+    assert key == DSN
+    [accepted] = kit.dsns(publisher)
     assert list(accepted.recipients) == [sender]
     dsn = read_dsn(accepted.content)
     only_kubemtas_fields(dsn, 1)

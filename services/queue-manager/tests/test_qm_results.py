@@ -10,12 +10,8 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp.topology import INBOUND, ROUTE
+from kubemta_common.amqp.topology import DSN, ROUTE
 from kubemta_common.errors import PermanentError, PublishFailed
-
-
-def dsns(publisher) -> list[message_pb2.AcceptedMessage]:
-    return [message_pb2.AcceptedMessage.FromString(body) for _, body, _, _ in publisher.to(INBOUND)]
 
 
 def retries(publisher) -> list[tuple[str, message_pb2.DeliveryJob]]:
@@ -55,7 +51,7 @@ async def test_temporary_failure_retries_only_deferred_recipients(kit, manager, 
     assert not retry.HasField("route"), "the route is looked up again on the next attempt"
     assert retry.content == job.content and retry.sender == job.sender
     assert retry.arrival_time == job.arrival_time
-    assert dsns(publisher) == []
+    assert kit.dsns(publisher) == []
 
 
 @pytest.mark.parametrize(("attempts", "queue"), [(0, "retry.5m"), (1, "retry.10m"), (2, "retry.20m"), (7, "retry.20m")])
@@ -73,14 +69,14 @@ async def test_permanent_failure_sends_a_dsn_from_null_sender_to_the_sender(kit,
     await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]).SerializeToString())
 
     assert retries(publisher) == []
-    (dsn,) = dsns(publisher)
+    (dsn,) = kit.dsns(publisher)
     assert dsn.sender == ""
     assert list(dsn.recipients) == ["alice@example.com"]
     assert dsn.generated
     assert dsn.queue_id and dsn.queue_id != job.queue_id
     assert dsn.arrival_time.ToDatetime().year == kit.NOW.year
     (key, _, message_id, kind) = publisher.published[0]
-    assert (key, message_id, kind) == (INBOUND, dsn.queue_id, "kubemta.v1.AcceptedMessage")
+    assert (key, message_id, kind) == (DSN, f"{job.job_id}#0:failed", "kubemta.v1.DsnRequest")
     parsed = parse(dsn)
     assert parsed["To"] == "alice@example.com"
     assert parsed["Subject"] == "Undelivered Mail Returned to Sender"
@@ -100,7 +96,7 @@ async def test_mixed_result_gives_one_retry_and_one_dsn(kit, manager, publisher)
     assert len(publisher.batches) == 1, "retry and DSN are confirmed together before the ack"
     ((_, retry),) = retries(publisher)
     assert list(retry.recipients) == ["later@example.org"]
-    (dsn,) = dsns(publisher)
+    (dsn,) = kit.dsns(publisher)
     finals = [block["Final-Recipient"] for block in recipient_blocks(dsn)]
     assert finals == ["rfc822; gone@example.org", "rfc822; gone2@example.org"]
 
@@ -112,7 +108,7 @@ async def test_expired_message_bounces_with_4_4_7(kit, manager, publisher) -> No
     await manager.handle_result(result.SerializeToString())
 
     assert retries(publisher) == []
-    (dsn,) = dsns(publisher)
+    (dsn,) = kit.dsns(publisher)
     (block,) = recipient_blocks(dsn)
     assert block["Action"] == "failed"
     assert block["Status"] == "4.4.7"
@@ -124,7 +120,7 @@ async def test_just_before_expiry_is_still_retried(kit, manager, publisher) -> N
     job = kit.job(["bob@example.org"], age=timedelta(days=5) - timedelta(seconds=1), delay_warning_sent=True)
     await manager.handle_result(kit.result(job, [kit.deferred("bob@example.org")]).SerializeToString())
     assert len(retries(publisher)) == 1
-    assert dsns(publisher) == []
+    assert kit.dsns(publisher) == []
 
 
 async def test_null_sender_is_never_bounced(kit, manager, publisher, caplog) -> None:
@@ -134,7 +130,7 @@ async def test_null_sender_is_never_bounced(kit, manager, publisher, caplog) -> 
     await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]).SerializeToString())
     await manager.handle_result(kit.result(expired_job, [kit.deferred("dave@example.org")]).SerializeToString())
 
-    assert dsns(publisher) == []
+    assert kit.dsns(publisher) == []
     ((_, retry),) = retries(publisher)
     assert list(retry.recipients) == ["carol@example.org"], "an unreported recipient is retried, not lost"
     assert sum("discarding" in record.getMessage() for record in caplog.records) == 2
@@ -154,7 +150,7 @@ async def test_delay_warning_is_sent_once(kit, manager, publisher) -> None:
 
     ((_, retry),) = retries(publisher)
     assert retry.delay_warning_sent
-    (warning,) = dsns(publisher)
+    (warning,) = kit.dsns(publisher)
     parsed = parse(warning)
     assert parsed["Subject"] == "Delayed Mail (still being retried)"
     (block,) = recipient_blocks(warning)
@@ -168,7 +164,7 @@ async def test_delay_warning_is_sent_once(kit, manager, publisher) -> None:
     await manager.handle_result(kit.result(retry, [kit.deferred("bob@example.org")]).SerializeToString())
     ((_, again),) = retries(publisher)
     assert again.delay_warning_sent
-    assert dsns(publisher) == []
+    assert kit.dsns(publisher) == []
 
 
 @pytest.mark.parametrize(
@@ -181,7 +177,7 @@ async def test_no_delay_warning(kit, make_manager, publisher, age, sender, warni
     await manager.handle_result(kit.result(job, [kit.deferred("bob@example.org")]).SerializeToString())
     ((_, retry),) = retries(publisher)
     assert not retry.delay_warning_sent
-    assert dsns(publisher) == []
+    assert kit.dsns(publisher) == []
 
 
 async def test_bounce_and_warning_in_one_result(kit, manager, publisher) -> None:
@@ -190,7 +186,7 @@ async def test_bounce_and_warning_in_one_result(kit, manager, publisher) -> None
 
     await manager.handle_result(result.SerializeToString())
 
-    subjects = sorted(str(parse(dsn)["Subject"]) for dsn in dsns(publisher))
+    subjects = sorted(str(parse(dsn)["Subject"]) for dsn in kit.dsns(publisher))
     assert subjects == ["Delayed Mail (still being retried)", "Undelivered Mail Returned to Sender"]
     assert len(retries(publisher)) == 1
 

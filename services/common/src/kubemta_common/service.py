@@ -8,6 +8,7 @@ Consumer services (queue-manager, dns-resolver, delivery-worker) call
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.consumer import Consumer, Handler
@@ -67,17 +68,33 @@ class ServiceCore:
             await self._http.stop()
 
 
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One queue a service consumes: its handler, its own prefetch (default KUBEMTA_AMQP_PREFETCH), and what to
+    call when the service starts draining (e.g. send what a batching handler holds)."""
+
+    queue: str
+    handler: Handler
+    prefetch: int | None = None
+    on_drain: Callable[[], None] | None = None
+
+
 async def serve_consumers(
-    core: ServiceCore, build: Callable[[ServiceCore], list[tuple[str, Handler]]], stop: asyncio.Event
+    core: ServiceCore, build: Callable[[ServiceCore], list[ConsumerSpec]], stop: asyncio.Event
 ) -> None:
     """Run a consumer service until `stop` is set, then drain and close."""
     await core.start()
+    specs = build(core)
     consumers = [
-        Consumer(core.broker, queue, handler, prefetch=core.settings.amqp_prefetch) for queue, handler in build(core)
+        Consumer(core.broker, spec.queue, spec.handler, prefetch=spec.prefetch or core.settings.amqp_prefetch)
+        for spec in specs
     ]
     starting = [asyncio.create_task(consumer.start()) for consumer in consumers]
     await stop.wait()
     core.begin_shutdown()
+    for spec in specs:
+        if spec.on_drain is not None:
+            spec.on_drain()
     for task in starting:
         task.cancel()
     await asyncio.gather(*(consumer.stop(core.settings.drain_seconds) for consumer in consumers))

@@ -2,10 +2,9 @@
 
 import asyncio
 
-from kubemta_common.amqp.consumer import Handler
 from kubemta_common.amqp.topology import DELIVER
 from kubemta_common.command_line import service_main
-from kubemta_common.service import ServiceCore, serve_consumers
+from kubemta_common.service import ConsumerSpec, ServiceCore, serve_consumers
 from kubemta_delivery_worker.deliverer import Deliverer, build_deliverer
 from kubemta_delivery_worker.handler import DeliverHandler
 from kubemta_delivery_worker.settings import WorkerSettings
@@ -14,12 +13,12 @@ DESCRIPTION = "kubemta delivery-worker: delivers jobs over SMTP and reports per-
 SERVICE = "delivery-worker"
 
 
-def build(core: ServiceCore, settings: WorkerSettings, deliverer: Deliverer | None = None) -> list[tuple[str, Handler]]:
+def build(core: ServiceCore, settings: WorkerSettings, deliverer: Deliverer | None = None) -> list[ConsumerSpec]:
     """The worker's one consumer: `deliver`."""
     handler = DeliverHandler(
         deliverer or build_deliverer(settings), core.publisher, delivery_limit=settings.delivery_limit
     )
-    return [(DELIVER, handler)]
+    return [ConsumerSpec(DELIVER, handler)]
 
 
 async def serve(stop: asyncio.Event) -> None:

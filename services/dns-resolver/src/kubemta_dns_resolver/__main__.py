@@ -5,10 +5,9 @@ import asyncio
 import dns.resolver
 
 from kubemta_common.amqp import topology
-from kubemta_common.amqp.consumer import Handler
 from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
-from kubemta_common.service import ServiceCore, serve_consumers
+from kubemta_common.service import ConsumerSpec, ServiceCore, serve_consumers
 from kubemta_dns_resolver.cache import TtlLruCache
 from kubemta_dns_resolver.handler import RouteHandler
 from kubemta_dns_resolver.lookup import DnspythonLookup
@@ -54,8 +53,8 @@ async def _main(stop: asyncio.Event) -> None:
     settings = ResolverSettings.load()
     router = build_router(settings)
 
-    def build(core: ServiceCore) -> list[tuple[str, Handler]]:
-        return [(topology.ROUTE, RouteHandler(router, core.publisher))]
+    def build(core: ServiceCore) -> list[ConsumerSpec]:
+        return [ConsumerSpec(topology.ROUTE, RouteHandler(router, core.publisher))]
 
     await serve_consumers(ServiceCore(SERVICE, settings), build, stop)
 

@@ -6,11 +6,10 @@
 import asyncio
 import sys
 
-from kubemta_common.amqp.consumer import Handler
-from kubemta_common.amqp.topology import INBOUND, RESULTS
+from kubemta_common.amqp.topology import DSN, INBOUND, RESULTS
 from kubemta_common.command_line import service_main
 from kubemta_common.dkim.keys import KeyStore
-from kubemta_common.service import ServiceCore, serve_consumers
+from kubemta_common.service import ConsumerSpec, ServiceCore, serve_consumers
 from kubemta_queue_manager import dkim_cli
 from kubemta_queue_manager.dkim_signer import DkimSigner
 from kubemta_queue_manager.handlers import QueueManager
@@ -29,9 +28,14 @@ async def serve(stop: asyncio.Event) -> None:
     core = ServiceCore(SERVICE, settings)
     signer = DkimSigner(KeyStore(settings.dkim_keys_dir)) if settings.dkim_keys_dir is not None else None
 
-    def build(core: ServiceCore) -> list[tuple[str, Handler]]:
+    def build(core: ServiceCore) -> list[ConsumerSpec]:
         manager = QueueManager(settings, core.publisher, signer=signer)
-        return [(INBOUND, manager.on_inbound), (RESULTS, manager.on_result)]
+        return [
+            ConsumerSpec(INBOUND, manager.on_inbound),
+            ConsumerSpec(RESULTS, manager.on_result),
+            # holds the DSN requests of one window: its prefetch is the batcher's bound
+            ConsumerSpec(DSN, manager.on_dsn_request, settings.dsn_batch_limit, manager.batcher.flush_all),
+        ]
 
     await serve_consumers(core, build, stop)
 

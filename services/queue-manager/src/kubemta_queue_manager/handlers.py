@@ -16,24 +16,24 @@ from typing import Protocol
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp.topology import INBOUND, ROUTE, retry_queue_name
+from kubemta_common.amqp.topology import DSN, ROUTE, retry_queue_name
 from kubemta_common.bus_messages import decode
 from kubemta_common.errors import PermanentError
 from kubemta_common.logs import sanitize
 from kubemta_common.providers import provider_label
-from kubemta_common.queue_id import new_queue_id
-from kubemta_common.timestamps import to_datetime
 from kubemta_queue_manager import metrics
 from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome
-from kubemta_queue_manager.dsn import Action, RecipientReport, Report, build_dsn
-from kubemta_queue_manager.fate import Decision, Disposition, Policy, RecipientFate, decide
+from kubemta_queue_manager.dsn import Action
+from kubemta_queue_manager.dsn_batcher import DsnBatcher
+from kubemta_queue_manager.dsn_requests import dsn_request
+from kubemta_queue_manager.fate import Decision, Disposition, Policy, decide
 from kubemta_queue_manager.settings import QueueManagerSettings
 from kubemta_queue_manager.splitter import split
 
 logger = logging.getLogger(__name__)
 
 JOB_TYPE = message_pb2.DeliveryJob.DESCRIPTOR.full_name
-ACCEPTED_TYPE = message_pb2.AcceptedMessage.DESCRIPTOR.full_name
+DSN_REQUEST_TYPE = message_pb2.DsnRequest.DESCRIPTOR.full_name
 
 Outgoing = tuple[str, bytes, str, str]
 """(routing key, body, message id, message type), as Publisher.publish_all takes them."""
@@ -60,19 +60,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _report_entry(fate: RecipientFate) -> RecipientReport:
-    result = fate.result
-    return RecipientReport(
-        recipient=result.recipient,
-        status=fate.status,
-        smtp_code=result.smtp_code,
-        diagnostic=result.diagnostic,
-        remote_mta=result.remote_mta,
-        expired=fate.disposition is Disposition.EXPIRED,
-        reply_status=result.status,
-    )
-
-
 class QueueManager:
     """The handlers of the `inbound` and `results` queues."""
 
@@ -93,6 +80,18 @@ class QueueManager:
         self._publisher = publisher
         self._clock = clock
         self._signer = signer
+        self._batcher = DsnBatcher(
+            publisher,
+            settings.hostname,
+            window=settings.dsn_batch_window,
+            max_held=settings.dsn_batch_limit,
+            clock=clock,
+        )
+
+    @property
+    def batcher(self) -> DsnBatcher:
+        """The `dsn` stage's batcher (its groups are flushed at shutdown)."""
+        return self._batcher
 
     async def on_inbound(self, message: AbstractIncomingMessage) -> None:
         """Consumer handler for `inbound`."""
@@ -101,6 +100,17 @@ class QueueManager:
     async def on_result(self, message: AbstractIncomingMessage) -> None:
         """Consumer handler for `results`."""
         await self.handle_result(message.body)
+
+    async def on_dsn_request(self, message: AbstractIncomingMessage) -> None:
+        """Consumer handler for `dsn`: returns once the DSN the request is part of was confirmed."""
+        await self.handle_dsn_request(message.body)
+
+    async def handle_dsn_request(self, payload: bytes) -> None:
+        """Hand a DsnRequest to the batcher (dsn_batcher.py)."""
+        request = decode(message_pb2.DsnRequest, payload)
+        if not request.queue_id or not request.sender or not request.recipients:
+            raise PermanentError("DSN request without its message, sender or recipients")
+        await self._batcher.add(request)
 
     async def handle_accepted(self, payload: bytes) -> None:
         """DKIM-sign an AcceptedMessage once, split it into one job per domain and queue them all to `route`."""
@@ -168,7 +178,7 @@ class QueueManager:
         now = self._clock()
         decision = decide(result, self._policy, now)
         outgoing: list[Outgoing] = []
-        dsn_ids: dict[Action, str] = {}
+        dsn_actions: set[Action] = set()
         if decision.retry is not None:
             retry = decision.retry
             outgoing.append(
@@ -180,51 +190,17 @@ class QueueManager:
                 )
             )
         for action, fates in ((Action.FAILED, decision.bounce), (Action.DELAYED, decision.warn)):
-            if fates:
-                dsn = self._dsn(result, decision, fates, action, now)
-                dsn_ids[action] = dsn.queue_id
-                outgoing.append((INBOUND, dsn.SerializeToString(), dsn.queue_id, ACCEPTED_TYPE))
+            if fates:  # one request per action; the dsn stage merges them with the message's other jobs'
+                request = dsn_request(result, decision, fates, action, now)
+                dsn_actions.add(action)
+                request_id = f"{job.job_id}#{job.attempts}:{action}"
+                outgoing.append((DSN, request.SerializeToString(), request_id, DSN_REQUEST_TYPE))
         if outgoing:
             await self._publisher.publish_all(outgoing)
-        self._log(result, decision, dsn_ids)
-        self._count(job, decision, dsn_ids)
+        self._log(result, decision, dsn_actions)
+        self._count(job, decision)
 
-    def _dsn(
-        self,
-        result: message_pb2.DeliveryResult,
-        decision: Decision,
-        fates: list[RecipientFate],
-        action: Action,
-        now: datetime,
-    ) -> message_pb2.AcceptedMessage:
-        """A DSN about `fates`, as a new message from <> to the original sender."""
-        job = result.job
-        queue_id = new_queue_id()
-        report = Report(
-            hostname=self._hostname,
-            queue_id=job.queue_id,
-            sender=job.sender,
-            arrival=to_datetime(job.arrival_time),
-            last_attempt=to_datetime(result.attempted_at) if result.HasField("attempted_at") else now,
-            action=action,
-            recipients=[_report_entry(fate) for fate in fates],
-            original_content=job.content,
-            will_retry_until=decision.will_retry_until if action is Action.DELAYED else None,
-        )
-        content = build_dsn(report, message_id=f"<{queue_id}@{self._hostname}>", now=now)
-        dsn = message_pb2.AcceptedMessage(
-            queue_id=queue_id,
-            sender="",
-            recipients=[job.sender],
-            content=content,
-            client_helo=self._hostname,
-            generated=True,
-            smtputf8=not job.sender.isascii(),
-        )
-        dsn.arrival_time.FromDatetime(now)
-        return dsn
-
-    def _log(self, result: message_pb2.DeliveryResult, decision: Decision, dsn_ids: dict[Action, str]) -> None:
+    def _log(self, result: message_pb2.DeliveryResult, decision: Decision, dsn_actions: set[Action]) -> None:
         job = result.job
         extra = {"queue_id": job.queue_id, "job_id": job.job_id}
         for fate in decision.recipients:
@@ -248,10 +224,8 @@ class QueueManager:
                 decision.retry.attempts + 1,
                 extra=extra,
             )
-        if Action.FAILED in dsn_ids:
-            logger.info("sender non-delivery notification: %s", dsn_ids[Action.FAILED], extra=extra)
-        if Action.DELAYED in dsn_ids:
-            logger.info("sender delay notification: %s", dsn_ids[Action.DELAYED], extra=extra)
+        for action in sorted(dsn_actions):
+            logger.info("sender %s notification requested (the dsn stage sends it)", action, extra=extra)
         if decision.discarded:
             logger.warning(
                 "discarding %d undeliverable recipients: the sender is <>, no notification is sent",
@@ -260,7 +234,7 @@ class QueueManager:
             )
 
     @staticmethod
-    def _count(job: message_pb2.DeliveryJob, decision: Decision, dsn_ids: dict[Action, str]) -> None:
+    def _count(job: message_pb2.DeliveryJob, decision: Decision) -> None:
         provider = provider_label(job.route.provider)
         for fate in decision.recipients:
             if fate.disposition is Disposition.DELIVERED:
@@ -273,9 +247,5 @@ class QueueManager:
                 metrics.QUEUE_TIME.observe(decision.age)
                 if fate.disposition is Disposition.EXPIRED:
                     metrics.RECIPIENTS_EXPIRED.inc()
-        if Action.FAILED in dsn_ids:
-            metrics.BOUNCES_SENT.inc()
-        if Action.DELAYED in dsn_ids:
-            metrics.DELAY_WARNINGS_SENT.inc()
         if decision.discarded:
             metrics.UNDELIVERABLE_NULL_SENDER.inc()

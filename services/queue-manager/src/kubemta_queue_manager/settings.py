@@ -29,6 +29,20 @@ class QueueManagerSettings(ServiceSettings):
         ge=0,
         description="Age after which the sender is warned once that delivery is delayed; 0 turns warnings off",
     )
+    dsn_batch_window: Duration = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "DSN requests of one message and event (failed, delayed) arriving within this time of the first are "
+            "sent as one DSN, whatever the number of destination domains"
+        ),
+    )
+    dsn_batch_limit: int = Field(
+        default=1000,
+        ge=1,
+        le=65535,
+        description="DSN requests held at once (the dsn consumer's prefetch); reaching it sends the oldest group",
+    )
     dkim_keys_dir: Path | None = Field(
         default=None,
         description="Directory of DKIM private keys, DOMAIN/SELECTOR.key (a mounted Secret); unset: no signing",

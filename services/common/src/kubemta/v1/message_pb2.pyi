@@ -127,6 +127,24 @@ OUTCOME_PERMANENT: Outcome.ValueType  # 3
 """5xx or a permanent failure: bounce."""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
+class _DsnAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DsnActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DsnAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DSN_ACTION_UNSPECIFIED: _DsnAction.ValueType  # 0
+    DSN_ACTION_FAILED: _DsnAction.ValueType  # 1
+    DSN_ACTION_DELAYED: _DsnAction.ValueType  # 2
+
+class DsnAction(_DsnAction, metaclass=_DsnActionEnumTypeWrapper):
+    """RFC 3464 §2.3.3: what a DSN reports."""
+
+DSN_ACTION_UNSPECIFIED: DsnAction.ValueType  # 0
+DSN_ACTION_FAILED: DsnAction.ValueType  # 1
+DSN_ACTION_DELAYED: DsnAction.ValueType  # 2
+Global___DsnAction: _TypeAlias = DsnAction  # noqa: Y015
+
 @_typing.final
 class AcceptedMessage(_message.Message):
     """A message the ingress accepted (or a bounce the queue-manager generated),
@@ -414,3 +432,105 @@ class DeliveryResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeliveryResult: _TypeAlias = DeliveryResult  # noqa: Y015
+
+@_typing.final
+class DsnRecipient(_message.Message):
+    """One recipient's entry in a DSN."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SMTP_CODE_FIELD_NUMBER: _builtins.int
+    DIAGNOSTIC_FIELD_NUMBER: _builtins.int
+    REMOTE_MTA_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
+    REPLY_STATUS_FIELD_NUMBER: _builtins.int
+    recipient: _builtins.str
+    status: _builtins.str
+    """RFC 3463 status to report (4.4.7 for an expired recipient)."""
+    smtp_code: _builtins.int
+    """SMTP reply code, 0 when none was received."""
+    diagnostic: _builtins.str
+    remote_mta: _builtins.str
+    expired: _builtins.bool
+    """Bounced because it outlived the queue lifetime, not because of a permanent failure."""
+    reply_status: _builtins.str
+    """The enhanced status code of the reply itself, when it differs from `status` (an expiry)."""
+    def __init__(
+        self,
+        *,
+        recipient: _builtins.str = ...,
+        status: _builtins.str = ...,
+        smtp_code: _builtins.int = ...,
+        diagnostic: _builtins.str = ...,
+        remote_mta: _builtins.str = ...,
+        expired: _builtins.bool = ...,
+        reply_status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["diagnostic", b"diagnostic", "expired", b"expired", "recipient", b"recipient", "remote_mta", b"remote_mta", "reply_status", b"reply_status", "smtp_code", b"smtp_code", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DsnRecipient: _TypeAlias = DsnRecipient  # noqa: Y015
+
+@_typing.final
+class DsnRequest(_message.Message):
+    """One delivery result's share of a DSN, published by the queue-manager's results handler to
+    the `dsn` queue. That queue has a single active consumer, which reports every request for
+    the same message and action arriving within KUBEMTA_DSN_BATCH_WINDOW in one DSN: a message
+    to several domains gets one bounce per event, not one per domain.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    ARRIVAL_TIME_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_FIELD_NUMBER: _builtins.int
+    WILL_RETRY_UNTIL_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    ORIGINAL_HEADERS_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    queue_id: _builtins.str
+    """The original message's queue id."""
+    sender: _builtins.str
+    """The original envelope sender, who receives the DSN (never empty: <> gets none)."""
+    action: Global___DsnAction.ValueType
+    original_headers: _builtins.bytes
+    """The original message's header block (RFC 3464 returns headers), cut at a bound."""
+    job_id: _builtins.str
+    """The job the result was for, for logs."""
+    @_builtins.property
+    def arrival_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_attempt(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def will_retry_until(self) -> _timestamp_pb2.Timestamp:
+        """DELAYED only: until when the message will be retried."""
+
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___DsnRecipient]: ...
+    def __init__(
+        self,
+        *,
+        queue_id: _builtins.str = ...,
+        sender: _builtins.str = ...,
+        action: Global___DsnAction.ValueType = ...,
+        arrival_time: _timestamp_pb2.Timestamp | None = ...,
+        last_attempt: _timestamp_pb2.Timestamp | None = ...,
+        will_retry_until: _timestamp_pb2.Timestamp | None = ...,
+        recipients: _abc.Iterable[Global___DsnRecipient] | None = ...,
+        original_headers: _builtins.bytes = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "last_attempt", b"last_attempt", "will_retry_until", b"will_retry_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "arrival_time", b"arrival_time", "job_id", b"job_id", "last_attempt", b"last_attempt", "original_headers", b"original_headers", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "will_retry_until", b"will_retry_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DsnRequest: _TypeAlias = DsnRequest  # noqa: Y015

@@ -9,6 +9,8 @@ channel re-declares it after a reconnect). Queues are durable quorum queues.
 - `results`: delivery results -> queue-manager
 - `retry.<delay>`: one queue per retry delay, with that message TTL, dead-lettering
   back to `route` (tiered, so a short delay never waits behind a long one)
+- `dsn`: DSN requests (queue-manager results handler) -> the queue-manager's DSN batcher, a single
+  active consumer (`x-single-active-consumer`) so the requests of one message meet in one process
 - `held`: messages a consumer rejected as unprocessable, or that were delivered to consumers
   `DELIVERY_LIMIT` times without being acknowledged (a poison message that crashes its
   consumer); kept for an operator, never dropped
@@ -44,6 +46,7 @@ INBOUND = "inbound"
 ROUTE = "route"
 DELIVER = "deliver"
 RESULTS = "results"
+DSN = "dsn"
 HELD = "held"
 STAGE_QUEUES: tuple[str, ...] = (INBOUND, ROUTE, DELIVER, RESULTS)
 
@@ -120,6 +123,10 @@ async def declare_stages(channel: AbstractChannel, retry_delays: Iterable[float]
     for name in STAGE_QUEUES:
         queue = await channel.declare_queue(name, durable=True, arguments=_quorum_arguments())
         await queue.bind(exchange, routing_key=name)
+    dsn = await channel.declare_queue(
+        DSN, durable=True, arguments={**_quorum_arguments(), "x-single-active-consumer": True}
+    )
+    await dsn.bind(exchange, routing_key=DSN)
     for delay in sorted(set(retry_delays)):
         name = retry_queue_name(delay)
         queue = await channel.declare_queue(name, durable=True, arguments=_retry_arguments(delay))

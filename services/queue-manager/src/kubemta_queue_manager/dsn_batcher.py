@@ -1,0 +1,149 @@
+"""The `dsn` stage: one DSN per message and event, however many destination domains took part.
+
+The results handler publishes one `DsnRequest` per delivery result that has recipients to
+report (dsn_requests.py). This consumer holds the requests of one message and one action
+(failed, delayed) for `window` seconds from the first one, then sends a single DSN listing
+all their recipients, and only after the broker confirmed that DSN are the requests
+acknowledged (each request's handler waits for it). So a message whose three domains all
+refuse it gets one bounce, not three; a forged sender never gets more than one per event.
+
+The `dsn` queue has a single active consumer (`x-single-active-consumer`): with several
+queue-manager replicas, the requests of one message always meet in the same process. When
+that consumer goes away, its unacknowledged requests return to the queue and the next
+replica becomes the active one and groups them again: nothing is lost, and at worst a DSN
+whose confirm came just before a crash is sent twice (at least once, as every stage).
+
+At most `max_held` requests are held (the consumer's prefetch): reaching it flushes the
+oldest group at once, so a bounce storm is reported in more, smaller DSNs instead of
+stalling the stage.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from kubemta.v1 import message_pb2
+from kubemta_common.amqp.topology import INBOUND
+from kubemta_common.logs import sanitize
+from kubemta_common.queue_id import new_queue_id
+from kubemta_queue_manager import metrics
+from kubemta_queue_manager.dsn import Action
+from kubemta_queue_manager.dsn_requests import dsn_message, merged_report
+
+logger = logging.getLogger(__name__)
+
+ACCEPTED_TYPE = message_pb2.AcceptedMessage.DESCRIPTOR.full_name
+
+type GroupKey = tuple[str, int]
+"""(queue id of the original message, DsnAction)."""
+
+
+class DsnPublisher(Protocol):
+    """What the batcher needs from kubemta_common's Publisher."""
+
+    async def publish_all(self, messages: Sequence[tuple[str, bytes, str, str]]) -> None: ...
+
+
+@dataclass(slots=True)
+class _Group:
+    requests: list[message_pb2.DsnRequest]
+    done: asyncio.Future[None]
+    timer: asyncio.TimerHandle | None = None
+    job_ids: list[str] = field(default_factory=list)
+
+
+class DsnBatcher:
+    """Groups DSN requests by message and action and sends each group as one DSN."""
+
+    def __init__(
+        self,
+        publisher: DsnPublisher,
+        hostname: str,
+        *,
+        window: float,
+        max_held: int,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._publisher = publisher
+        self._hostname = hostname
+        self._window = window
+        self._max_held = max(1, max_held)
+        self._clock = clock
+        self._groups: dict[GroupKey, _Group] = {}  # insertion order: the oldest group first
+        self._held = 0
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    @property
+    def held(self) -> int:
+        """Requests waiting for their group's DSN."""
+        return self._held
+
+    async def add(self, request: message_pb2.DsnRequest) -> None:
+        """Hold `request` until the DSN it is part of is confirmed; raises what the publish raised."""
+        key: GroupKey = (request.queue_id, int(request.action))
+        group = self._groups.get(key)
+        if group is None:
+            loop = asyncio.get_running_loop()
+            group = _Group([], loop.create_future())
+            group.done.add_done_callback(_retrieve)
+            group.timer = loop.call_later(self._window, self._flush, key)
+            self._groups[key] = group
+        group.requests.append(request)
+        group.job_ids.append(request.job_id)
+        self._held += 1
+        if self._held >= self._max_held:
+            self._flush(next(iter(self._groups)))
+        await asyncio.shield(group.done)  # one request's cancellation (a drain) must not cancel the others'
+
+    def flush_all(self) -> None:
+        """Send every group now (at shutdown, so no request waits past the drain)."""
+        for key in list(self._groups):
+            self._flush(key)
+
+    def _flush(self, key: GroupKey) -> None:
+        group = self._groups.pop(key, None)
+        if group is None:
+            return
+        if group.timer is not None:
+            group.timer.cancel()
+        self._held -= len(group.requests)
+        task = asyncio.get_running_loop().create_task(self._send(group))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _send(self, group: _Group) -> None:
+        try:
+            report = merged_report(group.requests, self._hostname)
+            dsn = dsn_message(report, queue_id=new_queue_id(), now=self._clock())
+            await self._publisher.publish_all([(INBOUND, dsn.SerializeToString(), dsn.queue_id, ACCEPTED_TYPE)])
+        except Exception as exc:  # every request goes back to the queue and is grouped again
+            logger.warning(
+                "DSN for %d recipients not sent, its %d requests return to the queue: %s",
+                sum(len(request.recipients) for request in group.requests),
+                len(group.requests),
+                sanitize(str(exc)),
+                extra={"queue_id": group.requests[0].queue_id},
+            )
+            group.done.set_exception(exc)
+            return
+        counter = metrics.DELAY_WARNINGS_SENT if report.action is Action.DELAYED else metrics.BOUNCES_SENT
+        counter.inc()
+        logger.info(
+            "sender %s notification: %s (%d recipients, from %d results: %s)",
+            "delay" if report.action is Action.DELAYED else "non-delivery",
+            dsn.queue_id,
+            len(report.recipients),
+            len(group.requests),
+            ", ".join(sanitize(job_id) for job_id in group.job_ids),
+            extra={"queue_id": report.queue_id, "dsn_queue_id": dsn.queue_id},
+        )
+        group.done.set_result(None)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a failed group's exception as seen (its waiters may all have been cancelled)."""
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,129 @@
+"""DSN requests: what one delivery result contributes to a DSN, and the DSN made of several of them.
+
+The results handler does not send DSNs itself: a message to several domains is split into one
+job per domain, and their results arrive one by one, so each would bounce on its own. Instead
+it publishes a `DsnRequest` (the recipients to report, the original headers, the dates) to the
+`dsn` queue, and the batcher (dsn_batcher.py) turns every request for the same message and
+action that arrives within the batch window into one DSN (`dsn_message`). Pure functions.
+"""
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from kubemta.v1 import message_pb2
+from kubemta_common.timestamps import to_datetime
+from kubemta_queue_manager.dsn import Action, RecipientReport, Report, build_dsn
+from kubemta_queue_manager.fate import Decision, Disposition, RecipientFate
+
+MAX_ORIGINAL_HEADERS = 64 * 1024
+"""Bytes of the original header block a request carries (RFC 3462 returns headers; a bound keeps requests small)."""
+
+ACTIONS: dict[Action, "message_pb2.DsnAction.ValueType"] = {
+    Action.FAILED: message_pb2.DSN_ACTION_FAILED,
+    Action.DELAYED: message_pb2.DSN_ACTION_DELAYED,
+}
+ACTION_OF = {value: action for action, value in ACTIONS.items()}
+
+
+def header_block(content: bytes, limit: int = MAX_ORIGINAL_HEADERS) -> bytes:
+    """The header block of `content` with its empty line, cut after the last whole line within `limit`."""
+    end = content.find(b"\r\n\r\n")
+    block = content if end < 0 else content[: end + 4]
+    if len(block) <= limit:
+        return block
+    cut = block.rfind(b"\r\n", 0, limit)
+    return block[: cut + 2] if cut >= 0 else b""
+
+
+def dsn_request(
+    result: message_pb2.DeliveryResult,
+    decision: Decision,
+    fates: Sequence[RecipientFate],
+    action: Action,
+    now: datetime,
+) -> message_pb2.DsnRequest:
+    """The request to report `fates` of `result`'s job to its sender."""
+    job = result.job
+    request = message_pb2.DsnRequest(
+        queue_id=job.queue_id,
+        sender=job.sender,
+        action=ACTIONS[action],
+        recipients=[_recipient(fate) for fate in fates],
+        original_headers=header_block(job.content),
+        job_id=job.job_id,
+    )
+    request.arrival_time.CopyFrom(job.arrival_time)
+    if result.HasField("attempted_at"):
+        request.last_attempt.CopyFrom(result.attempted_at)
+    else:
+        request.last_attempt.FromDatetime(now)
+    if action is Action.DELAYED and decision.will_retry_until is not None:
+        request.will_retry_until.FromDatetime(decision.will_retry_until)
+    return request
+
+
+def _recipient(fate: RecipientFate) -> message_pb2.DsnRecipient:
+    entry = fate.result
+    return message_pb2.DsnRecipient(
+        recipient=entry.recipient,
+        status=fate.status,
+        smtp_code=entry.smtp_code,
+        diagnostic=entry.diagnostic,
+        remote_mta=entry.remote_mta,
+        expired=fate.disposition is Disposition.EXPIRED,
+        reply_status=entry.status,
+    )
+
+
+def merged_report(requests: Sequence[message_pb2.DsnRequest], hostname: str) -> Report:
+    """One report of every recipient of `requests` (the same message and action), each recipient once.
+
+    The latest attempt date and the latest will-retry-until win; a recipient reported twice (a
+    request delivered again after a crash) keeps its first entry.
+    """
+    first = requests[0]
+    seen: dict[str, RecipientReport] = {}
+    for request in requests:
+        for entry in request.recipients:
+            seen.setdefault(entry.recipient, _report_entry(entry))
+    last_attempt = max(to_datetime(request.last_attempt) for request in requests)
+    retry_until = [to_datetime(r.will_retry_until) for r in requests if r.HasField("will_retry_until")]
+    return Report(
+        hostname=hostname,
+        queue_id=first.queue_id,
+        sender=first.sender,
+        arrival=to_datetime(first.arrival_time),
+        last_attempt=last_attempt,
+        action=ACTION_OF.get(first.action, Action.FAILED),
+        recipients=list(seen.values()),
+        original_content=max((request.original_headers for request in requests), key=len),
+        will_retry_until=max(retry_until) if retry_until else None,
+    )
+
+
+def _report_entry(entry: message_pb2.DsnRecipient) -> RecipientReport:
+    return RecipientReport(
+        recipient=entry.recipient,
+        status=entry.status,
+        smtp_code=entry.smtp_code,
+        diagnostic=entry.diagnostic,
+        remote_mta=entry.remote_mta,
+        expired=entry.expired,
+        reply_status=entry.reply_status,
+    )
+
+
+def dsn_message(report: Report, *, queue_id: str, now: datetime) -> message_pb2.AcceptedMessage:
+    """The DSN of `report`, as a new message from <> to the original sender (it re-enters at `inbound`)."""
+    content = build_dsn(report, message_id=f"<{queue_id}@{report.hostname}>", now=now)
+    dsn = message_pb2.AcceptedMessage(
+        queue_id=queue_id,
+        sender="",
+        recipients=[report.sender],
+        content=content,
+        client_helo=report.hostname,
+        generated=True,
+        smtputf8=not report.sender.isascii(),
+    )
+    dsn.arrival_time.FromDatetime(now)
+    return dsn
