@@ -7,15 +7,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubemta_ingress.content import unstuff
-from kubemta_ingress.stream_reader import DATA_BUFFER_LIMIT, SmtpStreamReader, adopt
+from kubemta_ingress.data_budget import DataBudget, Reservation
+from kubemta_ingress.stream_reader import DATA_BUFFER_LIMIT, DataRefusal, SmtpStreamReader, adopt
 
 NEXT_COMMAND = b"MAIL FROM:<next@example.com>\r\n"
 
 
-async def read_in_pieces(stream: bytes, cuts: list[int], size_limit: int | None = None) -> tuple[bytes | None, bytes]:
+async def read_in_pieces(
+    stream: bytes, cuts: list[int], size_limit: int | None = None, reservation: Reservation | None = None
+) -> tuple[bytes | DataRefusal, bytes]:
     """Feed `stream` cut at `cuts` while the reader reads; (data, what the next readline gets)."""
     reader = adopt(asyncio.StreamReader(limit=1001))
-    task = asyncio.create_task(reader.read_message_data(size_limit))
+    task = asyncio.create_task(reader.read_message_data(size_limit, reservation))
     start = 0
     for cut in [*sorted(set(cuts)), len(stream)]:
         reader.feed_data(stream[start:cut])
@@ -64,7 +67,7 @@ def test_any_cutting_of_the_stream_reads_the_same_message(lines: list[bytes], cu
 async def test_over_the_size_limit_is_read_to_the_end_and_dropped() -> None:
     raw = b"x" * 998 + b"\r\n"
     data, rest = await read_in_pieces(raw * 50 + b".\r\n" + NEXT_COMMAND, [700, 5000, 20000], size_limit=10000)
-    assert data is None
+    assert data is DataRefusal.TOO_LARGE
     assert rest == NEXT_COMMAND
 
 
@@ -73,7 +76,26 @@ async def test_exactly_the_size_limit_is_accepted() -> None:
     data, _ = await read_in_pieces(raw * 10 + b".\r\n", [333], size_limit=1000)
     assert data == raw * 10
     data, _ = await read_in_pieces(raw * 10 + b".\r\n", [333], size_limit=999)
-    assert data is None
+    assert data is DataRefusal.TOO_LARGE
+
+
+async def test_data_that_does_not_fit_the_budget_is_read_to_the_end_and_dropped() -> None:
+    budget = DataBudget(5000)
+    other = budget.reservation()
+    assert other.grow(2000)  # another session holds 2000 bytes
+    mine = budget.reservation()
+    raw = b"z" * 98 + b"\r\n"
+    data, rest = await read_in_pieces(raw * 40 + b".\r\n" + NEXT_COMMAND, [500, 1500, 3100], reservation=mine)
+    assert data is DataRefusal.OVER_BUDGET
+    assert rest == NEXT_COMMAND
+    assert (mine.held, budget.in_use) == (0, 2000)  # what it had taken is given back at once
+    other.release()
+    fits, _ = await read_in_pieces(raw * 40 + b".\r\n", [500], reservation=mine)
+    assert fits == raw * 40
+    assert mine.held == budget.in_use == len(raw * 40)  # held until the session answered DATA
+    mine.release()
+    mine.release()
+    assert budget.in_use == 0
 
 
 async def test_a_connection_ending_inside_data_raises() -> None:

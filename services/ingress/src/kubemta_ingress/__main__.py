@@ -23,9 +23,10 @@ from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
 from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
-from kubemta_ingress import cli, domains_cli
+from kubemta_ingress import cli, domains_cli, metrics
 from kubemta_ingress.api import app_from_settings
 from kubemta_ingress.auth import build_authenticator
+from kubemta_ingress.data_budget import DataBudget
 from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.interfaces import MessagePublisher
 from kubemta_ingress.limits import ConnectionLimiter, SessionLimits
@@ -90,6 +91,8 @@ def build_servers(
         max_session_duration=settings.max_session_duration,
     )
     connections = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
+    budget = DataBudget(settings.message_data_budget)
+    metrics.MESSAGE_DATA_IN_FLIGHT.set_function(lambda: budget.in_use)
     listeners = (
         (ListenerKind.SMTP, settings.smtp_listen),
         (ListenerKind.SUBMISSION, settings.submission_listen),
@@ -113,6 +116,7 @@ def build_servers(
             proxy=trust,
             session_limits=session_limits,
             connections=connections,
+            data_budget=budget,
         )
         servers.append(
             SmtpServer(

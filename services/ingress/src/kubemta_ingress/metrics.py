@@ -45,6 +45,10 @@ MESSAGE_SIZE = Histogram(
     "Size of accepted messages as received (before the trace header)",
     buckets=tuple(float(1024 * 4**power) for power in range(10)),  # 1 KiB .. 256 MiB
 )
+MESSAGE_DATA_IN_FLIGHT = Gauge(
+    "kubemta_message_data_in_flight_bytes",
+    "Message data the ingress holds now, received and not yet answered (KUBEMTA_MESSAGE_DATA_BUDGET bounds it)",
+)
 RECIPIENT_VERIFICATIONS = Counter(
     "kubemta_recipient_verifications_total",
     "Recipients of local domains checked at RCPT, by source and result",

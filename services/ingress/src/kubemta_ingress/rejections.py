@@ -29,6 +29,7 @@ class Reason(enum.StrEnum):
     MAIL_LOOP = "mail_loop"
     BAD_ADDRESS = "bad_address"
     QUEUE_UNAVAILABLE = "queue_unavailable"
+    INSUFFICIENT_STORAGE = "insufficient_storage"  # KUBEMTA_MESSAGE_DATA_BUDGET full (data_budget.py): 452 4.3.1
     INTERNAL_ERROR = "internal_error"
     # Authentication and sender authorization (auth.py, sender_identity.py).
     AUTH_FAILED = "auth_failed"

@@ -46,6 +46,7 @@ from aiosmtpd.smtp import SMTP, AuthenticatorType, Session, TLSSetupException, s
 from kubemta_common.config_types import ListenAddress
 from kubemta_ingress import limits, metrics, proxy, replies, stream_reader
 from kubemta_ingress.content import BadCommandLine, unstuff
+from kubemta_ingress.data_budget import INSUFFICIENT_STORAGE, DataBudget, Reservation, declared_size
 from kubemta_ingress.handler import text_field
 from kubemta_ingress.interfaces import SmtpHandler
 from kubemta_ingress.listeners import MX, POLICY_REFUSALS, IngressSession, ListenerPolicy
@@ -81,6 +82,7 @@ class SessionOptions:
     proxy: ProxyTrust = field(default_factory=ProxyTrust)
     session_limits: limits.SessionLimits = field(default_factory=limits.SessionLimits)
     connections: limits.ConnectionLimiter = field(default_factory=limits.unlimited)
+    data_budget: DataBudget | None = None
 
 
 class IngressSMTP(SMTP):
@@ -418,6 +420,12 @@ class IngressSMTP(SMTP):
         if command == "EHLO" and self._options.authenticator is None:
             hostname, responses = args
             args = (hostname, [line for line in responses if not line[4:].upper().startswith("AUTH")])
+        budget = self._options.data_budget
+        if command == "MAIL" and budget is not None:
+            _, mail_options = args
+            if budget.available <= 0 or declared_size(mail_options) > budget.available:
+                self._record_budget_refusal()
+                return INSUFFICIENT_STORAGE  # no room now: the client tries again later
         if command != "DATA":
             return await super()._call_handler_hook(command, *args)
         self._cancel_data_deadline()  # the message is complete
@@ -467,21 +475,47 @@ class IngressSMTP(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         reader = self._reader
         assert isinstance(reader, stream_reader.SmtpStreamReader)
+        budget = self._options.data_budget
+        reservation = budget.reservation() if budget is not None else None
         try:
-            data = await reader.read_message_data(self.data_size_limit)
+            await self._read_and_queue(reader, reservation)
+        finally:
+            if reservation is not None:  # the data is queued or refused: its bytes are free again
+                reservation.release()
+
+    async def _read_and_queue(self, reader: stream_reader.SmtpStreamReader, reservation: Reservation | None) -> None:
+        assert self.envelope is not None
+        try:
+            data = await reader.read_message_data(self.data_size_limit, reservation)
         except asyncio.IncompleteReadError:
             self._writer.close()
             return
-        if data is None:
-            await self.push(TOO_MUCH_DATA)
+        if isinstance(data, stream_reader.DataRefusal):
+            if data is stream_reader.DataRefusal.OVER_BUDGET:
+                self._record_budget_refusal()
+                await self.push(INSUFFICIENT_STORAGE)
+            else:
+                await self.push(TOO_MUCH_DATA)
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
         content = unstuff(data)
+        del data
         self.envelope.content = content
         self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
+
+    def _record_budget_refusal(self) -> None:
+        sender = text_field(self.envelope.mail_from) if self.envelope is not None else ""
+        record_rejection(
+            Reason.INSUFFICIENT_STORAGE,
+            INSUFFICIENT_STORAGE,
+            client=client_address(self.session),
+            helo=self._helo(),
+            sender=sender,
+            listener=self._policy.kind.value,
+        )
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:

@@ -91,6 +91,14 @@ class IngressSettings(ServiceSettings):
         description="Client networks allowed to relay to any domain (CIDR list)",
     )
     max_message_size: int = Field(default=10240000, gt=0, description="Largest message accepted, in bytes")
+    message_data_budget: int = Field(
+        default=64 * 1024 * 1024,
+        ge=64 * 1024,
+        description=(
+            "Bytes of message data all SMTP sessions may hold at once, received and not yet queued; a session over it "
+            "gets 452 4.3.1 (about a third of the memory the ingress may use for messages)"
+        ),
+    )
     max_recipients: int = Field(default=1000, ge=1, description="Most recipients accepted per message")
     max_hops: int = Field(
         default=100,  # RFC 5321 section 6.3: a loop limit SHOULD be at least 100 Received: headers

@@ -23,16 +23,27 @@ kubemta touches StreamReader internals, pinned by uv.lock and covered by the ing
 """
 
 import asyncio
+import enum
 from collections.abc import Awaitable, Buffer, Callable, Sized
 from typing import Protocol
 
 from kubemta_ingress.content import BadCommandLine, bad_command_line
+from kubemta_ingress.data_budget import Reservation
 
 END_OF_DATA = b"\r\n.\r\n"  # RFC 5321 section 4.1.1.4: the CRLF ending the last line, ".", CRLF
 EMPTY_DATA = b".\r\n"  # the end of data as the first line: no content at all
 KEEP = len(END_OF_DATA) - 1  # bytes kept back while searching: an end of data may straddle two blocks
 DATA_BUFFER_LIMIT = 256 * 1024
 """The reader's flow-control limit during DATA (the transport pauses above twice this); commands keep aiosmtpd's."""
+
+
+class DataRefusal(enum.Enum):
+    """Why the data of a message was read to its end and dropped."""
+
+    TOO_LARGE = "too_large"
+    """Longer than the size limit (552 5.3.4)."""
+    OVER_BUDGET = "over_budget"
+    """The process-wide budget for message data had no room for it (452 4.3.1)."""
 
 
 class SizedBuffer(Buffer, Sized, Protocol):
@@ -64,15 +75,19 @@ class SmtpStreamReader(asyncio.StreamReader):
             raise BadCommandLine(repr(line[:64]))
         return line
 
-    async def read_message_data(self, size_limit: int | None) -> bytes | None:
+    async def read_message_data(
+        self, size_limit: int | None, reservation: Reservation | None = None
+    ) -> bytes | DataRefusal:
         """The data up to the end of data, still dot-stuffed, with the CRLF before the final dot.
 
-        None when it was longer than `size_limit` octets (counted as received, without the
-        end-of-data line); it was read to its end and dropped. Raises IncompleteReadError
-        when the connection ends first.
+        TOO_LARGE when it was longer than `size_limit` octets (counted as received, without
+        the end-of-data line), OVER_BUDGET when `reservation` could not grow to hold it
+        (data_budget.py); either way it was read to its end and dropped. Raises
+        IncompleteReadError when the connection ends first.
         """
         kept = bytearray()
         size = 0
+        over_budget = False
         at_start = True
         command_limit = self._limit
         self._limit = max(command_limit, DATA_BUFFER_LIMIT)
@@ -92,13 +107,20 @@ class SmtpStreamReader(asyncio.StreamReader):
                 if take:
                     at_start = False
                     size += take
-                    if size_limit is None or size <= size_limit:
-                        kept += buffer[:take]
-                    else:
+                    if (size_limit is None or size <= size_limit) and not over_budget:
+                        if reservation is None or reservation.grow(take):
+                            kept += buffer[:take]
+                        else:
+                            over_budget = True
+                    if over_budget or (size_limit is not None and size > size_limit):
                         kept.clear()
+                        if reservation is not None:
+                            reservation.release()
                 del buffer[:consume]
                 if end >= 0:
-                    return bytes(kept) if size_limit is None or size <= size_limit else None
+                    if size_limit is not None and size > size_limit:
+                        return DataRefusal.TOO_LARGE
+                    return DataRefusal.OVER_BUDGET if over_budget else bytes(kept)
                 if self._eof:
                     raise asyncio.IncompleteReadError(bytes(kept), None)
                 self._maybe_resume_transport()
