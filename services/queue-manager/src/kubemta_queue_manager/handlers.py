@@ -28,12 +28,14 @@ from kubemta_queue_manager.dsn_batcher import DsnBatcher
 from kubemta_queue_manager.dsn_requests import dsn_request
 from kubemta_queue_manager.fate import Decision, Disposition, Policy, decide
 from kubemta_queue_manager.settings import QueueManagerSettings
-from kubemta_queue_manager.splitter import split
+from kubemta_queue_manager.splitter import iter_jobs
 
 logger = logging.getLogger(__name__)
 
 JOB_TYPE = message_pb2.DeliveryJob.DESCRIPTOR.full_name
 DSN_REQUEST_TYPE = message_pb2.DsnRequest.DESCRIPTOR.full_name
+PUBLISH_BATCH_BYTES = 16 * 1024 * 1024
+"""Job bytes published (and held) at once when one message becomes many jobs."""
 
 Outgoing = tuple[str, bytes, str, str]
 """(routing key, body, message id, message type), as Publisher.publish_all takes them."""
@@ -122,31 +124,59 @@ class QueueManager:
             else:
                 metrics.DKIM_SIGNATURES.labels(algorithm="none", result="untrusted").inc()
                 logger.debug("not DKIM signed: submitted by an untrusted client", extra=extra)
-        jobs = split(accepted, self._hostname)
+        jobs = await self._publish_jobs(accepted, extra)
         if not jobs:
             logger.warning("message has no recipients; nothing to deliver", extra=extra)
             return
-        await self._publisher.publish_all([(ROUTE, job.SerializeToString(), job.job_id, JOB_TYPE) for job in jobs])
         logger.info(
             "from=<%s> nrcpt=%d size=%d jobs=%d%s",
             sanitize(accepted.sender),
             len(accepted.recipients),
             len(accepted.content),
-            len(jobs),
+            jobs,
             " (generated DSN)" if accepted.generated else "",
             extra=extra,
         )
-        for job in jobs:
+        metrics.MESSAGES_SPLIT.inc()
+        metrics.JOBS_CREATED.inc(jobs)
+
+    async def _publish_jobs(self, accepted: message_pb2.AcceptedMessage, extra: dict[str, str]) -> int:
+        """Publish one job per domain to `route`, a batch of at most PUBLISH_BATCH_BYTES at a time; how many.
+
+        Each job carries the whole content, so a 10 MB message to 50 domains would hold 500 MB if its jobs were
+        made (and serialised) all at once: they are made one by one, and each batch is released once confirmed.
+        Small messages still go in one batch, all confirms awaited together.
+        """
+        batch: list[Outgoing] = []
+        queued: list[tuple[str, str, int]] = []
+        size = published = 0
+        for job in iter_jobs(accepted, self._hostname):
+            body = job.SerializeToString()
+            batch.append((ROUTE, body, job.job_id, JOB_TYPE))
+            queued.append((job.job_id, job.domain, len(job.recipients)))
+            size += len(body)
+            del job
+            if size >= PUBLISH_BATCH_BYTES:
+                published += await self._publish_batch(batch, queued, extra)
+                batch, queued, size = [], [], 0
+        if batch:
+            published += await self._publish_batch(batch, queued, extra)
+        return published
+
+    async def _publish_batch(
+        self, batch: list[Outgoing], queued: list[tuple[str, str, int]], extra: dict[str, str]
+    ) -> int:
+        await self._publisher.publish_all(batch)
+        for job_id, domain, recipients in queued:
             logger.info(
                 "job %s: domain=%s nrcpt=%d queued to %s",
-                job.job_id,
-                sanitize(job.domain),
-                len(job.recipients),
+                job_id,
+                sanitize(domain),
+                recipients,
                 ROUTE,
-                extra={**extra, "job_id": job.job_id},
+                extra={**extra, "job_id": job_id},
             )
-        metrics.MESSAGES_SPLIT.inc()
-        metrics.JOBS_CREATED.inc(len(jobs))
+        return len(batch)
 
     async def _sign(self, signer: DkimSigner, content: bytes, extra: dict[str, str]) -> bytes:
         """`content` DKIM-signed once for all its jobs; unsigned (and logged) when signing fails, never lost."""

@@ -5,6 +5,8 @@ and keep the order in which their first recipient appeared; a recipient's local 
 is kept exactly as given. Exact duplicate recipients are delivered once.
 """
 
+from collections.abc import Iterator
+
 from kubemta.v1 import message_pb2
 
 
@@ -30,7 +32,12 @@ def group_by_domain(recipients: list[str], default_domain: str) -> dict[str, lis
 
 def split(message: message_pb2.AcceptedMessage, default_domain: str) -> list[message_pb2.DeliveryJob]:
     """One DeliveryJob per destination domain, with job ids `<queue_id>.<n>` counted from 1."""
-    jobs = []
+    return list(iter_jobs(message, default_domain))
+
+
+def iter_jobs(message: message_pb2.AcceptedMessage, default_domain: str) -> Iterator[message_pb2.DeliveryJob]:
+    """The jobs of `split`, made one at a time: each holds its own copy of the content, so a large message
+    to many domains must never have all of them in memory at once."""
     for number, (domain, recipients) in enumerate(group_by_domain(list(message.recipients), default_domain).items()):
         job = message_pb2.DeliveryJob(
             queue_id=message.queue_id,
@@ -44,5 +51,4 @@ def split(message: message_pb2.AcceptedMessage, default_domain: str) -> list[mes
             generated=message.generated,
         )
         job.arrival_time.CopyFrom(message.arrival_time)
-        jobs.append(job)
-    return jobs
+        yield job
