@@ -25,7 +25,11 @@ SMUGGLED = (
 
 
 def headers(name: str) -> bytes:
-    return f"From: alice@sender.e2e.test\r\nTo: {name}@mx.e2e.test\r\nSubject: {name}\r\n\r\n".encode()
+    """Complete headers (with Date: and Message-ID:, which kubemta would add to a trusted client's mail)."""
+    return (
+        f"From: alice@sender.e2e.test\r\nTo: {name}@mx.e2e.test\r\nSubject: {name}\r\n"
+        f"Date: Sat, 05 Dec 2026 12:00:00 +0000\r\nMessage-ID: <{name}@sender.e2e.test>\r\n\r\n"
+    ).encode()
 
 
 # name -> (what goes on the wire after DATA, the message content the peer must receive)
