@@ -124,7 +124,8 @@ def test_build_consumes_deliver(monkeypatch: pytest.MonkeyPatch):
     settings = WorkerSettings.load()
     core = ServiceCore("delivery-worker", settings)
 
-    [(queue, handler)] = build(core, settings)
+    [spec] = build(core, settings)
 
-    assert queue == DELIVER
-    assert isinstance(handler, DeliverHandler)
+    assert spec.queue == DELIVER
+    assert isinstance(spec.handler, DeliverHandler)
+    assert spec.prefetch is None  # KUBEMTA_AMQP_PREFETCH
