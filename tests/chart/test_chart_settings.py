@@ -179,3 +179,27 @@ def test_schema_checks_the_settings() -> None:
     ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_the_worker_reads_the_relayhost_credentials_the_chart_mounts(tmp_path, monkeypatch) -> None:
+    """The files named as the chart mounts them are what the worker's settings read (they were not: pydantic-settings
+    only looked for kubemta_relayhost_password, so the chart's credentials never reached the worker)."""
+    from pydantic_settings import SettingsConfigDict
+
+    from kubemta_delivery_worker.settings import WorkerSettings
+
+    docs = render({"config": {"relayhost": "smtp.example.net"}, "relayhost": {"existingSecret": "relay"}})
+    pod = deployments(docs)["delivery-worker"]["spec"]["template"]["spec"]
+    (volume,) = [volume for volume in pod["volumes"] if volume["name"] == "kubemta-secrets"]
+    paths = {item["key"]: item["path"] for item in volume["projected"]["sources"][0]["secret"]["items"]}
+    (tmp_path / paths["username"]).write_text("mailer")
+    (tmp_path / paths["password"]).write_text("pa55word")
+    for variable in ("KUBEMTA_RELAYHOST_USERNAME", "KUBEMTA_RELAYHOST_PASSWORD"):
+        monkeypatch.delenv(variable, raising=False)
+
+    class MountedWorkerSettings(WorkerSettings):
+        model_config = SettingsConfigDict(env_prefix="KUBEMTA_", secrets_dir=tmp_path, extra="ignore")
+
+    settings = MountedWorkerSettings()
+    assert settings.relayhost_username == "mailer"
+    assert settings.relayhost_password.get_secret_value() == "pa55word"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Self
 
 from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SecretsSettingsSource, SettingsConfigDict
 
 from kubemta_common.config_types import Duration, DurationList, Listen, parse_listen
 from kubemta_common.errors import ConfigError
@@ -63,6 +63,23 @@ class ServiceSettings(BaseSettings):
             "are refused before they are sent"
         ),
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Files in the secrets directory count under both names: `kubemta_relayhost_password`, as
+        pydantic-settings reads them, and `relayhost_password`, as the README documents and the chart mounts
+        them (the prefixed name wins when both exist)."""
+        unprefixed = SecretsSettingsSource(
+            settings_cls, secrets_dir=settings_cls.model_config.get("secrets_dir"), env_prefix=""
+        )
+        return init_settings, env_settings, dotenv_settings, file_secret_settings, unprefixed
 
     @classmethod
     def load(cls) -> Self:
