@@ -42,8 +42,8 @@ typecheck: sync ## mypy only
 	scripts/typecheck.sh
 
 .PHONY: test
-test: system-deps sync lint ## everything: lint, unit, integration and end-to-end tests
-	$(VENV)/bin/pytest -p no:cacheprovider
+test: system-deps sync lint ## everything: lint, unit, integration and end-to-end tests (two at a time, one file per worker)
+	$(VENV)/bin/pytest -p no:cacheprovider -n 2 --dist loadfile
 
 .PHONY: test-unit
 test-unit: sync ## unit tests only (no broker)

@@ -26,7 +26,7 @@ async def test_three_refusing_domains_make_one_bounce(stack: Stack, world: MailW
     for peer in (*peers, bounce_mx):
         await peer.start()
     server = f"127.0.0.1:{free_port()}"
-    stack.env.update(world.env(smtp_listen=server, dsn_batch_window="5s"))
+    stack.env.update(world.env(smtp_listen=server, dsn_batch_window="2s"))
     await stack.start()
 
     outcome = await send(server, SENDER, REFUSED, make_message(SENDER, REFUSED, "three domains"))

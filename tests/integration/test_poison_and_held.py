@@ -14,6 +14,7 @@ import logging
 import aio_pika
 import pytest
 
+from kubemta_common.amqp import consumer as consumer_module
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.consumer import Consumer
 from kubemta_common.amqp.publisher import Publisher
@@ -41,7 +42,10 @@ async def _get(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomi
             await asyncio.sleep(0.02)
 
 
-async def test_a_message_that_fails_every_time_is_held_after_the_limit_and_others_flow(vhost: Vhost) -> None:
+async def test_a_message_that_fails_every_time_is_held_after_the_limit_and_others_flow(
+    vhost: Vhost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consumer_module, "MAX_CRASH_PAUSE", 0.05)  # the doubling pause, kept short for the test
     broker = await _broker(vhost.url)
     publisher = Publisher(broker, 5)
     attempts: dict[bytes, int] = {}

@@ -86,7 +86,7 @@ def expected_fields(report: Report, entry: RecipientReport) -> list[str]:
     return names
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(reports())
 def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> None:
     dsn = read_dsn(build_dsn(report, message_id="<QNEW@mx.kubemta.test>", now=NOW))
