@@ -77,3 +77,4 @@ image-check: sync ## the Dockerfile's locked, non-editable install into a fresh 
 bench: system-deps sync rabbitmq ## kubemta vs Postfix vs smtp-sink on this machine (BENCH_QUICK=1: quick); not in `make test`
 	$(PY) -m bench
 	$(PY) -m bench.dkim_signing
+	$(PY) -m bench.memory_fanout

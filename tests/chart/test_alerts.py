@@ -143,6 +143,27 @@ UNIT_TESTS: dict[str, Any] = {
             ],
         },
         {
+            "name": "a growing backlog in a large lane fires too, and only large mail waiting still counts as queued",
+            "interval": "1m",
+            "input_series": [
+                {"series": f'rabbitmq_queue_messages_ready{{{RMQ}, queue="deliver.large"}}', "values": "900+20x60"},
+                {"series": f'rabbitmq_queue_messages{{{RMQ}, queue="deliver.large"}}', "values": "5x60"},
+                {"series": f'rabbitmq_queue_messages_ready{{{RMQ}, queue="dsn"}}', "values": "900+20x60"},
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "45m",
+                    "alertname": "KubemtaBacklogGrowing",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning", "queue": "deliver.large"}}],
+                },
+                {
+                    "eval_time": "45m",
+                    "alertname": "KubemtaNoDeliveriesWhileQueued",
+                    "exp_alerts": [{"exp_labels": {"severity": "critical"}}],
+                },
+            ],
+        },
+        {
             "name": "held messages",
             "interval": "1m",
             "input_series": [{"series": f'rabbitmq_queue_messages{{{RMQ}, queue="held"}}', "values": "0 0 1x20"}],

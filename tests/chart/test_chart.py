@@ -20,7 +20,11 @@ COMPONENTS = {
     "dns-resolver": "kubemta-dns-resolver",
     "delivery-worker": "kubemta-delivery-worker",
 }
-STAGE_QUEUES = {"queue-manager": ["inbound", "results"], "dns-resolver": ["route"], "delivery-worker": ["deliver"]}
+STAGE_QUEUES = {
+    "queue-manager": ["inbound", "inbound.large", "results", "results.large"],
+    "dns-resolver": ["route", "route.large"],
+    "delivery-worker": ["deliver", "deliver.large"],
+}
 CASES = [pytest.param(None, id="chart-defaults"), *(pytest.param(path, id=path.name) for path in SCENARIOS)]
 
 _cache: dict[Path | None, list[dict[str, Any]]] = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from kubemta_common.amqp.topology import INBOUND
+from kubemta_common.amqp.topology import INBOUND, large
 from tests.e2e.conftest import SmtpOutcome, make_message, send
 from tests.harness.ports import free_port
 from tests.harness.rabbitmq import BrokerNode, start_private_node
@@ -67,12 +67,15 @@ def sized(subject: str, size: int) -> bytes:
 
 
 async def inbound_depth(url: str) -> int:
-    """Messages in `inbound`, as the queue itself counts them (a passive declaration's answer)."""
+    """Messages in `inbound` and its large lane, as the queues count them (passive declarations' answers)."""
     connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel()
-        queue = await channel.declare_queue(INBOUND, passive=True)
-        return int(queue.declaration_result.message_count or 0)
+        total = 0
+        for name in (INBOUND, large(INBOUND)):
+            queue = await channel.declare_queue(name, passive=True)
+            total += int(queue.declaration_result.message_count or 0)
+        return total
     finally:
         await connection.close()
 

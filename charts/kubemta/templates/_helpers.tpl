@@ -42,7 +42,8 @@ app.kubernetes.io/part-of: kubemta
 {{- end -}}
 
 {{/*
-The component table: values key -> component name, console script and the queues it consumes.
+The component table: values key -> component name, console script and the queues it consumes
+(each content stage in two lanes: messages over 256 KiB go to `<stage>.large`).
 */}}
 {{- define "kubemta.componentTable" -}}
 smtpIngress:
@@ -52,15 +53,15 @@ smtpIngress:
 queueManager:
   name: queue-manager
   command: kubemta-queue-manager
-  queues: [inbound, results]
+  queues: [inbound, inbound.large, results, results.large]
 dnsResolver:
   name: dns-resolver
   command: kubemta-dns-resolver
-  queues: [route]
+  queues: [route, route.large]
 deliveryWorker:
   name: delivery-worker
   command: kubemta-delivery-worker
-  queues: [deliver]
+  queues: [deliver, deliver.large]
 {{- end -}}
 
 {{/* (dict "root" $ "key" "deliveryWorker") -> that component's row of the table */}}

@@ -124,8 +124,39 @@ def test_build_consumes_deliver(monkeypatch: pytest.MonkeyPatch):
     settings = WorkerSettings.load()
     core = ServiceCore("delivery-worker", settings)
 
-    [spec] = build(core, settings)
+    small, large = build(core, settings)
 
-    assert spec.queue == DELIVER
-    assert isinstance(spec.handler, DeliverHandler)
-    assert spec.prefetch is None  # KUBEMTA_AMQP_PREFETCH
+    assert (small.queue, large.queue) == (DELIVER, f"{DELIVER}.large")
+    assert isinstance(small.handler, DeliverHandler) and large.handler is small.handler
+    assert (small.large_lane, large.large_lane) == (False, True)  # the large lane's prefetch: KUBEMTA_CONSUMER_MEMORY
+
+
+def test_the_result_carries_the_job_as_it_came_without_decoding_it_again():
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from kubemta_delivery_worker.handler import result_body
+
+    job = message_pb2.DeliveryJob(
+        queue_id="Q", job_id="Q.1", sender="a@x.test", domain="d.test", recipients=["b@d.test", "c@d.test"],
+        content=b"Subject: big\r\n\r\n" + b"z" * 300_000,
+    )  # fmt: skip
+    received = job.SerializeToString()
+    when = Timestamp(seconds=1_700_000_000)
+    deferred = [
+        message_pb2.RecipientResult(recipient="b@d.test", outcome=message_pb2.OUTCOME_DELIVERED, status="2.0.0"),
+        message_pb2.RecipientResult(recipient="c@d.test", outcome=message_pb2.OUTCOME_TEMPORARY, status="4.2.0"),
+    ]
+    body = result_body(job, deferred, when, received)
+    assert received in body  # the received bytes, as they came
+    expected = message_pb2.DeliveryResult(job=job, recipients=deferred, attempted_at=when, reporter="delivery-worker")
+    assert message_pb2.DeliveryResult.FromString(body) == expected
+
+    delivered = [
+        message_pb2.RecipientResult(recipient=r, outcome=message_pb2.OUTCOME_DELIVERED) for r in job.recipients
+    ]
+    parsed = message_pb2.DeliveryResult.FromString(result_body(job, delivered, when, received))
+    assert (
+        parsed.job.content == b""
+        and parsed.job.job_id == "Q.1"
+        and list(parsed.job.recipients) == ["b@d.test", "c@d.test"]
+    )

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.consumer import Consumer, Handler
+from kubemta_common.amqp.memory import ByteGate, content_prefetch
 from kubemta_common.amqp.publisher import Publisher
+from kubemta_common.amqp.topology import large
 from kubemta_common.http_server import HttpServer, health_app
 from kubemta_common.logs import setup_logging
 from kubemta_common.metrics import BROKER_CONNECTED, record_build_info
@@ -77,6 +79,15 @@ class ConsumerSpec:
     handler: Handler
     prefetch: int | None = None
     on_drain: Callable[[], None] | None = None
+    carries_content: bool = True
+    """Its messages hold a whole mail message: its handlers share KUBEMTA_CONSUMER_MEMORY (memory.py)."""
+    large_lane: bool = False
+    """It reads a stage's large lane (topology.py): its prefetch comes from KUBEMTA_CONSUMER_MEMORY."""
+
+
+def both_lanes(queue: str, handler: Handler) -> list[ConsumerSpec]:
+    """The consumers of a content stage: its small lane and its large lane, with the same handler."""
+    return [ConsumerSpec(queue, handler), ConsumerSpec(large(queue), handler, large_lane=True)]
 
 
 async def serve_consumers(
@@ -85,10 +96,32 @@ async def serve_consumers(
     """Run a consumer service until `stop` is set, then drain and close."""
     await core.start()
     specs = build(core)
+    settings = core.settings
+    large_specs = [spec for spec in specs if spec.large_lane]
+    large_prefetch = content_prefetch(
+        prefetch=settings.amqp_prefetch,
+        budget=settings.consumer_memory,
+        consumers=len(large_specs),
+        max_message_size=settings.max_message_size,
+    )
+    gate = ByteGate(settings.consumer_memory // 2)
     consumers = [
-        Consumer(core.broker, spec.queue, spec.handler, prefetch=spec.prefetch or core.settings.amqp_prefetch)
+        Consumer(
+            core.broker,
+            spec.queue,
+            spec.handler,
+            prefetch=spec.prefetch or (large_prefetch if spec.large_lane else settings.amqp_prefetch),
+            gate=gate if spec.carries_content else None,
+        )
         for spec in specs
     ]
+    if large_specs:
+        logger.info(
+            "large lanes: prefetch %d each, so %d messages of %d bytes fit KUBEMTA_CONSUMER_MEMORY",
+            large_prefetch,
+            large_prefetch * len(large_specs),
+            settings.max_message_size,
+        )
     starting = [asyncio.create_task(consumer.start()) for consumer in consumers]
     await stop.wait()
     core.begin_shutdown()

@@ -54,6 +54,23 @@ class ServiceSettings(BaseSettings):
         description="Delays between delivery attempts; the last one repeats (every service declares their queues)",
     )
     drain_seconds: Duration = Field(default=30.0, ge=0, description="Grace period for in-flight work on SIGTERM")
+    max_message_size: int = Field(
+        default=10240000,
+        gt=0,
+        description=(
+            "Largest message accepted, in bytes (the ingress refuses larger ones; the other services size their "
+            "consumers by it)"
+        ),
+    )
+    consumer_memory: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024 * 1024,
+        description=(
+            "Bytes of large bus messages a service's consumers may hold: the prefetch of the large lanes (messages "
+            "over 256 KiB) is set so that this many bytes of KUBEMTA_MAX_MESSAGE_SIZE messages fit, and running "
+            "handlers hold at most half of it (the delivery-worker's default is 96 MiB)"
+        ),
+    )
     broker_max_message_size: int = Field(
         default=BROKER_MAX_MESSAGE_SIZE_DEFAULT,
         ge=1024 * 1024,

@@ -4,7 +4,7 @@ import asyncio
 
 from kubemta_common.amqp.topology import DELIVER
 from kubemta_common.command_line import service_main
-from kubemta_common.service import ConsumerSpec, ServiceCore, serve_consumers
+from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_delivery_worker.deliverer import Deliverer, build_deliverer
 from kubemta_delivery_worker.handler import DeliverHandler
 from kubemta_delivery_worker.settings import WorkerSettings
@@ -18,7 +18,7 @@ def build(core: ServiceCore, settings: WorkerSettings, deliverer: Deliverer | No
     handler = DeliverHandler(
         deliverer or build_deliverer(settings), core.publisher, delivery_limit=settings.delivery_limit
     )
-    return [ConsumerSpec(DELIVER, handler)]
+    return both_lanes(DELIVER, handler)
 
 
 async def serve(stop: asyncio.Event) -> None:

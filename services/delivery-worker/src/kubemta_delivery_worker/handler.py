@@ -25,11 +25,12 @@ import logging
 from typing import Protocol
 
 from aio_pika.abc import AbstractIncomingMessage
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp.consumer import returned_count
 from kubemta_common.amqp.topology import DELIVERY_LIMIT, RESULTS
-from kubemta_common.bus_messages import decode
+from kubemta_common.bus_messages import decode, with_field
 from kubemta_common.errors import PermanentError
 from kubemta_common.logs import sanitize
 from kubemta_common.timestamps import now_timestamp
@@ -79,22 +80,15 @@ class DeliverHandler:
         )
         raise PermanentError(f"job {job.job_id} returned {returned} times; held as poison")
 
-    async def process(
-        self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None = None
-    ) -> message_pb2.DeliveryResult:
-        """Deliver `job` and publish its result; returns the published result."""
+    async def process(self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None = None) -> None:
+        """Deliver `job` and publish its result (`message` is the delivery it came in, acknowledged by the caller)."""
         attempted_at = now_timestamp()
         recipients = await self._deliverer.deliver(job)  # cancelled here: nothing published
-        result = message_pb2.DeliveryResult(
-            job=job, recipients=recipients, attempted_at=attempted_at, reporter=REPORTER
-        )
-        if all(r.outcome == message_pb2.OUTCOME_DELIVERED for r in recipients):
-            result.job.ClearField("content")  # nothing left to send or bounce: the content's trip ends here
+        body = result_body(job, recipients, attempted_at, message.body if message is not None else None)
         publish = asyncio.ensure_future(
-            self._publisher.publish(
-                RESULTS, result.SerializeToString(), message_id=job.job_id, message_type=RESULT_TYPE
-            )
+            self._publisher.publish(RESULTS, body, message_id=job.job_id, message_type=RESULT_TYPE)
         )
+        del body
         try:
             await asyncio.shield(publish)
         except asyncio.CancelledError:
@@ -115,7 +109,29 @@ class DeliverHandler:
             outcomes.count("bounced"),
             extra={"queue_id": job.queue_id, "job_id": job.job_id, "domain": job.domain},
         )
-        return result
+
+
+def result_body(
+    job: message_pb2.DeliveryJob,
+    recipients: list[message_pb2.RecipientResult],
+    attempted_at: Timestamp,
+    received: bytes | None,
+) -> bytes:
+    """The serialised DeliveryResult for `job`: the job travels back unchanged, its content too unless every
+    recipient was delivered (nothing is left to send or bounce, so the content's trip ends here, and it is
+    cleared from `job` itself).
+
+    The job as it came (`received`, the delivery's body) is put into the result as it is: a protobuf
+    message field is its own serialisation after a tag and a length (protobuf encoding, "Embedded
+    messages"), so a 10 MB job is not decoded, copied into the result and encoded again.
+    """
+    head = message_pb2.DeliveryResult(recipients=recipients, attempted_at=attempted_at, reporter=REPORTER)
+    if all(r.outcome == message_pb2.OUTCOME_DELIVERED for r in recipients):
+        job.ClearField("content")  # done with it: the job is not sent again
+        job_bytes = job.SerializeToString()
+    else:
+        job_bytes = received if received is not None else job.SerializeToString()
+    return with_field(head, message_pb2.DeliveryResult.JOB_FIELD_NUMBER, [job_bytes])
 
 
 def _hold_if_malformed(job: message_pb2.DeliveryJob) -> None:

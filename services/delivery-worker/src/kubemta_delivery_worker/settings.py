@@ -40,6 +40,15 @@ class WorkerSettings(ServiceSettings):
     metrics_listen: Listen = Field(
         default=parse_listen("127.0.0.1:9104"), description="host:port for /metrics, /healthz, /readyz"
     )
+    consumer_memory: int = Field(
+        default=96 * 1024 * 1024,
+        ge=1024 * 1024,
+        description=(
+            "Bytes of large bus messages a service's consumers may hold: the prefetch of the large lanes (messages "
+            "over 256 KiB) is set so that this many bytes of KUBEMTA_MAX_MESSAGE_SIZE messages fit, and running "
+            "handlers hold at most half of it (the delivery-worker's default is 96 MiB)"
+        ),
+    )
     smtp_connect_timeout: Duration = Field(
         default=CONNECT_TIMEOUT_DEFAULT, gt=0, description="TCP connect and server greeting timeout"
     )

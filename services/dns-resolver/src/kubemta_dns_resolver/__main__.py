@@ -7,7 +7,7 @@ import dns.resolver
 from kubemta_common.amqp import topology
 from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
-from kubemta_common.service import ConsumerSpec, ServiceCore, serve_consumers
+from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_dns_resolver.cache import TtlLruCache
 from kubemta_dns_resolver.handler import RouteHandler
 from kubemta_dns_resolver.lookup import DnspythonLookup
@@ -54,7 +54,7 @@ async def _main(stop: asyncio.Event) -> None:
     router = build_router(settings)
 
     def build(core: ServiceCore) -> list[ConsumerSpec]:
-        return [ConsumerSpec(topology.ROUTE, RouteHandler(router, core.publisher))]
+        return both_lanes(topology.ROUTE, RouteHandler(router, core.publisher))
 
     await serve_consumers(ServiceCore(SERVICE, settings), build, stop)
 

@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp import topology
+from kubemta_common.bus_messages import with_field
 from kubemta_common.errors import MessageTooLarge, PublishFailed
 from kubemta_common.logs import sanitize
 from kubemta_common.queue_id import new_queue_id
@@ -181,11 +182,9 @@ class IngressHandler(AuthMechanisms):
             return self._reject(reason, reply, session, sender=sender, user=user.name, problem=author.value)
 
         queue_id = new_queue_id()
-        message = self._accepted_message(queue_id, sender, session, envelope, content)
+        body = self._accepted_body(queue_id, sender, session, envelope, content)
         try:
-            await self._publisher.publish(
-                topology.INBOUND, message.SerializeToString(), message_id=queue_id, message_type=MESSAGE_TYPE
-            )
+            await self._publisher.publish(topology.INBOUND, body, message_id=queue_id, message_type=MESSAGE_TYPE)
         except PublishFailed as exc:
             return self._reject(
                 Reason.QUEUE_UNAVAILABLE, replies.QUEUE_UNAVAILABLE, session, queue_id, sender=sender, error=str(exc)
@@ -209,9 +208,8 @@ class IngressHandler(AuthMechanisms):
         )
         return replies.QUEUED.format(queue_id=queue_id)
 
-    def _accepted_message(
-        self, queue_id: str, sender: str, session: Session, envelope: Envelope, content: bytes
-    ) -> message_pb2.AcceptedMessage:
+    def _accepted_body(self, queue_id: str, sender: str, session: Session, envelope: Envelope, content: bytes) -> bytes:
+        """The serialised AcceptedMessage, the trace header and the content joined into it once (with_field)."""
         arrival = datetime.now(UTC)
         client = client_ip(session.peer)
         protocol = protocol_name(
@@ -233,19 +231,18 @@ class IngressHandler(AuthMechanisms):
         trust = self.trust(session)
         if trust != message_pb2.TRUST_UNTRUSTED:  # RFC 6409 section 8: the MSA completes what apps omit
             content = with_missing_headers(content, when=arrival, message_id=f"{queue_id}@{self._hostname}")
-        message = message_pb2.AcceptedMessage(
+        head = message_pb2.AcceptedMessage(
             queue_id=queue_id,
             sender=sender,
             recipients=envelope.rcpt_tos,
-            content=trace + content,
             client_address=str(client) if client is not None else "",
             client_helo=text_field(session.host_name),
             smtputf8=envelope.smtp_utf8,
             trust=trust,
             authenticated_user=user.name if user is not None else "",
         )
-        message.arrival_time.FromDatetime(arrival)
-        return message
+        head.arrival_time.FromDatetime(arrival)
+        return with_field(head, message_pb2.AcceptedMessage.CONTENT_FIELD_NUMBER, [trace, content])
 
     def trust(self, session: Session) -> "message_pb2.Trust.ValueType":
         """The trust decision that travels with the message (only trusted mail is DKIM-signed).

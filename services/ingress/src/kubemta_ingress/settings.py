@@ -90,9 +90,8 @@ class IngressSettings(ServiceSettings):
         default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")],
         description="Client networks allowed to relay to any domain (CIDR list)",
     )
-    max_message_size: int = Field(default=10240000, gt=0, description="Largest message accepted, in bytes")
     message_data_budget: int = Field(
-        default=64 * 1024 * 1024,
+        default=32 * 1024 * 1024,
         ge=64 * 1024,
         description=(
             "Bytes of message data all SMTP sessions may hold at once, received and not yet queued; a session over it "

@@ -9,7 +9,7 @@ import sys
 from kubemta_common.amqp.topology import DSN, INBOUND, RESULTS
 from kubemta_common.command_line import service_main
 from kubemta_common.dkim.keys import KeyStore
-from kubemta_common.service import ConsumerSpec, ServiceCore, serve_consumers
+from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_queue_manager import dkim_cli
 from kubemta_queue_manager.dkim_signer import DkimSigner
 from kubemta_queue_manager.handlers import QueueManager
@@ -31,10 +31,12 @@ async def serve(stop: asyncio.Event) -> None:
     def build(core: ServiceCore) -> list[ConsumerSpec]:
         manager = QueueManager(settings, core.publisher, signer=signer)
         return [
-            ConsumerSpec(INBOUND, manager.on_inbound),
-            ConsumerSpec(RESULTS, manager.on_result),
+            *both_lanes(INBOUND, manager.on_inbound),
+            *both_lanes(RESULTS, manager.on_result),
             # holds the DSN requests of one window: its prefetch is the batcher's bound
-            ConsumerSpec(DSN, manager.on_dsn_request, settings.dsn_batch_limit, manager.batcher.flush_all),
+            ConsumerSpec(
+                DSN, manager.on_dsn_request, settings.dsn_batch_limit, manager.batcher.flush_all, carries_content=False
+            ),
         ]
 
     await serve_consumers(core, build, stop)

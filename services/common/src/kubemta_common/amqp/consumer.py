@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from kubemta_common.amqp.broker import Broker
+from kubemta_common.amqp.memory import ByteGate
 from kubemta_common.amqp.topology import DELIVERY_LIMIT
 from kubemta_common.errors import PermanentError, TransientError
 
@@ -58,12 +59,22 @@ def return_pause(base: float, returned: int, cap: float) -> float:
 class Consumer:
     """Consumes one queue with one handler."""
 
-    def __init__(self, broker: Broker, queue_name: str, handler: Handler, *, prefetch: int, retry_pause: float = 1.0):
+    def __init__(
+        self,
+        broker: Broker,
+        queue_name: str,
+        handler: Handler,
+        *,
+        prefetch: int,
+        retry_pause: float = 1.0,
+        gate: ByteGate | None = None,
+    ):
         self._broker = broker
         self._queue_name = queue_name
         self._handler = handler
         self._prefetch = prefetch
         self._retry_pause = retry_pause
+        self._gate = gate
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -89,7 +100,11 @@ class Consumer:
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         try:
-            await self._handler(message)
+            if self._gate is None:
+                await self._handler(message)
+            else:
+                async with self._gate.hold(len(message.body)):
+                    await self._handler(message)
         except PermanentError as exc:
             logger.error("rejecting unprocessable message %s to held: %s", message.message_id, exc)
             await message.reject(requeue=False)

@@ -22,6 +22,7 @@ import aiormq
 from aio_pika.abc import DeliveryMode
 
 from kubemta_common.amqp.broker import Broker
+from kubemta_common.amqp.topology import lane
 from kubemta_common.errors import MessageTooLarge, PublishFailed
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,9 @@ class Publisher:
         await self._idle.wait()
 
     async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
-        """Publish one message and wait for the broker's confirm."""
+        """Publish one message and wait for the broker's confirm (to the large lane of `routing_key` when the
+        body is large: topology.lane)."""
+        routing_key = lane(routing_key, len(body))
         if self._max_message_size is not None and len(body) > self._max_message_size:
             raise MessageTooLarge(
                 f"{len(body)} bytes is more than the broker takes (KUBEMTA_BROKER_MAX_MESSAGE_SIZE "

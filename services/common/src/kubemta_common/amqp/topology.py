@@ -15,6 +15,14 @@ channel re-declares it after a reconnect). Queues are durable quorum queues.
   `DELIVERY_LIMIT` times without being acknowledged (a poison message that crashes its
   consumer); kept for an operator, never dropped
 
+Two lanes: every stage that carries a whole message (inbound, route, deliver, results and the
+retry queues) has a twin `<name>.large` for bus messages over `LARGE_BODY` bytes; the publisher
+picks the lane by size (`lane`), and every consumer reads both. RabbitMQ's prefetch counts
+messages, not bytes, so one lane with a prefetch of 32 could hand a consumer 32 messages of
+10 MB at once; the small lane keeps its prefetch (32 x 256 KiB at most), the large lane's
+prefetch comes from the service's memory budget (memory.py). A `retry.<delay>.large` queue
+dead-letters to `route.large`.
+
 RabbitMQ versions (kubemta supports 3.10 and newer 3.x, and 4.x):
 - the stage queues' `x-delivery-limit` counts returns on all of them, provided consumers
   return failed deliveries with `basic.reject` (consumer.py): since 4.3 `basic.nack` does
@@ -48,7 +56,31 @@ DELIVER = "deliver"
 RESULTS = "results"
 DSN = "dsn"
 HELD = "held"
-STAGE_QUEUES: tuple[str, ...] = (INBOUND, ROUTE, DELIVER, RESULTS)
+CONTENT_STAGES: tuple[str, ...] = (INBOUND, ROUTE, DELIVER, RESULTS)
+"""The stages whose messages carry a whole mail message, each with a large lane."""
+LARGE_SUFFIX = ".large"
+LARGE_BODY = 256 * 1024
+"""Bus messages larger than this travel in the large lane of their stage."""
+RETRY_PREFIX = "retry."
+
+
+def large(name: str) -> str:
+    """The large lane of a stage or retry queue."""
+    return name + LARGE_SUFFIX
+
+
+STAGE_QUEUES: tuple[str, ...] = (*CONTENT_STAGES, *(large(stage) for stage in CONTENT_STAGES))
+
+
+def lane(routing_key: str, size: int) -> str:
+    """The routing key a bus message of `size` bytes for `routing_key` goes to: its large lane when it is
+    larger than LARGE_BODY and the key is a content stage or a retry queue, else the key itself."""
+    if size <= LARGE_BODY or routing_key.endswith(LARGE_SUFFIX):
+        return routing_key
+    if routing_key in CONTENT_STAGES or routing_key.startswith(RETRY_PREFIX):
+        return large(routing_key)
+    return routing_key
+
 
 UNLIMITED_DELIVERIES = -1
 """RabbitMQ 4.0+: `x-delivery-limit: -1` disables the limit (on 3.x it would drop at the first return)."""
@@ -79,12 +111,12 @@ def _quorum_arguments() -> FieldTable:
     }
 
 
-def _retry_arguments(delay_seconds: float) -> FieldTable:
+def _retry_arguments(delay_seconds: float, target: str) -> FieldTable:
     return {
         "x-queue-type": "quorum",
         "x-message-ttl": int(delay_seconds * 1000),
         "x-dead-letter-exchange": EXCHANGE,
-        "x-dead-letter-routing-key": ROUTE,
+        "x-dead-letter-routing-key": target,
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
     }
@@ -128,9 +160,9 @@ async def declare_stages(channel: AbstractChannel, retry_delays: Iterable[float]
     )
     await dsn.bind(exchange, routing_key=DSN)
     for delay in sorted(set(retry_delays)):
-        name = retry_queue_name(delay)
-        queue = await channel.declare_queue(name, durable=True, arguments=_retry_arguments(delay))
-        await queue.bind(exchange, routing_key=name)
+        for name, target in ((retry_queue_name(delay), ROUTE), (large(retry_queue_name(delay)), large(ROUTE))):
+            queue = await channel.declare_queue(name, durable=True, arguments=_retry_arguments(delay, target))
+            await queue.bind(exchange, routing_key=name)
     return exchange
 
 
