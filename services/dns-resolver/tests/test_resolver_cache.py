@@ -5,7 +5,7 @@ import random
 from collections import Counter
 
 from kubemta.v1 import message_pb2
-from kubemta_dns_resolver.cache import TtlLruCache
+from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.lookup import LookupStatus
 from kubemta_dns_resolver.router import CachePolicy, RouteFailure, Router
 from kubemta_dns_resolver.transports import parse_transports

@@ -8,7 +8,7 @@ import pytest
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp import topology
 from kubemta_common.errors import PermanentError, PublishFailed
-from kubemta_dns_resolver.cache import TtlLruCache
+from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.handler import RouteHandler
 from kubemta_dns_resolver.lookup import LookupStatus
 from kubemta_dns_resolver.router import CachePolicy, Router

@@ -6,7 +6,7 @@ import pytest
 
 from kubemta.v1 import message_pb2
 from kubemta_common.mta_sts_patterns import mx_matches
-from kubemta_dns_resolver.cache import TtlLruCache
+from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.lookup import LookupResult, LookupStatus
 from kubemta_dns_resolver.mta_sts import (
     MtaStsResolver,

@@ -4,7 +4,7 @@ import random
 from collections import Counter
 
 from kubemta.v1 import message_pb2
-from kubemta_dns_resolver.cache import TtlLruCache
+from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.lookup import DnspythonLookup, LookupStatus
 from kubemta_dns_resolver.router import CachePolicy, RouteCache, RouteFailure, Router
 from kubemta_dns_resolver.transports import parse_relayhost, parse_transports

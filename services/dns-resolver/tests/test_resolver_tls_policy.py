@@ -5,7 +5,7 @@ import random
 import pytest
 
 from kubemta.v1 import message_pb2
-from kubemta_dns_resolver.cache import TtlLruCache
+from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.route_tls import RouteTlsPolicy
 from kubemta_dns_resolver.router import CachePolicy, Router
 from kubemta_dns_resolver.settings import ResolverSettings

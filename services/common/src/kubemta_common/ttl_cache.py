@@ -1,8 +1,8 @@
 """A bounded cache whose entries expire: TTL per entry, least recently used evicted first.
 
 The clock is injectable (a monotonic clock by default) so tests can move time. The
-ingress' recipient verification keeps its answers here (the dns-resolver has its own
-copy in kubemta_dns_resolver.cache, which could become a re-export of this one).
+dns-resolver keeps its routes and MTA-STS policies here, the ingress its recipient
+verification answers.
 """
 
 import time

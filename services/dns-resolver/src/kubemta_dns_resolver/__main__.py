@@ -8,7 +8,7 @@ from kubemta_common.amqp import topology
 from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
-from kubemta_dns_resolver.cache import TtlLruCache
+from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.handler import RouteHandler
 from kubemta_dns_resolver.lookup import DnspythonLookup
 from kubemta_dns_resolver.mta_sts import MtaStsResolver

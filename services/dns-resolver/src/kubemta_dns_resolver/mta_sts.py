@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from kubemta_common.mta_sts_patterns import mx_matches
-from kubemta_dns_resolver.cache import TtlLruCache
+from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.lookup import LookupResult, LookupStatus
 from kubemta_dns_resolver.transports import normalize_domain
 

@@ -15,7 +15,7 @@ from typing import Literal, cast
 
 from kubemta.v1 import message_pb2
 from kubemta_common.providers import provider_for_hosts
-from kubemta_dns_resolver.cache import TtlLruCache
+from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.lookup import DnsLookup
 from kubemta_dns_resolver.metrics import DNS_CACHE_HITS, DNS_CACHE_MISSES
 from kubemta_dns_resolver.mx import STATUS_NO_ROUTE, Destination, Exchange, Failure, resolve_domain, resolve_host
