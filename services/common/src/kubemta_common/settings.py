@@ -17,6 +17,11 @@ from kubemta_common.errors import ConfigError
 SECRETS_DIR = Path("/run/secrets/kubemta")
 BROKER_MAX_MESSAGE_SIZE_DEFAULT = 16 * 1024 * 1024
 """RabbitMQ 4.x's default `max_message_size` (3.x: 128 MiB); the smaller one, so a 3.x default is safe too."""
+CONSUMER_MEMORY_DESCRIPTION = (
+    "Bytes of large bus messages a service's consumers may hold: the prefetch of the large lanes (messages over "
+    "256 KiB) is set so that this many bytes of KUBEMTA_MAX_MESSAGE_SIZE messages fit, and running handlers hold at "
+    "most half of it (the delivery-worker's default is 96 MiB)"
+)
 BUS_HEADROOM = 1024 * 1024
 """Bytes a bus message may carry beyond the accepted message itself: kubemta's Received: and
 DKIM-Signature: headers, the envelope (up to KUBEMTA_MAX_RECIPIENTS addresses) and, in a
@@ -65,11 +70,7 @@ class ServiceSettings(BaseSettings):
     consumer_memory: int = Field(
         default=32 * 1024 * 1024,
         ge=1024 * 1024,
-        description=(
-            "Bytes of large bus messages a service's consumers may hold: the prefetch of the large lanes (messages "
-            "over 256 KiB) is set so that this many bytes of KUBEMTA_MAX_MESSAGE_SIZE messages fit, and running "
-            "handlers hold at most half of it (the delivery-worker's default is 96 MiB)"
-        ),
+        description=CONSUMER_MEMORY_DESCRIPTION,
     )
     broker_max_message_size: int = Field(
         default=BROKER_MAX_MESSAGE_SIZE_DEFAULT,

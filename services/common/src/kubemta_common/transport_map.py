@@ -48,7 +48,7 @@ class Nexthop:
     @property
     def is_address(self) -> bool:
         """True when `host` is an IP address literal (no DNS needed)."""
-        return _is_ip(self.host)
+        return is_ip(self.host)
 
     def __str__(self) -> str:
         if self.unix_socket:
@@ -70,7 +70,8 @@ class Transport:
         return self.scheme == LMTP_SCHEME
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """True when `text` is an IPv4 or IPv6 address literal (no DNS needed)."""
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -97,9 +98,9 @@ def parse_nexthop(text: str) -> Nexthop:
         raise ValueError(f"invalid next hop {text!r}: empty host")
     if not bracketed and ":" in host:
         raise ValueError(f"invalid next hop {text!r}: write an IPv6 address in brackets, e.g. [2001:db8::1]:25")
-    if not _is_ip(host) and not all(_valid_label(label) for label in host.split(".")):
+    if not is_ip(host) and not all(_valid_label(label) for label in host.split(".")):
         raise ValueError(f"invalid next hop {text!r}: {host!r} is neither a host name nor an IP address")
-    return Nexthop(host=host, port=port, mx_lookup=not bracketed and not _is_ip(host))
+    return Nexthop(host=host, port=port, mx_lookup=not bracketed and not is_ip(host))
 
 
 def _valid_label(label: str) -> bool:

@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from kubemta_common.amqp.topology import DELIVERY_LIMIT
 from kubemta_common.config_types import Duration, Listen, format_duration, parse_listen
-from kubemta_common.settings import ServiceSettings
+from kubemta_common.settings import CONSUMER_MEMORY_DESCRIPTION, ServiceSettings
 
 # RFC 5321 §4.5.3.2.2 / §4.5.3.2.3: MAIL and RCPT replies, 5 minutes.
 COMMAND_TIMEOUT_DEFAULT = 300.0
@@ -43,11 +43,7 @@ class WorkerSettings(ServiceSettings):
     consumer_memory: int = Field(
         default=96 * 1024 * 1024,
         ge=1024 * 1024,
-        description=(
-            "Bytes of large bus messages a service's consumers may hold: the prefetch of the large lanes (messages "
-            "over 256 KiB) is set so that this many bytes of KUBEMTA_MAX_MESSAGE_SIZE messages fit, and running "
-            "handlers hold at most half of it (the delivery-worker's default is 96 MiB)"
-        ),
+        description=CONSUMER_MEMORY_DESCRIPTION,
     )
     smtp_connect_timeout: Duration = Field(
         default=CONNECT_TIMEOUT_DEFAULT, gt=0, description="TCP connect and server greeting timeout"

@@ -11,7 +11,6 @@ bounds the time all of this may take.
 """
 
 import asyncio
-import ipaddress
 import os
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
-from kubemta_common.transport_map import Nexthop
+from kubemta_common.transport_map import Nexthop, is_ip
 from kubemta_common.ttl_cache import TtlLruCache
 
 MAX_ADDRESSES = 5  # Postfix lmtp_mx_address_limit
@@ -57,14 +56,6 @@ def os_reason(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 class LmtpConnector:
     """Opens connections to LMTP next hops, remembering host names' addresses for their TTL."""
 
@@ -81,7 +72,7 @@ class LmtpConnector:
                 raise Unreachable(f"connect to {nexthop.unix_socket}: {os_reason(exc)}") from None
             return Connection(reader, writer, nexthop.unix_socket)
         assert nexthop.port is not None, "an LMTP TCP next hop always has a port (transport_map.LMTP_PORT)"
-        addresses = [nexthop.host] if _is_ip(nexthop.host) else await self.addresses(nexthop.host)
+        addresses = [nexthop.host] if is_ip(nexthop.host) else await self.addresses(nexthop.host)
         errors: list[str] = []
         for address in addresses[:MAX_ADDRESSES]:
             server = f"{nexthop.host}[{address}]"
