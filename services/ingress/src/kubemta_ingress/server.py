@@ -36,6 +36,7 @@ import asyncio.sslproto as sslproto
 import collections
 import logging
 import math
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ TLS_NOT_AVAILABLE = "454 4.7.0 TLS not available due to local problem"  # RFC 32
 AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"  # Postfix' wording
 PROXY_NOT_RECOGNIZED = '500 Error: command "PROXY" not recognized'  # as any unknown command (aiosmtpd's text)
 TOO_MUCH_DATA = "552 Error: Too much mail data"  # aiosmtpd's text; replies.enhance adds 5.3.4
+ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")  # RFC 2047 section 2
 PROXY_HEADER_REFUSED = "connection closed: missing, invalid or late PROXY protocol header"
 
 
@@ -211,9 +213,15 @@ class IngressSMTP(SMTP):
         if plain is not None and not (limit and len(plain[0].rpartition("@")[0]) > limit):
             return plain
         try:
-            return super()._getaddr(arg)
+            address, rest = super()._getaddr(arg)
         except (IndexError, ValueError):  # email's header parser fails so on input such as a lone '"'
             return None, None  # "malformed address", a 501 (replies._REWRITES)
+        if address is not None and any(word not in address for word in ENCODED_WORD.findall(arg)):
+            # email's header parser decodes RFC 2047 encoded words, even quoted: <"=?utf-8?b?Ym9i?="@x> would be
+            # judged and queued as bob@x. An envelope address is never decoded (RFC 5321 knows no encoded words),
+            # and nothing is rewritten: one the parser decoded is refused as malformed.
+            return None, None
+        return address, rest
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         handshake_done = self._original_transport is not None and self.transport is not None
