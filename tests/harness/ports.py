@@ -1,5 +1,6 @@
 """Loopback addresses and free ports for one test run (all on 127.0.0.0/8)."""
 
+import os
 import random
 import socket
 
@@ -9,11 +10,32 @@ def random_loopback_net() -> str:
     return f"127.{random.randint(16, 250)}.{random.randint(1, 250)}"
 
 
+PORT_RANGE = (20000, 32000)
+"""Where free_port picks: below Linux' ephemeral range (32768-60999 by default), which servers bound to port 0
+and outgoing connections take their ports from, so a port picked here cannot be taken by one of those between
+the pick and the bind. Each pytest-xdist worker has its own slice, so two workers never pick the same port."""
+
+
+def _worker_slice() -> range:
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    low, high = PORT_RANGE
+    size = (high - low) // count
+    return range(low + index * size, low + (index + 1) * size)
+
+
 def free_port(address: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `address` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free on `address` right now, outside the ephemeral range (see PORT_RANGE)."""
+    ports = _worker_slice()
+    for _ in range(200):
+        port = random.choice(ports)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((address, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1} on {address}")
 
 
 def port_answers(address: str, port: int, timeout: float = 1.0) -> bool:
