@@ -8,33 +8,23 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from kubemta_common.config_types import CommaList, Duration, Listen, parse_listen, parse_nameserver
+from kubemta_common.config_types import Duration, Listen, parse_listen, parse_nameserver
+from kubemta_common.routing_settings import DnsClientSettings, TransportSettings
 from kubemta_common.settings import ServiceSettings
-from kubemta_common.transport_map import Nexthop, TransportMap, parse_relayhost, parse_transports
+from kubemta_common.transport_map import Nexthop, parse_relayhost
 from kubemta_dns_resolver.tls_policy import TlsPolicyMap, parse_tls_policy
 
 __all__ = ["ResolverSettings", "parse_nameserver"]  # parse_nameserver moved to kubemta_common.config_types
 
 
-class ResolverSettings(ServiceSettings):
+class ResolverSettings(ServiceSettings, DnsClientSettings, TransportSettings):
     """Configuration of the dns-resolver service."""
 
     metrics_listen: Listen = Field(
         default=parse_listen("127.0.0.1:9103"), description="host:port for /metrics, /healthz, /readyz"
     )
-    dns_nameservers: CommaList = Field(
-        default_factory=list, description="Name servers as host:port,...; empty = the system's /etc/resolv.conf"
-    )
-    transports: str = Field(
-        default="",
-        description=(
-            "Static routes: domain=smtp:[host]:port;.sub.domain=smtp:host:port;local.domain=lmtp:[host]:24 or "
-            "lmtp:unix:/path (LMTP: A/AAAA only, default port 24)"
-        ),
-    )
     relayhost: str = Field(default="", description="Send all other mail via [host]:port or host[:port]")
     delivery_port: int = Field(default=25, ge=1, le=65535, description="TCP port of MX hosts")
-    dns_timeout: Duration = Field(default=10.0, gt=0, description="Time limit of one DNS lookup")
     dns_cache_size: int = Field(default=10000, ge=0, description="Routes kept in the cache (0 disables it)")
     dns_negative_ttl: Duration = Field(
         default=60.0, ge=0, description="Longest time an NXDOMAIN, null MX or no-address answer is cached"
@@ -48,19 +38,6 @@ class ResolverSettings(ServiceSettings):
     mta_sts_ca_file: str = Field(default="", description="CA bundle for MTA-STS policy hosts; empty = the system's")
     mta_sts_timeout: Duration = Field(default=10.0, gt=0, description="Time limit of one MTA-STS policy fetch")
     mta_sts_cache_size: int = Field(default=10000, ge=0, description="MTA-STS policies kept in the cache")
-
-    @field_validator("dns_nameservers")
-    @classmethod
-    def _check_nameservers(cls, value: list[str]) -> list[str]:
-        for item in value:
-            parse_nameserver(item)
-        return value
-
-    @field_validator("transports")
-    @classmethod
-    def _check_transports(cls, value: str) -> str:
-        parse_transports(value)
-        return value
 
     @field_validator("tls_policy")
     @classmethod
@@ -80,14 +57,6 @@ class ResolverSettings(ServiceSettings):
     def _check_relayhost(cls, value: str) -> str:
         parse_relayhost(value)
         return value
-
-    def nameservers(self) -> list[tuple[str, int]]:
-        """The configured name servers as (address, port); empty for the system's."""
-        return [parse_nameserver(item) for item in self.dns_nameservers]
-
-    def transport_map(self) -> TransportMap:
-        """The parsed `KUBEMTA_TRANSPORTS`."""
-        return parse_transports(self.transports)
 
     def relay_nexthop(self) -> Nexthop | None:
         """The parsed `KUBEMTA_RELAYHOST`, or None."""

@@ -19,16 +19,15 @@ from kubemta_common.config_types import (
     Listen,
     NetworkList,
     parse_listen,
-    parse_nameserver,
 )
+from kubemta_common.routing_settings import DnsClientSettings, TransportSettings
 from kubemta_common.settings import BUS_HEADROOM, ServiceSettings
-from kubemta_common.transport_map import TransportMap, parse_transports
 from kubemta_ingress.bearer_token import ApiToken
 from kubemta_ingress.policy import normalize_domain
 from kubemta_ingress.recipient_map import parse_recipient_maps
 
 
-class IngressSettings(ServiceSettings):
+class IngressSettings(ServiceSettings, DnsClientSettings, TransportSettings):
     """Configuration of the ingress service."""
 
     smtp_listen: Listen = Field(
@@ -40,15 +39,7 @@ class IngressSettings(ServiceSettings):
     local_domains: CommaList = Field(
         default_factory=list, description="Domains accepted from any client (final destinations)"
     )
-    # Recipient verification of local domains at RCPT (recipient_verify.py).
-    transports: str = Field(
-        default="",
-        description=(
-            "Static routes: domain=smtp:[host]:port;.sub.domain=smtp:host:port;local.domain=lmtp:[host]:24 or "
-            "lmtp:unix:/path (LMTP: A/AAAA only, default port 24); the ingress asks the LMTP server of a local "
-            "domain at RCPT whether a recipient exists"
-        ),
-    )
+    # Recipient verification of local domains at RCPT (recipient_verify.py; KUBEMTA_TRANSPORTS: TransportSettings).
     recipient_maps: CommaList = Field(
         default_factory=list,
         description=(
@@ -212,10 +203,6 @@ class IngressSettings(ServiceSettings):
             "(a .key also works, but the ingress needs none); unset: no signing"
         ),
     )
-    dns_nameservers: CommaList = Field(
-        default_factory=list, description="Name servers as host:port,...; empty = the system's /etc/resolv.conf"
-    )
-    dns_timeout: Duration = Field(default=10.0, gt=0, description="Time limit of one DNS lookup")
 
     @model_validator(mode="after")
     def _messages_fit_the_broker(self) -> Self:
@@ -235,37 +222,16 @@ class IngressSettings(ServiceSettings):
             raise ValueError("the submission and SMTPS listeners need KUBEMTA_TLS_CERT_FILE and KUBEMTA_TLS_KEY_FILE")
         return self
 
-    @field_validator("dns_nameservers")
-    @classmethod
-    def _check_nameservers(cls, value: list[str]) -> list[str]:
-        for item in value:
-            parse_nameserver(item)
-        return value
-
-    def nameservers(self) -> list[tuple[str, int]]:
-        """The configured name servers as (address, port); empty for the system's."""
-        return [parse_nameserver(item) for item in self.dns_nameservers]
-
     @field_validator("local_domains")
     @classmethod
     def _normalize_domains(cls, value: list[str]) -> list[str]:
         return [normalize_domain(domain) for domain in value]
-
-    @field_validator("transports")
-    @classmethod
-    def _check_transports(cls, value: str) -> str:
-        parse_transports(value)
-        return value
 
     @field_validator("recipient_maps")
     @classmethod
     def _check_recipient_maps(cls, value: list[str]) -> list[str]:
         parse_recipient_maps(value)
         return value
-
-    def transport_map(self) -> TransportMap:
-        """The parsed `KUBEMTA_TRANSPORTS`."""
-        return parse_transports(self.transports)
 
     def recipient_map_paths(self) -> dict[str, Path]:
         """The parsed `KUBEMTA_RECIPIENT_MAPS`: canonical domain -> file."""
