@@ -36,6 +36,7 @@ from tests.harness.dkim_verify import (
     signature_tags,
 )
 from tests.harness.dns_server import DnsServer, zone_text
+from tests.harness.mime_parts import decoded_parts
 from tests.harness.ports import free_port
 from tests.harness.rabbitmq import BrokerNode
 from tests.harness.smtp_peer import ReceivedMessage, ScriptedPeer
@@ -200,17 +201,6 @@ def delivered(
 ) -> Delivered:
     workdir = tmp_path_factory.mktemp("pipeline-8bit")
     return asyncio.run(_run_pipeline(broker_node, loopback_net, dns, keys, workdir))
-
-
-def decoded_parts(content: bytes) -> list[tuple[str, bytes]]:
-    parsed = email.message_from_bytes(content, policy=email.policy.compat32)
-    parts = []
-    for part in parsed.walk():
-        if not part.is_multipart():
-            payload = part.get_payload(decode=True)
-            assert isinstance(payload, bytes)
-            parts.append((part.get_content_type(), payload))
-    return parts
 
 
 def test_signed_8bit_mail_arrives_7bit_and_identical_at_both_servers(delivered: Delivered) -> None:

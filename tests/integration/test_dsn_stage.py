@@ -2,7 +2,6 @@
 replica that takes over after a crash groups them again (nothing lost, still one DSN)."""
 
 import asyncio
-from collections.abc import Callable
 
 import aio_pika
 import pytest
@@ -13,6 +12,7 @@ from kubemta_common.amqp.consumer import Consumer
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.topology import DSN, INBOUND
 from kubemta_queue_manager.dsn_batcher import DsnBatcher
+from tests.harness.ingress_kit import eventually
 from tests.harness.rabbitmq import Vhost
 
 pytestmark = pytest.mark.broker
@@ -57,15 +57,6 @@ class Replica:
         await self.consumer.start()
 
 
-async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll `check` until it holds (bounded)."""
-    async with asyncio.timeout(within):
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.05)
-
-
 async def inbound_dsns(url: str, within: float) -> list[message_pb2.AcceptedMessage]:
     """Every message in `inbound` once it holds at least one, after a short settle (bounded)."""
     connection = await aio_pika.connect(url)
@@ -96,7 +87,7 @@ async def test_requests_held_by_a_crashed_replica_become_one_dsn_at_the_next(vho
         rcpts = ["bob@one.example", "carol@two.example", "dave@three.example"]
         for rcpt in rcpts:
             await producer.publish(DSN, request(rcpt).SerializeToString(), message_id=rcpt, message_type=REQUEST_TYPE)
-        await eventually(lambda: first.batcher.held == 3)
+        await eventually(lambda: first.batcher.held == 3, within=10)
         assert second.seen == []  # single active consumer: the other replica gets nothing while the first lives
 
         await first.broker.close()  # the first replica dies holding them, unacknowledged
@@ -107,7 +98,7 @@ async def test_requests_held_by_a_crashed_replica_become_one_dsn_at_the_next(vho
             f"Final-Recipient: rfc822; {rcpt}" for rcpt in rcpts
         ]
         assert sorted(second.seen) == sorted(rcpts)
-        await eventually(lambda: second.batcher.held == 0)  # sent, and every request acknowledged with it
+        await eventually(lambda: second.batcher.held == 0, within=10)  # sent, and every request acknowledged with it
     finally:
         await second.consumer.stop(1)
         await second.broker.close()

@@ -3,8 +3,6 @@ MIME content arrives converted to 7 bit without BODY=8BITMIME, what cannot be co
 MAIL FROM, and a server that offers 8BITMIME gets the message exactly as it was."""
 
 import asyncio
-import email
-import email.policy
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -14,6 +12,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from kubemta.v1 import message_pb2
 from kubemta_delivery_worker.deliverer import Deliverer
+from tests.harness.mime_parts import decoded_parts
 
 DELIVERED = message_pb2.OUTCOME_DELIVERED
 PERMANENT = message_pb2.OUTCOME_PERMANENT
@@ -40,17 +39,6 @@ ALTERNATIVE = (
 )
 NON_MIME = b"From: <a@sender.test>\r\nTo: <bob@dest.test>\r\nSubject: raw\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n"
 EIGHT_BIT_HEADER = b"From: <a@sender.test>\r\nSubject: Gr\xc3\xbc\xc3\x9fe\r\nMIME-Version: 1.0\r\n\r\nplain body\r\n"
-
-
-def decoded_parts(content: bytes) -> list[tuple[str, bytes]]:
-    parsed = email.message_from_bytes(content, policy=email.policy.compat32)
-    parts = []
-    for part in parsed.walk():
-        if not part.is_multipart():
-            payload = part.get_payload(decode=True)
-            assert isinstance(payload, bytes)
-            parts.append((part.get_content_type(), payload))
-    return parts
 
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["plain", "pipelined"])

@@ -162,17 +162,22 @@ type StartAuthServer = Callable[..., Awaitable[AuthServer]]
 
 
 @pytest.fixture
-async def start_auth_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, servers: Servers
-) -> AsyncIterator[StartAuthServer]:
-    """`await start_auth_server(users={"app": ("secret", ["app@example.com"])})`: AUTH PLAIN/LOGIN in clear text."""
+def auth_in_clear_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers started in this test offer and accept AUTH without TLS (aiosmtpd's auth_require_tls; tests only)."""
 
     class PlainAuthSMTP(server_module.IngressSMTP):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._auth_require_tls = False  # aiosmtpd: offer and accept AUTH without TLS (tests only)
+            self._auth_require_tls = False
 
     monkeypatch.setattr(server_module, "IngressSMTP", PlainAuthSMTP)
+
+
+@pytest.fixture
+async def start_auth_server(
+    tmp_path: Path, servers: Servers, auth_in_clear_text: None
+) -> AsyncIterator[StartAuthServer]:
+    """`await start_auth_server(users={"app": ("secret", ["app@example.com"])})`: AUTH PLAIN/LOGIN in clear text."""
     auth_servers: list[AuthServer] = []
 
     async def start(

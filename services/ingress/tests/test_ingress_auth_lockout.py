@@ -20,7 +20,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubemta_ingress import auth
-from kubemta_ingress import server as server_module
 from kubemta_ingress.auth import AuthRefusal, PendingCheck, UsersAuthenticator
 from kubemta_ingress.auth_limits import FailureLimiter
 from kubemta_ingress.server import SessionOptions
@@ -36,15 +35,8 @@ type Start = Callable[..., Awaitable[tuple[int, UsersAuthenticator]]]
 
 
 @pytest.fixture
-def start(servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Start:
+def start(servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth_in_clear_text: None) -> Start:
     """A server with AUTH in clear text (tests only) and an authenticator built with `settings`."""
-
-    class PlainAuthSMTP(server_module.IngressSMTP):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._auth_require_tls = False
-
-    monkeypatch.setattr(server_module, "IngressSMTP", PlainAuthSMTP)
 
     async def run(**settings: Any) -> tuple[int, UsersAuthenticator]:
         path = tmp_path / "users"

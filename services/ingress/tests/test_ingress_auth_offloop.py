@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from kubemta_ingress import auth
-from kubemta_ingress import server as server_module
 from kubemta_ingress.auth import UsersAuthenticator, build_authenticator
 from kubemta_ingress.server import SessionOptions
 from kubemta_ingress.settings import IngressSettings
@@ -57,15 +56,8 @@ type Start = Callable[..., Awaitable[tuple[int, UsersAuthenticator]]]
 
 
 @pytest.fixture
-def start(servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Start:
+def start(servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth_in_clear_text: None) -> Start:
     """Start a server whose AUTH (allowed in clear text, tests only) uses an authenticator built with `settings`."""
-
-    class PlainAuthSMTP(server_module.IngressSMTP):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._auth_require_tls = False
-
-    monkeypatch.setattr(server_module, "IngressSMTP", PlainAuthSMTP)
 
     async def run(from_environment: bool = False, **settings: Any) -> tuple[int, UsersAuthenticator]:
         """`from_environment`: built by the service's own build_authenticator from KUBEMTA_* variables."""
