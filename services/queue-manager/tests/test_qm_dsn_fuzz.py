@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from email.headerregistry import AddressHeader
 from typing import cast
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kubemta_queue_manager.dsn import Action, RecipientReport, Report, build_dsn
@@ -88,6 +88,18 @@ def expected_fields(report: Report, entry: RecipientReport) -> list[str]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(reports())
+@example(  # a reply's status is quoted in the diagnostic: flufl's llnl heuristic read "0@ " out of it
+    Report(
+        hostname="mx.kubemta.test",
+        queue_id="QORIG",
+        sender="\x85",
+        arrival=NOW,
+        last_attempt=NOW,
+        action=Action.FAILED,
+        recipients=[RecipientReport(recipient="", status=",0@", smtp_code=250, diagnostic=",", remote_mta="")],
+        original_content=b"",
+    )
+)
 def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> None:
     dsn = read_dsn(build_dsn(report, message_id="<QNEW@mx.kubemta.test>", now=NOW))
     assert len(dsn.recipient_blocks) == len(report.recipients)
@@ -108,8 +120,9 @@ def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> No
         plains = {entry.recipient.encode() for entry in report.recipients if plain(entry.recipient)}
         assert plains <= found, "flufl.bounce finds every plain failed recipient"
     # flufl's heuristics also read addresses out of the human-readable text, where a remote host name or reply
-    # text is quoted: whatever it finds must come from what the report was given, never be made up
-    texts = [text for entry in report.recipients for text in (entry.remote_mta, entry.diagnostic)]
+    # text is quoted (after the reply's code and status): whatever it finds must come from what the report was
+    # given, never be made up
+    texts = [text for entry in report.recipients for text in (entry.remote_mta, entry.status, entry.diagnostic)]
     forms = [form for entry in report.recipients for form in written_forms(entry.recipient)]
     forms += [form for text in texts for form in written_forms(text)]
     for address in temporary | permanent:
