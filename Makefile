@@ -49,6 +49,10 @@ test: system-deps sync lint ## everything: lint, unit, integration and end-to-en
 test-unit: sync ## unit tests only (no broker)
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not broker and not e2e"
 
+.PHONY: mutate
+mutate: system-deps sync ## mutation testing of the decision cores (mutmut): score per module and every survivor; not in `make test`
+	$(PY) scripts/mutate.py $(MUTATE_TARGETS)
+
 .PHONY: rabbitmq
 rabbitmq: system-deps ## make sure a RabbitMQ answers at 127.0.0.1:5672 (starts the local one when not)
 	@scripts/ensure-rabbitmq.sh

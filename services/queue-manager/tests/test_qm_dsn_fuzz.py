@@ -96,7 +96,10 @@ def expected_fields(report: Report, entry: RecipientReport) -> list[str]:
         arrival=NOW,
         last_attempt=NOW,
         action=Action.FAILED,
-        recipients=[RecipientReport(recipient="", status=",0@", smtp_code=250, diagnostic=",", remote_mta="")],
+        recipients=[
+            RecipientReport(recipient="", status=",0@", smtp_code=250, diagnostic=",", remote_mta=""),
+            RecipientReport(recipient="\ud800", status="5.1.1"),
+        ],
         original_content=b"",
     )
 )
@@ -120,9 +123,9 @@ def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> No
         plains = {entry.recipient.encode() for entry in report.recipients if plain(entry.recipient)}
         assert plains <= found, "flufl.bounce finds every plain failed recipient"
     # flufl's heuristics also read addresses out of the human-readable text, where a remote host name or reply
-    # text is quoted (after the reply's code and status): whatever it finds must come from what the report was
+    # text is quoted (the status and the text as one line): whatever it finds must come from what the report was
     # given, never be made up
-    texts = [text for entry in report.recipients for text in (entry.remote_mta, entry.status, entry.diagnostic)]
+    texts = [text for entry in report.recipients for text in (entry.remote_mta, f"{entry.status} {entry.diagnostic}")]
     forms = [form for entry in report.recipients for form in written_forms(entry.recipient)]
     forms += [form for text in texts for form in written_forms(text)]
     for address in temporary | permanent:
