@@ -46,7 +46,7 @@ test: system-deps sync lint ## everything: lint, unit, integration and end-to-en
 	$(VENV)/bin/pytest -p no:cacheprovider -n 2 --dist loadfile
 
 .PHONY: test-unit
-test-unit: sync ## unit tests only (no broker)
+test-unit: system-deps sync ## unit tests only (no broker; installs the tools they drive: swaks, promtool, nsd)
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not broker and not e2e"
 
 .PHONY: mutate

@@ -62,6 +62,11 @@ class ModuleScore:
         return 100.0 * self.caught / self.total if self.total else 100.0
 
 
+def say(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def pytest_options() -> dict[str, object]:
     with (ROOT / "pyproject.toml").open("rb") as file:
         options: dict[str, object] = tomllib.load(file)["tool"]["pytest"]["ini_options"]
@@ -101,7 +106,8 @@ def stage(service: str, package: str, modules: tuple[str, ...]) -> Path:
     )
     (where / "tests").mkdir()
     shutil.copy2(ROOT / "tests" / "__init__.py", where / "tests" / "__init__.py")
-    shutil.copytree(ROOT / "tests" / "harness", where / "tests" / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    harness = where / "tests" / "harness"
+    shutil.copytree(ROOT / "tests" / "harness", harness, ignore=shutil.ignore_patterns("__pycache__"))
     (where / "pyproject.toml").write_text(staging_pyproject(service, package, modules))
     return where
 
@@ -147,7 +153,9 @@ def mutant_diff(where: Path, name: str) -> str:
     shown = subprocess.run(
         [str(mutmut), "show", name], cwd=where, capture_output=True, text=True, timeout=120, check=False
     )
-    lines = [line for line in shown.stdout.splitlines() if line.startswith(("-", "+")) and line[:3] not in {"---", "+++"}]
+    lines = [
+        line for line in shown.stdout.splitlines() if line.startswith(("-", "+")) and line[:3] not in {"---", "+++"}
+    ]
     return "\n".join(f"        {line}" for line in lines)
 
 
@@ -179,7 +187,7 @@ def main() -> int:
 
     table: list[ModuleScore] = []
     for service, (package, modules) in selected(arguments.targets).items():
-        print(f"mutating {service}: {', '.join(modules)}", flush=True)
+        say(f"mutating {service}: {', '.join(modules)}")
         where = stage(service, package, modules)
         run_mutmut(where)
         for score in scores(where, package, modules):
@@ -187,19 +195,19 @@ def main() -> int:
             for name in score.survivors:
                 reason = equivalents.get(name)
                 label = f"equivalent: {reason}" if reason else "SURVIVED (not known to be equivalent)"
-                print(f"    {name}  {label}")
+                say(f"    {name}  {label}")
                 if not arguments.no_diff:
-                    print(mutant_diff(where, name))
+                    say(mutant_diff(where, name))
 
-    print()
-    print(f"{'module':<44} {'mutants':>7} {'caught':>7} {'score':>7}")
+    say()
+    say(f"{'module':<44} {'mutants':>7} {'caught':>7} {'score':>7}")
     failing = []
     for score in table:
-        print(f"{score.module:<44} {score.total:>7} {score.caught:>7} {score.percent:>6.1f}%")
+        say(f"{score.module:<44} {score.total:>7} {score.caught:>7} {score.percent:>6.1f}%")
         if score.percent < arguments.threshold:
             failing.append(score.module)
     if failing:
-        print(f"under {arguments.threshold:.0f}%: {', '.join(failing)}")
+        say(f"under {arguments.threshold:.0f}%: {', '.join(failing)}")
         return 1
     return 0
 

@@ -1,17 +1,13 @@
 """The PrometheusRule the chart renders: `promtool check rules` and `promtool test rules` on its groups."""
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml  # type: ignore[import-untyped]
 
 from tests.chart.render import render
-
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-pytestmark = pytest.mark.skipif(not Path(PROMTOOL).exists(), reason="promtool (Debian prometheus) not installed")
+from tests.harness.tools import promtool
 
 RULE_VALUES = {"metrics": {"prometheusRule": {"enabled": True}}}
 
@@ -30,7 +26,7 @@ def write_rules(directory: Path) -> Path:
 
 def test_promtool_check_rules(tmp_path: Path) -> None:
     rules = write_rules(tmp_path)
-    result = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
 
@@ -253,6 +249,6 @@ def test_promtool_unit_tests(tmp_path: Path) -> None:
     tests = tmp_path / "kubemta-rules.test.yaml"
     tests.write_text(yaml.safe_dump({"rule_files": [rules.name], **UNIT_TESTS}, sort_keys=False))
     result = subprocess.run(
-        [PROMTOOL, "test", "rules", tests.name], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        [promtool(), "test", "rules", tests.name], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr

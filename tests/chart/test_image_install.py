@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.tools import required_tool
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = ("kubemta-ingress", "kubemta-queue-manager", "kubemta-dns-resolver", "kubemta-delivery-worker")
 SYNC = "uv sync --frozen --no-dev --all-packages --no-editable"
@@ -19,10 +21,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def uv() -> str:
-    found = str(UV) if UV.exists() else shutil.which("uv")
-    if found is None:
-        pytest.skip("uv not installed (make sync installs it)")
-    return found
+    return required_tool("uv", "`make sync` installs it (.tools/bin/uv)", UV)
 
 
 def build_context(destination: Path) -> Path:

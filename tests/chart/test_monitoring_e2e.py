@@ -27,13 +27,12 @@ from tests.e2e.conftest import dns_server, make_message, mta, send, world  # noq
 from tests.harness.ports import free_port
 from tests.harness.processes import spawn, stop, wait_until
 from tests.harness.stack import Stack
+from tests.harness.tools import prometheus as prometheus_binary
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 pytestmark = [
     pytest.mark.broker,
     pytest.mark.e2e,
     pytest.mark.timeout(240),
-    pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus (Debian package) not installed"),
 ]
 
 RELEASE = "kubemta"
@@ -129,7 +128,7 @@ def prometheus_factory(tmp_path: Path) -> Iterator[Any]:
         assert check.returncode == 0, check.stdout + check.stderr
         process = spawn(
             [
-                PROMETHEUS,
+                prometheus_binary(),
                 f"--config.file={config_path}",
                 f"--storage.tsdb.path={tmp_path / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",

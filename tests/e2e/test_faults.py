@@ -1,7 +1,6 @@
 """Faults: nothing is acknowledged that is not safely queued, and a crash loses nothing."""
 
 import asyncio
-import shutil
 import subprocess
 
 import pytest
@@ -12,6 +11,7 @@ from tests.harness.ports import free_port
 from tests.harness.rabbitmq import Vhost
 from tests.harness.stack import Stack
 from tests.harness.tcp_proxy import TcpProxy
+from tests.harness.tools import swaks
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
@@ -111,13 +111,12 @@ async def test_killed_delivery_worker_loses_nothing(stack: Stack, world: MailWor
 
 async def test_swaks_gets_queued_reply_and_mail_is_delivered(mta: tuple[Stack, str], world: MailWorld) -> None:
     _, server = mta
-    assert shutil.which("swaks"), "swaks missing: `make test` installs it (scripts/system-deps.sh)"
     mx1 = world.peer("mx1")
     await mx1.start()
     result = await asyncio.to_thread(
         subprocess.run,
         [
-            "swaks",
+            swaks(),
             "--server",
             server,
             "--from",

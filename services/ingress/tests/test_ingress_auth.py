@@ -12,6 +12,7 @@ import pytest
 from kubemta_ingress.auth import MAX_FAILURE_DELAY, client_key
 from kubemta_ingress.auth_limits import FailureLimiter
 from tests.harness.ingress_kit import IO_TIMEOUT, RawClient
+from tests.harness.tools import swaks
 
 PASSWORD = "s3cret-pass"
 USERS = {"app": (PASSWORD, ["app@example.com"]), "other": ("other-pass", ["other@example.com"])}
@@ -116,7 +117,7 @@ async def test_swaks_auth_plain_and_login(start_auth_server):
     for mechanism in ("PLAIN", "LOGIN"):
         result = await asyncio.to_thread(
             subprocess.run,
-            ["swaks", "--server", "127.0.0.1", "--port", str(server.port), "--from", "app@example.com",
+            [swaks(), "--server", "127.0.0.1", "--port", str(server.port), "--from", "app@example.com",
              "--to", "x@other.org", "--header", "From: app@example.com", "--auth", mechanism,
              "--auth-user", "app", "--auth-password", PASSWORD, "--timeout", "10"],
             capture_output=True, text=True, timeout=30, check=False,
@@ -127,7 +128,7 @@ async def test_swaks_auth_plain_and_login(start_auth_server):
     assert len(server.publisher.published) == 2
     wrong = await asyncio.to_thread(
         subprocess.run,
-        ["swaks", "--server", "127.0.0.1", "--port", str(server.port), "--from", "app@example.com",
+        [swaks(), "--server", "127.0.0.1", "--port", str(server.port), "--from", "app@example.com",
          "--to", "x@other.org", "--auth", "PLAIN", "--auth-user", "app", "--auth-password", "nope",
          "--timeout", "10"],
         capture_output=True, text=True, timeout=30, check=False,

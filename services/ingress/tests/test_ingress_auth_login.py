@@ -8,11 +8,8 @@ that answers by the decoded prompt text, and with swaks over implicit TLS on the
 
 import asyncio
 import base64
-import shutil
 import smtplib
 from pathlib import Path
-
-import pytest
 
 from kubemta_ingress.auth import UsersAuthenticator
 from kubemta_ingress.listeners import ListenerKind, ListenerPolicy
@@ -20,6 +17,7 @@ from kubemta_ingress.server import IngressSMTP, SessionOptions
 from kubemta_ingress.tls import TlsContextStore
 from kubemta_ingress.users import Identity, User, UsersFile, hash_password, render
 from tests.harness.ingress_kit import IO_TIMEOUT, Servers, insecure_client_context
+from tests.harness.tools import swaks
 
 PASSWORD = "s3cret-pass"
 USERS = {"app": (PASSWORD, ["app@example.com"])}
@@ -63,7 +61,6 @@ def test_the_session_class_carries_the_prompts():
     assert IngressSMTP.AuthLoginPasswordChallenge == "Password:"
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
 async def test_swaks_auth_login_over_implicit_tls(servers: Servers, certificate: tuple[Path, Path], tmp_path: Path):
     """The production session class (no test subclass), TLS as in production, a real client."""
     path = tmp_path / "users"
@@ -79,7 +76,7 @@ async def test_swaks_auth_login_over_implicit_tls(servers: Servers, certificate:
     )
     server, publisher = await servers.start(options=options, local_domains=("example.com",), relay_networks=())
     process = await asyncio.create_subprocess_exec(
-        "swaks", "--server", f"127.0.0.1:{server.port}", "--tlsc", "--auth", "LOGIN", "--auth-user", "app",
+        swaks(), "--server", f"127.0.0.1:{server.port}", "--tlsc", "--auth", "LOGIN", "--auth-user", "app",
         "--auth-password", PASSWORD, "--from", "app@example.com", "--to", "x@other.org",
         "--header", "From: app@example.com", "--helo", "client.example", "--timeout", "5",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -8,13 +8,13 @@ never executed, and the message is either refused whole (bare CR/LF: 550 5.6.0, 
 """
 
 import asyncio
-import shutil
 import socket
 
 import pytest
 
 from kubemta.v1 import message_pb2
 from kubemta_ingress import replies
+from tests.harness.tools import swaks
 
 CARRIER = (
     b"From: a@example.net\r\nTo: user@example.org\r\nSubject: carrier\r\n"
@@ -236,14 +236,13 @@ async def test_bare_lf_cannot_split_a_command(start_server):
 
 @pytest.mark.parametrize("pipeline", [False, True], ids=["lockstep", "pipeline"])
 async def test_swaks_bare_lf_smuggling_is_refused(start_server, tmp_path, metrics, pipeline):
-    assert shutil.which("swaks"), "swaks missing: `make test` installs it (scripts/system-deps.sh)"
     harness = await start_server()
     before = metrics.rejected("bad_line_ending")
     data = tmp_path / "smuggle.eml"
     # --no-data-fixup: swaks sends the file as is and adds only the final CRLF after the trailing dot.
     data.write_bytes(CARRIER + b"\n.\n" + SMUGGLED + b".")
     args = [
-        "swaks",
+        swaks(),
         "--server", f"127.0.0.1:{harness.port}",
         "--helo", "swaks.example",
         "--from", "a@example.net",
