@@ -3,7 +3,7 @@
 mutmut mutates one line at a time and runs the unit tests that reach the mutated function;
 a mutant that no test notices ("survived") is a decision the tests do not pin. mutmut
 expects one package under `src/`, so each service gets a staging directory under
-`.mutate/<service>/` holding a copy of its `src/`, its unit tests and the test harness;
+`.mutate/<service>/<modules>/` holding a copy of its `src/`, its unit tests and the test harness;
 mutmut copies that again to `mutants/` and puts it first on `sys.path`.
 
 Usage:
@@ -95,8 +95,11 @@ def staging_pyproject(service: str, package: str, modules: tuple[str, ...]) -> s
 
 
 def stage(service: str, package: str, modules: tuple[str, ...]) -> Path:
-    """A fresh `.mutate/<service>/`: src/, the service's unit tests, the harness, a pyproject."""
-    where = STAGING / service
+    """A fresh `.mutate/<service>/<modules>/`: src/, the service's unit tests, the harness, a pyproject.
+
+    One directory per selection, so that runs over different modules of a service can go on side by side.
+    """
+    where = STAGING / service / "+".join(Path(module).stem for module in modules)
     shutil.rmtree(where, ignore_errors=True)
     shutil.copytree(ROOT / "services" / service / "src", where / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(
