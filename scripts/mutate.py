@@ -11,7 +11,7 @@ Usage:
     .venv/bin/python scripts/mutate.py queue-manager/fate.py  # one module (or one service)
 
 It prints the score per module (caught / all mutants) and every survivor, marking those
-listed in scripts/mutation-equivalents.toml with the reason they change nothing
+listed in scripts/mutation-equivalents/*.toml with the reason they change nothing
 observable. It exits 1 when a module scores under --threshold (90%).
 MUTATE_CHILDREN sets mutmut's parallel children (default: the CPU count).
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGING = ROOT / ".mutate"
-EQUIVALENTS = ROOT / "scripts" / "mutation-equivalents.toml"
+EQUIVALENTS = ROOT / "scripts" / "mutation-equivalents"
 RUN_TIMEOUT_SECONDS = 3600
 
 # The decision cores: service -> (package, modules). Their unit tests are the service's own.
@@ -185,8 +185,10 @@ def main() -> int:
     parser.add_argument("--threshold", type=float, default=90.0, help="lowest passing score per module, in %%")
     parser.add_argument("--no-diff", action="store_true", help="list survivors by name only")
     arguments = parser.parse_args()
-    with EQUIVALENTS.open("rb") as file:
-        equivalents: dict[str, str] = tomllib.load(file)
+    equivalents: dict[str, str] = {}
+    for listing in sorted(EQUIVALENTS.glob("*.toml")):
+        with listing.open("rb") as file:
+            equivalents.update(tomllib.load(file))
 
     table: list[ModuleScore] = []
     for service, (package, modules) in selected(arguments.targets).items():
