@@ -10,3 +10,4 @@ for dir in services/*/tests tests; do
     fi
 done
 $mypy bench  # the benchmark: strict like the services
+$mypy scripts conftest.py  # the repository scripts (make mutate, the README tables) and the root conftest
