@@ -18,6 +18,7 @@ The map of destinations is bounded (least recently used idle entries are forgott
 """
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -142,18 +143,21 @@ class Destinations:
         entry = self._destinations.get(destination)
         if entry is None:
             entry = self._destinations[destination] = _Destination(self._concurrency)
-            self._forget_idle()
+            self._forget_idle(keep=destination)
         self._destinations.move_to_end(destination)
         return entry
 
-    def _forget_idle(self) -> None:
+    def _forget_idle(self, *, keep: str) -> None:
+        """Forget idle destinations beyond the bound, least recently used first, but never `keep` (the one
+        just added): the map may stay over the bound while the others are running or paused."""
         now = self._clock()
-        for name in list(self._destinations):
-            if len(self._destinations) <= self._max:
-                return
-            entry = self._destinations[name]
-            if entry.active == 0 and entry.paused_until <= now:
-                del self._destinations[name]
+        idle = (
+            name
+            for name, entry in self._destinations.items()
+            if name != keep and entry.active == 0 and entry.paused_until <= now
+        )
+        for name in list(itertools.islice(idle, max(len(self._destinations) - self._max, 0))):
+            del self._destinations[name]
 
     def _check_paused(self, destination: str, entry: _Destination) -> None:
         remaining = entry.paused_until - self._clock()
