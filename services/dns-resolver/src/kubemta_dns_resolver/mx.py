@@ -76,7 +76,7 @@ async def lookup_addresses(lookup: DnsLookup, name: str) -> _Addresses:
     details = "; ".join(result.detail for result in (a, aaaa) if result.detail)
     return _Addresses(
         addresses=a.records + aaaa.records,
-        ttl=min((result.ttl for result in found or (a, aaaa)), default=0.0),
+        ttl=min(result.ttl for result in found or (a, aaaa)),  # found or both: never empty
         temporary=a.status.temporary or aaaa.status.temporary,
         nxdomain=LookupStatus.NXDOMAIN in (a.status, aaaa.status),
         detail=details,
@@ -84,10 +84,13 @@ async def lookup_addresses(lookup: DnsLookup, name: str) -> _Addresses:
 
 
 def _temporary(detail: str, implicit: bool = False) -> Failure:
-    return Failure(True, STATUS_TEMPORARY, f"Host or domain name lookup failed temporarily ({detail})", 0.0, implicit)
+    # no ttl: a temporary failure is never cached (router.CachePolicy)
+    return Failure(
+        True, STATUS_TEMPORARY, f"Host or domain name lookup failed temporarily ({detail})", implicit=implicit
+    )
 
 
-def _not_found(name: str, status: str, detail: str, ttl: float, implicit: bool = False) -> Failure:
+def _not_found(status: str, detail: str, ttl: float, implicit: bool = False) -> Failure:
     return Failure(False, status, f"Host or domain name not found ({detail})", ttl, implicit)
 
 
@@ -99,7 +102,7 @@ async def resolve_host(lookup: DnsLookup, name: str) -> Destination | Failure:
     if found.temporary:
         return _temporary(found.detail)
     if found.nxdomain:
-        return _not_found(name, STATUS_NO_ROUTE, found.detail, found.ttl)
+        return _not_found(STATUS_NO_ROUTE, found.detail, found.ttl)
     return Failure(False, STATUS_NO_ROUTE, f"unable to route: no address for {name}", found.ttl)
 
 
@@ -111,7 +114,7 @@ async def resolve_domain(
     if mx.status.temporary:
         return _temporary(mx.detail)
     if mx.status is LookupStatus.NXDOMAIN:
-        return _not_found(name, nxdomain_status, mx.detail, mx.ttl)
+        return _not_found(nxdomain_status, mx.detail, mx.ttl)
     if mx.status is LookupStatus.NODATA:
         return await _implicit_mx(lookup, name, mx.ttl, nxdomain_status)
     records = mx.records
@@ -150,7 +153,7 @@ async def _implicit_mx(lookup: DnsLookup, name: str, mx_ttl: float, nxdomain_sta
     if found.temporary:
         return _temporary(found.detail, implicit=True)
     if found.nxdomain:
-        return _not_found(name, nxdomain_status, found.detail, min(mx_ttl, found.ttl), implicit=True)
+        return _not_found(nxdomain_status, found.detail, min(mx_ttl, found.ttl), implicit=True)
     return Failure(
         False, STATUS_NO_ROUTE, f"unable to route: {name} has no MX and no address", min(mx_ttl, found.ttl), True
     )

@@ -112,7 +112,7 @@ def parse_tls_policy(text: str) -> TlsPolicyMap:
         key = key.strip()
         if key != DEFAULT_KEY:
             key = normalize_domain(key)
-        if not sep or not key or key == ".":
+        if not sep or not key:  # normalize_domain makes "." (or "..") empty
             raise ValueError(f"invalid TLS policy entry {item!r}: expected domain=level, e.g. example.com=verify")
         try:
             level = TlsLevel(value.strip().lower())
