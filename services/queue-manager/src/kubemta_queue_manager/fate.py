@@ -108,8 +108,7 @@ def _results_for_every_recipient(result: message_pb2.DeliveryResult) -> list[mes
             results.append(
                 message_pb2.RecipientResult(
                     recipient=recipient,
-                    outcome=message_pb2.OUTCOME_TEMPORARY,
-                    status="4.0.0",
+                    outcome=message_pb2.OUTCOME_TEMPORARY,  # its status, 4.0.0, is filled in by `status_of`
                     diagnostic="no result reported for this recipient",
                 )
             )
