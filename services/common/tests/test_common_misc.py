@@ -1,7 +1,9 @@
 """Queue ids, provider labels, JSON logs, bus decoding."""
 
+import itertools
 import json
 import logging
+import time
 
 import pytest
 
@@ -18,6 +20,12 @@ def test_queue_ids_are_unique_and_ordered_by_time() -> None:
     ids = [new_queue_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 16 and i.isalnum() for i in ids)
+    batches = []  # ids made a few milliseconds apart sort in the order they were made
+    for _ in range(5):
+        batches.append([new_queue_id() for _ in range(20)])
+        time.sleep(0.003)
+    for earlier, later in itertools.pairwise(batches):
+        assert max(earlier) < min(later)
 
 
 @pytest.mark.parametrize(
