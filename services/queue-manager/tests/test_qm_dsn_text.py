@@ -341,9 +341,11 @@ def test_a_valid_message_id_is_written_as_given() -> None:
     assert "\r\nMessage-ID: <a.b-c@d.example>\r\n" in text
 
 
-def test_a_host_name_that_is_no_domain_gives_a_from_of_localhost_invalid() -> None:
+def test_a_host_name_that_is_no_domain_gives_a_from_and_a_message_id_of_localhost_invalid() -> None:
     rep = report(RecipientReport("bob@example.org", "5.1.1", 550, "no"), hostname="bad host")
-    assert written(rep).startswith("From: Mail Delivery System <MAILER-DAEMON@localhost.invalid>\r\n")
+    text = written(rep, message_id="<QNEW@bad host>")
+    assert text.startswith("From: Mail Delivery System <MAILER-DAEMON@localhost.invalid>\r\n")
+    assert "\r\nMessage-ID: <invalid-id@localhost.invalid>\r\n" in text
 
 
 def test_a_failure_report_never_has_a_will_retry_until_field() -> None:
@@ -474,3 +476,107 @@ def test_an_original_without_a_body_or_a_final_line_ending_is_returned_line_by_l
     assert text.endswith(
         "Content-Description: Undelivered Message Headers\r\n\r\nFrom: a@b\r\nSubject: no body\r\n\r\n--BOUNDARY--\r\n"
     )
+
+
+def test_a_delay_warning_from_a_utf8_host_about_a_remote_mta_that_gave_no_reply() -> None:
+    rep = Report(
+        hostname="mx.exämple.test",
+        queue_id="QORIG",
+        sender="alice@example.com",
+        arrival=ARRIVAL,
+        last_attempt=NOW,
+        action=Action.DELAYED,
+        recipients=[RecipientReport("bob@example.org", "4.4.2", 0, "connection dropped", "mx.example.org")],
+        original_content=b"A: b\r\n\r\n",
+    )
+    text = written(rep, message_id="<jörg@x>")
+    head, _, rest = text.partition("\r\n\r\n--BOUNDARY\r\n")
+    assert head.split("\r\n")[:5] == [
+        "From: Mail Delivery System <MAILER-DAEMON@localhost.invalid>",
+        "To: alice@example.com",
+        "Subject: Delayed Mail (still being retried)",
+        "Date: Mon, 02 Mar 2026 12:00:00 +0000",
+        "Message-ID: <invalid-id@localhost.invalid>",
+    ]
+    assert rest.startswith(
+        crlf(
+            "Content-Type: text/plain; charset=utf-8\n"
+            "Content-Transfer-Encoding: quoted-printable\n"
+            "Content-Description: Notification\n\n"
+            "This is the mail system at host mx.ex=C3=A4mple.test.\n\n"
+            + WARNING_INTRO
+            + "Your message could not be delivered for 2.0 hours.\n\n"
+            "For further assistance, please send mail to the postmaster of\n"
+            "mx.ex=C3=A4mple.test and include this problem report.\n\n"
+            "                   The mail system\n\n"
+            "<bob@example.org>: connection dropped\n\n"
+        )
+    )
+    assert crlf("\nReporting-MTA: dns; mx.ex\\x{E4}mple.test\n") in rest
+    assert (
+        crlf(
+            "\nFinal-Recipient: rfc822; bob@example.org\n"
+            "Action: delayed\n"
+            "Status: 4.4.2\n"
+            "Remote-MTA: dns; mx.example.org\n"
+            "Diagnostic-Code: X-kubemta; connection dropped\n"
+            "Last-Attempt-Date: Mon, 02 Mar 2026 12:00:00 +0000\n\n"
+        )
+        in rest
+    )
+
+
+def test_a_recipient_report_of_only_an_address_and_a_status_says_so() -> None:
+    rep = report(RecipientReport("bob@example.org", "5.4.4"), RecipientReport("carol@example.org", "5.1.1", 550))
+    text = written(rep)
+    assert human_lines(rep, NOW)[-2:] == [
+        "<bob@example.org>: delivery failed with status 5.4.4",
+        "<carol@example.org>: 550 5.1.1",
+    ]
+    assert (
+        crlf(
+            "\nFinal-Recipient: rfc822; bob@example.org\n"
+            "Action: failed\n"
+            "Status: 5.4.4\n"
+            "Diagnostic-Code: X-kubemta; no further information\n"
+            "Last-Attempt-Date: Mon, 02 Mar 2026 11:59:57 +0000\n\n"
+            "Final-Recipient: rfc822; carol@example.org\n"
+            "Action: failed\n"
+            "Status: 5.1.1\n"
+            "Diagnostic-Code: smtp; 550 5.1.1\n"
+            "Last-Attempt-Date: Mon, 02 Mar 2026 11:59:57 +0000\n\n"
+        )
+        in text
+    )
+
+
+def test_a_report_without_a_retry_limit_by_default() -> None:
+    rep = Report(
+        hostname=HOSTNAME,
+        queue_id="QORIG",
+        sender="alice@example.com",
+        arrival=ARRIVAL,
+        last_attempt=NOW,
+        action=Action.DELAYED,
+        recipients=[RecipientReport("bob@example.org", "4.4.1")],
+        original_content=ORIGINAL,
+    )
+    assert rep.will_retry_until is None
+    assert "Will-Retry-Until" not in written(rep)
+
+
+@pytest.mark.parametrize("message_id", ["<a@x.>", "<jörg@x>", "<a@[192.0.2.1>", '<"a b"@x>'])
+def test_a_message_id_whose_inside_is_no_plain_ascii_addr_spec_is_replaced(message_id: str) -> None:
+    text = written(report(RecipientReport("bob@example.org", "5.1.1", 550, "no")), message_id=message_id)
+    assert "\r\nMessage-ID: <invalid-id@mx.kubemta.test>\r\n" in text
+
+
+@pytest.mark.parametrize("message_id", ["<a@[192.0.2.1]>", "<QNEW.1+x@mx.kubemta.test>", "<a@b>"])
+def test_a_message_id_of_a_plain_addr_spec_in_angle_brackets_is_kept(message_id: str) -> None:
+    text = written(report(RecipientReport("bob@example.org", "5.1.1", 550, "no")), message_id=message_id)
+    assert f"\r\nMessage-ID: {message_id}\r\n" in text
+
+
+def test_an_original_that_starts_with_an_empty_line_has_an_empty_header_block() -> None:
+    assert original_headers(b"\r\n\r\nbody") == "\n"
+    assert original_headers(b"\n\nbody") == "\n"

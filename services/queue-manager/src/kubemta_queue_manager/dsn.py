@@ -227,10 +227,12 @@ def _from_address(hostname: str) -> FieldValue:
 
 
 def _message_id(message_id: str, hostname: str) -> FieldValue:
+    """`message_id` when it is an RFC 5322 §3.6.4 msg-id (a dot-atom left of the @), else one of our host."""
     inner = message_id[1:-1] if message_id.startswith("<") and message_id.endswith(">") else ""
-    if inner and mailbox(inner, utf8=False) == inner:
+    if inner and not inner.startswith('"') and mailbox(inner, utf8=False) == inner:
         return field_value(message_id)
-    return field_value(f"<invalid-id@{host_value(hostname)}>")
+    fallback = mailbox(f"invalid-id@{hostname}", utf8=False)
+    return field_value(f"<{fallback or 'invalid-id@localhost.invalid'}>")
 
 
 def build_dsn(report: Report, *, message_id: str, now: datetime) -> bytes:
