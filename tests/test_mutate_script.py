@@ -60,7 +60,7 @@ def test_scores_count_timeouts_and_crashes_as_caught_and_no_tests_as_survived(
 ) -> None:
     meta = tmp_path / "mutants" / "src" / "pkg" / "m.py.meta"
     meta.parent.mkdir(parents=True)
-    codes = {"pkg.m.x_f__mutmut_1": 1, "pkg.m.x_f__mutmut_2": 0, "pkg.m.x_f__mutmut_10": 36}
+    codes: dict[str, int | None] = {"pkg.m.x_f__mutmut_1": 1, "pkg.m.x_f__mutmut_2": 0, "pkg.m.x_f__mutmut_10": 36}
     codes |= {"pkg.m.x_f__mutmut_3": 33, "pkg.m.x_f__mutmut_4": -11, "pkg.m.x_f__mutmut_5": None}
     meta.write_text(json.dumps({"exit_code_by_key": codes}))
     [score] = mutate.scores(tmp_path, "pkg", ("m.py",))
