@@ -164,6 +164,18 @@ def test_an_unknown_destination_has_nothing_running_and_the_full_limit():
     assert limits.limit("dest.test") == 7
 
 
+@pytest.mark.parametrize("now", [0.0, 0.5, 1000.0])
+async def test_a_destination_never_throttled_is_not_paused_whatever_the_monotonic_clock_reads(now):
+    limits = destinations(Clock(now), concurrency=1, wait=0.05)
+
+    await deliver(limits, "dest.test")
+    async with limits.slot("dest.test"):
+        refused = await deferred(limits, "dest.test")
+
+    assert refused.reason == "busy"
+    assert limits.active("dest.test") == 0
+
+
 async def test_a_slot_counts_as_running_until_it_ends():
     limits = destinations(Clock())
 

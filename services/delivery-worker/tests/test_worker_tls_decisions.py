@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiosmtplib import SMTP
+from aiosmtplib import SMTP, SMTPException, SMTPResponse
 
 from kubemta.v1 import message_pb2
 from kubemta_delivery_worker.tls import opportunistic_tls_context, verifying_tls_context
@@ -170,8 +170,19 @@ async def run(
     return await negotiate(smtp, the_route, the_host, tls, allowed=allowed, label=LABEL, queue_id="QTLS")
 
 
-def failed(diagnostic: str, status: str) -> TlsOutcome:
-    return TlsOutcome(failure=PolicyFailure(diagnostic, status))
+Told = tuple[bool, bool, PolicyFailure | None, str | None, bool]
+PLAINTEXT: Told = (False, False, None, None, False)
+ENCRYPTED: Told = (True, False, None, None, False)
+VERIFIED: Told = (True, True, None, None, False)
+
+
+def told(outcome: TlsOutcome) -> Told:
+    """Every field of an outcome: tls, verified, failure, fallback, handshake_failed."""
+    return (outcome.tls, outcome.verified, outcome.failure, outcome.fallback, outcome.handshake_failed)
+
+
+def failed(diagnostic: str, status: str) -> Told:
+    return (False, False, PolicyFailure(diagnostic, status, smtp_code=0), None, False)
 
 
 # -- no STARTTLS at all --
@@ -183,7 +194,7 @@ async def test_policy_none_never_asks_for_starttls(server, session, tls, test_ca
 
     outcome = await run(await session(peer), route(message_pb2.TLS_POLICY_NONE), host(peer), tls)
 
-    assert outcome == TlsOutcome()
+    assert told(outcome) == PLAINTEXT
     assert peer.asked_for_tls == 0
     assert metric("kubemta_tls_outbound_total", result="plaintext") == before + 1
 
@@ -196,7 +207,7 @@ async def test_the_plaintext_redo_never_asks_for_starttls_even_when_tls_is_requi
 
     outcome = await run(await session(peer), route(message_pb2.TLS_POLICY_ENCRYPT), host(peer), tls, allowed=False)
 
-    assert outcome == TlsOutcome()
+    assert told(outcome) == PLAINTEXT
     assert peer.asked_for_tls == 0
     assert metric("kubemta_tls_outbound_total", result="plaintext") == before + 1
 
@@ -210,7 +221,7 @@ async def test_opportunistic_tls_goes_on_in_plaintext_when_starttls_is_not_offer
 
     outcome = await run(await session(peer), route(policy), host(peer), tls)
 
-    assert outcome == TlsOutcome()
+    assert told(outcome) == PLAINTEXT
     assert peer.asked_for_tls == 0
     assert metric("kubemta_tls_outbound_total", result="plaintext") == before + 1
 
@@ -224,7 +235,9 @@ async def test_required_tls_not_offered_fails_the_host_with_4_7_4(server, sessio
 
     outcome = await run(await session(peer), route(policy, "dane"), host(peer), tls)
 
-    assert outcome == failed(f"TLS is required, but was not offered by host {LABEL} (TLS policy {word}, dane)", "4.7.4")
+    assert told(outcome) == failed(
+        f"TLS is required, but was not offered by host {LABEL} (TLS policy {word}, dane)", "4.7.4"
+    )
     assert outcome.failure is not None and outcome.failure.smtp_code == 0
     assert metric("kubemta_tls_outbound_total", result="not_offered") == before + 1
 
@@ -234,7 +247,7 @@ async def test_the_diagnostic_leaves_out_an_unknown_policy_source(server, sessio
 
     outcome = await run(await session(peer), route(message_pb2.TLS_POLICY_ENCRYPT, source=""), host(peer), tls)
 
-    assert outcome.failure == PolicyFailure(
+    assert told(outcome) == failed(
         f"TLS is required, but was not offered by host {LABEL} (TLS policy encrypt)", "4.7.4"
     )
 
@@ -248,7 +261,7 @@ async def test_required_tls_refused_fails_the_host_with_4_7_4_quoting_the_reply(
 
     outcome = await run(await session(peer), route(message_pb2.TLS_POLICY_ENCRYPT), host(peer), tls)
 
-    assert outcome == failed(
+    assert told(outcome) == failed(
         f"TLS is required, but host {LABEL} refused STARTTLS: 454 4.7.0 TLS not available due to temporary reason"
         " (TLS policy encrypt, test)",
         "4.7.4",
@@ -264,7 +277,7 @@ async def test_opportunistic_tls_refused_goes_on_in_plaintext_and_says_so(server
     with caplog.at_level(logging.INFO, logger="kubemta_delivery_worker.tls_negotiation"):
         outcome = await run(await session(peer), route(message_pb2.TLS_POLICY_MAY), host(peer), tls)
 
-    assert outcome == TlsOutcome()
+    assert told(outcome) == PLAINTEXT
     assert peer.asked_for_tls == 1
     assert metric("kubemta_tls_outbound_total", result="plaintext") == before + 1
     [record] = caplog.records
@@ -287,7 +300,7 @@ async def test_unverified_tls_accepts_any_certificate_and_sends_the_host_name(
 
     outcome = await run(await session(peer), route(policy), host(peer, " MX1.dest.test. "), tls)
 
-    assert outcome == TlsOutcome(tls=True, verified=False)
+    assert told(outcome) == ENCRYPTED
     assert peer.sni == ["MX1.dest.test"]
     assert metric("kubemta_tls_outbound_total", result="encrypted") == before + 1
 
@@ -297,7 +310,7 @@ async def test_unverified_tls_to_a_host_without_a_name_sends_no_name(server, ses
 
     outcome = await run(await session(peer), route(message_pb2.TLS_POLICY_ENCRYPT), host(peer, ""), tls)
 
-    assert outcome == TlsOutcome(tls=True)
+    assert told(outcome) == ENCRYPTED
     assert peer.sni == [None]
 
 
@@ -307,7 +320,7 @@ async def test_verify_accepts_a_ca_signed_certificate_for_the_host_name(server, 
 
     outcome = await run(await session(peer), route(message_pb2.TLS_POLICY_VERIFY), host(peer, MX + "."), tls)
 
-    assert outcome == TlsOutcome(tls=True, verified=True)
+    assert told(outcome) == VERIFIED
     assert peer.sni == [MX]
     assert metric("kubemta_tls_outbound_total", result="verified") == before + 1
 
@@ -356,7 +369,7 @@ async def test_verify_uses_the_verifying_context_and_the_others_the_opportunisti
         TlsContexts(_strict(), opportunistic_tls_context()),
     )
 
-    assert verified == TlsOutcome(tls=True, verified=True)
+    assert told(verified) == VERIFIED
     assert encrypted.failure is not None and "self-signed certificate" in encrypted.failure.diagnostic
 
 
@@ -374,10 +387,7 @@ async def test_a_failed_opportunistic_handshake_asks_for_a_plaintext_redo(server
 
     outcome = await run(await session(peer), route(message_pb2.TLS_POLICY_MAY), host(peer), tls)
 
-    assert outcome.failure is None
-    assert outcome.tls is False
-    assert outcome.handshake_failed is True
-    assert outcome.fallback == "TLS error: WRONG_VERSION_NUMBER"
+    assert told(outcome) == (False, False, None, "TLS error: WRONG_VERSION_NUMBER", True)
     assert metric("kubemta_tls_outbound_total", result="handshake_failed") == before + 1
 
 
@@ -387,13 +397,11 @@ async def test_a_failed_required_handshake_fails_the_host_with_4_7_5(server, ses
 
     outcome = await run(await session(peer), route(message_pb2.TLS_POLICY_ENCRYPT), host(peer), tls)
 
-    assert outcome.failure is not None
-    assert outcome.failure.status == "4.7.5"
-    assert outcome.failure.diagnostic == (
+    diagnostic = (
         f"TLS is required, but the TLS handshake with host {LABEL} failed: TLS error: WRONG_VERSION_NUMBER"
         " (TLS policy encrypt, test)"
     )
-    assert (outcome.tls, outcome.fallback, outcome.handshake_failed) == (False, None, True)
+    assert told(outcome) == (False, False, PolicyFailure(diagnostic, "4.7.5", smtp_code=0), None, True)
     assert metric("kubemta_tls_outbound_total", result="handshake_failed") == before + 1
 
 
@@ -404,7 +412,76 @@ async def test_a_peer_hanging_up_in_the_handshake_is_a_failed_handshake_named_by
 
     outcome = await run(await session(peer), route(message_pb2.TLS_POLICY_MAY), host(peer), tls)
 
-    assert outcome == TlsOutcome(fallback="Connection reset while upgrading transport", handshake_failed=True)
+    assert told(outcome) == (False, False, None, "Connection reset while upgrading transport", True)
+
+
+class FailingStartTls(SMTP):
+    """aiosmtplib's client whose STARTTLS raises `error`: the failures a client library may report
+    (a certificate error wrapped in its own exception, a bare OSError) without a server to cause them."""
+
+    def __init__(self, error: BaseException, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
+        self.error = error
+
+    async def starttls(self, *args: object, **kwargs: object) -> SMTPResponse:
+        raise self.error
+
+
+async def failing_session(peer: StartTlsServer, error: BaseException) -> SMTP:
+    smtp = FailingStartTls(error, hostname=peer.address, port=peer.port, start_tls=False, timeout=IO_TIMEOUT)
+    await smtp.connect()
+    await smtp.ehlo()
+    return smtp
+
+
+def expired_certificate() -> ssl.SSLCertVerificationError:
+    error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    error.verify_message = "certificate has expired"
+    return error
+
+
+def raised_from(certificate: ssl.SSLCertVerificationError) -> SMTPException:
+    wrapped = SMTPException("handshake failed")
+    wrapped.__cause__ = certificate
+    return wrapped
+
+
+def raised_while_handling(certificate: ssl.SSLCertVerificationError) -> SMTPException:
+    wrapped = SMTPException("handshake failed")
+    wrapped.__context__ = certificate
+    return wrapped
+
+
+@pytest.mark.parametrize("wrap", [raised_from, raised_while_handling])
+async def test_a_certificate_error_wrapped_by_the_client_is_still_a_certificate_error(
+    server, tls, test_ca, wrap, metric
+):
+    peer = await server(cert=test_ca.issue(MX))
+    before = metric("kubemta_tls_outbound_total", result="verify_failed")
+    smtp = await failing_session(peer, wrap(expired_certificate()))
+
+    outcome = await run(smtp, route(message_pb2.TLS_POLICY_VERIFY), host(peer), tls)
+    smtp.close()
+
+    diagnostic = (
+        f"TLS is required, but the certificate of host {LABEL} could not be verified: certificate has expired"
+        " (TLS policy verify, test)"
+    )
+    assert told(outcome) == (False, False, PolicyFailure(diagnostic, "4.7.5", smtp_code=0), None, True)
+    assert metric("kubemta_tls_outbound_total", result="verify_failed") == before + 1
+
+
+@pytest.mark.parametrize(("error", "said"), [(OSError("No route to host"), "No route to host"), (OSError(), "OSError")])
+async def test_another_failure_in_the_handshake_is_named_by_its_text_or_else_its_type(
+    server, tls, test_ca, error, said
+):
+    peer = await server(cert=test_ca.issue(MX))
+    smtp = await failing_session(peer, error)
+
+    outcome = await run(smtp, route(message_pb2.TLS_POLICY_MAY), host(peer), tls)
+    smtp.close()
+
+    assert told(outcome) == (False, False, None, said, True)
 
 
 # -- MTA-STS mx patterns --
@@ -417,7 +494,7 @@ async def test_a_host_outside_the_mta_sts_patterns_is_refused_before_starttls(se
 
     outcome = await run(await session(peer), policy, host(peer, "mx.elsewhere.test"), tls)
 
-    assert outcome == failed(
+    assert told(outcome) == failed(
         f"TLS is required, but host {LABEL} matches none of the MTA-STS mx patterns (*.dest.test, mx.backup.test)"
         " (TLS policy verify, mta-sts)",
         "4.7.5",
@@ -432,7 +509,7 @@ async def test_a_host_inside_the_mta_sts_patterns_goes_on_to_starttls(server, se
 
     outcome = await run(await session(peer), policy, host(peer, " MX1.Dest.Test. "), tls)
 
-    assert outcome == TlsOutcome(tls=True, verified=True)
+    assert told(outcome) == VERIFIED
 
 
 # -- names and contexts --

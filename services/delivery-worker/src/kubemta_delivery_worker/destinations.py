@@ -161,14 +161,14 @@ class Destinations:
 
     def _check_paused(self, destination: str, entry: _Destination) -> None:
         remaining = entry.paused_until - self._clock()
-        if remaining > 0:
-            DESTINATION_DEFERRALS.labels(reason="backoff").inc()
-            cause = entry.throttle.diagnostic if entry.throttle else "slow-down reply"
-            raise DestinationDeferred(
-                entry.throttle.status if entry.throttle else STATUS_CONGESTION,
-                f"delivery temporarily suspended for {remaining:.0f}s: {cause}",
-                "backoff",
-            )
+        if entry.throttle is None or remaining <= 0:  # never throttled, or the pause is over
+            return
+        DESTINATION_DEFERRALS.labels(reason="backoff").inc()
+        raise DestinationDeferred(
+            entry.throttle.status,
+            f"delivery temporarily suspended for {remaining:.0f}s: {entry.throttle.diagnostic}",
+            "backoff",
+        )
 
     @asynccontextmanager
     async def slot(self, destination: str, queue_id: str = "") -> AsyncIterator[Slot]:

@@ -96,7 +96,7 @@ def _certificate_problem(exc: BaseException) -> str | None:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
-            return str(seen.verify_message or seen.reason or seen)
+            return seen.verify_message  # always set by the ssl module (X509_verify_cert_error_string)
         seen = seen.__cause__ or seen.__context__
     return None
 
