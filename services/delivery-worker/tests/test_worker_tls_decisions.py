@@ -298,10 +298,10 @@ async def test_unverified_tls_accepts_any_certificate_and_sends_the_host_name(
     peer = await server(cert=make_self_signed_cert(tmp_path, "some.other.name"))
     before = metric("kubemta_tls_outbound_total", result="encrypted")
 
-    outcome = await run(await session(peer), route(policy), host(peer, " MX1.dest.test. "), tls)
+    outcome = await run(await session(peer), route(policy), host(peer, " MX1.Dest.BOX. "), tls)
 
     assert told(outcome) == ENCRYPTED
-    assert peer.sni == ["MX1.dest.test"]
+    assert peer.sni == ["MX1.Dest.BOX"], "blanks and the root dot taken off, nothing else"
     assert metric("kubemta_tls_outbound_total", result="encrypted") == before + 1
 
 
@@ -341,14 +341,17 @@ async def test_verify_checks_the_host_name_not_only_the_chain(server, session, t
     assert metric("kubemta_tls_outbound_total", result="verify_failed") == before + 1
 
 
-async def test_verify_of_a_host_without_a_name_checks_its_address(server, session, tls, test_ca):
+async def test_verify_of_a_host_without_a_name_checks_the_routes_address(server, session, tls, test_ca):
     peer = await server(cert=test_ca.issue(MX))
+    no_name = message_pb2.RouteHost(address="192.0.2.25", port=peer.port)  # not the address the client dialled
 
-    outcome = await run(await session(peer), route(message_pb2.TLS_POLICY_VERIFY), host(peer, ""), tls)
+    outcome = await run(await session(peer), route(message_pb2.TLS_POLICY_VERIFY), no_name, tls)
 
-    assert outcome.failure is not None
-    assert f"IP address mismatch, certificate is not valid for '{peer.address}'" in outcome.failure.diagnostic
-    assert outcome.handshake_failed
+    diagnostic = (
+        f"TLS is required, but the certificate of host {LABEL} could not be verified: "
+        "IP address mismatch, certificate is not valid for '192.0.2.25'. (TLS policy verify, test)"
+    )
+    assert told(outcome) == (False, False, PolicyFailure(diagnostic, "4.7.5", smtp_code=0), None, True)
 
 
 async def test_verify_uses_the_verifying_context_and_the_others_the_opportunistic_one(server, session, tmp_path):
