@@ -127,6 +127,7 @@ def test_xtext_escapes_space_controls_plus_equals_backslash_and_non_ascii() -> N
     assert xtext_address("a+b=c\\d@x") == "a\\x{2B}b\\x{3D}c\\x{5C}d@x"
     assert xtext_address("\x7f\x1f@x") == "\\x{7F}\\x{1F}@x"
     assert xtext_address("jörg@x") == "j\\x{F6}rg@x"
+    assert xtext_address("Xavier@X.example") == "Xavier@X.example"
 
 
 def test_unitext_keeps_printable_non_ascii_and_escapes_the_rest_as_xtext_does() -> None:
@@ -318,6 +319,8 @@ def test_a_utf8_address_is_an_addr_spec_only_where_utf8_is_allowed() -> None:
     assert mailbox("a\u00a0b@x", utf8=True) is None
     assert mailbox("a@ex\u200bample.org", utf8=True) is None
     assert mailbox("a@ex\u00e4mple.org", utf8=True) == "a@exämple.org"
+    assert mailbox("a@exa mple.org", utf8=True) is None
+    assert mailbox("a@exa\u2028mple.org", utf8=True) is None
 
 
 def test_an_addr_spec_of_up_to_900_characters_is_a_mailbox() -> None:

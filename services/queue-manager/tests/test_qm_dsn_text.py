@@ -580,3 +580,25 @@ def test_a_message_id_of_a_plain_addr_spec_in_angle_brackets_is_kept(message_id:
 def test_an_original_that_starts_with_an_empty_line_has_an_empty_header_block() -> None:
     assert original_headers(b"\r\n\r\nbody") == "\n"
     assert original_headers(b"\n\nbody") == "\n"
+
+
+def test_a_long_escaped_address_is_cut_between_escapes_at_800_characters() -> None:
+    lines = human_lines(report(RecipientReport("\x01" * 200, "5.1.1", 550, "no")), NOW)
+    assert lines[-1] == "<" + "\\x{01}" * 132 + "..."
+
+
+def test_the_human_text_of_a_delay_warning_counts_the_age_up_to_now() -> None:
+    rep = report(
+        RecipientReport("bob@example.org", "4.4.1", 0, "timeout"),
+        action=Action.DELAYED,
+        will_retry_until=ARRIVAL + timedelta(days=5),
+    )
+    assert human_text(rep, NOW) == crlf(
+        "This is the mail system at host mx.kubemta.test.\n\n"
+        + WARNING_INTRO
+        + "Your message could not be delivered for 2.0 hours.\n"
+        + "It will be retried until it is 5.0 days old.\n"
+        + SIGNATURE
+        + "<bob@example.org>: timeout\n"
+    )
+    assert "Your message could not be delivered for 3.0 hours." in human_text(rep, NOW + timedelta(hours=1))

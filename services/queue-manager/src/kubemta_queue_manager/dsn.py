@@ -23,8 +23,6 @@ from email.utils import format_datetime
 from enum import StrEnum
 
 from kubemta_queue_manager.dsn_fields import (
-    MAX_ADDRESS,
-    MAX_TEXT,
     FieldValue,
     Reply,
     diagnostic_value,
@@ -169,9 +167,8 @@ def human_lines(report: Report, now: datetime) -> list[FieldValue]:
         "",
     ]
     safe = [field_value(line, utf8=True) for line in lines]
-    for entry in report.recipients:
-        address = field_value(entry.recipient, utf8=True, limit=MAX_ADDRESS)
-        safe.append(field_value(f"<{address}>: {field_value(_reason(entry), utf8=True, limit=MAX_TEXT)}", utf8=True))
+    # One gate over the whole line: a long line is cut once, between escapes, never inside one.
+    safe += [field_value(f"<{entry.recipient}>: {_reason(entry)}", utf8=True) for entry in report.recipients]
     return safe
 
 
