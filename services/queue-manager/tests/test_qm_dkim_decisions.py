@@ -286,6 +286,15 @@ def test_an_absent_field_may_be_added_only_when_it_is_not_oversigned(dkim_zone, 
     assert verdicts(field + signed, dkim_zone) == [verifies]
 
 
+def test_opendkim_also_rejects_an_added_absent_oversigned_field(dkim_zone, tmp_path: Path) -> None:
+    message = MINIMAL.replace(b"Subject: hello\r\n", b"Subject: hello\r\nDate: Mon, 02 Mar 2026 12:00:00 +0000\r\n")
+    signed = signed_with_one_key(dkim_zone, message)  # OpenDKIM refuses a message without Date: as a syntax error
+    assert dkim_zone.opendkim_testmsg(signed, tmp_path / "signed") == (0, "")
+    assert dkim_zone.opendkim_testmsg(b"Reply-To: mallory@example.net\r\n" + signed, tmp_path / "reply-to") == (0, "")
+    status, stderr = dkim_zone.opendkim_testmsg(b"Message-ID: <added@example.net>\r\n" + signed, tmp_path / "mid")
+    assert status != 0 and "Bad signature" in stderr
+
+
 def test_a_duplicated_field_is_signed_in_every_instance_and_a_third_breaks_it(dkim_zone) -> None:
     message = MINIMAL.replace(b"To: bob@example.org\r\n", b"To: bob@example.org\r\nTo: carol@example.net\r\n")
     signed = signed_with_one_key(dkim_zone, message)

@@ -115,8 +115,8 @@ class DkimSigner:
 
     def sign(self, content: bytes) -> SignResult:
         """`content` with one DKIM-Signature per key prepended; unchanged when no key applies or all fail."""
-        parsed = dkim.DKIM(content, linesep=b"\r\n", logger=logger)
-        domain = from_domain(parsed.headers)
+        headers = header_fields(content)
+        domain = from_domain(headers)
         if domain is None:
             return SignResult(content, outcome=Outcome.NO_FROM)
         keys = sorted(self._keys.signing_keys(domain), key=_rsa_first)
@@ -124,13 +124,13 @@ class DkimSigner:
             return SignResult(content, domain=domain, outcome=Outcome.NO_KEY)
         content, converted = seven_bit(content)
         if converted:
-            parsed = dkim.DKIM(content, linesep=b"\r\n", logger=logger)
-        headers = include_headers([name for name, _ in parsed.headers])
+            headers = header_fields(content)
+        signed_names = include_headers([name for name, _ in headers])
         result = SignResult(content, domain=keys[0].domain, converted=converted)
         signatures: list[bytes] = []
         for key in keys:
             try:
-                signatures.append(_sign_with(content, key, headers))
+                signatures.append(_sign_with(content, key, signed_names))
             except Exception as exc:  # dkimpy raises many types; a failed signature must never lose mail
                 logger.error(
                     "DKIM signing with %s._domainkey.%s failed: %s", key.selector, key.domain, sanitize(str(exc))
@@ -141,6 +141,12 @@ class DkimSigner:
         result.content = b"".join(signatures) + content
         result.outcome = Outcome.SIGNED if result.signed else Outcome.ERROR
         return result
+
+
+def header_fields(content: bytes) -> list[tuple[bytes, bytes]]:
+    """The header fields of `content` as (name, value), read by the parser dkimpy's signer hashes them with."""
+    headers: list[tuple[bytes, bytes]] = dkim.rfc822_parse(content)[0]
+    return headers
 
 
 def seven_bit(content: bytes) -> tuple[bytes, bool]:
@@ -160,7 +166,7 @@ def _rsa_first(key: DkimKey) -> tuple[bool, str]:
 
 
 def _sign_with(content: bytes, key: DkimKey, headers: list[bytes]) -> bytes:
-    signer = dkim.DKIM(content, signature_algorithm=key.algorithm.value.encode("ascii"), linesep=b"\r\n", logger=logger)
+    signer = dkim.DKIM(content, signature_algorithm=key.algorithm.value.encode("ascii"), linesep=b"\r\n")
     signature: bytes = signer.sign(
         key.selector.encode("ascii"),
         key.domain.encode("ascii"),
