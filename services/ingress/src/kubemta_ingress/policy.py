@@ -115,10 +115,10 @@ def _a_label(label: str) -> str | None:
     try:
         if idna.nameprep(label) != label:  # NFKC, case folding, dropped characters: a disguised label
             return None
-        a_label = idna.ToASCII(label).decode("ascii").lower()
-    except UnicodeError:
+        # "xn--" and the Punycode of lower-case letters, digits, hyphens and marks: always an LDH label
+        return idna.ToASCII(label).decode("ascii").lower()
+    except UnicodeError:  # longer than 63 octets as an A-label
         return None
-    return a_label if _LDH_LABEL.match(a_label) else None
 
 
 def normalize_domain(domain: str) -> str:
