@@ -280,6 +280,8 @@ def test_an_address_that_is_an_addr_spec_is_written_as_it_is(address: str) -> No
         ('"a"b"@x', '"\\"a\\"b\\""@x'),
         ('"a\\"@x', '"\\"a\\\\\\""@x'),
         ('"@x', '"\\""@x'),
+        ('"ab@x', '"\\"ab"@x'),
+        ('ab"@x', '"ab\\""@x'),
     ],
 )
 def test_a_local_part_that_is_no_dot_atom_is_quoted_with_quoted_pairs(address: str, value: str) -> None:
