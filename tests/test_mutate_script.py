@@ -43,6 +43,12 @@ def test_the_staged_pyproject_mutates_only_the_selection_with_the_service_unit_t
     assert "-p no:xdist" in pytest_options["addopts"]
 
 
+def test_tests_that_read_the_repository_layout_are_left_out_of_the_staged_selection(mutate: ModuleType) -> None:
+    staged = tomllib.loads(mutate.staging_pyproject("common", "kubemta_common", ("queue_id.py",)))
+    selection = staged["tool"]["mutmut"]["pytest_add_cli_args_test_selection"]
+    assert selection[selection.index("--ignore") + 1] == "services/common/tests/test_common_proto_fresh.py"
+
+
 def test_selection_by_service_or_module_and_refusals(mutate: ModuleType) -> None:
     assert mutate.selected([]) == mutate.TARGETS
     assert mutate.selected(["queue-manager/fate.py", "queue-manager/retry.py"]) == {

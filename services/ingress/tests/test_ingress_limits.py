@@ -144,10 +144,12 @@ async def test_idle_timeout_says_421(serve, metrics):
     await client.close()
 
 
-async def trickle(client: Client, byte: bytes, every: float) -> None:
-    """Send `byte` every `every` seconds until the server closes (slowloris)."""
+async def trickle(client: Client, byte: bytes, every: float, for_seconds: float = float("inf")) -> None:
+    """Send `byte` every `every` seconds until the server closes or `for_seconds` passed (slowloris)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + for_seconds
     try:
-        while True:
+        while loop.time() < until:
             client.writer.write(byte)
             await client.writer.drain()
             await asyncio.sleep(every)
@@ -176,7 +178,10 @@ async def test_slowloris_data_is_cut_by_the_data_timeout(serve, metrics):
     assert (await client.last("DATA")).startswith("354 ")
     loop = asyncio.get_running_loop()
     started = loop.time()
-    sender = asyncio.create_task(trickle(client, b"x", 0.05))  # steady bytes: never idle, never done
+    # Steady bytes, never idle (0.5 s) and never done, until 0.8 s: then the data timeout (1.0 s) comes first,
+    # and the client has stopped writing when the server closes, so no unread byte turns its close into a reset
+    # that would discard the 421 before a slow (loaded) client reads it.
+    sender = asyncio.create_task(trickle(client, b"x", 0.05, for_seconds=0.8))
     assert (await client.until_closed()).endswith(
         b"421 4.4.2 mx.kubemta.test Error: timeout exceeded while receiving the message\r\n"
     )
