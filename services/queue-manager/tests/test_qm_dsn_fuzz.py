@@ -103,6 +103,18 @@ def expected_fields(report: Report, entry: RecipientReport) -> list[str]:
         original_content=b"",
     )
 )
+@example(  # flufl.bounce reported this recipient as b"a?"
+    Report(
+        hostname="mx.kubemta.test",
+        queue_id="QORIG",
+        sender="a@example.org",
+        arrival=NOW,
+        last_attempt=NOW,
+        action=Action.FAILED,
+        recipients=[RecipientReport(recipient="A?=", status="5.1.1")],
+        original_content=b"",
+    )
+)
 def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> None:
     dsn = read_dsn(build_dsn(report, message_id="<QNEW@mx.kubemta.test>", now=NOW))
     assert len(dsn.recipient_blocks) == len(report.recipients)
@@ -129,7 +141,8 @@ def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> No
     forms = [form for entry in report.recipients for form in written_forms(entry.recipient)]
     forms += [form for text in texts for form in written_forms(text)]
     for address in temporary | permanent:
-        assert any(address.decode() in form for form in forms), f"forged: {address!r}"
+        # flufl lower-cases what it reads
+        assert any(address.decode().lower() in form.lower() for form in forms), f"forged: {address!r}"
 
 
 @settings(max_examples=300, deadline=None)
