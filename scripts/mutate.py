@@ -45,6 +45,13 @@ TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 CAUGHT = {1, 3, 36, 24, -24, 152, 255, -11, -9}  # killed, pytest internal error, timeouts, crashes
 UNIT_TESTS_ONLY = "not broker and not e2e"
+# Hypothesis without its example database and derandomized: every mutant meets the same examples, and an
+# example that failed under one mutant is not replayed as a "kill" of the next.
+STAGED_CONFTEST = """from hypothesis import settings
+
+settings.register_profile("mutate", database=None, derandomize=True)
+settings.load_profile("mutate")
+"""
 # Tests that read the repository's layout, which the staging copy does not have.
 REPOSITORY_TESTS: dict[str, tuple[str, ...]] = {
     "common": ("services/common/tests/test_common_proto_fresh.py",),
@@ -98,7 +105,7 @@ def staging_pyproject(service: str, package: str, modules: tuple[str, ...]) -> s
         "[tool.mutmut]",
         'source_paths = ["src"]',
         f"only_mutate = {toml_value([f'src/{package}/{module}' for module in modules])}",
-        'also_copy = ["services"]',
+        'also_copy = ["services", "conftest.py"]',
         f"pytest_add_cli_args_test_selection = {toml_value(test_selection(service))}",
         "",
     ]
@@ -123,6 +130,7 @@ def stage(service: str, package: str, modules: tuple[str, ...]) -> Path:
     harness = where / "tests" / "harness"
     shutil.copytree(ROOT / "tests" / "harness", harness, ignore=shutil.ignore_patterns("__pycache__"))
     (where / "pyproject.toml").write_text(staging_pyproject(service, package, modules))
+    (where / "conftest.py").write_text(STAGED_CONFTEST)
     return where
 
 

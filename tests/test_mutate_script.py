@@ -41,6 +41,7 @@ def test_the_staged_pyproject_mutates_only_the_selection_with_the_service_unit_t
     pytest_options = staged["tool"]["pytest"]["ini_options"]
     assert pytest_options["asyncio_mode"] == "auto" and pytest_options["filterwarnings"] == ["error"]
     assert "-p no:xdist" in pytest_options["addopts"]
+    assert "conftest.py" in mutmut["also_copy"], "the hypothesis profile without a database reaches the mutants"
 
 
 def test_tests_that_read_the_repository_layout_are_left_out_of_the_staged_selection(mutate: ModuleType) -> None:
