@@ -18,6 +18,7 @@ WORKDIR /src
 # Dependencies first (only the lockfile and the pyprojects), so this layer is cached until they change.
 COPY pyproject.toml uv.lock ./
 COPY services/common/pyproject.toml services/common/
+COPY services/mail-auth/pyproject.toml services/mail-auth/
 COPY services/ingress/pyproject.toml services/ingress/
 COPY services/queue-manager/pyproject.toml services/queue-manager/
 COPY services/dns-resolver/pyproject.toml services/dns-resolver/

@@ -78,9 +78,9 @@ def test_dockerfile_runs_the_steps_this_test_runs() -> None:
 def test_the_workspace_is_installed_as_packages_not_links(image_venv: Path) -> None:
     python = image_venv / "bin" / "python"
     code = (
-        "import kubemta_common, kubemta_ingress, kubemta_queue_manager, kubemta_dns_resolver, kubemta_delivery_worker,"
-        " kubemta.v1; print('\\n'.join(m.__file__ for m in (kubemta_common, kubemta_ingress, kubemta_queue_manager,"
-        " kubemta_dns_resolver, kubemta_delivery_worker)))"
+        "import kubemta_common, kubemta_mail_auth, kubemta_ingress, kubemta_queue_manager, kubemta_dns_resolver,"
+        " kubemta_delivery_worker, kubemta.v1; print('\\n'.join(m.__file__ for m in (kubemta_common, kubemta_mail_auth,"
+        " kubemta_ingress, kubemta_queue_manager, kubemta_dns_resolver, kubemta_delivery_worker)))"
     )
     result = subprocess.run([str(python), "-I", "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -11,12 +11,12 @@ import httpx
 from pydantic import SecretStr
 
 from kubemta_common.config_types import ListenAddress
-from kubemta_common.domain_check import CheckConfig
-from kubemta_common.domain_check.dns_queries import Answer, Outcome, RecordType
 from kubemta_common.http_server import HttpServer
 from kubemta_ingress.api import create_app
 from kubemta_ingress.api_auth import BearerAuth
 from kubemta_ingress.check_service import CheckLimits, CheckService
+from kubemta_mail_auth.domain_check import CheckConfig
+from kubemta_mail_auth.domain_check.dns_queries import Answer, Outcome, RecordType
 from tests.harness.ports import free_port
 
 IO_TIMEOUT = 20.0

@@ -3,7 +3,7 @@ variants, each broken in exactly one way, plus the reverse zone of the sending I
 
 All names are under `dc.test`; the sending IPs and the name server share this run's random `127.a.b`
 prefix, so the reverse zone is `b.a.127.in-addr.arpa`. DKIM keys are written to `keys_dir` in the
-`<domain>/<selector>.key` + `.pub` layout and their records made with `kubemta_common.dkim.records`,
+`<domain>/<selector>.key` + `.pub` layout and their records made with `kubemta_mail_auth.dkim.records`,
 as `kubemta-queue-manager dkim generate` does (RSA records exceed 255 octets: several TXT strings);
 `public_keys_dir` holds only the `.pub` files, as the chart gives them to the ingress.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from kubemta_common.dkim.records import public_key, record_value, zone_line
+from kubemta_mail_auth.dkim.records import public_key, record_value, zone_line
 from tests.harness.dns_server import zone_text
 
 ZONE = "dc.test"

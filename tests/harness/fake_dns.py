@@ -6,7 +6,7 @@
 A name with records of some type answers NODATA for the others; an unknown name NXDOMAIN.
 """
 
-from kubemta_common.domain_check.dns_queries import Answer, Outcome, RecordType
+from kubemta_mail_auth.domain_check.dns_queries import Answer, Outcome, RecordType
 
 
 class FakeDns:

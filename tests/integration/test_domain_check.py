@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kubemta_common.dkim.public_keys import PublicKeyStore
-from kubemta_common.domain_check import CheckConfig, DnspythonResolver, DomainReport, Status, check_domain
+from kubemta_mail_auth.dkim.public_keys import PublicKeyStore
+from kubemta_mail_auth.domain_check import CheckConfig, DnspythonResolver, DomainReport, Status, check_domain
 from tests.harness import domain_zone as dz
 from tests.harness.dns_server import DnsServer, free_port, random_loopback_address
 

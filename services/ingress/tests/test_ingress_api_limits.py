@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY
 
-from kubemta_common.domain_check import DomainReport
 from kubemta_ingress.check_service import CheckLimits
+from kubemta_mail_auth.domain_check import DomainReport
 from tests.harness.api_kit import GatedResolver, SteppingClock, serve_api
 from tests.harness.ingress_kit import eventually
 

@@ -13,13 +13,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from kubemta_common.config_types import ListenAddress
-from kubemta_common.domain_check import DomainReport, Status
 from kubemta_common.errors import ConfigError
 from kubemta_common.http_server import HttpServer
 from kubemta_ingress import check_service as check_service_module
 from kubemta_ingress.__main__ import serve
 from kubemta_ingress.api import app_from_settings
 from kubemta_ingress.settings import IngressSettings
+from kubemta_mail_auth.domain_check import DomainReport, Status
 from tests.harness import domain_zone as dz
 from tests.harness.api_kit import AUTH, TOKEN
 from tests.harness.dns_server import DnsServer, free_port, random_loopback_address

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kubemta_common.domain_check import DomainReport
+from kubemta_mail_auth.domain_check import DomainReport
 from tests.harness import domain_zone as dz
 from tests.harness.dns_server import DnsServer, free_port, random_loopback_address
 

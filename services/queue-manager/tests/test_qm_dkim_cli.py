@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kubemta_common.dkim import records
-from kubemta_common.dkim.keys import Algorithm, parse_key
-from kubemta_common.dkim.public_keys import parse_public_key
+from kubemta_mail_auth.dkim import records
+from kubemta_mail_auth.dkim.keys import Algorithm, parse_key
+from kubemta_mail_auth.dkim.public_keys import parse_public_key
 from kubemta_queue_manager import __main__ as entry
 from kubemta_queue_manager import dkim_cli
 

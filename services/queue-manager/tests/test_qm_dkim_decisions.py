@@ -12,7 +12,7 @@ from pathlib import Path
 import dkim  # type: ignore[import-untyped]
 import pytest
 
-from kubemta_common.dkim.keys import Algorithm, KeyStore
+from kubemta_mail_auth.dkim.keys import Algorithm, KeyStore
 from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome, from_domain, include_headers, seven_bit
 
 SIGNER_LOGGER = "kubemta_queue_manager.dkim_signer"

@@ -9,7 +9,7 @@ from pathlib import Path
 import dkim  # type: ignore[import-untyped]
 import pytest
 
-from kubemta_common.dkim.keys import KeyStore
+from kubemta_mail_auth.dkim.keys import KeyStore
 from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome
 
 MESSAGE = (

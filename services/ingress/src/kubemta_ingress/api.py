@@ -25,13 +25,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kubemta_common.domain_check import DomainReport, InvalidDomainError, Status
 from kubemta_common.metrics import preinitialise
 from kubemta_ingress.api_auth import BearerAuth, NotConfigured, Unauthorized
 from kubemta_ingress.api_limits import LimitExceeded
 from kubemta_ingress.check_service import CheckLimits, CheckService, CheckTimeout, Source
 from kubemta_ingress.domain_check_config import check_config, check_resolver
 from kubemta_ingress.settings import IngressSettings
+from kubemta_mail_auth.domain_check import DomainReport, InvalidDomainError, Status
 
 logger = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 
-from kubemta_common.domain_check import CheckConfig, DomainReport, Resolver, check_domain, normalize_domain
-from kubemta_common.domain_check.dns_queries import Answer as DnsAnswer
-from kubemta_common.domain_check.dns_queries import RecordType
 from kubemta_ingress.api_limits import CheckSlots, Clock, TokenBucket
 from kubemta_ingress.report_cache import ReportCache
 from kubemta_ingress.settings import IngressSettings
+from kubemta_mail_auth.domain_check import CheckConfig, DomainReport, Resolver, check_domain, normalize_domain
+from kubemta_mail_auth.domain_check.dns_queries import Answer as DnsAnswer
+from kubemta_mail_auth.domain_check.dns_queries import RecordType
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ directory needs only the public `<domain>/<selector>.pub` files (PublicKeyStore)
 ingress faces the internet, so it is not given the private keys that sign.
 """
 
-from kubemta_common.dkim.public_keys import PublicKeyStore
-from kubemta_common.domain_check import CheckConfig, DnspythonResolver
 from kubemta_ingress.settings import IngressSettings
+from kubemta_mail_auth.dkim.public_keys import PublicKeyStore
+from kubemta_mail_auth.domain_check import CheckConfig, DnspythonResolver
 
 
 def check_config(settings: IngressSettings) -> CheckConfig:

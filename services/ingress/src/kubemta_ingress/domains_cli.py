@@ -14,10 +14,10 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from kubemta_common.domain_check import DomainReport, InvalidDomainError, Status, check_domain
 from kubemta_common.errors import ConfigError
 from kubemta_ingress.domain_check_config import check_config, check_resolver
 from kubemta_ingress.settings import IngressSettings
+from kubemta_mail_auth.domain_check import DomainReport, InvalidDomainError, Status, check_domain
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 

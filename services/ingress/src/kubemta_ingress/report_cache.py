@@ -8,8 +8,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from kubemta_common.domain_check import DomainReport
 from kubemta_ingress.api_limits import Clock
+from kubemta_mail_auth.domain_check import DomainReport
 
 
 @dataclass(frozen=True, slots=True)

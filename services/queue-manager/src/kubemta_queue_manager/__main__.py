@@ -8,8 +8,8 @@ import sys
 
 from kubemta_common.amqp.topology import DSN, INBOUND, RESULTS
 from kubemta_common.command_line import service_main
-from kubemta_common.dkim.keys import KeyStore
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
+from kubemta_mail_auth.dkim.keys import KeyStore
 from kubemta_queue_manager import dkim_cli
 from kubemta_queue_manager.dkim_signer import DkimSigner
 from kubemta_queue_manager.handlers import QueueManager

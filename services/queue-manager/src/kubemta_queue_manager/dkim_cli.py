@@ -22,9 +22,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from kubemta_common.dkim.keys import KEY_SUFFIX
-from kubemta_common.dkim.public_keys import PUBLIC_SUFFIX
-from kubemta_common.dkim.records import TXT_STRING_LIMIT, public_key, record_value, zone_line
+from kubemta_mail_auth.dkim.keys import KEY_SUFFIX
+from kubemta_mail_auth.dkim.public_keys import PUBLIC_SUFFIX
+from kubemta_mail_auth.dkim.records import TXT_STRING_LIMIT, public_key, record_value, zone_line
 
 RSA_BITS = 2048
 RSA_PUBLIC_EXPONENT = 65537

@@ -26,9 +26,9 @@ from enum import StrEnum
 
 import dkim  # type: ignore[import-untyped]
 
-from kubemta_common.dkim.keys import Algorithm, DkimKey, KeyStore
 from kubemta_common.logs import sanitize
 from kubemta_common.mime_7bit import Unconvertible, to_7bit
+from kubemta_mail_auth.dkim.keys import Algorithm, DkimKey, KeyStore
 from kubemta_queue_manager import dkim_rsa
 
 dkim_rsa.install()  # RSA by OpenSSL: dkimpy's own arithmetic costs 8.5 ms per signature

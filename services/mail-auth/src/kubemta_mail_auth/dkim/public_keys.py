@@ -24,7 +24,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from kubemta_common.dkim.keys import (
+from kubemta_common.logs import sanitize
+from kubemta_mail_auth.dkim.keys import (
     CHECK_INTERVAL,
     KEY_SUFFIX,
     Algorithm,
@@ -32,8 +33,7 @@ from kubemta_common.dkim.keys import (
     KeyFileError,
     entries,
 )
-from kubemta_common.dkim.records import KEY_TYPES, RecordError, parse_record, public_key, same_key
-from kubemta_common.logs import sanitize
+from kubemta_mail_auth.dkim.records import KEY_TYPES, RecordError, parse_record, public_key, same_key
 
 logger = logging.getLogger(__name__)
 

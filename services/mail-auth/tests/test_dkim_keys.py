@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from kubemta_common.dkim.keys import ACCEPTED_FORMATS, Algorithm, KeyFileError, KeyStore, parse_key
-from kubemta_common.dkim.public_keys import PublicKeyStore
-from kubemta_common.dkim.records import public_key
+from kubemta_mail_auth.dkim.keys import ACCEPTED_FORMATS, Algorithm, KeyFileError, KeyStore, parse_key
+from kubemta_mail_auth.dkim.public_keys import PublicKeyStore
+from kubemta_mail_auth.dkim.records import public_key
 
 OPENSSL_RSA = {
     "genrsa-pkcs1": ["genrsa", "-traditional", "2048"],

@@ -3,10 +3,10 @@ records receivers discard, and the suggested record."""
 
 import pytest
 
-from kubemta_common.domain_check.dmarc_check import check_dmarc, parents
-from kubemta_common.domain_check.dmarc_record import DmarcSyntaxError, is_dmarc_record, parse_dmarc
-from kubemta_common.domain_check.dns_queries import Outcome
-from kubemta_common.domain_check.model import Status
+from kubemta_mail_auth.domain_check.dmarc_check import check_dmarc, parents
+from kubemta_mail_auth.domain_check.dmarc_record import DmarcSyntaxError, is_dmarc_record, parse_dmarc
+from kubemta_mail_auth.domain_check.dns_queries import Outcome
+from kubemta_mail_auth.domain_check.model import Status
 from tests.harness.fake_dns import FakeDns
 
 SUGGESTED = '_dmarc.example.com. IN TXT "v=DMARC1; p=none; rua=mailto:postmaster@example.com"'

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kubemta_common.dkim.public_keys import PublicKeyStore
-from kubemta_common.dkim.records import public_key, record_value
-from kubemta_common.domain_check import (
+from kubemta_mail_auth.dkim.public_keys import PublicKeyStore
+from kubemta_mail_auth.dkim.records import public_key, record_value
+from kubemta_mail_auth.domain_check import (
     CheckConfig,
     DnspythonResolver,
     DomainReport,
@@ -19,9 +19,9 @@ from kubemta_common.domain_check import (
     check_domain,
     normalize_domain,
 )
-from kubemta_common.domain_check import checker as checker_module
-from kubemta_common.domain_check.dns_queries import Answer, MemoResolver, Outcome, RecordType
-from kubemta_common.domain_check.zone import txt_line
+from kubemta_mail_auth.domain_check import checker as checker_module
+from kubemta_mail_auth.domain_check.dns_queries import Answer, MemoResolver, Outcome, RecordType
+from kubemta_mail_auth.domain_check.zone import txt_line
 from tests.harness.fake_dns import FakeDns
 
 IP = ipaddress.ip_address("192.0.2.10")

@@ -18,9 +18,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from kubemta_common.domain_check.dns_queries import IPAddress, MxHost, Resolver, address_type, reverse_name
-from kubemta_common.domain_check.spf_macros import MacroContext, MacroError, expand_domain, uses_letter
-from kubemta_common.domain_check.spf_syntax import (
+from kubemta_mail_auth.domain_check.dns_queries import IPAddress, MxHost, Resolver, address_type, reverse_name
+from kubemta_mail_auth.domain_check.spf_macros import MacroContext, MacroError, expand_domain, uses_letter
+from kubemta_mail_auth.domain_check.spf_syntax import (
     DNS_MECHANISMS,
     Mechanism,
     Qualifier,

@@ -7,10 +7,10 @@ name, and reports each as ok / missing / wrong / unknown with the exact record t
 publish. The ingress serves it over HTTP and the command line; a controller can call it.
 """
 
-from kubemta_common.domain_check.checker import CheckConfig, check_domain
-from kubemta_common.domain_check.dns_queries import DnspythonResolver, Resolver
-from kubemta_common.domain_check.model import Check, DomainReport, Status
-from kubemta_common.domain_check.names import InvalidDomainError, normalize_domain
+from kubemta_mail_auth.domain_check.checker import CheckConfig, check_domain
+from kubemta_mail_auth.domain_check.dns_queries import DnspythonResolver, Resolver
+from kubemta_mail_auth.domain_check.model import Check, DomainReport, Status
+from kubemta_mail_auth.domain_check.names import InvalidDomainError, normalize_domain
 
 __all__ = [
     "Check",

@@ -17,11 +17,11 @@ as suspicious without preempting it.
 import ipaddress
 from collections.abc import Sequence
 
-from kubemta_common.domain_check.dns_queries import IPAddress, Resolver
-from kubemta_common.domain_check.model import Check, Status
-from kubemta_common.domain_check.spf import DNS_TERM_LIMIT, Evaluation, SpfEvaluator, SpfResult
-from kubemta_common.domain_check.spf_syntax import VERSION, Qualifier, SpfSyntaxError, is_spf_record, parse_record
-from kubemta_common.domain_check.zone import txt_line
+from kubemta_mail_auth.domain_check.dns_queries import IPAddress, Resolver
+from kubemta_mail_auth.domain_check.model import Check, Status
+from kubemta_mail_auth.domain_check.spf import DNS_TERM_LIMIT, Evaluation, SpfEvaluator, SpfResult
+from kubemta_mail_auth.domain_check.spf_syntax import VERSION, Qualifier, SpfSyntaxError, is_spf_record, parse_record
+from kubemta_mail_auth.domain_check.zone import txt_line
 
 CHECK_NAME = "spf"
 DEFAULT_ALL = "~all"

@@ -12,15 +12,15 @@ import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
-from kubemta_common.dkim.public_keys import PublicKeyStore
-from kubemta_common.domain_check.dkim_check import check_dkim
-from kubemta_common.domain_check.dmarc_check import check_dmarc
-from kubemta_common.domain_check.dns_queries import IPAddress, MemoResolver, Resolver
-from kubemta_common.domain_check.hostname_check import check_hostname
-from kubemta_common.domain_check.model import Check, DomainReport, Status
-from kubemta_common.domain_check.mx_check import check_mx
-from kubemta_common.domain_check.names import normalize_domain
-from kubemta_common.domain_check.spf_check import check_spf
+from kubemta_mail_auth.dkim.public_keys import PublicKeyStore
+from kubemta_mail_auth.domain_check.dkim_check import check_dkim
+from kubemta_mail_auth.domain_check.dmarc_check import check_dmarc
+from kubemta_mail_auth.domain_check.dns_queries import IPAddress, MemoResolver, Resolver
+from kubemta_mail_auth.domain_check.hostname_check import check_hostname
+from kubemta_mail_auth.domain_check.model import Check, DomainReport, Status
+from kubemta_mail_auth.domain_check.mx_check import check_mx
+from kubemta_mail_auth.domain_check.names import normalize_domain
+from kubemta_mail_auth.domain_check.spf_check import check_spf
 
 logger = logging.getLogger(__name__)
 

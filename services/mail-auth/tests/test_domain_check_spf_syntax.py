@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from kubemta_common.domain_check.spf_syntax import Qualifier, SpfSyntaxError, is_spf_record, parse_record
+from kubemta_mail_auth.domain_check.spf_syntax import Qualifier, SpfSyntaxError, is_spf_record, parse_record
 
 
 @pytest.mark.parametrize(

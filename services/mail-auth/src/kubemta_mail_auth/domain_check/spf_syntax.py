@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from kubemta_common.domain_check.spf_macros import Expand, MacroError, tokenize
+from kubemta_mail_auth.domain_check.spf_macros import Expand, MacroError, tokenize
 
 VERSION = "v=spf1"
 """RFC 7208 §4.5: a record starts with exactly this version section (case-insensitive)."""

@@ -2,10 +2,10 @@
 
 import ipaddress
 
-from kubemta_common.domain_check.dns_queries import Outcome
-from kubemta_common.domain_check.hostname_check import check_hostname
-from kubemta_common.domain_check.model import Status
-from kubemta_common.domain_check.mx_check import check_mx
+from kubemta_mail_auth.domain_check.dns_queries import Outcome
+from kubemta_mail_auth.domain_check.hostname_check import check_hostname
+from kubemta_mail_auth.domain_check.model import Status
+from kubemta_mail_auth.domain_check.mx_check import check_mx
 from tests.harness.fake_dns import FakeDns
 
 IP4 = ipaddress.ip_address("192.0.2.10")

@@ -5,8 +5,8 @@ import ipaddress
 
 import pytest
 
-from kubemta_common.domain_check.dns_queries import Outcome
-from kubemta_common.domain_check.spf import SpfEvaluator, SpfResult
+from kubemta_mail_auth.domain_check.dns_queries import Outcome
+from kubemta_mail_auth.domain_check.spf import SpfEvaluator, SpfResult
 from tests.harness.fake_dns import FakeDns
 
 IP = ipaddress.ip_address("192.0.2.10")

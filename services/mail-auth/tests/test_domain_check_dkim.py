@@ -9,11 +9,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from kubemta_common.dkim.public_keys import PublicKeyStore
-from kubemta_common.dkim.records import public_key, record_value, zone_line
-from kubemta_common.domain_check.dkim_check import check_dkim, suggested_selector
-from kubemta_common.domain_check.dns_queries import Outcome
-from kubemta_common.domain_check.model import Status
+from kubemta_mail_auth.dkim.public_keys import PublicKeyStore
+from kubemta_mail_auth.dkim.records import public_key, record_value, zone_line
+from kubemta_mail_auth.domain_check.dkim_check import check_dkim, suggested_selector
+from kubemta_mail_auth.domain_check.dns_queries import Outcome
+from kubemta_mail_auth.domain_check.model import Status
 from tests.harness.fake_dns import FakeDns
 
 

@@ -12,8 +12,8 @@ p= may hold a SubjectPublicKeyInfo or a bare PKCS#1 RSAPublicKey.
 
 import datetime
 
-from kubemta_common.dkim.public_keys import PublicKey, PublicKeyStore
-from kubemta_common.dkim.records import (
+from kubemta_mail_auth.dkim.public_keys import PublicKey, PublicKeyStore
+from kubemta_mail_auth.dkim.records import (
     KEY_TYPES,
     RecordError,
     parse_record,
@@ -22,8 +22,8 @@ from kubemta_common.dkim.records import (
     same_key,
     zone_line,
 )
-from kubemta_common.domain_check.dns_queries import Resolver
-from kubemta_common.domain_check.model import Check, Status
+from kubemta_mail_auth.domain_check.dns_queries import Resolver
+from kubemta_mail_auth.domain_check.model import Check, Status
 
 CHECK_PREFIX = "dkim"
 GENERATE_COMMAND = "kubemta-queue-manager dkim generate --domain {domain} --selector {selector}"

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from kubemta_common.domain_check.spf_macros import MacroContext, MacroError, expand, expand_domain, tokenize
+from kubemta_mail_auth.domain_check.spf_macros import MacroContext, MacroError, expand, expand_domain, tokenize
 
 # RFC 7208 §7.4: "The <sender> is strong-bad@email.example.com. The IPv4 SMTP client IP is 192.0.2.3.
 # The IPv6 SMTP client IP is 2001:db8::cb01." (the HELO name here is ours: mx.example.org)

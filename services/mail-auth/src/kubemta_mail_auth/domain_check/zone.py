@@ -1,7 +1,7 @@
 """Zone-file lines for the records the domain check asks users to publish (RFC 1035 §5.1)."""
 
-from kubemta_common.dkim.records import txt_strings
-from kubemta_common.domain_check.dns_queries import IPAddress, address_type, reverse_name
+from kubemta_mail_auth.dkim.records import txt_strings
+from kubemta_mail_auth.domain_check.dns_queries import IPAddress, address_type, reverse_name
 
 
 def txt_line(name: str, value: str) -> str:

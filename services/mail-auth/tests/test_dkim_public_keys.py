@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from kubemta_common.dkim.keys import Algorithm
-from kubemta_common.dkim.public_keys import PublicKey, PublicKeyStore, parse_public_key
-from kubemta_common.dkim.records import public_key, record_value
+from kubemta_mail_auth.dkim.keys import Algorithm
+from kubemta_mail_auth.dkim.public_keys import PublicKey, PublicKeyStore, parse_public_key
+from kubemta_mail_auth.dkim.records import public_key, record_value
 
 
 def rsa_pem() -> bytes:

@@ -15,16 +15,16 @@ itself, so no external-destination authorization is needed (RFC 7489 §7.1).
 Tighten to `p=quarantine` or `p=reject` once the reports are clean.
 """
 
-from kubemta_common.domain_check.dmarc_record import (
+from kubemta_mail_auth.domain_check.dmarc_record import (
     DmarcPolicy,
     DmarcSyntaxError,
     is_dmarc_record,
     looks_like_dmarc,
     parse_dmarc,
 )
-from kubemta_common.domain_check.dns_queries import Resolver
-from kubemta_common.domain_check.model import Check, Status
-from kubemta_common.domain_check.zone import txt_line
+from kubemta_mail_auth.domain_check.dns_queries import Resolver
+from kubemta_mail_auth.domain_check.model import Check, Status
+from kubemta_mail_auth.domain_check.zone import txt_line
 
 CHECK_NAME = "dmarc"
 ORGANIZATIONAL_LABELS = 2

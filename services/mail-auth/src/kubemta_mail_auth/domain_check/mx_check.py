@@ -9,8 +9,8 @@ accepts SMTP. MX hosts none of which resolves: wrong.
 
 import asyncio
 
-from kubemta_common.domain_check.dns_queries import Answer, MxHost, Outcome, Resolver
-from kubemta_common.domain_check.model import Check, Status
+from kubemta_mail_auth.domain_check.dns_queries import Answer, MxHost, Outcome, Resolver
+from kubemta_mail_auth.domain_check.model import Check, Status
 
 CHECK_NAME = "mx"
 MAX_HOSTS_RESOLVED = 10

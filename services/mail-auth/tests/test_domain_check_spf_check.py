@@ -4,9 +4,9 @@ import ipaddress
 
 import pytest
 
-from kubemta_common.domain_check.dns_queries import Outcome
-from kubemta_common.domain_check.model import Status
-from kubemta_common.domain_check.spf_check import check_spf, suggested_record, with_addresses
+from kubemta_mail_auth.domain_check.dns_queries import Outcome
+from kubemta_mail_auth.domain_check.model import Status
+from kubemta_mail_auth.domain_check.spf_check import check_spf, suggested_record, with_addresses
 from tests.harness.fake_dns import FakeDns
 
 IP4 = ipaddress.ip_address("192.0.2.10")

@@ -12,10 +12,10 @@ import asyncio
 import ipaddress
 from collections.abc import Iterable, Sequence
 
-from kubemta_common.domain_check.dns_queries import Answer, IPAddress, Resolver, reverse_name
-from kubemta_common.domain_check.model import Check, Status
-from kubemta_common.domain_check.names import InvalidDomainError, normalize_domain
-from kubemta_common.domain_check.zone import address_line, ptr_line
+from kubemta_mail_auth.domain_check.dns_queries import Answer, IPAddress, Resolver, reverse_name
+from kubemta_mail_auth.domain_check.model import Check, Status
+from kubemta_mail_auth.domain_check.names import InvalidDomainError, normalize_domain
+from kubemta_mail_auth.domain_check.zone import address_line, ptr_line
 
 CHECK_NAME = "hostname"
 PTR_PREFIX = "ptr"

@@ -16,7 +16,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from kubemta_common.dkim.keys import Algorithm, KeyFileError, parse_key
+from kubemta_mail_auth.dkim.keys import Algorithm, KeyFileError, parse_key
 
 TXT_STRING_LIMIT = 255
 """RFC 1035 §3.3.14: a TXT character-string holds at most 255 octets."""
