@@ -2,7 +2,7 @@
 
 Clients that match the prompt text expect these (other servers send them), not aiosmtpd's
 "User Name\\0" and "Password\\0". Checked on the wire with a raw client (on the listener's first
-connection and on a later one, which is a copy of the first: IngressSMTP.like), with a client
+connection and on a later one, which is built from the first's Blueprint), with a client
 that answers by the decoded prompt text, and with swaks over implicit TLS on the real session class.
 """
 
@@ -31,7 +31,7 @@ def b64(text: str) -> str:
 
 async def test_login_prompts_on_the_wire(start_auth_server):
     server = await start_auth_server(users=USERS)
-    for _ in range(2):  # the listener's first session, then a copy of it (IngressSMTP.like)
+    for _ in range(2):  # the listener's first session, then one built from its Blueprint
         client = await server.harness.connect()
         assert await client.command("AUTH LOGIN") == [USERNAME_PROMPT]
         assert await client.command(b64("app")) == [PASSWORD_PROMPT]

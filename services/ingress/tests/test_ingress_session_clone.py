@@ -1,8 +1,8 @@
-"""`IngressSMTP.like`: a connection copied from a template is what aiosmtpd's constructor would have built.
+"""`IngressSMTP.from_blueprint`: a connection built from a listener's Blueprint is what aiosmtpd's constructor builds.
 
-The copy skips aiosmtpd's per-connection reflection, so it must keep up with what that
+The Blueprint skips aiosmtpd's per-connection reflection, so it must keep up with what that
 constructor sets: these tests fail when aiosmtpd (or IngressSMTP) adds per-connection
-state that the copy would share between connections.
+state that the Blueprint would not set, or would share between connections.
 """
 
 import asyncio
@@ -10,7 +10,8 @@ import collections
 from types import MethodType
 from typing import cast
 
-from kubemta_ingress.server import IngressSMTP, SessionOptions
+from kubemta_ingress.session import IngressSMTP, SessionOptions
+from kubemta_ingress.session.aiosmtpd_contract import Blueprint
 
 # What connections of one listener may share: configuration, the handler, the loop and its callbacks.
 SHARED = {
@@ -40,7 +41,14 @@ async def build(**options: object) -> tuple[IngressSMTP, IngressSMTP, IngressSMT
     kwargs = {"hostname": "mx.example", "data_size_limit": 1000, "timeout": 5.0, "on_open": ignore, "on_close": ignore}
     template = IngressSMTP(Handler(), **kwargs, options=SessionOptions(**options))  # type: ignore[arg-type]
     built = IngressSMTP(Handler(), **kwargs, options=template._options)  # type: ignore[arg-type]
-    return template, built, IngressSMTP.like(template)
+    return template, built, like(template)
+
+
+def like(template: IngressSMTP) -> IngressSMTP:
+    """A connection of the template's listener, built as SmtpServer builds all but the first."""
+    return IngressSMTP.from_blueprint(
+        Blueprint.of(template), options=template._options, on_open=template._on_open, on_close=template._on_close
+    )
 
 
 async def test_a_copy_has_exactly_the_attributes_the_constructor_sets() -> None:
@@ -80,7 +88,7 @@ async def test_per_connection_containers_start_empty_and_apart() -> None:
 
 async def test_two_copies_do_not_share_the_stream() -> None:
     template, _, first = await build()
-    second = IngressSMTP.like(template)
+    second = like(template)
     assert reader_of(first) is not reader_of(second)
     assert vars(first)["_closed"] is not vars(second)["_closed"]
     await asyncio.sleep(0)
