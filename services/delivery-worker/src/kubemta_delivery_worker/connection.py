@@ -1,6 +1,7 @@
 """One SMTP session with one host of a route (aiosmtplib): connect, greeting, EHLO
 (HELO when EHLO is refused), opportunistic STARTTLS as the route's TLS policy asks,
-AUTH to a relayhost; then RSET between transactions and QUIT at the end.
+AUTH to a relayhost; then RSET between transactions and QUIT at the end. In the LMTP
+dialect (dialect.py) the same session connects over TCP or a unix socket and says LHLO.
 
 Within a delivery attempt (SmtpOptions.deadline, attempt_limits.py) the connect and
 greeting timeout and every command's timeout are cut to the attempt's time left, no
@@ -26,10 +27,12 @@ from aiosmtplib import (
     SMTPException,
     SMTPHeloError,
     SMTPResponseException,
+    SMTPStatus,
 )
 
 from kubemta.v1 import message_pb2
 from kubemta_delivery_worker.attempt_limits import AttemptDeadline, deadline_text
+from kubemta_delivery_worker.dialect import SMTP_DIALECT, Dialect
 from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS
 from kubemta_delivery_worker.relay_auth import RelayCredentials, authenticate, session_route
 from kubemta_delivery_worker.replies import enhanced_status, reply_diagnostic
@@ -38,7 +41,7 @@ from kubemta_delivery_worker.tls_negotiation import contexts, negotiate
 logger = logging.getLogger(__name__)
 
 # Port 25 (RFC 5321 §4.5.4 / IANA "smtp") when a route host carries none.
-SMTP_PORT = 25
+SMTP_PORT = SMTP_DIALECT.default_port
 # RFC 3463 §3.5: 4.4.1 no answer from host, 4.4.2 bad connection.
 STATUS_NO_ANSWER = "4.4.1"
 STATUS_BAD_CONNECTION = "4.4.2"
@@ -95,13 +98,13 @@ class TlsFailed(Exception):
 
 
 def host_port(host: message_pb2.RouteHost) -> int:
-    """The port to connect to."""
-    return host.port or SMTP_PORT
+    """The port to connect to (SMTP)."""
+    return SMTP_DIALECT.port(host)
 
 
 def host_label(host: message_pb2.RouteHost) -> str:
-    """`name[address]:port`, the way Postfix names a peer in logs and diagnostics."""
-    return f"{host.hostname or host.address}[{host.address}]:{host_port(host)}"
+    """`name[address]:port`, the way Postfix names a peer in logs and diagnostics (SMTP)."""
+    return SMTP_DIALECT.label(host)
 
 
 def _temporary_reply_status(code: int, text: str) -> str:
@@ -148,13 +151,15 @@ class SmtpConnection:
         options: SmtpOptions,
         *,
         starttls: bool,
+        dialect: Dialect = SMTP_DIALECT,
     ) -> None:
         self._host = host
+        self.dialect = dialect
         self._job = job  # the job being delivered now (for logs); the route's TLS policy is part of the cache key
         self._options = options
         self._starttls = starttls
-        self._label = host_label(host)
-        self._remote_mta = host.hostname.rstrip(".") or host.address
+        self._label = dialect.label(host)
+        self._remote_mta = dialect.remote_mta(host)
         self.stage = "connecting"
         self.tls = False
         self.greeted = False  # the server's 220 greeting came (attempt_limits: the session limit)
@@ -162,10 +167,14 @@ class SmtpConnection:
         self._connection_counted = False
         self._deadline: AttemptDeadline | None = None
         self._watch(options.deadline)
+        where: dict[str, Any] = (
+            {"socket_path": host.unix_socket}
+            if host.unix_socket
+            else {"hostname": host.address, "port": dialect.port(host)}
+        )
         self.smtp = _DeadlineSMTP(
             lambda seconds: self._options.clamp(seconds),
-            hostname=host.address,
-            port=host_port(host),
+            **where,
             local_hostname=options.ehlo_name,
             timeout=options.command_timeout,
             start_tls=False,
@@ -204,7 +213,7 @@ class SmtpConnection:
 
     def count(self, result: str) -> None:
         """Count this connection's set-up once, with how it ended (`kubemta_smtp_connections_total`)."""
-        if not self._connection_counted:
+        if not self._connection_counted and self.dialect.counted:
             self._connection_counted = True
             SMTP_CONNECTIONS.labels(result=result).inc()
 
@@ -255,23 +264,36 @@ class SmtpConnection:
             raise HostFailed(self._fail(f"connect to {self._label}: {_describe(exc)}", STATUS_NO_ANSWER)) from exc
         self.greeted = True
         await self._hello()
-        await self._upgrade()
+        if self.dialect.starttls:
+            await self._upgrade()
         self.count("ok")
 
     async def _hello(self) -> None:
-        """EHLO, falling back to HELO when the server rejects EHLO with 5xx (RFC 5321 §3.2)."""
-        self.stage = "performing the EHLO handshake"
+        """EHLO (LHLO), falling back to HELO when the server rejects EHLO with 5xx (RFC 5321 §3.2; RFC 2033
+        §4.1: LMTP has no fallback)."""
+        hello = self.dialect.hello
+        self.stage = f"performing the {hello} handshake"
         try:
-            await self.smtp.ehlo()
+            if hello == "EHLO":
+                await self.smtp.ehlo()
+            else:
+                await self._lhlo()
             return
         except SMTPHeloError as exc:
-            if not (500 <= exc.code < 600 and self.smtp.is_connected):
-                raise self.rejected(exc, "EHLO") from exc
+            if not (self.dialect.helo_fallback and 500 <= exc.code < 600 and self.smtp.is_connected):
+                raise self.rejected(exc, hello) from exc
         self.stage = "performing the HELO handshake"
         try:
             await self.smtp.helo()
         except SMTPHeloError as exc:
             raise self.rejected(exc, "HELO") from exc
+
+    async def _lhlo(self) -> None:
+        """LHLO (RFC 2033 §4.1), kept as aiosmtplib keeps an EHLO reply (its extensions, AUTH methods)."""
+        reply = await self.smtp.execute_command(b"LHLO", self._options.ehlo_name.encode("ascii"))
+        if reply.code != SMTPStatus.completed:
+            raise SMTPHeloError(reply.code, reply.message)
+        self.smtp.last_ehlo_response = reply
 
     def rejected(self, exc: SMTPResponseException, command: str) -> HostFailed:
         """A host-level refusal of `command`, for the next host or a later attempt."""

@@ -33,20 +33,14 @@ from kubemta_delivery_worker.destinations import (
     destination_of,
     first_throttle,
 )
-from kubemta_delivery_worker.lmtp import attempt_lmtp_host, lmtp_label
 from kubemta_delivery_worker.metrics import DELIVERY_ATTEMPTS, DELIVERY_DURATION
 from kubemta_delivery_worker.pool import ConnectionPool
+from kubemta_delivery_worker.registry import transport_for
 from kubemta_delivery_worker.relay_auth import relay_credentials
 from kubemta_delivery_worker.replies import local_result, outcome_name
 from kubemta_delivery_worker.settings import WorkerSettings
 from kubemta_delivery_worker.tls import opportunistic_tls_context, verifying_tls_context
-from kubemta_delivery_worker.transaction import (
-    HostAttempt,
-    HostFailure,
-    SmtpConnection,
-    SmtpOptions,
-    attempt_host,
-)
+from kubemta_delivery_worker.transaction import HostAttempt, HostFailure, SmtpConnection, SmtpOptions
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +85,7 @@ def build_deliverer(settings: WorkerSettings) -> "Deliverer":
 
 
 class Deliverer:
-    """Delivers jobs over SMTP and returns one result per recipient.
+    """Delivers jobs over the route's transport (registry.py) and returns one result per recipient.
 
     Without `pool` every session is new and closed after its transaction; without
     `destinations` there is no per-destination limit; `limits` bound each attempt.
@@ -167,17 +161,18 @@ class Deliverer:
         failure: HostFailure | None = None
         throttle: Throttle | None = None
         tried = greeted = 0
+        transport = transport_for(job.route.kind)  # registry.py: SMTP, LMTP, ...
         with AttemptDeadline(self._limits.deadline) as deadline:
             options = dataclasses.replace(self._options, deadline=deadline)
             for host in job.route.hosts:
                 if self._stop(job, deadline, tried, greeted):
                     break
-                attempt = await self._attempt_host(host, job, pending, options)
+                attempt = await transport.attempt(host, job, pending, options, self._pool)
                 tried += 1
                 greeted += attempt.greeted
                 answered.update(attempt.results)
                 pending = [rcpt for rcpt in pending if rcpt not in answered]
-                _log_attempt(job, host, attempt, pending)
+                _log_attempt(job, transport.label(host), attempt, pending)
                 failure = attempt.failure
                 throttle = _throttle(attempt)
                 if not pending or throttle is not None:
@@ -207,14 +202,6 @@ class Deliverer:
             extra={"queue_id": job.queue_id, "job_id": job.job_id, "hosts_tried": tried},
         )
         return True
-
-    async def _attempt_host(
-        self, host: message_pb2.RouteHost, job: message_pb2.DeliveryJob, pending: list[str], options: SmtpOptions
-    ) -> HostAttempt:
-        """One host of the route; the transport kind picks the protocol here (SMTP below)."""
-        if job.route.kind == message_pb2.TRANSPORT_KIND_LMTP:  # lmtp.py: RFC 2033, per-recipient replies after DATA
-            return await attempt_lmtp_host(host, job, pending, options)
-        return await attempt_host(host, job, pending, options, self._pool)
 
 
 def _throttle(attempt: HostAttempt) -> Throttle | None:
@@ -257,11 +244,8 @@ def _unanswered(recipient: str, failure: HostFailure | None) -> message_pb2.Reci
     )
 
 
-def _log_attempt(
-    job: message_pb2.DeliveryJob, host: message_pb2.RouteHost, attempt: HostAttempt, pending: list[str]
-) -> None:
+def _log_attempt(job: message_pb2.DeliveryJob, label: str, attempt: HostAttempt, pending: list[str]) -> None:
     """One line per host tried: the host, TLS, each answered recipient's outcome, and what is left."""
-    label = lmtp_label(host)  # a unix socket path, else host_label(host)
     answered = [rcpt for rcpt in job.recipients if rcpt in attempt.results]
     outcomes = {rcpt: outcome_name(attempt.results[rcpt].outcome) for rcpt in answered}
     parts = [f"to=<{rcpt}> {outcomes[rcpt]} ({attempt.results[rcpt].diagnostic})" for rcpt in answered]

@@ -1,17 +1,26 @@
-"""RFC 2920 command pipelining: MAIL FROM, every RCPT TO and DATA in one write, then their replies in order.
+"""The worker's one reader of SMTP replies for whatever is written at once: a command group, or the data.
 
-DATA ends the group (RFC 2920 §3.1): its reply is read before any content is sent.
-The client reads every reply of the group, even after a refused MAIL FROM (RFC 2920
-§3.1: "MUST check ALL statuses"), so the session stays in step with the server; and
-when the server answers 354 to a DATA no recipient was accepted for, it ends the empty
-message with a single dot ("the client SMTP should send a single dot").
+Two things write more than one command (or one block) and then read several replies:
+
+- RFC 2920 pipelining: MAIL FROM, every RCPT TO and DATA in one write, then their
+  replies in order. DATA ends the group (RFC 2920 §3.1): its reply is read before any
+  content is sent. Every reply of the group is read, even after a refused MAIL FROM
+  (RFC 2920 §3.1: "MUST check ALL statuses"), so the session stays in step with the
+  server; when the server answers 354 to a DATA no recipient was accepted for, the
+  empty message is ended with a single dot ("the client SMTP should send a single dot").
+- The message data: one reply after the final dot for SMTP, one per accepted recipient
+  for LMTP (RFC 2033 §4.2), which usually arrive in one segment (dialect.py).
 
 aiosmtplib reads one reply per command it sent and drops data that arrives while a
-parsed reply still waits to be picked up, so the replies of a group would be lost.
-While they are read, a `_ReplyReader` takes aiosmtplib's place as the transport's
-protocol (asyncio `set_protocol`), and gives it back afterwards; everything else
-(content, RSET, QUIT) goes through aiosmtplib as usual. Like aiosmtplib, the group
-closes the connection on a timeout, a lost connection, or a 421 reply.
+parsed reply still waits to be picked up, so those replies would be lost. While they
+are read, a `_ReplyReader` takes aiosmtplib's place as the transport's protocol (asyncio
+`set_protocol`), and gives it back afterwards; the single commands of a session
+(greeting, EHLO/LHLO, STARTTLS, AUTH, RSET, QUIT) go through aiosmtplib as usual. Like
+aiosmtplib, a group closes the connection on a timeout, a lost connection, or a 421.
+
+aiosmtplib internals used here (pinned in pyproject.toml, checked by test_worker_wire.py):
+`SMTP.protocol`, `SMTPProtocol.transport`/`write`, `quote_address`, and the protocol
+module's `COMMAND_INJECTION_REGEX`, `MAX_LINE_LENGTH`, `MAX_RESPONSE_LENGTH`.
 """
 
 import asyncio
@@ -31,7 +40,7 @@ from aiosmtplib import (
 from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import COMMAND_INJECTION_REGEX, MAX_LINE_LENGTH, MAX_RESPONSE_LENGTH, SMTPProtocol
 
-from kubemta_delivery_worker.message_data import END_OF_DATA
+from kubemta_delivery_worker.message_data import END_OF_DATA, wire_data
 
 logger = logging.getLogger(__name__)
 
@@ -128,26 +137,28 @@ class _ReplyReader(asyncio.Protocol):
         return None
 
 
-class PipelinedGroup:
-    """One command group on `smtp`'s connection: `async with` writes it at once; `reply()` reads the next reply.
+class ReplyGroup:
+    """What is written at once on `smtp`'s connection (`async with` writes it); `reply()` reads the next reply.
 
     A timeout, a lost connection or a malformed reply closes the connection and raises
     (SMTPTimeoutError, SMTPServerDisconnected, SMTPResponseException) as aiosmtplib's
     commands do; so does a reply asked for after a 421 closed it.
     """
 
-    def __init__(self, smtp: SMTP, commands: list[bytes], *, timeout: float, data_timeout: float) -> None:
+    def __init__(
+        self, smtp: SMTP, commands: list[bytes], *, timeout: float, data_timeout: float, due: int | None = None
+    ) -> None:
         self._smtp = smtp
         self._commands = commands
         self._timeout = timeout
         self._data_timeout = data_timeout
-        self._due = len(commands)
+        self._due = len(commands) if due is None else due  # replies expected: one per command unless said
         self._last: SMTPResponse | None = None
         self._protocol: SMTPProtocol | None = None
         self._transport: asyncio.BaseTransport | None = None
         self._reader: _ReplyReader | None = None
 
-    async def __aenter__(self) -> "PipelinedGroup":
+    async def __aenter__(self) -> "ReplyGroup":
         protocol = self._smtp.protocol
         transport = protocol.transport if protocol is not None else None
         if protocol is None or transport is None or transport.is_closing():
@@ -164,7 +175,7 @@ class PipelinedGroup:
             self._transport.set_protocol(self._protocol)  # aiosmtplib reads the replies from now on
 
     async def reply(self, *, end_of_data: bool = False) -> SMTPResponse:
-        """The reply to the next command of the group (aiosmtplib closes on 421, RFC 5321 §3.8: so does this)."""
+        """The next reply of the group (aiosmtplib closes on 421, RFC 5321 §3.8: so does this)."""
         if self._reader is None or not self._smtp.is_connected:
             raise SMTPServerDisconnected("Server not connected")
         self._due -= 1
@@ -194,3 +205,8 @@ class PipelinedGroup:
         except (SMTPException, OSError) as exc:
             logger.debug("pipelined session out of step, closed: %s", exc)
             self._smtp.close()
+
+
+def message_group(smtp: SMTP, content: bytes, replies: int, *, data_timeout: float) -> ReplyGroup:
+    """The dot-stuffed `content` with its final dot, and the `replies` to it (1 for SMTP, 1 per recipient for LMTP)."""
+    return ReplyGroup(smtp, [wire_data(content)], timeout=data_timeout, data_timeout=data_timeout, due=replies)
