@@ -109,3 +109,17 @@ def test_the_stream_readers_buffer_is_a_bytearray() -> None:
         assert await reader.read() == b""
 
     asyncio.run(read())
+
+
+def test_the_stream_reader_internals_exist_with_the_shapes_used() -> None:
+    async def check() -> None:
+        reader = asyncio.StreamReader()
+        for name, shape in contract.STREAM_READER.items():
+            value = getattr(reader, name)
+            if isinstance(shape, type):
+                assert isinstance(value, shape), (name, type(value))
+            else:
+                assert parameters(value) == shape, name
+        assert parameters(asyncio.StreamReader.readuntil) == ("separator",)
+
+    asyncio.run(check())

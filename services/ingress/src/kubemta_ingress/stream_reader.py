@@ -19,7 +19,8 @@ given this class by `adopt` (it adds no state of its own):
 
 Like the standard library's own `readuntil`, the DATA reader works on the reader's
 buffer (`_buffer`, `_wait_for_data`, `_maybe_resume_transport`); that is the one place
-kubemta touches StreamReader internals, pinned by uv.lock and covered by the ingress tests.
+kubemta reads StreamReader internals, listed in session/aiosmtpd_contract.py
+(`STREAM_READER`) and checked by test_ingress_aiosmtpd_contract.py.
 """
 
 import asyncio

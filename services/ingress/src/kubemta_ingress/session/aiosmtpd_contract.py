@@ -11,9 +11,10 @@ given, so an upgrade that changes one fails there before it changes a session's 
   `_cb_client_connected` stores, the handler task, the TLS layer and the transport under
   it (set as aiosmtpd's `smtp_STARTTLS` sets them), the idle timeout; and the ones
   `Blueprint` copies (what aiosmtpd's constructor computes once per listener).
-- `StreamReader._buffer`: the bytes read but not yet consumed (`buffered`), which
-  STARTTLS discards and implicit TLS hands to the TLS layer (stream_reader.py uses the
-  reader's other internals, listed there).
+- `STREAM_READER`: asyncio's `StreamReader` internals: `_buffer`, the bytes read but not
+  yet consumed (`buffered`), which STARTTLS discards and implicit TLS hands to the TLS
+  layer; and those stream_reader.py's DATA reader works with. aiosmtpd reads command
+  lines with `readuntil(b"\n")`, which stream_reader.py checks.
 
 `Blueprint` replaces aiosmtpd's per-connection reflection: its constructor looks up the
 command, hook and AUTH methods with `inspect.getmembers` and `dir` on every connection
@@ -83,6 +84,14 @@ ATTRIBUTES: Mapping[str, type | tuple[type, ...]] = {
     "_proxy_timeout": (int, float, type(None)),
     "__ident__": str,
 }
+STREAM_READER: Mapping[str, tuple[str, ...] | type] = {
+    "_buffer": bytearray,
+    "_limit": int,
+    "_eof": bool,
+    "_wait_for_data": ("func_name",),
+    "_maybe_resume_transport": (),
+}
+"""asyncio.StreamReader's attributes (types) and methods (parameters) the session's reader uses."""
 PRIVATE_TYPES = ("_AuthMechAttr",)
 """aiosmtpd's AUTH table entries (`method`, `is_builtin`), rebuilt by `Blueprint.build`."""
 """Set by the constructor (the types as the ingress builds a session)."""
