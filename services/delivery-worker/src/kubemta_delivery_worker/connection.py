@@ -8,7 +8,7 @@ greeting timeout and every command's timeout are cut to the attempt's time left,
 connection is opened once it has passed, and the attempt's watchdog may close the session.
 
 The mail transactions a session carries, and the idle cache it goes back to, are
-transaction.py's; here are the session and how its failures read (`HostFailure`,
+transaction.py's and mail_transaction.py's; here are the session and how its failures read (`HostFailure`,
 worded the way Postfix words them: "lost connection with NAME[ADDR]:PORT while ...").
 """
 
@@ -61,7 +61,7 @@ class SmtpOptions:
     # TLS policy verify / MTA-STS (None: the system's CAs), and relayhost AUTH (None: no AUTH).
     verify_tls_context: ssl.SSLContext | None = None
     relay_credentials: RelayCredentials | None = None
-    # RFC 2920: MAIL, RCPT and DATA in one write when the server offers PIPELINING (pipelining.py).
+    # RFC 2920: MAIL, RCPT and DATA in one write when the server offers PIPELINING (wire.py).
     pipelining: bool = True
     # The deadline of the delivery attempt these options are for (set per job by the deliverer).
     deadline: AttemptDeadline | None = None
