@@ -1,13 +1,19 @@
-"""A stand-in for `kubemta_common.amqp.publisher.Publisher` in unit tests.
+"""A stand-in for `kubemta_common.amqp.publisher.Publisher` (a `BusPublisher`) in unit tests.
 
-Records what would have been confirmed. `error` makes every publish raise it; `hang_for`
-makes a publish wait that long for a confirm that never comes and then fail, as the real
-publisher's timeout does.
+Records what would have been confirmed, as the wire would carry it: the stage's queue (before the
+large-lane choice), the serialised body, the message id and the AMQP `type`. `error` makes every
+publish raise it; `hang_for` makes a publish wait that long for a confirm that never comes and
+then fail, as the real publisher's timeout does.
 """
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from google.protobuf.message import Message
+
+from kubemta_common.amqp.stages import Outgoing, Stage
+from kubemta_common.bus_messages import Encoded
 from kubemta_common.errors import PublishFailed
 
 
@@ -28,7 +34,14 @@ class FakePublisher:
         self.error = error
         self.hang_for: float | None = None
 
-    async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
+    async def publish[M: Message](self, stage: Stage[M], message: M | Encoded[M], *, message_id: str) -> None:
+        await self._send(stage.outgoing(message, message_id=message_id))
+
+    async def publish_all(self, messages: Sequence[Outgoing]) -> None:
+        for outgoing in messages:
+            await self._send(outgoing)
+
+    async def _send(self, outgoing: Outgoing) -> None:
         self.attempts += 1
         if self.hang_for is not None:
             never = asyncio.Event()
@@ -39,4 +52,6 @@ class FakePublisher:
                 raise PublishFailed(f"no confirm from the broker within {self.hang_for}s") from None
         if self.error is not None:
             raise self.error
-        self.published.append(Published(routing_key, body, message_id, message_type))
+        self.published.append(
+            Published(outgoing.stage.queue, outgoing.body, outgoing.message_id, outgoing.message_type)
+        )

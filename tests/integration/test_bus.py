@@ -28,7 +28,7 @@ async def test_topology_is_declared_idempotently_and_publishes_are_confirmed(vho
     first = await _broker(vhost.url)
     second = await _broker(vhost.url)  # same declarations again: no precondition failure
     try:
-        await Publisher(first, 5).publish(INBOUND, b"payload", message_id="Q1", message_type="t")
+        await Publisher(first, 5).publish_raw(INBOUND, b"payload", message_id="Q1", message_type="t")
         message = await first_message(vhost.url, INBOUND)
         assert message.body == b"payload"
         assert message.message_id == "Q1"
@@ -44,7 +44,7 @@ async def test_unroutable_publish_is_an_error_not_a_silent_drop(vhost: Vhost) ->
     broker = await _broker(vhost.url)
     try:
         with pytest.raises(PublishFailed, match="unroutable"):
-            await Publisher(broker, 5).publish("no-such-queue", b"x", message_id="Q", message_type="t")
+            await Publisher(broker, 5).publish_raw("no-such-queue", b"x", message_id="Q", message_type="t")
     finally:
         await broker.close()
 
@@ -52,7 +52,7 @@ async def test_unroutable_publish_is_an_error_not_a_silent_drop(vhost: Vhost) ->
 async def test_retry_queue_dead_letters_back_to_route_after_its_ttl(vhost: Vhost) -> None:
     broker = await _broker(vhost.url)
     try:
-        await Publisher(broker, 5).publish(retry_queue_name(1), b"job", message_id="J", message_type="t")
+        await Publisher(broker, 5).publish_raw(retry_queue_name(1), b"job", message_id="J", message_type="t")
         assert vhost.queue_depths()[ROUTE] == 0
         message = await first_message(vhost.url, ROUTE, within=15)
         assert message.body == b"job"
@@ -68,19 +68,19 @@ async def test_broker_down_or_silent_means_publish_failed(vhost: Vhost) -> None:
     broker = await _broker(vhost.node.url(vhost.name).replace(f":{port}/", f":{proxy.port}/"))
     publisher = Publisher(broker, 2)
     try:
-        await publisher.publish(INBOUND, b"ok", message_id="A", message_type="t")
+        await publisher.publish_raw(INBOUND, b"ok", message_id="A", message_type="t")
         proxy.blackhole()
         with pytest.raises(PublishFailed, match="no confirm"):
-            await publisher.publish(INBOUND, b"lost?", message_id="B", message_type="t")
+            await publisher.publish_raw(INBOUND, b"lost?", message_id="B", message_type="t")
         await proxy.cut()
         await asyncio.sleep(0.5)
         with pytest.raises(PublishFailed):
-            await publisher.publish(INBOUND, b"down", message_id="C", message_type="t")
+            await publisher.publish_raw(INBOUND, b"down", message_id="C", message_type="t")
         await proxy.restore()
         async with asyncio.timeout(30):
             while True:  # the robust channel is restored shortly after the connection
                 try:
-                    await publisher.publish(INBOUND, b"again", message_id="D", message_type="t")
+                    await publisher.publish_raw(INBOUND, b"again", message_id="D", message_type="t")
                     break
                 except PublishFailed:
                     await asyncio.sleep(0.2)
@@ -108,7 +108,7 @@ async def test_consumer_acks_after_handler_requeues_transient_and_holds_permanen
     try:
         await consumer.start()
         for body in (b"transient", b"poison", b"ok"):
-            await publisher.publish(INBOUND, body, message_id=body.decode(), message_type="t")
+            await publisher.publish_raw(INBOUND, body, message_id=body.decode(), message_type="t")
         async with asyncio.timeout(15):
             await done.wait()
         held = await first_message(vhost.url, HELD)
@@ -131,7 +131,7 @@ async def test_drain_leaves_unfinished_work_in_the_queue(vhost: Vhost) -> None:
     consumer = Consumer(broker, INBOUND, slow, prefetch=1)
     try:
         await consumer.start()
-        await Publisher(broker, 5).publish(INBOUND, b"slow", message_id="S", message_type="t")
+        await Publisher(broker, 5).publish_raw(INBOUND, b"slow", message_id="S", message_type="t")
         async with asyncio.timeout(10):
             await started.wait()
         await consumer.stop(0.2)

@@ -7,6 +7,7 @@ import aio_pika
 import pytest
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp import stages
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.consumer import Consumer
 from kubemta_common.amqp.publisher import Publisher
@@ -16,8 +17,6 @@ from tests.harness.ingress_kit import eventually
 from tests.harness.rabbitmq import Vhost
 
 pytestmark = pytest.mark.broker
-
-REQUEST_TYPE = message_pb2.DsnRequest.DESCRIPTOR.full_name
 
 
 def request(rcpt: str) -> message_pb2.DsnRequest:
@@ -86,7 +85,7 @@ async def test_requests_held_by_a_crashed_replica_become_one_dsn_at_the_next(vho
         producer = Publisher(first.broker, 5)
         rcpts = ["bob@one.example", "carol@two.example", "dave@three.example"]
         for rcpt in rcpts:
-            await producer.publish(DSN, request(rcpt).SerializeToString(), message_id=rcpt, message_type=REQUEST_TYPE)
+            await producer.publish(stages.DSN, request(rcpt), message_id=rcpt)
         await eventually(lambda: first.batcher.held == 3, within=10)
         assert second.seen == []  # single active consumer: the other replica gets nothing while the first lives
 

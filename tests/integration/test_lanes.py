@@ -26,8 +26,8 @@ async def test_a_large_body_goes_to_the_large_lane_and_a_small_one_stays(vhost: 
     broker = await _broker(vhost.url)
     try:
         publisher = Publisher(broker, 5)
-        await publisher.publish(stage, b"s" * LARGE_BODY, message_id="small", message_type="t")
-        await publisher.publish(stage, b"L" * (LARGE_BODY + 1), message_id="large", message_type="t")
+        await publisher.publish_raw(stage, b"s" * LARGE_BODY, message_id="small", message_type="t")
+        await publisher.publish_raw(stage, b"L" * (LARGE_BODY + 1), message_id="large", message_type="t")
         assert (await first_message(vhost.url, stage)).message_id == "small"
         assert (await first_message(vhost.url, large(stage))).message_id == "large"
     finally:
@@ -37,7 +37,7 @@ async def test_a_large_body_goes_to_the_large_lane_and_a_small_one_stays(vhost: 
 async def test_a_large_retry_waits_in_its_own_tier_and_comes_back_to_route_large(vhost: Vhost) -> None:
     broker = await _broker(vhost.url)
     try:
-        await Publisher(broker, 5).publish(
+        await Publisher(broker, 5).publish_raw(
             retry_queue_name(1), b"J" * (2 * LARGE_BODY), message_id="J#1", message_type="t"
         )
         message = await first_message(vhost.url, large(ROUTE), within=15)

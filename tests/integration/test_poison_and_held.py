@@ -62,7 +62,7 @@ async def test_a_message_that_fails_every_time_is_held_after_the_limit_and_other
     try:
         await consumer.start()
         for body in (b"poison-1", b"good-1", b"good-2"):
-            await publisher.publish(INBOUND, body, message_id=body.decode(), message_type="t")
+            await publisher.publish_raw(INBOUND, body, message_id=body.decode(), message_type="t")
         async with asyncio.timeout(30):
             await good_done.wait()
         held = await first_message(vhost.url, HELD, within=30)
@@ -82,7 +82,7 @@ async def test_held_keeps_a_message_however_often_it_is_returned(vhost: Vhost) -
     """
     broker = await _broker(vhost.url)
     try:
-        await Publisher(broker, 5).publish(HELD, b"kept", message_id="K", message_type="t")
+        await Publisher(broker, 5).publish_raw(HELD, b"kept", message_id="K", message_type="t")
         connection = await aio_pika.connect(vhost.url)
         try:
             channel = await connection.channel()
@@ -112,7 +112,7 @@ async def test_a_held_queue_declared_otherwise_before_does_not_stop_the_service(
         assert broker.connected
         assert "'held' queue exists with other arguments" in caplog.text
         assert "delivery-limit" in caplog.text
-        await Publisher(broker, 5).publish(HELD, b"still bound", message_id="B", message_type="t")
+        await Publisher(broker, 5).publish_raw(HELD, b"still bound", message_id="B", message_type="t")
         assert (await first_message(vhost.url, HELD)).body == b"still bound"
     finally:
         await broker.close()

@@ -17,8 +17,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp import stages
 from kubemta_common.amqp.broker import Broker
-from kubemta_common.amqp.consumer import Consumer
+from kubemta_common.amqp.consumer import Consumer, subscribe_deliveries
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.topology import DELIVER, HELD, RESULTS
 from kubemta_delivery_worker.deliverer import Deliverer
@@ -29,7 +30,6 @@ from tests.harness.rabbitmq import Vhost
 pytestmark = pytest.mark.broker
 
 DELIVERY_LIMIT = 3
-JOB_TYPE = message_pb2.DeliveryJob.DESCRIPTOR.full_name
 
 
 class FaultyDeliverer:
@@ -84,11 +84,13 @@ async def test_a_job_that_crashes_the_handler_ends_in_held_and_others_flow(
             await broker.run()
         publisher = Publisher(broker, 5)
         handler = DeliverHandler(cast(Deliverer, deliverer), publisher, delivery_limit=DELIVERY_LIMIT)
-        consumer = Consumer(broker, DELIVER, handler, prefetch=4, retry_pause=0.1)
+        consumer = Consumer(
+            broker, DELIVER, subscribe_deliveries(stages.DELIVER, handler).on_delivery, prefetch=4, retry_pause=0.1
+        )
         await consumer.start()
 
         for job in (poison, good):
-            await publisher.publish(DELIVER, job.SerializeToString(), message_id=job.job_id, message_type=JOB_TYPE)
+            await publisher.publish(stages.DELIVER, job, message_id=job.job_id)
 
         held = await first_message(vhost.url, HELD, within=30)
         assert message_pb2.DeliveryJob.FromString(held.body) == poison, "held unchanged"

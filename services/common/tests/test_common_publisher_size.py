@@ -17,7 +17,7 @@ class NoBroker:
 async def test_a_body_over_the_broker_limit_is_refused_as_permanent_without_a_round_trip() -> None:
     publisher = Publisher(NoBroker(), 5.0, max_message_size=1000)  # type: ignore[arg-type]
     with pytest.raises(MessageTooLarge, match="1001 bytes is more than the broker takes") as refused:
-        await publisher.publish("inbound", b"x" * 1001, message_id="Q", message_type="t")
+        await publisher.publish_raw("inbound", b"x" * 1001, message_id="Q", message_type="t")
     assert isinstance(refused.value, PermanentError) and not isinstance(refused.value, PublishFailed)
     assert publisher.in_flight == 0
 
@@ -25,5 +25,5 @@ async def test_a_body_over_the_broker_limit_is_refused_as_permanent_without_a_ro
 async def test_a_body_at_the_limit_goes_to_the_broker() -> None:
     publisher = Publisher(NoBroker(), 5.0, max_message_size=1000)  # type: ignore[arg-type]
     with pytest.raises(AssertionError, match="asked for the exchange"):
-        await publisher.publish("inbound", b"x" * 1000, message_id="Q", message_type="t")
+        await publisher.publish_raw("inbound", b"x" * 1000, message_id="Q", message_type="t")
     assert publisher.in_flight == 0

@@ -9,12 +9,22 @@ from typing import Any, cast
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from google.protobuf.message import Message
 
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.consumer import Handler, subscribe_deliveries
+from kubemta_common.amqp.stages import Stage
+from kubemta_common.bus_messages import Encoded
 from kubemta_common.errors import PermanentError
 from kubemta_delivery_worker.deliverer import Deliverer
 from kubemta_delivery_worker.handler import DeliverHandler
 from kubemta_delivery_worker.pool import ConnectionPool
 from tests.harness.fake_publisher import FakePublisher
+
+
+def consumed(handler: DeliverHandler) -> Handler:
+    """What the consumer of `deliver` calls with a delivery: the stage decodes the job for the handler."""
+    return subscribe_deliveries(stages.DELIVER, handler).on_delivery
 
 
 class _Message(SimpleNamespace):
@@ -45,10 +55,10 @@ async def test_cancelled_mid_delivery_publishes_nothing_and_closes_the_connectio
 ):
     peer = await start_peer(data_delay=5.0)
     pool: ConnectionPool[Any] = ConnectionPool(idle_seconds=5, per_host=2, total=64)
-    handler = DeliverHandler(Deliverer(options, pool=pool), publisher)
+    handler = consumed(DeliverHandler(Deliverer(options, pool=pool), publisher))
     message = incoming(job([host_of("mx1.dest.test", peer)]).SerializeToString())
 
-    task = asyncio.create_task(handler(as_incoming(message)))
+    task = asyncio.ensure_future(handler(as_incoming(message)))
     await until(lambda: peer.in_data > 0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -64,19 +74,19 @@ async def test_cancelled_mid_delivery_publishes_nothing_and_closes_the_connectio
 class _SlowPublisher(FakePublisher):
     started = False
 
-    async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
+    async def publish[M: Message](self, stage: Stage[M], message: M | Encoded[M], *, message_id: str) -> None:
         self.started = True
         await asyncio.sleep(0.3)
-        await super().publish(routing_key, body, message_id=message_id, message_type=message_type)
+        await super().publish(stage, message, message_id=message_id)
 
 
 async def test_cancelled_while_publishing_finishes_the_publish_and_acknowledges(start_peer, host_of, job, options):
     peer = await start_peer()
     publisher = _SlowPublisher()
-    handler = DeliverHandler(Deliverer(options), publisher)
+    handler = consumed(DeliverHandler(Deliverer(options), publisher))
     message = incoming(job([host_of("mx1.dest.test", peer)]).SerializeToString())
 
-    task = asyncio.create_task(handler(as_incoming(message)))
+    task = asyncio.ensure_future(handler(as_incoming(message)))
     await until(lambda: publisher.started)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -89,7 +99,7 @@ async def test_cancelled_while_publishing_finishes_the_publish_and_acknowledges(
 
 async def test_a_job_returned_too_often_is_held_with_a_metric(start_peer, host_of, job, options, publisher, metric):
     peer = await start_peer()
-    handler = DeliverHandler(Deliverer(options), publisher, delivery_limit=3)
+    handler = consumed(DeliverHandler(Deliverer(options), publisher, delivery_limit=3))
     body = job([host_of("mx1.dest.test", peer)]).SerializeToString()
     held_before = metric("kubemta_jobs_held_total", reason="poison")
 
@@ -103,7 +113,7 @@ async def test_a_job_returned_too_often_is_held_with_a_metric(start_peer, host_o
 
 async def test_a_job_below_the_limit_is_delivered(start_peer, host_of, job, options, publisher, metric):
     peer = await start_peer()
-    handler = DeliverHandler(Deliverer(options), publisher, delivery_limit=3)
+    handler = consumed(DeliverHandler(Deliverer(options), publisher, delivery_limit=3))
     held_before = metric("kubemta_jobs_held_total", reason="poison")
 
     await handler(

@@ -8,6 +8,8 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.consumer import Handler, subscribe_deliveries
 from kubemta_common.amqp.topology import DELIVER, RESULTS
 from kubemta_common.errors import PermanentError, PublishFailed
 from kubemta_common.service import ServiceCore
@@ -17,6 +19,11 @@ from kubemta_delivery_worker.handler import DeliverHandler
 from kubemta_delivery_worker.settings import WorkerSettings
 
 
+def consumed(handler: DeliverHandler) -> Handler:
+    """What the consumer of `deliver` calls with a delivery: the stage decodes the job for the handler."""
+    return subscribe_deliveries(stages.DELIVER, handler).on_delivery
+
+
 def incoming(body: bytes) -> AbstractIncomingMessage:
     return cast(AbstractIncomingMessage, SimpleNamespace(body=body, message_id="m1", headers={}))
 
@@ -24,7 +31,7 @@ def incoming(body: bytes) -> AbstractIncomingMessage:
 async def test_publishes_exactly_one_result_carrying_the_job(start_peer, host_of, job, options, publisher):
     peer = await start_peer(rules={"gone": "550 5.1.1 No such user"})
     the_job = job([host_of("mx1.dest.test", peer)], ["a@dest.test", "gone@dest.test"], attempts=3)
-    handler = DeliverHandler(Deliverer(options), publisher)
+    handler = consumed(DeliverHandler(Deliverer(options), publisher))
 
     await handler(incoming(the_job.SerializeToString()))
 
@@ -55,7 +62,7 @@ async def test_the_content_travels_back_only_while_it_may_still_be_needed(
     peer = await start_peer(rules=rules)
     the_job = job([host_of("mx1.dest.test", peer)], ["a@dest.test", "later@dest.test"])
     assert the_job.content
-    await DeliverHandler(Deliverer(options), publisher)(incoming(the_job.SerializeToString()))
+    await consumed(DeliverHandler(Deliverer(options), publisher))(incoming(the_job.SerializeToString()))
 
     result = message_pb2.DeliveryResult.FromString(publisher.published[0].body)
     assert result.job.content == (the_job.content if content_kept else b"")
@@ -67,7 +74,7 @@ async def test_the_content_travels_back_only_while_it_may_still_be_needed(
 async def test_publish_failure_propagates(start_peer, host_of, job, options, publisher):
     peer = await start_peer()
     publisher.error = PublishFailed("no confirm from the broker within 10s")
-    handler = DeliverHandler(Deliverer(options), publisher)
+    handler = consumed(DeliverHandler(Deliverer(options), publisher))
 
     with pytest.raises(PublishFailed):
         await handler(incoming(job([host_of("mx1.dest.test", peer)]).SerializeToString()))
@@ -76,7 +83,7 @@ async def test_publish_failure_propagates(start_peer, host_of, job, options, pub
 
 
 async def test_undecodable_job_is_a_permanent_error(options, publisher):
-    handler = DeliverHandler(Deliverer(options), publisher)
+    handler = consumed(DeliverHandler(Deliverer(options), publisher))
 
     with pytest.raises(PermanentError):
         await handler(incoming(b"\xff\xff\xff not a protobuf"))
@@ -127,7 +134,8 @@ def test_build_consumes_deliver(monkeypatch: pytest.MonkeyPatch):
     small, large = build(core, settings)
 
     assert (small.queue, large.queue) == (DELIVER, f"{DELIVER}.large")
-    assert isinstance(small.handler, DeliverHandler) and large.handler is small.handler
+    assert isinstance(small.subscription.handler, DeliverHandler) and large.subscription is small.subscription
+    assert small.subscription.stage is stages.DELIVER
     assert (small.large_lane, large.large_lane) == (False, True)  # the large lane's prefetch: KUBEMTA_CONSUMER_MEMORY
 
 
@@ -146,7 +154,7 @@ def test_the_result_carries_the_job_as_it_came_without_decoding_it_again():
         message_pb2.RecipientResult(recipient="b@d.test", outcome=message_pb2.OUTCOME_DELIVERED, status="2.0.0"),
         message_pb2.RecipientResult(recipient="c@d.test", outcome=message_pb2.OUTCOME_TEMPORARY, status="4.2.0"),
     ]
-    body = result_body(job, deferred, when, received)
+    body = result_body(job, deferred, when, received).body
     assert received in body  # the received bytes, as they came
     expected = message_pb2.DeliveryResult(job=job, recipients=deferred, attempted_at=when, reporter="delivery-worker")
     assert message_pb2.DeliveryResult.FromString(body) == expected
@@ -154,7 +162,7 @@ def test_the_result_carries_the_job_as_it_came_without_decoding_it_again():
     delivered = [
         message_pb2.RecipientResult(recipient=r, outcome=message_pb2.OUTCOME_DELIVERED) for r in job.recipients
     ]
-    parsed = message_pb2.DeliveryResult.FromString(result_body(job, delivered, when, received))
+    parsed = message_pb2.DeliveryResult.FromString(result_body(job, delivered, when, received).body)
     assert (
         parsed.job.content == b""
         and parsed.job.job_id == "Q.1"

@@ -13,6 +13,8 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.consumer import Handler, subscribe_deliveries
 from kubemta_common.errors import PermanentError
 from kubemta_delivery_worker.deliverer import Deliverer
 from kubemta_delivery_worker.handler import DeliverHandler
@@ -37,6 +39,11 @@ RULES: dict[str, tuple[Callable[[message_pb2.DeliveryJob], None], str]] = {
         "route host 2 (mx2.dest.test) has port 70000, outside 0..65535",
     ),
 }
+
+
+def consumed(handler: DeliverHandler) -> Handler:
+    """What the consumer of `deliver` calls with a delivery: the stage decodes the job for the handler."""
+    return subscribe_deliveries(stages.DELIVER, handler).on_delivery
 
 
 def incoming(body: bytes, **headers: Any) -> AbstractIncomingMessage:
@@ -64,7 +71,7 @@ async def test_a_malformed_job_is_held_before_any_connection(
     the_job = job(two_hosts(peer), ["a@dest.test"])
     breaks, reason = RULES[rule]
     breaks(the_job)
-    handler = DeliverHandler(Deliverer(options), publisher)
+    handler = consumed(DeliverHandler(Deliverer(options), publisher))
     malformed_before = metric("kubemta_jobs_held_total", reason="malformed")
     poison_before = metric("kubemta_jobs_held_total", reason="poison")
 
@@ -89,7 +96,7 @@ async def test_a_malformed_job_returned_too_often_counts_as_malformed(
     job: MakeJob, options: SmtpOptions, publisher: FakePublisher, metric: Metric
 ) -> None:
     the_job = job([message_pb2.RouteHost(hostname="mx1.dest.test", address="192.0.2.1", port=65536)])
-    handler = DeliverHandler(Deliverer(options), publisher, delivery_limit=3)
+    handler = consumed(DeliverHandler(Deliverer(options), publisher, delivery_limit=3))
     malformed_before = metric("kubemta_jobs_held_total", reason="malformed")
     poison_before = metric("kubemta_jobs_held_total", reason="poison")
 
@@ -131,7 +138,7 @@ async def test_a_good_job_is_delivered(
     metric: Metric,
 ) -> None:
     peer = await start_peer()
-    handler = DeliverHandler(Deliverer(options), publisher)
+    handler = consumed(DeliverHandler(Deliverer(options), publisher))
     malformed_before = metric("kubemta_jobs_held_total", reason="malformed")
 
     await handler(incoming(job([host_of("mx1.dest.test", peer)]).SerializeToString()))

@@ -1,12 +1,16 @@
 """The `route` consumer: routed jobs go to `deliver`, failures to `results`, and publish errors propagate."""
 
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp import topology
+from kubemta_common.amqp import stages, topology
+from kubemta_common.amqp.consumer import subscribe
 from kubemta_common.errors import PermanentError, PublishFailed
 from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.handler import RouteHandler
@@ -19,6 +23,12 @@ from tests.harness.fake_publisher import FakePublisher
 @dataclass
 class FakeIncoming:
     body: bytes
+
+
+def consumed(handler: RouteHandler) -> Callable[[FakeIncoming], Awaitable[None]]:
+    """What the consumer of `route` calls with a delivery: the stage decodes it for the handler."""
+    on_delivery = subscribe(stages.ROUTE, handler.handle).on_delivery
+    return lambda incoming: on_delivery(cast(AbstractIncomingMessage, incoming))
 
 
 def make_job(domain: str, recipients: list[str]) -> message_pb2.DeliveryJob:
@@ -53,7 +63,7 @@ async def test_routed_job_is_published_to_deliver_with_its_route(fake_dns, read_
     before = read_metric("kubemta_routes_total", source="mx", result="ok")
     job = make_job("example.org", ["a@example.org", "b@example.org"])
 
-    await make_handler(fake_dns, publisher)(FakeIncoming(job.SerializeToString()))
+    await consumed(make_handler(fake_dns, publisher))(FakeIncoming(job.SerializeToString()))
 
     assert len(publisher.published) == 1
     sent = publisher.published[0]
@@ -132,7 +142,7 @@ async def test_publish_failure_propagates_so_the_job_is_not_acknowledged(fake_dn
 async def test_undecodable_job_is_a_permanent_error(fake_dns):
     publisher = FakePublisher()
     with pytest.raises(PermanentError):
-        await make_handler(fake_dns, publisher)(FakeIncoming(b"\xff\xff not protobuf"))
+        await consumed(make_handler(fake_dns, publisher))(FakeIncoming(b"\xff\xff not protobuf"))
     assert publisher.published == []
 
 

@@ -6,6 +6,10 @@ session's message stays in memory (reserved) while the others try theirs.
 
 import asyncio
 
+from google.protobuf.message import Message
+
+from kubemta_common.amqp.stages import Stage
+from kubemta_common.bus_messages import Encoded
 from kubemta_ingress.data_budget import DataBudget, declared_size
 from kubemta_ingress.server import SessionOptions
 from tests.harness.fake_publisher import FakePublisher
@@ -28,14 +32,14 @@ class HeldPublisher(FakePublisher):
         self.release = asyncio.Event()
         self.waiting = 0
 
-    async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
+    async def publish[M: Message](self, stage: Stage[M], message: M | Encoded[M], *, message_id: str) -> None:
         self.waiting += 1
         try:
             async with asyncio.timeout(10):
                 await self.release.wait()
         finally:
             self.waiting -= 1
-        await super().publish(routing_key, body, message_id=message_id, message_type=message_type)
+        await super().publish(stage, message, message_id=message_id)
 
 
 async def open_transaction(port: int, mail: str = "MAIL FROM:<a@example.net>") -> tuple[RawClient, str]:

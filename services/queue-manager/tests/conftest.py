@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.message import Message
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp.stages import Outgoing, Stage
 from kubemta_common.amqp.topology import DSN
+from kubemta_common.bus_messages import Encoded
 from kubemta_common.errors import PublishFailed
 from kubemta_queue_manager import dkim_cli
 from kubemta_queue_manager.dsn_requests import dsn_message, merged_report
-from kubemta_queue_manager.handlers import Outgoing, QueueManager
+from kubemta_queue_manager.handlers import QueueManager
 from kubemta_queue_manager.settings import QueueManagerSettings
 
 NOW = datetime(2026, 3, 2, 12, 0, 0, tzinfo=UTC)
@@ -41,23 +44,30 @@ ORIGINAL = (
 )
 
 
+Record = tuple[str, bytes, str, str]
+"""(the stage's queue, body, message id, message type) of one publish."""
+
+
 class FakePublisher:
-    """Records publish_all batches; raises PublishFailed when told to."""
+    """Records publish batches (a single publish is a batch of one); raises PublishFailed when told to."""
 
     def __init__(self) -> None:
-        self.batches: list[list[Outgoing]] = []
+        self.batches: list[list[Record]] = []
         self.fail = False
+
+    async def publish[M: Message](self, stage: Stage[M], message: M | Encoded[M], *, message_id: str) -> None:
+        await self.publish_all([stage.outgoing(message, message_id=message_id)])
 
     async def publish_all(self, messages: Sequence[Outgoing]) -> None:
         if self.fail:
             raise PublishFailed("no confirm from the broker within 10s")
-        self.batches.append(list(messages))
+        self.batches.append([(out.stage.queue, out.body, out.message_id, out.message_type) for out in messages])
 
     @property
-    def published(self) -> list[Outgoing]:
+    def published(self) -> list[Record]:
         return [item for batch in self.batches for item in batch]
 
-    def to(self, routing_key: str) -> list[Outgoing]:
+    def to(self, routing_key: str) -> list[Record]:
         return [item for item in self.published if item[0] == routing_key]
 
 

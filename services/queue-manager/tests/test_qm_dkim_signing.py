@@ -252,7 +252,7 @@ def test_a_missing_directory_means_no_keys(tmp_path: Path) -> None:
 # --- the queue-manager -------------------------------------------------------
 
 
-def accepted(content: bytes, recipients: list[str]) -> bytes:
+def accepted(content: bytes, recipients: list[str]) -> message_pb2.AcceptedMessage:
     """A message from a trusted client (a relay network): the only kind, with DSNs, that is signed."""
     message = message_pb2.AcceptedMessage(
         queue_id="QID9",
@@ -261,7 +261,7 @@ def accepted(content: bytes, recipients: list[str]) -> bytes:
         content=content,
         trust=message_pb2.TRUST_RELAY_NETWORK,
     )
-    return message.SerializeToString()
+    return message
 
 
 def sample(**labels: str) -> float:
@@ -309,10 +309,10 @@ async def test_a_bounce_is_signed_for_the_hostnames_domain(dkim_zone, publisher,
     dkim_zone.generate("kubemta.test", "bounces", "rsa")
     manager = QueueManager(kit.settings(), publisher, clock=lambda: kit.NOW, signer=signer_for(dkim_zone))
     job = kit.job(["bob@example.org"])
-    await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]).SerializeToString())
+    await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]))
     (dsn,) = kit.dsns(publisher)
     assert dsn.generated
-    await manager.handle_accepted(dsn.SerializeToString())
+    await manager.handle_accepted(dsn)
     (bounce_job,) = [message_pb2.DeliveryJob.FromString(body) for _, body, _, _ in publisher.to(ROUTE)]
     (tags,) = signatures(bounce_job.content)
     assert tags[b"d"] == b"kubemta.test" and tags[b"s"] == b"bounces"

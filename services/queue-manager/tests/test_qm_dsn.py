@@ -47,7 +47,7 @@ def parts(raw: bytes) -> list[EmailMessage]:
 
 async def test_bounce_from_handler_is_a_complete_rfc3464_report(kit, manager, publisher) -> None:
     job = kit.job(["bob@example.org"])
-    await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]).SerializeToString())
+    await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]))
     ((key, _, _, _),) = publisher.published
     assert key == DSN  # a request: the dsn stage builds and sends the DSN (kit.dsns does what it does)
     (dsn,) = kit.dsns(publisher)
@@ -183,7 +183,7 @@ async def test_missing_status_is_derived(kit, manager, publisher) -> None:
             )
         ],
     )
-    await manager.handle_result(result.SerializeToString())
+    await manager.handle_result(result)
     (dsn,) = kit.dsns(publisher)
     status = parts(dsn.content)[1]
     block = cast(list[EmailMessage], status.get_payload())[1]

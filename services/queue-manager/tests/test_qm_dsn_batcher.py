@@ -4,10 +4,13 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp.stages import Outgoing, Stage
 from kubemta_common.amqp.topology import DSN, INBOUND
+from kubemta_common.bus_messages import Encoded
 from kubemta_common.errors import PermanentError, PublishFailed
 from kubemta_queue_manager.dsn_batcher import DsnBatcher
 from kubemta_queue_manager.dsn_requests import MAX_ORIGINAL_HEADERS, header_block
@@ -26,15 +29,18 @@ class Recorder:
         self.release = asyncio.Event()
         self.release.set()
 
-    async def publish_all(self, messages: Sequence[tuple[str, bytes, str, str]]) -> None:
+    async def publish[M: Message](self, stage: Stage[M], message: M | Encoded[M], *, message_id: str) -> None:
+        await self.publish_all([stage.outgoing(message, message_id=message_id)])
+
+    async def publish_all(self, messages: Sequence[Outgoing]) -> None:
         await self.release.wait()
         if self.fail is not None:
             error, self.fail = self.fail, None
             raise error
-        for key, body, message_id, kind in messages:
-            assert (key, kind) == (INBOUND, "kubemta.v1.AcceptedMessage")
-            message = message_pb2.AcceptedMessage.FromString(body)
-            assert message_id == message.queue_id
+        for outgoing in messages:
+            assert (outgoing.routing_key, outgoing.message_type) == (INBOUND, "kubemta.v1.AcceptedMessage")
+            message = message_pb2.AcceptedMessage.FromString(outgoing.body)
+            assert outgoing.message_id == message.queue_id
             self.sent.append(message)
 
 
@@ -168,7 +174,7 @@ async def test_a_cancelled_request_does_not_cancel_its_group() -> None:
 async def test_the_results_handler_publishes_requests_and_the_dsn_handler_refuses_empty_ones(kit, manager, publisher):
     job = kit.job(["bob@example.org", "carol@example.org"])
     result = kit.result(job, [kit.bounced("bob@example.org"), kit.bounced("carol@example.org")])
-    await manager.handle_result(result.SerializeToString())
+    await manager.handle_result(result)
     ((key, body, message_id, kind),) = publisher.published
     assert (key, message_id, kind) == (DSN, f"{job.job_id}#0:failed", "kubemta.v1.DsnRequest")
     sent = message_pb2.DsnRequest.FromString(body)
@@ -176,7 +182,7 @@ async def test_the_results_handler_publishes_requests_and_the_dsn_handler_refuse
     assert sent.original_headers == header_block(job.content)
     for empty in (message_pb2.DsnRequest(), message_pb2.DsnRequest(queue_id="Q", sender="a@b.example")):
         with pytest.raises(PermanentError):
-            await manager.handle_dsn_request(empty.SerializeToString())
+            await manager.handle_dsn_request(empty)
 
 
 def test_the_original_headers_are_cut_at_a_line_within_the_bound() -> None:

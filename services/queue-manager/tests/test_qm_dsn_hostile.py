@@ -211,7 +211,7 @@ async def test_the_results_handler_survives_an_encoded_word_sender(kit, manager,
     """The old builder raised on this sender, and the handler failed on every redelivery of the result."""
     sender = f"{ENCODED_ACTION}@local.example"
     job = kit.job(["bob@example.org"], sender=sender)
-    await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]).SerializeToString())
+    await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]))
     [(key, _, _, _)] = publisher.published
     assert key == DSN
     [accepted] = kit.dsns(publisher)

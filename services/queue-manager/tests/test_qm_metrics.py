@@ -47,7 +47,7 @@ async def test_mixed_result_moves_each_counter_once(kit, manager) -> None:
     result = kit.result(job, [kit.delivered(rcpts[0]), kit.deferred(rcpts[1]), kit.bounced(rcpts[2])])
     before = snapshot()
 
-    await manager.handle_result(result.SerializeToString())
+    await manager.handle_result(result)
 
     assert delta(before) == {
         ("kubemta_recipients_delivered_total", "google"): 1,
@@ -63,7 +63,7 @@ async def test_expiry_without_route_counts_as_other(kit, manager) -> None:
     result = kit.result(job, [kit.deferred("a@x.example"), kit.deferred("b@x.example")])
     before = snapshot()
 
-    await manager.handle_result(result.SerializeToString())
+    await manager.handle_result(result)
 
     assert delta(before) == {
         ("kubemta_recipients_bounced_total", "other"): 2,
@@ -76,9 +76,9 @@ async def test_expiry_without_route_counts_as_other(kit, manager) -> None:
 async def test_delay_warning_and_null_sender_counters(kit, manager) -> None:
     before = snapshot()
     warned = kit.job(["a@x.example"], provider="google", age=timedelta(hours=5))
-    await manager.handle_result(kit.result(warned, [kit.deferred("a@x.example")]).SerializeToString())
+    await manager.handle_result(kit.result(warned, [kit.deferred("a@x.example")]))
     null = kit.job(["b@x.example"], sender="", provider="google")
-    await manager.handle_result(kit.result(null, [kit.bounced("b@x.example")]).SerializeToString())
+    await manager.handle_result(kit.result(null, [kit.bounced("b@x.example")]))
 
     assert delta(before) == {
         ("kubemta_recipients_deferred_total", "google"): 1,
@@ -95,8 +95,6 @@ async def test_nothing_counted_when_publishing_fails(kit, manager, publisher) ->
     before = snapshot()
 
     with pytest.raises(PublishFailed):
-        await manager.handle_result(
-            kit.result(job, [kit.deferred("a@x.example"), kit.bounced("b@x.example")]).SerializeToString()
-        )
+        await manager.handle_result(kit.result(job, [kit.deferred("a@x.example"), kit.bounced("b@x.example")]))
 
     assert delta(before) == {}

@@ -10,6 +10,8 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.consumer import subscribe
 from kubemta_common.amqp.topology import DSN, ROUTE
 from kubemta_common.errors import PermanentError, PublishFailed
 
@@ -33,7 +35,7 @@ def recipient_blocks(dsn: message_pb2.AcceptedMessage) -> list[EmailMessage]:
 
 async def test_delivered_publishes_nothing(kit, manager, publisher) -> None:
     job = kit.job(["bob@example.org"])
-    await manager.handle_result(kit.result(job, [kit.delivered("bob@example.org")]).SerializeToString())
+    await manager.handle_result(kit.result(job, [kit.delivered("bob@example.org")]))
     assert publisher.published == []
 
 
@@ -41,7 +43,7 @@ async def test_temporary_failure_retries_only_deferred_recipients(kit, manager, 
     job = kit.job(["bob@example.org", "carol@example.org"], provider="other")
     result = kit.result(job, [kit.delivered("bob@example.org"), kit.deferred("carol@example.org")])
 
-    await manager.handle_result(result.SerializeToString())
+    await manager.handle_result(result)
 
     ((queue, retry),) = retries(publisher)
     assert queue == "retry.5m"
@@ -57,7 +59,7 @@ async def test_temporary_failure_retries_only_deferred_recipients(kit, manager, 
 @pytest.mark.parametrize(("attempts", "queue"), [(0, "retry.5m"), (1, "retry.10m"), (2, "retry.20m"), (7, "retry.20m")])
 async def test_retry_queue_follows_the_schedule(kit, manager, publisher, attempts: int, queue: str) -> None:
     job = kit.job(["bob@example.org"], attempts=attempts)
-    await manager.handle_result(kit.result(job, [kit.deferred("bob@example.org")]).SerializeToString())
+    await manager.handle_result(kit.result(job, [kit.deferred("bob@example.org")]))
 
     ((key, retry),) = retries(publisher)
     assert key == queue
@@ -66,7 +68,7 @@ async def test_retry_queue_follows_the_schedule(kit, manager, publisher, attempt
 
 async def test_permanent_failure_sends_a_dsn_from_null_sender_to_the_sender(kit, manager, publisher) -> None:
     job = kit.job(["bob@example.org"])
-    await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]).SerializeToString())
+    await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]))
 
     assert retries(publisher) == []
     (dsn,) = kit.dsns(publisher)
@@ -91,7 +93,7 @@ async def test_mixed_result_gives_one_retry_and_one_dsn(kit, manager, publisher)
         [kit.delivered(rcpts[0]), kit.deferred(rcpts[1]), kit.bounced(rcpts[2]), kit.bounced(rcpts[3])],
     )
 
-    await manager.handle_result(result.SerializeToString())
+    await manager.handle_result(result)
 
     assert len(publisher.batches) == 1, "retry and DSN are confirmed together before the ack"
     ((_, retry),) = retries(publisher)
@@ -105,7 +107,7 @@ async def test_expired_message_bounces_with_4_4_7(kit, manager, publisher) -> No
     job = kit.job(["bob@example.org"], age=timedelta(days=5, seconds=1), attempts=30, delay_warning_sent=True)
     result = kit.result(job, [kit.deferred("bob@example.org", "4.2.0 Mailbox busy, try later")])
 
-    await manager.handle_result(result.SerializeToString())
+    await manager.handle_result(result)
 
     assert retries(publisher) == []
     (dsn,) = kit.dsns(publisher)
@@ -118,7 +120,7 @@ async def test_expired_message_bounces_with_4_4_7(kit, manager, publisher) -> No
 
 async def test_just_before_expiry_is_still_retried(kit, manager, publisher) -> None:
     job = kit.job(["bob@example.org"], age=timedelta(days=5) - timedelta(seconds=1), delay_warning_sent=True)
-    await manager.handle_result(kit.result(job, [kit.deferred("bob@example.org")]).SerializeToString())
+    await manager.handle_result(kit.result(job, [kit.deferred("bob@example.org")]))
     assert len(retries(publisher)) == 1
     assert kit.dsns(publisher) == []
 
@@ -127,8 +129,8 @@ async def test_null_sender_is_never_bounced(kit, manager, publisher, caplog) -> 
     job = kit.job(["bob@example.org", "carol@example.org"], sender="")
     expired_job = kit.job(["dave@example.org"], sender="", age=timedelta(days=6))
 
-    await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]).SerializeToString())
-    await manager.handle_result(kit.result(expired_job, [kit.deferred("dave@example.org")]).SerializeToString())
+    await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]))
+    await manager.handle_result(kit.result(expired_job, [kit.deferred("dave@example.org")]))
 
     assert kit.dsns(publisher) == []
     ((_, retry),) = retries(publisher)
@@ -138,15 +140,15 @@ async def test_null_sender_is_never_bounced(kit, manager, publisher, caplog) -> 
 
 async def test_generated_dsn_is_never_bounced(kit, manager, publisher) -> None:
     job = kit.job(["alice@example.com"], sender="", generated=True)
-    await manager.handle_result(kit.result(job, [kit.bounced("alice@example.com")]).SerializeToString())
+    await manager.handle_result(kit.result(job, [kit.bounced("alice@example.com")]))
     job = kit.job(["alice@example.com"], sender="odd@example.com", generated=True)
-    await manager.handle_result(kit.result(job, [kit.bounced("alice@example.com")]).SerializeToString())
+    await manager.handle_result(kit.result(job, [kit.bounced("alice@example.com")]))
     assert publisher.published == []
 
 
 async def test_delay_warning_is_sent_once(kit, manager, publisher) -> None:
     job = kit.job(["bob@example.org"], age=timedelta(hours=5), attempts=6)
-    await manager.handle_result(kit.result(job, [kit.deferred("bob@example.org")]).SerializeToString())
+    await manager.handle_result(kit.result(job, [kit.deferred("bob@example.org")]))
 
     ((_, retry),) = retries(publisher)
     assert retry.delay_warning_sent
@@ -161,7 +163,7 @@ async def test_delay_warning_is_sent_once(kit, manager, publisher) -> None:
     # The next result carries the flag: no second warning.
     publisher.batches.clear()
     retry.attempts += 1
-    await manager.handle_result(kit.result(retry, [kit.deferred("bob@example.org")]).SerializeToString())
+    await manager.handle_result(kit.result(retry, [kit.deferred("bob@example.org")]))
     ((_, again),) = retries(publisher)
     assert again.delay_warning_sent
     assert kit.dsns(publisher) == []
@@ -174,7 +176,7 @@ async def test_delay_warning_is_sent_once(kit, manager, publisher) -> None:
 async def test_no_delay_warning(kit, make_manager, publisher, age, sender, warning_after) -> None:
     manager = make_manager(delay_warning_after=warning_after)
     job = kit.job(["bob@example.org"], age=age, sender=sender)
-    await manager.handle_result(kit.result(job, [kit.deferred("bob@example.org")]).SerializeToString())
+    await manager.handle_result(kit.result(job, [kit.deferred("bob@example.org")]))
     ((_, retry),) = retries(publisher)
     assert not retry.delay_warning_sent
     assert kit.dsns(publisher) == []
@@ -184,7 +186,7 @@ async def test_bounce_and_warning_in_one_result(kit, manager, publisher) -> None
     job = kit.job(["later@example.org", "gone@example.org"], age=timedelta(hours=6))
     result = kit.result(job, [kit.deferred("later@example.org"), kit.bounced("gone@example.org")])
 
-    await manager.handle_result(result.SerializeToString())
+    await manager.handle_result(result)
 
     subjects = sorted(str(parse(dsn)["Subject"]) for dsn in kit.dsns(publisher))
     assert subjects == ["Delayed Mail (still being retried)", "Undelivered Mail Returned to Sender"]
@@ -195,17 +197,21 @@ async def test_results_publish_failure_propagates(kit, manager, publisher) -> No
     publisher.fail = True
     job = kit.job(["bob@example.org"])
     with pytest.raises(PublishFailed):
-        await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]).SerializeToString())
+        await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]))
 
 
 async def test_undecodable_result_is_permanent(manager) -> None:
+    class Incoming:
+        body = b"\x08\x96\x01\xff\xff"
+        message_id = "x"
+
     with pytest.raises(PermanentError):
-        await manager.handle_result(b"\x08\x96\x01\xff\xff")
+        await subscribe(stages.RESULTS, manager.handle_result).on_delivery(cast(AbstractIncomingMessage, Incoming()))
 
 
 async def test_result_without_job_is_permanent(manager) -> None:
     with pytest.raises(PermanentError):
-        await manager.handle_result(message_pb2.DeliveryResult(reporter="delivery-worker").SerializeToString())
+        await manager.handle_result(message_pb2.DeliveryResult(reporter="delivery-worker"))
 
 
 async def test_results_handler_reads_the_amqp_body(kit, manager, publisher) -> None:
@@ -215,6 +221,6 @@ async def test_results_handler_reads_the_amqp_body(kit, manager, publisher) -> N
         body = kit.result(job, [kit.deferred("bob@example.org")]).SerializeToString()
         message_id = "x"
 
-    await manager.on_result(cast(AbstractIncomingMessage, Incoming()))
+    await subscribe(stages.RESULTS, manager.handle_result).on_delivery(cast(AbstractIncomingMessage, Incoming()))
     assert [key for key, *_ in publisher.published] == ["retry.5m"]
     assert ROUTE not in [key for key, *_ in publisher.published]

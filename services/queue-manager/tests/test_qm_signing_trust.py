@@ -9,6 +9,7 @@ import dkim  # type: ignore[import-untyped]
 import pytest
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp import stages
 from kubemta_common.amqp.topology import ROUTE
 from kubemta_mail_auth.dkim.keys import KeyStore
 from kubemta_queue_manager import metrics
@@ -43,7 +44,7 @@ def untrusted_count() -> float:
 
 async def delivered_content(dkim_zone, publisher, kit, body: bytes) -> bytes:
     manager = QueueManager(kit.settings(), publisher, signer=DkimSigner(KeyStore(dkim_zone.keys_dir)))
-    await manager.handle_accepted(body)
+    await manager.handle_accepted(stages.INBOUND.decode(body))
     (job,) = [message_pb2.DeliveryJob.FromString(item[1]) for item in publisher.to(ROUTE)]
     return job.content
 

@@ -9,11 +9,24 @@ from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import REGISTRY
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.consumer import subscribe
 from kubemta_common.amqp.topology import ROUTE
 from kubemta_common.errors import PermanentError, PublishFailed
 from kubemta_queue_manager.splitter import group_by_domain, recipient_domain, split
 
 ARRIVAL = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)
+
+
+def undecodable(body: bytes) -> AbstractIncomingMessage:
+    """A delivery whose body is not the stage's message."""
+
+    class Incoming:
+        message_id = "x"
+
+    incoming = Incoming()
+    incoming.body = body  # type: ignore[attr-defined]
+    return cast(AbstractIncomingMessage, incoming)
 
 
 def accepted(recipients: list[str], **fields: object) -> message_pb2.AcceptedMessage:
@@ -87,7 +100,7 @@ async def test_inbound_handler_publishes_all_jobs_to_route(manager, publisher, c
     message = accepted(["bob@example.org", "dave@example.net", "carol@example.org"])
     caplog.set_level(logging.INFO, logger="kubemta_queue_manager")
 
-    await manager.handle_accepted(message.SerializeToString())
+    await manager.handle_accepted(message)
 
     assert len(publisher.batches) == 1, "all jobs go in one publish_all batch"
     (batch,) = publisher.batches
@@ -109,7 +122,7 @@ async def test_inbound_handler_reads_the_amqp_body(manager, publisher) -> None:
         body = accepted(["bob@example.org"]).SerializeToString()
         message_id = "QSPLIT"
 
-    await manager.on_inbound(cast(AbstractIncomingMessage, Incoming()))
+    await subscribe(stages.INBOUND, manager.handle_accepted).on_delivery(cast(AbstractIncomingMessage, Incoming()))
 
     assert [mid for _, _, mid, _ in publisher.published] == ["QSPLIT.1"]
 
@@ -119,17 +132,18 @@ async def test_inbound_publish_failure_propagates_and_counts_nothing(manager, pu
     before = sample("kubemta_jobs_created_total")
 
     with pytest.raises(PublishFailed):
-        await manager.handle_accepted(accepted(["bob@example.org"]).SerializeToString())
+        await manager.handle_accepted(accepted(["bob@example.org"]))
 
     assert sample("kubemta_jobs_created_total") == before
 
 
 async def test_undecodable_inbound_payload_is_permanent(manager, publisher) -> None:
     with pytest.raises(PermanentError):
-        await manager.handle_accepted(b"\xff\xff\xff not a protobuf")
+        garbage = undecodable(b"\xff\xff\xff not a protobuf")
+        await subscribe(stages.INBOUND, manager.handle_accepted).on_delivery(garbage)
     assert publisher.published == []
 
 
 async def test_message_without_recipients_publishes_nothing(manager, publisher) -> None:
-    await manager.handle_accepted(accepted([]).SerializeToString())
+    await manager.handle_accepted(accepted([]))
     assert publisher.batches == []

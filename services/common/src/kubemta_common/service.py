@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kubemta_common.amqp.broker import Broker
-from kubemta_common.amqp.consumer import Consumer, Handler
+from kubemta_common.amqp.consumer import Consumer, Subscription
 from kubemta_common.amqp.memory import ByteGate, content_prefetch
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.topology import large
@@ -72,11 +72,12 @@ class ServiceCore:
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """One queue a service consumes: its handler, its own prefetch (default KUBEMTA_AMQP_PREFETCH), and what to
-    call when the service starts draining (e.g. send what a batching handler holds)."""
+    """One queue a service consumes (`consume`, `both_lanes`): the stage it belongs to and its handler, its own
+    prefetch (default KUBEMTA_AMQP_PREFETCH), and what to call when the service starts draining (e.g. send what a
+    batching handler holds)."""
 
     queue: str
-    handler: Handler
+    subscription: Subscription
     prefetch: int | None = None
     on_drain: Callable[[], None] | None = None
     carries_content: bool = True
@@ -85,9 +86,23 @@ class ConsumerSpec:
     """It reads a stage's large lane (topology.py): its prefetch comes from KUBEMTA_CONSUMER_MEMORY."""
 
 
-def both_lanes(queue: str, handler: Handler) -> list[ConsumerSpec]:
+def consume(
+    subscription: Subscription,
+    *,
+    prefetch: int | None = None,
+    on_drain: Callable[[], None] | None = None,
+    carries_content: bool = True,
+) -> ConsumerSpec:
+    """The consumer of a stage's queue (its small lane only, see `both_lanes`)."""
+    return ConsumerSpec(subscription.stage.queue, subscription, prefetch, on_drain, carries_content)
+
+
+def both_lanes(subscription: Subscription) -> list[ConsumerSpec]:
     """The consumers of a content stage: its small lane and its large lane, with the same handler."""
-    return [ConsumerSpec(queue, handler), ConsumerSpec(large(queue), handler, large_lane=True)]
+    queue = subscription.stage.queue
+    if not subscription.stage.large_lane:
+        raise ValueError(f"stage {queue} has no large lane")
+    return [ConsumerSpec(queue, subscription), ConsumerSpec(large(queue), subscription, large_lane=True)]
 
 
 async def serve_consumers(
@@ -109,7 +124,7 @@ async def serve_consumers(
         Consumer(
             core.broker,
             spec.queue,
-            spec.handler,
+            spec.subscription.on_delivery,
             prefetch=spec.prefetch or (large_prefetch if spec.large_lane else settings.amqp_prefetch),
             gate=gate if spec.carries_content else None,
         )

@@ -2,7 +2,8 @@
 
 import asyncio
 
-from kubemta_common.amqp.topology import DELIVER
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.consumer import subscribe_deliveries
 from kubemta_common.command_line import service_main
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_delivery_worker.deliverer import Deliverer, build_deliverer
@@ -18,7 +19,7 @@ def build(core: ServiceCore, settings: WorkerSettings, deliverer: Deliverer | No
     handler = DeliverHandler(
         deliverer or build_deliverer(settings), core.publisher, delivery_limit=settings.delivery_limit
     )
-    return both_lanes(DELIVER, handler)
+    return both_lanes(subscribe_deliveries(stages.DELIVER, handler))
 
 
 async def serve(stop: asyncio.Event) -> None:

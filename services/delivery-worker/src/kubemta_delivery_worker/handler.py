@@ -22,15 +22,16 @@ acknowledged here, since delivering it again would duplicate the mail.
 
 import asyncio
 import logging
-from typing import Protocol
 
 from aio_pika.abc import AbstractIncomingMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import returned_count
-from kubemta_common.amqp.topology import DELIVERY_LIMIT, RESULTS
-from kubemta_common.bus_messages import decode, with_field
+from kubemta_common.amqp.publisher import BusPublisher
+from kubemta_common.amqp.topology import DELIVERY_LIMIT
+from kubemta_common.bus_messages import Encoded, encoded_with_field
 from kubemta_common.errors import PermanentError
 from kubemta_common.logs import sanitize
 from kubemta_common.timestamps import now_timestamp
@@ -42,27 +43,17 @@ from kubemta_delivery_worker.replies import outcome_name
 logger = logging.getLogger(__name__)
 
 REPORTER = "delivery-worker"
-RESULT_TYPE = message_pb2.DeliveryResult.DESCRIPTOR.full_name
-
-
-class ResultPublisher(Protocol):
-    """What the handler needs from the publisher (kubemta_common.amqp.publisher.Publisher)."""
-
-    async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None: ...
 
 
 class DeliverHandler:
-    """Handles one `deliver` message."""
+    """Handles one `deliver` message: the job, decoded by the stage, and the delivery it came in."""
 
-    def __init__(
-        self, deliverer: Deliverer, publisher: ResultPublisher, *, delivery_limit: int = DELIVERY_LIMIT
-    ) -> None:
+    def __init__(self, deliverer: Deliverer, publisher: BusPublisher, *, delivery_limit: int = DELIVERY_LIMIT) -> None:
         self._deliverer = deliverer
         self._publisher = publisher
         self._delivery_limit = delivery_limit
 
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
-        job = decode(message_pb2.DeliveryJob, message.body)
+    async def __call__(self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage) -> None:
         _hold_if_malformed(job)
         self._hold_if_poison(job, returned_count(message))
         await self.process(job, message)
@@ -85,9 +76,7 @@ class DeliverHandler:
         attempted_at = now_timestamp()
         recipients = await self._deliverer.deliver(job)  # cancelled here: nothing published
         body = result_body(job, recipients, attempted_at, message.body if message is not None else None)
-        publish = asyncio.ensure_future(
-            self._publisher.publish(RESULTS, body, message_id=job.job_id, message_type=RESULT_TYPE)
-        )
+        publish = asyncio.ensure_future(self._publisher.publish(stages.RESULTS, body, message_id=job.job_id))
         del body
         try:
             await asyncio.shield(publish)
@@ -116,7 +105,7 @@ def result_body(
     recipients: list[message_pb2.RecipientResult],
     attempted_at: Timestamp,
     received: bytes | None,
-) -> bytes:
+) -> Encoded[message_pb2.DeliveryResult]:
     """The serialised DeliveryResult for `job`: the job travels back unchanged, its content too unless every
     recipient was delivered (nothing is left to send or bounce, so the content's trip ends here, and it is
     cleared from `job` itself).
@@ -131,7 +120,7 @@ def result_body(
         job_bytes = job.SerializeToString()
     else:
         job_bytes = received if received is not None else job.SerializeToString()
-    return with_field(head, message_pb2.DeliveryResult.JOB_FIELD_NUMBER, [job_bytes])
+    return encoded_with_field(head, message_pb2.DeliveryResult.JOB_FIELD_NUMBER, [job_bytes])
 
 
 def _hold_if_malformed(job: message_pb2.DeliveryJob) -> None:

@@ -4,7 +4,8 @@ import asyncio
 
 import dns.resolver
 
-from kubemta_common.amqp import topology
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.consumer import subscribe
 from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
@@ -54,7 +55,7 @@ async def _main(stop: asyncio.Event) -> None:
     router = build_router(settings)
 
     def build(core: ServiceCore) -> list[ConsumerSpec]:
-        return both_lanes(topology.ROUTE, RouteHandler(router, core.publisher))
+        return both_lanes(subscribe(stages.ROUTE, RouteHandler(router, core.publisher).handle))
 
     await serve_consumers(ServiceCore(SERVICE, settings), build, stop)
 

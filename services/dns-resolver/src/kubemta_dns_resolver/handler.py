@@ -10,11 +10,9 @@ a failed publish (PublishFailed) propagates and the job returns to `route`.
 import logging
 from typing import Protocol
 
-from aio_pika.abc import AbstractIncomingMessage
-
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp import topology
-from kubemta_common.bus_messages import decode
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.logs import sanitize
 from kubemta_common.timestamps import now_timestamp
 from kubemta_dns_resolver.metrics import ROUTES
@@ -23,15 +21,7 @@ from kubemta_dns_resolver.router import RouteFailure
 logger = logging.getLogger(__name__)
 
 REPORTER = "dns-resolver"
-DELIVERY_JOB_TYPE = "kubemta.v1.DeliveryJob"
-DELIVERY_RESULT_TYPE = "kubemta.v1.DeliveryResult"
 LOGGED_HOSTS = 5
-
-
-class RoutePublisher(Protocol):
-    """What the handler needs from kubemta_common.amqp.publisher.Publisher."""
-
-    async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None: ...
 
 
 class DomainRouter(Protocol):
@@ -41,14 +31,11 @@ class DomainRouter(Protocol):
 
 
 class RouteHandler:
-    """Consumes `route`; publishes to `deliver` or `results`."""
+    """Consumes `route` (its `handle` is the stage's handler); publishes to `deliver` or `results`."""
 
-    def __init__(self, router: DomainRouter, publisher: RoutePublisher) -> None:
+    def __init__(self, router: DomainRouter, publisher: BusPublisher) -> None:
         self._router = router
         self._publisher = publisher
-
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
-        await self.handle(decode(message_pb2.DeliveryJob, message.body))
 
     async def handle(self, job: message_pb2.DeliveryJob) -> None:
         """Route one job and publish its successor."""
@@ -68,9 +55,7 @@ class RouteHandler:
             )
             return
         job.route.CopyFrom(result)
-        await self._publisher.publish(
-            topology.DELIVER, job.SerializeToString(), message_id=job.job_id, message_type=DELIVERY_JOB_TYPE
-        )
+        await self._publisher.publish(stages.DELIVER, job, message_id=job.job_id)
         ROUTES.labels(source=result.source, result="ok").inc()
         logger.info(
             "routed %s via %s: %s",
@@ -97,9 +82,7 @@ class RouteHandler:
             attempted_at=now_timestamp(),
             reporter=REPORTER,
         )
-        await self._publisher.publish(
-            topology.RESULTS, result.SerializeToString(), message_id=job.job_id, message_type=DELIVERY_RESULT_TYPE
-        )
+        await self._publisher.publish(stages.RESULTS, result, message_id=job.job_id)
 
 
 def _describe_hosts(route: message_pb2.Route) -> str:

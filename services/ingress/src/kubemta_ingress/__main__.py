@@ -19,6 +19,7 @@ from typing import cast
 
 from aiosmtpd.smtp import AuthenticatorType
 
+from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
 from kubemta_common.http_server import HttpServer
@@ -28,7 +29,6 @@ from kubemta_ingress.api import app_from_settings
 from kubemta_ingress.auth import build_authenticator
 from kubemta_ingress.data_budget import DataBudget
 from kubemta_ingress.handler import IngressHandler
-from kubemta_ingress.interfaces import MessagePublisher
 from kubemta_ingress.limits import ConnectionLimiter, SessionLimits
 from kubemta_ingress.listeners import ListenerKind, ListenerPolicy
 from kubemta_ingress.policy import RelayPolicy
@@ -62,7 +62,7 @@ def load_authenticator(settings: IngressSettings) -> AuthenticatorType | None:
 
 def build_servers(
     settings: IngressSettings,
-    publisher: MessagePublisher,
+    publisher: BusPublisher,
     tls: TlsContextStore | None,
     recipients: RecipientVerifier | None = None,
 ) -> list[SmtpServer]:

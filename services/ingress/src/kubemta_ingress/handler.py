@@ -18,15 +18,15 @@ from datetime import UTC, datetime
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp import topology
-from kubemta_common.bus_messages import with_field
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.publisher import BusPublisher
+from kubemta_common.bus_messages import Encoded, encoded_with_field
 from kubemta_common.errors import MessageTooLarge, PublishFailed
 from kubemta_common.logs import sanitize
 from kubemta_common.queue_id import new_queue_id
 from kubemta_ingress import metrics, replies
 from kubemta_ingress.auth import AuthMechanisms
 from kubemta_ingress.content import content_problem, received_count, refusal
-from kubemta_ingress.interfaces import MessagePublisher
 from kubemta_ingress.policy import AddressProblem, RelayPolicy, check_address, client_ip
 from kubemta_ingress.received import protocol_name, received_header
 from kubemta_ingress.recipient_verify import RecipientVerifier
@@ -38,7 +38,6 @@ MAX_HOPS_DEFAULT = 100  # RFC 5321 section 6.3: a loop limit SHOULD be at least 
 POSTMASTER = "postmaster"  # RFC 5321 section 4.5.1; bare, it means this system's: postmaster@KUBEMTA_HOSTNAME
 logger = logging.getLogger(__name__)
 
-MESSAGE_TYPE = "kubemta.v1.AcceptedMessage"
 NULL_SENDER = "<>"  # how aiosmtpd passes MAIL FROM:<> (RFC 5321 section 4.5.5)
 
 # Sender authorization replies (Postfix' reject_sender_login_mismatch wording; RFC 3463 5.7.1).
@@ -86,7 +85,7 @@ class IngressHandler(AuthMechanisms):
         policy: RelayPolicy,
         max_recipients: int,
         max_message_size: int,
-        publisher: MessagePublisher,
+        publisher: BusPublisher,
         max_hops: int = MAX_HOPS_DEFAULT,
         recipients: RecipientVerifier | None = None,
     ) -> None:
@@ -184,7 +183,7 @@ class IngressHandler(AuthMechanisms):
         queue_id = new_queue_id()
         body = self._accepted_body(queue_id, sender, session, envelope, content)
         try:
-            await self._publisher.publish(topology.INBOUND, body, message_id=queue_id, message_type=MESSAGE_TYPE)
+            await self._publisher.publish(stages.INBOUND, body, message_id=queue_id)
         except PublishFailed as exc:
             return self._reject(
                 Reason.QUEUE_UNAVAILABLE, replies.QUEUE_UNAVAILABLE, session, queue_id, sender=sender, error=str(exc)
@@ -208,7 +207,9 @@ class IngressHandler(AuthMechanisms):
         )
         return replies.QUEUED.format(queue_id=queue_id)
 
-    def _accepted_body(self, queue_id: str, sender: str, session: Session, envelope: Envelope, content: bytes) -> bytes:
+    def _accepted_body(
+        self, queue_id: str, sender: str, session: Session, envelope: Envelope, content: bytes
+    ) -> Encoded[message_pb2.AcceptedMessage]:
         """The serialised AcceptedMessage, the trace header and the content joined into it once (with_field)."""
         arrival = datetime.now(UTC)
         client = client_ip(session.peer)
@@ -242,7 +243,7 @@ class IngressHandler(AuthMechanisms):
             authenticated_user=user.name if user is not None else "",
         )
         head.arrival_time.FromDatetime(arrival)
-        return with_field(head, message_pb2.AcceptedMessage.CONTENT_FIELD_NUMBER, [trace, content])
+        return encoded_with_field(head, message_pb2.AcceptedMessage.CONTENT_FIELD_NUMBER, [trace, content])
 
     def trust(self, session: Session) -> "message_pb2.Trust.ValueType":
         """The trust decision that travels with the message (only trusted mail is DKIM-signed).

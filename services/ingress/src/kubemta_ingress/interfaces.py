@@ -1,24 +1,13 @@
-"""Typed interfaces of the ingress: the aiosmtpd handler hooks and the message publisher.
+"""Typed interfaces of the ingress: the aiosmtpd handler hooks.
 
 aiosmtpd types its handler as `Any` (aiosmtpd/smtp.py `_call_handler_hook`); this
 Protocol names the hooks the ingress implements (aiosmtpd docs/handlers.rst). The
-publisher is a Protocol too, so tests substitute a fake for the broker.
+publisher is kubemta_common's `BusPublisher` Protocol, so tests substitute a fake for the broker.
 """
 
 from typing import Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
-
-
-class MessagePublisher(Protocol):
-    """Publishes one bus message and returns only once the broker confirmed it.
-
-    Raises `kubemta_common.errors.PublishFailed` otherwise (broker down, not yet
-    connected, nack, unroutable, confirm timeout).
-    """
-
-    async def publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
-        """Publish `body` to `routing_key` with publisher confirms."""
 
 
 class SmtpHandler(Protocol):

@@ -6,9 +6,10 @@
 import asyncio
 import sys
 
-from kubemta_common.amqp.topology import DSN, INBOUND, RESULTS
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.consumer import subscribe
 from kubemta_common.command_line import service_main
-from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
+from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, consume, serve_consumers
 from kubemta_mail_auth.dkim.keys import KeyStore
 from kubemta_queue_manager import dkim_cli
 from kubemta_queue_manager.dkim_signer import DkimSigner
@@ -31,11 +32,14 @@ async def serve(stop: asyncio.Event) -> None:
     def build(core: ServiceCore) -> list[ConsumerSpec]:
         manager = QueueManager(settings, core.publisher, signer=signer)
         return [
-            *both_lanes(INBOUND, manager.on_inbound),
-            *both_lanes(RESULTS, manager.on_result),
+            *both_lanes(subscribe(stages.INBOUND, manager.handle_accepted)),
+            *both_lanes(subscribe(stages.RESULTS, manager.handle_result)),
             # holds the DSN requests of one window: its prefetch is the batcher's bound
-            ConsumerSpec(
-                DSN, manager.on_dsn_request, settings.dsn_batch_limit, manager.batcher.flush_all, carries_content=False
+            consume(
+                subscribe(stages.DSN, manager.handle_dsn_request),
+                prefetch=settings.dsn_batch_limit,
+                on_drain=manager.batcher.flush_all,
+                carries_content=False,
             ),
         ]
 

@@ -20,13 +20,13 @@ stalling the stage.
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp.topology import INBOUND
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.logs import sanitize
 from kubemta_common.queue_id import new_queue_id
 from kubemta_queue_manager import metrics
@@ -35,16 +35,8 @@ from kubemta_queue_manager.dsn_requests import dsn_message, merged_report
 
 logger = logging.getLogger(__name__)
 
-ACCEPTED_TYPE = message_pb2.AcceptedMessage.DESCRIPTOR.full_name
-
 type GroupKey = tuple[str, int]
 """(queue id of the original message, DsnAction)."""
-
-
-class DsnPublisher(Protocol):
-    """What the batcher needs from kubemta_common's Publisher."""
-
-    async def publish_all(self, messages: Sequence[tuple[str, bytes, str, str]]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -60,7 +52,7 @@ class DsnBatcher:
 
     def __init__(
         self,
-        publisher: DsnPublisher,
+        publisher: BusPublisher,
         hostname: str,
         *,
         window: float,
@@ -118,7 +110,7 @@ class DsnBatcher:
         try:
             report = merged_report(group.requests, self._hostname)
             dsn = dsn_message(report, queue_id=new_queue_id(), now=self._clock())
-            await self._publisher.publish_all([(INBOUND, dsn.SerializeToString(), dsn.queue_id, ACCEPTED_TYPE)])
+            await self._publisher.publish(stages.INBOUND, dsn, message_id=dsn.queue_id)
         except Exception as exc:  # every request goes back to the queue and is grouped again
             logger.warning(
                 "DSN for %d recipients not sent, its %d requests return to the queue: %s",

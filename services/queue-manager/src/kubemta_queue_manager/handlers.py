@@ -1,4 +1,5 @@
-"""The queue-manager's two consumers: `inbound` (split into jobs) and `results` (decide each recipient's fate).
+"""The queue-manager's consumers: `inbound` (split into jobs), `results` (decide each recipient's fate) and
+`dsn` (the batcher), each handler taking its stage's message decoded (kubemta_common.amqp.stages).
 
 Each handler publishes everything its input leads to with publisher confirms and
 returns only after all of them were confirmed; returning acknowledges the input. A
@@ -9,15 +10,14 @@ travels in the messages.
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
-
-from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp.topology import DSN, ROUTE, retry_queue_name
-from kubemta_common.bus_messages import decode
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.publisher import BusPublisher
+from kubemta_common.amqp.stages import Outgoing
+from kubemta_common.amqp.topology import retry_queue_name
 from kubemta_common.errors import PermanentError
 from kubemta_common.logs import sanitize
 from kubemta_common.providers import provider_label
@@ -32,19 +32,8 @@ from kubemta_queue_manager.splitter import iter_jobs
 
 logger = logging.getLogger(__name__)
 
-JOB_TYPE = message_pb2.DeliveryJob.DESCRIPTOR.full_name
-DSN_REQUEST_TYPE = message_pb2.DsnRequest.DESCRIPTOR.full_name
 PUBLISH_BATCH_BYTES = 16 * 1024 * 1024
 """Job bytes published (and held) at once when one message becomes many jobs."""
-
-Outgoing = tuple[str, bytes, str, str]
-"""(routing key, body, message id, message type), as Publisher.publish_all takes them."""
-
-
-class BatchPublisher(Protocol):
-    """What the handlers need from kubemta_common's Publisher."""
-
-    async def publish_all(self, messages: Sequence[Outgoing]) -> None: ...
 
 
 def may_sign(accepted: message_pb2.AcceptedMessage) -> bool:
@@ -63,12 +52,12 @@ def utc_now() -> datetime:
 
 
 class QueueManager:
-    """The handlers of the `inbound` and `results` queues."""
+    """The handlers of the `inbound`, `results` and `dsn` stages."""
 
     def __init__(
         self,
         settings: QueueManagerSettings,
-        publisher: BatchPublisher,
+        publisher: BusPublisher,
         *,
         clock: Callable[[], datetime] = utc_now,
         signer: DkimSigner | None = None,
@@ -95,28 +84,14 @@ class QueueManager:
         """The `dsn` stage's batcher (its groups are flushed at shutdown)."""
         return self._batcher
 
-    async def on_inbound(self, message: AbstractIncomingMessage) -> None:
-        """Consumer handler for `inbound`."""
-        await self.handle_accepted(message.body)
-
-    async def on_result(self, message: AbstractIncomingMessage) -> None:
-        """Consumer handler for `results`."""
-        await self.handle_result(message.body)
-
-    async def on_dsn_request(self, message: AbstractIncomingMessage) -> None:
-        """Consumer handler for `dsn`: returns once the DSN the request is part of was confirmed."""
-        await self.handle_dsn_request(message.body)
-
-    async def handle_dsn_request(self, payload: bytes) -> None:
-        """Hand a DsnRequest to the batcher (dsn_batcher.py)."""
-        request = decode(message_pb2.DsnRequest, payload)
+    async def handle_dsn_request(self, request: message_pb2.DsnRequest) -> None:
+        """Hand a DsnRequest to the batcher (dsn_batcher.py); returns once the DSN it is part of was confirmed."""
         if not request.queue_id or not request.sender or not request.recipients:
             raise PermanentError("DSN request without its message, sender or recipients")
         await self._batcher.add(request)
 
-    async def handle_accepted(self, payload: bytes) -> None:
+    async def handle_accepted(self, accepted: message_pb2.AcceptedMessage) -> None:
         """DKIM-sign an AcceptedMessage once, split it into one job per domain and queue them all to `route`."""
-        accepted = decode(message_pb2.AcceptedMessage, payload)
         extra = {"queue_id": accepted.queue_id}
         if self._signer is not None and accepted.recipients:
             if may_sign(accepted):
@@ -151,11 +126,11 @@ class QueueManager:
         queued: list[tuple[str, str, int]] = []
         size = published = 0
         for job in iter_jobs(accepted, self._hostname):
-            body = job.SerializeToString()
-            batch.append((ROUTE, body, job.job_id, JOB_TYPE))
+            outgoing = stages.ROUTE.outgoing(job, message_id=job.job_id)
+            batch.append(outgoing)
             queued.append((job.job_id, job.domain, len(job.recipients)))
-            size += len(body)
-            del job
+            size += len(outgoing.body)
+            del job, outgoing
             if size >= PUBLISH_BATCH_BYTES:
                 published += await self._publish_batch(batch, queued, extra)
                 batch, queued, size = [], [], 0
@@ -173,7 +148,7 @@ class QueueManager:
                 job_id,
                 sanitize(domain),
                 recipients,
-                ROUTE,
+                stages.ROUTE.queue,
                 extra={**extra, "job_id": job_id},
             )
         return len(batch)
@@ -199,9 +174,8 @@ class QueueManager:
             logger.debug("not DKIM signed: no key for %s", sanitize(result.domain or ""), extra=extra)
         return result.content
 
-    async def handle_result(self, payload: bytes) -> None:
+    async def handle_result(self, result: message_pb2.DeliveryResult) -> None:
         """Decide each recipient's fate and publish the retry job and DSNs it calls for."""
-        result = decode(message_pb2.DeliveryResult, payload)
         job = result.job
         if not result.HasField("job") or not job.queue_id:
             raise PermanentError("delivery result without its job")
@@ -212,19 +186,14 @@ class QueueManager:
         if decision.retry is not None:
             retry = decision.retry
             outgoing.append(
-                (
-                    retry_queue_name(decision.retry_delay),
-                    retry.SerializeToString(),
-                    f"{retry.job_id}#{retry.attempts}",
-                    JOB_TYPE,
-                )
+                stages.retry(decision.retry_delay).outgoing(retry, message_id=f"{retry.job_id}#{retry.attempts}")
             )
         for action, fates in ((Action.FAILED, decision.bounce), (Action.DELAYED, decision.warn)):
             if fates:  # one request per action; the dsn stage merges them with the message's other jobs'
                 request = dsn_request(result, decision, fates, action, now)
                 dsn_actions.add(action)
                 request_id = f"{job.job_id}#{job.attempts}:{action}"
-                outgoing.append((DSN, request.SerializeToString(), request_id, DSN_REQUEST_TYPE))
+                outgoing.append(stages.DSN.outgoing(request, message_id=request_id))
         if outgoing:
             await self._publisher.publish_all(outgoing)
         self._log(result, decision, dsn_actions)

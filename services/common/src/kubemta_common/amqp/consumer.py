@@ -1,4 +1,9 @@
-"""Acknowledged consuming with a clean drain.
+"""Acknowledged consuming of typed stages with a clean drain.
+
+A `Subscription` (`subscribe`) pairs a stage (stages.py) with its handler: each delivery is
+decoded as the stage's protobuf type and the handler gets the message (`subscribe_deliveries`:
+the message and the delivery, for a handler that needs the delivery's own facts, such as
+`x-delivery-count`). A body that does not decode raises PermanentError, as below.
 
 The handler runs for each delivery; the delivery is acknowledged only when the
 handler returned (its outputs were confirmed by then). A `PermanentError` (e.g. an
@@ -25,17 +30,53 @@ by aio-pika's robust channel, which reconnects and consumes again.
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from google.protobuf.message import Message
 
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.memory import ByteGate
+from kubemta_common.amqp.stages import Stage
 from kubemta_common.amqp.topology import DELIVERY_LIMIT
 from kubemta_common.errors import PermanentError, TransientError
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+"""What a `Consumer` calls with each delivery (a subscription's decoding handler)."""
+type MessageHandler[M: Message] = Callable[[M], Awaitable[None]]
+type DeliveryHandler[M: Message] = Callable[[M, AbstractIncomingMessage], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A stage, its handler, and what a `Consumer` of the stage calls: decode, then call the handler."""
+
+    stage: Stage[Any]
+    handler: Callable[..., Awaitable[None]]
+    """The typed handler, as given to `subscribe` or `subscribe_deliveries`."""
+    on_delivery: Handler
+
+
+def subscribe[M: Message](stage: Stage[M], handler: MessageHandler[M]) -> Subscription:
+    """Consume `stage`: `handler` gets each message decoded."""
+
+    async def handle(delivery: AbstractIncomingMessage) -> None:
+        await handler(stage.decode(delivery.body))
+
+    return Subscription(stage, handler, handle)
+
+
+def subscribe_deliveries[M: Message](stage: Stage[M], handler: DeliveryHandler[M]) -> Subscription:
+    """Consume `stage`: `handler` gets each message decoded and the delivery it came in."""
+
+    async def handle(delivery: AbstractIncomingMessage) -> None:
+        await handler(stage.decode(delivery.body), delivery)
+
+    return Subscription(stage, handler, handle)
+
 
 DELIVERY_COUNT_HEADER = "x-delivery-count"
 """Set by quorum queues on a redelivered message: how many times it was returned before."""
