@@ -15,6 +15,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from kubemta.v1 import message_pb2
+from kubemta_common.config_types import parse_nameserver
+from kubemta_common.transport_map import parse_transports
 from kubemta_dns_resolver.__main__ import build_router
 from kubemta_dns_resolver.router import RouteFailure, Router
 from kubemta_dns_resolver.settings import ResolverSettings
@@ -57,7 +59,12 @@ def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsServer]:
 
 def make_router(nameserver: str, transports: str = "") -> Router:
     return build_router(
-        ResolverSettings(dns_nameservers=[nameserver], dns_timeout=3.0, delivery_port=2525, transports=transports)
+        ResolverSettings(
+            dns_nameservers=[parse_nameserver(nameserver)],
+            dns_timeout=3.0,
+            delivery_port=2525,
+            transports=parse_transports(transports),
+        )
     )
 
 
@@ -173,7 +180,7 @@ async def test_silent_name_server_times_out_as_temporary_4_4_3() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # receives queries, never answers
         silent.bind((address, 0))
         nameserver = f"{address}:{silent.getsockname()[1]}"
-        router = build_router(ResolverSettings(dns_nameservers=[nameserver], dns_timeout=0.5))
+        router = build_router(ResolverSettings(dns_nameservers=[parse_nameserver(nameserver)], dns_timeout=0.5))
         before = sample("kubemta_dns_lookups_total", result="timeout")
         started = time.monotonic()
         async with asyncio.timeout(5):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from kubemta.v1 import message_pb2
+from kubemta_common.config_types import parse_nameserver
 from kubemta_delivery_worker.deliverer import Deliverer
 from kubemta_delivery_worker.tls import opportunistic_tls_context, verifying_tls_context
 from kubemta_delivery_worker.transaction import SmtpOptions
@@ -123,7 +124,7 @@ def dns(tmp_path_factory: pytest.TempPathFactory, net: str, policy_server: tuple
 def make_router(dns: DnsServer, port: int, https_port: int, ca: TestCa):
     return build_router(
         ResolverSettings(
-            dns_nameservers=[dns.nameserver],
+            dns_nameservers=[parse_nameserver(dns.nameserver)],
             dns_timeout=3.0,
             delivery_port=port,
             mta_sts_port=https_port,

@@ -65,7 +65,7 @@ def test_invalid_lmtp_transports_are_rejected(text, message):
 def test_settings_accept_lmtp_transports(monkeypatch):
     monkeypatch.setenv("KUBEMTA_TRANSPORTS", "local.test=lmtp:[127.0.0.1]:24;sock.test=lmtp:unix:/run/lmtp")
     settings = ResolverSettings()
-    assert len(settings.transport_map()) == 2
+    assert len(settings.transports) == 2
 
 
 async def test_lmtp_host_route_resolves_a_and_aaaa_never_mx(fake_dns):

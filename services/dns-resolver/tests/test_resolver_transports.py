@@ -4,7 +4,7 @@ import pytest
 
 from kubemta_common.errors import ConfigError
 from kubemta_dns_resolver.settings import ResolverSettings, parse_nameserver
-from kubemta_dns_resolver.transports import Nexthop, parse_nexthop, parse_relayhost, parse_transports
+from kubemta_dns_resolver.transports import Nexthop, TransportMap, parse_nexthop, parse_relayhost, parse_transports
 
 
 def test_transport_entries_parse_postfix_nexthop_syntax():
@@ -129,9 +129,8 @@ def test_settings_defaults(monkeypatch):
     settings = ResolverSettings.load()
     assert str(settings.metrics_listen) == "127.0.0.1:9103"
     assert settings.dns_nameservers == []
-    assert settings.nameservers() == []
-    assert settings.transports == "" and len(settings.transport_map()) == 0
-    assert settings.relay_nexthop() is None
+    assert isinstance(settings.transports, TransportMap) and len(settings.transports) == 0
+    assert settings.relayhost is None
     assert settings.delivery_port == 25
     assert settings.dns_timeout == 10.0
     assert settings.dns_cache_size == 10000
@@ -148,9 +147,9 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("KUBEMTA_DNS_MAX_TTL", "1h")
     monkeypatch.setenv("KUBEMTA_DELIVERY_PORT", "2525")
     settings = ResolverSettings.load()
-    assert settings.nameservers() == [("127.0.0.1", 5353), ("10.0.0.2", 53)]
-    assert settings.transport_map().lookup("example.com") is not None
-    assert settings.relay_nexthop() == Nexthop("smarthost.example.net", 587, mx_lookup=False)
+    assert settings.dns_nameservers == [("127.0.0.1", 5353), ("10.0.0.2", 53)]
+    assert settings.transports.lookup("example.com") is not None
+    assert settings.relayhost == Nexthop("smarthost.example.net", 587, mx_lookup=False)
     assert settings.dns_timeout == 3.0
     assert settings.dns_max_ttl == 3600.0
     assert settings.delivery_port == 2525

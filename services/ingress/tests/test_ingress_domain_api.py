@@ -177,7 +177,7 @@ async def test_an_unauthenticated_caller_learns_nothing_about_the_name(base_url)
 def test_settings_defaults_and_validation(monkeypatch):
     settings = IngressSettings()
     assert str(settings.http_listen) == "127.0.0.1:8080" and settings.sending_ips == []
-    assert (settings.dkim_keys_dir, settings.nameservers(), settings.dns_timeout) == (None, [], 10.0)
+    assert (settings.dkim_keys_dir, settings.dns_nameservers, settings.dns_timeout) == (None, [], 10.0)
     assert settings.api_token is None
     assert (settings.api_checks_per_minute, settings.api_check_burst, settings.api_max_concurrent_checks) == (30, 10, 4)
     assert (settings.api_check_timeout, settings.api_cache_ttl, settings.api_cache_size) == (30.0, 60.0, 1000)
@@ -186,7 +186,7 @@ def test_settings_defaults_and_validation(monkeypatch):
     monkeypatch.setenv("KUBEMTA_DNS_NAMESERVERS", "10.96.0.10,[::1]:5353")
     settings = IngressSettings.load()
     assert settings.http_listen is None and [str(ip) for ip in settings.sending_ips] == ["192.0.2.1", "2001:db8::1"]
-    assert settings.nameservers() == [("10.96.0.10", 53), ("::1", 5353)]
+    assert settings.dns_nameservers == [("10.96.0.10", 53), ("::1", 5353)]
     monkeypatch.setenv("KUBEMTA_SENDING_IPS", "192.0.2.1,mta.example.com")
     monkeypatch.setenv("KUBEMTA_DNS_NAMESERVERS", "dns.example.net")
     with pytest.raises(ConfigError) as error:

@@ -19,7 +19,6 @@ import pytest
 from prometheus_client import REGISTRY
 
 from kubemta_common.config_types import ListenAddress
-from kubemta_common.transport_map import parse_transports
 from kubemta_ingress import recipient_verify_config
 from kubemta_ingress.__main__ import build_servers
 from kubemta_ingress.recipient_verify import RecipientVerifier
@@ -335,7 +334,7 @@ async def test_a_parent_domain_transport_entry_covers_the_local_domain(start_rig
     await peer.start()
     rig = await start_rig(local_domains=[f"mail.{LOCAL}"], transports=f".{LOCAL}={peer.transport_spec}")
     rig.peer = peer
-    assert parse_transports(rig.settings.transports).lookup(f"mail.{LOCAL}") is not None
+    assert rig.settings.transports.lookup(f"mail.{LOCAL}") is not None
     assert [code for code, _ in await rig.rcpts(f"alice@mail.{LOCAL}", f"nobody@mail.{LOCAL}")] == [250, 550]
 
 

@@ -2,54 +2,62 @@
 
 The dns-resolver routes mail by both; the ingress asks DNS for the domain check and for LMTP
 hosts, and reads the transports to verify recipients of local domains at RCPT. Each service's
-settings model inherits the mixins it needs, so the variables mean the same everywhere and are
-validated once.
+settings model inherits the mixins it needs, so the variables mean the same everywhere. Each
+value is parsed once, by its validator, into the type the services use: a bad value stops
+the service at start-up with a message naming the variable.
 """
 
-from pydantic import BaseModel, Field, field_validator
+from typing import Annotated, Any
 
-from kubemta_common.config_types import CommaList, Duration, parse_nameserver
+from pydantic import BaseModel, BeforeValidator, Field, PlainValidator
+from pydantic_settings import NoDecode
+
+from kubemta_common.config_types import Duration, parse_nameserver, split_list
 from kubemta_common.transport_map import TransportMap, parse_transports
+
+
+def _to_nameservers(value: Any) -> Any:
+    items = split_list(value)
+    if isinstance(items, list):
+        return [parse_nameserver(item) if isinstance(item, str) else item for item in items]
+    return items
+
+
+def _to_transport_map(value: Any) -> TransportMap:
+    if isinstance(value, TransportMap):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected domain=smtp:nexthop;... text, got {type(value).__name__}")
+    return parse_transports(value)
+
+
+NameserverList = Annotated[list[tuple[str, int]], NoDecode, BeforeValidator(_to_nameservers)]
+"""Name servers written as `host:port,...` (port 53 when omitted), parsed to (IP address, port)."""
+
+TransportMapSetting = Annotated[TransportMap, NoDecode, PlainValidator(_to_transport_map)]
+"""`KUBEMTA_TRANSPORTS` text, parsed to a TransportMap."""
 
 
 class DnsClientSettings(BaseModel):
     """`KUBEMTA_DNS_NAMESERVERS` and `KUBEMTA_DNS_TIMEOUT`."""
 
-    dns_nameservers: CommaList = Field(
+    dns_nameservers: NameserverList = Field(
         default_factory=list, description="Name servers as host:port,...; empty = the system's /etc/resolv.conf"
     )
+    """The configured name servers as (address, port); empty for the system's."""
     dns_timeout: Duration = Field(default=10.0, gt=0, description="Time limit of one DNS lookup")
-
-    @field_validator("dns_nameservers")
-    @classmethod
-    def _check_nameservers(cls, value: list[str]) -> list[str]:
-        for item in value:
-            parse_nameserver(item)
-        return value
-
-    def nameservers(self) -> list[tuple[str, int]]:
-        """The configured name servers as (address, port); empty for the system's."""
-        return [parse_nameserver(item) for item in self.dns_nameservers]
 
 
 class TransportSettings(BaseModel):
     """`KUBEMTA_TRANSPORTS`."""
 
-    transports: str = Field(
+    transports: TransportMapSetting = Field(
         default="",
+        validate_default=True,
         description=(
             "Static routes: domain=smtp:[host]:port;.sub.domain=smtp:host:port;local.domain=lmtp:[host]:24 or "
             "lmtp:unix:/path (LMTP: A/AAAA only, default port 24); the ingress asks the LMTP server of a local "
             "domain at RCPT whether a recipient exists"
         ),
     )
-
-    @field_validator("transports")
-    @classmethod
-    def _check_transports(cls, value: str) -> str:
-        parse_transports(value)
-        return value
-
-    def transport_map(self) -> TransportMap:
-        """The parsed `KUBEMTA_TRANSPORTS`."""
-        return parse_transports(self.transports)
+    """The parsed `KUBEMTA_TRANSPORTS`."""

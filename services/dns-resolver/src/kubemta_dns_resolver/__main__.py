@@ -25,13 +25,13 @@ SERVICE = "dns-resolver"
 def build_router(settings: ResolverSettings) -> Router:
     """The router configured by `settings` (raises ConfigError when no name server is known)."""
     try:
-        lookup = DnspythonLookup(settings.nameservers(), settings.dns_timeout)
+        lookup = DnspythonLookup(settings.dns_nameservers, settings.dns_timeout)
     except dns.resolver.NoResolverConfiguration as exc:
         raise ConfigError(f"no name servers: set KUBEMTA_DNS_NAMESERVERS or fix /etc/resolv.conf ({exc})") from None
     return Router(
         lookup,
-        transports=settings.transport_map(),
-        relayhost=settings.relay_nexthop(),
+        transports=settings.transports,
+        relayhost=settings.relayhost,
         delivery_port=settings.delivery_port,
         cache=TtlLruCache(settings.dns_cache_size),
         policy=CachePolicy(max_ttl=settings.dns_max_ttl, negative_ttl=settings.dns_negative_ttl),
@@ -47,7 +47,7 @@ def build_route_tls(settings: ResolverSettings, lookup: DnspythonLookup) -> Rout
             lookup, port=settings.mta_sts_port, ca_file=settings.mta_sts_ca_file, timeout=settings.mta_sts_timeout
         )
         mta_sts = MtaStsResolver(lookup, fetcher, cache_size=settings.mta_sts_cache_size)
-    return RouteTlsPolicy(settings.tls_policy_map(), mta_sts)
+    return RouteTlsPolicy(settings.tls_policy, mta_sts)
 
 
 async def _main(stop: asyncio.Event) -> None:

@@ -20,4 +20,4 @@ def check_config(settings: IngressSettings) -> CheckConfig:
 
 def check_resolver(settings: IngressSettings) -> DnspythonResolver:
     """The DNS resolver of the domain check."""
-    return DnspythonResolver(settings.nameservers(), settings.dns_timeout)
+    return DnspythonResolver(settings.dns_nameservers, settings.dns_timeout)

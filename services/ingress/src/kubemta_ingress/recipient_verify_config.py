@@ -46,7 +46,7 @@ def load_maps(settings: IngressSettings, local_domains: frozenset[str]) -> dict[
 
 def lmtp_next_hops(settings: IngressSettings, local_domains: frozenset[str]) -> dict[str, Nexthop]:
     """The LMTP next hop of each local domain that KUBEMTA_TRANSPORTS routes over LMTP."""
-    transports = settings.transport_map()
+    transports = settings.transports
     hops: dict[str, Nexthop] = {}
     for domain in sorted(local_domains):
         transport = transports.lookup(domain)
@@ -62,7 +62,7 @@ def build_verifier(settings: IngressSettings) -> RecipientVerifier:
     lmtp = {domain: hop for domain, hop in lmtp_next_hops(settings, local_domains).items() if domain not in maps}
     prober = None
     if settings.recipient_verify and lmtp:
-        resolver = stub_resolver(settings.nameservers(), min(settings.dns_timeout, settings.recipient_verify_timeout))
+        resolver = stub_resolver(settings.dns_nameservers, min(settings.dns_timeout, settings.recipient_verify_timeout))
         limits = ProbeLimits(
             timeout=settings.recipient_verify_timeout,
             concurrency=settings.recipient_verify_concurrency,
