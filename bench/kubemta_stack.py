@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.net import free_port
-from bench.procs import log_tail, spawn, stop
+from tests.harness.ports import free_port
+from tests.harness.processes import log_tail, spawn, stop
 
 SERVICES: tuple[str, ...] = ("ingress", "queue-manager", "dns-resolver", "delivery-worker")
 BIN = Path(sys.executable).parent

@@ -32,9 +32,9 @@ from pathlib import Path
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bench.kubemta_stack import KubemtaStack
-from bench.net import free_port, random_loopback_prefix
 from bench.procstats import sum_status_kib
 from bench.rabbitmq import amqp_url, create_vhost, delete_vhost, require_broker
+from tests.harness.ports import free_port, random_loopback_net
 
 CHART_LIMITS_MIB = {"ingress": 256, "queue-manager": 256, "dns-resolver": 256, "delivery-worker": 512}
 """resources.limits.memory of each component in charts/kubemta/values.yaml."""
@@ -100,7 +100,7 @@ async def run() -> dict[str, object]:
     deferrals = int(os.environ.get("BENCH_FANOUT_DEFERRALS", "2"))
     burst_sessions = int(os.environ.get("BENCH_FANOUT_BURST", "12"))
     require_broker()
-    prefix = random_loopback_prefix()
+    prefix = random_loopback_net()
     peer_address, smtp_address = f"{prefix}.2", f"{prefix}.1"
     peer_port, smtp_port = free_port(peer_address), free_port(smtp_address)
     peer = DeferringPeer(deferrals)

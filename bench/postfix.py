@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.net import wait_for_port
-from bench.procs import log_tail, run
+from tests.harness.ports import wait_for_port
+from tests.harness.processes import log_tail, run
 
 MASTER_CF = Path("/usr/share/postfix/master.cf.dist")
 TOOLS = ("postfix", "smtp-source", "smtp-sink")

@@ -1,22 +1,15 @@
 """The shared RabbitMQ at 127.0.0.1:5672: a vhost of our own per run, and its beam.smp process.
 
-Like tests/harness/rabbitmq.py, vhosts are created and deleted with `rabbitmqctl`, so
-nothing of a run stays behind in the broker.
+The node is the test harness' `BrokerNode` (tests/harness/rabbitmq.py): vhosts are created
+and deleted with `rabbitmqctl`, so nothing of a run stays behind in the broker.
 """
 
-import secrets
-import shutil
-
-from bench.net import port_answers
-from bench.procs import run
+from tests.harness.ports import port_answers
+from tests.harness.rabbitmq import BrokerNode, Vhost
 
 HOST = "127.0.0.1"
 PORT = 5672
-
-
-def _ctl(*args: str) -> str:
-    rabbitmqctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    return run([rabbitmqctl, *args], timeout=60)
+NODE = BrokerNode(HOST, PORT)
 
 
 def require_broker() -> None:
@@ -27,24 +20,21 @@ def require_broker() -> None:
 
 def create_vhost() -> str:
     """A new vhost with full permissions for guest; returns its name."""
-    name = f"kubemta-bench-{secrets.token_hex(4)}"
-    _ctl("add_vhost", name)
-    _ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    return name
+    return NODE.create_vhost("kubemta-bench").name
 
 
 def delete_vhost(name: str) -> None:
-    _ctl("delete_vhost", name)
+    Vhost(NODE, name).delete()
 
 
 def amqp_url(vhost: str) -> str:
-    return f"amqp://guest:guest@{HOST}:{PORT}/{vhost}"
+    return NODE.url(vhost)
 
 
 def beam_pid() -> int:
     """The OS process id of the broker's Erlang VM (beam.smp)."""
-    return int(_ctl("eval", "list_to_integer(os:getpid()).").strip())
+    return int(NODE.ctl("eval", "list_to_integer(os:getpid()).").strip())
 
 
 def version() -> str:
-    return _ctl("version").strip()
+    return NODE.ctl("version").strip()

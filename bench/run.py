@@ -22,11 +22,11 @@ from bench import postfix, rabbitmq
 from bench.config import BenchConfig, load
 from bench.idle_sessions import SOURCE_ADDRESSES, IdleResult, measure_idle
 from bench.machine import describe
-from bench.net import free_port, random_loopback_prefix
 from bench.report import METHOD, ratios, summarise, table, write_results
 from bench.sink import Sink
 from bench.systems import system
 from bench.throughput import RunResult, calibrate, failed_run, measure
+from tests.harness.ports import free_port, random_loopback_net
 
 
 def say(text: str) -> None:
@@ -121,7 +121,7 @@ async def _main(config: BenchConfig) -> int:
     rabbitmq.require_broker()
     fd_limit = raise_fd_limit(max(config.idle_sessions, default=0) + 1024)
     machine = await asyncio.to_thread(describe)
-    prefix = random_loopback_prefix()
+    prefix = random_loopback_net()
     workdir = _workdir()
     say(f"loopback {prefix}.0/24, work directory {workdir}, RLIMIT_NOFILE {fd_limit}")
     try:

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.net import wait_for_port
-from bench.procs import log_tail, spawn, stop
+from tests.harness.ports import wait_for_port
+from tests.harness.processes import log_tail, spawn, stop
 
 MESG = re.compile(rb"mesg=(\d+)")
 PROBE_RCPT = re.compile(rb"X-Rcpt-Args: <probe-([0-9a-z-]+)@")

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import log_tail
+from tests.harness.processes import log_tail
 
 COUNTER = re.compile(rb"(\d+)\r")
 SENDER = "bench@client.bench.test"

@@ -14,9 +14,9 @@ from pathlib import Path
 from bench import rabbitmq
 from bench.config import BenchConfig
 from bench.kubemta_stack import SERVICES, KubemtaStack
-from bench.net import free_port
 from bench.postfix import PostfixInstance
 from bench.sink import Sink
+from tests.harness.ports import free_port
 
 DOMAIN = "bench.test"
 

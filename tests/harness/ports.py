@@ -1,5 +1,6 @@
-"""Loopback addresses and free ports for one test run (all on 127.0.0.0/8)."""
+"""Loopback addresses and free ports for one test or benchmark run (all on 127.0.0.0/8)."""
 
+import asyncio
 import os
 import random
 import socket
@@ -45,3 +46,15 @@ def port_answers(address: str, port: int, timeout: float = 1.0) -> bool:
             return True
     except OSError:
         return False
+
+
+async def wait_for_port(address: str, port: int, *, within: float, what: str) -> None:
+    """Poll until address:port accepts connections; TimeoutError after `within` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if await asyncio.to_thread(port_answers, address, port, 0.5):
+                    return
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise TimeoutError(f"{what} did not accept connections at {address}:{port} within {within:.0f} s") from None

@@ -1,4 +1,4 @@
-"""Child processes the harness starts, and stops by PID, always."""
+"""Child processes the harness (and the benchmark, bench/) starts, and stops by PID, always."""
 
 import os
 import signal
@@ -49,6 +49,24 @@ def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, grace: flo
     except subprocess.TimeoutExpired:
         return None
     return proc.returncode
+
+
+def run(argv: list[str], *, timeout: float = 120.0, env: dict[str, str] | None = None) -> str:
+    """Run a short command to completion (bounded); its stdout, or RuntimeError with its output."""
+    result = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}: {result.stdout}{result.stderr}".strip())
+    return result.stdout
+
+
+def log_tail(path: Path, limit: int = 3000) -> str:
+    """The end of a log file, for error messages."""
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
 
 
 def wait_until(
