@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 def load_maps(settings: IngressSettings, local_domains: frozenset[str]) -> dict[str, RecipientMap]:
     """The recipient maps of local domains; ConfigError when a file cannot be read."""
     maps: dict[str, RecipientMap] = {}
-    for domain, path in settings.recipient_map_paths().items():
+    for domain, path in settings.recipient_maps.items():
         if domain not in local_domains:
             logger.warning(
                 "KUBEMTA_RECIPIENT_MAPS names %s, which is not in KUBEMTA_LOCAL_DOMAINS: its map is not used",

@@ -8,9 +8,10 @@ keys directory, name servers and DNS timeout (the latter two as the dns-resolver
 
 import ipaddress
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Any, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from kubemta_common.config_types import (
     AddressList,
@@ -19,12 +20,22 @@ from kubemta_common.config_types import (
     Listen,
     NetworkList,
     parse_listen,
+    split_list,
 )
 from kubemta_common.routing_settings import DnsClientSettings, TransportSettings
 from kubemta_common.settings import BUS_HEADROOM, ServiceSettings
 from kubemta_ingress.bearer_token import ApiToken
 from kubemta_ingress.policy import normalize_domain
 from kubemta_ingress.recipient_map import parse_recipient_maps
+
+
+def _to_recipient_maps(value: Any) -> Any:
+    items = split_list(value)
+    return parse_recipient_maps(items) if isinstance(items, list) else items
+
+
+RecipientMapPaths = Annotated[dict[str, Path], NoDecode, BeforeValidator(_to_recipient_maps)]
+"""`KUBEMTA_RECIPIENT_MAPS` written as `domain=/path,...`, parsed to {canonical domain: path}."""
 
 
 class IngressSettings(ServiceSettings, DnsClientSettings, TransportSettings):
@@ -40,8 +51,9 @@ class IngressSettings(ServiceSettings, DnsClientSettings, TransportSettings):
         default_factory=list, description="Domains accepted from any client (final destinations)"
     )
     # Recipient verification of local domains at RCPT (recipient_verify.py; KUBEMTA_TRANSPORTS: TransportSettings).
-    recipient_maps: CommaList = Field(
-        default_factory=list,
+    recipient_maps: RecipientMapPaths = Field(
+        default="",
+        validate_default=True,
         description=(
             "Valid recipients of local domains as domain=/path/to/file,...: one address or local part per line "
             "(case-insensitive), re-read when the file changes; an unlisted recipient gets 550 5.1.1"
@@ -226,13 +238,3 @@ class IngressSettings(ServiceSettings, DnsClientSettings, TransportSettings):
     @classmethod
     def _normalize_domains(cls, value: list[str]) -> list[str]:
         return [normalize_domain(domain) for domain in value]
-
-    @field_validator("recipient_maps")
-    @classmethod
-    def _check_recipient_maps(cls, value: list[str]) -> list[str]:
-        parse_recipient_maps(value)
-        return value
-
-    def recipient_map_paths(self) -> dict[str, Path]:
-        """The parsed `KUBEMTA_RECIPIENT_MAPS`: canonical domain -> file."""
-        return parse_recipient_maps(self.recipient_maps)
