@@ -313,7 +313,7 @@ async def test_connection_lost_after_the_final_dot_is_not_retried_elsewhere(
     assert len(dropping.refused_messages) == 1, "the peer did get the whole message"
     assert other.connections == 0
     [warning] = [r for r in caplog.records if getattr(r, "duplicate_possible", False)]
-    assert warning.__dict__["queue_id"] == "Q123TEST"
+    assert warning.queue_id == "Q123TEST"  # type: ignore[attr-defined]  # the deliverer's message_context
 
 
 async def test_job_without_route_hosts_defers_with_4_4_3(job, options):

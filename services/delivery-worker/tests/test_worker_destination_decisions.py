@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from kubemta.v1 import message_pb2
+from kubemta_common.logs import message_context
 from kubemta_delivery_worker.destinations import (
     MAX_DESTINATIONS,
     DestinationDeferred,
@@ -48,8 +49,9 @@ def destinations(
 
 async def throttle(limits: Destinations, destination: str, reply: Throttle = SLOW_DOWN) -> None:
     """One delivery to `destination` that got a slow-down reply."""
-    async with limits.slot(destination, "QTHROTTLED") as slot:
-        slot.throttled(reply)
+    with message_context("QTHROTTLED"):  # the job's, set by the deliverer
+        async with limits.slot(destination) as slot:
+            slot.throttled(reply)
 
 
 async def deliver(limits: Destinations, destination: str) -> None:
@@ -179,8 +181,7 @@ async def test_a_destination_never_throttled_is_not_paused_whatever_the_monotoni
 async def test_a_slot_counts_as_running_until_it_ends():
     limits = destinations(Clock())
 
-    async with limits.slot("dest.test", "Q1") as first, limits.slot("dest.test", "Q2") as second:
-        assert (first.queue_id, second.queue_id) == ("Q1", "Q2")
+    async with limits.slot("dest.test") as first, limits.slot("dest.test") as second:
         assert (first.throttle, second.throttle) == (None, None)
         assert limits.active("dest.test") == 2
         assert limits.active("other.test") == 0
@@ -455,7 +456,7 @@ async def test_by_default_ten_thousand_destinations_are_remembered():
 
 
 def test_a_slot_reports_the_throttle_it_was_given():
-    slot = Slot("Q1")
+    slot = Slot()
 
     slot.throttled(SLOW_DOWN)
 

@@ -87,7 +87,8 @@ async def test_a_malformed_job_is_held_before_any_connection(
     [line] = [r for r in caplog.records if "malformed" in r.getMessage()]
     assert line.levelno == logging.ERROR
     assert line.getMessage() == f"malformed job Q123TEST.dest.test: {reason}: moving it to held"
-    assert (line.__dict__["queue_id"], line.__dict__["job_id"]) == ("Q123TEST", "Q123TEST.dest.test")
+    # from the handler's message_context
+    assert (line.queue_id, line.job_id) == ("Q123TEST", "Q123TEST.dest.test")  # type: ignore[attr-defined]
     assert peer.connections == 0
     assert publisher.published == [], "held, not deferred: no result goes back to the queue-manager"
 

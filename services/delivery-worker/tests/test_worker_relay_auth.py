@@ -369,7 +369,6 @@ async def test_authenticate_refuses_an_unverified_session_unless_the_host_is_opt
         tls=True,
         verified=False,
         label=RELAY,
-        queue_id="Q1",
     )
 
     assert failure is not None and failure.status == "4.7.5"

@@ -15,6 +15,7 @@ import pytest
 from aiosmtplib import SMTP, SMTPException, SMTPResponse
 
 from kubemta.v1 import message_pb2
+from kubemta_common.logs import message_context
 from kubemta_delivery_worker.tls import opportunistic_tls_context, verifying_tls_context
 from kubemta_delivery_worker.tls_negotiation import (
     STATUS_TLS_FAILED,
@@ -167,7 +168,8 @@ async def run(
     *,
     allowed: bool = True,
 ) -> TlsOutcome:
-    return await negotiate(smtp, the_route, the_host, tls, allowed=allowed, label=LABEL, queue_id="QTLS")
+    with message_context("QTLS"):  # the job's, set by the deliverer
+        return await negotiate(smtp, the_route, the_host, tls, allowed=allowed, label=LABEL)
 
 
 Told = tuple[bool, bool, PolicyFailure | None, str | None, bool]

@@ -1,12 +1,25 @@
 """Logging set-up: one JSON object per line (or plain text), always with the queue id.
 
-Call sites pass `extra={"queue_id": ...}` (and any other fields); the formatter puts
-every extra field into the JSON object.
+The queue id is not passed by hand: each consumer sets it once per message with
+`message_context(queue_id, job_id)`, a `contextvars` context, so every record logged while
+that message is handled (in its task, in tasks and threads started from it) carries it.
+A record outside any message has `queue_id` None. Call sites pass other fields as
+`extra={...}` (an explicit `queue_id` or `job_id` there wins over the context); the JSON
+formatter puts every extra field into the object.
+
+asyncio copies the context into every task and callback when it is created, so a
+long-lived task started while a message is handled (a batcher's flush, a pool's idle
+timer) would keep that message's id: start it with `context=outside_message()`, and set
+the id it works for inside it.
 """
 
+import contextvars
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +31,78 @@ _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class LogContext:
+    """The message a record belongs to: its queue id and, in the stages that handle jobs, the job id."""
+
+    queue_id: str | None = None
+    job_id: str | None = None
+
+
+NO_MESSAGE = LogContext()
+_current: contextvars.ContextVar[LogContext] = contextvars.ContextVar("kubemta_log_context", default=NO_MESSAGE)
+
+
+@contextmanager
+def message_context(queue_id: str, job_id: str | None = None) -> Iterator[LogContext]:
+    """Every record logged inside the block (and in tasks started from it) carries `queue_id` (and `job_id`)."""
+    context = LogContext(queue_id or None, job_id or None)
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+def current_log_context() -> LogContext:
+    """The message being handled here, or NO_MESSAGE."""
+    return _current.get()
+
+
+def outside_message() -> contextvars.Context:
+    """A copy of the current context with no message in it: `create_task(..., context=outside_message())` for a
+    task that outlives the message it was started from."""
+    context = contextvars.copy_context()
+    context.run(_current.set, NO_MESSAGE)
+    return context
+
+
+class _FromContext:
+    """A record attribute read from the record's LogContext; a non-data descriptor, so the same key passed in
+    `extra` (which logging puts into the record's __dict__) wins."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, record: "ContextLogRecord | None", owner: type | None = None) -> str | None:
+        if record is None:
+            return None
+        value: str | None = getattr(record._log_context, self._name)
+        return value
+
+
+class ContextLogRecord(logging.LogRecord):
+    """A LogRecord that remembers the message being handled where it was made (its `queue_id`, `job_id`)."""
+
+    queue_id = _FromContext()
+    job_id = _FromContext()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._log_context = _current.get()
+
+
+def install_record_factory() -> None:
+    """Make every record a ContextLogRecord (left alone if another factory was installed)."""
+    if logging.getLogRecordFactory() is logging.LogRecord:
+        logging.setLogRecordFactory(ContextLogRecord)
+
+
+install_record_factory()  # on import: whoever sets a message context has imported this module
+
+
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON object: time, level, service, logger, message and extras."""
+    """Formats a record as one JSON object: time, level, service, logger, message, queue id (and job id) and extras."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -32,7 +115,11 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
             "logger": record.name,
             "message": record.getMessage(),
+            "queue_id": getattr(record, "queue_id", None),
         }
+        job_id = getattr(record, "job_id", None)
+        if job_id is not None:
+            entry["job_id"] = job_id
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value
@@ -42,10 +129,10 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """Human-readable lines with the queue id after the level."""
+    """Human-readable lines with the queue id (`-` outside a message) after the level."""
 
     def format(self, record: logging.LogRecord) -> str:
-        queue_id = getattr(record, "queue_id", "-")
+        queue_id = getattr(record, "queue_id", None) or "-"
         line = f"{self.formatTime(record)} {record.levelname:<7} {queue_id} {record.name}: {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -65,6 +152,7 @@ def setup_logging(service: str, log_format: str = "json", level: str = "INFO") -
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12+, not yet in typeshed
+    install_record_factory()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service) if log_format == "json" else TextFormatter())
     root = logging.getLogger()

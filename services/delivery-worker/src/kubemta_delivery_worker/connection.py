@@ -309,12 +309,10 @@ class SmtpConnection:
     async def _upgrade(self) -> None:
         """STARTTLS as the route's TLS policy asks (tls_negotiation), then AUTH to a relayhost (relay_auth)."""
         self.stage = "performing the STARTTLS handshake"
-        credentials, queue_id = self._options.relay_credentials, self._job.queue_id
+        credentials = self._options.relay_credentials
         route = session_route(self._job.route, self._host, credentials)  # verify, when it will authenticate
         tls_contexts = contexts(self._options.tls_context, self._options.verify_tls_context)
-        outcome = await negotiate(
-            self.smtp, route, self._host, tls_contexts, allowed=self._starttls, label=self._label, queue_id=queue_id
-        )
+        outcome = await negotiate(self.smtp, route, self._host, tls_contexts, allowed=self._starttls, label=self._label)
         if outcome.handshake_failed:
             self.count("tls_failed")
         if outcome.fallback is not None:
@@ -331,7 +329,6 @@ class SmtpConnection:
             tls=outcome.tls,
             verified=outcome.verified,
             label=self._label,
-            queue_id=queue_id,
         )
         if failure is not None:
             raise HostFailed(self._fail(failure.diagnostic, failure.status, failure.smtp_code, self._remote_mta))
@@ -356,7 +353,7 @@ class SmtpConnection:
                 self.stage = "sending QUIT"
                 await self.smtp.quit(timeout=min(self._options.command_timeout, QUIT_TIMEOUT))
         except (SMTPException, OSError) as exc:
-            logger.debug("QUIT to %s failed: %s", self._label, exc, extra={"queue_id": self._job.queue_id})
+            logger.debug("QUIT to %s failed: %s", self._label, exc)
         finally:
             self.close()
 

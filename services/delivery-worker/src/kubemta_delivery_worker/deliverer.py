@@ -24,6 +24,7 @@ import time
 from collections import Counter
 
 from kubemta.v1 import message_pb2
+from kubemta_common.logs import message_context, sanitize
 from kubemta_delivery_worker.attempt_limits import AttemptDeadline, AttemptLimits, deadline_text
 from kubemta_delivery_worker.connection import STATUS_NO_ANSWER
 from kubemta_delivery_worker.destinations import (
@@ -117,7 +118,8 @@ class Deliverer:
     async def deliver(self, job: message_pb2.DeliveryJob) -> list[message_pb2.RecipientResult]:
         """One delivery attempt of `job` over all the hosts of its route, in order."""
         started = time.monotonic()
-        results = await self._limited(job)
+        with message_context(sanitize(job.queue_id), sanitize(job.job_id)):  # as the handler's (set there too)
+            results = await self._limited(job)
         DELIVERY_DURATION.observe(time.monotonic() - started)
         for result in results:
             DELIVERY_ATTEMPTS.labels(result=outcome_name(result.outcome)).inc()
@@ -128,7 +130,7 @@ class Deliverer:
         recipients = list(dict.fromkeys(job.recipients))
         if not job.route.hosts:
             diagnostic = f"no route to {job.domain}: the job has no hosts to deliver to"
-            logger.warning(diagnostic, extra={"queue_id": job.queue_id, "domain": job.domain})
+            logger.warning(diagnostic, extra={"domain": job.domain})
             return [
                 local_result(rcpt, message_pb2.OUTCOME_TEMPORARY, STATUS_NO_ROUTE, diagnostic) for rcpt in recipients
             ]
@@ -137,7 +139,7 @@ class Deliverer:
             return results
         destination = destination_of(job)
         try:
-            async with self._destinations.slot(destination, job.queue_id) as slot:
+            async with self._destinations.slot(destination) as slot:
                 results, throttle = await self._deliver(job, recipients)
                 if throttle is not None:
                     slot.throttled(throttle)
@@ -146,7 +148,7 @@ class Deliverer:
             logger.info(
                 "deferred without connecting: %s",
                 exc.diagnostic,
-                extra={"queue_id": job.queue_id, "job_id": job.job_id, "destination": destination},
+                extra={"destination": destination},
             )
             return [
                 local_result(rcpt, message_pb2.OUTCOME_TEMPORARY, exc.status, exc.diagnostic) for rcpt in recipients
@@ -199,7 +201,7 @@ class Deliverer:
             reason,
             len(job.route.hosts) - tried,
             len(job.route.hosts),
-            extra={"queue_id": job.queue_id, "job_id": job.job_id, "hosts_tried": tried},
+            extra={"hosts_tried": tried},
         )
         return True
 
@@ -224,7 +226,7 @@ def _deadline_failure(
     logger.warning(
         "delivery attempt ended by its deadline: %s",
         diagnostic,
-        extra={"queue_id": job.queue_id, "job_id": job.job_id, "hosts_tried": tried},
+        extra={"hosts_tried": tried},
     )
     if last is None:
         return HostFailure(diagnostic=diagnostic, status=STATUS_NO_ANSWER)
@@ -259,8 +261,6 @@ def _log_attempt(job: message_pb2.DeliveryJob, label: str, attempt: HostAttempt,
         " (TLS)" if attempt.tls else "",
         "; ".join(parts) or "no recipients",
         extra={
-            "queue_id": job.queue_id,
-            "job_id": job.job_id,
             "host": label,
             "tls": attempt.tls,
             "outcomes": outcomes,

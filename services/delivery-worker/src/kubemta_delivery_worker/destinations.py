@@ -102,8 +102,7 @@ class _Destination:
 class Slot:
     """A running delivery to a destination; `throttled()` reports a slow-down reply."""
 
-    def __init__(self, queue_id: str) -> None:
-        self.queue_id = queue_id
+    def __init__(self) -> None:
         self.throttle: Throttle | None = None
 
     def throttled(self, throttle: Throttle) -> None:
@@ -171,7 +170,7 @@ class Destinations:
         )
 
     @asynccontextmanager
-    async def slot(self, destination: str, queue_id: str = "") -> AsyncIterator[Slot]:
+    async def slot(self, destination: str) -> AsyncIterator[Slot]:
         """Wait (bounded) for a slot; raises DestinationDeferred when paused or still full after the wait."""
         entry = self._entry(destination)
         self._check_paused(destination, entry)
@@ -189,7 +188,7 @@ class Destinations:
                 ) from None
             self._check_paused(destination, entry)
             entry.active += 1
-        slot = Slot(queue_id)
+        slot = Slot()
         try:
             yield slot
         finally:
@@ -215,5 +214,5 @@ class Destinations:
             destination,
             self._backoff,
             throttle.diagnostic,
-            extra={"queue_id": slot.queue_id, "destination": destination, "backoff_seconds": self._backoff},
+            extra={"destination": destination, "backoff_seconds": self._backoff},
         )

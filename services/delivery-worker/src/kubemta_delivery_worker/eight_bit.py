@@ -58,7 +58,7 @@ class ContentForServer:
         }
 
 
-async def content_for_server(content: bytes, extensions: Container[str], label: str, queue_id: str) -> ContentForServer:
+async def content_for_server(content: bytes, extensions: Container[str], label: str) -> ContentForServer:
     """`content` (CRLF-normalized) as the server with lower-case EHLO/LHLO `extensions` may take it.
 
     A conversion costs CPU in proportion to the message (a second or more for a large or hostile one), so it runs
@@ -67,17 +67,17 @@ async def content_for_server(content: bytes, extensions: Container[str], label: 
     if EIGHT_BIT_MIME in extensions or not message_data.has_8bit(content):
         return ContentForServer(content)
     # 8-bit header fields may go as they are only where SMTPUTF8 carries them (RFC 6531 §3.2)
-    return await asyncio.to_thread(_convert, content, SMTPUTF8 in extensions, label, queue_id)
+    return await asyncio.to_thread(_convert, content, SMTPUTF8 in extensions, label)  # copies the log context
 
 
-def _convert(content: bytes, allow_8bit_headers: bool, label: str, queue_id: str) -> ContentForServer:
+def _convert(content: bytes, allow_8bit_headers: bool, label: str) -> ContentForServer:
     result = to_7bit(content, allow_8bit_headers=allow_8bit_headers)
     if isinstance(result, Unconvertible):
         logger.warning(
             "host %s does not offer 8BITMIME and the message cannot be made 7-bit: %s",
             label,
             result.reason,
-            extra={"queue_id": queue_id, "host": label},
+            extra={"host": label},
         )
         diagnostic = f"host {label} does not support 8BITMIME, and conversion to 7 bit is not possible: {result.reason}"
         return ContentForServer(content, refusal=diagnostic)
@@ -88,6 +88,6 @@ def _convert(content: bytes, allow_8bit_headers: bool, label: str, queue_id: str
         label,
         len(content),
         len(result),
-        extra={"queue_id": queue_id, "host": label},
+        extra={"host": label},
     )
     return ContentForServer(result, converted=True)

@@ -33,7 +33,7 @@ from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.amqp.topology import DELIVERY_LIMIT
 from kubemta_common.bus_messages import Encoded, encoded_with_field
 from kubemta_common.errors import PermanentError
-from kubemta_common.logs import sanitize
+from kubemta_common.logs import message_context, sanitize
 from kubemta_common.timestamps import now_timestamp
 from kubemta_delivery_worker.deliverer import Deliverer
 from kubemta_delivery_worker.job_checks import malformation
@@ -54,9 +54,10 @@ class DeliverHandler:
         self._delivery_limit = delivery_limit
 
     async def __call__(self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage) -> None:
-        _hold_if_malformed(job)
-        self._hold_if_poison(job, returned_count(message))
-        await self.process(job, message)
+        with message_context(sanitize(job.queue_id), sanitize(job.job_id)):  # sanitized: a malformed job's too
+            _hold_if_malformed(job)
+            self._hold_if_poison(job, returned_count(message))
+            await self.process(job, message)
 
     def _hold_if_poison(self, job: message_pb2.DeliveryJob, returned: int) -> None:
         """Raise PermanentError (the consumer rejects the job to `held`) once it came back too often."""
@@ -67,7 +68,7 @@ class DeliverHandler:
             "job returned to the queue %d times without a result (limit %d): moving it to held",
             returned,
             self._delivery_limit,
-            extra={"queue_id": job.queue_id, "job_id": job.job_id, "domain": job.domain, "delivery_count": returned},
+            extra={"domain": job.domain, "delivery_count": returned},
         )
         raise PermanentError(f"job {job.job_id} returned {returned} times; held as poison")
 
@@ -87,7 +88,6 @@ class DeliverHandler:
                 await message.ack()
             logger.info(
                 "result published during the drain; job acknowledged",
-                extra={"queue_id": job.queue_id, "job_id": job.job_id},
             )
             raise
         outcomes = [outcome_name(r.outcome) for r in recipients]
@@ -96,7 +96,7 @@ class DeliverHandler:
             outcomes.count("delivered"),
             outcomes.count("deferred"),
             outcomes.count("bounced"),
-            extra={"queue_id": job.queue_id, "job_id": job.job_id, "domain": job.domain},
+            extra={"domain": job.domain},
         )
 
 
@@ -133,7 +133,7 @@ def _hold_if_malformed(job: message_pb2.DeliveryJob) -> None:
         "malformed job %s: %s: moving it to held",
         sanitize(job.job_id),
         reason,
-        extra={"queue_id": sanitize(job.queue_id), "job_id": sanitize(job.job_id), "domain": sanitize(job.domain)},
+        extra={"domain": sanitize(job.domain)},
     )
     # No "malformed" here: the consumer logs this text too, and the line above is the one to find.
     raise PermanentError(f"job {sanitize(job.job_id)} not delivered: {reason}")

@@ -118,7 +118,7 @@ class MailTransaction:
 
     async def _not_convertible(self) -> bool:
         """RFC 6152 §3: 8-bit content to a server without 8BITMIME is made 7-bit (eight_bit.py), or bounced 5.6.3."""
-        prepared = await content_for_server(self._content, self._smtp.esmtp_extensions, self._label, self._job.queue_id)
+        prepared = await content_for_server(self._content, self._smtp.esmtp_extensions, self._label)
         self._content = prepared.content
         self._attempt.results.update(prepared.bounces(self._recipients, self._remote_mta))
         return prepared.refusal is not None
@@ -323,7 +323,6 @@ class MailTransaction:
             len(accepted),
             diagnostic,
             extra={
-                "queue_id": self._job.queue_id,
                 "host": self._label,
                 "duplicate_possible": True,
                 "unanswered": accepted,

@@ -9,6 +9,8 @@ The cache is bounded per key and in total; the oldest idle connection makes room
 connection leaves the cache when taken (only one job uses it at a time) and, when its
 idle time is up, says QUIT and closes. Checking that a taken connection still works
 (RSET, RFC 5321 §4.1.1.5) is the caller's part.
+The cache outlives the jobs that fill it: its idle timers and QUITs run outside any
+message's log context (kubemta_common.logs.outside_message), so they log no queue id.
 """
 
 import asyncio
@@ -17,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from kubemta_common.logs import outside_message
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +113,9 @@ class ConnectionPool[C: Reusable]:
             )
             self._evict(oldest_key, oldest)
         entry = _Idle(connection, self._clock())
-        entry.timer = asyncio.get_running_loop().call_later(self._idle_seconds, self._expire, key, entry)
+        entry.timer = asyncio.get_running_loop().call_later(
+            self._idle_seconds, self._expire, key, entry, context=outside_message()
+        )
         self._idle.setdefault(key, []).append(entry)
 
     def _expire(self, key: ConnectionKey, entry: _Idle[C]) -> None:
@@ -128,7 +134,7 @@ class ConnectionPool[C: Reusable]:
         self._quit(entry.connection)
 
     def _quit(self, connection: C) -> None:
-        task = asyncio.get_running_loop().create_task(connection.quit())
+        task = asyncio.get_running_loop().create_task(connection.quit(), context=outside_message())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

@@ -120,7 +120,6 @@ async def authenticate(
     tls: bool,
     verified: bool,
     label: str,
-    queue_id: str,
 ) -> PolicyFailure | None:
     """AUTH on a greeted (and, after STARTTLS, re-greeted) session; a failure when the host cannot be used.
 
@@ -168,6 +167,6 @@ async def authenticate(
         credentials.username,
         mechanism.upper(),
         "certificate verified" if verified else f"certificate NOT verified: {OPT_OUT_SETTING} names this host",
-        extra={"queue_id": queue_id, "host": label, "certificate_verified": verified},
+        extra={"host": label, "certificate_verified": verified},
     )
     return None

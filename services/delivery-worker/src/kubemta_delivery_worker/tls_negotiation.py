@@ -118,7 +118,6 @@ async def negotiate(
     *,
     allowed: bool,
     label: str,
-    queue_id: str,
 ) -> TlsOutcome:
     """STARTTLS on a greeted session as `route` demands; `allowed` False is the plaintext redo after a
     failed opportunistic handshake. Never raises for TLS problems."""
@@ -153,7 +152,7 @@ async def negotiate(
             "%s refused STARTTLS (%s); continuing in plaintext",
             label,
             reply,
-            extra={"queue_id": queue_id, "host": label},
+            extra={"host": label},
         )
         return TlsOutcome()
     except (SMTPException, ssl.SSLError, OSError) as exc:

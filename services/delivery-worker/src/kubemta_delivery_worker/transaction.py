@@ -86,7 +86,7 @@ async def attempt_host(
                 "cached connection to %s was lost (%s); retrying on a new connection",
                 connection.label,
                 attempt.failure.diagnostic if attempt.failure else "",
-                extra={"queue_id": job.queue_id, "host": connection.label},
+                extra={"host": connection.label},
             )
     try:
         connection, transaction, attempt = await _fresh(host, job, recipients, options, dialect, starttls=True)
@@ -96,7 +96,7 @@ async def attempt_host(
             "TLS handshake with %s failed (%s); delivering in plaintext",
             label,
             exc,
-            extra={"queue_id": job.queue_id, "host": label},
+            extra={"host": label},
         )
         connection, transaction, attempt = await _fresh(host, job, recipients, options, dialect, starttls=False)
     return await _finish(connection, transaction, attempt, pool, key)
@@ -119,7 +119,7 @@ async def _cached(
         logger.debug(
             "cached connection to %s no longer usable; dropped",
             connection.label,
-            extra={"queue_id": job.queue_id, "host": connection.label},
+            extra={"host": connection.label},
         )
     return None
 

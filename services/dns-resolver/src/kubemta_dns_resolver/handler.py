@@ -13,7 +13,7 @@ from typing import Protocol
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.publisher import BusPublisher
-from kubemta_common.logs import sanitize
+from kubemta_common.logs import message_context, sanitize
 from kubemta_common.timestamps import now_timestamp
 from kubemta_dns_resolver.metrics import ROUTES
 from kubemta_dns_resolver.router import RouteFailure
@@ -39,8 +39,12 @@ class RouteHandler:
 
     async def handle(self, job: message_pb2.DeliveryJob) -> None:
         """Route one job and publish its successor."""
+        with message_context(job.queue_id, job.job_id):
+            await self._route(job)
+
+    async def _route(self, job: message_pb2.DeliveryJob) -> None:
         result = await self._router.route(job.domain)
-        log_extra = {"queue_id": job.queue_id, "job_id": job.job_id, "domain": sanitize(job.domain)}
+        log_extra = {"domain": sanitize(job.domain)}
         if isinstance(result, RouteFailure):
             await self._publish_failure(job, result)
             outcome = "temporary" if result.temporary else "permanent"

@@ -83,7 +83,7 @@ def build_servers(
     if relaying_proxies:
         logger.warning(
             "PROXY-trusted networks overlap KUBEMTA_RELAY_NETWORKS: a proxy's own health checks may relay",
-            extra={"queue_id": None, "networks": [str(net) for net in relaying_proxies]},
+            extra={"networks": [str(net) for net in relaying_proxies]},
         )
     session_limits = SessionLimits(
         max_errors=settings.max_errors,
@@ -107,7 +107,6 @@ def build_servers(
             logger.warning(
                 "the %s listener requires AUTH but KUBEMTA_USERS_FILE is not set: it accepts no mail",
                 kind.value,
-                extra={"queue_id": None},
             )
         options = SessionOptions(
             policy=policy,
@@ -145,7 +144,7 @@ async def serve(stop: asyncio.Event) -> None:
     try:
         servers = build_servers(settings, core.publisher, tls, recipients)
         if not servers:
-            logger.warning("every SMTP listener is off", extra={"queue_id": None})
+            logger.warning("every SMTP listener is off")
         if tls is not None:
             watcher = asyncio.create_task(tls.watch(settings.tls_reload_interval))
         for server in servers:
@@ -153,11 +152,11 @@ async def serve(stop: asyncio.Event) -> None:
         if settings.http_listen is not None:  # after SMTP: taking mail comes first
             api = HttpServer(app_from_settings(settings), settings.http_listen)
             await api.start()
-            logger.info("serving the HTTP API on %s", settings.http_listen, extra={"queue_id": None})
+            logger.info("serving the HTTP API on %s", settings.http_listen)
         await stop.wait()
         core.begin_shutdown()  # /readyz 503 first: load balancers stop sending while we still accept
         if settings.shutdown_delay > 0:
-            logger.info("still accepting for %.0fs before draining", settings.shutdown_delay, extra={"queue_id": None})
+            logger.info("still accepting for %.0fs before draining", settings.shutdown_delay)
             await asyncio.sleep(settings.shutdown_delay)
     finally:
         core.begin_shutdown()
@@ -171,7 +170,7 @@ async def serve(stop: asyncio.Event) -> None:
         if api is not None:
             await api.stop()
         await core.close()
-    logger.info("stopped", extra={"queue_id": None})
+    logger.info("stopped")
 
 
 async def answer_publishes(core: ServiceCore, within: float) -> None:
@@ -181,7 +180,7 @@ async def answer_publishes(core: ServiceCore, within: float) -> None:
         async with asyncio.timeout(within):
             await core.publisher.wait_idle()
     except TimeoutError:
-        logger.warning("%d publishes still unconfirmed at shutdown", core.publisher.in_flight, extra={"queue_id": None})
+        logger.warning("%d publishes still unconfirmed at shutdown", core.publisher.in_flight)
 
 
 def main() -> None:

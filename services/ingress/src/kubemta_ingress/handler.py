@@ -22,7 +22,7 @@ from kubemta_common.amqp import stages
 from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.bus_messages import Encoded, encoded_with_field
 from kubemta_common.errors import MessageTooLarge, PublishFailed
-from kubemta_common.logs import sanitize
+from kubemta_common.logs import message_context, sanitize
 from kubemta_common.queue_id import new_queue_id
 from kubemta_ingress import metrics, replies
 from kubemta_ingress.auth import AuthMechanisms
@@ -153,13 +153,13 @@ class IngressHandler(AuthMechanisms):
         try:
             return await self._queue(session, envelope)
         except Exception:
-            logger.exception("failed to queue a message", extra={"queue_id": None, "client": client_label(session)})
+            logger.exception("failed to queue a message", extra={"client": client_label(session)})
             return self._reject(Reason.INTERNAL_ERROR, replies.INTERNAL_ERROR, session)
         finally:
             metrics.ACCEPT_DURATION.observe(time.monotonic() - started)
 
     async def handle_exception(self, error: Exception) -> str:
-        logger.error("SMTP command failed: %r", error, exc_info=error, extra={"queue_id": None})
+        logger.error("SMTP command failed: %r", error, exc_info=error)
         return replies.INTERNAL_ERROR
 
     async def _queue(self, session: Session, envelope: Envelope) -> str:
@@ -181,6 +181,11 @@ class IngressHandler(AuthMechanisms):
             return self._reject(reason, reply, session, sender=sender, user=user.name, problem=author.value)
 
         queue_id = new_queue_id()
+        with message_context(queue_id):
+            return await self._publish(queue_id, sender, session, envelope, content)
+
+    async def _publish(self, queue_id: str, sender: str, session: Session, envelope: Envelope, content: bytes) -> str:
+        """Publish the AcceptedMessage; `250 ... queued as` only once the broker confirmed it."""
         body = self._accepted_body(queue_id, sender, session, envelope, content)
         try:
             await self._publisher.publish(stages.INBOUND, body, message_id=queue_id)
@@ -197,7 +202,6 @@ class IngressHandler(AuthMechanisms):
         logger.info(
             "accepted",
             extra={
-                "queue_id": queue_id,
                 "sender": sanitize(sender),
                 "recipients": len(envelope.rcpt_tos),
                 "size": len(content),

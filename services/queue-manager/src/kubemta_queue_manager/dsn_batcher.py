@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.publisher import BusPublisher
-from kubemta_common.logs import sanitize
+from kubemta_common.logs import message_context, outside_message, sanitize
 from kubemta_common.queue_id import new_queue_id
 from kubemta_queue_manager import metrics
 from kubemta_queue_manager.dsn import Action
@@ -102,11 +102,17 @@ class DsnBatcher:
         if group.timer is not None:
             group.timer.cancel()
         self._held -= len(group.requests)
-        task = asyncio.get_running_loop().create_task(self._send(group))
+        # Not the context of the request that happened to trigger the flush (another message's, at max_held):
+        # the group's own message is set in _send.
+        task = asyncio.get_running_loop().create_task(self._send(key, group), context=outside_message())
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
 
-    async def _send(self, group: _Group) -> None:
+    async def _send(self, key: GroupKey, group: _Group) -> None:
+        with message_context(key[0]):
+            await self._send_dsn(group)
+
+    async def _send_dsn(self, group: _Group) -> None:
         try:
             report = merged_report(group.requests, self._hostname)
             dsn = dsn_message(report, queue_id=new_queue_id(), now=self._clock())
@@ -117,7 +123,6 @@ class DsnBatcher:
                 sum(len(request.recipients) for request in group.requests),
                 len(group.requests),
                 sanitize(str(exc)),
-                extra={"queue_id": group.requests[0].queue_id},
             )
             group.done.set_exception(exc)
             return
@@ -130,7 +135,7 @@ class DsnBatcher:
             len(report.recipients),
             len(group.requests),
             ", ".join(sanitize(job_id) for job_id in group.job_ids),
-            extra={"queue_id": report.queue_id, "dsn_queue_id": dsn.queue_id},
+            extra={"dsn_queue_id": dsn.queue_id},
         )
         group.done.set_result(None)
 

@@ -19,7 +19,7 @@ from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.amqp.stages import Outgoing
 from kubemta_common.amqp.topology import retry_queue_name
 from kubemta_common.errors import PermanentError
-from kubemta_common.logs import sanitize
+from kubemta_common.logs import message_context, sanitize
 from kubemta_common.providers import provider_label
 from kubemta_queue_manager import metrics
 from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome
@@ -88,20 +88,24 @@ class QueueManager:
         """Hand a DsnRequest to the batcher (dsn_batcher.py); returns once the DSN it is part of was confirmed."""
         if not request.queue_id or not request.sender or not request.recipients:
             raise PermanentError("DSN request without its message, sender or recipients")
-        await self._batcher.add(request)
+        with message_context(request.queue_id, request.job_id):
+            await self._batcher.add(request)
 
     async def handle_accepted(self, accepted: message_pb2.AcceptedMessage) -> None:
         """DKIM-sign an AcceptedMessage once, split it into one job per domain and queue them all to `route`."""
-        extra = {"queue_id": accepted.queue_id}
+        with message_context(accepted.queue_id):
+            await self._accept(accepted)
+
+    async def _accept(self, accepted: message_pb2.AcceptedMessage) -> None:
         if self._signer is not None and accepted.recipients:
             if may_sign(accepted):
-                accepted.content = await self._sign(self._signer, accepted.content, extra)
+                accepted.content = await self._sign(self._signer, accepted.content)
             else:
                 metrics.DKIM_SIGNATURES.labels(algorithm="none", result="untrusted").inc()
-                logger.debug("not DKIM signed: submitted by an untrusted client", extra=extra)
-        jobs = await self._publish_jobs(accepted, extra)
+                logger.debug("not DKIM signed: submitted by an untrusted client")
+        jobs = await self._publish_jobs(accepted)
         if not jobs:
-            logger.warning("message has no recipients; nothing to deliver", extra=extra)
+            logger.warning("message has no recipients; nothing to deliver")
             return
         logger.info(
             "from=<%s> nrcpt=%d size=%d jobs=%d%s",
@@ -110,12 +114,11 @@ class QueueManager:
             len(accepted.content),
             jobs,
             " (generated DSN)" if accepted.generated else "",
-            extra=extra,
         )
         metrics.MESSAGES_SPLIT.inc()
         metrics.JOBS_CREATED.inc(jobs)
 
-    async def _publish_jobs(self, accepted: message_pb2.AcceptedMessage, extra: dict[str, str]) -> int:
+    async def _publish_jobs(self, accepted: message_pb2.AcceptedMessage) -> int:
         """Publish one job per domain to `route`, a batch of at most PUBLISH_BATCH_BYTES at a time; how many.
 
         Each job carries the whole content, so a 10 MB message to 50 domains would hold 500 MB if its jobs were
@@ -132,15 +135,13 @@ class QueueManager:
             size += len(outgoing.body)
             del job, outgoing
             if size >= PUBLISH_BATCH_BYTES:
-                published += await self._publish_batch(batch, queued, extra)
+                published += await self._publish_batch(batch, queued)
                 batch, queued, size = [], [], 0
         if batch:
-            published += await self._publish_batch(batch, queued, extra)
+            published += await self._publish_batch(batch, queued)
         return published
 
-    async def _publish_batch(
-        self, batch: list[Outgoing], queued: list[tuple[str, str, int]], extra: dict[str, str]
-    ) -> int:
+    async def _publish_batch(self, batch: list[Outgoing], queued: list[tuple[str, str, int]]) -> int:
         await self._publisher.publish_all(batch)
         for job_id, domain, recipients in queued:
             logger.info(
@@ -149,29 +150,29 @@ class QueueManager:
                 sanitize(domain),
                 recipients,
                 stages.ROUTE.queue,
-                extra={**extra, "job_id": job_id},
+                extra={"job_id": job_id},
             )
         return len(batch)
 
-    async def _sign(self, signer: DkimSigner, content: bytes, extra: dict[str, str]) -> bytes:
+    async def _sign(self, signer: DkimSigner, content: bytes) -> bytes:
         """`content` DKIM-signed once for all its jobs; unsigned (and logged) when signing fails, never lost."""
         try:
             result = await asyncio.to_thread(signer.sign, content)
         except Exception:
-            logger.exception("DKIM signing failed; sending the message unsigned", extra=extra)
+            logger.exception("DKIM signing failed; sending the message unsigned")
             metrics.DKIM_SIGNATURES.labels(algorithm="none", result="error").inc()
             return content
         for key in result.signed:
             metrics.DKIM_SIGNATURES.labels(algorithm=key.algorithm.value, result="signed").inc()
-            logger.info("DKIM signed: d=%s s=%s a=%s", key.domain, key.selector, key.algorithm, extra=extra)
+            logger.info("DKIM signed: d=%s s=%s a=%s", key.domain, key.selector, key.algorithm)
         for key in result.failed:
             metrics.DKIM_SIGNATURES.labels(algorithm=key.algorithm.value, result="error").inc()
         if result.outcome is Outcome.NO_FROM:
             metrics.DKIM_SIGNATURES.labels(algorithm="none", result=result.outcome.value).inc()
-            logger.debug("not DKIM signed: no single From: mailbox", extra=extra)
+            logger.debug("not DKIM signed: no single From: mailbox")
         elif result.outcome is Outcome.NO_KEY:
             metrics.DKIM_SIGNATURES.labels(algorithm="none", result=result.outcome.value).inc()
-            logger.debug("not DKIM signed: no key for %s", sanitize(result.domain or ""), extra=extra)
+            logger.debug("not DKIM signed: no key for %s", sanitize(result.domain or ""))
         return result.content
 
     async def handle_result(self, result: message_pb2.DeliveryResult) -> None:
@@ -179,6 +180,11 @@ class QueueManager:
         job = result.job
         if not result.HasField("job") or not job.queue_id:
             raise PermanentError("delivery result without its job")
+        with message_context(job.queue_id, job.job_id):
+            await self._decide(result)
+
+    async def _decide(self, result: message_pb2.DeliveryResult) -> None:
+        job = result.job
         now = self._clock()
         decision = decide(result, self._policy, now)
         outgoing: list[Outgoing] = []
@@ -201,7 +207,6 @@ class QueueManager:
 
     def _log(self, result: message_pb2.DeliveryResult, decision: Decision, dsn_actions: set[Action]) -> None:
         job = result.job
-        extra = {"queue_id": job.queue_id, "job_id": job.job_id}
         for fate in decision.recipients:
             entry = fate.result
             logger.info(
@@ -213,7 +218,6 @@ class QueueManager:
                 fate.status,
                 fate.disposition,
                 sanitize(entry.diagnostic),
-                extra=extra,
             )
         if decision.retry is not None:
             logger.info(
@@ -221,15 +225,13 @@ class QueueManager:
                 len(decision.retry.recipients),
                 retry_queue_name(decision.retry_delay),
                 decision.retry.attempts + 1,
-                extra=extra,
             )
         for action in sorted(dsn_actions):
-            logger.info("sender %s notification requested (the dsn stage sends it)", action, extra=extra)
+            logger.info("sender %s notification requested (the dsn stage sends it)", action)
         if decision.discarded:
             logger.warning(
                 "discarding %d undeliverable recipients: the sender is <>, no notification is sent",
                 len(decision.discarded),
-                extra=extra,
             )
 
     @staticmethod
