@@ -1,6 +1,7 @@
 """The `dsn` stage: one DSN per message and event, sent before any of its requests is acknowledged."""
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 import pytest
@@ -12,6 +13,7 @@ from kubemta_common.amqp.stages import Outgoing, Stage
 from kubemta_common.amqp.topology import DSN, INBOUND
 from kubemta_common.bus_messages import Encoded
 from kubemta_common.errors import PermanentError, PublishFailed
+from kubemta_common.logs import message_context
 from kubemta_queue_manager.dsn_batcher import DsnBatcher
 from kubemta_queue_manager.dsn_requests import MAX_ORIGINAL_HEADERS, header_block
 
@@ -191,3 +193,28 @@ def test_the_original_headers_are_cut_at_a_line_within_the_bound() -> None:
     assert len(block) <= MAX_ORIGINAL_HEADERS and block.endswith(b"\r\n") and b"body" not in block
     assert header_block(b"Subject: a\r\n\r\nbody") == b"Subject: a\r\n\r\n"
     assert header_block(b"Subject: no body at all\r\n") == b"Subject: no body at all\r\n"
+
+
+async def test_a_flush_another_message_triggers_logs_the_flushed_message_s_queue_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The flush task is started by Q2's request (the held limit), but it sends Q1's DSN: it logs Q1, not Q2."""
+    publisher = Recorder()
+    batcher = DsnBatcher(publisher, HOSTNAME, window=NEVER, max_held=2)
+
+    async def handle(dsn_request: message_pb2.DsnRequest) -> None:
+        with message_context(dsn_request.queue_id, dsn_request.job_id):  # as QueueManager.handle_dsn_request
+            await batcher.add(dsn_request)
+
+    with caplog.at_level(logging.INFO, logger="kubemta_queue_manager.dsn_batcher"):
+        oldest = asyncio.ensure_future(handle(request("Q1", "a@one.example")))
+        await asyncio.sleep(0)
+        newest = asyncio.ensure_future(handle(request("Q2", "b@one.example")))  # reaches max_held: Q1 is sent
+        async with asyncio.timeout(WAIT):
+            await oldest
+        batcher.flush_all()
+        async with asyncio.timeout(WAIT):
+            await newest
+
+    sent = [record for record in caplog.records if "notification" in record.getMessage()]
+    assert [(record.queue_id, record.job_id) for record in sent] == [("Q1", None), ("Q2", None)]  # type: ignore[attr-defined]
