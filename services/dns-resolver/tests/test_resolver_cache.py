@@ -1,10 +1,12 @@
 """The TTL + LRU cache, and how the router uses it: TTLs, caps, no caching of temporary failures."""
 
 import asyncio
+import logging
 import random
 from collections import Counter
 
 from kubemta.v1 import message_pb2
+from kubemta_common.logs import message_context
 from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.lookup import LookupStatus
 from kubemta_dns_resolver.router import CachePolicy, RouteFailure, Router
@@ -196,3 +198,26 @@ async def test_concurrent_jobs_for_one_domain_share_one_lookup(fake_dns, clock):
         routes = await asyncio.gather(*(router.route("example.org") for _ in range(10)))
     assert all(isinstance(route, message_pb2.Route) and len(route.hosts) == 1 for route in routes)
     assert mx_queries(fake_dns, "example.org") == 1
+
+
+async def test_a_shared_lookup_logs_outside_the_message_that_started_it(fake_dns, clock, caplog):
+    """The look-up task outlives the job that started it (later jobs await it): its lines name no queue id."""
+    fake_dns.add_mx("example.org", [(10, "mx.example.org")])
+    fake_dns.add_address("mx.example.org", "A", ["192.0.2.1"])
+    looked_up = fake_dns.mx
+
+    async def logging_mx(name):
+        logging.getLogger("kubemta_dns_resolver.lookup").info("DNS %s MX", name)
+        return await looked_up(name)
+
+    fake_dns.mx = logging_mx
+    router = make_router(fake_dns, clock, size=0)
+    caplog.set_level(logging.INFO, logger="kubemta_dns_resolver.lookup")
+    with message_context("QFIRST"):
+        logging.getLogger("kubemta_dns_resolver.lookup").info("in the job")
+        async with asyncio.timeout(5):
+            await router.route("example.org")
+    assert [(record.getMessage(), getattr(record, "queue_id", "missing")) for record in caplog.records] == [
+        ("in the job", "QFIRST"),
+        ("DNS example.org MX", None),
+    ]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from kubemta_common.logs import outside_message
 from kubemta_common.mta_sts_patterns import mx_matches
 from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.lookup import LookupResult, LookupStatus
@@ -172,7 +173,7 @@ class MtaStsResolver:
             return cached
         task = self._in_flight.get(name)
         if task is None:
-            task = asyncio.create_task(self._refresh(name, answer.policy_id))
+            task = asyncio.create_task(self._refresh(name, answer.policy_id), context=outside_message())
             self._in_flight[name] = task
             task.add_done_callback(lambda _: self._in_flight.pop(name, None))
         fetched = await asyncio.shield(task)

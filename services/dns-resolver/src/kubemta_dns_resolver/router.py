@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from kubemta.v1 import message_pb2
+from kubemta_common.logs import outside_message
 from kubemta_common.providers import provider_for_hosts
 from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.lookup import DnsLookup
@@ -134,7 +135,7 @@ class Router:
         DNS_CACHE_MISSES.inc()
         task = self._in_flight.get(key)
         if task is None:
-            task = asyncio.create_task(self._look_up(key))
+            task = asyncio.create_task(self._look_up(key), context=outside_message())  # later jobs await it too
             self._in_flight[key] = task
             task.add_done_callback(lambda _: self._in_flight.pop(key, None))
         return await asyncio.shield(task)

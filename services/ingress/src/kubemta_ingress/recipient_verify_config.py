@@ -29,7 +29,6 @@ def load_maps(settings: IngressSettings, local_domains: frozenset[str]) -> dict[
             logger.warning(
                 "KUBEMTA_RECIPIENT_MAPS names %s, which is not in KUBEMTA_LOCAL_DOMAINS: its map is not used",
                 domain,
-                extra={"queue_id": None},
             )
             continue
         try:
@@ -76,7 +75,6 @@ def build_verifier(settings: IngressSettings) -> RecipientVerifier:
         logger.info(
             "recipients verified at RCPT",
             extra={
-                "queue_id": None,
                 "maps": sorted(maps),
                 "lmtp": sorted(lmtp) if prober is not None else [],
             },
@@ -88,6 +86,6 @@ def build_verifier(settings: IngressSettings) -> RecipientVerifier:
             "KUBEMTA_RECIPIENT_VERIFY on): every local part is accepted, and mail to an unknown user becomes a "
             "bounce to a possibly forged sender (backscatter)",
             ", ".join(unverified),
-            extra={"queue_id": None, "domains": unverified},
+            extra={"domains": unverified},
         )
     return verifier

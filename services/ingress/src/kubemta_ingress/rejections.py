@@ -52,14 +52,16 @@ metrics.preinitialise_rejections(reason.value for reason in Reason)
 def record_rejection(
     reason: Reason, reply: str, *, client: str, helo: str | None, queue_id: str | None = None, **fields: object
 ) -> None:
-    """Count a rejection and log one line about it (queue_id is None before a message was queued)."""
+    """Count a rejection and log one line about it. The line carries the log context's queue id
+    (kubemta_common.logs), or `queue_id` when one is given."""
     metrics.MESSAGES_REJECTED.labels(reason=reason.value).inc()
     extra: dict[str, object] = {
-        "queue_id": queue_id,
         "reason": reason.value,
         "reply": reply,
         "client": client,
         "helo": sanitize(helo or ""),
     }
+    if queue_id is not None:
+        extra["queue_id"] = queue_id
     extra.update({key: sanitize(value) if isinstance(value, str) else value for key, value in fields.items()})
     logger.info("reject: %s", reply, extra=extra)

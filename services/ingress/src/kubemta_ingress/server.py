@@ -87,7 +87,7 @@ class SmtpServer:
         self._server = await loop.create_server(
             self._new_session, self._listen.host, self._listen.port, reuse_port=self._reuse_port or None
         )
-        logger.info("SMTP listening on %s (%s)", self._listen, self.kind, extra={"queue_id": None})
+        logger.info("SMTP listening on %s (%s)", self._listen, self.kind)
 
     async def stop(self, drain_seconds: float, *, close_wait: float = CLOSE_WAIT_SECONDS) -> None:
         """Stop accepting, let transactions in progress finish within `drain_seconds`, close the rest.
@@ -112,7 +112,7 @@ class SmtpServer:
                 await self._server.wait_closed()
         except TimeoutError:
             logger.warning("SMTP connections still closing")
-        logger.info("SMTP listener %s stopped", self.kind, extra={"queue_id": None})
+        logger.info("SMTP listener %s stopped", self.kind)
 
     def _new_session(self) -> IngressSMTP:
         metrics.SMTP_SESSIONS.inc()

@@ -49,9 +49,7 @@ class Commands(TlsStart):
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, BadCommandLine):
-            logger.info(
-                "refused a command line: %s", error, extra={"queue_id": None, "client": client_address(self.session)}
-            )
+            logger.info("refused a command line: %s", error, extra={"client": client_address(self.session)})
             return replies.BARE_LINE_ENDING_COMMAND
         status: str = await super().handle_exception(error)
         return status

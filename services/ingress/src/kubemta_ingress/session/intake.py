@@ -50,7 +50,7 @@ class Intake(TlsStart):
                 session.peer = real_peer  # type: ignore[assignment]  # aiosmtpd annotates str, stores peername
             logger.info(
                 "PROXY header accepted",
-                extra={"queue_id": None, "client": client_address(session), "proxy": str(session.socket_peer)},
+                extra={"client": client_address(session), "proxy": str(session.socket_peer)},
             )
         client = client_address(session)
         refusal = self._options.connections.acquire(client)

@@ -62,7 +62,7 @@ class TlsStart(SessionCore):
             logger.info(
                 "discarded %d bytes pipelined after STARTTLS",
                 len(early),
-                extra={"queue_id": None, "client": client_address(self.session)},
+                extra={"client": client_address(self.session)},
             )
             early = b""
         waiter: asyncio.Future[None] = self.loop.create_future()
@@ -96,7 +96,7 @@ class TlsStart(SessionCore):
         logger.info(
             "TLS handshake failed: %s",
             error.__cause__ or error,
-            extra={"queue_id": None, "client": client_address(self.session)},
+            extra={"client": client_address(self.session)},
         )
         self._close_silently()
         self.connection_lost(None)  # the TLS layer never calls it before its handshake finished
