@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # One image for the four kubemta services; each Deployment's `command` picks one
 # (kubemta-ingress, kubemta-queue-manager, kubemta-dns-resolver, kubemta-delivery-worker).
+# `kubemta-admin` (users, domains, dkim) runs the administration commands, e.g. with kubectl exec.
 # There is no default service: the image has no CMD.
 
 ARG PYTHON_VERSION=3.12
@@ -23,6 +24,7 @@ COPY services/ingress/pyproject.toml services/ingress/
 COPY services/queue-manager/pyproject.toml services/queue-manager/
 COPY services/dns-resolver/pyproject.toml services/dns-resolver/
 COPY services/delivery-worker/pyproject.toml services/delivery-worker/
+COPY services/admin/pyproject.toml services/admin/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --all-packages --no-editable
 # Then the sources, and the workspace members themselves (as wheels, not editable links).

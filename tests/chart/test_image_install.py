@@ -14,6 +14,7 @@ from tests.harness.tools import required_tool
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = ("kubemta-ingress", "kubemta-queue-manager", "kubemta-dns-resolver", "kubemta-delivery-worker")
+ADMIN_SCRIPT = "kubemta-admin"
 SYNC = "uv sync --frozen --no-dev --all-packages --no-editable"
 UV = REPO / ".tools" / "bin" / "uv"
 
@@ -79,8 +80,9 @@ def test_the_workspace_is_installed_as_packages_not_links(image_venv: Path) -> N
     python = image_venv / "bin" / "python"
     code = (
         "import kubemta_common, kubemta_mail_auth, kubemta_ingress, kubemta_queue_manager, kubemta_dns_resolver,"
-        " kubemta_delivery_worker, kubemta.v1; print('\\n'.join(m.__file__ for m in (kubemta_common, kubemta_mail_auth,"
-        " kubemta_ingress, kubemta_queue_manager, kubemta_dns_resolver, kubemta_delivery_worker)))"
+        " kubemta_delivery_worker, kubemta_admin, kubemta.v1; print('\\n'.join(m.__file__ for m in (kubemta_common,"
+        " kubemta_mail_auth, kubemta_ingress, kubemta_queue_manager, kubemta_dns_resolver, kubemta_delivery_worker,"
+        " kubemta_admin)))"
     )
     result = subprocess.run([str(python), "-I", "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -112,3 +114,17 @@ def test_every_console_script_answers_help(image_venv: Path, script: str) -> Non
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith(f"usage: {script}")
     assert "KUBEMTA_AMQP_URL" in result.stdout and "KUBEMTA_RETRY_SCHEDULE" in result.stdout
+
+
+def test_the_admin_script_runs_its_commands(image_venv: Path, tmp_path: Path) -> None:
+    """`kubemta-admin` lists its three commands and runs one (`dkim generate`) from the image's environment."""
+    executable = image_venv / "bin" / ADMIN_SCRIPT
+    env = {"PATH": str(image_venv / "bin")}
+    result = subprocess.run([str(executable), "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"usage: {ADMIN_SCRIPT} [-h] {{users,domains,dkim}}")
+    argv = ["dkim", "generate", "--domain", "example.com", "--selector", "s1", "--keys-dir", str(tmp_path)]
+    generated = subprocess.run([str(executable), *argv], env=env, capture_output=True, text=True, timeout=60)
+    assert generated.returncode == 0, generated.stdout + generated.stderr
+    assert generated.stdout.startswith("s1._domainkey.example.com. IN TXT (")
+    assert (tmp_path / "example.com" / "s1.key").exists() and (tmp_path / "example.com" / "s1.pub").exists()

@@ -1,5 +1,5 @@
 """End to end DKIM: mail in over SMTP, signed by the queue-manager with keys made by the real
-`kubemta-queue-manager dkim generate`, delivered by the four service processes to a test MX, and
+`kubemta-admin dkim generate`, delivered by the four service processes to a test MX, and
 verified as delivered by two independent verifiers, dkimpy and OpenDKIM's `opendkim-testmsg`,
 both reading the public keys from a real name server (nsd) on port 53 of a loopback address.
 

@@ -1,7 +1,7 @@
 """DKIM for the end-to-end tests: keys made with the real CLI, and two independent verifiers that
 read the public keys from a real name server.
 
-- `generate_key` runs `kubemta-queue-manager dkim generate` (the console script) and returns the
+- `generate_key` runs `kubemta-admin dkim generate` (the console script) and returns the
   zone-file line it printed, ready to be served by nsd (tests/harness/dns_server.py).
 - `TxtLookup` is dkimpy's `dnsfunc` answered by one name server through dnspython (never the
   system resolver); it records every name it was asked for.
@@ -31,11 +31,11 @@ RUN_TIMEOUT = 60.0
 
 
 def generate_key(keys_dir: Path, domain: str, selector: str, algorithm: str) -> str:
-    """`kubemta-queue-manager dkim generate ...`: writes `<keys_dir>/<domain>/<selector>.key` and `.pub`; the printed
+    """`kubemta-admin dkim generate ...`: writes `<keys_dir>/<domain>/<selector>.key` and `.pub`; the printed
     zone line."""
     done = subprocess.run(
         [
-            str(BIN / "kubemta-queue-manager"), "dkim", "generate",
+            str(BIN / "kubemta-admin"), "dkim", "generate",
             "--domain", domain, "--selector", selector, "--algorithm", algorithm, "--keys-dir", str(keys_dir),
         ],
         capture_output=True,

@@ -4,7 +4,7 @@ variants, each broken in exactly one way, plus the reverse zone of the sending I
 All names are under `dc.test`; the sending IPs and the name server share this run's random `127.a.b`
 prefix, so the reverse zone is `b.a.127.in-addr.arpa`. DKIM keys are written to `keys_dir` in the
 `<domain>/<selector>.key` + `.pub` layout and their records made with `kubemta_mail_auth.dkim.records`,
-as `kubemta-queue-manager dkim generate` does (RSA records exceed 255 octets: several TXT strings);
+as `kubemta-admin dkim generate` does (RSA records exceed 255 octets: several TXT strings);
 `public_keys_dir` holds only the `.pub` files, as the chart gives them to the ingress.
 """
 

@@ -1,4 +1,4 @@
-"""`kubemta-ingress domains check` as a subprocess (the console script) against a real name server (NSD):
+"""`kubemta-admin domains check` as a subprocess (the console script) against a real name server (NSD):
 the table, --json, and the exit status: 0 all ok, 1 something missing or wrong, 2 usage errors."""
 
 import json
@@ -14,7 +14,7 @@ from kubemta_mail_auth.domain_check import DomainReport
 from tests.harness import domain_zone as dz
 from tests.harness.dns_server import DnsServer, free_port, random_loopback_address
 
-SCRIPT = Path(sys.executable).parent / "kubemta-ingress"
+SCRIPT = Path(sys.executable).parent / "kubemta-admin"
 RUN_TIMEOUT = 60
 
 

@@ -1,4 +1,4 @@
-"""The users file (hashes, identities, reloading) and the `kubemta-ingress users` command line."""
+"""The users file (hashes, identities, reloading) and the `kubemta-admin users` command line."""
 
 import io
 import logging
@@ -254,8 +254,8 @@ def test_cli_refuses_to_edit_a_malformed_file(tmp_path, monkeypatch, capsys):
 
 
 def test_console_script_dispatches_users(tmp_path):
-    """`kubemta-ingress users ...` runs the command line, not the service."""
-    script = Path(sys.executable).parent / "kubemta-ingress"
+    """`kubemta-admin users ...` runs this command line."""
+    script = Path(sys.executable).parent / "kubemta-admin"
     path = tmp_path / "users"
     env = {**os.environ, "KUBEMTA_USERS_FILE": str(path)}
     added = subprocess.run(

@@ -145,7 +145,7 @@ async def test_a_subdomain_is_checked_against_its_signing_parent(keys_dir, store
 async def test_no_keys_tells_how_to_make_one(tmp_path, store):
     (check,) = await check_dkim("example.org", store(tmp_path), FakeDns())
     assert check.name == "dkim" and check.status is Status.MISSING
-    assert f"kubemta-queue-manager dkim generate --domain example.org --selector {suggested_selector()}" in check.detail
+    assert f"kubemta-admin dkim generate --domain example.org --selector {suggested_selector()}" in check.detail
     (check,) = await check_dkim("example.org", None, FakeDns())
     assert check.status is Status.MISSING and "KUBEMTA_DKIM_KEYS_DIR is not set" in check.detail
 

@@ -1,4 +1,4 @@
-"""`kubemta-queue-manager dkim generate`: key files in the Secret layout (the private `.key` and the public `.pub`)
+"""`kubemta-admin dkim generate`: key files in the Secret layout (the private `.key` and the public `.pub`)
 and the DNS TXT record it prints."""
 
 import os
@@ -16,7 +16,7 @@ from kubemta_mail_auth.dkim.public_keys import parse_public_key
 from kubemta_queue_manager import __main__ as entry
 from kubemta_queue_manager import dkim_cli
 
-CONSOLE_SCRIPT = Path(sys.executable).with_name("kubemta-queue-manager")
+CONSOLE_SCRIPT = Path(sys.executable).with_name("kubemta-admin")
 
 
 @pytest.mark.parametrize(
@@ -107,10 +107,14 @@ def test_missing_keys_dir_and_bad_names_are_errors(
     assert os.listdir(tmp_path) == []
 
 
-def test_main_dispatches_dkim_before_the_service_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_service_main_does_not_take_dkim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dkim` is `kubemta-admin dkim` (services/admin): the service's parser refuses it as any unknown argument."""
     argv = ["kubemta-queue-manager", "dkim", "generate", "--domain", "example.com", "--selector", "e1"]
     monkeypatch.setattr(sys, "argv", [*argv, "--algorithm", "ed25519", "--keys-dir", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_info:
         entry.main()
-    assert exit_info.value.code == 0
-    assert (tmp_path / "example.com" / "e1.key").exists()
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: dkim generate" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

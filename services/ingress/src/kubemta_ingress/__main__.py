@@ -14,7 +14,6 @@ broker connection.
 import asyncio
 import logging
 import ssl
-import sys
 from typing import cast
 
 from aiosmtpd.smtp import AuthenticatorType
@@ -24,7 +23,7 @@ from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
 from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
-from kubemta_ingress import cli, domains_cli, metrics
+from kubemta_ingress import metrics
 from kubemta_ingress.api import app_from_settings
 from kubemta_ingress.auth import build_authenticator
 from kubemta_ingress.data_budget import DataBudget
@@ -184,12 +183,7 @@ async def answer_publishes(core: ServiceCore, within: float) -> None:
 
 
 def main() -> None:
-    """Console script `kubemta-ingress` (`users ...` manages the users file, cli.py; `domains check ...` checks
-    a sending domain's DNS records, domains_cli.py)."""
-    if sys.argv[1:2] == ["users"]:
-        raise SystemExit(cli.main(sys.argv[1:]))
-    if sys.argv[1:2] == ["domains"]:
-        raise SystemExit(domains_cli.main(sys.argv[1:]))
+    """Console script `kubemta-ingress` (the users file and the domain check are `kubemta-admin users|domains`)."""
     service_main(SERVICE, DESCRIPTION, IngressSettings, serve)
 
 

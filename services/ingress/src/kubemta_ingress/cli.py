@@ -1,9 +1,9 @@
-"""`kubemta-ingress users ...`: manage the users file (users.py) from the command line.
+"""`kubemta-admin users ...`: manage the users file (users.py) from the command line.
 
-    kubemta-ingress users add USER --identity app@example.com --identity example.org [--file PATH]
-    kubemta-ingress users remove USER
-    kubemta-ingress users list
-    kubemta-ingress users verify USER          (exit 0 when the password matches, 1 otherwise)
+    kubemta-admin users add USER --identity app@example.com --identity example.org [--file PATH]
+    kubemta-admin users remove USER
+    kubemta-admin users list
+    kubemta-admin users verify USER            (exit 0 when the password matches, 1 otherwise)
 
 The file defaults to `$KUBEMTA_USERS_FILE`. Passwords are read from standard input
 (first line) with `--password-stdin` or when standard input is not a terminal,
@@ -50,8 +50,8 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `kubemta-ingress users`."""
-    parser = argparse.ArgumentParser(prog="kubemta-ingress", description="kubemta ingress administration")
+    """The argument parser of `kubemta-admin users`."""
+    parser = argparse.ArgumentParser(prog="kubemta-admin", description="kubemta administration")
     commands = parser.add_subparsers(dest="command", required=True)
     users = commands.add_parser("users", help="manage the SMTP AUTH users file")
     actions = users.add_subparsers(dest="action", required=True)
@@ -190,7 +190,7 @@ def verify(path: Path, name: str, from_stdin: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `kubemta-ingress users ...` with `argv` (without the program name); the exit status."""
+    """Run `kubemta-admin users ...` with `argv` (without the program name); the exit status."""
     args = build_parser().parse_args(argv)
     try:
         path = users_path(args.file)
@@ -202,5 +202,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             return list_users(path)
         return verify(path, args.user, args.password_stdin)
     except CliError as exc:
-        err(f"kubemta-ingress users: {exc}")
+        err(f"kubemta-admin users: {exc}")
         return EXIT_ERROR

@@ -1,6 +1,6 @@
 """The domain check as the ingress configures it: from `IngressSettings` to `CheckConfig` and a resolver.
 
-Shared by the HTTP API (api.py) and `kubemta-ingress domains check` (domains_cli.py), so
+Shared by the HTTP API (api.py) and `kubemta-admin domains check` (domains_cli.py), so
 both compare DNS with the same host name, sending IPs and DKIM public keys, through the
 same name servers (KUBEMTA_DNS_NAMESERVERS, else /etc/resolv.conf) and timeout. The keys
 directory needs only the public `<domain>/<selector>.pub` files (PublicKeyStore); the

@@ -1,4 +1,4 @@
-"""`kubemta-ingress domains check DOMAIN [--json]`: the domain check on the command line.
+"""`kubemta-admin domains check DOMAIN [--json]`: the domain check on the command line.
 
 Reads the ingress' settings from the environment (KUBEMTA_HOSTNAME, KUBEMTA_SENDING_IPS,
 KUBEMTA_DKIM_KEYS_DIR, KUBEMTA_DNS_NAMESERVERS, KUBEMTA_DNS_TIMEOUT), looks the domain's
@@ -23,9 +23,9 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `kubemta-ingress domains`."""
+    """The argument parser of `kubemta-admin domains`."""
     parser = argparse.ArgumentParser(
-        prog="kubemta-ingress domains", description="Check the DNS records of sending domains."
+        prog="kubemta-admin domains", description="Check the DNS records of sending domains."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser(
@@ -62,12 +62,12 @@ def main(argv: Sequence[str]) -> int:
     try:
         settings = IngressSettings.load()
     except ConfigError as exc:
-        sys.stderr.write(f"kubemta-ingress domains: {exc}\n")
+        sys.stderr.write(f"kubemta-admin domains: {exc}\n")
         return EXIT_USAGE
     try:
         report = asyncio.run(check_domain(args.domain, check_config(settings), check_resolver(settings)))
     except InvalidDomainError as exc:
-        sys.stderr.write(f"kubemta-ingress domains: invalid domain name: {exc}\n")
+        sys.stderr.write(f"kubemta-admin domains: invalid domain name: {exc}\n")
         return EXIT_USAGE
     sys.stdout.write(report.model_dump_json(indent=2) + "\n" if args.json else render_table(report))
     return EXIT_OK if report.ok else EXIT_PROBLEMS

@@ -2,7 +2,7 @@
 
 Limits follow Postfix' defaults: `message_size_limit` (10240000 bytes),
 `smtpd_recipient_limit` (1000) and `smtpd_timeout` (300s). The HTTP API and
-`kubemta-ingress domains check` read the domain check's settings: sending IPs, DKIM
+`kubemta-admin domains check` read the domain check's settings: sending IPs, DKIM
 keys directory, name servers and DNS timeout (the latter two as the dns-resolver's).
 """
 

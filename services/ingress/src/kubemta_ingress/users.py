@@ -4,7 +4,7 @@ One user per line, `username:hash:identity1,identity2,...`; `#` starts a comment
 line, blank lines are ignored. An identity is a full address (`app@example.com`,
 that address only) or a domain (`example.com` or `@example.com`, any address at
 that domain). The file is mounted from a Kubernetes Secret and written by
-`kubemta-ingress users add` (cli.py).
+`kubemta-admin users add` (cli.py).
 
 Passwords are stored as `$scrypt$ln=<log2 N>,r=<r>,p=<p>$<salt b64>$<hash b64>`
 (scrypt, RFC 7914, from the standard library's `hashlib.scrypt`; the layout is that

@@ -1,24 +1,22 @@
 """Entry point of `kubemta-queue-manager`: consume `inbound` and `results` until SIGTERM, then drain.
 
-`kubemta-queue-manager dkim ...` is the DKIM key-management command (dkim_cli) instead.
+DKIM keys are made by `kubemta-admin dkim ...` (dkim_cli).
 """
 
 import asyncio
-import sys
 
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe
 from kubemta_common.command_line import service_main
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, consume, serve_consumers
 from kubemta_mail_auth.dkim.keys import KeyStore
-from kubemta_queue_manager import dkim_cli
 from kubemta_queue_manager.dkim_signer import DkimSigner
 from kubemta_queue_manager.handlers import QueueManager
 from kubemta_queue_manager.settings import QueueManagerSettings
 
 DESCRIPTION = (
     "kubemta queue-manager: DKIM-signs accepted mail, splits it into delivery jobs, schedules retries, sends bounces."
-    " `kubemta-queue-manager dkim --help` manages DKIM keys."
+    " `kubemta-admin dkim --help` manages DKIM keys."
 )
 SERVICE = "queue-manager"
 
@@ -47,9 +45,7 @@ async def serve(stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    """Console script: `dkim ...` manages DKIM keys; otherwise parse the command line, then run until SIGTERM."""
-    if sys.argv[1:2] == ["dkim"]:
-        raise SystemExit(dkim_cli.main(sys.argv[1:]))
+    """Console script: parse the command line, then run until SIGTERM."""
     service_main(SERVICE, DESCRIPTION, QueueManagerSettings, serve)
 
 

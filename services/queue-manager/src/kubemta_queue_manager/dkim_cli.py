@@ -1,4 +1,4 @@
-"""`kubemta-queue-manager dkim generate`: create a DKIM key in the Secret layout and print its DNS record.
+"""`kubemta-admin dkim generate`: create a DKIM key in the Secret layout and print its DNS record.
 
 RSA keys are 2048-bit (RFC 8301 §3.2: at least 1024, 2048 recommended), in PKCS#1 PEM;
 Ed25519 keys are dkimpy's format, the base64 32-octet seed (RFC 8463). Keys are made
@@ -83,7 +83,7 @@ def _name(value: str, what: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubemta-queue-manager dkim", description="Manage DKIM signing keys.")
+    parser = argparse.ArgumentParser(prog="kubemta-admin dkim", description="Manage DKIM signing keys.")
     commands = parser.add_subparsers(dest="command", required=True)
     generate = commands.add_parser(
         "generate",
@@ -120,7 +120,7 @@ def main(argv: Sequence[str]) -> int:
             raise CliError(f"no keys directory: pass --keys-dir or set {KEYS_DIR_VARIABLE}")
         record = generate(args.domain, args.selector, args.algorithm, keys_dir)
     except CliError as exc:
-        print(f"kubemta-queue-manager dkim: {exc}", file=sys.stderr)  # noqa: T201 - command-line answer
+        print(f"kubemta-admin dkim: {exc}", file=sys.stderr)  # noqa: T201 - command-line answer
         return 1
     print(record)  # noqa: T201 - command-line answer
     return 0

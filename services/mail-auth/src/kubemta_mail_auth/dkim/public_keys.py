@@ -1,7 +1,7 @@
 """DKIM public keys read from the keys directory `KUBEMTA_DKIM_KEYS_DIR`, for the domain check.
 
 Layout: `<domain>/<selector>.pub` holds the key's DNS TXT record value (RFC 6376 §3.6.1),
-`v=DKIM1; k=rsa; p=...` on one line, as `kubemta-queue-manager dkim generate` writes it next
+`v=DKIM1; k=rsa; p=...` on one line, as `kubemta-admin dkim generate` writes it next
 to the private key. Public keys are all the domain check needs, so the ingress (the
 internet-facing pod) is given only `.pub` files and never a signing key. A directory of
 private keys works too: a selector with only `<selector>.key` gets the public key derived

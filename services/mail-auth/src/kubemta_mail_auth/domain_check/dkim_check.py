@@ -26,7 +26,7 @@ from kubemta_mail_auth.domain_check.dns_queries import Resolver
 from kubemta_mail_auth.domain_check.model import Check, Status
 
 CHECK_PREFIX = "dkim"
-GENERATE_COMMAND = "kubemta-queue-manager dkim generate --domain {domain} --selector {selector}"
+GENERATE_COMMAND = "kubemta-admin dkim generate --domain {domain} --selector {selector}"
 
 
 def suggested_selector(today: datetime.date | None = None) -> str:

@@ -1,0 +1,1 @@
+"""kubemta admin: the one console script of the administration commands (`kubemta-admin`)."""
