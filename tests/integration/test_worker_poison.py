@@ -105,7 +105,7 @@ async def test_a_job_that_crashes_the_handler_ends_in_held_and_others_flow(
         crashes = [r for r in caplog.records if "handler crashed" in r.getMessage()]
         assert len(crashes) == DELIVERY_LIMIT
         [line] = [r for r in caplog.records if "moving it to held" in r.getMessage()]
-        assert line.__dict__["queue_id"] == "POISON1"
+        assert line.queue_id == "POISON1"  # type: ignore[attr-defined]  # from the log context (kubemta_common.logs)
         depths = await asyncio.to_thread(vhost.queue_depths)
         assert (depths[DELIVER], depths[HELD], depths[RESULTS]) == (0, 0, 0), "each job went exactly once"
     finally:
