@@ -1,6 +1,7 @@
 """Loopback addresses and free ports for one test or benchmark run (all on 127.0.0.0/8)."""
 
 import asyncio
+import collections
 import os
 import random
 import socket
@@ -25,16 +26,25 @@ def _worker_slice() -> range:
     return range(low + index * size, low + (index + 1) * size)
 
 
+_RECENT = collections.deque[int](maxlen=1000)
+"""Ports free_port handed out lately in this process. A port picked is free, not yet bound: a test that picks
+the SMTP port of a stack and then the metrics ports of its services must not get the same number twice."""
+
+
 def free_port(address: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `address` right now, outside the ephemeral range (see PORT_RANGE)."""
+    """A TCP port that is free on `address` right now, outside the ephemeral range (see PORT_RANGE), and not
+    one of the last ports this process was given (see _RECENT)."""
     ports = _worker_slice()
     for _ in range(200):
         port = random.choice(ports)
+        if port in _RECENT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((address, port))
             except OSError:
                 continue
+            _RECENT.append(port)
             return port
     raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1} on {address}")
 
