@@ -52,9 +52,12 @@ STAGED_CONFTEST = """from hypothesis import settings
 settings.register_profile("mutate", database=None, derandomize=True)
 settings.load_profile("mutate")
 """
-# Tests that read the repository's layout, which the staging copy does not have.
+# Tests that read the repository's layout or run mypy over its packages, which the staging copy does not have.
 REPOSITORY_TESTS: dict[str, tuple[str, ...]] = {
-    "common": ("services/common/tests/test_common_proto_fresh.py",),
+    "common": (
+        "services/common/tests/test_common_proto_fresh.py",
+        "services/common/tests/test_common_stages_typing.py",
+    ),
 }
 
 
