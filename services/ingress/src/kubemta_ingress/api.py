@@ -88,7 +88,7 @@ def create_app(service: CheckService, auth: BearerAuth) -> FastAPI:
             return JSONResponse({"detail": exc.detail}, status_code=429, headers={"Retry-After": str(exc.retry_after)})
         except CheckTimeout as exc:
             DOMAIN_CHECKS.labels(result="timeout").inc()
-            logger.warning("domain check of %s timed out", exc.domain, extra={"queue_id": None})
+            logger.warning("domain check of %s timed out", exc.domain)
             return JSONResponse({"detail": str(exc)}, status_code=504)
         report = answer.report
         if answer.source is not Source.CHECKED:
@@ -96,7 +96,7 @@ def create_app(service: CheckService, auth: BearerAuth) -> FastAPI:
             return JSONResponse(report.model_dump(mode="json"), headers={"Age": str(int(answer.age))})
         DOMAIN_CHECKS.labels(result="ok" if report.ok else "problems").inc()
         problems = [f"{c.name} {c.status.value}" for c in report.checks if c.status is not Status.OK]
-        logger.info("domain check of %s: %s", report.domain, ", ".join(problems) or "ok", extra={"queue_id": None})
+        logger.info("domain check of %s: %s", report.domain, ", ".join(problems) or "ok")
         return report
 
     app.include_router(v1)
@@ -109,7 +109,6 @@ def app_from_settings(settings: IngressSettings) -> FastAPI:
     if not auth.configured:
         logger.warning(
             "KUBEMTA_API_TOKEN is not set: the HTTP API refuses every request (503) until a token is configured",
-            extra={"queue_id": None},
         )
     service = CheckService(check_config(settings), check_resolver(settings), CheckLimits.from_settings(settings))
     return create_app(service, auth)

@@ -173,7 +173,7 @@ class UsersAuthenticator:
                 metrics.AUTH_ATTEMPTS.labels(result="busy").inc()
                 logger.info(
                     "AUTH refused: too many password checks at once",
-                    extra={"queue_id": None, "client": pending.client, "reply": AUTH_BUSY},
+                    extra={"client": pending.client, "reply": AUTH_BUSY},
                 )
                 return AuthResult(success=False, handled=False, message=AUTH_BUSY)
             if user is not None and valid:
@@ -182,7 +182,6 @@ class UsersAuthenticator:
                 logger.info(
                     "authenticated",
                     extra={
-                        "queue_id": None,
                         "client": pending.client,
                         "username": sanitize(pending.name),
                         "mechanism": pending.mechanism,

@@ -134,7 +134,7 @@ class FailureLimiter:
             "failed-AUTH table of %s full of lockouts: the %d ending soonest were forgotten",
             self._name,
             excess,
-            extra={"queue_id": None, "max_keys": self._max_keys},
+            extra={"max_keys": self._max_keys},
         )
 
 

@@ -133,13 +133,13 @@ class RecipientMap:
         with open(self.path, encoding="utf-8") as file:
             entries, skipped = parse_entries(file, self.domain)
         for problem in skipped:
-            logger.warning("recipient map %s: skipped %s", self.path, problem, extra={"queue_id": None})
+            logger.warning("recipient map %s: skipped %s", self.path, problem)
         self._signature = signature
         logger.info(
             "recipient map for %s loaded: %d recipients",
             self.domain,
             len(entries),
-            extra={"queue_id": None, "path": str(self.path)},
+            extra={"path": str(self.path)},
         )
         return entries
 
@@ -157,5 +157,4 @@ class RecipientMap:
                 "recipient map %s cannot be read, keeping the last good one: %s",
                 self.path,
                 exc,
-                extra={"queue_id": None},
             )

@@ -104,9 +104,7 @@ class RecipientProber:
         elif result.status is ProbeStatus.UNKNOWN:
             self._cache.put(key, result, self._limits.negative_ttl)
         else:
-            logger.warning(
-                "recipient verification failed: %s", result.detail, extra={"queue_id": None, "nexthop": key[0]}
-            )
+            logger.warning("recipient verification failed: %s", result.detail, extra={"nexthop": key[0]})
         return result
 
     async def _bounded_probe(self, nexthop: Nexthop, address: str) -> ProbeResult:

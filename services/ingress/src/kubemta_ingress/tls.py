@@ -86,7 +86,7 @@ class TlsContextStore:
         try:
             seen = fingerprint(self._cert_file, self._key_file)
         except OSError as exc:
-            logger.warning("cannot read the TLS certificate files: %s", exc, extra={"queue_id": None})
+            logger.warning("cannot read the TLS certificate files: %s", exc)
             return False
         if seen == self._fingerprint:
             return False
@@ -99,14 +99,14 @@ class TlsContextStore:
                 logger.error(
                     "new TLS certificate or key does not load, keeping the previous one: %s",
                     exc,
-                    extra={"queue_id": None, "cert_file": str(self._cert_file)},
+                    extra={"cert_file": str(self._cert_file)},
                 )
             return False
         self._current = context
         self._fingerprint = seen
         self._failed_fingerprint = None
         metrics.TLS_CERTIFICATE_RELOADS.labels(result="loaded").inc()
-        logger.info("TLS certificate reloaded", extra={"queue_id": None, "cert_file": str(self._cert_file)})
+        logger.info("TLS certificate reloaded", extra={"cert_file": str(self._cert_file)})
         return True
 
     async def watch(self, interval: float) -> None:

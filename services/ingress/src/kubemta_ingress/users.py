@@ -212,7 +212,7 @@ class UsersFile:
         except (OSError, UsersFileError) as exc:
             raise ConfigError(f"KUBEMTA_USERS_FILE {path}: {exc}") from None
         self._checked = clock()
-        logger.info("users file %s: %d users", path, len(self._users), extra={"queue_id": None})
+        logger.info("users file %s: %d users", path, len(self._users))
 
     def _file_stamp(self) -> tuple[int, int, int]:
         stat = os.stat(self._path)
@@ -249,12 +249,10 @@ class UsersFile:
             except (OSError, UsersFileError) as exc:
                 error = exc
         if error is not None:
-            logger.error(
-                "users file %s unusable, keeping the previous version: %s", self._path, error, extra={"queue_id": None}
-            )
+            logger.error("users file %s unusable, keeping the previous version: %s", self._path, error)
             return
         self._users = users
-        logger.info("users file %s reloaded: %d users", self._path, len(users), extra={"queue_id": None})
+        logger.info("users file %s reloaded: %d users", self._path, len(users))
 
 
 def render(users: Iterable[User], header: Iterable[str] = ()) -> str:
