@@ -16,6 +16,7 @@ undelivered, so a duplicate is possible).
 """
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiosmtplib import (
@@ -110,10 +111,8 @@ class MailTransaction:
         """RFC 1870 §6: a message over the server's SIZE is bounced (5.3.4) for all, without MAIL FROM."""
         size = len(self._content)
         diagnostic = size_refusal(self._smtp.esmtp_extensions, size, self._label)
-        for rcpt in self._recipients if diagnostic else ():
-            self._attempt.results[rcpt] = local_result(
-                rcpt, message_pb2.OUTCOME_PERMANENT, STATUS_TOO_BIG, diagnostic or "", remote_mta=self._remote_mta
-            )
+        if diagnostic is not None:
+            self._decide(self._recipients, message_pb2.OUTCOME_PERMANENT, STATUS_TOO_BIG, diagnostic, self._remote_mta)
         return diagnostic is not None
 
     async def _not_convertible(self) -> bool:
@@ -127,14 +126,9 @@ class MailTransaction:
         """Recipients to send to, and whether to use SMTPUTF8 (RFC 6531 §3.4); records 5.6.7 for the rest."""
         screen = screen_smtputf8(self._job, self._recipients, self._smtp.supports_extension("smtputf8"))
         diagnostic = f"SMTPUTF8 is required, but was not offered by host {self._label}"
-        for rcpt in screen.refused:
-            self._attempt.results[rcpt] = local_result(
-                rcpt,
-                message_pb2.OUTCOME_PERMANENT,
-                STATUS_SMTPUTF8_REQUIRED,
-                diagnostic,
-                remote_mta=self._remote_mta,
-            )
+        self._decide(
+            screen.refused, message_pb2.OUTCOME_PERMANENT, STATUS_SMTPUTF8_REQUIRED, diagnostic, self._remote_mta
+        )
         return screen.send, screen.smtputf8
 
     def _mail_options(self, content: bytes, smtputf8: bool) -> list[str]:
@@ -189,15 +183,24 @@ class MailTransaction:
         else:
             self._attempt.failure = self._connection.rejected(exc, "MAIL FROM").failure
 
-    def _bad_sender(self, recipients: list[str], exc: ValueError) -> None:
+    def _decide(
+        self,
+        recipients: Iterable[str],
+        outcome: message_pb2.Outcome.ValueType,
+        status: str,
+        diagnostic: str,
+        remote_mta: str = "",
+    ) -> None:
+        """Record one result decided here, without a reply of the server to it, for each of `recipients`."""
         for rcpt in recipients:
-            self._attempt.results[rcpt] = local_result(
-                rcpt, message_pb2.OUTCOME_PERMANENT, STATUS_BAD_SENDER_SYNTAX, f"bad sender address: {exc}"
-            )
+            self._attempt.results[rcpt] = local_result(rcpt, outcome, status, diagnostic, remote_mta=remote_mta)
+
+    def _bad_sender(self, recipients: list[str], exc: ValueError) -> None:
+        self._decide(recipients, message_pb2.OUTCOME_PERMANENT, STATUS_BAD_SENDER_SYNTAX, f"bad sender address: {exc}")
 
     def _bad_recipient(self, rcpt: str, exc: ValueError) -> None:
-        self._attempt.results[rcpt] = local_result(
-            rcpt, message_pb2.OUTCOME_PERMANENT, STATUS_BAD_RECIPIENT_SYNTAX, f"bad recipient address: {exc}"
+        self._decide(
+            [rcpt], message_pb2.OUTCOME_PERMANENT, STATUS_BAD_RECIPIENT_SYNTAX, f"bad recipient address: {exc}"
         )
 
     async def _rcpt(self, recipients: list[str], encoding: str) -> list[str]:
@@ -328,11 +331,4 @@ class MailTransaction:
                 "unanswered": accepted,
             },
         )
-        for rcpt in accepted:
-            self._attempt.results[rcpt] = local_result(
-                rcpt,
-                message_pb2.OUTCOME_TEMPORARY,
-                STATUS_BAD_CONNECTION,
-                diagnostic,
-                remote_mta=self._remote_mta,
-            )
+        self._decide(accepted, message_pb2.OUTCOME_TEMPORARY, STATUS_BAD_CONNECTION, diagnostic, self._remote_mta)
