@@ -49,6 +49,12 @@ def with_field(head: Message, number: int, parts: Sequence[bytes]) -> bytes:
     return b"".join((head.SerializeToString(), _varint(number << 3 | LENGTH_DELIMITED), _varint(size), *parts))
 
 
+def length_delimited(number: int, body: bytes) -> bytes:
+    """Field `number` holding `body` (bytes, string or an embedded message's serialisation), tag and length included:
+    one entry of a repeated field (events/emitter.py builds an EventBatch of serialised events so)."""
+    return b"".join((_varint(number << 3 | LENGTH_DELIMITED), _varint(len(body)), body))
+
+
 def _varint(value: int) -> bytes:
     """Protobuf base-128 varint of a non-negative integer."""
     out = bytearray()

@@ -28,3 +28,14 @@ def preinitialise(counter: Counter, **label_values: Iterable[str]) -> None:
         combos = [{**combo, name: value} for combo in combos for value in label_values[name]]
     for combo in combos:
         counter.labels(**combo)
+
+
+EVENTS_PUBLISHED = Counter(
+    "kubemta_events_published_total", "Lifecycle events the `events` stream confirmed (events/emitter.py)"
+)
+EVENTS_DROPPED = Counter(
+    "kubemta_events_dropped_total",
+    "Lifecycle events dropped unpublished: the buffer was full while the stream did not take them, or the "
+    "service stopped first",
+)
+EVENTS_BUFFERED = Gauge("kubemta_events_buffered", "Lifecycle events waiting to be published to the stream")

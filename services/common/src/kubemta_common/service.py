@@ -14,7 +14,9 @@ from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.consumer import Consumer, Subscription
 from kubemta_common.amqp.memory import ByteGate, content_prefetch
 from kubemta_common.amqp.publisher import Publisher
+from kubemta_common.amqp.streams import StreamRetention
 from kubemta_common.amqp.topology import large
+from kubemta_common.events.emitter import EventLog
 from kubemta_common.http_server import HttpServer, health_app
 from kubemta_common.logs import setup_logging
 from kubemta_common.metrics import BROKER_CONNECTED, record_build_info
@@ -34,8 +36,21 @@ class ServiceCore:
             name=f"kubemta-{name}",
             retry_delays=settings.retry_schedule,
             reconnect_interval=settings.amqp_reconnect_interval,
+            retention=StreamRetention(
+                events_max_age=settings.events_max_age,
+                events_max_bytes=settings.events_max_bytes,
+                decisions_max_age=settings.decisions_max_age,
+            ),
         )
         self.publisher = Publisher(self.broker, settings.publish_timeout, settings.broker_max_message_size)
+        self.events = EventLog(
+            self.broker,
+            service=name,
+            buffer=settings.events_buffer,
+            confirm_timeout=settings.events_confirm_timeout,
+            publish_timeout=settings.publish_timeout,
+        )
+        """Lifecycle events of this process, published to the `events` stream (events/emitter.py)."""
         self._http: HttpServer | None = None
         self._broker_task: asyncio.Task[None] | None = None
         self._shutting_down = False
@@ -60,9 +75,11 @@ class ServiceCore:
             await self._http.start()
             logger.info("serving /metrics and health on %s", self.settings.metrics_listen)
         self._broker_task = asyncio.create_task(self.broker.run())
+        self.events.start()
 
     async def close(self) -> None:
         """Close the broker connection and the HTTP endpoint."""
+        await self.events.close(drain_seconds=5.0)
         if self._broker_task is not None and not self._broker_task.done():
             self._broker_task.cancel()
         await self.broker.close()

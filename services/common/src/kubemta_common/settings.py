@@ -82,6 +82,50 @@ class ServiceSettings(BaseSettings):
         ),
     )
 
+    events_max_age: Duration = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="How long the `events` stream keeps lifecycle events (message tracking looks back this far)",
+    )
+    events_max_bytes: int = Field(
+        default=10 * 1024**3, ge=64 * 1024 * 1024, description="Most bytes the `events` stream keeps (per replica)"
+    )
+    decisions_max_age: Duration = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description=(
+            "How long the `decisions` stream keeps operators' delete/hold/release rules (at least the queue "
+            "lifetime, so a rule outlives the mail it names)"
+        ),
+    )
+    events_buffer: int = Field(
+        default=10000,
+        ge=100,
+        description=(
+            "Lifecycle events a service keeps in memory while the `events` stream does not take them; beyond "
+            "this the oldest are dropped (kubemta_events_dropped_total), mail flow never waits"
+        ),
+    )
+    events_confirm_timeout: Duration = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "Longest wait for the stream to confirm an event that guards against duplicates (received, attempt, "
+            "queued, routed); on timeout the mail goes on and the event is published later"
+        ),
+    )
+    tracker_url: str = Field(
+        default="",
+        description=(
+            "Base URL of the tracker API (e.g. http://kubemta-tracker:8025), asked whether a client's retry or a "
+            "redelivered job was already done; empty: no duplicate checks"
+        ),
+    )
+    tracker_token: SecretStr = Field(default=SecretStr(""), description="Read token for the tracker API")
+    tracker_timeout: Duration = Field(
+        default=2.0, gt=0, description="Longest wait for a tracker duplicate check; on timeout the mail goes on"
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

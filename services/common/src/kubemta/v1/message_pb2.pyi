@@ -164,6 +164,9 @@ class AcceptedMessage(_message.Message):
     SMTPUTF8_FIELD_NUMBER: _builtins.int
     TRUST_FIELD_NUMBER: _builtins.int
     AUTHENTICATED_USER_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    LISTENER_FIELD_NUMBER: _builtins.int
+    DEDUP_KEY_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     """Queue id, unique per accepted message; every log line about it carries it."""
     sender: _builtins.str
@@ -181,6 +184,12 @@ class AcceptedMessage(_message.Message):
     """The ingress' trust decision; DSNs (generated) are kubemta's own and signed as such."""
     authenticated_user: _builtins.str
     """The SMTP AUTH user name of an authenticated session, for logs; empty otherwise."""
+    message_id: _builtins.str
+    """The Message-ID header as received (angle brackets included; for logs and lifecycle events), empty if none."""
+    listener: _builtins.str
+    """The listener it came in on (smtp, submission, smtps, api), for lifecycle events."""
+    dedup_key: _builtins.str
+    """Hex SHA-256 of Message-ID, envelope and body as the client sent them; empty without a Message-ID."""
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Envelope recipients (RCPT TO), in the order given."""
@@ -201,10 +210,13 @@ class AcceptedMessage(_message.Message):
         smtputf8: _builtins.bool = ...,
         trust: Global___Trust.ValueType = ...,
         authenticated_user: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        listener: _builtins.str = ...,
+        dedup_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "authenticated_user", b"authenticated_user", "client_address", b"client_address", "client_helo", b"client_helo", "content", b"content", "generated", b"generated", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "smtputf8", b"smtputf8", "trust", b"trust"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "authenticated_user", b"authenticated_user", "client_address", b"client_address", "client_helo", b"client_helo", "content", b"content", "dedup_key", b"dedup_key", "generated", b"generated", "listener", b"listener", "message_id", b"message_id", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "smtputf8", b"smtputf8", "trust", b"trust"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -313,6 +325,7 @@ class DeliveryJob(_message.Message):
     DELAY_WARNING_SENT_FIELD_NUMBER: _builtins.int
     SMTPUTF8_FIELD_NUMBER: _builtins.int
     GENERATED_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     job_id: _builtins.str
     """Unique per job (queue id + domain); stable across retries."""
@@ -325,6 +338,8 @@ class DeliveryJob(_message.Message):
     smtputf8: _builtins.bool
     generated: _builtins.bool
     """The message is a kubemta-generated DSN (its sender is <>)."""
+    message_id: _builtins.str
+    """The message's Message-ID header (AcceptedMessage.message_id), for logs and lifecycle events."""
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -348,10 +363,11 @@ class DeliveryJob(_message.Message):
         delay_warning_sent: _builtins.bool = ...,
         smtputf8: _builtins.bool = ...,
         generated: _builtins.bool = ...,
+        message_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "route", b"route"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "attempts", b"attempts", "content", b"content", "delay_warning_sent", b"delay_warning_sent", "domain", b"domain", "generated", b"generated", "job_id", b"job_id", "queue_id", b"queue_id", "recipients", b"recipients", "route", b"route", "sender", b"sender", "smtputf8", b"smtputf8"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "attempts", b"attempts", "content", b"content", "delay_warning_sent", b"delay_warning_sent", "domain", b"domain", "generated", b"generated", "job_id", b"job_id", "message_id", b"message_id", "queue_id", b"queue_id", "recipients", b"recipients", "route", b"route", "sender", b"sender", "smtputf8", b"smtputf8"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
+from kubemta_common.amqp.streams import StreamRetention, declare_streams
 from kubemta_common.amqp.topology import EXCHANGE, declare_held, declare_stages
 
 logger = logging.getLogger(__name__)
@@ -28,10 +29,20 @@ def server_version(connection: AbstractRobustConnection) -> str:
 
 
 class Broker:
-    """A robust connection, a confirming publish channel and the declared topology."""
+    """A robust connection, a confirming publish channel and the declared topology (with the streams when
+    `retention` is given: streams.py)."""
 
-    def __init__(self, url: str, *, name: str, retry_delays: Iterable[float], reconnect_interval: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        retry_delays: Iterable[float],
+        reconnect_interval: float,
+        retention: StreamRetention | None = None,
+    ) -> None:
         self._url = url
+        self._retention = retention
         self._name = name
         self._retry_delays = tuple(retry_delays)
         self._reconnect_interval = reconnect_interval
@@ -73,6 +84,8 @@ class Broker:
                 self._exchange = await declare_stages(channel, self._retry_delays)
                 version = server_version(connection)
                 await declare_held(connection, version)
+                if self._retention is not None:
+                    await declare_streams(connection, self._retention)
             except BaseException:
                 await connection.close()
                 raise

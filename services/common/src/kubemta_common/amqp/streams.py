@@ -1,0 +1,89 @@
+"""The two RabbitMQ streams beside the stage queues: `events` (lifecycle events) and `decisions`
+(operators' delete/hold/release rules), proto/kubemta/v1/events.proto.
+
+A stream (`x-queue-type: stream`, RabbitMQ 3.9+) is an append-only log that consumers read
+from an offset without removing anything; it is replicated over the cluster's nodes like the
+quorum queues and truncated by retention (age and size, whole segments at a time, so small
+segments keep the age limit close). Both are bound to the kubemta exchange under their own
+name, so a confirmed, mandatory publish to them fails when they are missing.
+
+Retention comes from settings (`KUBEMTA_EVENTS_MAX_AGE`, `KUBEMTA_EVENTS_MAX_BYTES`,
+`KUBEMTA_DECISIONS_MAX_AGE`); a stream's arguments cannot change in place, so a stream that
+exists with other ones (an operator changed the setting) is used as it is and an error says
+how to change it (a policy: `max-age`, `max-length-bytes` apply to streams on 3.x and 4.x).
+
+RabbitMQ versions: streams and their AMQP 0-9-1 consumers (`x-stream-offset`, basic.qos
+required, manual acknowledgements) work the same on 3.10+ and 4.x; 3.13+ adds stream
+filtering, which kubemta does not need (the tracker reads every event).
+"""
+
+import logging
+from dataclasses import dataclass
+
+import aiormq
+from aio_pika.abc import AbstractConnection
+from pamqp.common import FieldTable
+
+from kubemta_common.amqp.topology import EXCHANGE
+
+logger = logging.getLogger(__name__)
+
+EVENTS = "events"
+DECISIONS = "decisions"
+SEGMENT_BYTES = 16 * 1024 * 1024
+"""Stream segment size: retention drops whole segments, so smaller ones keep the age limit close."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRetention:
+    """How long (seconds) and how much (bytes) each stream keeps."""
+
+    events_max_age: float
+    events_max_bytes: int
+    decisions_max_age: float
+
+
+def stream_arguments(max_age: float, max_bytes: int | None) -> FieldTable:
+    """The declaration arguments of a stream keeping `max_age` seconds (and at most `max_bytes`)."""
+    arguments: FieldTable = {
+        "x-queue-type": "stream",
+        "x-max-age": f"{max(1, int(max_age))}s",
+        "x-stream-max-segment-size-bytes": SEGMENT_BYTES,
+    }
+    if max_bytes is not None:
+        arguments["x-max-length-bytes"] = max_bytes
+    return arguments
+
+
+def stream_declarations(retention: StreamRetention) -> dict[str, FieldTable]:
+    """Each stream's name and arguments."""
+    return {
+        EVENTS: stream_arguments(retention.events_max_age, retention.events_max_bytes),
+        DECISIONS: stream_arguments(retention.decisions_max_age, None),
+    }
+
+
+async def declare_streams(connection: AbstractConnection, retention: StreamRetention) -> None:
+    """Declare and bind both streams, each on a channel of its own (a failed declaration closes its
+    channel); one that exists with other arguments is logged and used as it is."""
+    for name, arguments in stream_declarations(retention).items():
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            queue = await channel.declare_queue(name, durable=True, arguments=arguments)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            logger.error(
+                "the %r stream exists with other arguments than %s (%s); it is used as it is. To change its "
+                "retention: rabbitmqctl set_policy --apply-to streams kubemta-%s '^%s$' "
+                '\'{"max-age": "7D", "max-length-bytes": 10000000000}\'',
+                name,
+                dict(arguments),
+                exc,
+                name,
+                name,
+            )
+            channel = await connection.channel(publisher_confirms=False)
+            queue = await channel.declare_queue(name, passive=True)
+        try:
+            await queue.bind(EXCHANGE, routing_key=name)
+        finally:
+            await channel.close()

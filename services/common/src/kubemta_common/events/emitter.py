@@ -1,0 +1,247 @@
+"""Publishing lifecycle events to the `events` stream without ever holding up mail for long.
+
+`EventLog.emit(event)` stamps an event (id, time, service, process; queue id and job id from
+the log context when the caller left them empty), writes it as one structured log line, and
+puts it in a bounded in-memory buffer; it never blocks. A background task publishes what is
+buffered as one `EventBatch` per stream message with publisher confirms (group commit: the
+events emitted while one batch waits for its confirm go out together in the next, so an idle
+service adds no delay and a busy one appends a few hundred events per stream message).
+
+`await EventLog.record(event)` emits and waits for that event's confirm, at most
+`confirm_timeout` seconds: the events that guard against duplicates after a crash (the ingress'
+received, the worker's attempt, the queue-manager's queued, the resolver's routed) must be on
+the stream before the input is acknowledged. It returns False instead of raising when the
+stream did not confirm in time, and right away while the stream is known to be failing, so an
+outage of the stream costs the mail flow one timeout, not one per message.
+
+When the stream does not take a batch (not connected, the stream missing or unavailable, a
+nack), the batch stays at the head of the buffer and is retried with a growing pause (at most
+`MAX_RETRY_PAUSE`); when the buffer holds `buffer` events the oldest are dropped and counted
+(`kubemta_events_dropped_total`). Mail flow never fails because of events: the stream is a
+record of what happened, not a step of the pipeline.
+"""
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections import deque
+from typing import Protocol
+
+import aio_pika
+from aio_pika.abc import DeliveryMode
+from google.protobuf.json_format import MessageToDict
+
+from kubemta.v1 import events_pb2
+from kubemta_common.amqp.broker import Broker
+from kubemta_common.amqp.streams import EVENTS
+from kubemta_common.bus_messages import length_delimited
+from kubemta_common.logs import current_log_context
+from kubemta_common.metrics import EVENTS_BUFFERED, EVENTS_DROPPED, EVENTS_PUBLISHED
+from kubemta_common.timestamps import now_timestamp
+
+logger = logging.getLogger("kubemta.events")
+
+BATCH_EVENTS = 500
+"""Most events in one stream message."""
+MAX_RETRY_PAUSE = 5.0
+"""Longest pause between attempts to publish a batch the stream did not take."""
+EVENT_TYPE = events_pb2.EventBatch.DESCRIPTOR.full_name
+
+
+class EventSink(Protocol):
+    """What a handler emits lifecycle events to (the real `EventLog`, or a test's recorder)."""
+
+    def emit(self, event: events_pb2.LifecycleEvent) -> None:
+        """Stamp, log and publish `event` in the background; never blocks."""
+
+    async def record(self, event: events_pb2.LifecycleEvent) -> bool:
+        """Emit `event` and wait (bounded) for the stream's confirm; True when it was confirmed."""
+        ...
+
+
+def event_kind(event: events_pb2.LifecycleEvent) -> str:
+    """The event's kind: the name of its `kind` field (received, delivered, ...), "" when unset."""
+    return event.WhichOneof("kind") or ""
+
+
+class _Pending:
+    """One buffered event and, when someone waits for its confirm, the future that tells them."""
+
+    __slots__ = ("body", "confirmed")
+
+    def __init__(self, body: bytes, confirmed: asyncio.Future[bool] | None) -> None:
+        self.body = body
+        self.confirmed = confirmed
+
+
+class EventLog:
+    """Publishes a service's lifecycle events to the `events` stream (an `EventSink`)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        service: str,
+        buffer: int,
+        confirm_timeout: float,
+        publish_timeout: float,
+    ) -> None:
+        self._broker = broker
+        self._service = service
+        self._source = f"{socket.gethostname()}/{os.getpid()}"
+        self._limit = buffer
+        self._confirm_timeout = confirm_timeout
+        self._publish_timeout = publish_timeout
+        self._buffer: deque[_Pending] = deque()
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._failing = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Events waiting to be published."""
+        return len(self._buffer)
+
+    @property
+    def failing(self) -> bool:
+        """True from a failed publish until the next one succeeds."""
+        return self._failing
+
+    def start(self) -> None:
+        """Start the background publisher (in the running loop)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="kubemta-events")
+
+    def emit(self, event: events_pb2.LifecycleEvent) -> None:
+        """Stamp, log and buffer `event` for publishing; never blocks."""
+        self._put(event, None)
+
+    async def record(self, event: events_pb2.LifecycleEvent) -> bool:
+        """Emit `event` and wait up to `confirm_timeout` for its confirm (not at all while the stream is failing)."""
+        if self._failing or self._task is None:
+            self._put(event, None)
+            return False
+        confirmed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._put(event, confirmed)
+        try:
+            async with asyncio.timeout(self._confirm_timeout):
+                return await asyncio.shield(confirmed)
+        except TimeoutError:
+            return False
+
+    def _put(self, event: events_pb2.LifecycleEvent, confirmed: asyncio.Future[bool] | None) -> None:
+        self._stamp(event)
+        _log(event)
+        while len(self._buffer) >= self._limit:
+            dropped = self._buffer.popleft()
+            EVENTS_DROPPED.inc()
+            if dropped.confirmed is not None and not dropped.confirmed.done():
+                dropped.confirmed.set_result(False)
+        self._buffer.append(_Pending(event.SerializeToString(), confirmed))
+        EVENTS_BUFFERED.set(len(self._buffer))
+        self._drained.clear()
+        self._wake.set()
+
+    def _stamp(self, event: events_pb2.LifecycleEvent) -> None:
+        if not event.event_id:
+            event.event_id = secrets.token_hex(12)
+        if not event.HasField("time"):
+            event.time.CopyFrom(now_timestamp())
+        event.service = event.service or self._service
+        event.source = event.source or self._source
+        context = current_log_context()
+        if not event.queue_id and context.queue_id:
+            event.queue_id = context.queue_id
+        if not event.job_id and context.job_id:
+            event.job_id = context.job_id
+
+    async def _run(self) -> None:
+        pause = 0.1
+        while True:
+            if not self._buffer:
+                self._wake.clear()
+                await self._wake.wait()
+            batch = [self._buffer[index] for index in range(min(BATCH_EVENTS, len(self._buffer)))]
+            if await self._publish(batch):
+                sent = {id(pending) for pending in batch}  # _put may have dropped some of them meanwhile
+                while self._buffer and id(self._buffer[0]) in sent:
+                    self._buffer.popleft()
+                EVENTS_BUFFERED.set(len(self._buffer))
+                if not self._buffer:
+                    self._drained.set()
+                for pending in batch:
+                    if pending.confirmed is not None and not pending.confirmed.done():
+                        pending.confirmed.set_result(True)
+                EVENTS_PUBLISHED.inc(len(batch))
+                self._failing = False
+                pause = 0.1
+            else:
+                self._failing = True
+                for pending in batch:  # nobody waits through an outage: record() returns False
+                    if pending.confirmed is not None and not pending.confirmed.done():
+                        pending.confirmed.set_result(False)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_RETRY_PAUSE)
+
+    async def _publish(self, batch: list["_Pending"]) -> bool:
+        exchange = self._broker.exchange
+        if exchange is None:
+            return False
+        body = b"".join(length_delimited(1, pending.body) for pending in batch)  # an EventBatch: repeated field 1
+        message = aio_pika.Message(
+            body, delivery_mode=DeliveryMode.PERSISTENT, content_type="application/x-protobuf", type=EVENT_TYPE
+        )
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                await exchange.publish(message, EVENTS, mandatory=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure: keep the batch, mail flow goes on
+            if not self._failing:
+                logger.warning("the %s stream did not take %d events (kept, retrying): %r", EVENTS, len(batch), exc)
+            return False
+        return True
+
+    async def close(self, drain_seconds: float) -> None:
+        """Publish what is buffered (for at most `drain_seconds`, not at all while the stream fails), then stop."""
+        if self._task is None:
+            return
+        if not self._failing:
+            try:
+                async with asyncio.timeout(drain_seconds):
+                    await self._drained.wait()
+            except TimeoutError:
+                pass
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        if self._buffer:
+            logger.warning("stopping with %d lifecycle events not published", len(self._buffer))
+            EVENTS_DROPPED.inc(len(self._buffer))
+        self._task = None
+
+
+def _log(event: events_pb2.LifecycleEvent) -> None:
+    """The event as one structured log line: `event=<kind>` with its fields (client text is escaped by the
+    JSON formatter; the text formatter gets the kind and ids only)."""
+    kind = event_kind(event)
+    details = MessageToDict(getattr(event, kind), preserving_proto_field_name=True) if kind else {}
+    details.pop("headers", None)
+    logger.info(
+        "event=%s",
+        kind,
+        extra={
+            "event": kind,
+            "queue_id": event.queue_id or None,
+            "job_id": event.job_id or None,
+            "message_id": event.message_id,
+            "attempt": event.attempt,
+            "details": details,
+        },
+    )
