@@ -83,12 +83,22 @@ class Publisher:
             outgoing.routing_key, outgoing.body, message_id=outgoing.message_id, type_=outgoing.message_type
         )
 
-    async def publish_raw(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
-        """Publish bytes no stage checked (the bus's own tests: undecodable bodies, `held`), to the large lane of
-        `routing_key` when the body is large (topology.lane)."""
-        await self._send(lane(routing_key, len(body)), body, message_id=message_id, type_=message_type)
+    async def publish_raw(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        message_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Publish bytes no stage checked (`held`: admin holds with their `x-kubemta-*` headers; releases back to
+        a message's origin; the bus's own tests), to the large lane of `routing_key` when the body is large."""
+        await self._send(lane(routing_key, len(body)), body, message_id=message_id, type_=message_type, headers=headers)
 
-    async def _send(self, routing_key: str, body: bytes, *, message_id: str, type_: str) -> None:
+    async def _send(
+        self, routing_key: str, body: bytes, *, message_id: str, type_: str, headers: dict[str, str] | None = None
+    ) -> None:
         if self._max_message_size is not None and len(body) > self._max_message_size:
             raise MessageTooLarge(
                 f"{len(body)} bytes is more than the broker takes (KUBEMTA_BROKER_MAX_MESSAGE_SIZE "
@@ -97,13 +107,15 @@ class Publisher:
         self._in_flight += 1
         self._idle.clear()
         try:
-            await self._publish(routing_key, body, message_id=message_id, message_type=type_)
+            await self._publish(routing_key, body, message_id=message_id, message_type=type_, headers=headers)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
 
-    async def _publish(self, routing_key: str, body: bytes, *, message_id: str, message_type: str) -> None:
+    async def _publish(
+        self, routing_key: str, body: bytes, *, message_id: str, message_type: str, headers: dict[str, str] | None
+    ) -> None:
         exchange = self._broker.exchange
         if exchange is None:
             raise PublishFailed("broker not connected")
@@ -113,6 +125,7 @@ class Publisher:
             content_type=CONTENT_TYPE,
             message_id=message_id,
             type=message_type,
+            headers=dict(headers) if headers else None,
         )
         try:
             async with asyncio.timeout(self._timeout):
