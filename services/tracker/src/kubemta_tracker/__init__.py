@@ -1,0 +1,1 @@
+"""kubemta tracker: the index of the lifecycle event stream and the tracking and queue administration API."""
