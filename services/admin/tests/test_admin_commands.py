@@ -12,7 +12,7 @@ import pytest
 BIN = Path(sys.executable).parent
 ADMIN = BIN / "kubemta-admin"
 RUN_TIMEOUT = 60
-USAGE = "usage: kubemta-admin [-h] {users,domains,dkim} ..."
+USAGE = "usage: kubemta-admin [-h] {users,domains,dkim,queue} ..."
 
 
 def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

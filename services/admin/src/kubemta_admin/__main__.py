@@ -4,6 +4,7 @@ that owns them (the services never take them on their own command line).
     kubemta-admin users ...     the SMTP AUTH users file (kubemta_ingress.cli)
     kubemta-admin domains ...   the DNS records of sending domains (kubemta_ingress.domains_cli)
     kubemta-admin dkim ...      DKIM signing keys (kubemta_queue_manager.dkim_cli)
+    kubemta-admin queue ...     the mail queue through the tracker's API (kubemta_admin.queue_cli)
 
 Each command's `main(argv)` gets the arguments from its subcommand's name on and returns the exit
 status; an unknown or missing subcommand is a usage error (exit status 2).
@@ -13,6 +14,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from kubemta_admin import queue_cli
 from kubemta_ingress import cli as users_cli
 from kubemta_ingress import domains_cli
 from kubemta_queue_manager import dkim_cli
@@ -22,13 +24,14 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "users": (users_cli.main, "manage the SMTP AUTH users file (KUBEMTA_USERS_FILE)"),
     "domains": (domains_cli.main, "check the DNS records (DKIM, SPF, DMARC, MX, PTR) of sending domains"),
     "dkim": (dkim_cli.main, "generate DKIM signing keys and print their DNS records"),
+    "queue": (queue_cli.main, "summary, list, show, find, flush, hold, release and delete queued mail (tracker API)"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: it names the subcommands; each command parses its own arguments."""
     parser = argparse.ArgumentParser(prog=PROG, description="kubemta administration commands.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{users,domains,dkim}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     for name, (_, help_text) in COMMANDS.items():
         commands.add_parser(name, help=help_text, add_help=False)
     return parser
