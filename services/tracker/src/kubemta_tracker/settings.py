@@ -72,7 +72,7 @@ class TrackerSettings(ServiceSettings):
             "is rebuilt from the stream when the file is new)"
         ),
     )
-    read_tokens: TokenTable = Field(
+    tracker_read_tokens: TokenTable = Field(
         default="",
         validate_default=True,
         description=(
@@ -80,7 +80,7 @@ class TrackerSettings(ServiceSettings):
             "(from a Secret; a token has at least 16 characters)"
         ),
     )
-    admin_tokens: TokenTable = Field(
+    tracker_admin_tokens: TokenTable = Field(
         default="",
         validate_default=True,
         description=(

@@ -1,0 +1,315 @@
+"""Writing the index: stream records in, rows out (one thread, one connection, one transaction per batch).
+
+`IndexWriter.index_events(records)` decodes each `events` record (an EventBatch), inserts every
+event into `events` (INSERT OR IGNORE by event_id: a batch seen twice, after a reconnect or a
+replay, is indexed once and changes no state twice) and applies what it says to `messages`,
+`recipients`, `jobs`, `dedup` and `held`; the last offset goes into `offsets` in the same
+transaction, so the index and its resume point never disagree. A job's state follows its
+latest event by time (ties: the later stage, schema.RANK), so batches of several services that
+arrive out of order still end in the right state. Barrier events are not stored; their nonces
+are returned for sync.py.
+
+`index_decisions(records)` puts operators' decisions (the `decisions` stream) that name a queue
+id into that message's timeline (kind `decision`).
+"""
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from kubemta.v1 import events_pb2, message_pb2
+from kubemta_common.amqp.streams import DECISIONS, EVENTS
+from kubemta_tracker import schema
+
+logger = logging.getLogger(__name__)
+
+Record = tuple[int, bytes]
+"""(stream offset, body) of one stream message."""
+
+FATE_KINDS = ("delivered", "deferred", "bounced", "expired")
+
+
+def seconds(stamp: Timestamp) -> float:
+    """A Timestamp as seconds since the epoch."""
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+def _details(message: events_pb2.LifecycleEvent) -> str:
+    kind = message.WhichOneof("kind") or ""
+    if not kind:
+        return "{}"
+    details = MessageToDict(getattr(message, kind), preserving_proto_field_name=True)
+    details.pop("headers", None)
+    return json.dumps(details, separators=(",", ":"), ensure_ascii=False)
+
+
+class IndexWriter:
+    """The index's one writer (not thread-safe: one thread calls it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = schema.connect_writer(path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def offset(self, stream: str) -> int | None:
+        """The last offset of `stream` indexed, None when nothing was."""
+        row = self._db.execute("SELECT offset FROM offsets WHERE stream = ?", (stream,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def index_events(self, records: Sequence[Record]) -> list[str]:
+        """Index `events` records in one transaction; the barrier nonces they held."""
+        nonces: list[str] = []
+        with self._transaction(EVENTS, records) as db:
+            for offset, body in records:
+                batch = events_pb2.EventBatch()
+                try:
+                    batch.ParseFromString(body)
+                except DecodeError:
+                    logger.warning("events offset %d is no EventBatch (%d bytes): skipped", offset, len(body))
+                    continue
+                for event in batch.events:
+                    if event.HasField("barrier"):
+                        nonces.append(event.barrier.nonce)
+                    else:
+                        self._index_event(db, event)
+        return nonces
+
+    def index_decisions(self, records: Sequence[Record]) -> None:
+        """Index `decisions` records (those naming a queue id join its timeline) in one transaction."""
+        with self._transaction(DECISIONS, records) as db:
+            for offset, body in records:
+                decision = events_pb2.AdminDecision()
+                try:
+                    decision.ParseFromString(body)
+                except DecodeError:
+                    logger.warning("decisions offset %d is no AdminDecision: skipped", offset)
+                    continue
+                if not decision.selector.queue_id or not decision.decision_id:
+                    continue
+                details = MessageToDict(decision, preserving_proto_field_name=True)
+                details.pop("time", None)
+                db.execute(
+                    "INSERT OR IGNORE INTO events (event_id, queue_id, job_id, time, service, source, kind, attempt,"
+                    " details) VALUES (?, ?, '', ?, 'tracker', ?, 'decision', 0, ?)",
+                    (
+                        f"decision:{decision.decision_id}",
+                        decision.selector.queue_id,
+                        seconds(decision.time),
+                        decision.actor,
+                        json.dumps(details, separators=(",", ":"), ensure_ascii=False),
+                    ),
+                )
+
+    def prune(self, cutoff: float) -> int:
+        """Drop messages received and events written before `cutoff` (epoch seconds); events dropped."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            old = "SELECT queue_id FROM messages WHERE received_at < ?"
+            db.execute(f"DELETE FROM recipients WHERE queue_id IN ({old})", (cutoff,))
+            db.execute(f"DELETE FROM jobs WHERE queue_id IN ({old})", (cutoff,))
+            db.execute(f"DELETE FROM held WHERE queue_id IN ({old})", (cutoff,))
+            db.execute("DELETE FROM messages WHERE received_at < ?", (cutoff,))
+            db.execute("DELETE FROM jobs WHERE state_time < ?", (cutoff,))
+            db.execute("DELETE FROM dedup WHERE received_at < ?", (cutoff,))
+            dropped = db.execute("DELETE FROM events WHERE time < ?", (cutoff,)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return dropped
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection, stream: str, records: Sequence[Record]) -> None:
+            self.db = db
+            self.stream = stream
+            self.last = max((offset for offset, _ in records), default=None)
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, kind: object, *_: object) -> None:
+            if kind is not None:
+                self.db.execute("ROLLBACK")
+                return
+            if self.last is not None:
+                self.db.execute(
+                    "INSERT INTO offsets (stream, offset) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET"
+                    " offset = max(offset, excluded.offset)",
+                    (self.stream, self.last),
+                )
+            self.db.execute("COMMIT")
+
+    def _transaction(self, stream: str, records: Sequence[Record]) -> "IndexWriter._Tx":
+        return IndexWriter._Tx(self._db, stream, records)
+
+    # -- one event -------------------------------------------------------------------------------------------
+
+    def _index_event(self, db: sqlite3.Connection, event: events_pb2.LifecycleEvent) -> None:
+        kind = event.WhichOneof("kind") or ""
+        queue_id = event.queue_id
+        if kind == "admin_action" and not queue_id:
+            queue_id = event.admin_action.selector.queue_id
+        time = seconds(event.time)
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO events (event_id, queue_id, job_id, time, service, source, kind, attempt, details)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.event_id,
+                queue_id,
+                event.job_id,
+                time,
+                event.service,
+                event.source,
+                kind,
+                event.attempt,
+                _details(event),
+            ),
+        ).rowcount
+        if not inserted:
+            return  # seen before: its effects are in the index already
+        if kind == "received":
+            self._received(db, event, time)
+        elif queue_id and event.message_id:
+            db.execute(
+                "UPDATE messages SET message_id = ? WHERE queue_id = ? AND message_id = ''",
+                (event.message_id, queue_id),
+            )
+        job_id = event.job_id
+        if kind == "queued":
+            db.execute(
+                "INSERT OR IGNORE INTO messages (queue_id, message_id) VALUES (?, ?)", (queue_id, event.message_id)
+            )
+            db.execute("UPDATE messages SET queued = 1 WHERE queue_id = ?", (queue_id,))
+            for job in event.queued.jobs:
+                self._job(db, job.job_id, queue_id, job.domain, schema.ROUTE, time, recipients=job.recipients)
+        elif not job_id:
+            if kind in ("held", "released", "deleted") and queue_id:
+                self._message_hold(db, kind, event, time)
+        elif kind == "routed":
+            self._job(db, job_id, queue_id, event.routed.domain, schema.DELIVER, time)
+        elif kind == "attempted":
+            self._job(db, job_id, queue_id, event.attempted.domain, schema.RESULTS, time, attempts=event.attempt + 1)
+        elif kind in FATE_KINDS:
+            fate: events_pb2.RecipientsFate = getattr(event, kind)
+            if kind == "deferred":
+                retry = fate.retry_queue or "retry"
+                next_attempt = seconds(fate.next_attempt) if fate.HasField("next_attempt") else None
+                self._job(db, job_id, queue_id, fate.domain, retry, time, next_attempt=next_attempt)
+            else:
+                self._job(db, job_id, queue_id, fate.domain, kind, time)
+        elif kind == "held":
+            self._job(db, job_id, queue_id, "", schema.HELD, time)
+            db.execute(
+                "INSERT INTO held (key, queue_id, job_id, reason, held_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key)"
+                " DO UPDATE SET reason = excluded.reason, held_at = excluded.held_at WHERE excluded.held_at >= held_at",
+                (job_id, queue_id, job_id, event.held.reason, time),
+            )
+        elif kind == "released":
+            self._job(db, job_id, queue_id, "", schema.ROUTE, time)
+        elif kind == "deleted":
+            self._job(db, job_id, queue_id, "", "deleted", time)
+
+    def _received(self, db: sqlite3.Connection, event: events_pb2.LifecycleEvent, time: float) -> None:
+        received = event.received
+        arrival = seconds(received.arrival_time) if received.HasField("arrival_time") else time
+        db.execute(
+            "INSERT INTO messages (queue_id, message_id, sender, recipients, received_at, size, client_address,"
+            " client_helo, authenticated_user, trust, listener, headers, generated) VALUES"
+            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (queue_id) DO UPDATE SET"
+            " message_id = excluded.message_id, sender = excluded.sender, recipients = excluded.recipients,"
+            " received_at = excluded.received_at, size = excluded.size, client_address = excluded.client_address,"
+            " client_helo = excluded.client_helo, authenticated_user = excluded.authenticated_user,"
+            " trust = excluded.trust, listener = excluded.listener, headers = excluded.headers,"
+            " generated = excluded.generated",
+            (
+                event.queue_id,
+                event.message_id,
+                received.sender,
+                json.dumps(list(received.recipients), ensure_ascii=False),
+                arrival,
+                received.size,
+                received.client_address,
+                received.client_helo,
+                received.authenticated_user,
+                message_pb2.Trust.Name(received.trust) if received.trust in message_pb2.Trust.values() else "",
+                received.listener,
+                bytes(received.headers),
+                int(received.generated),
+            ),
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO recipients (recipient, queue_id) VALUES (?, ?)",
+            ((recipient, event.queue_id) for recipient in received.recipients),
+        )
+        if received.dedup_key and not received.generated:
+            db.execute(
+                "INSERT OR IGNORE INTO dedup (dedup_key, received_at, queue_id) VALUES (?, ?, ?)",
+                (received.dedup_key, arrival, event.queue_id),
+            )
+
+    def _message_hold(self, db: sqlite3.Connection, kind: str, event: events_pb2.LifecycleEvent, time: float) -> None:
+        """A hold, release or delete of a whole message (no job yet: e.g. a poison `inbound` message)."""
+        if kind == "held":
+            db.execute(
+                "INSERT INTO held (key, queue_id, job_id, reason, held_at) VALUES (?, ?, '', ?, ?) ON CONFLICT (key)"
+                " DO UPDATE SET reason = excluded.reason, held_at = excluded.held_at WHERE excluded.held_at >= held_at",
+                (event.queue_id, event.queue_id, event.held.reason, time),
+            )
+        else:
+            db.execute("DELETE FROM held WHERE key = ? AND held_at <= ?", (event.queue_id, time))
+
+    def _job(
+        self,
+        db: sqlite3.Connection,
+        job_id: str,
+        queue_id: str,
+        domain: str,
+        state: str,
+        time: float,
+        *,
+        recipients: Iterable[str] = (),
+        attempts: int = 0,
+        next_attempt: float | None = None,
+    ) -> None:
+        """Upsert a job; its state changes when this event is not older than the one that set it."""
+        rank = schema.RETRY_RANK if state.startswith("retry") else schema.RANK[state]
+        final = int(state in schema.FINAL_STATES)
+        listed = list(recipients)
+        newer = "(excluded.state_time, excluded.state_rank) >= (jobs.state_time, jobs.state_rank)"
+        db.execute(
+            "INSERT INTO jobs (job_id, queue_id, domain, recipients, state, final, state_time, state_rank, attempts,"
+            " next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET"
+            " queue_id = CASE WHEN jobs.queue_id = '' THEN excluded.queue_id ELSE jobs.queue_id END,"
+            " domain = CASE WHEN jobs.domain = '' THEN excluded.domain ELSE jobs.domain END,"
+            " recipients = CASE WHEN excluded.recipients != '[]' THEN excluded.recipients ELSE jobs.recipients END,"
+            " attempts = max(jobs.attempts, excluded.attempts),"
+            f" next_attempt = CASE WHEN {newer} THEN excluded.next_attempt ELSE jobs.next_attempt END,"
+            f" state = CASE WHEN {newer} THEN excluded.state ELSE jobs.state END,"
+            f" final = CASE WHEN {newer} THEN excluded.final ELSE jobs.final END,"
+            f" state_rank = CASE WHEN {newer} THEN excluded.state_rank ELSE jobs.state_rank END,"
+            f" state_time = CASE WHEN {newer} THEN excluded.state_time ELSE jobs.state_time END",
+            (
+                job_id,
+                queue_id,
+                domain,
+                json.dumps(listed, ensure_ascii=False) if listed else "[]",
+                state,
+                final,
+                time,
+                rank,
+                attempts,
+                next_attempt,
+            ),
+        )
+        if state != schema.HELD:
+            db.execute("DELETE FROM held WHERE key = ? AND held_at <= ?", (job_id, time))

@@ -1,0 +1,18 @@
+"""The tracker's own metrics (the process, broker and event metrics come from kubemta_common.metrics)."""
+
+from prometheus_client import Counter, Gauge
+
+from kubemta_common.amqp.streams import DECISIONS, EVENTS
+
+INDEXED_RECORDS = Counter(
+    "kubemta_tracker_indexed_records_total", "Stream records (event batches, decisions) indexed", ["stream"]
+)
+STREAM_OFFSET = Gauge("kubemta_tracker_stream_offset", "Offset of the last stream record indexed", ["stream"])
+BARRIER_SYNCS = Counter(
+    "kubemta_tracker_barrier_syncs_total", "Barrier syncs of duplicate checks by result", ["result"]
+)
+
+for _stream in (EVENTS, DECISIONS):
+    INDEXED_RECORDS.labels(stream=_stream)
+for _result in ("synced", "timeout"):
+    BARRIER_SYNCS.labels(result=_result)
