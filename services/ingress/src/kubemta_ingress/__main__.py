@@ -21,13 +21,14 @@ from aiosmtpd.smtp import AuthenticatorType
 from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
+from kubemta_common.events.emitter import EventSink
 from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
 from kubemta_ingress import metrics
 from kubemta_ingress.api import app_from_settings
 from kubemta_ingress.auth import build_authenticator
 from kubemta_ingress.data_budget import DataBudget
-from kubemta_ingress.handler import IngressHandler
+from kubemta_ingress.handler import FirstQueueIds, IngressHandler
 from kubemta_ingress.limits import ConnectionLimiter, SessionLimits
 from kubemta_ingress.listeners import ListenerKind, ListenerPolicy
 from kubemta_ingress.policy import RelayPolicy
@@ -64,9 +65,13 @@ def build_servers(
     publisher: BusPublisher,
     tls: TlsContextStore | None,
     recipients: RecipientVerifier | None = None,
+    *,
+    events: EventSink | None = None,
+    tracker: FirstQueueIds | None = None,
 ) -> list[SmtpServer]:
     """One SMTP server per listener that `settings` turns on, sharing `tls` (see load_tls) and the
-    recipient verifier (recipient_verify_config.build_verifier; None: local recipients are not verified)."""
+    recipient verifier (recipient_verify_config.build_verifier; None: local recipients are not verified);
+    lifecycle events go to `events`, and `tracker` (None: no duplicate check) recognises clients' retries."""
     handler = IngressHandler(
         hostname=settings.hostname,
         policy=RelayPolicy.create(settings.local_domains, settings.relay_networks),
@@ -75,6 +80,9 @@ def build_servers(
         publisher=publisher,
         max_hops=settings.max_hops,
         recipients=recipients,
+        events=events,
+        tracker=tracker,
+        duplicate_window=settings.duplicate_window,
     )
     authenticator = load_authenticator(settings)
     trust = ProxyTrust.create(settings.proxy_protocol_trusted, settings.proxy_protocol_timeout)
@@ -141,7 +149,7 @@ async def serve(stop: asyncio.Event) -> None:
     watcher: asyncio.Task[None] | None = None
     api: HttpServer | None = None
     try:
-        servers = build_servers(settings, core.publisher, tls, recipients)
+        servers = build_servers(settings, core.publisher, tls, recipients, events=core.events)
         if not servers:
             logger.warning("every SMTP listener is off")
         if tls is not None:

@@ -9,24 +9,39 @@ Relay is granted by authentication or by the relay networks (policy.py). An
 authenticated user may only use its own sender identities, in the envelope at MAIL
 and in the author headers at DATA (sender_identity.py). AUTH PLAIN and LOGIN come
 from `AuthMechanisms` (auth.py).
+
+Once the broker confirmed the AcceptedMessage, a `received` lifecycle event is recorded on
+the `events` stream (a bounded wait for its confirm) before the `250`, never before the
+confirm: the record of a queued message is there before its client could retry it. A
+message with a Message-ID is first looked up by its dedup key (dedup_key.py) in the
+tracker, within KUBEMTA_DUPLICATE_WINDOW: a client's retry of a message already queued gets
+`250` with the first queue id and is not queued again (a `duplicate` event says so). When
+the tracker does not know (unreachable, slow, not configured) the message is queued.
 """
 
 import logging
+import re
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from kubemta.v1 import message_pb2
+from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.bus_messages import Encoded, encoded_with_field
 from kubemta_common.errors import MessageTooLarge, PublishFailed
+from kubemta_common.events.emitter import EventSink
 from kubemta_common.logs import message_context, sanitize
 from kubemta_common.queue_id import new_queue_id
 from kubemta_ingress import metrics, replies
 from kubemta_ingress.auth import AuthMechanisms
 from kubemta_ingress.content import content_problem, received_count, refusal
+from kubemta_ingress.dedup_key import dedup_key
+from kubemta_ingress.listeners import session_listener
+from kubemta_ingress.message_id import event_headers, message_id
 from kubemta_ingress.policy import AddressProblem, RelayPolicy, check_address, client_ip
 from kubemta_ingress.received import protocol_name, received_header
 from kubemta_ingress.recipient_verify import RecipientVerifier
@@ -38,6 +53,8 @@ MAX_HOPS_DEFAULT = 100  # RFC 5321 section 6.3: a loop limit SHOULD be at least 
 POSTMASTER = "postmaster"  # RFC 5321 section 4.5.1; bare, it means this system's: postmaster@KUBEMTA_HOSTNAME
 logger = logging.getLogger(__name__)
 
+QUEUE_ID = re.compile(r"[0-9A-Za-z]{1,64}")
+"""What a queue id the tracker names may look like before it goes into a `250` reply (queue_id.py's are 16)."""
 NULL_SENDER = "<>"  # how aiosmtpd passes MAIL FROM:<> (RFC 5321 section 4.5.5)
 
 # Sender authorization replies (Postfix' reject_sender_login_mismatch wording; RFC 3463 5.7.1).
@@ -54,6 +71,26 @@ HEADER_REPLIES: dict[HeaderProblem, tuple[Reason, str]] = {
     HeaderProblem.MULTIPLE_SENDER: (Reason.FROM_NOT_OWNED, MULTIPLE_SENDER),
     HeaderProblem.SENDER_NOT_OWNED: (Reason.FROM_NOT_OWNED, SENDER_HEADER_NOT_OWNED),
 }
+
+
+class FirstQueueIds(Protocol):
+    """What the duplicate check asks the tracker (kubemta_common.events.tracker_client.TrackerClient)."""
+
+    def first_queue_id(self, dedup_key: str, within: float) -> Awaitable[object]:
+        """The queue id of the message queued with `dedup_key` within the last `within` seconds; anything but a
+        non-empty string means none or unknown."""
+        ...
+
+
+class NoEvents:
+    """An `EventSink` that drops every event (a handler built without an event log, as in older tests)."""
+
+    def emit(self, event: events_pb2.LifecycleEvent) -> None:
+        """Drop `event`."""
+
+    async def record(self, event: events_pb2.LifecycleEvent) -> bool:
+        """Drop `event`; never confirmed."""
+        return False
 
 
 def client_label(session: Session) -> str:
@@ -88,8 +125,14 @@ class IngressHandler(AuthMechanisms):
         publisher: BusPublisher,
         max_hops: int = MAX_HOPS_DEFAULT,
         recipients: RecipientVerifier | None = None,
+        events: EventSink | None = None,
+        tracker: FirstQueueIds | None = None,
+        duplicate_window: float = 0.0,
     ) -> None:
         self._hostname = hostname
+        self._events: EventSink = events if events is not None else NoEvents()
+        self._tracker = tracker  # None: no duplicate check (KUBEMTA_TRACKER_URL empty)
+        self._duplicate_window = duplicate_window  # seconds; 0: no duplicate check
         self._recipients = recipients  # None: every local part of a local domain is accepted
         self._max_hops = max_hops
         self._policy = policy
@@ -180,13 +223,48 @@ class IngressHandler(AuthMechanisms):
             reason, reply = HEADER_REPLIES[author]
             return self._reject(reason, reply, session, sender=sender, user=user.name, problem=author.value)
 
+        mid = message_id(content)
+        key = dedup_key(mid, sender, envelope.rcpt_tos, content)
+        first = await self._first_queue_id(key)
+        if first is not None:
+            with message_context(first):
+                return await self._answer_retry(first, mid, sender, session, envelope)
         queue_id = new_queue_id()
         with message_context(queue_id):
-            return await self._publish(queue_id, sender, session, envelope, content)
+            return await self._publish(queue_id, sender, session, envelope, content, mid, key)
 
-    async def _publish(self, queue_id: str, sender: str, session: Session, envelope: Envelope, content: bytes) -> str:
-        """Publish the AcceptedMessage; `250 ... queued as` only once the broker confirmed it."""
-        body = self._accepted_body(queue_id, sender, session, envelope, content)
+    async def _first_queue_id(self, key: str) -> str | None:
+        """The queue id of the message this one is a client's retry of, None when it is not one (or unknown)."""
+        if not key or self._tracker is None or self._duplicate_window <= 0:
+            return None
+        first = await self._tracker.first_queue_id(key, self._duplicate_window)
+        if not isinstance(first, str) or not first:
+            return None
+        if not QUEUE_ID.fullmatch(first):  # it goes into a reply line: never the tracker's text as it is
+            logger.warning("the tracker answered a duplicate check with %r, not a queue id: queueing", first[:64])
+            return None
+        return first
+
+    async def _answer_retry(self, first: str, mid: str, sender: str, session: Session, envelope: Envelope) -> str:
+        """A retry of message `first`: `250` with its queue id, nothing queued, a `duplicate` event."""
+        metrics.DUPLICATES.labels(stage="ingress").inc()
+        event = events_pb2.LifecycleEvent(queue_id=first, message_id=mid)
+        event.duplicate.first_queue_id = first
+        event.duplicate.reason = "client-retry"
+        event.duplicate.recipients.extend(envelope.rcpt_tos)
+        self._events.emit(event)
+        logger.debug(
+            "client retry of a queued message answered with its queue id",
+            extra={"sender": sanitize(sender), "message_id": sanitize(mid), "client": client_label(session)},
+        )
+        return replies.QUEUED.format(queue_id=first)
+
+    async def _publish(
+        self, queue_id: str, sender: str, session: Session, envelope: Envelope, content: bytes, mid: str, key: str
+    ) -> str:
+        """Publish the AcceptedMessage; record `received`; `250 ... queued as` only once the broker confirmed it."""
+        head = self._accepted_head(queue_id, sender, session, envelope, mid, key)
+        body, size = self._accepted_body(head, session, envelope, content)
         try:
             await self._publisher.publish(stages.INBOUND, body, message_id=queue_id)
         except PublishFailed as exc:
@@ -207,15 +285,43 @@ class IngressHandler(AuthMechanisms):
                 "size": len(content),
                 "client": client_label(session),
                 "helo": sanitize(session.host_name or ""),
+                "message_id": sanitize(mid),
+                "listener": head.listener,
             },
         )
+        await self._events.record(received_event(head, size, content))  # False: the stream lags; mail goes on
         return replies.QUEUED.format(queue_id=queue_id)
 
+    def _accepted_head(
+        self, queue_id: str, sender: str, session: Session, envelope: Envelope, mid: str, key: str
+    ) -> message_pb2.AcceptedMessage:
+        """The AcceptedMessage without its content."""
+        client = client_ip(session.peer)
+        user = authenticated_user(session)
+        listener = session_listener(session)
+        head = message_pb2.AcceptedMessage(
+            queue_id=queue_id,
+            sender=sender,
+            recipients=envelope.rcpt_tos,
+            client_address=str(client) if client is not None else "",
+            client_helo=text_field(session.host_name),
+            smtputf8=envelope.smtp_utf8,
+            trust=self.trust(session),
+            authenticated_user=user.name if user is not None else "",
+            message_id=mid,
+            listener=listener.value if listener is not None else "",
+            dedup_key=key,
+        )
+        head.arrival_time.FromDatetime(datetime.now(UTC))
+        return head
+
     def _accepted_body(
-        self, queue_id: str, sender: str, session: Session, envelope: Envelope, content: bytes
-    ) -> Encoded[message_pb2.AcceptedMessage]:
-        """The serialised AcceptedMessage, the trace header and the content joined into it once (with_field)."""
-        arrival = datetime.now(UTC)
+        self, head: message_pb2.AcceptedMessage, session: Session, envelope: Envelope, content: bytes
+    ) -> tuple[Encoded[message_pb2.AcceptedMessage], int]:
+        """The serialised AcceptedMessage, the trace header and the content joined into it once (with_field), and
+        the bytes of the message as queued."""
+        arrival = head.arrival_time.ToDatetime(UTC)
+        queue_id = head.queue_id
         client = client_ip(session.peer)
         protocol = protocol_name(
             extended=session.extended_smtp,
@@ -232,22 +338,11 @@ class IngressHandler(AuthMechanisms):
             recipients=envelope.rcpt_tos,
             when=arrival,
         )
-        user = authenticated_user(session)
-        trust = self.trust(session)
-        if trust != message_pb2.TRUST_UNTRUSTED:  # RFC 6409 section 8: the MSA completes what apps omit
+        if head.trust != message_pb2.TRUST_UNTRUSTED:  # RFC 6409 section 8: the MSA completes what apps omit
             content = with_missing_headers(content, when=arrival, message_id=f"{queue_id}@{self._hostname}")
-        head = message_pb2.AcceptedMessage(
-            queue_id=queue_id,
-            sender=sender,
-            recipients=envelope.rcpt_tos,
-            client_address=str(client) if client is not None else "",
-            client_helo=text_field(session.host_name),
-            smtputf8=envelope.smtp_utf8,
-            trust=trust,
-            authenticated_user=user.name if user is not None else "",
-        )
-        head.arrival_time.FromDatetime(arrival)
-        return encoded_with_field(head, message_pb2.AcceptedMessage.CONTENT_FIELD_NUMBER, [trace, content])
+        parts = [trace, content]
+        size = len(trace) + len(content)
+        return encoded_with_field(head, message_pb2.AcceptedMessage.CONTENT_FIELD_NUMBER, parts), size
 
     def trust(self, session: Session) -> "message_pb2.Trust.ValueType":
         """The trust decision that travels with the message (only trusted mail is DKIM-signed).
@@ -268,3 +363,22 @@ class IngressHandler(AuthMechanisms):
         client = client_label(session)
         record_rejection(reason, reply, client=client, helo=session.host_name, queue_id=queue_id, **fields)
         return reply
+
+
+def received_event(head: message_pb2.AcceptedMessage, size: int, content: bytes) -> events_pb2.LifecycleEvent:
+    """The `received` event of an accepted message: its envelope, client, trust, arrival, dedup key, listener,
+    and the header block the client sent (at most 16 KiB); `size` is the bytes queued."""
+    event = events_pb2.LifecycleEvent(queue_id=head.queue_id, message_id=head.message_id)
+    received = event.received
+    received.sender = head.sender
+    received.recipients.extend(head.recipients)
+    received.size = size
+    received.client_address = head.client_address
+    received.client_helo = head.client_helo
+    received.authenticated_user = head.authenticated_user
+    received.trust = head.trust
+    received.arrival_time.CopyFrom(head.arrival_time)
+    received.headers = event_headers(content)
+    received.dedup_key = head.dedup_key
+    received.listener = head.listener
+    return event

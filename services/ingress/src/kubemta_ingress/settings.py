@@ -108,6 +108,14 @@ class IngressSettings(ServiceSettings, DnsClientSettings, TransportSettings):
         description="Most Received: headers a message may carry; more is refused as a loop (554 5.4.6)",
     )
     smtp_timeout: Duration = Field(default=300.0, gt=0, description="Idle time after which a session is closed")
+    duplicate_window: Duration = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "How long a client's retry of a message already queued (same Message-ID, envelope and body) is answered "
+            "250 with the first queue id instead of being queued again (needs KUBEMTA_TRACKER_URL); 0 = off"
+        ),
+    )
     submission_listen: Listen = Field(
         default=None, description="host:port of the submission listener (STARTTLS + AUTH required); empty = off"
     )
