@@ -8,6 +8,7 @@ by PID (SIGTERM, then SIGKILL after a bound), even when the test failed.
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -21,6 +22,9 @@ from tests.harness.ports import free_port
 from tests.harness.processes import spawn, stop
 
 SERVICES: tuple[str, ...] = ("ingress", "queue-manager", "dns-resolver", "delivery-worker")
+"""The services `start()` starts by default. Any other console script `kubemta-<name>` (e.g. "tracker") starts
+when named; its listener (KUBEMTA_TRACKER_LISTEN for the tracker) must be set in the stack's environment."""
+LISTEN_VARIABLES = {"ingress": "KUBEMTA_SMTP_LISTEN", "tracker": "KUBEMTA_TRACKER_LISTEN"}
 BIN = Path(sys.executable).parent
 
 
@@ -46,6 +50,17 @@ def _http_get(url: str) -> tuple[int, str]:
         return 0, ""
 
 
+def _keep_previous(log_path: Path) -> None:
+    """Move the log of a service's earlier process (killed or stopped) to `<name>.<n>.log`: `log()` reads the
+    running process' log only, and nothing an earlier one wrote is lost."""
+    if not log_path.exists():
+        return
+    n = 1
+    while (earlier := log_path.with_suffix(f".{n}.log")).exists():
+        n += 1
+    log_path.rename(earlier)
+
+
 class Stack:
     """Starts and stops kubemta service processes with a shared environment."""
 
@@ -53,6 +68,7 @@ class Stack:
         self.workdir = workdir
         self.env = env
         self.services: dict[str, RunningService] = {}
+        self.extra_env: dict[str, dict[str, str]] = {}  # per service, as last given to start(): restart() reuses it
 
     def _environment(self, name: str, metrics_port: int, extra: dict[str, str]) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("KUBEMTA_")}
@@ -75,8 +91,10 @@ class Stack:
         """Start the named services; wait until each is healthy (and ready, i.e. connected to the broker)."""
         for name in names:
             port = free_port()
-            env = self._environment(name, port, (extra_env or {}).get(name, {}))
+            self.extra_env[name] = dict((extra_env or {}).get(name, self.extra_env.get(name, {})))
+            env = self._environment(name, port, self.extra_env[name])
             log_path = self.workdir / f"{name}.log"
+            _keep_previous(log_path)
             process = spawn([str(BIN / f"kubemta-{name}")], env=env, log_path=log_path)
             self.services[name] = RunningService(name, process, log_path, port)
         path = "/readyz" if ready else "/healthz"
@@ -92,8 +110,10 @@ class Stack:
                     await asyncio.sleep(0.1)
 
     async def _listening(self, name: str) -> bool:
-        """For the ingress: its SMTP listener accepts connections (it binds after /healthz answers)."""
-        listen = self.env.get("KUBEMTA_SMTP_LISTEN", "") if name == "ingress" else ""
+        """For the ingress (and the tracker): its SMTP (HTTP) listener accepts connections (it may bind after
+        /healthz answers)."""
+        variable = LISTEN_VARIABLES.get(name, "")
+        listen = self.extra_env.get(name, {}).get(variable) or self.env.get(variable, "") if variable else ""
         if not listen:
             return True
         host, _, port = listen.rpartition(":")
@@ -113,6 +133,29 @@ class Stack:
             if service is not None:
                 codes[each] = await asyncio.to_thread(stop, service.process, grace=20.0)
         return codes
+
+    async def kill(self, name: str, *, within: float = 10.0) -> int | None:
+        """SIGKILL the service's process by its PID (a crash: no drain, nothing flushed) and reap it; returns its
+        exit code (None if it did not die within `within` seconds). Its log is kept (see _keep_previous)."""
+        service = self.services.pop(name)
+        if service.process.poll() is None:
+            try:
+                os.kill(service.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            return await asyncio.to_thread(service.process.wait, within)
+        except subprocess.TimeoutExpired:
+            return None
+
+    async def restart(self, name: str, *, ready: bool = True, within: float = 60.0) -> None:
+        """Start a killed or stopped service again with the environment it had (a new metrics port)."""
+        if name in self.services:
+            raise RuntimeError(f"{name} is still running; kill() or stop() it first")
+        await self.start((name,), ready=ready, within=within)
+
+    def pid(self, name: str) -> int:
+        return self.services[name].process.pid
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"

@@ -1,0 +1,116 @@
+"""The chaos: SIGKILL a service and start it again, restart the broker; every step timed and logged.
+
+- full mode: every `kill_interval` seconds a random service, until the clients are done; the
+  broker restarts fall at even fractions of the sending (1/3 and 2/3 for two) and are made up
+  at the end if the clients finished first.
+- quick mode: one kill of every service in random order with the broker restarts spread in
+  between, whatever the clients are doing.
+- kill-one: one SIGKILL of one service once half of the messages were accepted.
+"""
+
+import asyncio
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.chaos.config import ChaosConfig
+from bench.chaos.world import World, restart_broker
+
+BROKER = "broker"
+
+
+def say(text: str) -> None:
+    """A progress line on stderr (the figures go to stdout)."""
+    sys.stderr.write(f"chaos: {text}\n")
+    sys.stderr.flush()
+
+
+@dataclass
+class ChaosLog:
+    kills: Counter[str] = field(default_factory=Counter)
+    broker_restarts: int = 0
+    steps: list[str] = field(default_factory=list)  # "12.3s kill -9 ingress (pid 123), up again in 2.1 s"
+    started: float = field(default_factory=time.monotonic)
+
+    def note(self, text: str) -> None:
+        line = f"{time.monotonic() - self.started:7.1f}s {text}"
+        self.steps.append(line)
+        say(line)
+
+
+class Monkey:
+    def __init__(self, world: World, config: ChaosConfig, rng: random.Random) -> None:
+        self.world = world
+        self.config = config
+        self.rng = rng
+        self.log = ChaosLog()
+
+    async def kill(self, name: str, pause: float | None = None) -> None:
+        """kill -9 the service by its PID, wait a moment, start it again (bounded wait until ready)."""
+        pid = self.world.stack.pid(name)
+        await self.world.stack.kill(name)
+        self.log.kills[name] += 1
+        began = time.monotonic()
+        await asyncio.sleep(self.rng.uniform(0.2, 1.0) if pause is None else pause)
+        await self.world.stack.restart(name, within=90)
+        self.log.note(f"kill -9 {name} (pid {pid}); running again after {time.monotonic() - began:.1f} s")
+
+    async def restart_broker(self) -> None:
+        began = time.monotonic()
+        self.log.broker_restarts += 1
+        await restart_broker(self.world, self.config.broker_restart, self.config.broker_down, self.log.broker_restarts)
+        self.log.note(
+            f"broker restart {self.log.broker_restarts} ({self.config.broker_restart}); every service ready "
+            f"again after {time.monotonic() - began:.1f} s"
+        )
+
+    async def _pause(self, done: asyncio.Event | None = None) -> None:
+        delay = self.rng.uniform(*self.config.kill_interval)
+        if done is None:
+            await asyncio.sleep(delay)
+            return
+        try:
+            await asyncio.wait_for(done.wait(), delay)
+        except TimeoutError:
+            pass
+
+    async def full(self, done: asyncio.Event, progress: Callable[[], float]) -> ChaosLog:
+        """Random kills until `done`; broker restarts when `progress()` (0..1) passes 1/(n+1), 2/(n+1), ..."""
+        restarts = self.config.broker_restarts
+        while not done.is_set():
+            await self._pause(done)
+            if done.is_set():
+                break
+            if self.log.broker_restarts < restarts and progress() >= (self.log.broker_restarts + 1) / (restarts + 1):
+                await self.restart_broker()
+            else:
+                await self.kill(self.rng.choice(self.world.services))
+        while self.log.broker_restarts < restarts:
+            await self.restart_broker()
+        return self.log
+
+    async def quick(self) -> ChaosLog:
+        """Each service killed once, in random order, the broker restarts spread in between."""
+        plan: list[str] = list(self.world.services)
+        self.rng.shuffle(plan)
+        restarts = self.config.broker_restarts
+        for n in range(restarts, 0, -1):
+            plan.insert(round(n * len(plan) / (restarts + 1)), BROKER)
+        for step in plan:
+            await self._pause()
+            if step == BROKER:
+                await self.restart_broker()
+            else:
+                await self.kill(step)
+        return self.log
+
+    async def kill_one(self, name: str, when: Callable[[], bool]) -> ChaosLog:
+        """One SIGKILL of `name` as soon as `when()` holds (bounded: 120 s), restarted after 1 s."""
+        async with asyncio.timeout(120):
+            while not when():  # noqa: ASYNC110 - a condition of the client threads, polled
+                await asyncio.sleep(0.05)
+        await self.kill(name, pause=1.0)
+        return self.log
