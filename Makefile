@@ -77,6 +77,10 @@ chart-docs: sync ## regenerate charts/kubemta/README.md from values.yaml
 image-check: sync ## the Dockerfile's locked, non-editable install into a fresh venv; every console script starts
 	$(VENV)/bin/pytest -p no:cacheprovider tests/chart/test_image_install.py
 
+.PHONY: chaos
+chaos: system-deps sync ## 10,000 messages while every service is killed (kill -9) at random and the broker restarts twice; lost must be 0 (CHAOS_QUICK=1: 300, as in `make test`; CHAOS_ARGS="--each")
+	$(PY) -m bench.chaos $(if $(filter 1 true yes on,$(CHAOS_QUICK)),--quick) $(CHAOS_ARGS)
+
 .PHONY: bench
 bench: system-deps sync rabbitmq ## kubemta vs Postfix vs smtp-sink on this machine (BENCH_QUICK=1: quick); not in `make test`
 	$(PY) -m bench
