@@ -35,7 +35,7 @@ class _Message(SimpleNamespace):
 
 
 def incoming(body: bytes, **headers: Any) -> _Message:
-    return _Message(body=body, message_id="m1", headers=headers)
+    return _Message(body=body, message_id="m1", headers=headers, redelivered=False, routing_key="deliver")
 
 
 async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:

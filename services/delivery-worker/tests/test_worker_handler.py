@@ -25,7 +25,10 @@ def consumed(handler: DeliverHandler) -> Handler:
 
 
 def incoming(body: bytes) -> AbstractIncomingMessage:
-    return cast(AbstractIncomingMessage, SimpleNamespace(body=body, message_id="m1", headers={}))
+    return cast(
+        AbstractIncomingMessage,
+        SimpleNamespace(body=body, message_id="m1", headers={}, redelivered=False, routing_key="deliver"),
+    )
 
 
 async def test_publishes_exactly_one_result_carrying_the_job(start_peer, host_of, job, options, publisher):

@@ -47,7 +47,10 @@ def consumed(handler: DeliverHandler) -> Handler:
 
 
 def incoming(body: bytes, **headers: Any) -> AbstractIncomingMessage:
-    return cast(AbstractIncomingMessage, SimpleNamespace(body=body, message_id="m1", headers=headers))
+    return cast(
+        AbstractIncomingMessage,
+        SimpleNamespace(body=body, message_id="m1", headers=headers, redelivered=False, routing_key="deliver"),
+    )
 
 
 def two_hosts(peer: ScriptedPeer) -> list[message_pb2.RouteHost]:

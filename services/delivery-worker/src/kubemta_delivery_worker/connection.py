@@ -192,6 +192,18 @@ class SmtpConnection:
         """The host's name for results (RFC 3464 Remote-MTA)."""
         return self._remote_mta
 
+    def tls_session(self) -> tuple[str, str]:
+        """The TLS version and cipher of the session, ("", "") when it is not encrypted or they are unknown."""
+        if not self.tls:
+            return "", ""
+        try:
+            cipher = self.smtp.get_transport_info("cipher")
+        except SMTPException:  # the connection is gone
+            return "", ""
+        if not isinstance(cipher, tuple) or len(cipher) < 2:
+            return "", ""
+        return str(cipher[1] or ""), str(cipher[0] or "")
+
     @property
     def is_connected(self) -> bool:
         """True while the TCP (or TLS) connection is up."""

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 from kubemta.v1 import message_pb2
 from kubemta_common.logs import message_context, sanitize
@@ -85,6 +86,27 @@ def build_deliverer(settings: WorkerSettings) -> "Deliverer":
     return Deliverer(smtp_options(settings), pool=pool, destinations=destinations, limits=limits)
 
 
+@dataclass(slots=True)
+class AttemptReport:
+    """One delivery attempt of a job: a result per recipient, the host that answered last (None when none was
+    tried) with its session's TLS, and how long it took (the `attempted` lifecycle event says all this)."""
+
+    results: list[message_pb2.RecipientResult] = field(default_factory=list)
+    host: message_pb2.RouteHost | None = None
+    port: int = 0
+    tls_version: str = ""
+    tls_cipher: str = ""
+    duration: float = 0.0
+
+
+@dataclass(slots=True)
+class _LastHost:
+    host: message_pb2.RouteHost | None = None
+    port: int = 0
+    tls_version: str = ""
+    tls_cipher: str = ""
+
+
 class Deliverer:
     """Delivers jobs over the route's transport (registry.py) and returns one result per recipient.
 
@@ -117,15 +139,21 @@ class Deliverer:
 
     async def deliver(self, job: message_pb2.DeliveryJob) -> list[message_pb2.RecipientResult]:
         """One delivery attempt of `job` over all the hosts of its route, in order."""
+        return (await self.attempt(job)).results
+
+    async def attempt(self, job: message_pb2.DeliveryJob) -> AttemptReport:
+        """One delivery attempt of `job` (as `deliver`), with the host that answered last and its TLS."""
         started = time.monotonic()
+        last = _LastHost()
         with message_context(sanitize(job.queue_id), sanitize(job.job_id)):  # as the handler's (set there too)
-            results = await self._limited(job)
-        DELIVERY_DURATION.observe(time.monotonic() - started)
+            results = await self._limited(job, last)
+        duration = time.monotonic() - started
+        DELIVERY_DURATION.observe(duration)
         for result in results:
             DELIVERY_ATTEMPTS.labels(result=outcome_name(result.outcome)).inc()
-        return results
+        return AttemptReport(results, last.host, last.port, last.tls_version, last.tls_cipher, duration)
 
-    async def _limited(self, job: message_pb2.DeliveryJob) -> list[message_pb2.RecipientResult]:
+    async def _limited(self, job: message_pb2.DeliveryJob, last: _LastHost) -> list[message_pb2.RecipientResult]:
         """The delivery inside the destination's slot; deferred without connecting when paused or full."""
         recipients = list(dict.fromkeys(job.recipients))
         if not job.route.hosts:
@@ -135,12 +163,12 @@ class Deliverer:
                 local_result(rcpt, message_pb2.OUTCOME_TEMPORARY, STATUS_NO_ROUTE, diagnostic) for rcpt in recipients
             ]
         if self._destinations is None:
-            results, _ = await self._deliver(job, recipients)
+            results, _ = await self._deliver(job, recipients, last)
             return results
         destination = destination_of(job)
         try:
             async with self._destinations.slot(destination) as slot:
-                results, throttle = await self._deliver(job, recipients)
+                results, throttle = await self._deliver(job, recipients, last)
                 if throttle is not None:
                     slot.throttled(throttle)
                 return results
@@ -155,7 +183,7 @@ class Deliverer:
             ]
 
     async def _deliver(
-        self, job: message_pb2.DeliveryJob, recipients: list[str]
+        self, job: message_pb2.DeliveryJob, recipients: list[str], last: _LastHost
     ) -> tuple[list[message_pb2.RecipientResult], Throttle | None]:
         """The route's hosts in order, within the attempt's limits; stops early at a host that asked us to slow down."""
         answered: dict[str, message_pb2.RecipientResult] = {}
@@ -172,6 +200,8 @@ class Deliverer:
                 attempt = await transport.attempt(host, job, pending, options, self._pool)
                 tried += 1
                 greeted += attempt.greeted
+                last.host, last.port = host, transport.dialect.port(host)
+                last.tls_version, last.tls_cipher = attempt.tls_version, attempt.tls_cipher
                 answered.update(attempt.results)
                 pending = [rcpt for rcpt in pending if rcpt not in answered]
                 _log_attempt(job, transport.label(host), attempt, pending)
@@ -255,7 +285,8 @@ def _log_attempt(job: message_pb2.DeliveryJob, label: str, attempt: HostAttempt,
         parts.append(f"{len(pending)} recipient(s) unanswered: {attempt.failure.diagnostic}")
     tally = Counter(outcomes.values())
     logger.log(
-        logging.WARNING if attempt.failure is not None and pending else logging.INFO,
+        # A host that left recipients unanswered is a warning; otherwise the `attempted` event says it (DEBUG).
+        logging.WARNING if attempt.failure is not None and pending else logging.DEBUG,
         "delivery via %s%s: %s",
         label,
         " (TLS)" if attempt.tls else "",

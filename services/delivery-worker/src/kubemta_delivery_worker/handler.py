@@ -14,6 +14,24 @@ so they neither block `deliver` nor disappear:
   already returned `delivery_limit` times is not tried again. (A crash that kills the
   process is caught by the queue's own `x-delivery-limit`, which dead-letters to `held` too.)
 
+Lifecycle events (kubemta_common.events): an `attempted` event is recorded (a bounded wait for
+the stream's confirm) right after the transaction's final replies and before the result is
+published, so a job delivered again after a crash knows who already has the mail; held jobs
+emit `held`.
+
+Redelivery guard: a job the broker delivers again (redelivered, or returned to the queue
+before) is first checked with the tracker (`delivered_recipients`): recipients recorded as
+delivered are not sent to again (a `duplicate` event, `kubemta_duplicates_total{stage=
+"delivery-worker"}`); their recorded outcomes go into the result as delivered, so the
+queue-manager counts them. When every recipient was delivered, the result is published
+without connecting anywhere. A tracker that does not know (None) changes nothing.
+
+Admin decisions (a `Decisions` view kept up to date by a DecisionFollower) are honoured before
+delivering: DELETE publishes nothing but, when the operator asked for a DSN, a result with
+every recipient failed permanently (5.3.0 "deleted by the administrator"), and emits
+`deleted`; HOLD publishes the job to `held` (amqp/held.py headers, released to `route`) and
+emits `held`. Either way the job is acknowledged.
+
 Drain: a delivery cancelled by the drain deadline publishes nothing (its job is
 re-delivered). Once a delivery is done, its result is reported even if the
 cancellation comes during the publish: the publish completes and the job is
@@ -22,45 +40,142 @@ acknowledged here, since delivering it again would duplicate the mail.
 
 import asyncio
 import logging
+from datetime import UTC, datetime
+from typing import Protocol
 
 from aio_pika.abc import AbstractIncomingMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from kubemta.v1 import message_pb2
+from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import returned_count
+from kubemta_common.amqp.held import JOB_TYPE, held_headers
 from kubemta_common.amqp.publisher import BusPublisher
-from kubemta_common.amqp.topology import DELIVERY_LIMIT
+from kubemta_common.amqp.topology import DELIVERY_LIMIT, HELD, ROUTE
 from kubemta_common.bus_messages import Encoded, encoded_with_field
 from kubemta_common.errors import PermanentError
+from kubemta_common.events.emitter import EventSink
 from kubemta_common.logs import message_context, sanitize
 from kubemta_common.timestamps import now_timestamp
-from kubemta_delivery_worker.deliverer import Deliverer
+from kubemta_delivery_worker.deliverer import AttemptReport, Deliverer
 from kubemta_delivery_worker.job_checks import malformation
-from kubemta_delivery_worker.metrics import JOBS_HELD
-from kubemta_delivery_worker.replies import outcome_name
+from kubemta_delivery_worker.metrics import DUPLICATES, JOBS_HELD
+from kubemta_delivery_worker.replies import local_result, outcome_name
 
 logger = logging.getLogger(__name__)
 
 REPORTER = "delivery-worker"
+STAGE = "delivery-worker"
+DELETED_STATUS = "5.3.0"  # RFC 3463 section 3.4: X.3.0 other or undefined mail system status
+DELETED_DIAGNOSTIC = "deleted by the administrator"
+
+
+class WorkerPublisher(BusPublisher, Protocol):
+    """The publisher the worker needs: stage messages, and a held job with its headers (amqp/held.py)."""
+
+    async def publish_raw(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        message_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Publish `body` to `routing_key` with AMQP `headers`, confirmed."""
+
+
+class DeliveredRecipients(Protocol):
+    """What the redelivery guard asks the tracker (kubemta_common.events.tracker_client.TrackerClient)."""
+
+    async def delivered_recipients(self, job_id: str) -> list[events_pb2.RecipientOutcome] | None:
+        """The recipients of `job_id` recorded as delivered; None when unknown."""
+        ...
+
+
+class Verdict(Protocol):
+    """An admin decision's verdict on a job (kubemta_common.events.decisions.Verdict)."""
+
+    @property
+    def action(self) -> str:
+        """ "none", "delete" or "hold"."""
+        ...
+
+    @property
+    def decision(self) -> events_pb2.AdminDecision | None:
+        """The decision that applies."""
+        ...
+
+    @property
+    def dsn(self) -> bool:
+        """DELETE: the sender gets a DSN."""
+        ...
+
+
+class DecisionView(Protocol):
+    """The operators' rules (kubemta_common.events.decisions.Decisions)."""
+
+    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> Verdict:
+        """What to do with a job of this message now."""
+        ...
+
+
+class NoEvents:
+    """An `EventSink` that drops every event (a handler built without an event log)."""
+
+    def emit(self, event: events_pb2.LifecycleEvent) -> None:
+        """Drop `event`."""
+
+    async def record(self, event: events_pb2.LifecycleEvent) -> bool:
+        """Drop `event`; never confirmed."""
+        return False
 
 
 class DeliverHandler:
     """Handles one `deliver` message: the job, decoded by the stage, and the delivery it came in."""
 
-    def __init__(self, deliverer: Deliverer, publisher: BusPublisher, *, delivery_limit: int = DELIVERY_LIMIT) -> None:
+    def __init__(
+        self,
+        deliverer: Deliverer,
+        publisher: WorkerPublisher,
+        *,
+        delivery_limit: int = DELIVERY_LIMIT,
+        events: EventSink | None = None,
+        tracker: DeliveredRecipients | None = None,
+        decisions: DecisionView | None = None,
+    ) -> None:
         self._deliverer = deliverer
         self._publisher = publisher
         self._delivery_limit = delivery_limit
+        self._events: EventSink = events if events is not None else NoEvents()
+        self._tracker = tracker  # None: no redelivery guard (KUBEMTA_TRACKER_URL empty)
+        self._decisions = decisions  # None: no admin decisions are honoured
 
     async def __call__(self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage) -> None:
         with message_context(sanitize(job.queue_id), sanitize(job.job_id)):  # sanitized: a malformed job's too
-            _hold_if_malformed(job)
-            self._hold_if_poison(job, returned_count(message))
+            self._hold_if_malformed(job, message)
+            self._hold_if_poison(job, message)
             await self.process(job, message)
 
-    def _hold_if_poison(self, job: message_pb2.DeliveryJob, returned: int) -> None:
+    def _hold_if_malformed(self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage) -> None:
+        """Raise PermanentError (the consumer rejects the job to `held`) when the job fails job_checks."""
+        reason = malformation(job)
+        if reason is None:
+            return
+        JOBS_HELD.labels(reason="malformed").inc()
+        logger.error(
+            "malformed job %s: %s: moving it to held",
+            sanitize(job.job_id),
+            reason,
+            extra={"domain": sanitize(job.domain)},
+        )
+        self._events.emit(held_event(job, "malformed", release_to=message.routing_key or stages.DELIVER.queue))
+        # No "malformed" here: the consumer logs this text too, and the line above is the one to find.
+        raise PermanentError(f"job {sanitize(job.job_id)} not delivered: {reason}")
+
+    def _hold_if_poison(self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage) -> None:
         """Raise PermanentError (the consumer rejects the job to `held`) once it came back too often."""
+        returned = returned_count(message)
         if returned < self._delivery_limit:
             return
         JOBS_HELD.labels(reason="poison").inc()
@@ -70,20 +185,36 @@ class DeliverHandler:
             self._delivery_limit,
             extra={"domain": job.domain, "delivery_count": returned},
         )
+        self._events.emit(held_event(job, "poison", release_to=message.routing_key or stages.DELIVER.queue))
         raise PermanentError(f"job {job.job_id} returned {returned} times; held as poison")
 
     async def process(self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None = None) -> None:
         """Deliver `job` and publish its result (`message` is the delivery it came in, acknowledged by the caller)."""
+        if await self._decided(job, message):
+            return
+        done = await self._delivered_before(job, message)
+        remaining = [rcpt for rcpt in dict.fromkeys(job.recipients) if rcpt not in done]
         attempted_at = now_timestamp()
-        recipients = await self._deliverer.deliver(job)  # cancelled here: nothing published
+        report: AttemptReport | None = None
+        if remaining:
+            to_deliver = job
+            if done:
+                to_deliver = message_pb2.DeliveryJob()
+                to_deliver.CopyFrom(job)
+                to_deliver.ClearField("recipients")
+                to_deliver.recipients.extend(remaining)
+            report = await self._deliverer.attempt(to_deliver)  # cancelled here: nothing published
+        answered = {result.recipient: result for result in report.results} if report is not None else {}
+        answered.update(done)
+        recipients = [answered[rcpt] for rcpt in dict.fromkeys(job.recipients) if rcpt in answered]
         body = result_body(job, recipients, attempted_at, message.body if message is not None else None)
-        publish = asyncio.ensure_future(self._publisher.publish(stages.RESULTS, body, message_id=job.job_id))
+        reported = asyncio.ensure_future(self._report(job, report, body))
         del body
         try:
-            await asyncio.shield(publish)
+            await asyncio.shield(reported)
         except asyncio.CancelledError:
             # The mail went out: report it rather than leave the job to be delivered twice.
-            await publish
+            await reported
             if message is not None:
                 await message.ack()
             logger.info(
@@ -91,13 +222,139 @@ class DeliverHandler:
             )
             raise
         outcomes = [outcome_name(r.outcome) for r in recipients]
-        logger.info(
+        logger.debug(
             "delivery attempt finished: %d delivered, %d deferred, %d bounced; result published",
             outcomes.count("delivered"),
             outcomes.count("deferred"),
             outcomes.count("bounced"),
             extra={"domain": job.domain},
         )
+
+    async def _report(
+        self,
+        job: message_pb2.DeliveryJob,
+        report: AttemptReport | None,
+        body: Encoded[message_pb2.DeliveryResult],
+    ) -> None:
+        """Record the `attempted` event (when a transaction was attempted), then publish the result."""
+        if report is not None:
+            await self._events.record(attempted_event(job, report))  # False: the stream lags; the result goes on
+        await self._publisher.publish(stages.RESULTS, body, message_id=job.job_id)
+
+    async def _delivered_before(
+        self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None
+    ) -> dict[str, message_pb2.RecipientResult]:
+        """On a redelivery: the job's recipients the tracker recorded as delivered, as results to report again."""
+        if self._tracker is None or message is None or not (message.redelivered or returned_count(message) > 0):
+            return {}
+        outcomes = await self._tracker.delivered_recipients(job.job_id)
+        if not outcomes:
+            return {}
+        wanted = set(job.recipients)
+        done = {
+            outcome.recipient: message_pb2.RecipientResult(
+                recipient=outcome.recipient,
+                outcome=message_pb2.OUTCOME_DELIVERED,
+                smtp_code=outcome.smtp_code,
+                status=outcome.status,
+                diagnostic=outcome.diagnostic,
+                remote_mta=outcome.remote_mta,
+            )
+            for outcome in outcomes
+            if outcome.outcome == message_pb2.OUTCOME_DELIVERED and outcome.recipient in wanted
+        }
+        if done:
+            DUPLICATES.labels(stage=STAGE).inc()
+            event = job_event(job)
+            event.duplicate.reason = "redelivered-job"
+            event.duplicate.first_queue_id = job.queue_id
+            event.duplicate.recipients.extend(done)
+            self._events.emit(event)
+        return done
+
+    async def _decided(self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None) -> bool:
+        """Honour an operator's DELETE or HOLD of this job; True when one applied (nothing is delivered)."""
+        if self._decisions is None:
+            return False
+        verdict = self._decisions.verdict(
+            queue_id=job.queue_id, sender=job.sender, domain=job.domain, arrival=job.arrival_time.ToDatetime(UTC)
+        )
+        decision = verdict.decision or events_pb2.AdminDecision()
+        if verdict.action == "delete":
+            if verdict.dsn:
+                results = [
+                    local_result(rcpt, message_pb2.OUTCOME_PERMANENT, DELETED_STATUS, DELETED_DIAGNOSTIC)
+                    for rcpt in dict.fromkeys(job.recipients)
+                ]
+                body = result_body(job, results, now_timestamp(), message.body if message is not None else None)
+                await self._publisher.publish(stages.RESULTS, body, message_id=job.job_id)
+            event = job_event(job)
+            deleted = event.deleted
+            deleted.decision_id = decision.decision_id
+            deleted.actor = decision.actor
+            deleted.dsn_requested = verdict.dsn
+            deleted.recipients.extend(dict.fromkeys(job.recipients))
+            deleted.stage = STAGE
+            self._events.emit(event)
+            return True
+        if verdict.action == "hold":
+            await hold(self._publisher, job, message, decision.decision_id)
+            event = held_event(job, "admin", release_to=ROUTE)
+            event.held.decision_id = decision.decision_id
+            event.held.actor = decision.actor
+            self._events.emit(event)
+            return True
+        return False
+
+
+async def hold(
+    publisher: WorkerPublisher, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None, decision_id: str
+) -> None:
+    """Publish the job (as it came, when it came in `message`) to `held` with the admin-hold headers, confirmed;
+    a release sends it to `route` (amqp/held.py)."""
+    body = message.body if message is not None else job.SerializeToString()
+    headers = held_headers(queue_id=job.queue_id, job_id=job.job_id, decision_id=decision_id)
+    await publisher.publish_raw(HELD, body, message_id=job.job_id, message_type=JOB_TYPE, headers=headers)
+
+
+def job_event(job: message_pb2.DeliveryJob) -> events_pb2.LifecycleEvent:
+    """A lifecycle event about `job`, its ids filled in."""
+    return events_pb2.LifecycleEvent(
+        queue_id=job.queue_id, message_id=job.message_id, job_id=job.job_id, attempt=job.attempts
+    )
+
+
+def held_event(job: message_pb2.DeliveryJob, reason: str, *, release_to: str) -> events_pb2.LifecycleEvent:
+    """The `held` event of a job moved to `held` for `reason` (admin, poison, malformed)."""
+    event = job_event(job)
+    event.held.reason = reason
+    event.held.release_to = release_to
+    return event
+
+
+def attempted_event(job: message_pb2.DeliveryJob, report: AttemptReport) -> events_pb2.LifecycleEvent:
+    """The `attempted` event of one delivery attempt: the host that answered last, its TLS, every recipient's
+    outcome, the duration."""
+    event = job_event(job)
+    attempted = event.attempted
+    attempted.domain = job.domain
+    if report.host is not None:
+        attempted.host = report.host.hostname
+        attempted.address = report.host.unix_socket or report.host.address
+        attempted.port = 0 if report.host.unix_socket else report.port
+    attempted.tls_version = report.tls_version
+    attempted.tls_cipher = report.tls_cipher
+    attempted.duration = report.duration
+    for result in report.results:
+        attempted.recipients.add(
+            recipient=result.recipient,
+            outcome=result.outcome,
+            smtp_code=result.smtp_code,
+            status=result.status,
+            diagnostic=result.diagnostic,
+            remote_mta=result.remote_mta,
+        )
+    return event
 
 
 def result_body(
@@ -121,19 +378,3 @@ def result_body(
     else:
         job_bytes = received if received is not None else job.SerializeToString()
     return encoded_with_field(head, message_pb2.DeliveryResult.JOB_FIELD_NUMBER, [job_bytes])
-
-
-def _hold_if_malformed(job: message_pb2.DeliveryJob) -> None:
-    """Raise PermanentError (the consumer rejects the job to `held`) when the job fails job_checks."""
-    reason = malformation(job)
-    if reason is None:
-        return
-    JOBS_HELD.labels(reason="malformed").inc()
-    logger.error(
-        "malformed job %s: %s: moving it to held",
-        sanitize(job.job_id),
-        reason,
-        extra={"domain": sanitize(job.domain)},
-    )
-    # No "malformed" here: the consumer logs this text too, and the line above is the one to find.
-    raise PermanentError(f"job {sanitize(job.job_id)} not delivered: {reason}")

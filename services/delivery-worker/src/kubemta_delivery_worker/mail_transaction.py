@@ -66,6 +66,8 @@ class HostAttempt:
     results: dict[str, message_pb2.RecipientResult] = field(default_factory=dict)
     failure: HostFailure | None = None
     tls: bool = False
+    tls_version: str = ""  # "TLSv1.3", when the session was encrypted
+    tls_cipher: str = ""
     greeted: bool = False  # a session got the server's greeting (attempt_limits: smtp_mx_session_limit)
 
 

@@ -173,6 +173,7 @@ async def _finish(
 ) -> HostAttempt:
     """Give a clean session to the idle cache, or QUIT it."""
     attempt.tls = connection.tls
+    attempt.tls_version, attempt.tls_cipher = connection.tls_session()
     attempt.greeted = connection.greeted
     if pool is not None and pool.enabled and transaction.clean and connection.is_connected:
         pool.put(key, connection)

@@ -1,0 +1,357 @@
+"""The worker's lifecycle events, redelivery guard and admin decisions, against real SMTP peers on loopback
+with recording events (tests/harness/fake_events.py), a fake tracker and a fake decisions view."""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+
+from kubemta.v1 import events_pb2, message_pb2
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.consumer import subscribe_deliveries
+from kubemta_common.amqp.held import DECISION_ID, JOB_ID, QUEUE_ID, RELEASE_TO
+from kubemta_common.amqp.topology import HELD, RESULTS
+from kubemta_common.errors import PermanentError
+from kubemta_delivery_worker.deliverer import Deliverer
+from kubemta_delivery_worker.handler import DELETED_DIAGNOSTIC, DeliverHandler
+from tests.harness.fake_events import RecordingEvents
+from tests.harness.fake_publisher import FakePublisher
+
+
+@dataclass
+class RawPublished:
+    routing_key: str
+    body: bytes
+    message_id: str
+    message_type: str
+    headers: dict[str, str] | None
+
+
+class HoldingPublisher(FakePublisher):
+    """A fake publisher that also takes raw publishes with headers (what `held` gets)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw: list[RawPublished] = []
+
+    async def publish_raw(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        message_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.raw.append(RawPublished(routing_key, body, message_id, message_type, headers))
+
+
+class OrderedEvents(RecordingEvents):
+    """Notes how many results were published when each event was recorded."""
+
+    def __init__(self, publisher: FakePublisher) -> None:
+        super().__init__(service="delivery-worker")
+        self.publisher = publisher
+        self.published_at_record: list[int] = []
+
+    async def record(self, event):  # type: ignore[no-untyped-def]
+        self.published_at_record.append(len(self.publisher.published))
+        return await super().record(event)
+
+
+@dataclass
+class FakeTracker:
+    delivered: list[events_pb2.RecipientOutcome] | None = None
+    asked: list[str] = field(default_factory=list)
+
+    async def delivered_recipients(self, job_id: str) -> list[events_pb2.RecipientOutcome] | None:
+        self.asked.append(job_id)
+        return self.delivered
+
+
+@dataclass(frozen=True)
+class FakeVerdict:
+    action: str
+    decision: events_pb2.AdminDecision | None = None
+    dsn: bool = False
+
+
+@dataclass
+class FakeDecisions:
+    answer: FakeVerdict = field(default_factory=lambda: FakeVerdict("none"))
+    asked: list[dict[str, Any]] = field(default_factory=list)
+
+    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> FakeVerdict:
+        self.asked.append({"queue_id": queue_id, "sender": sender, "domain": domain, "arrival": arrival})
+        return self.answer
+
+
+def incoming(body: bytes, *, redelivered: bool = False, **headers: Any) -> AbstractIncomingMessage:
+    message = SimpleNamespace(body=body, message_id="m1", headers=headers, redelivered=redelivered)
+    message.routing_key = "deliver"
+    return cast(AbstractIncomingMessage, message)
+
+
+def delivered(recipient: str, remote_mta: str = "mx1.dest.test") -> events_pb2.RecipientOutcome:
+    return events_pb2.RecipientOutcome(
+        recipient=recipient,
+        outcome=message_pb2.OUTCOME_DELIVERED,
+        smtp_code=250,
+        status="2.0.0",
+        diagnostic="250 2.0.0 Ok: queued as FIRST",
+        remote_mta=remote_mta,
+    )
+
+
+@pytest.fixture
+def parts():
+    publisher = HoldingPublisher()
+    return publisher, OrderedEvents(publisher)
+
+
+def handle(handler: DeliverHandler):
+    return subscribe_deliveries(stages.DELIVER, handler).on_delivery
+
+
+def result_of(publisher: FakePublisher) -> message_pb2.DeliveryResult:
+    [published] = publisher.published
+    assert published.routing_key == RESULTS
+    return message_pb2.DeliveryResult.FromString(published.body)
+
+
+async def test_attempted_is_recorded_before_the_result_with_host_and_outcomes(start_peer, host_of, job, options, parts):
+    publisher, events = parts
+    peer = await start_peer(rules={"gone": "550 5.1.1 No such user"})
+    the_job = job([host_of("mx1.dest.test", peer)], ["a@dest.test", "gone@dest.test"], attempts=3)
+    the_job.message_id = "<m1@sender.test>"
+    handler = DeliverHandler(Deliverer(options), publisher, events=events)
+
+    await handle(handler)(incoming(the_job.SerializeToString()))
+
+    assert events.kinds() == ["attempted"]
+    assert events.published_at_record == [0]  # recorded before the result was published
+    event = events.events[0]
+    assert (event.queue_id, event.job_id, event.message_id, event.attempt) == (
+        "Q123TEST",
+        "Q123TEST.dest.test",
+        "<m1@sender.test>",
+        3,
+    )
+    attempted = event.attempted
+    assert attempted.domain == "dest.test"
+    assert (attempted.host, attempted.address, attempted.port) == ("mx1.dest.test", peer.address, peer.port)
+    assert attempted.tls_version == "" and attempted.tls_cipher == ""
+    assert attempted.duration > 0
+    outcomes = {r.recipient: (r.outcome, r.smtp_code, r.status) for r in attempted.recipients}
+    assert outcomes == {
+        "a@dest.test": (message_pb2.OUTCOME_DELIVERED, 250, "2.0.0"),
+        "gone@dest.test": (message_pb2.OUTCOME_PERMANENT, 550, "5.1.1"),
+    }
+    assert len(result_of(publisher).recipients) == 2
+
+
+async def test_attempted_names_the_tls_version_and_cipher(start_peer, host_of, job, options, parts, tls_cert):
+    publisher, events = parts
+    peer = await start_peer(tls_cert=tls_cert)
+    the_job = job([host_of("mx1.dest.test", peer)])
+    await handle(DeliverHandler(Deliverer(options), publisher, events=events))(incoming(the_job.SerializeToString()))
+    attempted = events.events[0].attempted
+    assert attempted.tls_version.startswith("TLSv1")
+    assert attempted.tls_cipher
+
+
+async def test_attempted_after_a_refused_host_names_no_answer(refused_host, job, options, parts):
+    publisher, events = parts
+    the_job = job([refused_host("mx1.dest.test")])
+    await handle(DeliverHandler(Deliverer(options), publisher, events=events))(incoming(the_job.SerializeToString()))
+    [event] = events.events
+    assert event.attempted.recipients[0].outcome == message_pb2.OUTCOME_TEMPORARY
+    assert result_of(publisher).recipients[0].outcome == message_pb2.OUTCOME_TEMPORARY
+
+
+async def test_an_unconfirmed_attempt_event_still_publishes_the_result(start_peer, host_of, job, options, parts):
+    publisher, events = parts
+    events.recorded = False
+    peer = await start_peer()
+    the_job = job([host_of("mx1.dest.test", peer)])
+    await handle(DeliverHandler(Deliverer(options), publisher, events=events))(incoming(the_job.SerializeToString()))
+    assert result_of(publisher).recipients[0].outcome == message_pb2.OUTCOME_DELIVERED
+
+
+async def test_a_redelivered_job_is_not_sent_again_to_recipients_recorded_as_delivered(
+    start_peer, host_of, job, options, parts, metric
+):
+    publisher, events = parts
+    peer = await start_peer()
+    the_job = job([host_of("mx1.dest.test", peer)], ["a@dest.test", "b@dest.test", "c@dest.test"])
+    tracker = FakeTracker(delivered=[delivered("a@dest.test"), delivered("c@dest.test")])
+    before = metric("kubemta_duplicates_total", stage="delivery-worker")
+    handler = DeliverHandler(Deliverer(options), publisher, events=events, tracker=tracker)
+
+    await handle(handler)(incoming(the_job.SerializeToString(), redelivered=True))
+
+    [message] = await peer.wait_for_messages(1)
+    assert message.rcpt_tos == ["b@dest.test"]
+    assert tracker.asked == ["Q123TEST.dest.test"]
+    result = result_of(publisher)
+    assert [r.recipient for r in result.recipients] == ["a@dest.test", "b@dest.test", "c@dest.test"]
+    assert all(r.outcome == message_pb2.OUTCOME_DELIVERED for r in result.recipients)
+    assert result.recipients[0].diagnostic == "250 2.0.0 Ok: queued as FIRST"
+    assert list(result.job.recipients) == ["a@dest.test", "b@dest.test", "c@dest.test"]  # the job as it came
+    assert events.kinds() == ["duplicate", "attempted"]
+    duplicate = events.events[0].duplicate
+    assert duplicate.reason == "redelivered-job" and list(duplicate.recipients) == ["a@dest.test", "c@dest.test"]
+    assert [r.recipient for r in events.events[1].attempted.recipients] == ["b@dest.test"]
+    assert metric("kubemta_duplicates_total", stage="delivery-worker") == before + 1
+
+
+async def test_every_recipient_delivered_before_publishes_the_result_without_connecting(
+    refused_host, job, options, parts
+):
+    publisher, events = parts
+    the_job = job([refused_host("mx1.dest.test")], ["a@dest.test", "b@dest.test"])
+    tracker = FakeTracker(delivered=[delivered("b@dest.test"), delivered("a@dest.test")])
+    handler = DeliverHandler(Deliverer(options), publisher, events=events, tracker=tracker)
+
+    await handle(handler)(incoming(the_job.SerializeToString(), **{"x-delivery-count": 1}))
+
+    result = result_of(publisher)  # a connection would have been refused: deferred
+    assert [(r.recipient, r.outcome) for r in result.recipients] == [
+        ("a@dest.test", message_pb2.OUTCOME_DELIVERED),
+        ("b@dest.test", message_pb2.OUTCOME_DELIVERED),
+    ]
+    assert result.job.content == b""  # nothing left to send or bounce
+    assert events.kinds() == ["duplicate"]
+
+
+async def test_the_first_delivery_does_not_ask_the_tracker(start_peer, host_of, job, options, parts):
+    publisher, events = parts
+    peer = await start_peer()
+    tracker = FakeTracker(delivered=[delivered("user@dest.test")])
+    the_job = job([host_of("mx1.dest.test", peer)])
+    await handle(DeliverHandler(Deliverer(options), publisher, events=events, tracker=tracker))(
+        incoming(the_job.SerializeToString())
+    )
+    assert tracker.asked == []
+    assert len(await peer.wait_for_messages(1)) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        [],
+        [events_pb2.RecipientOutcome(recipient="user@dest.test", outcome=message_pb2.OUTCOME_TEMPORARY)],
+        [delivered("someone-else@dest.test")],
+    ],
+)
+async def test_a_tracker_that_knows_no_delivery_changes_nothing(start_peer, host_of, job, options, parts, answer):
+    publisher, events = parts
+    peer = await start_peer()
+    tracker = FakeTracker(delivered=answer)
+    the_job = job([host_of("mx1.dest.test", peer)])
+    await handle(DeliverHandler(Deliverer(options), publisher, events=events, tracker=tracker))(
+        incoming(the_job.SerializeToString(), redelivered=True)
+    )
+    assert tracker.asked == ["Q123TEST.dest.test"]
+    [message] = await peer.wait_for_messages(1)
+    assert message.rcpt_tos == ["user@dest.test"]
+    assert events.kinds() == ["attempted"]
+    assert [r.recipient for r in result_of(publisher).recipients] == ["user@dest.test"]
+
+
+def decision(verb: int, dsn: bool = False) -> events_pb2.AdminDecision:
+    return events_pb2.AdminDecision(decision_id="D1", actor="ops", verb=verb, dsn=dsn)  # type: ignore[arg-type]
+
+
+async def test_delete_publishes_nothing_and_says_deleted(refused_host, job, options, parts):
+    publisher, events = parts
+    decisions = FakeDecisions(FakeVerdict("delete", decision(events_pb2.DECISION_VERB_DELETE)))
+    the_job = job([refused_host("mx1.dest.test")], ["a@dest.test", "b@dest.test"])
+    the_job.arrival_time.FromSeconds(1_700_000_000)
+    handler = DeliverHandler(Deliverer(options), publisher, events=events, decisions=decisions)
+
+    await handle(handler)(incoming(the_job.SerializeToString()))
+
+    assert publisher.published == [] and publisher.raw == []
+    assert decisions.asked == [
+        {
+            "queue_id": "Q123TEST",
+            "sender": "alice@sender.test",
+            "domain": "dest.test",
+            "arrival": datetime.fromtimestamp(1_700_000_000, UTC),
+        }
+    ]
+    [event] = events.events
+    deleted = event.deleted
+    assert (deleted.decision_id, deleted.actor, deleted.stage) == ("D1", "ops", "delivery-worker")
+    assert not deleted.dsn_requested
+    assert list(deleted.recipients) == ["a@dest.test", "b@dest.test"]
+
+
+async def test_delete_with_a_dsn_reports_every_recipient_failed(refused_host, job, options, parts):
+    publisher, events = parts
+    decisions = FakeDecisions(FakeVerdict("delete", decision(events_pb2.DECISION_VERB_DELETE, dsn=True), dsn=True))
+    the_job = job([refused_host("mx1.dest.test")], ["a@dest.test", "b@dest.test"])
+    await handle(DeliverHandler(Deliverer(options), publisher, events=events, decisions=decisions))(
+        incoming(the_job.SerializeToString())
+    )
+    result = result_of(publisher)
+    assert [(r.recipient, r.outcome, r.status, r.diagnostic) for r in result.recipients] == [
+        ("a@dest.test", message_pb2.OUTCOME_PERMANENT, "5.3.0", DELETED_DIAGNOSTIC),
+        ("b@dest.test", message_pb2.OUTCOME_PERMANENT, "5.3.0", DELETED_DIAGNOSTIC),
+    ]
+    assert result.job.content == the_job.content  # the DSN returns the headers
+    assert result.reporter == "delivery-worker"
+    assert events.kinds() == ["deleted"] and events.events[0].deleted.dsn_requested
+
+
+async def test_hold_moves_the_job_to_held_with_its_headers(refused_host, job, options, parts):
+    publisher, events = parts
+    decisions = FakeDecisions(FakeVerdict("hold", decision(events_pb2.DECISION_VERB_HOLD)))
+    the_job = job([refused_host("mx1.dest.test")])
+    body = the_job.SerializeToString()
+    await handle(DeliverHandler(Deliverer(options), publisher, events=events, decisions=decisions))(incoming(body))
+    assert publisher.published == []
+    [raw] = publisher.raw
+    assert raw.routing_key == HELD and raw.body == body
+    assert raw.message_type == "kubemta.v1.DeliveryJob" and raw.message_id == the_job.job_id
+    assert raw.headers == {RELEASE_TO: "route", QUEUE_ID: "Q123TEST", JOB_ID: "Q123TEST.dest.test", DECISION_ID: "D1"}
+    [event] = events.events
+    assert (event.held.reason, event.held.release_to, event.held.decision_id, event.held.actor) == (
+        "admin",
+        "route",
+        "D1",
+        "ops",
+    )
+
+
+async def test_no_decision_delivers(start_peer, host_of, job, options, parts):
+    publisher, events = parts
+    peer = await start_peer()
+    decisions = FakeDecisions()
+    the_job = job([host_of("mx1.dest.test", peer)])
+    await handle(DeliverHandler(Deliverer(options), publisher, events=events, decisions=decisions))(
+        incoming(the_job.SerializeToString())
+    )
+    assert len(decisions.asked) == 1
+    assert len(await peer.wait_for_messages(1)) == 1
+    assert events.kinds() == ["attempted"]
+
+
+async def test_poison_and_malformed_holds_say_held(job, options, parts):
+    publisher, events = parts
+    handler = handle(DeliverHandler(Deliverer(options), publisher, events=events, delivery_limit=3))
+    host = message_pb2.RouteHost(hostname="mx1.dest.test", address="127.0.0.1", port=1)
+    with pytest.raises(PermanentError):
+        await handler(incoming(job([host]).SerializeToString(), **{"x-delivery-count": 3}))
+    with pytest.raises(PermanentError):
+        await handler(incoming(job([]).SerializeToString()))
+    assert [(e.held.reason, e.held.release_to) for e in events.events] == [
+        ("poison", "deliver"),
+        ("malformed", "deliver"),
+    ]
+    assert publisher.published == []
