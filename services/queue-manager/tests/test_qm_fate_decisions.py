@@ -230,7 +230,7 @@ def test_each_outcome_gets_its_disposition(kit) -> None:
 
 
 def test_disposition_words_in_the_log(kit) -> None:
-    assert [str(member) for member in Disposition] == ["delivered", "deferred", "bounced", "expired"]
+    assert [str(member) for member in Disposition] == ["delivered", "deferred", "bounced", "expired", "deleted"]
 
 
 @NEVER_BOUNCED

@@ -115,9 +115,11 @@ def _report_entry(entry: message_pb2.DsnRecipient) -> RecipientReport:
 
 def dsn_message(report: Report, *, queue_id: str, now: datetime) -> message_pb2.AcceptedMessage:
     """The DSN of `report`, as a new message from <> to the original sender (it re-enters at `inbound`)."""
-    content = build_dsn(report, message_id=f"<{queue_id}@{report.hostname}>", now=now)
+    message_id = f"<{queue_id}@{report.hostname}>"
+    content = build_dsn(report, message_id=message_id, now=now)
     dsn = message_pb2.AcceptedMessage(
         queue_id=queue_id,
+        message_id=message_id,
         sender="",
         recipients=[report.sender],
         content=content,

@@ -10,6 +10,11 @@ Pure decisions with no I/O; `handlers` publishes what they call for. Per recipie
 
 A message from the null sender `<>` (or one kubemta generated, i.e. a DSN) is never
 bounced (RFC 5321 §4.5.5, RFC 3464 §2): its undeliverable recipients are dropped.
+
+A message an operator deleted (`Deletion`, from an admin DELETE decision) is never retried:
+without a DSN every recipient not delivered is deleted (no retry, no bounce, no warning); with
+one, the recipients that would have been retried bounce with 5.3.0 "deleted by the
+administrator" and the others keep their own fate.
 """
 
 import re
@@ -24,6 +29,9 @@ from kubemta_queue_manager.retry import retry_delay
 
 EXPIRED_STATUS = "4.4.7"
 """RFC 3463 §3.5: X.4.7 delivery time expired."""
+DELETED_STATUS = "5.3.0"
+"""RFC 3463 §3.4: X.3.0 other or undefined mail system status (an operator deleted the message)."""
+DELETED_DIAGNOSTIC = "deleted by the administrator"
 
 _STATUS_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 """RFC 3463 §2: class.subject.detail."""
@@ -36,6 +44,7 @@ class Disposition(StrEnum):
     DEFERRED = "deferred"
     BOUNCED = "bounced"
     EXPIRED = "expired"
+    DELETED = "deleted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +54,13 @@ class Policy:
     retry_schedule: Sequence[float]
     max_queue_lifetime: float
     delay_warning_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """An operator deleted the message: `dsn` when the sender is told (a failure DSN) about it."""
+
+    dsn: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +91,9 @@ class Decision:
     """Undeliverable recipients of a null-sender message: dropped without a DSN."""
     warn: list[RecipientFate] = field(default_factory=list)
     """Deferred recipients to report in a delay warning (empty when none is due)."""
+    deleted: list[RecipientFate] = field(default_factory=list)
+    """Recipients an operator's deletion took out of the queue (deleted, or bounced with 5.3.0 when a DSN was
+    asked for)."""
     will_retry_until: datetime | None = None
 
 
@@ -120,8 +139,19 @@ def never_bounced(job: message_pb2.DeliveryJob) -> bool:
     return not job.sender or job.generated
 
 
-def decide(result: message_pb2.DeliveryResult, policy: Policy, now: datetime) -> Decision:
-    """Decide the fate of every recipient of `result` at time `now`."""
+def _deleted_by_admin(result: message_pb2.RecipientResult) -> message_pb2.RecipientResult:
+    return message_pb2.RecipientResult(
+        recipient=result.recipient,
+        outcome=message_pb2.OUTCOME_PERMANENT,
+        status=DELETED_STATUS,
+        diagnostic=DELETED_DIAGNOSTIC,
+    )
+
+
+def decide(
+    result: message_pb2.DeliveryResult, policy: Policy, now: datetime, deletion: Deletion | None = None
+) -> Decision:
+    """Decide the fate of every recipient of `result` at time `now` (`deletion`: an operator deleted it)."""
     job = result.job
     age = age_seconds(job.arrival_time, now)
     expired = age >= policy.max_queue_lifetime
@@ -132,12 +162,19 @@ def decide(result: message_pb2.DeliveryResult, policy: Policy, now: datetime) ->
         normal = _normalised(entry)
         if entry.outcome == message_pb2.OUTCOME_DELIVERED:
             fate = RecipientFate(normal, Disposition.DELIVERED)
+        elif deletion is not None and not deletion.dsn:
+            fate = RecipientFate(normal, Disposition.DELETED)
+            decision.deleted.append(fate)
         elif entry.outcome == message_pb2.OUTCOME_PERMANENT:
             fate = RecipientFate(normal, Disposition.BOUNCED)
             undeliverable.append(fate)
         elif expired:
             fate = RecipientFate(normal, Disposition.EXPIRED)
             undeliverable.append(fate)
+        elif deletion is not None:  # would be retried; deleted with a DSN: bounced
+            fate = RecipientFate(_deleted_by_admin(entry), Disposition.BOUNCED)
+            undeliverable.append(fate)
+            decision.deleted.append(fate)
         else:  # temporary (an unspecified outcome is treated as temporary: never lose a recipient)
             fate = RecipientFate(normal, Disposition.DEFERRED)
             deferred.append(fate)

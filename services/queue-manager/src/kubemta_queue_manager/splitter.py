@@ -49,6 +49,7 @@ def iter_jobs(message: message_pb2.AcceptedMessage, default_domain: str) -> Iter
             attempts=0,
             smtputf8=message.smtputf8,
             generated=message.generated,
+            message_id=message.message_id,
         )
         job.arrival_time.CopyFrom(message.arrival_time)
         yield job
