@@ -1,6 +1,7 @@
 """The worker's lifecycle events, redelivery guard and admin decisions, against real SMTP peers on loopback
 with recording events (tests/harness/fake_events.py), a fake tracker and a fake decisions view."""
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from kubemta_common.amqp.consumer import subscribe_deliveries
 from kubemta_common.amqp.held import DECISION_ID, JOB_ID, QUEUE_ID, RELEASE_TO
 from kubemta_common.amqp.topology import HELD, RESULTS
 from kubemta_common.errors import PermanentError
+from kubemta_common.events.decisions import Decisions
 from kubemta_delivery_worker.deliverer import Deliverer
 from kubemta_delivery_worker.handler import DELETED_DIAGNOSTIC, DeliverHandler
 from tests.harness.fake_events import RecordingEvents
@@ -355,3 +357,50 @@ async def test_poison_and_malformed_holds_say_held(job, options, parts):
         ("malformed", "deliver"),
     ]
     assert publisher.published == []
+
+
+def rule(decision_id: str, verb: int, **selector: str) -> events_pb2.AdminDecision:
+    made = events_pb2.AdminDecision(decision_id=decision_id, actor="ops", verb=verb, selector=selector)  # type: ignore[arg-type]
+    made.time.GetCurrentTime()
+    return made
+
+
+async def test_the_real_decisions_view_holds_and_deletes_what_an_operator_named(refused_host, job, options, parts):
+    publisher, events = parts
+    view = Decisions()
+    the_job = job([refused_host("mx1.dest.test")])
+    the_job.arrival_time.GetCurrentTime()
+    hold = events_pb2.AdminDecision(
+        decision_id="H1",
+        actor="ops",
+        verb=events_pb2.DECISION_VERB_HOLD,
+        selector=events_pb2.Selector(domain="DEST.test"),
+    )
+    hold.time.GetCurrentTime()
+    view.apply(hold)
+    handler = handle(DeliverHandler(Deliverer(options), publisher, events=events, decisions=view))
+    await handler(incoming(the_job.SerializeToString()))
+    assert [raw.headers[DECISION_ID] for raw in publisher.raw] == ["H1"]  # type: ignore[index]
+    delete = events_pb2.AdminDecision(
+        decision_id="D2",
+        actor="ops",
+        verb=events_pb2.DECISION_VERB_DELETE,
+        selector=events_pb2.Selector(queue_id="Q123TEST"),
+    )
+    delete.time.GetCurrentTime()
+    view.apply(delete)
+    await handler(incoming(the_job.SerializeToString()))
+    assert events.kinds() == ["held", "deleted"] and publisher.published == []
+
+
+async def test_deliveries_wait_for_the_decisions_read_at_the_start(start_peer, host_of, job, options, parts):
+    publisher, events = parts
+    peer = await start_peer()
+    decisions = FakeDecisions()
+    ready = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, ready.set)
+    handler = DeliverHandler(Deliverer(options), publisher, events=events, decisions=decisions, decisions_ready=ready)
+    the_job = job([host_of("mx1.dest.test", peer)])
+    async with asyncio.timeout(10):
+        await handle(handler)(incoming(the_job.SerializeToString()))
+    assert ready.is_set() and len(decisions.asked) == 1

@@ -1,23 +1,44 @@
-"""Entry point of `kubemta-delivery-worker`: consume `deliver`, deliver over SMTP, publish results."""
+"""Entry point of `kubemta-delivery-worker`: consume `deliver`, deliver over SMTP, publish results.
+
+Beside the consumers: the lifecycle event log (ServiceCore's), a `DecisionFollower` that keeps the
+operators' delete/hold rules from the `decisions` stream (deliveries wait, bounded, until it read
+what the stream held at the start), and the tracker client of the redelivery guard (None without
+KUBEMTA_TRACKER_URL).
+"""
 
 import asyncio
+import contextlib
 
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe_deliveries
 from kubemta_common.command_line import service_main
+from kubemta_common.events.decisions import DecisionFollower, Decisions
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_delivery_worker.deliverer import Deliverer, build_deliverer
-from kubemta_delivery_worker.handler import DeliverHandler
+from kubemta_delivery_worker.handler import DeliveredRecipients, DeliverHandler
 from kubemta_delivery_worker.settings import WorkerSettings
 
 DESCRIPTION = "kubemta delivery-worker: delivers jobs over SMTP and reports per-recipient results."
 SERVICE = "delivery-worker"
 
 
-def build(core: ServiceCore, settings: WorkerSettings, deliverer: Deliverer | None = None) -> list[ConsumerSpec]:
+def build(
+    core: ServiceCore,
+    settings: WorkerSettings,
+    deliverer: Deliverer | None = None,
+    *,
+    follower: DecisionFollower | None = None,
+    tracker: DeliveredRecipients | None = None,
+) -> list[ConsumerSpec]:
     """The worker's one consumer: `deliver`."""
     handler = DeliverHandler(
-        deliverer or build_deliverer(settings), core.publisher, delivery_limit=settings.delivery_limit
+        deliverer or build_deliverer(settings),
+        core.publisher,
+        delivery_limit=settings.delivery_limit,
+        events=core.events,
+        tracker=tracker,
+        decisions=follower.decisions if follower is not None else None,
+        decisions_ready=follower.ready if follower is not None else None,
     )
     return both_lanes(subscribe_deliveries(stages.DELIVER, handler))
 
@@ -27,9 +48,14 @@ async def serve(stop: asyncio.Event) -> None:
     settings = WorkerSettings.load()
     core = ServiceCore(SERVICE, settings)
     deliverer = build_deliverer(settings)
+    follower = DecisionFollower(core.broker, Decisions(settings.decisions_max_age))
+    following = asyncio.create_task(follower.run(), name="kubemta-decisions")
     try:
-        await serve_consumers(core, lambda c: build(c, settings, deliverer), stop)
+        await serve_consumers(core, lambda c: build(c, settings, deliverer, follower=follower), stop)
     finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
         await deliverer.close()  # QUIT the idle cached connections
 
 

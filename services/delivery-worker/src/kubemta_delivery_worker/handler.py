@@ -68,6 +68,8 @@ REPORTER = "delivery-worker"
 STAGE = "delivery-worker"
 DELETED_STATUS = "5.3.0"  # RFC 3463 section 3.4: X.3.0 other or undefined mail system status
 DELETED_DIAGNOSTIC = "deleted by the administrator"
+DECISIONS_READY_WAIT = 30.0
+"""Longest a delivery waits for the admin decisions issued before the start to be read."""
 
 
 class WorkerPublisher(BusPublisher, Protocol):
@@ -143,6 +145,7 @@ class DeliverHandler:
         events: EventSink | None = None,
         tracker: DeliveredRecipients | None = None,
         decisions: DecisionView | None = None,
+        decisions_ready: asyncio.Event | None = None,
     ) -> None:
         self._deliverer = deliverer
         self._publisher = publisher
@@ -150,6 +153,7 @@ class DeliverHandler:
         self._events: EventSink = events if events is not None else NoEvents()
         self._tracker = tracker  # None: no redelivery guard (KUBEMTA_TRACKER_URL empty)
         self._decisions = decisions  # None: no admin decisions are honoured
+        self._decisions_ready = decisions_ready  # set once the rules issued before the start are read
 
     async def __call__(self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage) -> None:
         with message_context(sanitize(job.queue_id), sanitize(job.job_id)):  # sanitized: a malformed job's too
@@ -276,6 +280,12 @@ class DeliverHandler:
         """Honour an operator's DELETE or HOLD of this job; True when one applied (nothing is delivered)."""
         if self._decisions is None:
             return False
+        if self._decisions_ready is not None and not self._decisions_ready.is_set():
+            try:  # the follower sets it after a bounded wait itself; this bound is a second guard
+                async with asyncio.timeout(DECISIONS_READY_WAIT):
+                    await self._decisions_ready.wait()
+            except TimeoutError:
+                logger.warning("admin decisions not read within %.0fs: delivering anyway", DECISIONS_READY_WAIT)
         verdict = self._decisions.verdict(
             queue_id=job.queue_id, sender=job.sender, domain=job.domain, arrival=job.arrival_time.ToDatetime(UTC)
         )
