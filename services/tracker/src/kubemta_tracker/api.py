@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from kubemta_common.amqp.topology import retry_queue_name
 from kubemta_tracker import metrics
+from kubemta_tracker.admin_api import router as admin_router
 from kubemta_tracker.auth import TokenAuth, require_read
 from kubemta_tracker.context import TrackerContext, tracker_context
 from kubemta_tracker.queries import FindQuery
@@ -186,4 +187,5 @@ def create_app(context: TrackerContext) -> FastAPI:
     app.state.auth = TokenAuth(context.settings.tracker_read_tokens, context.settings.tracker_admin_tokens)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.include_router(router)
+    app.include_router(admin_router)
     return app
