@@ -40,9 +40,9 @@ class ChaosConfig:
 
 
 QUICK = {
-    "messages": 300,
-    "clients": 4,
-    "rate": 10.0,
+    "messages": 400,
+    "clients": 6,
+    "rate": 12.0,  # the sending lasts about as long as the chaos (7 steps of ~5 s)
     "kill_interval": (1.5, 3.0),
     "drain_stall": 20.0,
     "drain_timeout": 90.0,
@@ -68,13 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         "accepted, delivered, lost (must be 0) and duplicates. Exit 1 when a message was lost.",
     )
     add = parser.add_argument
-    add("--quick", action="store_true", default=None, help="CHAOS_QUICK=1: 300 messages, one kill per service")
+    add("--quick", action="store_true", default=None, help="CHAOS_QUICK=1: 400 messages, one kill per service")
     add("--kill-one", metavar="SERVICE", help=f"send 200 messages, kill -9 SERVICE once ({', '.join(SERVICES)}, "
         f"{TRACKER})")  # fmt: skip
     add("--each", action="store_true", help="--kill-one for every service, one after the other")
-    add("--messages", type=int, help="messages to send (full 10000, quick 300, kill-one 200)")
-    add("--clients", type=int, help="concurrent SMTP clients (full 8, quick 4)")
-    add("--rate", type=float, help="messages per second over all clients (0: unpaced; quick 10)")
+    add("--messages", type=int, help="messages to send (full 10000, quick 400, kill-one 200)")
+    add("--clients", type=int, help="concurrent SMTP clients (full 8, quick 6)")
+    add("--rate", type=float, help="messages per second over all clients (0: unpaced; quick 12)")
     add("--broker-restarts", type=int, help="broker restarts during the run (default 2)")
     add("--broker-restart", choices=BROKER_RESTARTS, help="app: rabbitmqctl stop_app/start_app (default); node: "
         "stop the node and start it again on the same data")  # fmt: skip

@@ -62,6 +62,7 @@ class _SinkProtocol(asyncio.Protocol):
         self._buffer = bytearray()
         self._transaction = _Transaction()
         self._data: bytearray | None = None  # set while reading a message
+        self._done = False  # QUIT or an error: the rest of the input is ignored
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -76,7 +77,9 @@ class _SinkProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        while self._transport is not None and not self._transport.is_closing():
+        # Every line that arrived is read, also when the client is gone and the replies cannot be written: a
+        # message whose dot came in counts.
+        while not self._done:
             end = self._buffer.find(b"\n")
             if end < 0:
                 if len(self._buffer) > MAX_LINE:
@@ -146,6 +149,7 @@ class _SinkProtocol(asyncio.Protocol):
             self._transport.write("".join(line + "\r\n" for line in lines).encode())
 
     def _close(self) -> None:
+        self._done = True
         if self._transport is not None:
             self._transport.close()
 
