@@ -39,3 +39,14 @@ EVENTS_DROPPED = Counter(
     "service stopped first",
 )
 EVENTS_BUFFERED = Gauge("kubemta_events_buffered", "Lifecycle events waiting to be published to the stream")
+DUPLICATE_CHECKS = Counter(
+    "kubemta_duplicate_checks_total",
+    "Duplicate checks asked of the tracker (events/tracker_client.py), by check (received, delivered, queued, "
+    "routed, fate) and result (found, absent, unknown: the tracker could not tell and the mail went on)",
+    ["check", "result"],
+)
+preinitialise(
+    DUPLICATE_CHECKS,
+    check=("received", "delivered", "queued", "routed", "fate"),
+    result=("found", "absent", "unknown"),
+)

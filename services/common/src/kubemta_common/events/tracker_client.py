@@ -1,0 +1,239 @@
+"""The services' duplicate checks against the tracker's HTTP API (services/tracker).
+
+After a crash, RabbitMQ redelivers what was not acknowledged, and a client whose connection
+broke after the dot retries; the tracker's index of the `events` stream knows what was already
+done. `TrackerClient` asks it, and answers None ("unknown") whenever it cannot tell: the tracker
+unreachable, slower than `timeout` (for the whole call, body included), an HTTP error (a 503:
+the tracker's barrier sync timed out), or an answer that is not what the API promises (not
+JSON, a wrong type, a body over `MAX_BODY`). Callers then go on as before (at least once), so a
+tracker outage costs duplicate protection, never mail. Problems are logged at WARNING at most
+once per `WARN_EVERY` seconds (with a count of the ones not logged), never raised.
+
+Every call is counted in `kubemta_duplicate_checks_total{check,result}`: check `received`
+(`first_queue_id`), `delivered` (`delivered_recipients`), `queued` / `routed` / `fate`
+(`recorded`); result `found`, `absent` or `unknown`.
+
+API (contract of issue 14), all GET with `Authorization: Bearer <token>`:
+- /v1/duplicates/received/{dedup_key}?within=<seconds> -> 200 {"queue_id"} | 404
+- /v1/duplicates/jobs/{job_id}/delivered -> {"recipients": [RecipientOutcome as a dict]} | 503
+- /v1/duplicates/recorded?kind=&queue_id=&job_id=&attempt= -> {"recorded": bool} | 503
+"""
+
+import asyncio
+import json
+import logging
+import re
+import time
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from google.protobuf.json_format import ParseDict, ParseError
+
+from kubemta.v1 import events_pb2
+from kubemta_common.logs import sanitize
+from kubemta_common.metrics import DUPLICATE_CHECKS
+from kubemta_common.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+"""Most bytes of an answer read (a job's delivered recipients are a few hundred bytes each)."""
+WARN_EVERY = 60.0
+"""Seconds between two WARNING lines about the tracker."""
+MAX_QUEUE_ID = 128
+"""Longest queue id taken from an answer."""
+RECORDED_KINDS = ("queued", "routed", "fate")
+OUTCOME_FIELDS = frozenset(events_pb2.RecipientOutcome.DESCRIPTOR.fields_by_name)
+DEDUP_KEY = re.compile(r"[0-9a-fA-F]{16,128}")
+TOKEN = re.compile(r"[\x21-\x7e]*")
+"""A bearer token goes into a header: visible ASCII only (RFC 6750 section 2.1 allows less)."""
+
+
+class _TrackerProblem(Exception):
+    """Why the tracker's answer is unknown (logged, never raised to callers)."""
+
+
+class _Warnings:
+    """WARNING lines at most once per `every` seconds; the ones in between are counted and said next time."""
+
+    def __init__(self, every: float) -> None:
+        self._every = every
+        self._last = -every
+        self._suppressed = 0
+
+    def warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every:
+            self._suppressed += 1
+            logger.debug("%s", message)
+            return
+        suffix = f" ({self._suppressed} more since the last warning)" if self._suppressed else ""
+        self._last = now
+        self._suppressed = 0
+        logger.warning("%s%s", message, suffix)
+
+
+def _segment(value: str) -> str:
+    """`value` as one URL path segment (slashes and dot segments encoded, so it cannot name another path)."""
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+class TrackerClient:
+    """Asks the tracker whether work was already done; None when it cannot tell."""
+
+    def __init__(self, url: str, token: str, timeout: float, *, transport: httpx.AsyncBaseTransport | None = None):
+        if not TOKEN.fullmatch(token):
+            raise ValueError("the tracker token must be visible ASCII characters (no spaces or line breaks)")
+        self._timeout = timeout
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._client = httpx.AsyncClient(
+            base_url=url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            transport=transport,
+            trust_env=False,
+        )
+        self._warnings = _Warnings(WARN_EVERY)
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> "TrackerClient | None":
+        """The client of KUBEMTA_TRACKER_URL, or None when it is empty (no duplicate checks)."""
+        if not settings.tracker_url:
+            return None
+        return cls(settings.tracker_url, settings.tracker_token.get_secret_value(), settings.tracker_timeout)
+
+    async def first_queue_id(self, dedup_key: str, within: float) -> str | None:
+        """The queue id of the message received within the last `within` seconds with this dedup key, "" when
+        there is none (not a duplicate), None when unknown."""
+        if not DEDUP_KEY.fullmatch(dedup_key) or within <= 0:
+            DUPLICATE_CHECKS.labels(check="received", result="unknown").inc()
+            return None
+        path = f"/v1/duplicates/received/{dedup_key}"
+        answer = await self._get("received", path, {"within": _seconds(within)}, absent_on_404=True)
+        if answer is _UNKNOWN:
+            return None
+        if answer is _ABSENT:
+            DUPLICATE_CHECKS.labels(check="received", result="absent").inc()
+            return ""
+        queue_id = answer.get("queue_id") if isinstance(answer, dict) else None
+        if not isinstance(queue_id, str) or not queue_id or len(queue_id) > MAX_QUEUE_ID:
+            self._unknown("received", f"a duplicate check answer without a queue id: {sanitize(str(answer)[:200])}")
+            return None
+        DUPLICATE_CHECKS.labels(check="received", result="found").inc()
+        return queue_id
+
+    async def delivered_recipients(self, job_id: str) -> list[events_pb2.RecipientOutcome] | None:
+        """The recipients of `job_id` already recorded as delivered (an empty list: none), None when unknown."""
+        if not job_id:
+            DUPLICATE_CHECKS.labels(check="delivered", result="unknown").inc()
+            return None
+        answer = await self._get("delivered", f"/v1/duplicates/jobs/{_segment(job_id)}/delivered", {})
+        if answer is _UNKNOWN:
+            return None
+        recipients = answer.get("recipients") if isinstance(answer, dict) else None  # a 404 too: unknown
+        if not isinstance(recipients, list):
+            self._unknown("delivered", "a delivered-recipients answer without a recipients list")
+            return None
+        outcomes: list[events_pb2.RecipientOutcome] = []
+        for item in recipients:
+            if not isinstance(item, dict):
+                self._unknown("delivered", "a delivered-recipients answer with a recipient not an object")
+                return None
+            try:
+                known = {name: value for name, value in item.items() if name in OUTCOME_FIELDS}  # newer fields: ignored
+                outcomes.append(ParseDict(known, events_pb2.RecipientOutcome()))  # a bad value or enum name: an error
+            except (ParseError, ValueError, TypeError, RecursionError) as exc:
+                self._unknown("delivered", f"a delivered-recipients answer with a bad recipient: {sanitize(str(exc))}")
+                return None
+        DUPLICATE_CHECKS.labels(check="delivered", result="found" if outcomes else "absent").inc()
+        return outcomes
+
+    async def recorded(
+        self, kind: str, *, queue_id: str = "", job_id: str = "", attempt: int | None = None
+    ) -> bool | None:
+        """Whether an event of `kind` (queued: for `queue_id`; routed, fate: for `job_id`, and `attempt` when
+        given) is on the stream; None when unknown."""
+        check = kind if kind in RECORDED_KINDS else "recorded"
+        if kind not in RECORDED_KINDS or not (queue_id if kind == "queued" else job_id):
+            logger.debug("not a duplicate check the tracker answers: kind=%s", sanitize(kind, 40))
+            if check in RECORDED_KINDS:
+                DUPLICATE_CHECKS.labels(check=check, result="unknown").inc()
+            return None
+        params = {"kind": kind}
+        if queue_id:
+            params["queue_id"] = queue_id
+        if job_id:
+            params["job_id"] = job_id
+        if attempt is not None:
+            params["attempt"] = str(attempt)
+        answer = await self._get(check, "/v1/duplicates/recorded", params)
+        if answer is _UNKNOWN:
+            return None
+        value = answer.get("recorded") if isinstance(answer, dict) else None
+        if not isinstance(value, bool):
+            self._unknown(check, "a recorded answer without a true/false 'recorded'")
+            return None
+        DUPLICATE_CHECKS.labels(check=check, result="found" if value else "absent").inc()
+        return value
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def _unknown(self, check: str, problem: str) -> None:
+        DUPLICATE_CHECKS.labels(check=check, result="unknown").inc()
+        self._warnings.warn(f"tracker duplicate check ({check}) unknown, going on: {problem}")
+
+    async def _get(self, check: str, path: str, params: dict[str, str], *, absent_on_404: bool = False) -> Any:
+        """The decoded JSON answer, `_ABSENT` for a 404 when that means "none", or `_UNKNOWN` (counted and
+        logged)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._client.stream("GET", path, params=params) as response:
+                    if absent_on_404 and response.status_code == 404:
+                        return _ABSENT
+                    if response.status_code != 200:
+                        raise _TrackerProblem(f"HTTP {response.status_code}")
+                    body = await _read_capped(response)
+        except TimeoutError:
+            problem = f"no answer within {self._timeout:g}s"
+        except _TrackerProblem as exc:
+            problem = str(exc)
+        except httpx.HTTPError as exc:
+            problem = f"{type(exc).__name__}: {sanitize(str(exc))}"
+        else:
+            try:
+                return json.loads(body)
+            except (ValueError, RecursionError):
+                problem = "an answer that is not JSON"
+        self._unknown(check, problem)
+        return _UNKNOWN
+
+
+_ABSENT: Any = object()
+"""`_get`'s answer for a 404 that means "no such record"."""
+_UNKNOWN: Any = object()
+"""`_get`'s answer when the tracker could not tell (already counted and logged)."""
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """The body, at most MAX_BODY bytes (more: a problem, not read further)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise _TrackerProblem(f"an answer of {declared} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _TrackerProblem(f"an answer over {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
