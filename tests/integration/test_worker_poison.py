@@ -22,7 +22,7 @@ from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.consumer import Consumer, subscribe_deliveries
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.topology import DELIVER, HELD, RESULTS
-from kubemta_delivery_worker.deliverer import Deliverer
+from kubemta_delivery_worker.deliverer import AttemptReport, Deliverer
 from kubemta_delivery_worker.handler import DeliverHandler
 from tests.harness.queues import first_message
 from tests.harness.rabbitmq import Vhost
@@ -49,6 +49,10 @@ class FaultyDeliverer:
             )
             for rcpt in job.recipients
         ]
+
+    async def attempt(self, job: message_pb2.DeliveryJob) -> AttemptReport:
+        """What the handler calls: `deliver`'s results as an attempt report."""
+        return AttemptReport(await self.deliver(job))
 
 
 def make_job(queue_id: str) -> message_pb2.DeliveryJob:
