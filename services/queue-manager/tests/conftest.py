@@ -13,22 +13,27 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 from google.protobuf.message import Message
 
-from kubemta.v1 import message_pb2
+from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp.stages import Outgoing, Stage
 from kubemta_common.amqp.topology import DSN
 from kubemta_common.bus_messages import Encoded
 from kubemta_common.errors import PublishFailed
+from kubemta_common.events.decisions import Action as DecisionAction
+from kubemta_common.events.decisions import Verdict
 from kubemta_queue_manager import dkim_cli
 from kubemta_queue_manager.dsn_requests import dsn_message, merged_report
 from kubemta_queue_manager.handlers import QueueManager
 from kubemta_queue_manager.settings import QueueManagerSettings
+from tests.harness.fake_events import RecordingEvents
 
 NOW = datetime(2026, 3, 2, 12, 0, 0, tzinfo=UTC)
 HOSTNAME = "mx.kubemta.test"
@@ -49,11 +54,29 @@ Record = tuple[str, bytes, str, str]
 
 
 class FakePublisher:
-    """Records publish batches (a single publish is a batch of one); raises PublishFailed when told to."""
+    """Records publish batches (a single publish is a batch of one); raises PublishFailed when told to.
+
+    A raw publish (`publish_raw`: an admin-held job) is a batch of one too; its AMQP headers are kept in
+    `headers` by message id."""
 
     def __init__(self) -> None:
         self.batches: list[list[Record]] = []
+        self.headers: dict[str, dict[str, str]] = {}
         self.fail = False
+
+    async def publish_raw(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        message_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if self.fail:
+            raise PublishFailed("no confirm from the broker within 10s")
+        self.batches.append([(routing_key, body, message_id, message_type)])
+        self.headers[message_id] = dict(headers or {})
 
     async def publish[M: Message](self, stage: Stage[M], message: M | Encoded[M], *, message_id: str) -> None:
         await self.publish_all([stage.outgoing(message, message_id=message_id)])
@@ -170,6 +193,55 @@ def sent_dsns(publisher: FakePublisher) -> list[message_pb2.AcceptedMessage]:
     ]
 
 
+class FakeTracker:
+    """Answers `recorded` from a dictionary (None, "unknown", for anything else); records every question."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str, str, int | None], bool | None] = {}
+        self.asked: list[tuple[str, str, str, int | None]] = []
+
+    async def recorded(
+        self, kind: str, *, queue_id: str = "", job_id: str = "", attempt: int | None = None
+    ) -> bool | None:
+        key = (kind, queue_id, job_id, attempt)
+        self.asked.append(key)
+        return self.answers.get(key)
+
+
+class FakeDecisions:
+    """Answers every verdict with `verdict`; records what was asked."""
+
+    def __init__(self) -> None:
+        self.verdict_given = Verdict(action=DecisionAction.NONE, decision=None, dsn=False)
+        self.asked: list[dict[str, Any]] = []
+
+    def decide(self, action: DecisionAction, *, dsn: bool = False, decision_id: str = "D1") -> None:
+        verb = {
+            DecisionAction.DELETE: events_pb2.DECISION_VERB_DELETE,
+            DecisionAction.HOLD: events_pb2.DECISION_VERB_HOLD,
+        }.get(action, events_pb2.DECISION_VERB_RELEASE)
+        decision = events_pb2.AdminDecision(decision_id=decision_id, actor="ops", verb=verb, dsn=dsn)
+        self.verdict_given = Verdict(action=action, decision=decision, dsn=dsn)
+
+    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> Verdict:
+        self.asked.append({"queue_id": queue_id, "sender": sender, "domain": domain, "arrival": arrival})
+        return self.verdict_given
+
+
+@dataclass
+class FakeDelivery:
+    """The facts of an AMQP delivery the handlers read: the redelivered flag and the headers."""
+
+    body: bytes = b""
+    redelivered: bool = False
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+def delivery(*, redelivered: bool = False, count: int = 0) -> AbstractIncomingMessage:
+    headers = {"x-delivery-count": count} if count else {}
+    return cast(AbstractIncomingMessage, FakeDelivery(redelivered=redelivered, headers=headers))
+
+
 class Kit:
     """The helpers above, handed to tests by the `kit` fixture."""
 
@@ -184,6 +256,7 @@ class Kit:
     bounced = staticmethod(bounced)
     dsn_requests = staticmethod(dsn_requests)
     dsns = staticmethod(sent_dsns)
+    delivery = staticmethod(delivery)
 
 
 @pytest.fixture
@@ -197,9 +270,33 @@ def publisher() -> FakePublisher:
 
 
 @pytest.fixture
-def make_manager(publisher: FakePublisher) -> Callable[..., QueueManager]:
+def events() -> RecordingEvents:
+    return RecordingEvents(service="queue-manager")
+
+
+@pytest.fixture
+def tracker() -> FakeTracker:
+    return FakeTracker()
+
+
+@pytest.fixture
+def decisions() -> FakeDecisions:
+    return FakeDecisions()
+
+
+@pytest.fixture
+def make_manager(
+    publisher: FakePublisher, events: RecordingEvents, tracker: FakeTracker, decisions: FakeDecisions
+) -> Callable[..., QueueManager]:
     def factory(**overrides: Any) -> QueueManager:
-        return QueueManager(make_settings(**overrides), publisher, clock=lambda: NOW)
+        return QueueManager(
+            make_settings(**overrides),
+            publisher,
+            events=events,
+            clock=lambda: NOW,
+            tracker=tracker,
+            decisions=decisions,
+        )
 
     return factory
 

@@ -15,6 +15,7 @@ from kubemta_mail_auth.dkim.keys import KeyStore
 from kubemta_queue_manager import metrics
 from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome, SignResult, include_headers
 from kubemta_queue_manager.handlers import QueueManager
+from tests.harness.fake_events import RecordingEvents
 
 MESSAGE = (
     b"Received: from client.example.com (client.example.com [192.0.2.1])\r\n"
@@ -272,7 +273,7 @@ def sample(**labels: str) -> float:
 async def test_handle_accepted_signs_once_before_splitting(dkim_zone, publisher, kit) -> None:
     dkim_zone.generate("example.com", "ed", "ed25519")
     dkim_zone.generate("example.com", "rsa", "rsa")
-    manager = QueueManager(kit.settings(), publisher, signer=signer_for(dkim_zone))
+    manager = QueueManager(kit.settings(), publisher, events=RecordingEvents(), signer=signer_for(dkim_zone))
     before = sample(algorithm="rsa-sha256", result="signed")
     await manager.handle_accepted(accepted(MESSAGE, ["bob@example.org", "carol@example.net"]))
     jobs = [message_pb2.DeliveryJob.FromString(body) for _, body, _, _ in publisher.to(ROUTE)]
@@ -291,7 +292,7 @@ async def test_a_signing_failure_sends_the_message_unsigned(publisher, kit, capl
         def sign(self, content: bytes) -> SignResult:
             raise RuntimeError("key vanished")
 
-    manager = QueueManager(kit.settings(), publisher, signer=Broken())
+    manager = QueueManager(kit.settings(), publisher, events=RecordingEvents(), signer=Broken())
     with caplog.at_level(logging.ERROR):
         await manager.handle_accepted(accepted(MESSAGE, ["bob@example.org"]))
     (job,) = [message_pb2.DeliveryJob.FromString(body) for _, body, _, _ in publisher.to(ROUTE)]
@@ -307,7 +308,9 @@ async def test_without_a_signer_nothing_changes(publisher, manager) -> None:
 
 async def test_a_bounce_is_signed_for_the_hostnames_domain(dkim_zone, publisher, kit, tmp_path: Path) -> None:
     dkim_zone.generate("kubemta.test", "bounces", "rsa")
-    manager = QueueManager(kit.settings(), publisher, clock=lambda: kit.NOW, signer=signer_for(dkim_zone))
+    manager = QueueManager(
+        kit.settings(), publisher, events=RecordingEvents(), clock=lambda: kit.NOW, signer=signer_for(dkim_zone)
+    )
     job = kit.job(["bob@example.org"])
     await manager.handle_result(kit.result(job, [kit.bounced("bob@example.org")]))
     (dsn,) = kit.dsns(publisher)

@@ -15,6 +15,7 @@ from kubemta_mail_auth.dkim.keys import KeyStore
 from kubemta_queue_manager import metrics
 from kubemta_queue_manager.dkim_signer import DkimSigner
 from kubemta_queue_manager.handlers import QueueManager, may_sign
+from tests.harness.fake_events import RecordingEvents
 
 FORGED = (
     b"From: The CEO <ceo@example.com>\r\n"
@@ -43,7 +44,9 @@ def untrusted_count() -> float:
 
 
 async def delivered_content(dkim_zone, publisher, kit, body: bytes) -> bytes:
-    manager = QueueManager(kit.settings(), publisher, signer=DkimSigner(KeyStore(dkim_zone.keys_dir)))
+    manager = QueueManager(
+        kit.settings(), publisher, events=RecordingEvents(), signer=DkimSigner(KeyStore(dkim_zone.keys_dir))
+    )
     await manager.handle_accepted(stages.INBOUND.decode(body))
     (job,) = [message_pb2.DeliveryJob.FromString(item[1]) for item in publisher.to(ROUTE)]
     return job.content

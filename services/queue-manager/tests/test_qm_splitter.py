@@ -98,7 +98,7 @@ async def test_inbound_handler_publishes_all_jobs_to_route(manager, publisher, c
     before_jobs = sample("kubemta_jobs_created_total")
     before_split = sample("kubemta_messages_split_total")
     message = accepted(["bob@example.org", "dave@example.net", "carol@example.org"])
-    caplog.set_level(logging.INFO, logger="kubemta_queue_manager")
+    caplog.set_level(logging.DEBUG, logger="kubemta_queue_manager")
 
     await manager.handle_accepted(message)
 
@@ -114,6 +114,7 @@ async def test_inbound_handler_publishes_all_jobs_to_route(manager, publisher, c
     assert sample("kubemta_messages_split_total") - before_split == 1
     records = [record for record in caplog.records if record.name.startswith("kubemta_queue_manager")]
     assert len(records) == 3, "one line for the message and one per job"
+    assert all(record.levelno == logging.DEBUG for record in records), "the queued event is the INFO line"
     assert all(getattr(record, "queue_id", None) == "QSPLIT" for record in records)
 
 

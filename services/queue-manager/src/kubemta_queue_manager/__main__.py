@@ -4,10 +4,13 @@ DKIM keys are made by `kubemta-admin dkim ...` (dkim_cli).
 """
 
 import asyncio
+import contextlib
 
 from kubemta_common.amqp import stages
-from kubemta_common.amqp.consumer import subscribe
+from kubemta_common.amqp.consumer import subscribe, subscribe_deliveries
 from kubemta_common.command_line import service_main
+from kubemta_common.events.decisions import DecisionFollower, Decisions
+from kubemta_common.events.tracker_client import TrackerClient
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, consume, serve_consumers
 from kubemta_mail_auth.dkim.keys import KeyStore
 from kubemta_queue_manager.dkim_signer import DkimSigner
@@ -22,16 +25,30 @@ SERVICE = "queue-manager"
 
 
 async def serve(stop: asyncio.Event) -> None:
-    """Load the settings (ConfigError stops the process with a clear message) and run the consumers."""
+    """Load the settings (ConfigError stops the process with a clear message) and run the consumers, following the
+    operators' decisions meanwhile."""
     settings = QueueManagerSettings.load()
     core = ServiceCore(SERVICE, settings)
     signer = DkimSigner(KeyStore(settings.dkim_keys_dir)) if settings.dkim_keys_dir is not None else None
+    tracker = TrackerClient.from_settings(settings)
+    decisions = Decisions(settings.decisions_max_age)
+    background: list[asyncio.Task[None]] = []
 
     def build(core: ServiceCore) -> list[ConsumerSpec]:
-        manager = QueueManager(settings, core.publisher, signer=signer)
+        follower = DecisionFollower(core.broker, decisions)
+        background.append(asyncio.create_task(follower.run(), name="kubemta-decisions"))
+        manager = QueueManager(
+            settings,
+            core.publisher,
+            events=core.events,
+            signer=signer,
+            tracker=tracker,
+            decisions=decisions,
+            decisions_ready=follower.ready,
+        )
         return [
-            *both_lanes(subscribe(stages.INBOUND, manager.handle_accepted)),
-            *both_lanes(subscribe(stages.RESULTS, manager.handle_result)),
+            *both_lanes(subscribe_deliveries(stages.INBOUND, manager.handle_accepted)),
+            *both_lanes(subscribe_deliveries(stages.RESULTS, manager.handle_result)),
             # holds the DSN requests of one window: its prefetch is the batcher's bound
             consume(
                 subscribe(stages.DSN, manager.handle_dsn_request),
@@ -41,7 +58,15 @@ async def serve(stop: asyncio.Event) -> None:
             ),
         ]
 
-    await serve_consumers(core, build, stop)
+    try:
+        await serve_consumers(core, build, stop)
+    finally:
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if tracker is not None:
+            await tracker.close()
 
 
 def main() -> None:

@@ -13,6 +13,9 @@ that consumer goes away, its unacknowledged requests return to the queue and the
 replica becomes the active one and groups them again: nothing is lost, and at worst a DSN
 whose confirm came just before a crash is sent twice (at least once, as every stage).
 
+Once a DSN was confirmed the batcher emits its lifecycle events: `received` (generated) for the
+DSN, a new message, and `dsn_sent` (a bounce) or `delay_warning_sent` on the original message.
+
 At most `max_held` requests are held (the consumer's prefetch): reaching it flushes the
 oldest group at once, so a bounce storm is reported in more, smaller DSNs instead of
 stalling the stage.
@@ -27,11 +30,12 @@ from datetime import UTC, datetime
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.publisher import BusPublisher
+from kubemta_common.events.emitter import EventSink
 from kubemta_common.logs import message_context, outside_message, sanitize
 from kubemta_common.queue_id import new_queue_id
-from kubemta_queue_manager import metrics
+from kubemta_queue_manager import lifecycle, metrics
 from kubemta_queue_manager.dsn import Action
-from kubemta_queue_manager.dsn_requests import dsn_message, merged_report
+from kubemta_queue_manager.dsn_requests import ACTIONS, dsn_message, merged_report
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +62,10 @@ class DsnBatcher:
         window: float,
         max_held: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        events: EventSink | None = None,
     ) -> None:
         self._publisher = publisher
+        self._events = events
         self._hostname = hostname
         self._window = window
         self._max_held = max(1, max_held)
@@ -137,6 +143,17 @@ class DsnBatcher:
             ", ".join(sanitize(job_id) for job_id in group.job_ids),
             extra={"dsn_queue_id": dsn.queue_id},
         )
+        if self._events is not None:
+            self._events.emit(lifecycle.dsn_received(dsn))
+            self._events.emit(
+                lifecycle.dsn_sent(
+                    queue_id=report.queue_id,
+                    message_id="",  # a DsnRequest does not carry the original's Message-ID (yet)
+                    dsn=dsn,
+                    action=ACTIONS[report.action],
+                    recipients=[entry.recipient for entry in report.recipients],
+                )
+            )
         group.done.set_result(None)
 
 

@@ -1,11 +1,14 @@
 """The queue-manager's consumers: `inbound` (split into jobs), `results` (decide each recipient's fate) and
-`dsn` (the batcher), each handler taking its stage's message decoded (kubemta_common.amqp.stages).
+`dsn` (the batcher), each handler taking its stage's message decoded (kubemta_common.amqp.stages) and, for
+`inbound` and `results`, the delivery it came in (a redelivery may be recognised as done: redelivery.py).
 
 Each handler publishes everything its input leads to with publisher confirms and
 returns only after all of them were confirmed; returning acknowledges the input. A
 `PublishFailed` propagates, so the input is requeued (at-least-once: a partly
-published batch may be published again). The queue-manager keeps no state: it all
-travels in the messages.
+published batch may be published again). Lifecycle events (lifecycle.py) are written
+after the outputs they describe were confirmed: `signed` and `queued` for an accepted
+message, one per disposition for a result (outcomes.py). The queue-manager keeps no
+state: it all travels in the messages.
 """
 
 import asyncio
@@ -13,20 +16,20 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from kubemta.v1 import message_pb2
+from aio_pika.abc import AbstractIncomingMessage
+
+from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp import stages
-from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.amqp.stages import Outgoing
-from kubemta_common.amqp.topology import retry_queue_name
 from kubemta_common.errors import PermanentError
+from kubemta_common.events.emitter import EventSink
 from kubemta_common.logs import message_context, sanitize
-from kubemta_common.providers import provider_label
-from kubemta_queue_manager import metrics
+from kubemta_queue_manager import lifecycle, metrics
+from kubemta_queue_manager.admin import DecisionView, Orders
 from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome
-from kubemta_queue_manager.dsn import Action
 from kubemta_queue_manager.dsn_batcher import DsnBatcher
-from kubemta_queue_manager.dsn_requests import dsn_request
-from kubemta_queue_manager.fate import Decision, Disposition, Policy, decide
+from kubemta_queue_manager.outcomes import ResultPublisher, Results
+from kubemta_queue_manager.redelivery import DuplicateChecks, RedeliveryGuard
 from kubemta_queue_manager.settings import QueueManagerSettings
 from kubemta_queue_manager.splitter import iter_jobs
 
@@ -57,26 +60,30 @@ class QueueManager:
     def __init__(
         self,
         settings: QueueManagerSettings,
-        publisher: BusPublisher,
+        publisher: ResultPublisher,
         *,
+        events: EventSink,
         clock: Callable[[], datetime] = utc_now,
         signer: DkimSigner | None = None,
+        tracker: DuplicateChecks | None = None,
+        decisions: DecisionView | None = None,
+        decisions_ready: asyncio.Event | None = None,
     ) -> None:
         self._hostname = settings.hostname
-        self._policy = Policy(
-            retry_schedule=tuple(settings.retry_schedule),
-            max_queue_lifetime=settings.max_queue_lifetime,
-            delay_warning_after=settings.delay_warning_after,
-        )
         self._publisher = publisher
-        self._clock = clock
+        self._events = events
         self._signer = signer
+        self._guard = RedeliveryGuard(tracker, events, stage=lifecycle.SERVICE)
+        self._results = Results(
+            settings, publisher, events, Orders(decisions, decisions_ready), clock=clock, hostname=settings.hostname
+        )
         self._batcher = DsnBatcher(
             publisher,
             settings.hostname,
             window=settings.dsn_batch_window,
             max_held=settings.dsn_batch_limit,
             clock=clock,
+            events=events,
         )
 
     @property
@@ -91,80 +98,92 @@ class QueueManager:
         with message_context(request.queue_id, request.job_id):
             await self._batcher.add(request)
 
-    async def handle_accepted(self, accepted: message_pb2.AcceptedMessage) -> None:
-        """DKIM-sign an AcceptedMessage once, split it into one job per domain and queue them all to `route`."""
+    async def handle_accepted(
+        self, accepted: message_pb2.AcceptedMessage, delivery: AbstractIncomingMessage | None = None
+    ) -> None:
+        """DKIM-sign an AcceptedMessage once, split it into one job per domain and queue them all to `route`
+        (nothing again when `delivery` is a redelivery of a message whose jobs were recorded as queued)."""
         with message_context(accepted.queue_id):
+            event = lifecycle.message_event(accepted.queue_id, accepted.message_id)
+            if await self._guard.already_done(delivery, event, "queued"):
+                return
             await self._accept(accepted)
 
     async def _accept(self, accepted: message_pb2.AcceptedMessage) -> None:
+        signatures: list[str] = []
         if self._signer is not None and accepted.recipients:
             if may_sign(accepted):
-                accepted.content = await self._sign(self._signer, accepted.content)
+                accepted.content, signatures = await self._sign(self._signer, accepted.content)
             else:
                 metrics.DKIM_SIGNATURES.labels(algorithm="none", result="untrusted").inc()
                 logger.debug("not DKIM signed: submitted by an untrusted client")
         jobs = await self._publish_jobs(accepted)
+        if signatures:
+            self._events.emit(lifecycle.signed(accepted, signatures))
+        await self._events.record(lifecycle.queued(accepted, jobs))  # False (stream down): the mail goes on
         if not jobs:
             logger.warning("message has no recipients; nothing to deliver")
             return
-        logger.info(
+        logger.debug(
             "from=<%s> nrcpt=%d size=%d jobs=%d%s",
             sanitize(accepted.sender),
             len(accepted.recipients),
             len(accepted.content),
-            jobs,
+            len(jobs),
             " (generated DSN)" if accepted.generated else "",
         )
         metrics.MESSAGES_SPLIT.inc()
-        metrics.JOBS_CREATED.inc(jobs)
+        metrics.JOBS_CREATED.inc(len(jobs))
 
-    async def _publish_jobs(self, accepted: message_pb2.AcceptedMessage) -> int:
-        """Publish one job per domain to `route`, a batch of at most PUBLISH_BATCH_BYTES at a time; how many.
+    async def _publish_jobs(self, accepted: message_pb2.AcceptedMessage) -> list[events_pb2.QueuedJob]:
+        """Publish one job per domain to `route`, a batch of at most PUBLISH_BATCH_BYTES at a time; the jobs.
 
         Each job carries the whole content, so a 10 MB message to 50 domains would hold 500 MB if its jobs were
         made (and serialised) all at once: they are made one by one, and each batch is released once confirmed.
         Small messages still go in one batch, all confirms awaited together.
         """
         batch: list[Outgoing] = []
-        queued: list[tuple[str, str, int]] = []
+        queued: list[events_pb2.QueuedJob] = []
         size = published = 0
         for job in iter_jobs(accepted, self._hostname):
             outgoing = stages.ROUTE.outgoing(job, message_id=job.job_id)
             batch.append(outgoing)
-            queued.append((job.job_id, job.domain, len(job.recipients)))
+            queued.append(events_pb2.QueuedJob(job_id=job.job_id, domain=job.domain, recipients=job.recipients))
             size += len(outgoing.body)
             del job, outgoing
             if size >= PUBLISH_BATCH_BYTES:
-                published += await self._publish_batch(batch, queued)
-                batch, queued, size = [], [], 0
+                await self._publish_batch(batch, queued[published:])
+                published, batch, size = len(queued), [], 0
         if batch:
-            published += await self._publish_batch(batch, queued)
-        return published
+            await self._publish_batch(batch, queued[published:])
+        return queued
 
-    async def _publish_batch(self, batch: list[Outgoing], queued: list[tuple[str, str, int]]) -> int:
+    async def _publish_batch(self, batch: list[Outgoing], queued: list[events_pb2.QueuedJob]) -> None:
         await self._publisher.publish_all(batch)
-        for job_id, domain, recipients in queued:
-            logger.info(
+        for job in queued:
+            logger.debug(
                 "job %s: domain=%s nrcpt=%d queued to %s",
-                job_id,
-                sanitize(domain),
-                recipients,
+                job.job_id,
+                sanitize(job.domain),
+                len(job.recipients),
                 stages.ROUTE.queue,
-                extra={"job_id": job_id},
+                extra={"job_id": job.job_id},
             )
-        return len(batch)
 
-    async def _sign(self, signer: DkimSigner, content: bytes) -> bytes:
-        """`content` DKIM-signed once for all its jobs; unsigned (and logged) when signing fails, never lost."""
+    async def _sign(self, signer: DkimSigner, content: bytes) -> tuple[bytes, list[str]]:
+        """`content` DKIM-signed once for all its jobs, and its signatures ("d=... s=... a=..."); unsigned (and
+        logged) when signing fails, never lost."""
         try:
             result = await asyncio.to_thread(signer.sign, content)
         except Exception:
             logger.exception("DKIM signing failed; sending the message unsigned")
             metrics.DKIM_SIGNATURES.labels(algorithm="none", result="error").inc()
-            return content
+            return content, []
+        signatures: list[str] = []
         for key in result.signed:
             metrics.DKIM_SIGNATURES.labels(algorithm=key.algorithm.value, result="signed").inc()
-            logger.info("DKIM signed: d=%s s=%s a=%s", key.domain, key.selector, key.algorithm)
+            signatures.append(f"d={key.domain} s={key.selector} a={key.algorithm.value}")
+            logger.debug("DKIM signed: %s", signatures[-1])
         for key in result.failed:
             metrics.DKIM_SIGNATURES.labels(algorithm=key.algorithm.value, result="error").inc()
         if result.outcome is Outcome.NO_FROM:
@@ -173,80 +192,17 @@ class QueueManager:
         elif result.outcome is Outcome.NO_KEY:
             metrics.DKIM_SIGNATURES.labels(algorithm="none", result=result.outcome.value).inc()
             logger.debug("not DKIM signed: no key for %s", sanitize(result.domain or ""))
-        return result.content
+        return result.content, signatures
 
-    async def handle_result(self, result: message_pb2.DeliveryResult) -> None:
-        """Decide each recipient's fate and publish the retry job and DSNs it calls for."""
+    async def handle_result(
+        self, result: message_pb2.DeliveryResult, delivery: AbstractIncomingMessage | None = None
+    ) -> None:
+        """Decide each recipient's fate and publish the retry job and DSNs it calls for (nothing again when
+        `delivery` is a redelivery of a result whose fate was recorded)."""
         job = result.job
         if not result.HasField("job") or not job.queue_id:
             raise PermanentError("delivery result without its job")
         with message_context(job.queue_id, job.job_id):
-            await self._decide(result)
-
-    async def _decide(self, result: message_pb2.DeliveryResult) -> None:
-        job = result.job
-        now = self._clock()
-        decision = decide(result, self._policy, now)
-        outgoing: list[Outgoing] = []
-        dsn_actions: set[Action] = set()
-        if decision.retry is not None:
-            retry = decision.retry
-            outgoing.append(
-                stages.retry(decision.retry_delay).outgoing(retry, message_id=f"{retry.job_id}#{retry.attempts}")
-            )
-        for action, fates in ((Action.FAILED, decision.bounce), (Action.DELAYED, decision.warn)):
-            if fates:  # one request per action; the dsn stage merges them with the message's other jobs'
-                request = dsn_request(result, decision, fates, action, now)
-                dsn_actions.add(action)
-                request_id = f"{job.job_id}#{job.attempts}:{action}"
-                outgoing.append(stages.DSN.outgoing(request, message_id=request_id))
-        if outgoing:
-            await self._publisher.publish_all(outgoing)
-        self._log(result, decision, dsn_actions)
-        self._count(job, decision)
-
-    def _log(self, result: message_pb2.DeliveryResult, decision: Decision, dsn_actions: set[Action]) -> None:
-        job = result.job
-        for fate in decision.recipients:
-            entry = fate.result
-            logger.info(
-                "to=<%s> relay=%s delay=%.0fs attempts=%d dsn=%s status=%s (%s)",
-                sanitize(entry.recipient),
-                sanitize(entry.remote_mta) or "none",
-                decision.age,
-                job.attempts + 1,
-                fate.status,
-                fate.disposition,
-                sanitize(entry.diagnostic),
-            )
-        if decision.retry is not None:
-            logger.info(
-                "retrying %d recipients in %s (attempt %d)",
-                len(decision.retry.recipients),
-                retry_queue_name(decision.retry_delay),
-                decision.retry.attempts + 1,
-            )
-        for action in sorted(dsn_actions):
-            logger.info("sender %s notification requested (the dsn stage sends it)", action)
-        if decision.discarded:
-            logger.warning(
-                "discarding %d undeliverable recipients: the sender is <>, no notification is sent",
-                len(decision.discarded),
-            )
-
-    @staticmethod
-    def _count(job: message_pb2.DeliveryJob, decision: Decision) -> None:
-        provider = provider_label(job.route.provider)
-        for fate in decision.recipients:
-            if fate.disposition is Disposition.DELIVERED:
-                metrics.RECIPIENTS_DELIVERED.labels(provider=provider).inc()
-                metrics.QUEUE_TIME.observe(decision.age)
-            elif fate.disposition is Disposition.DEFERRED:
-                metrics.RECIPIENTS_DEFERRED.labels(provider=provider).inc()
-            else:
-                metrics.RECIPIENTS_BOUNCED.labels(provider=provider).inc()
-                metrics.QUEUE_TIME.observe(decision.age)
-                if fate.disposition is Disposition.EXPIRED:
-                    metrics.RECIPIENTS_EXPIRED.inc()
-        if decision.discarded:
-            metrics.UNDELIVERABLE_NULL_SENDER.inc()
+            if await self._guard.already_done(delivery, lifecycle.job_event(job), "fate", attempt=job.attempts):
+                return
+            await self._results.handle(result)

@@ -5,7 +5,10 @@ confirmed by the broker; a result re-delivered after a crash may be counted twic
 (at-least-once).
 """
 
-from prometheus_client import Counter, Histogram
+from collections.abc import Sequence
+from typing import cast
+
+from prometheus_client import REGISTRY, Counter, Histogram
 
 from kubemta_common.metrics import preinitialise
 from kubemta_common.providers import PROVIDERS
@@ -48,3 +51,22 @@ for _counter in (RECIPIENTS_DELIVERED, RECIPIENTS_DEFERRED, RECIPIENTS_BOUNCED):
     preinitialise(_counter, provider=PROVIDERS)
 preinitialise(DKIM_SIGNATURES, algorithm=("rsa-sha256", "ed25519-sha256"), result=("signed", "error"))
 preinitialise(DKIM_SIGNATURES, algorithm=("none",), result=("no_from", "no_key", "error", "untrusted"))
+
+
+def shared_counter(name: str, documentation: str, labels: Sequence[str]) -> Counter:
+    """A counter several services define (kubemta_duplicates_total): the one already registered in this process
+    when there is one (a test run imports every service), else a new one. (Its home should be kubemta_common.)"""
+    existing = REGISTRY._names_to_collectors.get(name)  # no public look-up by name
+    if existing is not None:
+        return cast(Counter, existing)
+    return Counter(name, documentation, labels)
+
+
+DUPLICATES = shared_counter(
+    "kubemta_duplicates_total",
+    "Work recognised as already done and not done again, by stage: ingress (a client's retry of a message "
+    "already queued, answered with the first queue id), delivery-worker (recipients of a redelivered job already "
+    "delivered), queue-manager, dns-resolver (a redelivered input already handled)",
+    ["stage"],
+)
+preinitialise(DUPLICATES, stage=["queue-manager"])

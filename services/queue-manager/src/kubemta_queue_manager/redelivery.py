@@ -1,0 +1,64 @@
+"""Recognising a redelivered bus message the queue-manager already handled before it crashed.
+
+A message comes again when the process that had it died after publishing its outputs but before
+the acknowledgement reached the broker. Only then (the AMQP `redelivered` flag, or a quorum
+queue's `x-delivery-count` above 0), and only with a tracker configured, the tracker is asked
+whether the event that closes the work was recorded: `queued` for an accepted message, the
+job's fate at that attempt for a result. True: the outputs are queued already, the message is
+acknowledged without publishing them again (a `duplicate` event, kubemta_duplicates_total).
+False or unknown (the tracker unreachable, slow or not in sync): handled as usual, at least once.
+"""
+
+from typing import Protocol
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from kubemta.v1 import events_pb2
+from kubemta_common.amqp.consumer import returned_count
+from kubemta_common.events.emitter import EventSink
+from kubemta_queue_manager import lifecycle
+from kubemta_queue_manager.metrics import DUPLICATES
+
+
+class DuplicateChecks(Protocol):
+    """What the guard asks the tracker (kubemta_common.events.tracker_client.TrackerClient)."""
+
+    async def recorded(
+        self, kind: str, *, queue_id: str = "", job_id: str = "", attempt: int | None = None
+    ) -> bool | None: ...
+
+
+def is_redelivery(delivery: AbstractIncomingMessage) -> bool:
+    """True when the broker delivered this message before (to a consumer that did not acknowledge it)."""
+    return bool(delivery.redelivered) or returned_count(delivery) > 0
+
+
+class RedeliveryGuard:
+    """Asks the tracker, for a redelivered input only, whether its work was already done."""
+
+    def __init__(self, tracker: DuplicateChecks | None, events: EventSink, *, stage: str) -> None:
+        self._tracker = tracker
+        self._events = events
+        self._stage = stage
+
+    async def already_done(
+        self,
+        delivery: AbstractIncomingMessage | None,
+        event: events_pb2.LifecycleEvent,
+        kind: str,
+        *,
+        attempt: int | None = None,
+    ) -> bool:
+        """True when `delivery` is a redelivery whose `kind` event (for `event`'s queue id or job id) was recorded:
+        then a `duplicate` event (`event` filled in) is emitted and counted."""
+        if self._tracker is None or delivery is None or not is_redelivery(delivery):
+            return False
+        if event.job_id:
+            done = await self._tracker.recorded(kind, job_id=event.job_id, attempt=attempt)
+        else:
+            done = await self._tracker.recorded(kind, queue_id=event.queue_id)
+        if done is not True:
+            return False
+        self._events.emit(lifecycle.duplicate(event))
+        DUPLICATES.labels(stage=self._stage).inc()
+        return True
