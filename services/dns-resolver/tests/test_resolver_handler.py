@@ -17,6 +17,7 @@ from kubemta_dns_resolver.handler import RouteHandler
 from kubemta_dns_resolver.lookup import LookupStatus
 from kubemta_dns_resolver.router import CachePolicy, Router
 from kubemta_dns_resolver.transports import parse_transports
+from tests.harness.fake_events import RecordingEvents
 from tests.harness.fake_publisher import FakePublisher
 
 
@@ -43,7 +44,7 @@ def make_job(domain: str, recipients: list[str]) -> message_pb2.DeliveryJob:
     )
 
 
-def make_handler(fake_dns, publisher, transports=""):
+def make_handler(fake_dns, publisher, transports="", events=None, checks=None):
     router = Router(
         fake_dns,
         transports=parse_transports(transports),
@@ -53,7 +54,7 @@ def make_handler(fake_dns, publisher, transports=""):
         policy=CachePolicy(),
         rng=random.Random(3),
     )
-    return RouteHandler(router, publisher)
+    return RouteHandler(router, publisher, events=events or RecordingEvents(), checks=checks)
 
 
 async def test_routed_job_is_published_to_deliver_with_its_route(fake_dns, read_metric):
@@ -147,9 +148,10 @@ async def test_undecodable_job_is_a_permanent_error(fake_dns):
 
 
 async def test_one_log_line_per_job_with_the_queue_id(fake_dns, caplog):
+    """A routed job's INFO line is its `routed` event's; the handler's own line says the same at DEBUG."""
     fake_dns.add_address("example.org", "A", ["192.0.2.1"])
     handler = make_handler(fake_dns, FakePublisher())
-    with caplog.at_level("INFO", logger="kubemta_dns_resolver.handler"):
+    with caplog.at_level("DEBUG", logger="kubemta_dns_resolver.handler"):
         await handler.handle(make_job("example.org", ["a@example.org"]))
         await handler.handle(make_job("nowhere.example", ["a@nowhere.example"]))
     records = [record for record in caplog.records if record.name == "kubemta_dns_resolver.handler"]
@@ -157,3 +159,4 @@ async def test_one_log_line_per_job_with_the_queue_id(fake_dns, caplog):
     assert all(getattr(record, "queue_id", None) == "Q123" for record in records)
     assert "example.org[192.0.2.1]:2525" in records[0].getMessage()
     assert "5.1.2" in records[1].getMessage()
+    assert [record.levelname for record in records] == ["DEBUG", "INFO"]

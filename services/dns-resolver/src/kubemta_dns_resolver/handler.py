@@ -5,23 +5,42 @@ A routed job goes to `deliver`; a job that cannot be routed becomes a DeliveryRe
 queue-manager retries it (temporary) or bounces it (permanent). The handler returns,
 and so lets the consumer acknowledge the job, only after that publish was confirmed;
 a failed publish (PublishFailed) propagates and the job returns to `route`.
+
+Before routing (checks.py): a redelivered job whose `routed` event was recorded is acknowledged
+without publishing again (a `duplicate` event); a job an operator deleted is dropped (a `deleted`
+event, and a permanent failure on `results` when the operator asked for a DSN, which the
+queue-manager bounces); a job an operator held goes to `held` (a `held` event). A routed job's
+`routed` event is recorded once its `deliver` message was confirmed; a route failure writes no
+event (the queue-manager's deferred or bounced says it).
 """
 
 import logging
 from typing import Protocol
 
+from aio_pika.abc import AbstractIncomingMessage
+
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp import stages
+from kubemta_common.amqp.held import held_headers
 from kubemta_common.amqp.publisher import BusPublisher
+from kubemta_common.amqp.topology import HELD, ROUTE
+from kubemta_common.events.decisions import Action, Verdict
+from kubemta_common.events.emitter import EventSink
 from kubemta_common.logs import message_context, sanitize
 from kubemta_common.timestamps import now_timestamp
-from kubemta_dns_resolver.metrics import ROUTES
+from kubemta_dns_resolver import lifecycle
+from kubemta_dns_resolver.checks import JobChecks
+from kubemta_dns_resolver.metrics import DUPLICATES, ROUTES
 from kubemta_dns_resolver.router import RouteFailure
 
 logger = logging.getLogger(__name__)
 
 REPORTER = "dns-resolver"
 LOGGED_HOSTS = 5
+JOB_TYPE = message_pb2.DeliveryJob.DESCRIPTOR.full_name
+DELETED_STATUS = "5.3.0"
+"""RFC 3463 §3.4: X.3.0 other or undefined mail system status (an operator deleted the message)."""
+DELETED_DIAGNOSTIC = "deleted by the administrator"
 
 
 class DomainRouter(Protocol):
@@ -30,17 +49,67 @@ class DomainRouter(Protocol):
     async def route(self, domain: str) -> message_pb2.Route | RouteFailure: ...
 
 
-class RouteHandler:
-    """Consumes `route` (its `handle` is the stage's handler); publishes to `deliver` or `results`."""
+class RoutePublisher(BusPublisher, Protocol):
+    """A `BusPublisher` that also publishes raw bodies with AMQP headers (kubemta_common.amqp.publisher)."""
 
-    def __init__(self, router: DomainRouter, publisher: BusPublisher) -> None:
+    async def publish_raw(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        message_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None: ...
+
+
+class RouteHandler:
+    """Consumes `route` (its `handle` is the stage's handler); publishes to `deliver`, `results` or `held`."""
+
+    def __init__(
+        self,
+        router: DomainRouter,
+        publisher: RoutePublisher,
+        *,
+        events: EventSink,
+        checks: JobChecks | None = None,
+    ) -> None:
         self._router = router
         self._publisher = publisher
+        self._events = events
+        self._checks = checks or JobChecks()
 
-    async def handle(self, job: message_pb2.DeliveryJob) -> None:
-        """Route one job and publish its successor."""
+    async def handle(self, job: message_pb2.DeliveryJob, delivery: AbstractIncomingMessage | None = None) -> None:
+        """Route one job and publish its successor (`delivery`: the delivery it came in, for redeliveries)."""
         with message_context(job.queue_id, job.job_id):
-            await self._route(job)
+            if await self._checks.already_routed(job, delivery):
+                self._events.emit(lifecycle.duplicate(job))
+                DUPLICATES.labels(stage=lifecycle.SERVICE).inc()
+                return
+            verdict = await self._checks.verdict(job)
+            if verdict.action is Action.DELETE:
+                await self._delete(job, verdict)
+            elif verdict.action is Action.HOLD:
+                await self._hold(job, verdict)
+            else:
+                await self._route(job)
+
+    async def _delete(self, job: message_pb2.DeliveryJob, verdict: Verdict) -> None:
+        """Drop the job; with a DSN asked for, report its recipients failed to the queue-manager, which bounces."""
+        if verdict.dsn:
+            await self._publish_result(
+                job, message_pb2.OUTCOME_PERMANENT, status=DELETED_STATUS, diagnostic=DELETED_DIAGNOSTIC
+            )
+        self._events.emit(lifecycle.deleted(job, verdict.decision, dsn=verdict.dsn))
+
+    async def _hold(self, job: message_pb2.DeliveryJob, verdict: Verdict) -> None:
+        """The job to `held` (confirmed), with the headers a release reads (kubemta_common.amqp.held)."""
+        decision_id = verdict.decision.decision_id if verdict.decision is not None else ""
+        headers = held_headers(queue_id=job.queue_id, job_id=job.job_id, decision_id=decision_id)
+        await self._publisher.publish_raw(
+            HELD, job.SerializeToString(), message_id=job.job_id, message_type=JOB_TYPE, headers=headers
+        )
+        self._events.emit(lifecycle.held(job, verdict.decision, release_to=ROUTE))
 
     async def _route(self, job: message_pb2.DeliveryJob) -> None:
         result = await self._router.route(job.domain)
@@ -61,7 +130,8 @@ class RouteHandler:
         job.route.CopyFrom(result)
         await self._publisher.publish(stages.DELIVER, job, message_id=job.job_id)
         ROUTES.labels(source=result.source, result="ok").inc()
-        logger.info(
+        await self._events.record(lifecycle.routed(job, result))  # False (stream down): the job goes on
+        logger.debug(
             "routed %s via %s: %s",
             sanitize(job.domain),
             result.source,
@@ -71,6 +141,12 @@ class RouteHandler:
 
     async def _publish_failure(self, job: message_pb2.DeliveryJob, failure: RouteFailure) -> None:
         outcome = message_pb2.OUTCOME_TEMPORARY if failure.temporary else message_pb2.OUTCOME_PERMANENT
+        await self._publish_result(job, outcome, status=failure.status, diagnostic=failure.diagnostic)
+
+    async def _publish_result(
+        self, job: message_pb2.DeliveryJob, outcome: "message_pb2.Outcome.ValueType", *, status: str, diagnostic: str
+    ) -> None:
+        """Every recipient of `job` with `outcome` (no SMTP reply) to `results`, confirmed."""
         result = message_pb2.DeliveryResult(
             job=job,
             recipients=[
@@ -78,8 +154,8 @@ class RouteHandler:
                     recipient=recipient,
                     outcome=outcome,
                     smtp_code=0,
-                    status=failure.status,
-                    diagnostic=failure.diagnostic,
+                    status=status,
+                    diagnostic=diagnostic,
                 )
                 for recipient in job.recipients
             ],
@@ -90,6 +166,6 @@ class RouteHandler:
 
 
 def _describe_hosts(route: message_pb2.Route) -> str:
-    shown = [host.unix_socket or f"{host.hostname}[{host.address}]:{host.port}" for host in route.hosts[:LOGGED_HOSTS]]
+    shown = [lifecycle.host_text(host) for host in route.hosts[:LOGGED_HOSTS]]
     more = len(route.hosts) - LOGGED_HOSTS
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")

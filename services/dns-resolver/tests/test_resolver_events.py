@@ -1,0 +1,294 @@
+"""The resolver's lifecycle events and checks: `routed` recorded once the deliver publish was confirmed, a
+redelivered job already routed acknowledged without publishing, and operators' DELETE and HOLD decisions before
+routing."""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+
+from kubemta.v1 import events_pb2, message_pb2
+from kubemta_common.amqp.held import DECISION_ID, JOB_ID, QUEUE_ID, RELEASE_TO
+from kubemta_common.amqp.topology import DELIVER, HELD, RESULTS, ROUTE
+from kubemta_common.errors import PublishFailed
+from kubemta_common.events.decisions import Action, Verdict
+from kubemta_common.timestamps import to_datetime
+from kubemta_dns_resolver.checks import JobChecks
+from kubemta_dns_resolver.handler import RouteHandler
+from kubemta_dns_resolver.lifecycle import routed
+from tests.harness.fake_events import RecordingEvents
+from tests.harness.fake_publisher import FakePublisher, Published
+
+ARRIVAL = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)
+
+
+class RawPublisher(FakePublisher):
+    """The harness' fake publisher, with `publish_raw` (an admin-held job) recorded too, headers kept."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        super().__init__(error)
+        self.headers: dict[str, dict[str, str]] = {}
+
+    async def publish_raw(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        message_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.attempts += 1
+        if self.error is not None:
+            raise self.error
+        self.published.append(Published(routing_key, body, message_id, message_type))
+        self.headers[message_id] = dict(headers or {})
+
+
+class StaticRouter:
+    """Routes every domain to one host (or fails, when given a failure)."""
+
+    def __init__(self, route: Any) -> None:
+        self.route_given = route
+        self.asked: list[str] = []
+
+    async def route(self, domain: str) -> Any:
+        self.asked.append(domain)
+        return self.route_given
+
+
+class FakeTracker:
+    def __init__(self, answer: bool | None) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, str, str, int | None]] = []
+
+    async def recorded(
+        self, kind: str, *, queue_id: str = "", job_id: str = "", attempt: int | None = None
+    ) -> bool | None:
+        self.asked.append((kind, queue_id, job_id, attempt))
+        return self.answer
+
+
+class FakeDecisions:
+    def __init__(self, action: Action = Action.NONE, *, dsn: bool = False) -> None:
+        verb = {Action.DELETE: events_pb2.DECISION_VERB_DELETE, Action.HOLD: events_pb2.DECISION_VERB_HOLD}
+        decision = events_pb2.AdminDecision(decision_id="D9", actor="ops", verb=verb.get(action, 0), dsn=dsn)
+        self.given = Verdict(action, decision if action is not Action.NONE else None, dsn)
+        self.asked: list[dict[str, Any]] = []
+
+    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> Verdict:
+        self.asked.append({"queue_id": queue_id, "sender": sender, "domain": domain, "arrival": arrival})
+        return self.given
+
+
+@dataclass
+class FakeDelivery:
+    redelivered: bool = False
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+def delivery(*, redelivered: bool = False, count: int = 0) -> AbstractIncomingMessage:
+    return cast(AbstractIncomingMessage, FakeDelivery(redelivered, {"x-delivery-count": count} if count else {}))
+
+
+def the_route() -> message_pb2.Route:
+    return message_pb2.Route(
+        kind=message_pb2.TRANSPORT_KIND_SMTP,
+        hosts=[
+            message_pb2.RouteHost(hostname="mx1.example.org", address="192.0.2.1", port=25, preference=10),
+            message_pb2.RouteHost(hostname="mx2.example.org", address="2001:db8::2", port=25, preference=20),
+        ],
+        provider="google",
+        source="mx",
+        tls_policy=message_pb2.TLS_POLICY_VERIFY,
+        tls_policy_source="mta-sts enforce",
+    )
+
+
+def make_job(**fields: Any) -> message_pb2.DeliveryJob:
+    job = message_pb2.DeliveryJob(
+        queue_id="Q7",
+        job_id="Q7.1",
+        sender="alice@example.com",
+        domain="example.org",
+        recipients=["a@example.org", "b@example.org"],
+        content=b"Subject: hi\r\n\r\nhello\r\n",
+        attempts=1,
+        message_id="<m7@example.com>",
+        **fields,
+    )
+    job.arrival_time.FromDatetime(ARRIVAL)
+    return job
+
+
+def duplicates() -> float:
+    return REGISTRY.get_sample_value("kubemta_duplicates_total", {"stage": "dns-resolver"}) or 0.0
+
+
+def handler(publisher: RawPublisher, events: RecordingEvents, *, checks: JobChecks | None = None, route: Any = None):
+    return RouteHandler(StaticRouter(route or the_route()), publisher, events=events, checks=checks)
+
+
+async def test_routed_is_recorded_after_the_deliver_publish() -> None:
+    publisher, events = RawPublisher(), RecordingEvents()
+    await handler(publisher, events).handle(make_job())
+    assert [sent.routing_key for sent in publisher.published] == [DELIVER]
+    assert events.kinds() == ["routed"] and events.record_calls == 1
+    (event,) = events.events
+    assert (event.queue_id, event.job_id, event.message_id, event.attempt) == ("Q7", "Q7.1", "<m7@example.com>", 1)
+    body = event.routed
+    assert (body.domain, body.kind, body.source, body.provider) == (
+        "example.org",
+        message_pb2.TRANSPORT_KIND_SMTP,
+        "mx",
+        "google",
+    )
+    assert list(body.hosts) == ["mx1.example.org[192.0.2.1]:25", "mx2.example.org[2001:db8::2]:25"]
+    assert (body.tls_policy, body.tls_policy_source) == (message_pb2.TLS_POLICY_VERIFY, "mta-sts enforce")
+
+
+def test_a_unix_socket_hop_is_named_by_its_path() -> None:
+    route = message_pb2.Route(
+        kind=message_pb2.TRANSPORT_KIND_LMTP, hosts=[message_pb2.RouteHost(unix_socket="/run/dovecot/lmtp")]
+    )
+    assert list(routed(make_job(), route).routed.hosts) == ["/run/dovecot/lmtp"]
+
+
+async def test_a_failed_deliver_publish_records_nothing() -> None:
+    publisher, events = RawPublisher(PublishFailed("no confirm")), RecordingEvents()
+    with pytest.raises(PublishFailed):
+        await handler(publisher, events).handle(make_job())
+    assert events.events == []
+
+
+async def test_a_stream_outage_does_not_hold_up_the_job() -> None:
+    publisher, events = RawPublisher(), RecordingEvents(recorded=False)
+    await handler(publisher, events).handle(make_job())
+    assert [sent.routing_key for sent in publisher.published] == [DELIVER]
+
+
+async def test_a_route_failure_writes_no_event(fake_dns) -> None:
+    from kubemta_dns_resolver.router import RouteFailure
+
+    failure = RouteFailure(temporary=True, status="4.4.3", diagnostic="SERVFAIL", source="mx")
+    publisher, events = RawPublisher(), RecordingEvents()
+    await handler(publisher, events, route=failure).handle(make_job())
+    assert [sent.routing_key for sent in publisher.published] == [RESULTS]
+    assert events.events == []
+
+
+@pytest.mark.parametrize("redelivery", [{"redelivered": True}, {"count": 2}])
+async def test_a_redelivered_job_already_routed_is_not_published_again(redelivery) -> None:
+    publisher, events, tracker = RawPublisher(), RecordingEvents(), FakeTracker(True)
+    before = duplicates()
+    await handler(publisher, events, checks=JobChecks(tracker)).handle(make_job(), delivery(**redelivery))
+    assert publisher.published == []
+    assert tracker.asked == [("routed", "", "Q7.1", 1)]
+    (event,) = events.events
+    assert event.duplicate.reason == "redelivered-input" and event.job_id == "Q7.1"
+    assert duplicates() == before + 1
+
+
+@pytest.mark.parametrize("answer", [False, None])
+async def test_a_redelivered_job_not_known_as_routed_is_routed(answer) -> None:
+    publisher, events, tracker = RawPublisher(), RecordingEvents(), FakeTracker(answer)
+    await handler(publisher, events, checks=JobChecks(tracker)).handle(make_job(), delivery(redelivered=True))
+    assert [sent.routing_key for sent in publisher.published] == [DELIVER]
+    assert events.kinds() == ["routed"]
+
+
+async def test_a_first_delivery_does_not_ask_the_tracker() -> None:
+    publisher, events, tracker = RawPublisher(), RecordingEvents(), FakeTracker(True)
+    await handler(publisher, events, checks=JobChecks(tracker)).handle(make_job(), delivery())
+    assert tracker.asked == []
+    assert [sent.routing_key for sent in publisher.published] == [DELIVER]
+
+
+async def test_a_deleted_job_is_dropped_before_routing() -> None:
+    publisher, events, decisions = RawPublisher(), RecordingEvents(), FakeDecisions(Action.DELETE)
+    router = StaticRouter(the_route())
+    job = make_job()
+    await RouteHandler(router, publisher, events=events, checks=JobChecks(decisions=decisions)).handle(job)
+    assert publisher.published == [] and router.asked == []
+    assert decisions.asked == [
+        {"queue_id": "Q7", "sender": "alice@example.com", "domain": "example.org", "arrival": ARRIVAL}
+    ]
+    (event,) = events.events
+    deleted = event.deleted
+    assert (deleted.stage, deleted.decision_id, deleted.actor, deleted.dsn_requested) == (
+        "dns-resolver",
+        "D9",
+        "ops",
+        False,
+    )
+    assert list(deleted.recipients) == ["a@example.org", "b@example.org"]
+
+
+async def test_a_job_deleted_with_a_dsn_is_reported_failed_for_the_queue_manager_to_bounce() -> None:
+    publisher, events = RawPublisher(), RecordingEvents()
+    checks = JobChecks(decisions=FakeDecisions(Action.DELETE, dsn=True))
+    await handler(publisher, events, checks=checks).handle(make_job())
+    ((key, body, message_id, kind),) = [
+        (p.routing_key, p.body, p.message_id, p.message_type) for p in publisher.published
+    ]
+    assert (key, message_id, kind) == (RESULTS, "Q7.1", "kubemta.v1.DeliveryResult")
+    result = message_pb2.DeliveryResult.FromString(body)
+    assert [(r.recipient, r.outcome, r.status, r.diagnostic) for r in result.recipients] == [
+        (rcpt, message_pb2.OUTCOME_PERMANENT, "5.3.0", "deleted by the administrator")
+        for rcpt in ("a@example.org", "b@example.org")
+    ]
+    assert result.reporter == "dns-resolver"
+    assert events.kinds() == ["deleted"] and events.events[0].deleted.dsn_requested
+
+
+async def test_a_held_job_goes_to_held_with_the_release_headers() -> None:
+    publisher, events = RawPublisher(), RecordingEvents()
+    job = make_job()
+    await handler(publisher, events, checks=JobChecks(decisions=FakeDecisions(Action.HOLD))).handle(job)
+    ((key, body, message_id, kind),) = [
+        (p.routing_key, p.body, p.message_id, p.message_type) for p in publisher.published
+    ]
+    assert (key, message_id, kind) == (HELD, "Q7.1", "kubemta.v1.DeliveryJob")
+    assert message_pb2.DeliveryJob.FromString(body) == job
+    assert publisher.headers["Q7.1"] == {RELEASE_TO: ROUTE, QUEUE_ID: "Q7", JOB_ID: "Q7.1", DECISION_ID: "D9"}
+    (event,) = events.events
+    assert (event.held.reason, event.held.release_to, event.held.decision_id, event.held.actor) == (
+        "admin",
+        ROUTE,
+        "D9",
+        "ops",
+    )
+
+
+async def test_a_hold_not_confirmed_records_nothing() -> None:
+    publisher, events = RawPublisher(PublishFailed("no confirm")), RecordingEvents()
+    with pytest.raises(PublishFailed):
+        await handler(publisher, events, checks=JobChecks(decisions=FakeDecisions(Action.HOLD))).handle(make_job())
+    assert events.events == []
+
+
+async def test_a_release_routes_as_usual() -> None:
+    publisher, events = RawPublisher(), RecordingEvents()
+    await handler(publisher, events, checks=JobChecks(decisions=FakeDecisions(Action.NONE))).handle(make_job())
+    assert [sent.routing_key for sent in publisher.published] == [DELIVER]
+
+
+@given(
+    queue_id=st.text(max_size=40),
+    message_id=st.text(max_size=200),
+    recipients=st.lists(st.text(max_size=80), max_size=5),
+)
+@settings(max_examples=50)
+def test_hostile_ids_and_recipients_are_carried_verbatim(queue_id, message_id, recipients) -> None:
+    job = make_job()
+    job.queue_id, job.message_id = queue_id, message_id
+    job.recipients[:] = recipients
+    event = routed(job, the_route())
+    assert (event.queue_id, event.message_id) == (queue_id, message_id)
+    assert events_pb2.LifecycleEvent.FromString(event.SerializeToString()) == event
+    assert to_datetime(job.arrival_time) == ARRIVAL
