@@ -165,6 +165,7 @@ def tracker_settings(**values: Any) -> TrackerSettings:
     values.setdefault("metrics_listen", "")
     values.setdefault("tracker_listen", "")
     values.setdefault("log_format", "text")
+    values.setdefault("events_max_age", "3650d")  # the test events happened at T0, months ago: keep them
     return TrackerSettings(**values)
 
 
@@ -265,7 +266,8 @@ class Producer:
     """A service's EventLog on the vhost (as the ingress or the queue-manager would publish)."""
 
     def __init__(self, url: str, name: str = "ingress") -> None:
-        self.core = ServiceCore(name, ServiceSettings(amqp_url=url, metrics_listen="", log_format="text"))
+        settings = ServiceSettings(amqp_url=url, metrics_listen="", log_format="text", events_max_age="3650d")
+        self.core = ServiceCore(name, settings)
 
     async def start(self) -> "Producer":
         await self.core.start()
