@@ -27,6 +27,7 @@ import os
 import secrets
 import socket
 from collections import deque
+from datetime import UTC, datetime
 from typing import Protocol
 
 import aio_pika
@@ -45,6 +46,9 @@ logger = logging.getLogger("kubemta.events")
 
 BATCH_EVENTS = 500
 """Most events in one stream message."""
+BATCH_BYTES = 1024 * 1024
+"""Most bytes of events in one stream message (far below RabbitMQ 4's 16 MiB message size limit, whose
+breach would close the publish channel the mail shares)."""
 MAX_RETRY_PAUSE = 5.0
 """Longest pause between attempts to publish a batch the stream did not take."""
 EVENT_TYPE = events_pb2.EventBatch.DESCRIPTOR.full_name
@@ -165,18 +169,20 @@ class EventLog:
             if not self._buffer:
                 self._wake.clear()
                 await self._wake.wait()
-            batch = [self._buffer[index] for index in range(min(BATCH_EVENTS, len(self._buffer)))]
+            batch = self._next_batch()
             if await self._publish(batch):
                 sent = {id(pending) for pending in batch}  # _put may have dropped some of them meanwhile
+                published = 0
                 while self._buffer and id(self._buffer[0]) in sent:
                     self._buffer.popleft()
+                    published += 1
                 EVENTS_BUFFERED.set(len(self._buffer))
                 if not self._buffer:
                     self._drained.set()
                 for pending in batch:
                     if pending.confirmed is not None and not pending.confirmed.done():
                         pending.confirmed.set_result(True)
-                EVENTS_PUBLISHED.inc(len(batch))
+                EVENTS_PUBLISHED.inc(published)  # the dropped ones were counted as dropped
                 self._failing = False
                 pause = 0.1
             else:
@@ -187,13 +193,28 @@ class EventLog:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, MAX_RETRY_PAUSE)
 
+    def _next_batch(self) -> list[_Pending]:
+        """The oldest buffered events, at most BATCH_EVENTS of them and BATCH_BYTES together (at least one)."""
+        batch: list[_Pending] = []
+        size = 0
+        for pending in self._buffer:
+            if batch and (len(batch) >= BATCH_EVENTS or size + len(pending.body) > BATCH_BYTES):
+                break
+            batch.append(pending)
+            size += len(pending.body) + 8
+        return batch
+
     async def _publish(self, batch: list["_Pending"]) -> bool:
         exchange = self._broker.exchange
         if exchange is None:
             return False
         body = b"".join(length_delimited(1, pending.body) for pending in batch)  # an EventBatch: repeated field 1
         message = aio_pika.Message(
-            body, delivery_mode=DeliveryMode.PERSISTENT, content_type="application/x-protobuf", type=EVENT_TYPE
+            body,
+            delivery_mode=DeliveryMode.PERSISTENT,
+            content_type="application/x-protobuf",
+            type=EVENT_TYPE,
+            timestamp=datetime.now(UTC),
         )
         try:
             async with asyncio.timeout(self._publish_timeout):
