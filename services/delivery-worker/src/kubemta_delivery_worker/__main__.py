@@ -13,6 +13,7 @@ from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe_deliveries
 from kubemta_common.command_line import service_main
 from kubemta_common.events.decisions import DecisionFollower, Decisions
+from kubemta_common.events.tracker_client import TrackerClient
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_delivery_worker.deliverer import Deliverer, build_deliverer
 from kubemta_delivery_worker.handler import DeliveredRecipients, DeliverHandler
@@ -49,10 +50,13 @@ async def serve(stop: asyncio.Event) -> None:
     core = ServiceCore(SERVICE, settings)
     deliverer = build_deliverer(settings)
     follower = DecisionFollower(core.broker, Decisions(settings.decisions_max_age))
+    tracker = TrackerClient.from_settings(settings)  # None: no redelivery guard
     following = asyncio.create_task(follower.run(), name="kubemta-decisions")
     try:
-        await serve_consumers(core, lambda c: build(c, settings, deliverer, follower=follower), stop)
+        await serve_consumers(core, lambda c: build(c, settings, deliverer, follower=follower, tracker=tracker), stop)
     finally:
+        if tracker is not None:
+            await tracker.close()
         following.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await following

@@ -22,6 +22,7 @@ from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
 from kubemta_common.events.emitter import EventSink
+from kubemta_common.events.tracker_client import TrackerClient
 from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
 from kubemta_ingress import metrics
@@ -144,12 +145,13 @@ async def serve(stop: asyncio.Event) -> None:
     tls = load_tls(settings)
     recipients = build_verifier(settings)  # a recipient map that cannot be read stops the start here
     core = ServiceCore(SERVICE, settings)
+    tracker = TrackerClient.from_settings(settings)  # None: no duplicate checks
     await core.start()
     servers: list[SmtpServer] = []
     watcher: asyncio.Task[None] | None = None
     api: HttpServer | None = None
     try:
-        servers = build_servers(settings, core.publisher, tls, recipients, events=core.events)
+        servers = build_servers(settings, core.publisher, tls, recipients, events=core.events, tracker=tracker)
         if not servers:
             logger.warning("every SMTP listener is off")
         if tls is not None:
@@ -174,6 +176,8 @@ async def serve(stop: asyncio.Event) -> None:
         await asyncio.gather(*(server.stop(settings.drain_seconds, close_wait=close_wait) for server in servers))
         await answer_publishes(core, close_wait)
         await recipients.close()
+        if tracker is not None:
+            await tracker.close()
         if api is not None:
             await api.stop()
         await core.close()
