@@ -255,6 +255,23 @@ async def test_a_message_that_is_not_a_job_stays_in_the_retry_queue(bus: Bus) ->
     assert sorted(m.message_id or "" for m in await bus.take_all(retry)) == ["bad", "other"]
 
 
+async def test_messages_passed_over_by_many_scans_are_never_lost(bus: Bus) -> None:
+    """Each scan returns what it passes over, and every return counts toward a quorum queue's delivery limit: the
+    retry queues have none on 3.x and dead-letter to `route` after 20 on 4.x (an early retry); `held` has none."""
+    await bus.put(retry_queue_name(LONG), job("Q1", "a.example"))
+    await hold_job(bus.publisher, job("Q2", "b.example"), queue_id="Q2", job_id="Q2.1", decision_id="D1")
+    for _ in range(25):
+        assert await bus.ops.flush("other.example", actor="ops") == 0
+        assert (await bus.ops.release(Selector(queue_id="other"), actor="ops"))[1] == 0
+
+    async def waiting_or_retried() -> int:
+        return await bus.depth(retry_queue_name(LONG)) + await bus.depth(ROUTE)
+
+    assert await until(waiting_or_retried, lambda count: count == 1) == 1
+    assert sorted(j.queue_id for j in await bus.jobs(retry_queue_name(LONG)) + await bus.jobs(ROUTE)) == ["Q1"]
+    assert [j.queue_id for j in await bus.jobs(HELD)] == ["Q2"]
+
+
 async def test_no_broker_is_unavailable_not_a_hang(tmp_path: Path) -> None:
     broker = connect("amqp://guest:guest@127.0.0.1:1/none")  # never run: not connected
     ops = AdminOps(broker, Publisher(broker, timeout=1.0), RecordingEvents(), retry_delays=DELAYS, timeout=1.0)

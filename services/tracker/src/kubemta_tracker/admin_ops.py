@@ -31,24 +31,28 @@ returns every unacknowledged message when the channel closes, so the worst case 
 both moved and still in place (at least once), never one in neither. A body that does not
 decode is left where it is and logged.
 
-RabbitMQ versions (3.10+ and 4.x; verified on 3.10.8 by tests/test_admin_ops.py):
-- a returned message keeps its place in the retry queue's TTL: quorum queues count a message's
-  TTL from when it was enqueued, and a requeue does not enqueue it anew, so a job the flush
-  passed over still comes back to `route` when its delay is over;
-- every return counts as a delivery attempt towards a quorum queue's delivery limit. The retry
-  queues declare none: on 3.x they have no limit; on 4.x the default limit (20) applies, and
-  a retry job passed over by 20 scans is dead-lettered to its target, `route`: an early retry,
-  not a loss. `held` has no limit on 3.x and `x-delivery-limit: -1` (none) on 4.x
-  (topology.py); a `held` declared before an upgrade to 4.x keeps the default of 20 and has
-  no dead-letter target, which the services log as an error with the policy that fixes it;
-- basic.get works on quorum queues on both (it is slower than a consumer, one round trip per
-  message: a scan of 100,000 messages takes tens of seconds).
+RabbitMQ versions (3.10+ and 4.x; tests/test_admin_ops.py checks each point on the broker at hand,
+3.10.8 on the development machines):
+- a returned message keeps its TTL in the retry queue: a quorum queue's message TTL counts from
+  when the message was enqueued, and a return does not enqueue it anew, so a job the flush
+  passed over still comes back to `route` (dead-lettered as expired) when its delay is over;
+- every return counts as a delivery attempt towards a quorum queue's delivery limit, with
+  basic.reject on every version (basic.nack stopped counting in 4.3, which would be kinder to
+  the retry queues but differ between versions). The retry queues declare no limit: on 3.x
+  they have none; on 4.x the default (20) applies and a retry job passed over by 20 scans is
+  dead-lettered to its target, `route`: an early retry, never a loss. `held` has no limit on
+  3.x and `x-delivery-limit: -1` (none) on 4.x (topology.py); a `held` declared before an
+  upgrade to 4.x keeps the default of 20 with no dead-letter target, which the services log
+  as an error together with the policy that fixes it;
+- basic.get works on quorum queues on both (slower than a consumer: one round trip per
+  message, so a scan of 100,000 messages takes tens of seconds, and the HTTP request as long).
 """
 
 import asyncio
 import logging
 import re
 import secrets
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -88,12 +92,17 @@ _FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f<>\"\\,;]")
 _DOMAIN_FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f<>\"\\,;@()]")
 
 
-def _utf8_length(text: str) -> int:
-    """Bytes of `text` in UTF-8; ValueError for text that has none (a lone surrogate, e.g. JSON's "\\ud800")."""
+def _checked_bytes(text: str) -> int:
+    """Bytes of `text` in UTF-8; ValueError for text that has none (a lone surrogate, e.g. JSON's "\\ud800") or
+    that holds a separator, control, format or unassigned character (Unicode Z* and C*: U+2028, U+202E, U+FEFF...),
+    which no address needs and which would disguise a log line."""
     try:
-        return len(text.encode("utf-8"))
+        length = len(text.encode("utf-8"))
     except UnicodeEncodeError:
         raise ValueError("not valid Unicode text") from None
+    if any(unicodedata.category(char)[0] in "ZC" for char in text):
+        raise ValueError("no spaces, separators, control or format characters")
+    return length
 
 
 class BrokerUnavailable(TransientError):
@@ -138,14 +147,14 @@ class Selector:
                 raise ValueError(f"a queue id is 1-{MAX_QUEUE_ID} letters, digits and . _ -")
             return cls(queue_id=queue_id)
         if sender:
-            if _utf8_length(sender) > MAX_SENDER:
+            if _checked_bytes(sender) > MAX_SENDER:
                 raise ValueError(f"a sender is at most {MAX_SENDER} bytes of UTF-8")
             local, _, host = sender.rpartition("@")
             if sender != "<>" and (_FORBIDDEN.search(sender) or not local or not host):
                 raise ValueError("a sender is an address (local@domain, no spaces, quotes or control characters) or <>")
             return cls(sender=sender)
         assert domain
-        if _utf8_length(domain) > MAX_DOMAIN or _DOMAIN_FORBIDDEN.search(domain):
+        if _checked_bytes(domain) > MAX_DOMAIN or _DOMAIN_FORBIDDEN.search(domain):
             raise ValueError(
                 f"a domain is at most {MAX_DOMAIN} bytes of UTF-8, without spaces, control characters or @"
             )
