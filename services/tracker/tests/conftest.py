@@ -123,7 +123,9 @@ class Kit:
         )
 
     @staticmethod
-    def outcome(recipient: str, outcome: int = message_pb2.OUTCOME_DELIVERED) -> events_pb2.RecipientOutcome:
+    def outcome(
+        recipient: str, outcome: message_pb2.Outcome.ValueType = message_pb2.OUTCOME_DELIVERED
+    ) -> events_pb2.RecipientOutcome:
         return events_pb2.RecipientOutcome(
             recipient=recipient, outcome=outcome, smtp_code=250, status="2.0.0", diagnostic="ok", remote_mta="mx"
         )
@@ -266,7 +268,9 @@ class Producer:
     """A service's EventLog on the vhost (as the ingress or the queue-manager would publish)."""
 
     def __init__(self, url: str, name: str = "ingress") -> None:
-        settings = ServiceSettings(amqp_url=url, metrics_listen="", log_format="text", events_max_age="3650d")
+        settings = ServiceSettings.model_validate(
+            {"amqp_url": url, "metrics_listen": "", "log_format": "text", "events_max_age": "3650d"}
+        )
         self.core = ServiceCore(name, settings)
 
     async def start(self) -> "Producer":

@@ -73,7 +73,7 @@ async def test_scopes_and_actor_names(client: httpx.AsyncClient) -> None:
 async def test_missing_or_wrong_tokens_get_401_with_a_bearer_challenge(
     client: httpx.AsyncClient, header: str | None
 ) -> None:
-    headers = {} if header is None else {"Authorization": header.encode("utf-8")}
+    headers: dict[bytes, bytes] = {} if header is None else {b"Authorization": header.encode("utf-8")}
     for method, path in (("GET", "/read"), ("POST", "/admin")):
         response = await client.request(method, path, headers=headers)
         assert response.status_code == 401
