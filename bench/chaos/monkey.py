@@ -1,8 +1,8 @@
 """The chaos: SIGKILL a service and start it again, restart the broker; every step timed and logged.
 
-- full mode: every `kill_interval` seconds a random service, until the clients are done; the
-  broker restarts fall at even fractions of the sending (1/3 and 2/3 for two) and are made up
-  at the end if the clients finished first.
+- full mode: every `kill_interval` seconds a random service (of those killed least so far),
+  until the clients are done; the broker restarts fall at even fractions of the sending (1/3
+  and 2/3 for two) and are made up at the end if the clients finished first.
 - quick mode: one kill of every service in random order with the broker restarts spread in
   between, whatever the clients are doing.
 - kill-one: one SIGKILL of one service once half of the messages were accepted.
@@ -87,10 +87,15 @@ class Monkey:
             if self.log.broker_restarts < restarts and progress() >= (self.log.broker_restarts + 1) / (restarts + 1):
                 await self.restart_broker()
             else:
-                await self.kill(self.rng.choice(self.world.services))
+                await self.kill(self._next_victim())
         while self.log.broker_restarts < restarts:
             await self.restart_broker()
         return self.log
+
+    def _next_victim(self) -> str:
+        """A random service among those killed least so far: every service dies as often as the others (+-1)."""
+        fewest = min(self.log.kills[name] for name in self.world.services)
+        return self.rng.choice([name for name in self.world.services if self.log.kills[name] == fewest])
 
     async def quick(self) -> ChaosLog:
         """Each service killed once, in random order, the broker restarts spread in between."""
