@@ -19,6 +19,7 @@ COMPONENTS = {
     "queue-manager": "kubemta-queue-manager",
     "dns-resolver": "kubemta-dns-resolver",
     "delivery-worker": "kubemta-delivery-worker",
+    "tracker": "kubemta-tracker",
 }
 STAGE_QUEUES = {
     "queue-manager": ["inbound", "inbound.large", "results", "results.large"],
@@ -132,7 +133,7 @@ def test_custom_resources_have_their_required_fields(scenario: Path | None) -> N
 
 
 @pytest.mark.parametrize("scenario", CASES)
-def test_one_image_for_all_four_and_command_picks_the_service(scenario: Path | None) -> None:
+def test_one_image_for_all_components_and_command_picks_the_service(scenario: Path | None) -> None:
     found = deployments(manifests(scenario))
     assert set(found) == set(COMPONENTS)
     images = set()
@@ -255,9 +256,12 @@ def test_network_policies_admit_only_what_each_component_needs(scenario: Path | 
         assert {53, 5672} <= egress_ports
         if component(policy) == "smtp-ingress":
             assert {"smtp", "api"} <= ingress_ports  # the HTTP API is on by default
+        elif component(policy) == "tracker":
+            assert ingress_ports == {"metrics", "http"}
         else:
             assert ingress_ports == {"metrics"}
         assert (25 in egress_ports) is (component(policy) == "delivery-worker")
+        assert (8025 in egress_ports) is (component(policy) != "tracker")  # duplicate checks ask the tracker
 
 
 def test_pdbs_by_default() -> None:
@@ -273,7 +277,8 @@ def test_operator_mode_builds_the_url_from_the_default_user_secret() -> None:
         env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
         assert env["RABBITMQ_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kubemta-rabbitmq-default-user"
         assert env["KUBEMTA_AMQP_URL"]["value"].startswith("amqp://$(RABBITMQ_USERNAME):$(RABBITMQ_PASSWORD)@")
-    assert [doc["metadata"]["name"] for doc in of_kind(docs, "Secret")] == ["kubemta-api-token"]  # no AMQP Secret
+    secrets = [doc["metadata"]["name"] for doc in of_kind(docs, "Secret")]
+    assert sorted(secrets) == ["kubemta-api-token", "kubemta-tracker-tokens"]  # no AMQP Secret
 
 
 def test_dashboard_configmap_carries_the_dashboard() -> None:

@@ -106,11 +106,12 @@ def test_relayhost_credentials_are_mounted_only_into_the_worker_and_never_config
         volumes = {volume["name"]: volume for volume in pod["volumes"]}
         mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
         assert mounts["kubemta-secrets"]["mountPath"] == "/run/secrets/kubemta"
-        if name != "delivery-worker":
-            assert volumes["kubemta-secrets"]["secret"] == {"secretName": "kubemta-secrets"}
-            continue
         sources = volumes["kubemta-secrets"]["projected"]["sources"]
         assert sources[0] == {"secret": {"name": "kubemta-secrets"}}
+        assert sources[-1]["secret"]["name"] == "kubemta-tracker-tokens"  # the tracker's tokens (on by default)
+        if name != "delivery-worker":
+            assert len(sources) == 2
+            continue
         assert sources[1]["secret"]["name"] == "kubemta-relayhost"
         assert sources[1]["secret"]["items"] == [
             {"key": "username", "path": "relayhost_username"},
@@ -119,11 +120,22 @@ def test_relayhost_credentials_are_mounted_only_into_the_worker_and_never_config
 
 
 def test_relayhost_credentials_alone_get_their_own_secrets_directory() -> None:
-    docs = render({"config": {"relayhost": "smtp.example.net"}, "relayhost": {"existingSecret": "relay"}})
+    relay = {"config": {"relayhost": "smtp.example.net"}, "relayhost": {"existingSecret": "relay"}}
+    docs = render({**relay, "tracker": {"enabled": False}})
     pod = deployments(docs)["delivery-worker"]["spec"]["template"]["spec"]
     (volume,) = [volume for volume in pod["volumes"] if volume["name"] == "kubemta-secrets"]
     assert [source["secret"]["name"] for source in volume["projected"]["sources"]] == ["relay"]
     assert "kubemta-secrets" not in json.dumps(deployments(docs)["queue-manager"])
+    with_tracker = deployments(render(relay))
+    (volume,) = [
+        v
+        for v in with_tracker["delivery-worker"]["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "kubemta-secrets"
+    ]
+    assert [source["secret"]["name"] for source in volume["projected"]["sources"]] == [
+        "relay",
+        "kubemta-tracker-tokens",
+    ]
     assert 25 in egress_ports(docs, "delivery-worker")  # no port in the relayhost: 25
 
 

@@ -1,7 +1,7 @@
 {{/*
 The resources every component has, each called as
   include "kubemta.<resource>" (dict "root" $ "key" "<valuesKey>")
-so the four components stay identical where they should.
+so the components stay identical where they should.
 */}}
 
 {{- define "kubemta.deployment" -}}
@@ -29,6 +29,10 @@ so the four components stay identical where they should.
 {{- $mountDkim := and $dkim.existingSecret (or $isIngress (eq .key "queueManager")) -}}
 {{- $api := and $isIngress $v.api.enabled -}}
 {{- $recipientMaps := and $isIngress $v.recipientVerification.mapsConfigMap -}}
+{{- $isTracker := eq .key "tracker" -}}
+{{- $trackerOn := $root.Values.tracker.enabled -}}
+{{- $projected := or $relayAuth $trackerOn -}}
+{{- $secretsDir := or $root.Values.secrets.existingSecret $projected -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -131,6 +135,9 @@ spec:
             - name: KUBEMTA_TLS_CA_FILE
               value: /etc/kubemta/tls-ca/{{ $tlsCa.key }}
             {{- end }}
+            {{- if $trackerOn }}
+            {{- include "kubemta.trackerEnv" . | nindent 12 }}
+            {{- end }}
             {{- with (concat $root.Values.global.extraEnv $v.extraEnv) }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -155,6 +162,11 @@ spec:
               containerPort: {{ $v.containerPorts.api }}
               protocol: TCP
             {{- end }}
+            {{- end }}
+            {{- if $isTracker }}
+            - name: http
+              containerPort: {{ $v.containerPort }}
+              protocol: TCP
             {{- end }}
           {{- with $v.startupProbe }}
           {{- if .enabled }}
@@ -189,7 +201,7 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
-            {{- if or $root.Values.secrets.existingSecret $relayAuth }}
+            {{- if $secretsDir }}
             - name: kubemta-secrets
               mountPath: /run/secrets/kubemta
               readOnly: true
@@ -219,13 +231,18 @@ spec:
               mountPath: /etc/kubemta/tls-ca
               readOnly: true
             {{- end }}
+            {{- if $isTracker }}
+            - name: index
+              mountPath: {{ include "kubemta.trackerIndexDir" $root }}
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
-        {{- if $relayAuth }}
+        {{- if $projected }}
         # the settings' secrets directory: secrets.existingSecret plus the relayhost credentials as
-        # relayhost_username / relayhost_password (KUBEMTA_RELAYHOST_USERNAME / _PASSWORD)
+        # relayhost_username / relayhost_password (KUBEMTA_RELAYHOST_USERNAME / _PASSWORD) and the tracker's tokens
+        # (templates/tracker/_tracker.tpl)
         - name: kubemta-secrets
           projected:
             sources:
@@ -233,6 +250,7 @@ spec:
               - secret:
                   name: {{ . }}
               {{- end }}
+              {{- if $relayAuth }}
               - secret:
                   name: {{ $root.Values.relayhost.existingSecret }}
                   items:
@@ -240,6 +258,10 @@ spec:
                       path: relayhost_username
                     - key: {{ $root.Values.relayhost.passwordKey }}
                       path: relayhost_password
+              {{- end }}
+              {{- if $trackerOn }}
+              {{- include "kubemta.trackerTokenSource" . | nindent 14 }}
+              {{- end }}
         {{- else if $root.Values.secrets.existingSecret }}
         - name: kubemta-secrets
           secret:
@@ -283,6 +305,12 @@ spec:
         - name: recipient-maps
           configMap:
             name: {{ $recipientMaps }}
+        {{- end }}
+        {{- if $isTracker }}
+        # this replica's index of the `events` stream: rebuilt from the stream when the pod starts on a new node
+        - name: index
+          emptyDir:
+            sizeLimit: {{ $v.persistence.sizeLimit }}
         {{- end }}
         {{- if $mountCa }}
         - name: tls-ca
@@ -436,6 +464,7 @@ spec:
 {{- $root := .root -}}
 {{- $v := get $root.Values .key -}}
 {{- $isIngress := eq .key "smtpIngress" -}}
+{{- $isTracker := eq .key "tracker" -}}
 {{- if $v.networkPolicy.enabled }}
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -484,6 +513,24 @@ spec:
       {{- end }}
     {{- end }}
     {{- end }}
+    {{- if $isTracker }}
+    # the tracker API: kubemta's own pods (duplicate checks), pods labelled for kubemta-admin, tracker.networkPolicy.allowedFrom
+    - ports:
+        - port: http
+          protocol: TCP
+      from:
+        - podSelector:
+            matchLabels:
+              {{- include "kubemta.selectorLabels" $root | nindent 14 }}
+        {{- with $v.networkPolicy.adminPodLabels }}
+        - podSelector:
+            matchLabels:
+              {{- toYaml . | nindent 14 }}
+        {{- end }}
+        {{- with $v.networkPolicy.allowedFrom }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    {{- end }}
     {{- with $v.networkPolicy.extraIngress }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -528,6 +575,9 @@ spec:
     - ports:
         - port: 443
           protocol: TCP
+    {{- end }}
+    {{- if and $root.Values.tracker.enabled (not $isTracker) }}
+    {{- include "kubemta.trackerEgress" $root | nindent 4 }}
     {{- end }}
     {{- with $v.networkPolicy.extraEgress }}
     {{- toYaml . | nindent 4 }}

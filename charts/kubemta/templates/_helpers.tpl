@@ -1,6 +1,6 @@
 {{/*
-Names, labels and the component table. One image for all four components; the
-Deployment's `command` chooses the service.
+Names, labels and the component table. One image for all components (the four mail stages and the
+tracker); the Deployment's `command` chooses the service.
 */}}
 
 {{- define "kubemta.name" -}}
@@ -62,6 +62,10 @@ deliveryWorker:
   name: delivery-worker
   command: kubemta-delivery-worker
   queues: [deliver, deliver.large]
+tracker:
+  name: tracker
+  command: kubemta-tracker
+  queues: []
 {{- end -}}
 
 {{/* (dict "root" $ "key" "deliveryWorker") -> that component's row of the table */}}
@@ -79,6 +83,7 @@ deliveryWorker:
 {{- define "kubemta.queueManager.fullname" -}}{{ include "kubemta.componentFullname" (dict "root" . "key" "queueManager") }}{{- end -}}
 {{- define "kubemta.dnsResolver.fullname" -}}{{ include "kubemta.componentFullname" (dict "root" . "key" "dnsResolver") }}{{- end -}}
 {{- define "kubemta.deliveryWorker.fullname" -}}{{ include "kubemta.componentFullname" (dict "root" . "key" "deliveryWorker") }}{{- end -}}
+{{- define "kubemta.tracker.fullname" -}}{{ include "kubemta.componentFullname" (dict "root" . "key" "tracker") }}{{- end -}}
 
 {{- define "kubemta.componentLabels" -}}
 {{- $c := include "kubemta.component" . | fromYaml -}}
