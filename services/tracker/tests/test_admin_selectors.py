@@ -67,6 +67,8 @@ def test_valid_selectors(kwargs: dict[str, object], expected: Selector) -> None:
         {"sender": "alice@example.com\ufeff"},
         {"sender": "alice\u00a0@example.com"},  # a no-break space
         {"domain": "example.com\u3000"},
+        {"domain": "."},  # names nothing (the services ignore such a rule)
+        {"domain": "..."},
         {"domain": "example.com\n"},
         {"domain": "exa mple.com"},
         {"domain": "a@example.com"},
@@ -111,6 +113,9 @@ def test_matching() -> None:
     assert Selector(domain="example.org").matches(facts())
     assert Selector(domain="b.example").matches(facts(domains=("a.example", "B.example")))
     assert not Selector(domain="example.org").matches(facts(domains=()))
+    assert Selector(domain="example.org.").matches(facts())  # as the services' Decisions view compares
+    assert Selector(domain="BÜCHER.example").matches(facts(domains=("xn--bcher-kva.example",)))
+    assert Selector(domain="xn--bcher-kva.example").matches(facts(domains=("bücher.example",)))
     assert ALL.matches(facts()) and ALL.matches(None)
     assert not Selector(queue_id="Q1").matches(None)  # an unreadable message: only `all` names it
 

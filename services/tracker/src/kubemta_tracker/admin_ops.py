@@ -69,6 +69,7 @@ from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.streams import DECISIONS
 from kubemta_common.amqp.topology import DSN, HELD, ROUTE, STAGE_QUEUES, large, retry_queue_name
 from kubemta_common.errors import MessageTooLarge, PublishFailed, TransientError
+from kubemta_common.events.decisions import normal_domain, normal_sender
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.timestamps import now_timestamp
 
@@ -111,7 +112,11 @@ class BrokerUnavailable(TransientError):
 
 @dataclass(frozen=True, slots=True)
 class Selector:
-    """Which messages a command applies to: one of queue_id, sender, domain, or all (an events.proto Selector)."""
+    """Which messages a command applies to: one of queue_id, sender, domain, or all (an events.proto Selector).
+
+    It matches as the services' `Decisions` view does (kubemta_common.events.decisions: senders and domains
+    compared in their normal form, a domain also without a trailing dot and in IDNA), so what a command moves
+    right away and what the message owners honour later are the same mail."""
 
     queue_id: str = ""
     sender: str = ""
@@ -154,7 +159,7 @@ class Selector:
                 raise ValueError("a sender is an address (local@domain, no spaces, quotes or control characters) or <>")
             return cls(sender=sender)
         assert domain
-        if _checked_bytes(domain) > MAX_DOMAIN or _DOMAIN_FORBIDDEN.search(domain):
+        if _checked_bytes(domain) > MAX_DOMAIN or _DOMAIN_FORBIDDEN.search(domain) or not normal_domain(domain):
             raise ValueError(
                 f"a domain is at most {MAX_DOMAIN} bytes of UTF-8, without spaces, control characters or @"
             )
@@ -173,9 +178,8 @@ class Selector:
         if self.queue_id:
             return facts.queue_id == self.queue_id
         if self.sender:
-            wanted = "" if self.sender == "<>" else self.sender.casefold()
-            return facts.sender.casefold() == wanted
-        return self.domain.casefold() in {domain.casefold() for domain in facts.domains}
+            return normal_sender(facts.sender) == normal_sender(self.sender)
+        return normal_domain(self.domain) in {normal_domain(domain) for domain in facts.domains}
 
     def describe(self) -> str:
         """For log lines: `domain='example.com'`, or `all`."""
