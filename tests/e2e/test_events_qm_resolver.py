@@ -385,3 +385,68 @@ async def test_the_resolver_honours_delete_and_hold_decisions_issued_before_it_s
     assert event_kind(by_job["Q2.1"]) == "held" and by_job["Q2.1"].held.decision_id == "DHOLD"
     assert event_kind(by_job["Q3.1"]) == "routed" and by_job["Q3.1"].message_id == "<Q3@example.com>"
     assert await depths(vhost.url, ROUTE, DELIVER, HELD, RESULTS) == (0, 0, 0, 0)
+
+
+async def test_the_queue_manager_honours_delete_and_hold_decisions_on_results(vhost: Vhost, tmp_path: Path) -> None:
+    broker = await connected(vhost.url)
+    publisher = Publisher(broker, 5)
+    now = datetime.now(UTC)
+    for decision_id, verb, queue_id, dsn in (
+        ("DDEL", events_pb2.DECISION_VERB_DELETE, "QDEL", False),
+        ("DDSN", events_pb2.DECISION_VERB_DELETE, "QDSN", True),
+        ("DHOLD", events_pb2.DECISION_VERB_HOLD, "QHOLD", False),
+    ):
+        decision = events_pb2.AdminDecision(
+            decision_id=decision_id, actor="ops", verb=verb, dsn=dsn, selector=events_pb2.Selector(queue_id=queue_id)
+        )
+        decision.time.FromDatetime(now)
+        await publisher.publish_raw(
+            DECISIONS, decision.SerializeToString(), message_id=decision_id, message_type="kubemta.v1.AdminDecision"
+        )
+    stack = Stack(tmp_path, {"KUBEMTA_AMQP_URL": vhost.url})
+    try:
+        await stack.start(
+            ("queue-manager",),
+            extra_env={
+                "queue-manager": {
+                    "KUBEMTA_HOSTNAME": "mx.kubemta.test",
+                    "KUBEMTA_RETRY_SCHEDULE": "5m",
+                    "KUBEMTA_DSN_BATCH_WINDOW": "0.2s",
+                }
+            },
+        )
+        for queue_id in ("QDEL", "QDSN", "QHOLD", "QOK"):
+            result = message_pb2.DeliveryResult(
+                job=the_job(queue_id),
+                recipients=[
+                    message_pb2.RecipientResult(
+                        recipient="bob@example.org", outcome=message_pb2.OUTCOME_TEMPORARY, status="4.2.0"
+                    )
+                ],
+                reporter="delivery-worker",
+            )
+            await publisher.publish(stages.RESULTS, result, message_id=f"{queue_id}.1#1")
+        retried = message_pb2.DeliveryJob.FromString((await first_message(vhost.url, "retry.5m", within=WAIT)).body)
+        assert retried.queue_id == "QOK"
+        held_message = await first_message(vhost.url, HELD, within=WAIT)
+        assert message_pb2.DeliveryJob.FromString(held_message.body).queue_id == "QHOLD"
+        assert (held_message.headers[RELEASE_TO], held_message.headers[DECISION_ID]) == (ROUTE, "DHOLD")
+
+        def complete(got: list[events_pb2.LifecycleEvent]) -> bool:
+            return "dsn_sent" in kinds_of(got, "queue-manager") and len(kinds_of(got, "queue-manager")) >= 8
+
+        events = await stream_events(vhost.url, complete)
+    finally:
+        await stack.stop()
+        await close(broker)
+    by_message: dict[str, list[str]] = {}
+    for event in events:
+        if event.service == "queue-manager":
+            by_message.setdefault(event.queue_id, []).append(event_kind(event))
+    assert by_message["QDEL"] == ["deleted"]
+    assert by_message["QDSN"][:2] == ["deleted", "bounced"] and "dsn_sent" in by_message["QDSN"]
+    assert by_message["QHOLD"] == ["held", "deferred"]
+    assert by_message["QOK"] == ["deferred"]
+    deleted = next(e for e in events if e.queue_id == "QDEL").deleted
+    assert (deleted.stage, deleted.decision_id, deleted.dsn_requested) == ("queue-manager", "DDEL", False)
+    assert await depths(vhost.url, "retry.5m", HELD) == (0, 0)
