@@ -13,13 +13,13 @@ are returned for sync.py.
 id into that message's timeline (kind `decision`).
 """
 
+import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -40,13 +40,9 @@ def seconds(stamp: Timestamp) -> float:
     return stamp.seconds + stamp.nanos / 1e9
 
 
-def _details(message: events_pb2.LifecycleEvent) -> str:
-    kind = message.WhichOneof("kind") or ""
-    if not kind:
-        return "{}"
-    details = MessageToDict(getattr(message, kind), preserving_proto_field_name=True)
-    details.pop("headers", None)
-    return json.dumps(details, separators=(",", ":"), ensure_ascii=False)
+def _details(event: events_pb2.LifecycleEvent, kind: str) -> bytes:
+    """The event's payload as stored: its serialized protobuf (decoded for a timeline only, queries.py)."""
+    return getattr(event, kind).SerializeToString() if kind else b""
 
 
 class IndexWriter:
@@ -55,6 +51,21 @@ class IndexWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = schema.connect_writer(path)
+        self._held: set[str] = set()
+        """The keys of the `held` table (small), so a job event looks it up only when it may be there."""
+        self._load_held()
+
+    def _load_held(self) -> None:
+        self._held = {str(key) for (key,) in self._db.execute("SELECT key FROM held")}
+
+    @contextlib.contextmanager
+    def _held_kept(self) -> Iterator[None]:
+        """Reload the held keys when the transaction fails (its changes to them were rolled back)."""
+        try:
+            yield
+        except BaseException:
+            self._load_held()
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -67,7 +78,7 @@ class IndexWriter:
     def index_events(self, records: Sequence[Record]) -> list[str]:
         """Index `events` records in one transaction; the barrier nonces they held."""
         nonces: list[str] = []
-        with self._transaction(EVENTS, records) as db:
+        with self._held_kept(), self._transaction(EVENTS, records) as db:
             for offset, body in records:
                 batch = events_pb2.EventBatch()
                 try:
@@ -94,8 +105,6 @@ class IndexWriter:
                     continue
                 if not decision.selector.queue_id or not decision.decision_id:
                     continue
-                details = MessageToDict(decision, preserving_proto_field_name=True)
-                details.pop("time", None)
                 db.execute(
                     "INSERT OR IGNORE INTO events (event_id, queue_id, job_id, time, service, source, kind, attempt,"
                     " details) VALUES (?, ?, '', ?, 'tracker', ?, 'decision', 0, ?)",
@@ -104,7 +113,7 @@ class IndexWriter:
                         decision.selector.queue_id,
                         seconds(decision.time),
                         decision.actor,
-                        json.dumps(details, separators=(",", ":"), ensure_ascii=False),
+                        body,
                     ),
                 )
 
@@ -125,6 +134,8 @@ class IndexWriter:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        finally:
+            self._load_held()
         return dropped
 
     class _Tx:
@@ -172,18 +183,13 @@ class IndexWriter:
                 event.source,
                 kind,
                 event.attempt,
-                _details(event),
+                _details(event, kind),
             ),
         ).rowcount
         if not inserted:
             return  # seen before: its effects are in the index already
         if kind == "received":
             self._received(db, event, time)
-        elif queue_id and event.message_id:
-            db.execute(
-                "UPDATE messages SET message_id = ? WHERE queue_id = ? AND message_id = ''",
-                (event.message_id, queue_id),
-            )
         job_id = event.job_id
         if kind == "queued":
             db.execute(
@@ -214,6 +220,7 @@ class IndexWriter:
                 " DO UPDATE SET reason = excluded.reason, held_at = excluded.held_at WHERE excluded.held_at >= held_at",
                 (job_id, queue_id, job_id, event.held.reason, time),
             )
+            self._held.add(job_id)
         elif kind == "released":
             self._job(db, job_id, queue_id, "", schema.ROUTE, time)
         elif kind == "deleted":
@@ -265,8 +272,9 @@ class IndexWriter:
                 " DO UPDATE SET reason = excluded.reason, held_at = excluded.held_at WHERE excluded.held_at >= held_at",
                 (event.queue_id, event.queue_id, event.held.reason, time),
             )
-        else:
-            db.execute("DELETE FROM held WHERE key = ? AND held_at <= ?", (event.queue_id, time))
+            self._held.add(event.queue_id)
+        elif event.queue_id in self._held:
+            self._unhold(db, event.queue_id, time)
 
     def _job(
         self,
@@ -311,5 +319,9 @@ class IndexWriter:
                 next_attempt,
             ),
         )
-        if state != schema.HELD:
-            db.execute("DELETE FROM held WHERE key = ? AND held_at <= ?", (job_id, time))
+        if state != schema.HELD and job_id in self._held:
+            self._unhold(db, job_id, time)
+
+    def _unhold(self, db: sqlite3.Connection, key: str, time: float) -> None:
+        if db.execute("DELETE FROM held WHERE key = ? AND held_at <= ?", (key, time)).rowcount:
+            self._held.discard(key)

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import DecodeError, Message
+
+from kubemta.v1 import events_pb2, message_pb2
 from kubemta_tracker import schema
 
 Row = dict[str, Any]
@@ -190,7 +194,7 @@ class IndexReader:
                 "kind": kind,
                 "job_id": job_id,
                 "attempt": attempt,
-                "details": json.loads(details),
+                "details": payload_dict(kind, details),
             }
             for time, service, source, kind, job_id, attempt, details in rows
         ]
@@ -271,14 +275,21 @@ class IndexReader:
         """The recipients of `job_id` some attempt (or the queue-manager's fate) recorded as delivered."""
         found: dict[str, Row] = {}
         rows = self._db().execute(
-            "SELECT details FROM events WHERE job_id = ? AND kind IN ('attempted', 'delivered') ORDER BY time, seq",
+            "SELECT kind, details FROM events WHERE job_id = ? AND kind IN ('attempted', 'delivered')"
+            " ORDER BY time, seq",
             (job_id,),
         )
-        for (details,) in rows:
-            for outcome in json.loads(details).get("recipients", []):
-                recipient = outcome.get("recipient", "")
-                if outcome.get("outcome") == "OUTCOME_DELIVERED" and recipient not in found:
-                    found[recipient] = _outcome(outcome)
+        for kind, details in rows:
+            payload = events_pb2.Attempt() if kind == "attempted" else events_pb2.RecipientsFate()
+            try:
+                payload.ParseFromString(details)
+            except DecodeError:
+                continue
+            for outcome in payload.recipients:
+                if outcome.outcome == message_pb2.OUTCOME_DELIVERED and outcome.recipient not in found:
+                    found[outcome.recipient] = MessageToDict(
+                        outcome, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                    )
         return list(found.values())
 
     def recorded(self, kind: str, *, queue_id: str, job_id: str, attempt: int | None) -> bool:
@@ -297,12 +308,20 @@ class IndexReader:
         return self._db().execute(sql + " LIMIT 1", params).fetchone() is not None
 
 
-def _outcome(outcome: dict[str, Any]) -> Row:
-    return {
-        "recipient": outcome.get("recipient", ""),
-        "outcome": outcome.get("outcome", "OUTCOME_UNSPECIFIED"),
-        "smtp_code": int(outcome.get("smtp_code", 0)),
-        "status": outcome.get("status", ""),
-        "diagnostic": outcome.get("diagnostic", ""),
-        "remote_mta": outcome.get("remote_mta", ""),
-    }
+def payload_dict(kind: str, details: bytes) -> dict[str, Any]:
+    """A stored event payload as JSON-ready fields (proto field names; the headers of `received` left out)."""
+    if kind == "decision":
+        payload: Message = events_pb2.AdminDecision()
+    elif kind in events_pb2.LifecycleEvent.DESCRIPTOR.fields_by_name:
+        payload = getattr(events_pb2.LifecycleEvent(), kind).__class__()
+    else:
+        return {}
+    try:
+        payload.ParseFromString(details)
+    except DecodeError:
+        return {}
+    fields = MessageToDict(payload, preserving_proto_field_name=True)
+    fields.pop("headers", None)
+    if kind == "decision":
+        fields.pop("time", None)
+    return fields

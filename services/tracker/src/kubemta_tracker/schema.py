@@ -9,10 +9,10 @@ readers, each on its own connection, keep reading a consistent snapshot.
 
 Tables: `messages` (one row per received message: envelope, client, headers), `recipients`
 (address -> queue id, for find by recipient), `jobs` (one row per delivery job: domain,
-recipients, its state from the latest event), `events` (every indexed event: the timeline,
-unique by event_id, so a batch seen twice is indexed once), `dedup` (the ingress' dedup keys),
-`held` (what sits on the `held` queue) and `offsets` (the last stream offset indexed per stream,
-written in the same transaction as the batch it ends).
+recipients, its state from the latest event), `events` (every indexed event: the timeline, its
+payload as serialized protobuf, unique by event_id, so a batch seen twice is indexed once),
+`dedup` (the ingress' dedup keys), `held` (what sits on the `held` queue) and `offsets` (the
+last stream offset indexed per stream, written in the same transaction as the batch it ends).
 """
 
 import sqlite3
@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS events (
     source TEXT NOT NULL,
     kind TEXT NOT NULL,
     attempt INTEGER NOT NULL,
-    details TEXT NOT NULL
+    details BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_queue_id ON events (queue_id, time);
 CREATE INDEX IF NOT EXISTS events_job_id ON events (job_id, kind, attempt);
