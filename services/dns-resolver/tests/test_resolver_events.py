@@ -77,7 +77,9 @@ class FakeTracker:
 class FakeDecisions:
     def __init__(self, action: Action = Action.NONE, *, dsn: bool = False) -> None:
         verb = {Action.DELETE: events_pb2.DECISION_VERB_DELETE, Action.HOLD: events_pb2.DECISION_VERB_HOLD}
-        decision = events_pb2.AdminDecision(decision_id="D9", actor="ops", verb=verb.get(action, 0), dsn=dsn)
+        decision = events_pb2.AdminDecision(
+            decision_id="D9", actor="ops", verb=verb.get(action, events_pb2.DECISION_VERB_UNSPECIFIED), dsn=dsn
+        )
         self.given = Verdict(action, decision if action is not Action.NONE else None, dsn)
         self.asked: list[dict[str, Any]] = []
 
