@@ -44,10 +44,17 @@ def test_every_alert_promised_is_there() -> None:
         "KubemtaBrokerDown",
         "KubemtaServiceDisconnectedFromBroker",
         "KubemtaHeldMessages",
+        "KubemtaEventsDropped",
+        "KubemtaTrackerNotReady",
+        "KubemtaTrackerDown",
     } <= alerts
+    without_tracker = rule_groups({**RULE_VALUES, "tracker": {"enabled": False}})
+    alerts = {rule["alert"] for group in without_tracker["groups"] for rule in group["rules"]}
+    assert "KubemtaEventsDropped" in alerts and not {"KubemtaTrackerNotReady", "KubemtaTrackerDown"} & alerts
 
 
 RMQ = 'job="rabbitmq", vhost="/"'
+TRACKER = 'namespace="mail", deployment="kubemta-tracker", job="kube-state-metrics"'
 UNIT_TESTS: dict[str, Any] = {
     "evaluation_interval": "1m",
     "tests": [
@@ -230,6 +237,58 @@ UNIT_TESTS: dict[str, Any] = {
                     "eval_time": "8m",
                     "alertname": "KubemtaServiceDisconnectedFromBroker",
                     "exp_alerts": [{"exp_labels": {"severity": "critical", "service": "queue-manager"}}],
+                },
+            ],
+        },
+        {
+            "name": "lifecycle events dropped fire per job, and stop once none are dropped",
+            "interval": "1m",
+            "input_series": [
+                {
+                    "series": 'kubemta_events_dropped_total{job="kubemta-delivery-worker-metrics"}',
+                    "values": "0x5 0+50x5 250x30",
+                },
+                {"series": 'kubemta_events_dropped_total{job="kubemta-queue-manager-metrics"}', "values": "0x40"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "4m", "alertname": "KubemtaEventsDropped", "exp_alerts": []},
+                {
+                    "eval_time": "9m",
+                    "alertname": "KubemtaEventsDropped",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning", "job": "kubemta-delivery-worker-metrics"}}],
+                },
+                {"eval_time": "30m", "alertname": "KubemtaEventsDropped", "exp_alerts": []},
+            ],
+        },
+        {
+            "name": "a tracker replica not ready for 10 minutes, then none at all",
+            "interval": "1m",
+            "input_series": [
+                {
+                    "series": f"kube_deployment_status_replicas_unavailable{{{TRACKER}}}",
+                    "values": "0x3 1x15 2x15",
+                },
+                {
+                    "series": f"kube_deployment_status_replicas_available{{{TRACKER}}}",
+                    "values": "2x3 1x15 0x15",
+                },
+                {
+                    "series": 'kube_deployment_status_replicas_unavailable{namespace="other", deployment="kubemta-tracker"}',  # noqa: E501
+                    "values": "1x33",
+                },
+            ],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "KubemtaTrackerNotReady", "exp_alerts": []},
+                {
+                    "eval_time": "16m",
+                    "alertname": "KubemtaTrackerNotReady",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
+                },
+                {"eval_time": "16m", "alertname": "KubemtaTrackerDown", "exp_alerts": []},
+                {
+                    "eval_time": "26m",
+                    "alertname": "KubemtaTrackerDown",
+                    "exp_alerts": [{"exp_labels": {"severity": "critical"}}],
                 },
             ],
         },

@@ -296,7 +296,7 @@ def test_dashboard_conventions() -> None:
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
     for panel in dashboard["panels"]:
-        if panel["type"] == "row":
+        if panel["type"] in ("row", "text"):
             continue
         assert panel["datasource"]["uid"] == "${datasource}"
         for target in panel["targets"]:
@@ -304,6 +304,10 @@ def test_dashboard_conventions() -> None:
     titles = " ".join(panel["title"] for panel in dashboard["panels"]).lower()
     for word in ("bounce", "deferral", "latency", "dns", "cache", "sessions", "per stage", "held"):
         assert word in titles
+    for words in ("lifecycle events published", "events dropped", "duplicates suppressed", "duplicate checks"):
+        assert words in titles
+    (timeline,) = [panel for panel in dashboard["panels"] if panel["type"] == "text"]
+    assert "kubemta-admin queue show <id>" in timeline["options"]["content"]
 
 
 def test_notes_tell_how_to_send_a_test_mail_and_where_the_dashboard_is() -> None:
