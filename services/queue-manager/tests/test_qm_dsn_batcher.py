@@ -206,7 +206,7 @@ async def test_a_flush_another_message_triggers_logs_the_flushed_message_s_queue
         with message_context(dsn_request.queue_id, dsn_request.job_id):  # as QueueManager.handle_dsn_request
             await batcher.add(dsn_request)
 
-    with caplog.at_level(logging.INFO, logger="kubemta_queue_manager.dsn_batcher"):
+    with caplog.at_level(logging.DEBUG, logger="kubemta_queue_manager.dsn_batcher"):
         oldest = asyncio.ensure_future(handle(request("Q1", "a@one.example")))
         await asyncio.sleep(0)
         newest = asyncio.ensure_future(handle(request("Q2", "b@one.example")))  # reaches max_held: Q1 is sent

@@ -134,7 +134,7 @@ class DsnBatcher:
             return
         counter = metrics.DELAY_WARNINGS_SENT if report.action is Action.DELAYED else metrics.BOUNCES_SENT
         counter.inc()
-        logger.info(
+        logger.debug(  # the dsn_sent / delay_warning_sent event below is the INFO line
             "sender %s notification: %s (%d recipients, from %d results: %s)",
             "delay" if report.action is Action.DELAYED else "non-delivery",
             dsn.queue_id,
