@@ -43,7 +43,7 @@ QUICK = {
     "messages": 400,
     "clients": 6,
     "rate": 12.0,  # the sending lasts about as long as the chaos (7 steps of ~5 s)
-    "kill_interval": (1.5, 3.0),
+    "kill_interval": (1.0, 2.5),
     "drain_stall": 20.0,
     "drain_timeout": 90.0,
     "give_up": 90.0,

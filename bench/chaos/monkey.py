@@ -47,18 +47,42 @@ class Monkey:
         self.config = config
         self.rng = rng
         self.log = ChaosLog()
+        self._restarting: dict[str, asyncio.Task[None]] = {}  # service -> its restart after a kill
 
     async def kill(self, name: str, pause: float | None = None) -> None:
-        """kill -9 the service by its PID, wait a moment, start it again (bounded wait until ready)."""
+        """kill -9 the service by its PID; it is started again in the background after a moment (as a crashed
+        pod is), while the chaos goes on. settle() waits for those restarts (bounded: ready within 90 s)."""
+        await self._settle(name)
         pid = self.world.stack.pid(name)
         await self.world.stack.kill(name)
         self.log.kills[name] += 1
-        began = time.monotonic()
-        await asyncio.sleep(self.rng.uniform(0.2, 1.0) if pause is None else pause)
+        self.log.note(f"kill -9 {name} (pid {pid})")
+        delay = self.rng.uniform(0.2, 1.0) if pause is None else pause
+        self._restarting[name] = asyncio.create_task(self._restart(name, delay, time.monotonic()))
+
+    async def _restart(self, name: str, delay: float, killed: float) -> None:
+        await asyncio.sleep(delay)
         await self.world.stack.restart(name, within=90)
-        self.log.note(f"kill -9 {name} (pid {pid}); running again after {time.monotonic() - began:.1f} s")
+        self.log.note(f"{name} ready again {time.monotonic() - killed:.1f} s after its kill")
+
+    async def _settle(self, name: str | None = None) -> None:
+        """Wait until the restart of `name` (of every service killed) is done; its failure is raised here."""
+        for each in [name] if name is not None else list(self._restarting):
+            task = self._restarting.pop(each, None)
+            if task is not None:
+                await task
+
+    async def settle(self) -> None:
+        await self._settle()
+
+    def cancel(self) -> None:
+        """Stop the restarts still under way (the run failed); the stack stops what they started."""
+        for task in self._restarting.values():
+            task.cancel()
+        self._restarting.clear()
 
     async def restart_broker(self) -> None:
+        await self.settle()  # every service runs: the broker's restart is the only fault of this step
         began = time.monotonic()
         self.log.broker_restarts += 1
         await restart_broker(self.world, self.config.broker_restart, self.config.broker_down, self.log.broker_restarts)
@@ -90,12 +114,14 @@ class Monkey:
                 await self.kill(self._next_victim())
         while self.log.broker_restarts < restarts:
             await self.restart_broker()
+        await self.settle()
         return self.log
 
     def _next_victim(self) -> str:
         """A random service among those killed least so far: every service dies as often as the others (+-1)."""
-        fewest = min(self.log.kills[name] for name in self.world.services)
-        return self.rng.choice([name for name in self.world.services if self.log.kills[name] == fewest])
+        running = [name for name in self.world.services if name not in self._restarting] or self.world.services
+        fewest = min(self.log.kills[name] for name in running)
+        return self.rng.choice([name for name in running if self.log.kills[name] == fewest])
 
     async def quick(self) -> ChaosLog:
         """Each service killed once, in random order, the broker restarts spread in between."""
@@ -110,6 +136,7 @@ class Monkey:
                 await self.restart_broker()
             else:
                 await self.kill(step)
+        await self.settle()
         return self.log
 
     async def kill_one(self, name: str, when: Callable[[], bool]) -> ChaosLog:
@@ -118,4 +145,5 @@ class Monkey:
             while not when():  # noqa: ASYNC110 - a condition of the client threads, polled
                 await asyncio.sleep(0.05)
         await self.kill(name, pause=1.0)
+        await self.settle()
         return self.log

@@ -97,7 +97,7 @@ def one_table(result: ChaosResult) -> str:
         ["kills (kill -9)", ", ".join(f"{name} {n}" for name, n in result.kills.items()) or "none"],
         ["broker restarts", str(result.broker_restarts)],
         ["services dead at the end", ", ".join(result.exited) or "none"],
-        ["wall time", f"{result.wall_seconds:.1f} s (sending {result.send_seconds:.1f} s, "
+        ["wall time", f"{result.wall_seconds:.1f} s (sending and chaos {result.send_seconds:.1f} s, "
          f"waiting for deliveries {result.drain_seconds:.1f} s)"],
     ]  # fmt: skip
     table = _table(["figure", "value"], rows)

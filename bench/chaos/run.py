@@ -113,6 +113,7 @@ async def _session(
     finally:
         senders.stopping.set()
         progress.cancel()
+        monkey.cancel()
         if not sending.done():  # the chaos failed: let the clients finish their current message (bounded)
             await asyncio.wait([sending], timeout=60)
     result = ChaosResult(mode, len(mail), config.clients, TRACKER in world.services)
