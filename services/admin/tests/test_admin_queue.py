@@ -18,8 +18,8 @@ TOKEN = "admin-s3cret-token-xyz"
 
 SUMMARY = {
     "stages": {
-        "inbound": {"messages": 0, "oldest_seconds": None},
-        "route": {"messages": 2, "oldest_seconds": 192},
+        "inbound": {"messages": 0, "oldest_seconds": 0.0},
+        "route": {"messages": 2, "oldest_seconds": 192.7},
         "deliver": {"messages": 1, "oldest_seconds": 5},
         "results": {"messages": 0, "oldest_seconds": None},
         "held": {"messages": 1, "oldest_seconds": 7500},
@@ -106,6 +106,7 @@ def test_summary_prints_stages_retry_tiers_and_domains_with_ages(tracker, capsys
     assert tracker.last().headers["Authorization"] == f"Bearer {TOKEN}"
     lines = out.splitlines()
     assert lines[0].split() == ["STAGE", "MESSAGES", "OLDEST"]
+    assert lines[1].split() == ["inbound", "0", "-"]
     assert lines[2].split() == ["route", "2", "3m12s"]
     assert lines[5].split() == ["held", "1", "2h05m"]
     retry = lines.index("RETRY TIER  JOBS  OLDEST")
@@ -258,8 +259,8 @@ def test_find_without_a_match_exits_1(tracker, capsys) -> None:
     [
         (["find"], "find needs --queue-id"),
         (["find", "--since", "yesterday"], "--since: not a time or a duration: yesterday"),
-        (["find", "--sender", "a@b", "--limit", "0"], "--limit must be between 1 and 100000"),
-        (["list", "--limit", "-1"], "--limit must be between 1 and 100000"),
+        (["find", "--sender", "a@b", "--limit", "0"], "--limit must be between 1 and 1000"),
+        (["list", "--limit", "-1"], "--limit must be between 1 and 1000"),
     ],
 )
 def test_bad_criteria_are_usage_errors(tracker, capsys, args: list[str], message: str) -> None:

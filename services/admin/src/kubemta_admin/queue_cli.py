@@ -40,6 +40,7 @@ PROG = "kubemta-admin queue"
 DEFAULT_URL = "http://127.0.0.1:8025"
 DEFAULT_TIMEOUT = 10.0
 LIST_LIMIT = 1000
+MAX_LIMIT = 1000  # the tracker's largest page
 FINAL_STATES = frozenset({"done", "delivered", "bounced", "expired", "deleted"})
 
 
@@ -162,8 +163,8 @@ class _NothingFound(Exception):
 
 
 def _check_limit(limit: int) -> None:
-    if not 1 <= limit <= 100_000:
-        raise CliError(EXIT_USAGE, "--limit must be between 1 and 100000")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise CliError(EXIT_USAGE, f"--limit must be between 1 and {MAX_LIMIT}")
 
 
 def _selector_body(args: argparse.Namespace) -> dict[str, Any]:

@@ -11,19 +11,21 @@ def summary(answer: dict[str, object]) -> list[str]:
     """Per stage, per retry tier, per destination domain (count and oldest age), then the broker's queue depths."""
     stages = as_dict(answer.get("stages"))
     names = [*STAGES, *sorted(name for name in stages if name not in STAGES)]
-    rows = [
-        [
-            cell(name),
-            cell(as_dict(stages.get(name)).get("messages", 0)),
-            human_age(as_dict(stages.get(name)).get("oldest_seconds")),
-        ]
-        for name in names
-    ]
+    rows = []
+    for name in names:
+        stage = as_dict(stages.get(name))
+        rows.append(
+            [cell(name), cell(stage.get("messages", 0)), _oldest(stage.get("messages"), stage.get("oldest_seconds"))]
+        )
     lines = table(["STAGE", "MESSAGES", "OLDEST"], rows, right=frozenset({1}))
     retry = as_dict(answer.get("retry"))
     lines.append("")
     retry_rows = [
-        [cell(name), cell(as_dict(tier).get("jobs")), human_age(as_dict(tier).get("oldest_seconds"))]
+        [
+            cell(name),
+            cell(as_dict(tier).get("jobs")),
+            _oldest(as_dict(tier).get("jobs"), as_dict(tier).get("oldest_seconds")),
+        ]
         for name, tier in sorted(retry.items(), key=lambda item: _tier_seconds(item[0]))
     ]
     lines += (
@@ -34,7 +36,12 @@ def summary(answer: dict[str, object]) -> list[str]:
     domains = [as_dict(entry) for entry in as_list(answer.get("domains"))]
     lines.append("")
     domain_rows = [
-        [cell(d.get("domain")), cell(d.get("jobs")), cell(d.get("deferred")), human_age(d.get("oldest_seconds"))]
+        [
+            cell(d.get("domain")),
+            cell(d.get("jobs")),
+            cell(d.get("deferred")),
+            _oldest(d.get("jobs"), d.get("oldest_seconds")),
+        ]
         for d in domains
     ]
     lines += (
@@ -49,6 +56,11 @@ def summary(answer: dict[str, object]) -> list[str]:
             ["BROKER QUEUE", "DEPTH"], [[cell(q), cell(d)] for q, d in sorted(broker.items())], right=frozenset({1})
         )
     return lines
+
+
+def _oldest(count: object, seconds: object) -> str:
+    """The oldest age, or "-" when nothing is there (the tracker answers 0 seconds for an empty stage)."""
+    return "-" if as_int(count) == 0 else human_age(seconds)
 
 
 def _tier_seconds(name: str) -> int:
