@@ -14,6 +14,7 @@ from kubemta_common.amqp.topology import DSN, ROUTE
 from kubemta_common.errors import PublishFailed
 from kubemta_common.timestamps import to_datetime
 from kubemta_mail_auth.dkim.keys import KeyStore
+from kubemta_queue_manager import handlers
 from kubemta_queue_manager.dkim_signer import DkimSigner
 from kubemta_queue_manager.dsn_batcher import DsnBatcher
 from kubemta_queue_manager.handlers import QueueManager
@@ -61,6 +62,34 @@ async def test_queued_is_recorded_after_the_jobs_were_confirmed(manager, publish
     ]
     jobs = [message_pb2.DeliveryJob.FromString(body) for _, body, _, _ in publisher.to(ROUTE)]
     assert [job.message_id for job in jobs] == [hostile, hostile]
+
+
+async def test_queued_lists_every_job_once_when_they_go_in_several_batches(
+    manager, publisher, events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handlers, "PUBLISH_BATCH_BYTES", 1)  # every job a batch of its own
+    recipients = [f"r@d{number}.example" for number in range(5)]
+    await manager.handle_accepted(kit_decode(accepted(recipients)))
+    assert len(publisher.batches) == 5
+    (queued,) = events.of_kind("queued")
+    assert [job.domain for job in queued.queued.jobs] == [f"d{number}.example" for number in range(5)]
+
+
+async def test_a_failure_in_a_later_batch_records_nothing(
+    manager, publisher, events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handlers, "PUBLISH_BATCH_BYTES", 1)
+    real = publisher.publish_all
+
+    async def second_fails(messages) -> None:
+        if publisher.batches:
+            raise PublishFailed("no confirm")
+        await real(messages)
+
+    monkeypatch.setattr(publisher, "publish_all", second_fails)
+    with pytest.raises(PublishFailed):
+        await manager.handle_accepted(kit_decode(accepted(["a@one.example", "b@two.example"])))
+    assert events.events == []
 
 
 async def test_a_failed_publish_records_nothing(manager, publisher, events) -> None:
