@@ -2,6 +2,9 @@
 
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_tracker.index import Index
 from kubemta_tracker.queries import FindQuery
@@ -229,3 +232,65 @@ async def test_prune_drops_what_the_stream_dropped(index: Index, kit: Any) -> No
     assert await index.read(index.reader.first_queue_id, "ab" * 32, 0.0) is None
     assert await _count(index, "jobs") == 1
     assert await _count(index, "recipients") == 1
+
+
+ADDRESSISH = st.text(min_size=1, max_size=80)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sender=ADDRESSISH, recipient=ADDRESSISH, message_id=ADDRESSISH)
+async def test_hostile_envelope_values_are_stored_and_found_as_given(
+    index: Index, kit: Any, sender: str, recipient: str, message_id: str
+) -> None:
+    queue_id = f"H{kit.T0.timestamp():.0f}{abs(hash((sender, recipient, message_id))):x}"
+    event = kit.received(queue_id, sender=sender, recipients=(recipient,), message_id=message_id)
+    await index.index_events([(0, kit.batch(event))])
+    reader = index.reader
+    for query in (FindQuery(sender=sender), FindQuery(recipient=recipient), FindQuery(message_id=message_id)):
+        if query.sender == "<>":
+            continue  # "<>" asks for the null sender
+        found = [row["queue_id"] for row in await index.read(reader.find, query)]
+        assert queue_id in found, query
+    shown = await index.read(reader.message, queue_id)
+    assert shown is not None
+    assert (shown["sender"], shown["recipients"], shown["message_id"]) == (sender, [recipient], message_id)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+async def test_any_order_and_any_replays_end_in_the_same_index(tmp_path_factory: Any, kit: Any, data: Any) -> None:
+    deferred = kit.job_event("deferred", "Q2", "b.example", at=14, retry_queue="retry.5m")
+    events = [
+        *kit.delivered_message("Q1"),
+        kit.received("Q2", at=10, recipients=("x@a.example", "y@b.example")),
+        kit.queued("Q2", {"a.example": ["x@a.example"], "b.example": ["y@b.example"]}, at=11),
+        kit.job_event("routed", "Q2", "a.example", at=12),
+        kit.job_event("held", "Q2", "a.example", at=13, reason="admin"),
+        kit.job_event("routed", "Q2", "b.example", at=12.5),  # (same-time events keep the order they came in)
+        deferred,
+        kit.job_event("released", "Q2", "a.example", at=15, released_to="route"),
+        kit.job_event("routed", "Q2", "a.example", at=16, attempt=1),
+    ]
+    shuffled = data.draw(st.permutations(events))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=4)))
+    records = [kit.batch(*shuffled[a:b]) for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True)]
+    replays = data.draw(st.lists(st.sampled_from(records), max_size=3))
+
+    async def views(batches: list[bytes]) -> tuple[Any, ...]:
+        index = Index(tmp_path_factory.mktemp("order") / "index.sqlite3")
+        await index.open()
+        try:
+            for offset, body in enumerate(batches):
+                await index.index_events([(offset, body)])
+            reader = index.reader
+            return (
+                await index.read(reader.find, FindQuery()),
+                await index.read(reader.message, "Q1"),
+                await index.read(reader.message, "Q2"),
+                await index.read(reader.summary, kit.T0.timestamp() + 100),
+                await index.read(reader.held),
+            )
+        finally:
+            await index.close()
+
+    assert await views([*records, *replays]) == await views([kit.batch(*events)])

@@ -215,6 +215,8 @@ class IndexWriter:
                 self._job(db, job_id, queue_id, fate.domain, kind, time)
         elif kind == "held":
             self._job(db, job_id, queue_id, "", schema.HELD, time)
+            if db.execute("SELECT state FROM jobs WHERE job_id = ?", (job_id,)).fetchone()[0] != schema.HELD:
+                return  # a later event (indexed first) moved it on already
             db.execute(
                 "INSERT INTO held (key, queue_id, job_id, reason, held_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key)"
                 " DO UPDATE SET reason = excluded.reason, held_at = excluded.held_at WHERE excluded.held_at >= held_at",
@@ -267,6 +269,13 @@ class IndexWriter:
     def _message_hold(self, db: sqlite3.Connection, kind: str, event: events_pb2.LifecycleEvent, time: float) -> None:
         """A hold, release or delete of a whole message (no job yet: e.g. a poison `inbound` message)."""
         if kind == "held":
+            later = db.execute(
+                "SELECT 1 FROM events WHERE queue_id = ? AND job_id = '' AND kind IN ('released', 'deleted')"
+                " AND time >= ? LIMIT 1",
+                (event.queue_id, time),
+            ).fetchone()
+            if later is not None:
+                return  # released or deleted after this hold (indexed first)
             db.execute(
                 "INSERT INTO held (key, queue_id, job_id, reason, held_at) VALUES (?, ?, '', ?, ?) ON CONFLICT (key)"
                 " DO UPDATE SET reason = excluded.reason, held_at = excluded.held_at WHERE excluded.held_at >= held_at",

@@ -79,10 +79,10 @@ class IndexReader:
         if query.queue_id is not None:
             conditions.append("queue_id = ?")
             params.append(query.queue_id)
-        if query.message_id is not None:
+        if query.message_id is not None:  # as given, trimmed, or in the angle brackets it was sent with
             bare = query.message_id.strip()
-            conditions.append("message_id IN (?, ?)")
-            params += [bare, bare if bare.startswith("<") else f"<{bare}>"]
+            conditions.append("message_id IN (?, ?, ?)")
+            params += [query.message_id, bare, bare if bare.startswith("<") else f"<{bare}>"]
         if query.sender is not None:
             conditions.append("sender = ?")
             params.append("" if query.sender == "<>" else query.sender)
