@@ -50,3 +50,12 @@ preinitialise(
     check=("received", "delivered", "queued", "routed", "fate"),
     result=("found", "absent", "unknown"),
 )
+DUPLICATES = Counter(
+    "kubemta_duplicates_total",
+    "Work recognised as already done and not done again, by stage: ingress (a client's retry of a message already "
+    "queued, answered with the first queue id), delivery-worker (recipients of a redelivered job already "
+    "delivered), queue-manager, dns-resolver (a redelivered input already handled)",
+    ["stage"],
+)
+"""One counter for every service (a test run imports them all into one process); each service pre-initialises
+its own stage."""

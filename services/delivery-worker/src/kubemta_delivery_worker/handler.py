@@ -56,10 +56,11 @@ from kubemta_common.bus_messages import Encoded, encoded_with_field
 from kubemta_common.errors import PermanentError
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.logs import message_context, sanitize
+from kubemta_common.metrics import DUPLICATES
 from kubemta_common.timestamps import now_timestamp
 from kubemta_delivery_worker.deliverer import AttemptReport, Deliverer
 from kubemta_delivery_worker.job_checks import malformation
-from kubemta_delivery_worker.metrics import DUPLICATES, JOBS_HELD
+from kubemta_delivery_worker.metrics import JOBS_HELD
 from kubemta_delivery_worker.replies import local_result, outcome_name
 
 logger = logging.getLogger(__name__)

@@ -1,11 +1,8 @@
 """Prometheus metrics of the delivery-worker, pre-initialised so every series exists at 0."""
 
-from collections.abc import Sequence
-from typing import cast
+from prometheus_client import Counter, Histogram
 
-from prometheus_client import REGISTRY, Counter, Histogram
-
-from kubemta_common.metrics import preinitialise
+from kubemta_common.metrics import DUPLICATES, preinitialise
 
 ATTEMPT_RESULTS: tuple[str, ...] = ("delivered", "deferred", "bounced")
 CONNECTION_RESULTS: tuple[str, ...] = ("ok", "refused", "timeout", "tls_failed", "error")
@@ -53,23 +50,6 @@ JOBS_HELD = Counter(
 )
 
 
-def shared_counter(name: str, documentation: str, labels: Sequence[str]) -> Counter:
-    """A counter several services define (kubemta_duplicates_total): the one already registered in this process
-    when there is one (a test run imports every service), else a new one. (Its home should be kubemta_common.)"""
-    existing = REGISTRY._names_to_collectors.get(name)  # no public look-up by name
-    if existing is not None:
-        return cast(Counter, existing)
-    return Counter(name, documentation, labels)
-
-
-# Recipients of a redelivered job already delivered, not sent to again (handler.py's redelivery guard).
-DUPLICATES = shared_counter(
-    "kubemta_duplicates_total",
-    "Work recognised as already done and not done again, by stage: ingress (a client's retry of a message "
-    "already queued, answered with the first queue id), delivery-worker (recipients of a redelivered job already "
-    "delivered), queue-manager, dns-resolver (a redelivered input already handled)",
-    ["stage"],
-)
 preinitialise(DUPLICATES, stage=["delivery-worker"])
 preinitialise(DESTINATION_DEFERRALS, reason=("backoff", "busy"))
 preinitialise(JOBS_HELD, reason=HELD_REASONS)

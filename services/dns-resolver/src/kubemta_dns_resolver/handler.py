@@ -27,10 +27,11 @@ from kubemta_common.amqp.topology import HELD, ROUTE
 from kubemta_common.events.decisions import Action, Verdict
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.logs import message_context, sanitize
+from kubemta_common.metrics import DUPLICATES
 from kubemta_common.timestamps import now_timestamp
 from kubemta_dns_resolver import lifecycle
 from kubemta_dns_resolver.checks import JobChecks
-from kubemta_dns_resolver.metrics import DUPLICATES, ROUTES
+from kubemta_dns_resolver.metrics import ROUTES
 from kubemta_dns_resolver.router import RouteFailure
 
 logger = logging.getLogger(__name__)

@@ -1,11 +1,8 @@
 """The dns-resolver's Prometheus metrics (names and labels fixed by ARCHITECTURE.md and STYLE.md)."""
 
-from collections.abc import Sequence
-from typing import cast
+from prometheus_client import Counter
 
-from prometheus_client import REGISTRY, Counter
-
-from kubemta_common.metrics import preinitialise
+from kubemta_common.metrics import DUPLICATES, preinitialise
 
 LOOKUP_RESULTS: tuple[str, ...] = ("ok", "nxdomain", "nodata", "servfail", "timeout")
 ROUTE_SOURCES: tuple[str, ...] = ("transport", "relayhost", "mx", "implicit-mx")
@@ -28,20 +25,4 @@ preinitialise(DNS_LOOKUPS, result=LOOKUP_RESULTS)
 preinitialise(ROUTES, source=ROUTE_SOURCES, result=ROUTE_RESULTS)
 
 
-def shared_counter(name: str, documentation: str, labels: Sequence[str]) -> Counter:
-    """A counter several services define (kubemta_duplicates_total): the one already registered in this process
-    when there is one (a test run imports every service), else a new one. (Its home should be kubemta_common.)"""
-    existing = REGISTRY._names_to_collectors.get(name)  # no public look-up by name
-    if existing is not None:
-        return cast(Counter, existing)
-    return Counter(name, documentation, labels)
-
-
-DUPLICATES = shared_counter(
-    "kubemta_duplicates_total",
-    "Work recognised as already done and not done again, by stage: ingress (a client's retry of a message "
-    "already queued, answered with the first queue id), delivery-worker (recipients of a redelivered job already "
-    "delivered), queue-manager, dns-resolver (a redelivered input already handled)",
-    ["stage"],
-)
 preinitialise(DUPLICATES, stage=["dns-resolver"])

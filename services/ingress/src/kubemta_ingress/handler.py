@@ -35,6 +35,7 @@ from kubemta_common.bus_messages import Encoded, encoded_with_field
 from kubemta_common.errors import MessageTooLarge, PublishFailed
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.logs import message_context, sanitize
+from kubemta_common.metrics import DUPLICATES
 from kubemta_common.queue_id import new_queue_id
 from kubemta_ingress import metrics, replies
 from kubemta_ingress.auth import AuthMechanisms
@@ -247,7 +248,7 @@ class IngressHandler(AuthMechanisms):
 
     async def _answer_retry(self, first: str, mid: str, sender: str, session: Session, envelope: Envelope) -> str:
         """A retry of message `first`: `250` with its queue id, nothing queued, a `duplicate` event."""
-        metrics.DUPLICATES.labels(stage="ingress").inc()
+        DUPLICATES.labels(stage="ingress").inc()
         event = events_pb2.LifecycleEvent(queue_id=first, message_id=mid)
         event.duplicate.first_queue_id = first
         event.duplicate.reason = "client-retry"

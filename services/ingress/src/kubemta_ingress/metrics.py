@@ -1,11 +1,10 @@
 """The ingress' Prometheus metrics (names fixed by ARCHITECTURE.md and STYLE.md section 6)."""
 
-from collections.abc import Iterable, Sequence
-from typing import cast
+from collections.abc import Iterable
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-from kubemta_common.metrics import preinitialise
+from kubemta_common.metrics import DUPLICATES, preinitialise
 
 MESSAGES_RECEIVED = Counter(
     "kubemta_messages_received_total", "Messages accepted over SMTP and confirmed by the broker"
@@ -70,20 +69,4 @@ def preinitialise_rejections(reasons: Iterable[str]) -> None:
     preinitialise(MESSAGES_REJECTED, reason=list(reasons))
 
 
-def shared_counter(name: str, documentation: str, labels: Sequence[str]) -> Counter:
-    """A counter several services define (kubemta_duplicates_total): the one already registered in this process
-    when there is one (a test run imports every service), else a new one. (Its home should be kubemta_common.)"""
-    existing = REGISTRY._names_to_collectors.get(name)  # no public look-up by name
-    if existing is not None:
-        return cast(Counter, existing)
-    return Counter(name, documentation, labels)
-
-
-DUPLICATES = shared_counter(
-    "kubemta_duplicates_total",
-    "Work recognised as already done and not done again, by stage: ingress (a client's retry of a message "
-    "already queued, answered with the first queue id), delivery-worker (recipients of a redelivered job already "
-    "delivered), queue-manager, dns-resolver (a redelivered input already handled)",
-    ["stage"],
-)
 preinitialise(DUPLICATES, stage=["ingress"])

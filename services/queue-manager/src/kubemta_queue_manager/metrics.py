@@ -5,12 +5,9 @@ confirmed by the broker; a result re-delivered after a crash may be counted twic
 (at-least-once).
 """
 
-from collections.abc import Sequence
-from typing import cast
+from prometheus_client import Counter, Histogram
 
-from prometheus_client import REGISTRY, Counter, Histogram
-
-from kubemta_common.metrics import preinitialise
+from kubemta_common.metrics import DUPLICATES, preinitialise
 from kubemta_common.providers import PROVIDERS
 
 RECIPIENTS_DELIVERED = Counter("kubemta_recipients_delivered_total", "Recipients delivered (final)", ["provider"])
@@ -53,20 +50,4 @@ preinitialise(DKIM_SIGNATURES, algorithm=("rsa-sha256", "ed25519-sha256"), resul
 preinitialise(DKIM_SIGNATURES, algorithm=("none",), result=("no_from", "no_key", "error", "untrusted"))
 
 
-def shared_counter(name: str, documentation: str, labels: Sequence[str]) -> Counter:
-    """A counter several services define (kubemta_duplicates_total): the one already registered in this process
-    when there is one (a test run imports every service), else a new one. (Its home should be kubemta_common.)"""
-    existing = REGISTRY._names_to_collectors.get(name)  # no public look-up by name
-    if existing is not None:
-        return cast(Counter, existing)
-    return Counter(name, documentation, labels)
-
-
-DUPLICATES = shared_counter(
-    "kubemta_duplicates_total",
-    "Work recognised as already done and not done again, by stage: ingress (a client's retry of a message "
-    "already queued, answered with the first queue id), delivery-worker (recipients of a redelivered job already "
-    "delivered), queue-manager, dns-resolver (a redelivered input already handled)",
-    ["stage"],
-)
 preinitialise(DUPLICATES, stage=["queue-manager"])

@@ -16,8 +16,8 @@ from aio_pika.abc import AbstractIncomingMessage
 from kubemta.v1 import events_pb2
 from kubemta_common.amqp.consumer import returned_count
 from kubemta_common.events.emitter import EventSink
+from kubemta_common.metrics import DUPLICATES
 from kubemta_queue_manager import lifecycle
-from kubemta_queue_manager.metrics import DUPLICATES
 
 
 class DuplicateChecks(Protocol):
