@@ -294,3 +294,30 @@ async def test_any_order_and_any_replays_end_in_the_same_index(tmp_path_factory:
             await index.close()
 
     assert await views([*records, *replays]) == await views([kit.batch(*events)])
+
+
+async def test_admin_actions_naming_a_message_join_its_timeline(index: Index, kit: Any) -> None:
+    action = kit.event(
+        "admin_action",
+        events_pb2.AdminAction(
+            actor="operator", verb="hold", selector=events_pb2.Selector(queue_id="Q1"), affected=1, decision_id="d1"
+        ),
+        queue_id="",
+        at=30,
+        service="tracker",
+    )
+    by_domain = kit.event(
+        "admin_action",
+        events_pb2.AdminAction(actor="operator", verb="flush", selector=events_pb2.Selector(domain="example.org")),
+        queue_id="",
+        at=31,
+        service="tracker",
+    )
+    await index.index_events([(0, kit.batch(kit.received("Q1"), action, by_domain))])
+    timeline = await index.read(index.reader.timeline, "Q1")
+    assert [(entry["kind"], entry["service"]) for entry in timeline] == [
+        ("received", "test"),
+        ("admin_action", "tracker"),
+    ]
+    assert timeline[1]["details"]["actor"] == "operator" and timeline[1]["details"]["verb"] == "hold"
+    assert await _count(index, "events") == 3  # the flush by domain is indexed, in no message's timeline
