@@ -72,7 +72,32 @@ DETAIL = {
             "kind": "attempted",
             "job_id": "4FJ2K8Q1ZB.1",
             "attempt": 1,
-            "details": {"reply": "451 4.7.1 try later"},
+            "details": {
+                "recipients": [
+                    {
+                        "recipient": "bob@customer.example",
+                        "outcome": "OUTCOME_TEMPORARY",
+                        "smtp_code": 451,
+                        "status": "4.7.1",
+                        "diagnostic": "try later",
+                        "remote_mta": "mx.customer.example",
+                    }
+                ]
+            },
+        },
+        {
+            "time": "2026-12-05T10:02:12Z",
+            "service": "queue-manager",
+            "source": "qm-0",
+            "kind": "queued",
+            "job_id": "",
+            "attempt": 0,
+            "details": {
+                "jobs": [
+                    {"job_id": "4FJ2K8Q1ZB.1", "domain": "customer.example", "recipients": ["bob@customer.example"]},
+                    {"unknown": ["shape"]},
+                ]
+            },
         },
     ],
 }
@@ -197,7 +222,8 @@ def test_show_prints_envelope_headers_jobs_and_timeline(tracker, capsys) -> None
         "client=10.1.2.3",
         "size=18342",
     ]
-    assert timeline[2].endswith("reply=451 4.7.1 try later")
+    assert timeline[2].endswith("recipients=bob@customer.example (451 4.7.1 try later)")
+    assert timeline[3].endswith('jobs=4FJ2K8Q1ZB.1[bob@customer.example],{"unknown": ["shape"]}')
 
 
 def test_show_of_an_unknown_queue_id_exits_1(tracker, capsys) -> None:

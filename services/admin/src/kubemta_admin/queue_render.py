@@ -181,6 +181,23 @@ def message(answer: dict[str, object]) -> list[str]:
 
 
 def _details(value: object) -> str:
-    """An event's details as `key=value` pairs in the order the tracker gave them."""
+    """An event's details as `key=value` pairs in the order the tracker gave them; a list of recipient outcomes
+    or of queued jobs in a short form."""
     details = as_dict(value)
-    return " ".join(f"{printable(str(key))}={cell(item)}" for key, item in details.items()) or NONE
+    return " ".join(f"{printable(str(key))}={_detail(item)}" for key, item in details.items()) or NONE
+
+
+def _detail(value: object) -> str:
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        return ",".join(_record(as_dict(item)) for item in value)
+    return cell(value)
+
+
+def _record(item: dict[str, object]) -> str:
+    """A recipient outcome as `bob@x (250 2.0.0 ok)`, a queued job as `job_id[rcpt,...]`, anything else as JSON."""
+    if "recipient" in item:
+        reply = " ".join(cell(item[key]) for key in ("smtp_code", "status", "diagnostic") if item.get(key))
+        return f"{cell(item['recipient'])} ({reply})" if reply else cell(item["recipient"])
+    if "job_id" in item:
+        return f"{cell(item['job_id'])}[{cell(item.get('recipients'))}]"
+    return cell(item)
