@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.chaos.config import SERVICES, TRACKER, from_args
+from bench.chaos.logscan import scan
 from bench.chaos.monkey import ChaosLog
 from bench.chaos.report import ChaosResult, each_table, one_table, tally
 from bench.chaos.senders import Senders, letters
@@ -75,7 +76,7 @@ async def test_sink_refuses_data_without_recipients_and_unknown_commands() -> No
     assert sink.total == 0
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="<>\r\n"), min_size=1, max_size=200))
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="<>\r\n"), min_size=1, max_size=200))
 def test_message_id_found_in_headers_only(local: str) -> None:
     message_id = f"<{local}>"
     content = f"Subject: s\r\nmessage-id:  {message_id}\r\n\r\nMessage-ID: <body@x>\r\n".encode()
@@ -166,3 +167,17 @@ def test_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert from_args(["--kill-one", "ingress"]).kill_one == ("ingress",)
     with pytest.raises(SystemExit):
         from_args(["--kill-one", "postfix"])
+
+
+def test_log_scan_counts_duplicate_events_and_errors_of_every_process(tmp_path: Path) -> None:
+    duplicate = '{"level": "info", "service": "%s", "event": "duplicate", "details": {"reason": "%s"}}\n'
+    (tmp_path / "ingress.1.log").write_text(duplicate % ("ingress", "client-retry") + "not json\n")
+    (tmp_path / "ingress.log").write_text(
+        duplicate % ("ingress", "client-retry") + '{"level": "error", "message": "x"}\n' + '["level": "error"]\n'
+    )
+    (tmp_path / "delivery-worker.log").write_text(
+        duplicate % ("delivery-worker", "redelivered-job") + '{"level": "error", "event": "duplicate"}\n'
+    )
+    guards, errors = scan(tmp_path)
+    assert guards == Counter({"ingress client-retry": 2, "delivery-worker redelivered-job": 1, "delivery-worker ?": 1})
+    assert errors == Counter({"ingress": 1, "delivery-worker": 1})

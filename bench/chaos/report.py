@@ -32,6 +32,8 @@ class ChaosResult:
     kills: dict[str, int] = field(default_factory=dict)
     broker_restarts: int = 0
     exited: list[str] = field(default_factory=list)  # services found dead at the end that were not killed
+    guards: dict[str, int] = field(default_factory=dict)  # duplicate events in the logs, by "service reason"
+    error_lines: dict[str, int] = field(default_factory=dict)  # ERROR log lines by service
     send_seconds: float = 0.0
     drain_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -97,6 +99,8 @@ def one_table(result: ChaosResult) -> str:
         ["kills (kill -9)", ", ".join(f"{name} {n}" for name, n in result.kills.items()) or "none"],
         ["broker restarts", str(result.broker_restarts)],
         ["services dead at the end", ", ".join(result.exited) or "none"],
+        ["duplicates stopped (log)", ", ".join(f"{key} {n}" for key, n in result.guards.items()) or "none"],
+        ["ERROR log lines", ", ".join(f"{name} {n}" for name, n in result.error_lines.items()) or "none"],
         ["wall time", f"{result.wall_seconds:.1f} s (sending and chaos {result.send_seconds:.1f} s, "
          f"waiting for deliveries {result.drain_seconds:.1f} s)"],
     ]  # fmt: skip
@@ -108,16 +112,18 @@ def one_table(result: ChaosResult) -> str:
 
 def each_table(results: list[ChaosResult]) -> str:
     """kill-one runs, a row per service."""
-    header = ["killed", "accepted", "delivered", "lost", "duplicates", "dup %", "goal", "client retries", "wall s"]
+    header = ["killed", "accepted", "delivered", "lost", "duplicates", "dup %", "goal", "client retries",
+              "duplicates stopped", "wall s"]  # fmt: skip
     rows = []
     for r in results:
         if r.skipped:
-            rows.append([r.mode.removeprefix("kill-one "), "-", "-", "-", "-", "-", r.skipped, "-", "-"])
+            rows.append([r.mode.removeprefix("kill-one "), "-", "-", "-", "-", "-", r.skipped, "-", "-", "-"])
             continue
         goal = "met" if not r.lost and r.duplicate_share <= DUPLICATE_GOAL else "NOT met"
         rows.append([
             r.mode.removeprefix("kill-one "), str(r.accepted), str(r.delivered), str(len(r.lost)), str(r.duplicates),
-            f"{100 * r.duplicate_share:.1f}", goal, str(r.client_retried), f"{r.wall_seconds:.0f}",
+            f"{100 * r.duplicate_share:.1f}", goal, str(r.client_retried),
+            ", ".join(f"{key} {n}" for key, n in r.guards.items()) or "0", f"{r.wall_seconds:.0f}",
         ])  # fmt: skip
     return _table(header, rows)
 

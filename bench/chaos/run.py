@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench.chaos.config import TRACKER, ChaosConfig
+from bench.chaos.logscan import scan
 from bench.chaos.monkey import ChaosLog, Monkey, say
 from bench.chaos.report import ChaosResult, tally
 from bench.chaos.senders import Letter, Senders, letters, run_id
@@ -119,6 +120,9 @@ async def _session(
     result = ChaosResult(mode, len(mail), config.clients, TRACKER in world.services)
     tally(result, mail, senders.stats, world.sink, monkey.log)
     result.exited = [name for name, service in world.stack.services.items() if service.process.poll() is not None]
+    guards, errors = await asyncio.to_thread(scan, world.workdir)
+    result.guards = dict(sorted(guards.items()))
+    result.error_lines = dict(sorted(errors.items()))
     result.send_seconds = send_seconds
     result.drain_seconds = drain_seconds
     result.wall_seconds = time.monotonic() - began
