@@ -76,7 +76,7 @@ async def test_sink_refuses_data_without_recipients_and_unknown_commands() -> No
     assert sink.total == 0
 
 
-@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="<>\r\n"), min_size=1, max_size=200))
+@given(st.text(st.characters(exclude_categories=["Cs"], exclude_characters="<>\r\n"), min_size=1, max_size=200))
 def test_message_id_found_in_headers_only(local: str) -> None:
     message_id = f"<{local}>"
     content = f"Subject: s\r\nmessage-id:  {message_id}\r\n\r\nMessage-ID: <body@x>\r\n".encode()
