@@ -175,6 +175,7 @@ async def test_a_cancelled_request_does_not_cancel_its_group() -> None:
 
 async def test_the_results_handler_publishes_requests_and_the_dsn_handler_refuses_empty_ones(kit, manager, publisher):
     job = kit.job(["bob@example.org", "carol@example.org"])
+    job.message_id = "<invoice-7@app.example>"
     result = kit.result(job, [kit.bounced("bob@example.org"), kit.bounced("carol@example.org")])
     await manager.handle_result(result)
     ((key, body, message_id, kind),) = publisher.published
@@ -182,6 +183,7 @@ async def test_the_results_handler_publishes_requests_and_the_dsn_handler_refuse
     sent = message_pb2.DsnRequest.FromString(body)
     assert [r.recipient for r in sent.recipients] == ["bob@example.org", "carol@example.org"]
     assert sent.original_headers == header_block(job.content)
+    assert sent.message_id == "<invoice-7@app.example>"  # for the dsn_sent event on the original message
     for empty in (message_pb2.DsnRequest(), message_pb2.DsnRequest(queue_id="Q", sender="a@b.example")):
         with pytest.raises(PermanentError):
             await manager.handle_dsn_request(empty)

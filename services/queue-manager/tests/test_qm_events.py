@@ -206,6 +206,7 @@ async def test_the_dsn_batcher_records_the_dsn_it_queued(kit, publisher) -> None
         recipients=[message_pb2.DsnRecipient(recipient="bob@example.org", status="5.1.1", smtp_code=550)],
         original_headers=b"Subject: hi\r\n\r\n",
         job_id="QORIG.1",
+        message_id="<orig@app.example>",
     )
     request.arrival_time.FromDatetime(kit.NOW)
     request.last_attempt.FromDatetime(kit.NOW)
@@ -221,7 +222,7 @@ async def test_the_dsn_batcher_records_the_dsn_it_queued(kit, publisher) -> None
     assert list(received.received.recipients) == ["alice@example.com"]
     assert received.received.size == len(dsn.content)
     assert received.received.headers.startswith(b"From: Mail Delivery System <MAILER-DAEMON@")
-    assert sent.queue_id == "QORIG"
+    assert (sent.queue_id, sent.message_id) == ("QORIG", "<orig@app.example>")
     assert (sent.dsn_sent.dsn_queue_id, sent.dsn_sent.to) == (dsn.queue_id, "alice@example.com")
     assert list(sent.dsn_sent.recipients) == ["bob@example.org"]
     assert sent.dsn_sent.action == message_pb2.DSN_ACTION_FAILED

@@ -148,7 +148,7 @@ class DsnBatcher:
             self._events.emit(
                 lifecycle.dsn_sent(
                     queue_id=report.queue_id,
-                    message_id="",  # a DsnRequest does not carry the original's Message-ID (yet)
+                    message_id=group.requests[0].message_id,
                     dsn=dsn,
                     action=ACTIONS[report.action],
                     recipients=[entry.recipient for entry in report.recipients],

@@ -51,6 +51,7 @@ def dsn_request(
         recipients=[_recipient(fate) for fate in fates],
         original_headers=header_block(job.content),
         job_id=job.job_id,
+        message_id=job.message_id,
     )
     request.arrival_time.CopyFrom(job.arrival_time)
     if result.HasField("attempted_at"):

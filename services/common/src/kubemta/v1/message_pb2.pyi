@@ -511,6 +511,7 @@ class DsnRequest(_message.Message):
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     ORIGINAL_HEADERS_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     """The original message's queue id."""
     sender: _builtins.str
@@ -520,6 +521,8 @@ class DsnRequest(_message.Message):
     """The original message's header block (RFC 3464 returns headers), cut at a bound."""
     job_id: _builtins.str
     """The job the result was for, for logs."""
+    message_id: _builtins.str
+    """The original message's Message-ID header, for lifecycle events."""
     @_builtins.property
     def arrival_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -542,10 +545,11 @@ class DsnRequest(_message.Message):
         recipients: _abc.Iterable[Global___DsnRecipient] | None = ...,
         original_headers: _builtins.bytes = ...,
         job_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "last_attempt", b"last_attempt", "will_retry_until", b"will_retry_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "arrival_time", b"arrival_time", "job_id", b"job_id", "last_attempt", b"last_attempt", "original_headers", b"original_headers", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "will_retry_until", b"will_retry_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "arrival_time", b"arrival_time", "job_id", b"job_id", "last_attempt", b"last_attempt", "message_id", b"message_id", "original_headers", b"original_headers", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "will_retry_until", b"will_retry_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
