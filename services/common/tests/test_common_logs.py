@@ -125,3 +125,11 @@ def test_an_explicit_queue_id_wins_over_the_context(kept: Keep) -> None:
         logging.getLogger("kubemta.test").info("dsn", extra={"queue_id": "QEXPLICIT", "dsn_queue_id": "QNEW"})
     [line] = kept.lines()
     assert (line["queue_id"], line["job_id"], line["dsn_queue_id"]) == ("QEXPLICIT", "JCONTEXT", "QNEW")
+
+
+def test_the_http_client_logs_no_line_per_request(fresh_logging: io.StringIO) -> None:
+    """The tracker client (httpx) would add an INFO line per duplicate check, doubling the ingress' lines."""
+    setup_logging("ingress", level="DEBUG")
+    for name in ("httpx", "httpcore"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO)
+    assert logging.getLogger("kubemta_ingress.handler").isEnabledFor(logging.DEBUG)

@@ -158,7 +158,7 @@ def setup_logging(service: str, log_format: str = "json", level: str = "INFO") -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiormq", "aio_pika", "uvicorn.access"):
+    for noisy in ("aiormq", "aio_pika", "uvicorn.access", "httpx", "httpcore"):  # httpx: one line per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
