@@ -13,7 +13,13 @@ import pytest
 from tests.harness.tools import required_tool
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ("kubemta-ingress", "kubemta-queue-manager", "kubemta-dns-resolver", "kubemta-delivery-worker")
+SCRIPTS = (
+    "kubemta-ingress",
+    "kubemta-queue-manager",
+    "kubemta-dns-resolver",
+    "kubemta-delivery-worker",
+    "kubemta-tracker",  # the chart's tracker Deployment runs it
+)
 ADMIN_SCRIPT = "kubemta-admin"
 SYNC = "uv sync --frozen --no-dev --all-packages --no-editable"
 UV = REPO / ".tools" / "bin" / "uv"
@@ -117,12 +123,12 @@ def test_every_console_script_answers_help(image_venv: Path, script: str) -> Non
 
 
 def test_the_admin_script_runs_its_commands(image_venv: Path, tmp_path: Path) -> None:
-    """`kubemta-admin` lists its three commands and runs one (`dkim generate`) from the image's environment."""
+    """`kubemta-admin` lists its commands and runs one (`dkim generate`) from the image's environment."""
     executable = image_venv / "bin" / ADMIN_SCRIPT
     env = {"PATH": str(image_venv / "bin")}
     result = subprocess.run([str(executable), "--help"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith(f"usage: {ADMIN_SCRIPT} [-h] {{users,domains,dkim}}")
+    assert result.stdout.startswith(f"usage: {ADMIN_SCRIPT} [-h] {{users,domains,dkim,queue}}")
     argv = ["dkim", "generate", "--domain", "example.com", "--selector", "s1", "--keys-dir", str(tmp_path)]
     generated = subprocess.run([str(executable), *argv], env=env, capture_output=True, text=True, timeout=60)
     assert generated.returncode == 0, generated.stdout + generated.stderr
