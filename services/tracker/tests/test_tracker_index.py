@@ -108,6 +108,19 @@ async def test_states_summary_and_held(index: Index, kit: Any) -> None:
     states = {row["queue_id"]: row["state"] for row in await index.read(reader.find, FindQuery())}
     assert states == {"Q0": "inbound", "Q1": "route", "Q2": "retry.5m", "Q3": "held", "Q4": "route"}
 
+    async def find(**query: Any) -> list[str]:
+        return sorted(row["queue_id"] for row in await index.read(reader.find, FindQuery(**query)))
+
+    assert await find(state="inbound") == ["Q0"]
+    assert await find(state="route") == ["Q1", "Q4"]
+    assert await find(state="retry") == ["Q2"] == await find(state="retry.5m")
+    assert await find(state="deliver") == ["Q2"]
+    assert await find(state="held") == ["Q3"]
+    assert await find(state="open") == ["Q0", "Q1", "Q2", "Q3", "Q4"]
+    assert await find(state="done") == []
+    assert await find(domain="SLOW.example.") == ["Q2"]
+    assert await find(domain="example.org", state="held") == ["Q3"]
+
     now = kit.T0.timestamp() + 100
     summary = await index.read(reader.summary, now)
     assert summary["stages"]["inbound"] == {"messages": 1, "oldest_seconds": 100.0}

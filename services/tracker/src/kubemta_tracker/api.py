@@ -30,7 +30,10 @@ MAX_TEXT = 998
 MAX_ID = 128
 """Longest queue id or job id (kubemta's are 16 and 16 + domain characters; a domain is at most 253)."""
 MAX_JOB_ID = 300
-MAX_WINDOW = 31 * 86400.0
+MAX_DOMAIN = 255
+STATES = r"^(inbound|route|deliver|results|held|done|open|retry|retry\.[0-9a-z.]{1,16})$"
+"""The states `GET /v1/messages?state=` takes."""
+MAX_WINDOW = 366 * 86400.0
 
 Context = Annotated[TrackerContext, Depends(tracker_context)]
 Reader = Annotated[str, Depends(require_read)]
@@ -62,9 +65,15 @@ async def find_messages(
     recipient: Annotated[str | None, Query(min_length=1, max_length=MAX_TEXT)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    domain: Annotated[str | None, Query(min_length=1, max_length=MAX_DOMAIN)] = None,
+    state: Annotated[str | None, Query(pattern=STATES)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
 ) -> dict[str, Any]:
+    """Every given filter must match; `domain`: a job for that destination; `state`: inbound, route, deliver,
+    results, held, retry or retry.<delay>, done, or open (not done)."""
     query = FindQuery(
+        domain=domain,
+        state=state,
         queue_id=queue_id,
         message_id=message_id,
         sender=sender,

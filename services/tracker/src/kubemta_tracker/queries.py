@@ -38,6 +38,11 @@ class FindQuery:
     recipient: str | None = None
     since: float | None = None
     until: float | None = None
+    domain: str | None = None
+    """Messages with a job for this destination domain."""
+    state: str | None = None
+    """inbound, route, deliver, results, held, retry (any tier) or retry.<delay>: messages with a job (or
+    themselves) in it; done: every job final; open: not done."""
     limit: int = 100
 
 
@@ -95,6 +100,13 @@ class IndexReader:
         if query.until is not None:
             conditions.append("received_at <= ?")
             params.append(query.until)
+        if query.domain is not None:
+            conditions.append("queue_id IN (SELECT queue_id FROM jobs WHERE domain = ?)")
+            params.append(query.domain.rstrip("."))
+        if query.state is not None:
+            condition, values = _state_condition(query.state)
+            conditions.append(condition)
+            params += values
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = self._db().execute(
             "SELECT queue_id, message_id, sender, recipients, received_at, size, queued FROM messages"
@@ -306,6 +318,20 @@ class IndexReader:
             sql += " AND attempt = ?"
             params.append(attempt)
         return self._db().execute(sql + " LIMIT 1", params).fetchone() is not None
+
+
+def _state_condition(state: str) -> tuple[str, list[Any]]:
+    """The SQL condition on `messages` selecting those in `state` (FindQuery.state)."""
+    open_job = "SELECT queue_id FROM jobs WHERE final = 0"
+    if state == schema.INBOUND:
+        return "queued = 0", []
+    if state == "open":
+        return f"(queued = 0 OR queue_id IN ({open_job}))", []
+    if state == schema.DONE:
+        return f"queued = 1 AND queue_id NOT IN ({open_job})", []
+    if state == "retry":
+        return f"queue_id IN ({open_job} AND state LIKE 'retry%')", []
+    return f"queue_id IN ({open_job} AND state = ?)", [state]
 
 
 def payload_dict(kind: str, details: bytes) -> dict[str, Any]:

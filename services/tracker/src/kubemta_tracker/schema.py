@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_queue_id ON jobs (queue_id);
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs (final, state);
 CREATE INDEX IF NOT EXISTS jobs_state_time ON jobs (state_time);
+CREATE INDEX IF NOT EXISTS jobs_domain ON jobs (domain);
 
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
