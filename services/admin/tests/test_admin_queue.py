@@ -598,3 +598,28 @@ def test_queue_help_names_every_verb(capsys) -> None:
         queue_cli.main(["queue", "--help"])
     assert exited.value.code == 0
     assert "{summary,list,show,find,flush,hold,release,delete,held}" in capsys.readouterr().out
+
+
+def test_an_interrupt_is_one_line_and_a_closed_pipe_is_quiet(tracker, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(api, args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(queue_cli.VERBS, "held", interrupted)
+    status, out, err = queue(tracker, "held", capsys=capsys)
+    assert (status, out, err) == (130, "", "kubemta-admin queue held: interrupted\n")
+    monkeypatch.undo()
+
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+        def flush(self) -> None:
+            raise BrokenPipeError
+
+        def fileno(self) -> int:
+            raise ValueError("no file")
+
+    tracker.answer("GET", "/v1/queue/held", {"held": []})
+    monkeypatch.setenv("KUBEMTA_ADMIN_TOKEN", TOKEN)
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert run(["queue", "held", "--url", tracker.url]) == 0

@@ -13,7 +13,7 @@
 Every verb takes --url (KUBEMTA_TRACKER_URL, else http://127.0.0.1:8025), --token (KUBEMTA_ADMIN_TOKEN; a read
 token does for the read verbs; never printed), --timeout and --json (the tracker's answer as JSON, every
 non-ASCII character escaped). Exit status: 0 ok, 1 not found (or `find` matched nothing), 2 usage, 3 tracker
-unreachable, failing (5xx) or answering nonsense, 4 token refused. Errors are one line on stderr.
+unreachable, failing (5xx) or answering nonsense, 4 token refused, 130 interrupted. Errors are one line on stderr.
 """
 
 import argparse
@@ -41,6 +41,7 @@ DEFAULT_URL = "http://127.0.0.1:8025"
 DEFAULT_TIMEOUT = 10.0
 LIST_LIMIT = 1000
 MAX_LIMIT = 1000  # the tracker's largest page
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 FINAL_STATES = frozenset({"done", "delivered", "bounced", "expired", "deleted"})
 
 
@@ -226,11 +227,29 @@ def main(argv: Sequence[str]) -> int:
         target = check_target(url, token, args.timeout)
         with TrackerHttp(target) as api:
             answer, lines = VERBS[args.verb](api, args)
+        status = EXIT_OK
     except _NothingFound as nothing:
-        _write(nothing.answer, ["no messages"], args.json)
-        return EXIT_NOT_FOUND
+        answer, lines, status = nothing.answer, ["no messages"], EXIT_NOT_FOUND
     except CliError as error:
         sys.stderr.write(f"{PROG} {args.verb}: {error.message}\n")
         return error.status
-    _write(answer, lines, args.json)
-    return EXIT_OK
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG} {args.verb}: interrupted\n")
+        return EXIT_INTERRUPTED
+    try:
+        _write(answer, lines, args.json)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        _silence_stdout()
+    return status
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (a test's capture)
+        pass
+    finally:
+        os.close(devnull)
