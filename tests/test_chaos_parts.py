@@ -1,7 +1,11 @@
 """Unit tests of the chaos run's parts: the counting sink, the retrying clients, the tally and the options."""
 
 import asyncio
+import http.server
+import json
 import smtplib
+import threading
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 
@@ -10,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.chaos.config import SERVICES, TRACKER, from_args
+from bench.chaos.explain import explain
 from bench.chaos.logscan import scan
 from bench.chaos.monkey import ChaosLog
 from bench.chaos.report import ChaosResult, each_table, one_table, tally
@@ -181,3 +186,60 @@ def test_log_scan_counts_duplicate_events_and_errors_of_every_process(tmp_path: 
     guards, errors = scan(tmp_path)
     assert guards == Counter({"ingress client-retry": 2, "delivery-worker redelivered-job": 1, "delivery-worker ?": 1})
     assert errors == Counter({"ingress": 1, "delivery-worker": 1})
+
+
+class _FakeTracker(http.server.BaseHTTPRequestHandler):
+    """The two tracker routes explain.py reads, answering from MESSAGES and TIMELINES."""
+
+    MESSAGES: dict[str, list[str]] = {
+        "<twice@x>": ["Q1", "Q2"],
+        "<job@x>": ["Q3"],
+        "<copies@x>": ["Q4"],
+        "<late@x>": ["Q5"],
+        "<gone@x>": [],
+    }
+    TIMELINES: dict[str, list[tuple[str, str]]] = {
+        "Q3": [("routed", "Q3.1"), ("attempted", "Q3.1"), ("attempted", "Q3.1")],
+        "Q4": [("routed", "Q4.1"), ("routed", "Q4.1"), ("attempted", "Q4.1"), ("attempted", "Q4.1")],
+        "Q5": [("routed", "Q5.1"), ("attempted", "Q5.1")],
+    }
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's hook name
+        url = urllib.parse.urlsplit(self.path)
+        body: dict[str, object]
+        if self.headers.get("Authorization") != "Bearer t0ken":
+            body, status = {"detail": "no"}, 401
+        elif url.path == "/v1/messages":
+            [message_id] = urllib.parse.parse_qs(url.query)["message_id"]
+            body, status = {"messages": [{"queue_id": q} for q in self.MESSAGES.get(message_id, [])]}, 200
+        else:
+            timeline = self.TIMELINES.get(url.path.rsplit("/", 1)[-1], [])
+            body, status = {"timeline": [{"kind": kind, "job_id": job} for kind, job in timeline]}, 200
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_explain_names_the_cause_of_each_duplicate_from_the_tracker_timeline() -> None:
+    server = http.server.ThreadingHTTPServer((ADDRESS, 0), _FakeTracker)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://{ADDRESS}:{server.server_address[1]}"
+        causes = explain(base, "t0ken", ["<twice@x>", "<job@x>", "<copies@x>", "<late@x>", "<gone@x>"])
+        assert explain(base, "wrong", ["<twice@x>"]) == {"unknown (tracker did not answer)": 1}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert causes == {
+        "queued twice (client retry not recognised)": 1,
+        "one job sent twice": 1,
+        "one job sent twice (two copies in flight)": 1,
+        "sent again, first attempt never recorded": 1,
+        "not in the tracker's index": 1,
+    }

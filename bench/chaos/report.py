@@ -34,6 +34,7 @@ class ChaosResult:
     exited: list[str] = field(default_factory=list)  # services found dead at the end that were not killed
     guards: dict[str, int] = field(default_factory=dict)  # duplicate events in the logs, by "service reason"
     error_lines: dict[str, int] = field(default_factory=dict)  # ERROR log lines by service
+    causes: dict[str, int] = field(default_factory=dict)  # duplicated messages by cause (explain.py)
     send_seconds: float = 0.0
     drain_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -92,6 +93,7 @@ def one_table(result: ChaosResult) -> str:
         ["LOST", str(len(result.lost))],
         ["duplicates", share],
         ["messages delivered twice+", str(len(result.duplicated))],
+        *([["  why (tracker)", f"{cause}: {n}"] for cause, n in result.causes.items()]),
         ["delivered, not accepted", str(result.delivered_unaccepted)],
         ["other deliveries (DSNs)", str(result.other_deliveries)],
         ["client retries (messages)", str(result.client_retried)],

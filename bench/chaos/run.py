@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench.chaos.config import TRACKER, ChaosConfig
+from bench.chaos.explain import explain
 from bench.chaos.logscan import scan
 from bench.chaos.monkey import ChaosLog, Monkey, say
 from bench.chaos.report import ChaosResult, tally
@@ -120,6 +121,9 @@ async def _session(
     result = ChaosResult(mode, len(mail), config.clients, TRACKER in world.services)
     tally(result, mail, senders.stats, world.sink, monkey.log)
     result.exited = [name for name, service in world.stack.services.items() if service.process.poll() is not None]
+    if result.duplicated and TRACKER in world.services:
+        url, token = world.stack.env["KUBEMTA_TRACKER_URL"], world.stack.env["KUBEMTA_TRACKER_TOKEN"]
+        result.causes = await asyncio.to_thread(explain, url, token, result.duplicated)
     guards, errors = await asyncio.to_thread(scan, world.workdir)
     result.guards = dict(sorted(guards.items()))
     result.error_lines = dict(sorted(errors.items()))
