@@ -159,6 +159,11 @@ def test_tally_counts_lost_duplicates_and_strangers() -> None:
     assert (result.delivered_unaccepted, result.other_deliveries, result.gave_up) == (1, 1, 1)
     assert not result.ok and "LOST" in one_table(result) and ids[2] in one_table(result)
     assert "NOT met" in each_table([result, ChaosResult("kill-one tracker", 0, 0, False, skipped="not here")])
+    clean = ChaosResult(
+        "kill-one ingress", 200, 8, True, accepted=200, delivered=200, guards={"ingress client-retry": 2}
+    )
+    twice = each_table([clean, clean])
+    assert "ingress (2 runs) | 400      | 400" in twice and "ingress client-retry 4" in twice and "NOT" not in twice
 
 
 def test_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,6 +175,7 @@ def test_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     each = from_args(["--each", "--workdir", str(tmp_path)])
     assert each.kill_one == (*SERVICES, TRACKER) and each.messages == 200 and each.broker_restarts == 0
     assert from_args(["--kill-one", "ingress"]).kill_one == ("ingress",)
+    assert from_args(["--kill-one", "ingress", "--repeat", "3"]).repeat == 3
     with pytest.raises(SystemExit):
         from_args(["--kill-one", "postfix"])
 

@@ -20,6 +20,7 @@ class ChaosConfig:
     clients: int = 8
     rate: float = 0.0  # messages per second over all clients; 0: as fast as they go
     kill_one: tuple[str, ...] = ()  # the --kill-one/--each mode: one run per service named
+    repeat: int = 1  # kill-one runs per service
     kill_interval: tuple[float, float] = (2.0, 5.0)  # seconds between two chaos steps (uniform)
     broker_restarts: int = 2
     broker_restart: str = "app"  # "app": rabbitmqctl stop_app/start_app; "node": stop and start the node
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--kill-one", metavar="SERVICE", help=f"send 200 messages, kill -9 SERVICE once ({', '.join(SERVICES)}, "
         f"{TRACKER})")  # fmt: skip
     add("--each", action="store_true", help="--kill-one for every service, one after the other")
+    add("--repeat", type=int, help="kill-one runs per service (default 1; the table adds them up)")
     add("--messages", type=int, help="messages to send (full 10000, quick 400, kill-one 200)")
     add("--clients", type=int, help="concurrent SMTP clients (full 8, quick 6)")
     add("--rate", type=float, help="messages per second over all clients (0: unpaced; quick 12)")
@@ -99,6 +101,7 @@ def from_args(argv: list[str] | None = None) -> ChaosConfig:
             "broker_restart": args.broker_restart,
             "tracker": args.tracker,
             "seed": args.seed,
+            "repeat": args.repeat,
             "workdir": args.workdir,
             "json_path": args.json_path,
         }.items()

@@ -113,21 +113,37 @@ def one_table(result: ChaosResult) -> str:
 
 
 def each_table(results: list[ChaosResult]) -> str:
-    """kill-one runs, a row per service."""
+    """kill-one runs, a row per run; with several runs of a service, a row adding them up."""
     header = ["killed", "accepted", "delivered", "lost", "duplicates", "dup %", "goal", "client retries",
               "duplicates stopped", "wall s"]  # fmt: skip
     rows = []
     for r in results:
-        if r.skipped:
-            rows.append([r.mode.removeprefix("kill-one "), "-", "-", "-", "-", "-", r.skipped, "-", "-", "-"])
-            continue
-        goal = "met" if not r.lost and r.duplicate_share <= DUPLICATE_GOAL else "NOT met"
-        rows.append([
-            r.mode.removeprefix("kill-one "), str(r.accepted), str(r.delivered), str(len(r.lost)), str(r.duplicates),
-            f"{100 * r.duplicate_share:.1f}", goal, str(r.client_retried),
-            ", ".join(f"{key} {n}" for key, n in r.guards.items()) or "0", f"{r.wall_seconds:.0f}",
-        ])  # fmt: skip
+        rows.append(_each_row(r.mode.removeprefix("kill-one "), [r]))
+    services = list(dict.fromkeys(r.mode for r in results if not r.skipped))
+    for mode in services:
+        runs = [r for r in results if r.mode == mode]
+        if len(runs) > 1:
+            rows.append(_each_row(f"{mode.removeprefix('kill-one ')} ({len(runs)} runs)", runs))
     return _table(header, rows)
+
+
+def _each_row(label: str, runs: list[ChaosResult]) -> list[str]:
+    if any(r.skipped for r in runs):
+        return [label, "-", "-", "-", "-", "-", runs[0].skipped, "-", "-", "-"]
+    accepted = sum(r.accepted for r in runs)
+    delivered = sum(r.delivered for r in runs)
+    lost = sum(len(r.lost) for r in runs)
+    duplicates = sum(r.duplicates for r in runs)
+    share = duplicates / delivered if delivered else 0.0
+    guards: Counter[str] = Counter()
+    for r in runs:
+        guards.update(r.guards)
+    goal = "met" if not lost and share <= DUPLICATE_GOAL else "NOT met"
+    return [
+        label, str(accepted), str(delivered), str(lost), str(duplicates), f"{100 * share:.1f}", goal,
+        str(sum(r.client_retried for r in runs)), ", ".join(f"{key} {n}" for key, n in sorted(guards.items())) or "0",
+        f"{sum(r.wall_seconds for r in runs):.0f}",
+    ]  # fmt: skip
 
 
 def write_json(path: Path, results: list[ChaosResult]) -> None:

@@ -38,8 +38,10 @@ async def run(config: ChaosConfig) -> list[ChaosResult]:
         async with private_broker(workdir) as node:
             if config.kill_one:
                 for name in config.kill_one:
-                    async with running_world(config, node, workdir / f"kill-{name}") as world:
-                        results.append(await _kill_one(config, world, name, rng))
+                    for n in range(1, config.repeat + 1):
+                        suffix = f"-{n}" if config.repeat > 1 else ""
+                        async with running_world(config, node, workdir / f"kill-{name}{suffix}") as world:
+                            results.append(await _kill_one(config, world, name, rng))
             else:
                 async with running_world(config, node, workdir / config.mode) as world:
                     results.append(await _chaos(config, world, rng))
