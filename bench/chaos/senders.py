@@ -8,6 +8,7 @@ for at most `give_up` seconds. A 5xx is final (refused). `rate` paces the sendin
 per second over all clients; 0: as fast as the clients go).
 """
 
+import base64
 import random
 import secrets
 import smtplib
@@ -34,14 +35,14 @@ class Letter:
 
 
 def letters(count: int, run_id: str, seed: int) -> list[Letter]:
-    """`count` messages with unique Message-IDs (`<chaos-RUN-N@sender.chaos.test>`), 1-8 KiB each."""
+    """`count` messages with unique Message-IDs (`<chaos-RUN-N@sender.chaos.test>`), 1-8 KiB of base64 each."""
     rng = random.Random(seed)
     made = []
     for index in range(count):
         message_id = f"<chaos-{run_id}-{index}@{SENDER_DOMAIN}>"
         sender = f"sender{index % 17}@{SENDER_DOMAIN}"
         recipient = f"rcpt{index}@{RECIPIENT_DOMAIN}"
-        filler = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(rng.randint(1024, 8192)))
+        filler = base64.b64encode(rng.randbytes(rng.randint(768, 6144))).decode()
         body = "\r\n".join(filler[i : i + 76] for i in range(0, len(filler), 76))
         content = (
             f"From: <{sender}>\r\nTo: <{recipient}>\r\nSubject: chaos {run_id} {index}\r\n"
