@@ -1,32 +1,14 @@
-"""Fixtures for the cross-service tests: a RabbitMQ node and a vhost per test, this run's
-loopback network, and the service stack (stopped by PID after every test)."""
+"""Fixtures for the cross-service tests: this run's loopback network and the service stack (stopped by PID
+after every test). The RabbitMQ node and the vhost per test come from tests/harness/broker_fixtures.py."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness.ports import random_loopback_net
-from tests.harness.rabbitmq import BrokerNode, Vhost, find_or_start_broker
+from tests.harness.rabbitmq import Vhost
 from tests.harness.stack import Stack
-
-
-@pytest.fixture(scope="session")
-def broker_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
-    node = find_or_start_broker(tmp_path_factory.mktemp("rabbitmq"))
-    try:
-        yield node
-    finally:
-        node.shutdown()
-
-
-@pytest.fixture
-def vhost(broker_node: BrokerNode) -> Iterator[Vhost]:
-    vhost = broker_node.create_vhost()
-    try:
-        yield vhost
-    finally:
-        vhost.delete()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 
 from kubemta.v1 import events_pb2
 from kubemta_common.amqp.broker import Broker
-from kubemta_common.amqp.streams import DECISIONS, StreamRetention
+from kubemta_common.amqp.streams import DECISIONS
 from kubemta_common.events.decisions import (
     GO_ON,
     Action,
@@ -22,7 +21,7 @@ from kubemta_common.events.decisions import (
     normal_domain,
     normal_sender,
 )
-from tests.harness.rabbitmq import BrokerNode, Vhost, find_or_start_broker
+from tests.harness.rabbitmq import Vhost
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 DELETE = events_pb2.DECISION_VERB_DELETE
@@ -296,37 +295,6 @@ def test_a_sender_rule_matches_its_address_in_any_case(address: str) -> None:
 
 
 # --- the follower, against a real stream -----------------------------------------------------------------------
-
-RETENTION = StreamRetention(events_max_age=3600, events_max_bytes=64 * 1024 * 1024, decisions_max_age=3600)
-
-
-@pytest.fixture(scope="module")
-def broker_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
-    node = find_or_start_broker(tmp_path_factory.mktemp("rabbitmq"))
-    try:
-        yield node
-    finally:
-        node.shutdown()
-
-
-@pytest.fixture
-def vhost(broker_node: BrokerNode) -> Iterator[Vhost]:
-    vhost = broker_node.create_vhost()
-    try:
-        yield vhost
-    finally:
-        vhost.delete()
-
-
-@pytest.fixture
-async def broker(vhost: Vhost) -> AsyncIterator[Broker]:
-    broker = Broker(vhost.url, name="test", retry_delays=(1.0,), reconnect_interval=0.2, retention=RETENTION)
-    async with asyncio.timeout(20):
-        await broker.run()
-    try:
-        yield broker
-    finally:
-        await broker.close()
 
 
 async def _publish(url: str, *bodies: bytes) -> None:

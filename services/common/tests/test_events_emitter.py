@@ -4,23 +4,23 @@ recovery, a full buffer, group commit while emits keep coming, and the drain on 
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
 
 from kubemta.v1 import events_pb2
 from kubemta_common.amqp.broker import Broker
-from kubemta_common.amqp.streams import EVENTS, StreamRetention, declare_streams
+from kubemta_common.amqp.streams import EVENTS, declare_streams
 from kubemta_common.events import emitter
 from kubemta_common.events.emitter import EventLog, event_kind
 from kubemta_common.events.stream_reader import StreamReader, StreamRecord
 from kubemta_common.logs import message_context
 from kubemta_common.metrics import EVENTS_DROPPED, EVENTS_PUBLISHED
+from tests.harness.broker_fixtures import RETENTION
 from tests.harness.fake_events import RecordingEvents
-from tests.harness.rabbitmq import BrokerNode, Vhost, find_or_start_broker
+from tests.harness.rabbitmq import Vhost
 
-RETENTION = StreamRetention(events_max_age=3600, events_max_bytes=64 * 1024 * 1024, decisions_max_age=3600)
 CONFIRM_TIMEOUT = 1.0
 
 
@@ -161,35 +161,6 @@ async def test_the_recording_fake_is_an_event_sink() -> None:
 
 
 # --- against a real stream -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def broker_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
-    node = find_or_start_broker(tmp_path_factory.mktemp("rabbitmq"))
-    try:
-        yield node
-    finally:
-        node.shutdown()
-
-
-@pytest.fixture
-def vhost(broker_node: BrokerNode) -> Iterator[Vhost]:
-    vhost = broker_node.create_vhost()
-    try:
-        yield vhost
-    finally:
-        vhost.delete()
-
-
-@pytest.fixture
-async def broker(vhost: Vhost) -> AsyncIterator[Broker]:
-    broker = Broker(vhost.url, name="test", retry_delays=(1.0,), reconnect_interval=0.2, retention=RETENTION)
-    async with asyncio.timeout(20):
-        await broker.run()
-    try:
-        yield broker
-    finally:
-        await broker.close()
 
 
 @pytest.fixture

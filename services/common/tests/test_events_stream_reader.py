@@ -1,7 +1,6 @@
 """StreamReader against a real RabbitMQ stream: order, batches, where it starts, caught_up, reconnects."""
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -10,46 +9,11 @@ import aio_pika
 import pytest
 
 from kubemta_common.amqp.broker import Broker
-from kubemta_common.amqp.streams import EVENTS, StreamRetention
+from kubemta_common.amqp.streams import EVENTS
 from kubemta_common.events.stream_reader import StreamReader, StreamRecord, record_of
-from tests.harness.rabbitmq import BrokerNode, Vhost, find_or_start_broker
+from tests.harness.broker_fixtures import started_broker
+from tests.harness.rabbitmq import Vhost
 from tests.harness.tcp_proxy import TcpProxy
-
-RETENTION = StreamRetention(events_max_age=3600, events_max_bytes=64 * 1024 * 1024, decisions_max_age=3600)
-
-
-@pytest.fixture(scope="module")
-def broker_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
-    node = find_or_start_broker(tmp_path_factory.mktemp("rabbitmq"))
-    try:
-        yield node
-    finally:
-        node.shutdown()
-
-
-@pytest.fixture
-def vhost(broker_node: BrokerNode) -> Iterator[Vhost]:
-    vhost = broker_node.create_vhost()
-    try:
-        yield vhost
-    finally:
-        vhost.delete()
-
-
-async def _broker(url: str) -> Broker:
-    broker = Broker(url, name="test", retry_delays=(1.0,), reconnect_interval=0.2, retention=RETENTION)
-    async with asyncio.timeout(20):
-        await broker.run()
-    return broker
-
-
-@pytest.fixture
-async def broker(vhost: Vhost) -> AsyncIterator[Broker]:
-    broker = await _broker(vhost.url)
-    try:
-        yield broker
-    finally:
-        await broker.close()
 
 
 async def _append(url: str, bodies: list[bytes], *, timestamp: datetime | None = None) -> None:
@@ -199,7 +163,7 @@ async def test_a_handler_that_raises_gets_the_same_records_again(vhost: Vhost, b
 async def test_after_a_reconnect_it_goes_on_after_the_last_handled_offset(vhost: Vhost) -> None:
     proxy = TcpProxy("127.0.0.1", vhost.node.host, vhost.node.port)
     await proxy.start()
-    broker = await _broker(vhost.url.replace(f":{vhost.node.port}/", f":{proxy.port}/"))
+    broker = await started_broker(vhost.url.replace(f":{vhost.node.port}/", f":{proxy.port}/"))
     await _append(vhost.url, [f"before {index}".encode() for index in range(50)])
     collector = Collector()
     reader = StreamReader(broker, EVENTS, collector, prefetch=10)

@@ -1,0 +1,51 @@
+"""A pytest plugin (loaded by the root conftest.py) with the broker fixtures every test shares: one RabbitMQ
+node for the run, a vhost per test, and a started `Broker` on that vhost (streams declared with `RETENTION`).
+
+A test module or conftest may still define a fixture of the same name; pytest then uses the nearer one."""
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from kubemta_common.amqp.broker import Broker
+from kubemta_common.amqp.streams import StreamRetention
+from tests.harness.rabbitmq import BrokerNode, Vhost, find_or_start_broker
+
+RETENTION = StreamRetention(events_max_age=3600, events_max_bytes=64 * 1024 * 1024, decisions_max_age=3600)
+"""Stream retention of the test brokers: an hour and 64 MiB for events, an hour for decisions."""
+
+
+async def started_broker(url: str, *, name: str = "test") -> Broker:
+    """A Broker on `url` (quick reconnects, streams declared with RETENTION), connected within 20 s."""
+    broker = Broker(url, name=name, retry_delays=(1.0,), reconnect_interval=0.2, retention=RETENTION)
+    async with asyncio.timeout(20):
+        await broker.run()
+    return broker
+
+
+@pytest.fixture(scope="session")
+def broker_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
+    node = find_or_start_broker(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        yield node
+    finally:
+        node.shutdown()
+
+
+@pytest.fixture
+def vhost(broker_node: BrokerNode) -> Iterator[Vhost]:
+    vhost = broker_node.create_vhost()
+    try:
+        yield vhost
+    finally:
+        vhost.delete()
+
+
+@pytest.fixture
+async def broker(vhost: Vhost) -> AsyncIterator[Broker]:
+    broker = await started_broker(vhost.url)
+    try:
+        yield broker
+    finally:
+        await broker.close()
