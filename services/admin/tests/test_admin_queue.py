@@ -149,7 +149,7 @@ def test_list_is_mailq_like_and_filters_on_this_side_too(tracker, capsys) -> Non
     tracker.answer("GET", "/v1/messages", {"messages": [MESSAGE, done, held]})
     status, out, _ = queue(tracker, "list", capsys=capsys)
     assert status == 0
-    assert tracker.last().query == {"limit": ["1000"]}
+    assert tracker.last().query == {"limit": ["1000"], "state": ["open"]}
     assert out.splitlines() == [
         "QUEUE ID     SIZE  ARRIVAL              STATE     SENDER / RECIPIENTS",
         "4FJ2K8Q1ZB  18342  2026-12-05 10:02:11  retry.5m  billing@shop.example",
@@ -167,11 +167,16 @@ def test_list_is_mailq_like_and_filters_on_this_side_too(tracker, capsys) -> Non
         "sender": ["billing@shop.example"],
         "domain": ["Customer.Example"],
         "limit": ["1000"],
+        "state": ["open"],
     }
-    assert "4FJ2K8Q1ZB" in out and "HELD1" not in out
+    assert "4FJ2K8Q1ZB" in out and "HELD1" not in out  # the stand-in ignores the filters; the CLI applies them too
+    tracker.answer("GET", "/v1/messages", {"messages": [done]})
     status, out, _ = queue(tracker, "list", "--state", "done", capsys=capsys)
-    assert "DONE1" in out and "4FJ2K8Q1ZB" not in out
+    assert tracker.last().query == {"state": ["done"], "limit": ["1000"]}
+    assert "DONE1" in out
+    tracker.answer("GET", "/v1/messages", {"messages": [MESSAGE, done, held]})
     status, out, _ = queue(tracker, "list", "--all", capsys=capsys)
+    assert tracker.last().query == {"limit": ["1000"]}
     assert "DONE1" in out and "-- 3 messages" in out
 
 

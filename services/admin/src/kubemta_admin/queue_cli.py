@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing = verbs.add_parser("list", parents=[common], help="queued messages, like mailq")
     listing.add_argument("--domain", help="only messages with a recipient in this domain")
     listing.add_argument("--sender", help="only messages from this envelope sender")
-    listing.add_argument("--state", help="only messages in this state (inbound, route, deliver, retry.5m, held, ...)")
+    listing.add_argument(
+        "--state",
+        help="only messages with a job in this state (inbound, route, deliver, results, retry[.5m], held, done)",
+    )
     listing.add_argument("--all", action="store_true", help="include finished messages")
     listing.add_argument("--limit", type=int, default=LIST_LIMIT, help=f"most messages asked for ({LIST_LIMIT})")
     show = verbs.add_parser("show", parents=[common], help="one message: envelope, headers, jobs, timeline")
@@ -110,6 +113,8 @@ def _summary(api: TrackerHttp, args: argparse.Namespace) -> tuple[dict[str, Any]
 def _list(api: TrackerHttp, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     _check_limit(args.limit)
     params = {**_nonempty(args, "sender", "domain", "state"), "limit": str(args.limit)}
+    if args.state is None and not args.all:
+        params["state"] = "open"  # so the limit counts only queued mail
     answer = api.get("/v1/messages", params)
     kept = [entry for entry in as_list(answer.get("messages")) if _listed(as_dict(entry), args)]
     answer = {**answer, "messages": kept}
@@ -117,11 +122,10 @@ def _list(api: TrackerHttp, args: argparse.Namespace) -> tuple[dict[str, Any], l
 
 
 def _listed(entry: dict[str, object], args: argparse.Namespace) -> bool:
-    """The filters again on this side: a tracker that ignores a parameter does not widen the list."""
-    state = entry.get("state")
-    if args.state is not None and state != args.state:
-        return False
-    if args.state is None and not args.all and state in FINAL_STATES:
+    """The sender, domain and open filters again on this side, so a tracker that ignores a parameter does not
+    widen the list. (--state is the tracker's alone: it matches a message with any open job in that state, which
+    the listing's one state per message cannot tell.)"""
+    if args.state is None and not args.all and entry.get("state") in FINAL_STATES:
         return False
     if args.sender is not None and str(entry.get("sender", "")).lower() != args.sender.lower():
         return False
