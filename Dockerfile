@@ -25,6 +25,7 @@ COPY services/queue-manager/pyproject.toml services/queue-manager/
 COPY services/dns-resolver/pyproject.toml services/dns-resolver/
 COPY services/delivery-worker/pyproject.toml services/delivery-worker/
 COPY services/admin/pyproject.toml services/admin/
+COPY services/tracker/pyproject.toml services/tracker/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --all-packages --no-editable
 # Then the sources, and the workspace members themselves (as wheels, not editable links).
