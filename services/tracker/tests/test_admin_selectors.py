@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp.held import JOB_TYPE
-from kubemta_tracker.admin_ops import ALL, Facts, Selector, deletion_result, facts_of
+from kubemta_tracker.admin_ops import deletion_result
+from kubemta_tracker.selectors import ALL, Facts, Selector, facts_of
 
 JOB = message_pb2.DeliveryJob(
     queue_id="Q1",

@@ -14,9 +14,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from kubemta_common.errors import TransientError
-from kubemta_tracker.admin_ops import AdminOps, Selector
+from kubemta_tracker.admin_ops import AdminOps
 from kubemta_tracker.auth import require_admin
 from kubemta_tracker.context import TrackerContext, tracker_context
+from kubemta_tracker.selectors import Selector
 
 MAX_FIELD = 1024
 """Longer than any valid selector value (Selector.parse has the exact limits): refused before it is read."""
