@@ -1,7 +1,9 @@
-"""A stand-in for `kubemta_common.amqp.publisher.Publisher` (a `BusPublisher`) in unit tests.
+"""A stand-in for `kubemta_common.amqp.publisher.Publisher` (a `HeldPublisher`, so a `BusPublisher`) in unit
+tests.
 
 Records what would have been confirmed, as the wire would carry it: the stage's queue (before the
-large-lane choice), the serialised body, the message id and the AMQP `type`. `error` makes every
+large-lane choice), the serialised body, the message id and the AMQP `type`, in `published`; a raw
+publish (`publish_raw`: an admin-held job) goes to `raw` instead, its AMQP headers kept. `error` makes every
 publish raise it; `hang_for` makes a publish wait that long for a confirm that never comes and
 then fail, as the real publisher's timeout does.
 """
@@ -23,6 +25,8 @@ class Published:
     body: bytes
     message_id: str
     message_type: str
+    headers: dict[str, str] | None = None
+    """A raw publish's AMQP headers (None for a stage message)."""
 
 
 class FakePublisher:
@@ -30,6 +34,7 @@ class FakePublisher:
 
     def __init__(self, error: Exception | None = None) -> None:
         self.published: list[Published] = []
+        self.raw: list[Published] = []
         self.attempts = 0
         self.error = error
         self.hang_for: float | None = None
@@ -41,7 +46,26 @@ class FakePublisher:
         for outgoing in messages:
             await self._send(outgoing)
 
+    async def publish_raw(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        message_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        await self._confirm()
+        self.raw.append(Published(routing_key, body, message_id, message_type, dict(headers or {})))
+
     async def _send(self, outgoing: Outgoing) -> None:
+        await self._confirm()
+        self.published.append(
+            Published(outgoing.stage.queue, outgoing.body, outgoing.message_id, outgoing.message_type)
+        )
+
+    async def _confirm(self) -> None:
+        """Count the attempt; hang and fail, or fail, when told to."""
         self.attempts += 1
         if self.hang_for is not None:
             never = asyncio.Event()
@@ -52,6 +76,3 @@ class FakePublisher:
                 raise PublishFailed(f"no confirm from the broker within {self.hang_for}s") from None
         if self.error is not None:
             raise self.error
-        self.published.append(
-            Published(outgoing.stage.queue, outgoing.body, outgoing.message_id, outgoing.message_type)
-        )

@@ -16,39 +16,12 @@ from kubemta_common.amqp.consumer import subscribe_deliveries
 from kubemta_common.amqp.held import DECISION_ID, JOB_ID, QUEUE_ID, RELEASE_TO
 from kubemta_common.amqp.topology import HELD, RESULTS
 from kubemta_common.errors import PermanentError
-from kubemta_common.events.decisions import Decisions
+from kubemta_common.events.decisions import GO_ON, Action, Decisions, Verdict
+from kubemta_common.events.deletion import DELETED_DIAGNOSTIC
 from kubemta_delivery_worker.deliverer import Deliverer
-from kubemta_delivery_worker.handler import DELETED_DIAGNOSTIC, DeliverHandler
+from kubemta_delivery_worker.handler import DeliverHandler
 from tests.harness.fake_events import RecordingEvents
 from tests.harness.fake_publisher import FakePublisher
-
-
-@dataclass
-class RawPublished:
-    routing_key: str
-    body: bytes
-    message_id: str
-    message_type: str
-    headers: dict[str, str] | None
-
-
-class HoldingPublisher(FakePublisher):
-    """A fake publisher that also takes raw publishes with headers (what `held` gets)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.raw: list[RawPublished] = []
-
-    async def publish_raw(
-        self,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str,
-        message_type: str,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.raw.append(RawPublished(routing_key, body, message_id, message_type, headers))
 
 
 class OrderedEvents(RecordingEvents):
@@ -74,19 +47,12 @@ class FakeTracker:
         return self.delivered
 
 
-@dataclass(frozen=True)
-class FakeVerdict:
-    action: str
-    decision: events_pb2.AdminDecision | None = None
-    dsn: bool = False
-
-
 @dataclass
 class FakeDecisions:
-    answer: FakeVerdict = field(default_factory=lambda: FakeVerdict("none"))
+    answer: Verdict = field(default_factory=lambda: GO_ON)
     asked: list[dict[str, Any]] = field(default_factory=list)
 
-    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> FakeVerdict:
+    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> Verdict:
         self.asked.append({"queue_id": queue_id, "sender": sender, "domain": domain, "arrival": arrival})
         return self.answer
 
@@ -110,7 +76,7 @@ def delivered(recipient: str, remote_mta: str = "mx1.dest.test") -> events_pb2.R
 
 @pytest.fixture
 def parts():
-    publisher = HoldingPublisher()
+    publisher = FakePublisher()
     return publisher, OrderedEvents(publisher)
 
 
@@ -271,7 +237,7 @@ def decision(verb: int, dsn: bool = False) -> events_pb2.AdminDecision:
 
 async def test_delete_publishes_nothing_and_says_deleted(refused_host, job, options, parts):
     publisher, events = parts
-    decisions = FakeDecisions(FakeVerdict("delete", decision(events_pb2.DECISION_VERB_DELETE)))
+    decisions = FakeDecisions(Verdict(Action.DELETE, decision(events_pb2.DECISION_VERB_DELETE), False))
     the_job = job([refused_host("mx1.dest.test")], ["a@dest.test", "b@dest.test"])
     the_job.arrival_time.FromSeconds(1_700_000_000)
     handler = DeliverHandler(Deliverer(options), publisher, events=events, decisions=decisions)
@@ -296,7 +262,7 @@ async def test_delete_publishes_nothing_and_says_deleted(refused_host, job, opti
 
 async def test_delete_with_a_dsn_reports_every_recipient_failed(refused_host, job, options, parts):
     publisher, events = parts
-    decisions = FakeDecisions(FakeVerdict("delete", decision(events_pb2.DECISION_VERB_DELETE, dsn=True), dsn=True))
+    decisions = FakeDecisions(Verdict(Action.DELETE, decision(events_pb2.DECISION_VERB_DELETE, dsn=True), dsn=True))
     the_job = job([refused_host("mx1.dest.test")], ["a@dest.test", "b@dest.test"])
     await handle(DeliverHandler(Deliverer(options), publisher, events=events, decisions=decisions))(
         incoming(the_job.SerializeToString())
@@ -313,7 +279,7 @@ async def test_delete_with_a_dsn_reports_every_recipient_failed(refused_host, jo
 
 async def test_hold_moves_the_job_to_held_with_its_headers(refused_host, job, options, parts):
     publisher, events = parts
-    decisions = FakeDecisions(FakeVerdict("hold", decision(events_pb2.DECISION_VERB_HOLD)))
+    decisions = FakeDecisions(Verdict(Action.HOLD, decision(events_pb2.DECISION_VERB_HOLD), False))
     the_job = job([refused_host("mx1.dest.test")])
     body = the_job.SerializeToString()
     await handle(DeliverHandler(Deliverer(options), publisher, events=events, decisions=decisions))(incoming(body))
@@ -380,7 +346,7 @@ async def test_the_real_decisions_view_holds_and_deletes_what_an_operator_named(
     view.apply(hold)
     handler = handle(DeliverHandler(Deliverer(options), publisher, events=events, decisions=view))
     await handler(incoming(the_job.SerializeToString()))
-    assert [raw.headers[DECISION_ID] for raw in publisher.raw] == ["H1"]  # type: ignore[index]
+    assert [(raw.headers or {})[DECISION_ID] for raw in publisher.raw] == ["H1"]
     delete = events_pb2.AdminDecision(
         decision_id="D2",
         actor="ops",

@@ -22,32 +22,9 @@ from kubemta_dns_resolver.checks import JobChecks
 from kubemta_dns_resolver.handler import RouteHandler
 from kubemta_dns_resolver.lifecycle import routed
 from tests.harness.fake_events import RecordingEvents
-from tests.harness.fake_publisher import FakePublisher, Published
+from tests.harness.fake_publisher import FakePublisher
 
 ARRIVAL = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)
-
-
-class RawPublisher(FakePublisher):
-    """The harness' fake publisher, with `publish_raw` (an admin-held job) recorded too, headers kept."""
-
-    def __init__(self, error: Exception | None = None) -> None:
-        super().__init__(error)
-        self.headers: dict[str, dict[str, str]] = {}
-
-    async def publish_raw(
-        self,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str,
-        message_type: str,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.attempts += 1
-        if self.error is not None:
-            raise self.error
-        self.published.append(Published(routing_key, body, message_id, message_type))
-        self.headers[message_id] = dict(headers or {})
 
 
 class StaticRouter:
@@ -132,12 +109,12 @@ def duplicates() -> float:
     return REGISTRY.get_sample_value("kubemta_duplicates_total", {"stage": "dns-resolver"}) or 0.0
 
 
-def handler(publisher: RawPublisher, events: RecordingEvents, *, checks: JobChecks | None = None, route: Any = None):
+def handler(publisher: FakePublisher, events: RecordingEvents, *, checks: JobChecks | None = None, route: Any = None):
     return RouteHandler(StaticRouter(route or the_route()), publisher, events=events, checks=checks)
 
 
 async def test_routed_is_recorded_after_the_deliver_publish() -> None:
-    publisher, events = RawPublisher(), RecordingEvents()
+    publisher, events = FakePublisher(), RecordingEvents()
     await handler(publisher, events).handle(make_job())
     assert [sent.routing_key for sent in publisher.published] == [DELIVER]
     assert events.kinds() == ["routed"] and events.record_calls == 1
@@ -162,14 +139,14 @@ def test_a_unix_socket_hop_is_named_by_its_path() -> None:
 
 
 async def test_a_failed_deliver_publish_records_nothing() -> None:
-    publisher, events = RawPublisher(PublishFailed("no confirm")), RecordingEvents()
+    publisher, events = FakePublisher(PublishFailed("no confirm")), RecordingEvents()
     with pytest.raises(PublishFailed):
         await handler(publisher, events).handle(make_job())
     assert events.events == []
 
 
 async def test_a_stream_outage_does_not_hold_up_the_job() -> None:
-    publisher, events = RawPublisher(), RecordingEvents(recorded=False)
+    publisher, events = FakePublisher(), RecordingEvents(recorded=False)
     await handler(publisher, events).handle(make_job())
     assert [sent.routing_key for sent in publisher.published] == [DELIVER]
 
@@ -178,7 +155,7 @@ async def test_a_route_failure_writes_no_event(fake_dns) -> None:
     from kubemta_dns_resolver.router import RouteFailure
 
     failure = RouteFailure(temporary=True, status="4.4.3", diagnostic="SERVFAIL", source="mx")
-    publisher, events = RawPublisher(), RecordingEvents()
+    publisher, events = FakePublisher(), RecordingEvents()
     await handler(publisher, events, route=failure).handle(make_job())
     assert [sent.routing_key for sent in publisher.published] == [RESULTS]
     assert events.events == []
@@ -186,10 +163,10 @@ async def test_a_route_failure_writes_no_event(fake_dns) -> None:
 
 @pytest.mark.parametrize("redelivery", [{"redelivered": True}, {"count": 2}])
 async def test_a_redelivered_job_already_routed_is_not_published_again(redelivery) -> None:
-    publisher, events, tracker = RawPublisher(), RecordingEvents(), FakeTracker(True)
+    publisher, events, tracker = FakePublisher(), RecordingEvents(), FakeTracker(True)
     before = duplicates()
     await handler(publisher, events, checks=JobChecks(tracker)).handle(make_job(), delivery(**redelivery))
-    assert publisher.published == []
+    assert publisher.published == [] and publisher.raw == []
     assert tracker.asked == [("routed", "", "Q7.1", 1)]
     (event,) = events.events
     assert event.duplicate.reason == "redelivered-input" and event.job_id == "Q7.1"
@@ -198,25 +175,25 @@ async def test_a_redelivered_job_already_routed_is_not_published_again(redeliver
 
 @pytest.mark.parametrize("answer", [False, None])
 async def test_a_redelivered_job_not_known_as_routed_is_routed(answer) -> None:
-    publisher, events, tracker = RawPublisher(), RecordingEvents(), FakeTracker(answer)
+    publisher, events, tracker = FakePublisher(), RecordingEvents(), FakeTracker(answer)
     await handler(publisher, events, checks=JobChecks(tracker)).handle(make_job(), delivery(redelivered=True))
     assert [sent.routing_key for sent in publisher.published] == [DELIVER]
     assert events.kinds() == ["routed"]
 
 
 async def test_a_first_delivery_does_not_ask_the_tracker() -> None:
-    publisher, events, tracker = RawPublisher(), RecordingEvents(), FakeTracker(True)
+    publisher, events, tracker = FakePublisher(), RecordingEvents(), FakeTracker(True)
     await handler(publisher, events, checks=JobChecks(tracker)).handle(make_job(), delivery())
     assert tracker.asked == []
     assert [sent.routing_key for sent in publisher.published] == [DELIVER]
 
 
 async def test_a_deleted_job_is_dropped_before_routing() -> None:
-    publisher, events, decisions = RawPublisher(), RecordingEvents(), FakeDecisions(Action.DELETE)
+    publisher, events, decisions = FakePublisher(), RecordingEvents(), FakeDecisions(Action.DELETE)
     router = StaticRouter(the_route())
     job = make_job()
     await RouteHandler(router, publisher, events=events, checks=JobChecks(decisions=decisions)).handle(job)
-    assert publisher.published == [] and router.asked == []
+    assert publisher.published == publisher.raw == [] and router.asked == []
     assert decisions.asked == [
         {"queue_id": "Q7", "sender": "alice@example.com", "domain": "example.org", "arrival": ARRIVAL}
     ]
@@ -232,7 +209,7 @@ async def test_a_deleted_job_is_dropped_before_routing() -> None:
 
 
 async def test_a_job_deleted_with_a_dsn_is_reported_failed_for_the_queue_manager_to_bounce() -> None:
-    publisher, events = RawPublisher(), RecordingEvents()
+    publisher, events = FakePublisher(), RecordingEvents()
     checks = JobChecks(decisions=FakeDecisions(Action.DELETE, dsn=True))
     await handler(publisher, events, checks=checks).handle(make_job())
     ((key, body, message_id, kind),) = [
@@ -249,15 +226,16 @@ async def test_a_job_deleted_with_a_dsn_is_reported_failed_for_the_queue_manager
 
 
 async def test_a_held_job_goes_to_held_with_the_release_headers() -> None:
-    publisher, events = RawPublisher(), RecordingEvents()
+    publisher, events = FakePublisher(), RecordingEvents()
     job = make_job()
     await handler(publisher, events, checks=JobChecks(decisions=FakeDecisions(Action.HOLD))).handle(job)
-    ((key, body, message_id, kind),) = [
-        (p.routing_key, p.body, p.message_id, p.message_type) for p in publisher.published
+    assert publisher.published == []
+    ((key, body, message_id, kind, headers),) = [
+        (p.routing_key, p.body, p.message_id, p.message_type, p.headers) for p in publisher.raw
     ]
     assert (key, message_id, kind) == (HELD, "Q7.1", "kubemta.v1.DeliveryJob")
     assert message_pb2.DeliveryJob.FromString(body) == job
-    assert publisher.headers["Q7.1"] == {RELEASE_TO: ROUTE, QUEUE_ID: "Q7", JOB_ID: "Q7.1", DECISION_ID: "D9"}
+    assert headers == {RELEASE_TO: ROUTE, QUEUE_ID: "Q7", JOB_ID: "Q7.1", DECISION_ID: "D9"}
     (event,) = events.events
     assert (event.held.reason, event.held.release_to, event.held.decision_id, event.held.actor) == (
         "admin",
@@ -268,14 +246,14 @@ async def test_a_held_job_goes_to_held_with_the_release_headers() -> None:
 
 
 async def test_a_hold_not_confirmed_records_nothing() -> None:
-    publisher, events = RawPublisher(PublishFailed("no confirm")), RecordingEvents()
+    publisher, events = FakePublisher(PublishFailed("no confirm")), RecordingEvents()
     with pytest.raises(PublishFailed):
         await handler(publisher, events, checks=JobChecks(decisions=FakeDecisions(Action.HOLD))).handle(make_job())
     assert events.events == []
 
 
 async def test_a_release_routes_as_usual() -> None:
-    publisher, events = RawPublisher(), RecordingEvents()
+    publisher, events = FakePublisher(), RecordingEvents()
     await handler(publisher, events, checks=JobChecks(decisions=FakeDecisions(Action.NONE))).handle(make_job())
     assert [sent.routing_key for sent in publisher.published] == [DELIVER]
 

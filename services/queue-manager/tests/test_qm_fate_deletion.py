@@ -7,14 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubemta.v1 import message_pb2
-from kubemta_queue_manager.fate import (
-    DELETED_DIAGNOSTIC,
-    DELETED_STATUS,
-    Deletion,
-    Disposition,
-    Policy,
-    decide,
-)
+from kubemta_common.events.deletion import DELETED_DIAGNOSTIC, DELETED_STATUS
+from kubemta_queue_manager.fate import Deletion, Disposition, Policy, decide
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 POLICY = Policy(retry_schedule=(300.0,), max_queue_lifetime=5 * 86400.0, delay_warning_after=3600.0)

@@ -13,10 +13,10 @@ from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe_deliveries
 from kubemta_common.command_line import service_main
 from kubemta_common.events.decisions import DecisionFollower, Decisions
-from kubemta_common.events.tracker_client import TrackerClient
+from kubemta_common.events.tracker_client import DeliveredRecipients, TrackerClient
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_delivery_worker.deliverer import Deliverer, build_deliverer
-from kubemta_delivery_worker.handler import DeliveredRecipients, DeliverHandler
+from kubemta_delivery_worker.handler import DeliverHandler
 from kubemta_delivery_worker.settings import WorkerSettings
 
 DESCRIPTION = "kubemta delivery-worker: delivers jobs over SMTP and reports per-recipient results."

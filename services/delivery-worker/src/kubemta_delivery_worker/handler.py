@@ -40,98 +40,38 @@ acknowledged here, since delivering it again would duplicate the mail.
 
 import asyncio
 import logging
-from datetime import UTC, datetime
-from typing import Protocol
 
 from aio_pika.abc import AbstractIncomingMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp import stages
-from kubemta_common.amqp.consumer import returned_count
-from kubemta_common.amqp.held import JOB_TYPE, held_headers
-from kubemta_common.amqp.publisher import BusPublisher
-from kubemta_common.amqp.topology import DELIVERY_LIMIT, HELD, ROUTE
+from kubemta_common.amqp.consumer import is_redelivery, returned_count
+from kubemta_common.amqp.held import hold_job
+from kubemta_common.amqp.publisher import HeldPublisher
+from kubemta_common.amqp.topology import DELIVERY_LIMIT, ROUTE
 from kubemta_common.bus_messages import Encoded, encoded_with_field
 from kubemta_common.errors import PermanentError
-from kubemta_common.events.emitter import EventSink
+from kubemta_common.events import job_events
+from kubemta_common.events.decisions import Action, DecisionView, JobVerdicts
+from kubemta_common.events.deletion import deleted_result
+from kubemta_common.events.emitter import EventSink, NoEvents
+from kubemta_common.events.job_events import job_event
+from kubemta_common.events.tracker_client import DeliveredRecipients
 from kubemta_common.logs import message_context, sanitize
 from kubemta_common.metrics import DUPLICATES
 from kubemta_common.timestamps import now_timestamp
 from kubemta_delivery_worker.deliverer import AttemptReport, Deliverer
 from kubemta_delivery_worker.job_checks import malformation
 from kubemta_delivery_worker.metrics import JOBS_HELD
-from kubemta_delivery_worker.replies import local_result, outcome_name
+from kubemta_delivery_worker.replies import outcome_name
 
 logger = logging.getLogger(__name__)
 
 REPORTER = "delivery-worker"
 STAGE = "delivery-worker"
-DELETED_STATUS = "5.3.0"  # RFC 3463 section 3.4: X.3.0 other or undefined mail system status
-DELETED_DIAGNOSTIC = "deleted by the administrator"
-DECISIONS_READY_WAIT = 30.0
-"""Longest a delivery waits for the admin decisions issued before the start to be read."""
-
-
-class WorkerPublisher(BusPublisher, Protocol):
-    """The publisher the worker needs: stage messages, and a held job with its headers (amqp/held.py)."""
-
-    async def publish_raw(
-        self,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str,
-        message_type: str,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """Publish `body` to `routing_key` with AMQP `headers`, confirmed."""
-
-
-class DeliveredRecipients(Protocol):
-    """What the redelivery guard asks the tracker (kubemta_common.events.tracker_client.TrackerClient)."""
-
-    async def delivered_recipients(self, job_id: str) -> list[events_pb2.RecipientOutcome] | None:
-        """The recipients of `job_id` recorded as delivered; None when unknown."""
-        ...
-
-
-class Verdict(Protocol):
-    """An admin decision's verdict on a job (kubemta_common.events.decisions.Verdict)."""
-
-    @property
-    def action(self) -> str:
-        """ "none", "delete" or "hold"."""
-        ...
-
-    @property
-    def decision(self) -> events_pb2.AdminDecision | None:
-        """The decision that applies."""
-        ...
-
-    @property
-    def dsn(self) -> bool:
-        """DELETE: the sender gets a DSN."""
-        ...
-
-
-class DecisionView(Protocol):
-    """The operators' rules (kubemta_common.events.decisions.Decisions)."""
-
-    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> Verdict:
-        """What to do with a job of this message now."""
-        ...
-
-
-class NoEvents:
-    """An `EventSink` that drops every event (a handler built without an event log)."""
-
-    def emit(self, event: events_pb2.LifecycleEvent) -> None:
-        """Drop `event`."""
-
-    async def record(self, event: events_pb2.LifecycleEvent) -> bool:
-        """Drop `event`; never confirmed."""
-        return False
+REDELIVERED_JOB = "redelivered-job"
+"""The reason of the `duplicate` event for recipients of a redelivered job that were delivered before."""
 
 
 class DeliverHandler:
@@ -140,7 +80,7 @@ class DeliverHandler:
     def __init__(
         self,
         deliverer: Deliverer,
-        publisher: WorkerPublisher,
+        publisher: HeldPublisher,
         *,
         delivery_limit: int = DELIVERY_LIMIT,
         events: EventSink | None = None,
@@ -153,8 +93,8 @@ class DeliverHandler:
         self._delivery_limit = delivery_limit
         self._events: EventSink = events if events is not None else NoEvents()
         self._tracker = tracker  # None: no redelivery guard (KUBEMTA_TRACKER_URL empty)
-        self._decisions = decisions  # None: no admin decisions are honoured
-        self._decisions_ready = decisions_ready  # set once the rules issued before the start are read
+        # No decisions: none are honoured; the first verdict waits (bounded) for the rules issued before the start.
+        self._verdicts = JobVerdicts(decisions, decisions_ready)
 
     async def __call__(self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage) -> None:
         with message_context(sanitize(job.queue_id), sanitize(job.job_id)):  # sanitized: a malformed job's too
@@ -174,7 +114,9 @@ class DeliverHandler:
             reason,
             extra={"domain": sanitize(job.domain)},
         )
-        self._events.emit(held_event(job, "malformed", release_to=message.routing_key or stages.DELIVER.queue))
+        self._events.emit(
+            job_events.held(job, reason="malformed", release_to=message.routing_key or stages.DELIVER.queue)
+        )
         # No "malformed" here: the consumer logs this text too, and the line above is the one to find.
         raise PermanentError(f"job {sanitize(job.job_id)} not delivered: {reason}")
 
@@ -190,7 +132,7 @@ class DeliverHandler:
             self._delivery_limit,
             extra={"domain": job.domain, "delivery_count": returned},
         )
-        self._events.emit(held_event(job, "poison", release_to=message.routing_key or stages.DELIVER.queue))
+        self._events.emit(job_events.held(job, reason="poison", release_to=message.routing_key or stages.DELIVER.queue))
         raise PermanentError(f"job {job.job_id} returned {returned} times; held as poison")
 
     async def process(self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None = None) -> None:
@@ -250,7 +192,7 @@ class DeliverHandler:
         self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None
     ) -> dict[str, message_pb2.RecipientResult]:
         """On a redelivery: the job's recipients the tracker recorded as delivered, as results to report again."""
-        if self._tracker is None or message is None or not (message.redelivered or returned_count(message) > 0):
+        if self._tracker is None or message is None or not is_redelivery(message):
             return {}
         outcomes = await self._tracker.delivered_recipients(job.job_id)
         if not outcomes:
@@ -270,77 +212,29 @@ class DeliverHandler:
         }
         if done:
             DUPLICATES.labels(stage=STAGE).inc()
-            event = job_event(job)
-            event.duplicate.reason = "redelivered-job"
-            event.duplicate.first_queue_id = job.queue_id
-            event.duplicate.recipients.extend(done)
-            self._events.emit(event)
+            self._events.emit(job_events.duplicate(job_event(job), reason=REDELIVERED_JOB, recipients=done))
         return done
 
     async def _decided(self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None) -> bool:
         """Honour an operator's DELETE or HOLD of this job; True when one applied (nothing is delivered)."""
-        if self._decisions is None:
-            return False
-        if self._decisions_ready is not None and not self._decisions_ready.is_set():
-            try:  # the follower sets it after a bounded wait itself; this bound is a second guard
-                async with asyncio.timeout(DECISIONS_READY_WAIT):
-                    await self._decisions_ready.wait()
-            except TimeoutError:
-                logger.warning("admin decisions not read within %.0fs: delivering anyway", DECISIONS_READY_WAIT)
-        verdict = self._decisions.verdict(
-            queue_id=job.queue_id, sender=job.sender, domain=job.domain, arrival=job.arrival_time.ToDatetime(UTC)
-        )
+        verdict = await self._verdicts.verdict(job)
         decision = verdict.decision or events_pb2.AdminDecision()
-        if verdict.action == "delete":
+        if verdict.action is Action.DELETE:
             if verdict.dsn:
-                results = [
-                    local_result(rcpt, message_pb2.OUTCOME_PERMANENT, DELETED_STATUS, DELETED_DIAGNOSTIC)
-                    for rcpt in dict.fromkeys(job.recipients)
-                ]
+                results = [deleted_result(rcpt) for rcpt in dict.fromkeys(job.recipients)]
                 body = result_body(job, results, now_timestamp(), message.body if message is not None else None)
                 await self._publisher.publish(stages.RESULTS, body, message_id=job.job_id)
-            event = job_event(job)
-            deleted = event.deleted
-            deleted.decision_id = decision.decision_id
-            deleted.actor = decision.actor
-            deleted.dsn_requested = verdict.dsn
-            deleted.recipients.extend(dict.fromkeys(job.recipients))
-            deleted.stage = STAGE
-            self._events.emit(event)
+            recipients = dict.fromkeys(job.recipients)
+            self._events.emit(job_events.deleted(job, verdict.decision, recipients, dsn=verdict.dsn, stage=STAGE))
             return True
-        if verdict.action == "hold":
-            await hold(self._publisher, job, message, decision.decision_id)
-            event = held_event(job, "admin", release_to=ROUTE)
-            event.held.decision_id = decision.decision_id
-            event.held.actor = decision.actor
-            self._events.emit(event)
+        if verdict.action is Action.HOLD:
+            as_received = message.body if message is not None else job  # the job as it came, not encoded again
+            await hold_job(
+                self._publisher, as_received, queue_id=job.queue_id, job_id=job.job_id, decision_id=decision.decision_id
+            )
+            self._events.emit(job_events.held(job, verdict.decision, release_to=ROUTE))
             return True
         return False
-
-
-async def hold(
-    publisher: WorkerPublisher, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None, decision_id: str
-) -> None:
-    """Publish the job (as it came, when it came in `message`) to `held` with the admin-hold headers, confirmed;
-    a release sends it to `route` (amqp/held.py)."""
-    body = message.body if message is not None else job.SerializeToString()
-    headers = held_headers(queue_id=job.queue_id, job_id=job.job_id, decision_id=decision_id)
-    await publisher.publish_raw(HELD, body, message_id=job.job_id, message_type=JOB_TYPE, headers=headers)
-
-
-def job_event(job: message_pb2.DeliveryJob) -> events_pb2.LifecycleEvent:
-    """A lifecycle event about `job`, its ids filled in."""
-    return events_pb2.LifecycleEvent(
-        queue_id=job.queue_id, message_id=job.message_id, job_id=job.job_id, attempt=job.attempts
-    )
-
-
-def held_event(job: message_pb2.DeliveryJob, reason: str, *, release_to: str) -> events_pb2.LifecycleEvent:
-    """The `held` event of a job moved to `held` for `reason` (admin, poison, malformed)."""
-    event = job_event(job)
-    event.held.reason = reason
-    event.held.release_to = release_to
-    return event
 
 
 def attempted_event(job: message_pb2.DeliveryJob, report: AttemptReport) -> events_pb2.LifecycleEvent:

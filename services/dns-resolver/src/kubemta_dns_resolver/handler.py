@@ -21,10 +21,12 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp import stages
-from kubemta_common.amqp.held import held_headers
-from kubemta_common.amqp.publisher import BusPublisher
-from kubemta_common.amqp.topology import HELD, ROUTE
+from kubemta_common.amqp.held import hold_job
+from kubemta_common.amqp.publisher import HeldPublisher
+from kubemta_common.amqp.topology import ROUTE
+from kubemta_common.events import job_events
 from kubemta_common.events.decisions import Action, Verdict
+from kubemta_common.events.deletion import deletion_result
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.logs import message_context, sanitize
 from kubemta_common.metrics import DUPLICATES
@@ -38,10 +40,6 @@ logger = logging.getLogger(__name__)
 
 REPORTER = "dns-resolver"
 LOGGED_HOSTS = 5
-JOB_TYPE = message_pb2.DeliveryJob.DESCRIPTOR.full_name
-DELETED_STATUS = "5.3.0"
-"""RFC 3463 §3.4: X.3.0 other or undefined mail system status (an operator deleted the message)."""
-DELETED_DIAGNOSTIC = "deleted by the administrator"
 
 
 class DomainRouter(Protocol):
@@ -50,27 +48,13 @@ class DomainRouter(Protocol):
     async def route(self, domain: str) -> message_pb2.Route | RouteFailure: ...
 
 
-class RoutePublisher(BusPublisher, Protocol):
-    """A `BusPublisher` that also publishes raw bodies with AMQP headers (kubemta_common.amqp.publisher)."""
-
-    async def publish_raw(
-        self,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str,
-        message_type: str,
-        headers: dict[str, str] | None = None,
-    ) -> None: ...
-
-
 class RouteHandler:
     """Consumes `route` (its `handle` is the stage's handler); publishes to `deliver`, `results` or `held`."""
 
     def __init__(
         self,
         router: DomainRouter,
-        publisher: RoutePublisher,
+        publisher: HeldPublisher,
         *,
         events: EventSink,
         checks: JobChecks | None = None,
@@ -98,19 +82,14 @@ class RouteHandler:
     async def _delete(self, job: message_pb2.DeliveryJob, verdict: Verdict) -> None:
         """Drop the job; with a DSN asked for, report its recipients failed to the queue-manager, which bounces."""
         if verdict.dsn:
-            await self._publish_result(
-                job, message_pb2.OUTCOME_PERMANENT, status=DELETED_STATUS, diagnostic=DELETED_DIAGNOSTIC
-            )
+            await self._publisher.publish(stages.RESULTS, deletion_result(job, REPORTER), message_id=job.job_id)
         self._events.emit(lifecycle.deleted(job, verdict.decision, dsn=verdict.dsn))
 
     async def _hold(self, job: message_pb2.DeliveryJob, verdict: Verdict) -> None:
         """The job to `held` (confirmed), with the headers a release reads (kubemta_common.amqp.held)."""
         decision_id = verdict.decision.decision_id if verdict.decision is not None else ""
-        headers = held_headers(queue_id=job.queue_id, job_id=job.job_id, decision_id=decision_id)
-        await self._publisher.publish_raw(
-            HELD, job.SerializeToString(), message_id=job.job_id, message_type=JOB_TYPE, headers=headers
-        )
-        self._events.emit(lifecycle.held(job, verdict.decision, release_to=ROUTE))
+        await hold_job(self._publisher, job, queue_id=job.queue_id, job_id=job.job_id, decision_id=decision_id)
+        self._events.emit(job_events.held(job, verdict.decision, release_to=ROUTE))
 
     async def _route(self, job: message_pb2.DeliveryJob) -> None:
         result = await self._router.route(job.domain)

@@ -1,18 +1,12 @@
 """The dns-resolver's lifecycle events (events.proto): routed, and what an operator's decision or a
-redelivery made of a job. Pure functions; the handler writes them after the publishes they describe
-were confirmed."""
+redelivery made of a job (kubemta_common.events.job_events). Pure functions; the handler writes them after
+the publishes they describe were confirmed."""
 
 from kubemta.v1 import events_pb2, message_pb2
+from kubemta_common.events import job_events
+from kubemta_common.events.job_events import job_event
 
 SERVICE = "dns-resolver"
-REDELIVERED_INPUT = "redelivered-input"
-
-
-def job_event(job: message_pb2.DeliveryJob) -> events_pb2.LifecycleEvent:
-    """An event about one job, at its current attempt."""
-    return events_pb2.LifecycleEvent(
-        queue_id=job.queue_id, message_id=job.message_id, job_id=job.job_id, attempt=job.attempts
-    )
 
 
 def host_text(host: message_pb2.RouteHost) -> str:
@@ -36,34 +30,11 @@ def routed(job: message_pb2.DeliveryJob, route: message_pb2.Route) -> events_pb2
 
 def duplicate(job: message_pb2.DeliveryJob) -> events_pb2.LifecycleEvent:
     """A redelivered job that was already routed (not published again)."""
-    event = job_event(job)
-    event.duplicate.reason = REDELIVERED_INPUT
-    event.duplicate.first_queue_id = job.queue_id
-    return event
+    return job_events.duplicate(job_event(job))
 
 
 def deleted(
     job: message_pb2.DeliveryJob, decision: events_pb2.AdminDecision | None, *, dsn: bool
 ) -> events_pb2.LifecycleEvent:
     """An operator's decision deleted the job before it was routed."""
-    event = job_event(job)
-    event.deleted.stage = SERVICE
-    event.deleted.dsn_requested = dsn
-    event.deleted.recipients.extend(job.recipients)
-    if decision is not None:
-        event.deleted.decision_id = decision.decision_id
-        event.deleted.actor = decision.actor
-    return event
-
-
-def held(
-    job: message_pb2.DeliveryJob, decision: events_pb2.AdminDecision | None, *, release_to: str
-) -> events_pb2.LifecycleEvent:
-    """An operator's decision held the job on `held`; a release sends it to `release_to`."""
-    event = job_event(job)
-    event.held.reason = "admin"
-    event.held.release_to = release_to
-    if decision is not None:
-        event.held.decision_id = decision.decision_id
-        event.held.actor = decision.actor
-    return event
+    return job_events.deleted(job, decision, job.recipients, dsn=dsn, stage=SERVICE)

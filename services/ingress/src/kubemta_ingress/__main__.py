@@ -22,14 +22,14 @@ from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
 from kubemta_common.events.emitter import EventSink
-from kubemta_common.events.tracker_client import TrackerClient
+from kubemta_common.events.tracker_client import FirstQueueIds, TrackerClient
 from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
 from kubemta_ingress import metrics
 from kubemta_ingress.api import app_from_settings
 from kubemta_ingress.auth import build_authenticator
 from kubemta_ingress.data_budget import DataBudget
-from kubemta_ingress.handler import FirstQueueIds, IngressHandler
+from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.limits import ConnectionLimiter, SessionLimits
 from kubemta_ingress.listeners import ListenerKind, ListenerPolicy
 from kubemta_ingress.policy import RelayPolicy

@@ -22,9 +22,7 @@ the tracker does not know (unreachable, slow, not configured) the message is que
 import logging
 import re
 import time
-from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -33,7 +31,8 @@ from kubemta_common.amqp import stages
 from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.bus_messages import Encoded, encoded_with_field
 from kubemta_common.errors import MessageTooLarge, PublishFailed
-from kubemta_common.events.emitter import EventSink
+from kubemta_common.events.emitter import EventSink, NoEvents
+from kubemta_common.events.tracker_client import FirstQueueIds
 from kubemta_common.logs import message_context, sanitize
 from kubemta_common.metrics import DUPLICATES
 from kubemta_common.queue_id import new_queue_id
@@ -72,26 +71,6 @@ HEADER_REPLIES: dict[HeaderProblem, tuple[Reason, str]] = {
     HeaderProblem.MULTIPLE_SENDER: (Reason.FROM_NOT_OWNED, MULTIPLE_SENDER),
     HeaderProblem.SENDER_NOT_OWNED: (Reason.FROM_NOT_OWNED, SENDER_HEADER_NOT_OWNED),
 }
-
-
-class FirstQueueIds(Protocol):
-    """What the duplicate check asks the tracker (kubemta_common.events.tracker_client.TrackerClient)."""
-
-    def first_queue_id(self, dedup_key: str, within: float) -> Awaitable[object]:
-        """The queue id of the message queued with `dedup_key` within the last `within` seconds; anything but a
-        non-empty string means none or unknown."""
-        ...
-
-
-class NoEvents:
-    """An `EventSink` that drops every event (a handler built without an event log, as in older tests)."""
-
-    def emit(self, event: events_pb2.LifecycleEvent) -> None:
-        """Drop `event`."""
-
-    async def record(self, event: events_pb2.LifecycleEvent) -> bool:
-        """Drop `event`; never confirmed."""
-        return False
 
 
 def client_label(session: Session) -> str:

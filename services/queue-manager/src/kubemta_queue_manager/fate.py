@@ -24,14 +24,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from kubemta.v1 import message_pb2
+from kubemta_common.events.deletion import deleted_result
 from kubemta_common.timestamps import age_seconds, to_datetime
 from kubemta_queue_manager.retry import retry_delay
 
 EXPIRED_STATUS = "4.4.7"
 """RFC 3463 §3.5: X.4.7 delivery time expired."""
-DELETED_STATUS = "5.3.0"
-"""RFC 3463 §3.4: X.3.0 other or undefined mail system status (an operator deleted the message)."""
-DELETED_DIAGNOSTIC = "deleted by the administrator"
 
 _STATUS_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 """RFC 3463 §2: class.subject.detail."""
@@ -139,15 +137,6 @@ def never_bounced(job: message_pb2.DeliveryJob) -> bool:
     return not job.sender or job.generated
 
 
-def _deleted_by_admin(result: message_pb2.RecipientResult) -> message_pb2.RecipientResult:
-    return message_pb2.RecipientResult(
-        recipient=result.recipient,
-        outcome=message_pb2.OUTCOME_PERMANENT,
-        status=DELETED_STATUS,
-        diagnostic=DELETED_DIAGNOSTIC,
-    )
-
-
 def decide(
     result: message_pb2.DeliveryResult, policy: Policy, now: datetime, deletion: Deletion | None = None
 ) -> Decision:
@@ -172,7 +161,7 @@ def decide(
             fate = RecipientFate(normal, Disposition.EXPIRED)
             undeliverable.append(fate)
         elif deletion is not None:  # would be retried; deleted with a DSN: bounced
-            fate = RecipientFate(_deleted_by_admin(entry), Disposition.BOUNCED)
+            fate = RecipientFate(deleted_result(entry.recipient), Disposition.BOUNCED)
             undeliverable.append(fate)
             decision.deleted.append(fate)
         else:  # temporary (an unspecified outcome is treated as temporary: never lose a recipient)

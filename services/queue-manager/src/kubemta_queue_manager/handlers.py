@@ -20,16 +20,19 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp import stages
+from kubemta_common.amqp.publisher import HeldPublisher
 from kubemta_common.amqp.stages import Outgoing
 from kubemta_common.errors import PermanentError
+from kubemta_common.events.decisions import DecisionView, JobVerdicts
 from kubemta_common.events.emitter import EventSink
+from kubemta_common.events.job_events import job_event
+from kubemta_common.events.tracker_client import DuplicateChecks
 from kubemta_common.logs import message_context, sanitize
 from kubemta_queue_manager import lifecycle, metrics
-from kubemta_queue_manager.admin import DecisionView, Orders
 from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome
 from kubemta_queue_manager.dsn_batcher import DsnBatcher
-from kubemta_queue_manager.outcomes import ResultPublisher, Results
-from kubemta_queue_manager.redelivery import DuplicateChecks, RedeliveryGuard
+from kubemta_queue_manager.outcomes import Results
+from kubemta_queue_manager.redelivery import RedeliveryGuard
 from kubemta_queue_manager.settings import QueueManagerSettings
 from kubemta_queue_manager.splitter import iter_jobs
 
@@ -60,7 +63,7 @@ class QueueManager:
     def __init__(
         self,
         settings: QueueManagerSettings,
-        publisher: ResultPublisher,
+        publisher: HeldPublisher,
         *,
         events: EventSink,
         clock: Callable[[], datetime] = utc_now,
@@ -74,9 +77,8 @@ class QueueManager:
         self._events = events
         self._signer = signer
         self._guard = RedeliveryGuard(tracker, events, stage=lifecycle.SERVICE)
-        self._results = Results(
-            settings, publisher, events, Orders(decisions, decisions_ready), clock=clock, hostname=settings.hostname
-        )
+        verdicts = JobVerdicts(decisions, decisions_ready)
+        self._results = Results(settings, publisher, events, verdicts, clock=clock, hostname=settings.hostname)
         self._batcher = DsnBatcher(
             publisher,
             settings.hostname,
@@ -203,6 +205,6 @@ class QueueManager:
         if not result.HasField("job") or not job.queue_id:
             raise PermanentError("delivery result without its job")
         with message_context(job.queue_id, job.job_id):
-            if await self._guard.already_done(delivery, lifecycle.job_event(job), "fate", attempt=job.attempts):
+            if await self._guard.already_done(delivery, job_event(job), "fate", attempt=job.attempts):
                 return
             await self._results.handle(result)

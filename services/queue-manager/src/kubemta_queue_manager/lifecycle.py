@@ -2,33 +2,26 @@
 
 Every event names its message (queue id, Message-ID) and, for a job, the job id and the attempts
 already made (DeliveryJob.attempts). The handlers emit or record them only after the bus
-messages they describe were confirmed (handlers.py, dsn_batcher.py).
+messages they describe were confirmed (handlers.py, dsn_batcher.py). The events about a job that the other
+services write too (held, deleted, duplicate) are kubemta_common.events.job_events.
 """
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from kubemta.v1 import events_pb2, message_pb2
+from kubemta_common.events.job_events import job_event
 from kubemta_queue_manager.dsn_requests import header_block
 from kubemta_queue_manager.fate import Decision, Disposition, RecipientFate
 
 SERVICE = "queue-manager"
 RECEIVED_HEADERS = 16 * 1024
 """Bytes of a generated DSN's header block its `received` event carries (events.proto: at most 16 KiB)."""
-REDELIVERED_INPUT = "redelivered-input"
-"""The reason of a `duplicate` event for a bus message that was already handled before a crash."""
 
 
 def message_event(queue_id: str, message_id: str) -> events_pb2.LifecycleEvent:
     """An event about a whole message (no job)."""
     return events_pb2.LifecycleEvent(queue_id=queue_id, message_id=message_id)
-
-
-def job_event(job: message_pb2.DeliveryJob) -> events_pb2.LifecycleEvent:
-    """An event about one job, at its current attempt."""
-    return events_pb2.LifecycleEvent(
-        queue_id=job.queue_id, message_id=job.message_id, job_id=job.job_id, attempt=job.attempts
-    )
 
 
 def signed(accepted: message_pb2.AcceptedMessage, signatures: Sequence[str]) -> events_pb2.LifecycleEvent:
@@ -101,46 +94,6 @@ def fates(
             body.dsn_requested = any(id(fate) in dsn_requested for fate in group)
         events.append(event)
     return events
-
-
-def duplicate(event: events_pb2.LifecycleEvent, *, recipients: Sequence[str] = ()) -> events_pb2.LifecycleEvent:
-    """`event` (its ids set) turned into a `duplicate` of a redelivered bus message already handled."""
-    event.duplicate.reason = REDELIVERED_INPUT
-    event.duplicate.first_queue_id = event.queue_id
-    event.duplicate.recipients.extend(recipients)
-    return event
-
-
-def deleted(
-    job: message_pb2.DeliveryJob,
-    decision: events_pb2.AdminDecision | None,
-    recipients: Sequence[str],
-    *,
-    dsn: bool,
-    stage: str = SERVICE,
-) -> events_pb2.LifecycleEvent:
-    """An operator's decision deleted `recipients` of `job` at `stage`."""
-    event = job_event(job)
-    event.deleted.stage = stage
-    event.deleted.dsn_requested = dsn
-    event.deleted.recipients.extend(recipients)
-    if decision is not None:
-        event.deleted.decision_id = decision.decision_id
-        event.deleted.actor = decision.actor
-    return event
-
-
-def held(
-    job: message_pb2.DeliveryJob, decision: events_pb2.AdminDecision | None, *, release_to: str
-) -> events_pb2.LifecycleEvent:
-    """An operator's decision held `job` on the `held` queue; a release sends it to `release_to`."""
-    event = job_event(job)
-    event.held.reason = "admin"
-    event.held.release_to = release_to
-    if decision is not None:
-        event.held.decision_id = decision.decision_id
-        event.held.actor = decision.actor
-    return event
 
 
 def dsn_received(dsn: message_pb2.AcceptedMessage) -> events_pb2.LifecycleEvent:

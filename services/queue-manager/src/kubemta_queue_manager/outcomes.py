@@ -1,8 +1,8 @@
 """The `results` stage: what a delivery result leads to, published, then recorded as lifecycle events.
 
 `fate.decide` says who is delivered, retried, bounced or expired; an operator's decision
-(admin.py) can delete the message (no retry, no DSN unless the operator asked for one) or hold
-it (the retry job goes to `held` instead of its retry queue). Everything the result leads to is
+(kubemta_common.events.decisions.JobVerdicts) can delete the message (no retry, no DSN unless the operator
+asked for one) or hold it (the retry job goes to `held` instead of its retry queue). Everything the result leads to is
 published with confirms, and only then are the events recorded (one per disposition), so an
 event never claims a retry or a bounce that is not queued.
 """
@@ -11,44 +11,26 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp import stages
-from kubemta_common.amqp.held import held_headers
-from kubemta_common.amqp.publisher import BusPublisher
+from kubemta_common.amqp.held import hold_job
+from kubemta_common.amqp.publisher import HeldPublisher
 from kubemta_common.amqp.stages import Outgoing
 from kubemta_common.amqp.topology import HELD, ROUTE, retry_queue_name
+from kubemta_common.events import job_events
 from kubemta_common.events.decisions import Action as Verb
-from kubemta_common.events.decisions import Verdict
+from kubemta_common.events.decisions import JobVerdicts, Verdict
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.logs import sanitize
 from kubemta_common.providers import provider_label
 from kubemta_queue_manager import lifecycle, metrics
-from kubemta_queue_manager.admin import Orders
 from kubemta_queue_manager.dsn import Action
 from kubemta_queue_manager.dsn_requests import dsn_request
 from kubemta_queue_manager.fate import Decision, Deletion, Disposition, Policy, decide
 from kubemta_queue_manager.settings import QueueManagerSettings
 
 logger = logging.getLogger(__name__)
-
-JOB_TYPE = message_pb2.DeliveryJob.DESCRIPTOR.full_name
-
-
-class ResultPublisher(BusPublisher, Protocol):
-    """A `BusPublisher` that also publishes raw bodies with AMQP headers (kubemta_common.amqp.publisher)."""
-
-    async def publish_raw(
-        self,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str,
-        message_type: str,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """Publish `body` to `routing_key` with confirms (an admin-held job, with its `x-kubemta-*` headers)."""
 
 
 class Results:
@@ -57,9 +39,9 @@ class Results:
     def __init__(
         self,
         settings: QueueManagerSettings,
-        publisher: ResultPublisher,
+        publisher: HeldPublisher,
         events: EventSink,
-        orders: Orders,
+        orders: JobVerdicts,
         *,
         clock: Callable[[], datetime],
         hostname: str,
@@ -107,10 +89,7 @@ class Results:
     async def _hold(self, retry: message_pb2.DeliveryJob, verdict: Verdict) -> None:
         """The retry job to `held` (confirmed), with the headers a release reads (kubemta_common.amqp.held)."""
         decision_id = verdict.decision.decision_id if verdict.decision is not None else ""
-        headers = held_headers(queue_id=retry.queue_id, job_id=retry.job_id, decision_id=decision_id)
-        await self._publisher.publish_raw(
-            HELD, retry.SerializeToString(), message_id=retry.job_id, message_type=JOB_TYPE, headers=headers
-        )
+        await hold_job(self._publisher, retry, queue_id=retry.queue_id, job_id=retry.job_id, decision_id=decision_id)
 
     async def _record(
         self, job: message_pb2.DeliveryJob, decision: Decision, verdict: Verdict, now: datetime, *, held: bool
@@ -118,9 +97,10 @@ class Results:
         """The result's events, once everything it led to was confirmed (a stream outage does not stop mail)."""
         if decision.deleted:
             recipients = [fate.result.recipient for fate in decision.deleted]
-            self._events.emit(lifecycle.deleted(job, verdict.decision, recipients, dsn=verdict.dsn))
+            deleted = job_events.deleted(job, verdict.decision, recipients, dsn=verdict.dsn, stage=lifecycle.SERVICE)
+            self._events.emit(deleted)
         if held and decision.retry is not None:
-            self._events.emit(lifecycle.held(decision.retry, verdict.decision, release_to=ROUTE))
+            self._events.emit(job_events.held(decision.retry, verdict.decision, release_to=ROUTE))
         events = lifecycle.fates(
             job,
             decision,

@@ -9,28 +9,14 @@ acknowledged without publishing them again (a `duplicate` event, kubemta_duplica
 False or unknown (the tracker unreachable, slow or not in sync): handled as usual, at least once.
 """
 
-from typing import Protocol
-
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import events_pb2
-from kubemta_common.amqp.consumer import returned_count
+from kubemta_common.amqp.consumer import is_redelivery
 from kubemta_common.events.emitter import EventSink
+from kubemta_common.events.job_events import duplicate
+from kubemta_common.events.tracker_client import DuplicateChecks
 from kubemta_common.metrics import DUPLICATES
-from kubemta_queue_manager import lifecycle
-
-
-class DuplicateChecks(Protocol):
-    """What the guard asks the tracker (kubemta_common.events.tracker_client.TrackerClient)."""
-
-    async def recorded(
-        self, kind: str, *, queue_id: str = "", job_id: str = "", attempt: int | None = None
-    ) -> bool | None: ...
-
-
-def is_redelivery(delivery: AbstractIncomingMessage) -> bool:
-    """True when the broker delivered this message before (to a consumer that did not acknowledge it)."""
-    return bool(delivery.redelivered) or returned_count(delivery) > 0
 
 
 class RedeliveryGuard:
@@ -59,6 +45,6 @@ class RedeliveryGuard:
             done = await self._tracker.recorded(kind, queue_id=event.queue_id)
         if done is not True:
             return False
-        self._events.emit(lifecycle.duplicate(event))
+        self._events.emit(duplicate(event))
         DUPLICATES.labels(stage=self._stage).inc()
         return True

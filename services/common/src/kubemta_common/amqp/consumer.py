@@ -92,6 +92,12 @@ def returned_count(message: AbstractIncomingMessage) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
 
+def is_redelivery(message: AbstractIncomingMessage) -> bool:
+    """True when the broker delivered this message before (to a consumer that did not acknowledge it): the AMQP
+    `redelivered` flag, or a quorum queue's `x-delivery-count` above 0."""
+    return bool(message.redelivered) or returned_count(message) > 0
+
+
 def return_pause(base: float, returned: int, cap: float) -> float:
     """`base` doubled for each earlier return, at most `cap` (and never negative)."""
     return max(0.0, min(base * 2.0 ** min(returned, 32), cap))

@@ -9,7 +9,7 @@ unprocessable ones, with RabbitMQ's `x-death` header naming their original queue
 from collections.abc import Mapping
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp.publisher import Publisher
+from kubemta_common.amqp.publisher import HeldPublisher
 from kubemta_common.amqp.topology import HELD, ROUTE
 
 RELEASE_TO = "x-kubemta-release-to"
@@ -25,7 +25,7 @@ def held_headers(*, queue_id: str, job_id: str, decision_id: str, release_to: st
 
 
 async def hold_job(
-    publisher: Publisher, job: message_pb2.DeliveryJob | bytes, *, queue_id: str, job_id: str, decision_id: str
+    publisher: HeldPublisher, job: message_pb2.DeliveryJob | bytes, *, queue_id: str, job_id: str, decision_id: str
 ) -> None:
     """Publish a DeliveryJob (or its serialisation) to `held`, confirmed, released later to `route`."""
     body = job if isinstance(job, bytes) else job.SerializeToString()

@@ -53,6 +53,22 @@ class BusPublisher(Protocol):
         """Publish several (`Stage.outgoing`), their confirms awaited together; raises if any one failed."""
 
 
+class HeldPublisher(BusPublisher, Protocol):
+    """A `BusPublisher` that also publishes raw bodies with AMQP headers: what a service needs to hold a job
+    (kubemta_common.amqp.held: an admin-held job with its `x-kubemta-*` headers). `Publisher` is one."""
+
+    async def publish_raw(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        message_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Publish `body` to `routing_key` with AMQP `headers`, confirmed."""
+
+
 class Publisher:
     """Publishes protobuf payloads to the kubemta exchange with publisher confirms (a `BusPublisher`)."""
 

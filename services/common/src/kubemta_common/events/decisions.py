@@ -19,6 +19,9 @@ decision seen again (the stream read again) replaces itself.
 `DecisionFollower` keeps a `Decisions` up to date from the `decisions` stream with a
 `StreamReader` from its first record; `ready` is set once it read what the stream held when it
 started (or after a bounded wait), so a restarted service honours the rules issued before.
+
+`JobVerdicts` is what a service's handler asks about one DeliveryJob: it waits (bounded) for that
+`ready` before the first verdict, then asks the view (none configured: always GO_ON).
 """
 
 import asyncio
@@ -28,14 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from google.protobuf.message import DecodeError
 
-from kubemta.v1 import events_pb2
+from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.streams import DECISIONS
 from kubemta_common.events.stream_reader import StreamReader, StreamRecord
 from kubemta_common.logs import sanitize
+from kubemta_common.timestamps import to_datetime
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +53,9 @@ DEFAULT_MAX_AGE = 7 * 86400.0
 READY_WITHIN = 10.0
 """Longest a `DecisionFollower` waits to have read the stream before `ready` is set anyway."""
 NULL_SENDER = "<>"
+READY_WAIT = 30.0
+"""Longest a `JobVerdicts` waits for its follower to catch up before the first verdict (the follower gives up
+sooner itself, after READY_WITHIN: this bound is a second guard)."""
 
 
 class Action(StrEnum):
@@ -154,6 +162,40 @@ def _rule_of(decision: events_pb2.AdminDecision, order: int) -> _Rule | None:
         domain=domain,
         all=selector.all,
     )
+
+
+class DecisionView(Protocol):
+    """What a verdict needs: the operators' rules (`Decisions`; tests substitute a fake)."""
+
+    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> Verdict:
+        """What to do now with a job of this message for this domain."""
+        ...
+
+
+class JobVerdicts:
+    """The operators' verdict on a DeliveryJob, once the rules issued before the start were read (`ready`, the
+    follower's event; waited for at most `ready_within` seconds). Without `decisions`: never any (GO_ON)."""
+
+    def __init__(
+        self, decisions: DecisionView | None, ready: asyncio.Event | None = None, ready_within: float = READY_WAIT
+    ) -> None:
+        self._decisions = decisions
+        self._ready = ready
+        self._ready_within = ready_within
+
+    async def verdict(self, job: message_pb2.DeliveryJob) -> Verdict:
+        """DELETE, HOLD or NONE for `job` (its message's queue id, sender, arrival, and its domain)."""
+        if self._decisions is None:
+            return GO_ON
+        if self._ready is not None and not self._ready.is_set():
+            try:
+                async with asyncio.timeout(self._ready_within):
+                    await self._ready.wait()
+            except TimeoutError:
+                logger.warning("decisions not read within %.0fs; going on with what was read", self._ready_within)
+        return self._decisions.verdict(
+            queue_id=job.queue_id, sender=job.sender, domain=job.domain, arrival=to_datetime(job.arrival_time)
+        )
 
 
 def _key(decision: events_pb2.AdminDecision) -> str | bytes:

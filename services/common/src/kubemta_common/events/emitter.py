@@ -65,6 +65,17 @@ class EventSink(Protocol):
         ...
 
 
+class NoEvents:
+    """An `EventSink` that drops every event (a handler built without an event log)."""
+
+    def emit(self, event: events_pb2.LifecycleEvent) -> None:
+        """Drop `event`."""
+
+    async def record(self, event: events_pb2.LifecycleEvent) -> bool:
+        """Drop `event`; never confirmed."""
+        return False
+
+
 def event_kind(event: events_pb2.LifecycleEvent) -> str:
     """The event's kind: the name of its `kind` field (received, delivered, ...), "" when unset."""
     return event.WhichOneof("kind") or ""

@@ -24,7 +24,8 @@ import json
 import logging
 import re
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -82,6 +83,34 @@ def _segment(value: str) -> str:
 
 def _seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+class FirstQueueIds(Protocol):
+    """What the ingress' duplicate check asks the tracker (`TrackerClient.first_queue_id`)."""
+
+    def first_queue_id(self, dedup_key: str, within: float) -> Awaitable[object]:
+        """The queue id of the message queued with `dedup_key` within the last `within` seconds; anything but a
+        non-empty string means none or unknown."""
+        ...
+
+
+class DuplicateChecks(Protocol):
+    """What a redelivery guard asks the tracker about recorded work (`TrackerClient.recorded`)."""
+
+    async def recorded(
+        self, kind: str, *, queue_id: str = "", job_id: str = "", attempt: int | None = None
+    ) -> bool | None:
+        """Was the `kind` event (queued, routed, fate) of this message or job (at `attempt`) recorded; None when
+        unknown."""
+        ...
+
+
+class DeliveredRecipients(Protocol):
+    """What the delivery-worker's redelivery guard asks the tracker (`TrackerClient.delivered_recipients`)."""
+
+    async def delivered_recipients(self, job_id: str) -> list[events_pb2.RecipientOutcome] | None:
+        """The recipients of `job_id` recorded as delivered; None when unknown."""
+        ...
 
 
 class TrackerClient:
