@@ -2,10 +2,9 @@
 with recording events (tests/harness/fake_events.py), a fake tracker and a fake decisions view."""
 
 import asyncio
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
@@ -16,12 +15,13 @@ from kubemta_common.amqp.consumer import subscribe_deliveries
 from kubemta_common.amqp.held import DECISION_ID, JOB_ID, QUEUE_ID, RELEASE_TO
 from kubemta_common.amqp.topology import HELD, RESULTS
 from kubemta_common.errors import PermanentError
-from kubemta_common.events.decisions import GO_ON, Action, Decisions, Verdict
+from kubemta_common.events.decisions import Action, Decisions
 from kubemta_common.events.deletion import DELETED_DIAGNOSTIC
 from kubemta_delivery_worker.deliverer import Deliverer
 from kubemta_delivery_worker.handler import DeliverHandler
 from tests.harness.fake_events import RecordingEvents
 from tests.harness.fake_publisher import FakePublisher
+from tests.harness.fake_tracker import FakeDecisions, FakeTracker
 
 
 class OrderedEvents(RecordingEvents):
@@ -32,32 +32,14 @@ class OrderedEvents(RecordingEvents):
         self.publisher = publisher
         self.published_at_record: list[int] = []
 
-    async def record(self, event):  # type: ignore[no-untyped-def]
+    async def record(self, event: events_pb2.LifecycleEvent) -> bool:
         self.published_at_record.append(len(self.publisher.published))
         return await super().record(event)
 
 
-@dataclass
-class FakeTracker:
-    delivered: list[events_pb2.RecipientOutcome] | None = None
-    asked: list[str] = field(default_factory=list)
-
-    async def delivered_recipients(self, job_id: str) -> list[events_pb2.RecipientOutcome] | None:
-        self.asked.append(job_id)
-        return self.delivered
-
-
-@dataclass
-class FakeDecisions:
-    answer: Verdict = field(default_factory=lambda: GO_ON)
-    asked: list[dict[str, Any]] = field(default_factory=list)
-
-    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> Verdict:
-        self.asked.append({"queue_id": queue_id, "sender": sender, "domain": domain, "arrival": arrival})
-        return self.answer
-
-
-def incoming(body: bytes, *, redelivered: bool = False, **headers: Any) -> AbstractIncomingMessage:
+def incoming(body: bytes, *, redelivered: bool = False, returned: int = 0) -> AbstractIncomingMessage:
+    """A delivery of `body` from `deliver` (`returned`: its x-delivery-count header, when above 0)."""
+    headers = {"x-delivery-count": returned} if returned else {}
     message = SimpleNamespace(body=body, message_id="m1", headers=headers, redelivered=redelivered)
     message.routing_key = "deliver"
     return cast(AbstractIncomingMessage, message)
@@ -184,7 +166,7 @@ async def test_every_recipient_delivered_before_publishes_the_result_without_con
     tracker = FakeTracker(delivered=[delivered("b@dest.test"), delivered("a@dest.test")])
     handler = DeliverHandler(Deliverer(options), publisher, events=events, tracker=tracker)
 
-    await handle(handler)(incoming(the_job.SerializeToString(), **{"x-delivery-count": 1}))
+    await handle(handler)(incoming(the_job.SerializeToString(), returned=1))
 
     result = result_of(publisher)  # a connection would have been refused: deferred
     assert [(r.recipient, r.outcome) for r in result.recipients] == [
@@ -231,13 +213,9 @@ async def test_a_tracker_that_knows_no_delivery_changes_nothing(start_peer, host
     assert [r.recipient for r in result_of(publisher).recipients] == ["user@dest.test"]
 
 
-def decision(verb: int, dsn: bool = False) -> events_pb2.AdminDecision:
-    return events_pb2.AdminDecision(decision_id="D1", actor="ops", verb=verb, dsn=dsn)  # type: ignore[arg-type]
-
-
 async def test_delete_publishes_nothing_and_says_deleted(refused_host, job, options, parts):
     publisher, events = parts
-    decisions = FakeDecisions(Verdict(Action.DELETE, decision(events_pb2.DECISION_VERB_DELETE), False))
+    decisions = FakeDecisions.deciding(Action.DELETE)
     the_job = job([refused_host("mx1.dest.test")], ["a@dest.test", "b@dest.test"])
     the_job.arrival_time.FromSeconds(1_700_000_000)
     handler = DeliverHandler(Deliverer(options), publisher, events=events, decisions=decisions)
@@ -262,7 +240,7 @@ async def test_delete_publishes_nothing_and_says_deleted(refused_host, job, opti
 
 async def test_delete_with_a_dsn_reports_every_recipient_failed(refused_host, job, options, parts):
     publisher, events = parts
-    decisions = FakeDecisions(Verdict(Action.DELETE, decision(events_pb2.DECISION_VERB_DELETE, dsn=True), dsn=True))
+    decisions = FakeDecisions.deciding(Action.DELETE, dsn=True)
     the_job = job([refused_host("mx1.dest.test")], ["a@dest.test", "b@dest.test"])
     await handle(DeliverHandler(Deliverer(options), publisher, events=events, decisions=decisions))(
         incoming(the_job.SerializeToString())
@@ -279,7 +257,7 @@ async def test_delete_with_a_dsn_reports_every_recipient_failed(refused_host, jo
 
 async def test_hold_moves_the_job_to_held_with_its_headers(refused_host, job, options, parts):
     publisher, events = parts
-    decisions = FakeDecisions(Verdict(Action.HOLD, decision(events_pb2.DECISION_VERB_HOLD), False))
+    decisions = FakeDecisions.deciding(Action.HOLD)
     the_job = job([refused_host("mx1.dest.test")])
     body = the_job.SerializeToString()
     await handle(DeliverHandler(Deliverer(options), publisher, events=events, decisions=decisions))(incoming(body))
@@ -315,7 +293,7 @@ async def test_poison_and_malformed_holds_say_held(job, options, parts):
     handler = handle(DeliverHandler(Deliverer(options), publisher, events=events, delivery_limit=3))
     host = message_pb2.RouteHost(hostname="mx1.dest.test", address="127.0.0.1", port=1)
     with pytest.raises(PermanentError):
-        await handler(incoming(job([host]).SerializeToString(), **{"x-delivery-count": 3}))
+        await handler(incoming(job([host]).SerializeToString(), returned=3))
     with pytest.raises(PermanentError):
         await handler(incoming(job([]).SerializeToString()))
     assert [(e.held.reason, e.held.release_to) for e in events.events] == [

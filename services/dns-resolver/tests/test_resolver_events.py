@@ -16,13 +16,14 @@ from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp.held import DECISION_ID, JOB_ID, QUEUE_ID, RELEASE_TO
 from kubemta_common.amqp.topology import DELIVER, HELD, RESULTS, ROUTE
 from kubemta_common.errors import PublishFailed
-from kubemta_common.events.decisions import Action, Verdict
+from kubemta_common.events.decisions import Action
 from kubemta_common.timestamps import to_datetime
 from kubemta_dns_resolver.checks import JobChecks
 from kubemta_dns_resolver.handler import RouteHandler
 from kubemta_dns_resolver.lifecycle import routed
 from tests.harness.fake_events import RecordingEvents
 from tests.harness.fake_publisher import FakePublisher
+from tests.harness.fake_tracker import FakeDecisions, FakeTracker
 
 ARRIVAL = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)
 
@@ -37,32 +38,6 @@ class StaticRouter:
     async def route(self, domain: str) -> Any:
         self.asked.append(domain)
         return self.route_given
-
-
-class FakeTracker:
-    def __init__(self, answer: bool | None) -> None:
-        self.answer = answer
-        self.asked: list[tuple[str, str, str, int | None]] = []
-
-    async def recorded(
-        self, kind: str, *, queue_id: str = "", job_id: str = "", attempt: int | None = None
-    ) -> bool | None:
-        self.asked.append((kind, queue_id, job_id, attempt))
-        return self.answer
-
-
-class FakeDecisions:
-    def __init__(self, action: Action = Action.NONE, *, dsn: bool = False) -> None:
-        verb = {Action.DELETE: events_pb2.DECISION_VERB_DELETE, Action.HOLD: events_pb2.DECISION_VERB_HOLD}
-        decision = events_pb2.AdminDecision(
-            decision_id="D9", actor="ops", verb=verb.get(action, events_pb2.DECISION_VERB_UNSPECIFIED), dsn=dsn
-        )
-        self.given = Verdict(action, decision if action is not Action.NONE else None, dsn)
-        self.asked: list[dict[str, Any]] = []
-
-    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> Verdict:
-        self.asked.append({"queue_id": queue_id, "sender": sender, "domain": domain, "arrival": arrival})
-        return self.given
 
 
 @dataclass
@@ -189,7 +164,7 @@ async def test_a_first_delivery_does_not_ask_the_tracker() -> None:
 
 
 async def test_a_deleted_job_is_dropped_before_routing() -> None:
-    publisher, events, decisions = FakePublisher(), RecordingEvents(), FakeDecisions(Action.DELETE)
+    publisher, events, decisions = FakePublisher(), RecordingEvents(), FakeDecisions.deciding(Action.DELETE)
     router = StaticRouter(the_route())
     job = make_job()
     await RouteHandler(router, publisher, events=events, checks=JobChecks(decisions=decisions)).handle(job)
@@ -201,7 +176,7 @@ async def test_a_deleted_job_is_dropped_before_routing() -> None:
     deleted = event.deleted
     assert (deleted.stage, deleted.decision_id, deleted.actor, deleted.dsn_requested) == (
         "dns-resolver",
-        "D9",
+        "D1",
         "ops",
         False,
     )
@@ -210,7 +185,7 @@ async def test_a_deleted_job_is_dropped_before_routing() -> None:
 
 async def test_a_job_deleted_with_a_dsn_is_reported_failed_for_the_queue_manager_to_bounce() -> None:
     publisher, events = FakePublisher(), RecordingEvents()
-    checks = JobChecks(decisions=FakeDecisions(Action.DELETE, dsn=True))
+    checks = JobChecks(decisions=FakeDecisions.deciding(Action.DELETE, dsn=True))
     await handler(publisher, events, checks=checks).handle(make_job())
     ((key, body, message_id, kind),) = [
         (p.routing_key, p.body, p.message_id, p.message_type) for p in publisher.published
@@ -228,19 +203,19 @@ async def test_a_job_deleted_with_a_dsn_is_reported_failed_for_the_queue_manager
 async def test_a_held_job_goes_to_held_with_the_release_headers() -> None:
     publisher, events = FakePublisher(), RecordingEvents()
     job = make_job()
-    await handler(publisher, events, checks=JobChecks(decisions=FakeDecisions(Action.HOLD))).handle(job)
+    await handler(publisher, events, checks=JobChecks(decisions=FakeDecisions.deciding(Action.HOLD))).handle(job)
     assert publisher.published == []
     ((key, body, message_id, kind, headers),) = [
         (p.routing_key, p.body, p.message_id, p.message_type, p.headers) for p in publisher.raw
     ]
     assert (key, message_id, kind) == (HELD, "Q7.1", "kubemta.v1.DeliveryJob")
     assert message_pb2.DeliveryJob.FromString(body) == job
-    assert headers == {RELEASE_TO: ROUTE, QUEUE_ID: "Q7", JOB_ID: "Q7.1", DECISION_ID: "D9"}
+    assert headers == {RELEASE_TO: ROUTE, QUEUE_ID: "Q7", JOB_ID: "Q7.1", DECISION_ID: "D1"}
     (event,) = events.events
     assert (event.held.reason, event.held.release_to, event.held.decision_id, event.held.actor) == (
         "admin",
         ROUTE,
-        "D9",
+        "D1",
         "ops",
     )
 
@@ -248,13 +223,15 @@ async def test_a_held_job_goes_to_held_with_the_release_headers() -> None:
 async def test_a_hold_not_confirmed_records_nothing() -> None:
     publisher, events = FakePublisher(PublishFailed("no confirm")), RecordingEvents()
     with pytest.raises(PublishFailed):
-        await handler(publisher, events, checks=JobChecks(decisions=FakeDecisions(Action.HOLD))).handle(make_job())
+        await handler(publisher, events, checks=JobChecks(decisions=FakeDecisions.deciding(Action.HOLD))).handle(
+            make_job()
+        )
     assert events.events == []
 
 
 async def test_a_release_routes_as_usual() -> None:
     publisher, events = FakePublisher(), RecordingEvents()
-    await handler(publisher, events, checks=JobChecks(decisions=FakeDecisions(Action.NONE))).handle(make_job())
+    await handler(publisher, events, checks=JobChecks(decisions=FakeDecisions.deciding(Action.NONE))).handle(make_job())
     assert [sent.routing_key for sent in publisher.published] == [DELIVER]
 
 

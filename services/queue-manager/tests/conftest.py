@@ -22,18 +22,17 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from google.protobuf.message import Message
 
-from kubemta.v1 import events_pb2, message_pb2
+from kubemta.v1 import message_pb2
 from kubemta_common.amqp.stages import Outgoing, Stage
 from kubemta_common.amqp.topology import DSN
 from kubemta_common.bus_messages import Encoded
 from kubemta_common.errors import PublishFailed
-from kubemta_common.events.decisions import Action as DecisionAction
-from kubemta_common.events.decisions import Verdict
 from kubemta_queue_manager import dkim_cli
 from kubemta_queue_manager.dsn_requests import dsn_message, merged_report
 from kubemta_queue_manager.handlers import QueueManager
 from kubemta_queue_manager.settings import QueueManagerSettings
 from tests.harness.fake_events import RecordingEvents
+from tests.harness.fake_tracker import FakeDecisions, FakeTracker
 
 NOW = datetime(2026, 3, 2, 12, 0, 0, tzinfo=UTC)
 HOSTNAME = "mx.kubemta.test"
@@ -191,41 +190,6 @@ def sent_dsns(publisher: FakePublisher) -> list[message_pb2.AcceptedMessage]:
         dsn_message(merged_report(requests, HOSTNAME), queue_id=f"DSN{number}", now=NOW)
         for number, requests in enumerate(groups.values(), start=1)
     ]
-
-
-class FakeTracker:
-    """Answers `recorded` from a dictionary (None, "unknown", for anything else); records every question."""
-
-    def __init__(self) -> None:
-        self.answers: dict[tuple[str, str, str, int | None], bool | None] = {}
-        self.asked: list[tuple[str, str, str, int | None]] = []
-
-    async def recorded(
-        self, kind: str, *, queue_id: str = "", job_id: str = "", attempt: int | None = None
-    ) -> bool | None:
-        key = (kind, queue_id, job_id, attempt)
-        self.asked.append(key)
-        return self.answers.get(key)
-
-
-class FakeDecisions:
-    """Answers every verdict with `verdict`; records what was asked."""
-
-    def __init__(self) -> None:
-        self.verdict_given = Verdict(action=DecisionAction.NONE, decision=None, dsn=False)
-        self.asked: list[dict[str, Any]] = []
-
-    def decide(self, action: DecisionAction, *, dsn: bool = False, decision_id: str = "D1") -> None:
-        verb = {
-            DecisionAction.DELETE: events_pb2.DECISION_VERB_DELETE,
-            DecisionAction.HOLD: events_pb2.DECISION_VERB_HOLD,
-        }.get(action, events_pb2.DECISION_VERB_RELEASE)
-        decision = events_pb2.AdminDecision(decision_id=decision_id, actor="ops", verb=verb, dsn=dsn)
-        self.verdict_given = Verdict(action=action, decision=decision, dsn=dsn)
-
-    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> Verdict:
-        self.asked.append({"queue_id": queue_id, "sender": sender, "domain": domain, "arrival": arrival})
-        return self.verdict_given
 
 
 @dataclass
