@@ -244,8 +244,8 @@ def test_explain_names_the_cause_of_each_duplicate_from_the_tracker_timeline() -
         server.server_close()
     assert causes == {
         "queued twice (client retry not recognised)": 1,
-        "one job sent twice": 1,
-        "one job sent twice (two copies in flight)": 1,
+        "one job attempted twice, routed once": 1,
+        "one job routed twice and attempted twice": 1,
         "sent again, first attempt never recorded": 1,
         "not in the tracker's index": 1,
     }

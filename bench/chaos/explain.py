@@ -1,12 +1,14 @@
 """Why a message arrived twice, from the tracker's timeline of it (GET /v1/messages, /v1/messages/{queue_id}).
 
 - "queued twice (client retry not recognised)": the Message-ID has more than one queue id: the ingress
-  queued a client's retry of a message it had queued already (its `received` event was not on the stream
-  in time, or the tracker could not be asked).
-- "one job sent twice (two copies in flight)": a job has two `routed` and two `attempted` events: two copies
-  of its route job went down the pipeline (neither a redelivery the guards check).
-- "one job sent twice": two `attempted` events of one job, routed once (a redelivered job whose first
-  attempt the guard did not see).
+  queued a client's retry of a message it had queued already (the first copy's `received` event never
+  reached the stream, e.g. the ingress was killed between the inbound confirm and the event's confirm, or
+  the tracker could not be asked).
+- "one job routed twice and attempted twice": two copies of the job's deliver message went to the worker
+  (a route job handled twice, or a redelivery whose check found nothing or could not ask the tracker).
+- "one job attempted twice, routed once": the same, where one of the two `routed` events never reached the
+  stream (the resolver was killed between its publish and the event), or a redelivered deliver job whose
+  first attempt the worker's check did not see.
 - "sent again, first attempt never recorded": one `attempted` event: the worker was killed after the
   final dot and before it recorded the attempt (the window at-least-once delivery cannot close).
 """
@@ -42,8 +44,8 @@ def cause(base: str, token: str, message_id: str) -> str:
     if not twice:
         return "sent again, first attempt never recorded"
     if any(routed[job] > 1 for job in twice):
-        return "one job sent twice (two copies in flight)"
-    return "one job sent twice"
+        return "one job routed twice and attempted twice"
+    return "one job attempted twice, routed once"
 
 
 def explain(base: str, token: str, message_ids: list[str]) -> dict[str, int]:

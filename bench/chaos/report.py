@@ -115,7 +115,7 @@ def one_table(result: ChaosResult) -> str:
 def each_table(results: list[ChaosResult]) -> str:
     """kill-one runs, a row per run; with several runs of a service, a row adding them up."""
     header = ["killed", "accepted", "delivered", "lost", "duplicates", "dup %", "goal", "client retries",
-              "duplicates stopped", "wall s"]  # fmt: skip
+              "duplicates stopped", "why (tracker)", "wall s"]  # fmt: skip
     rows = []
     for r in results:
         rows.append(_each_row(r.mode.removeprefix("kill-one "), [r]))
@@ -129,19 +129,22 @@ def each_table(results: list[ChaosResult]) -> str:
 
 def _each_row(label: str, runs: list[ChaosResult]) -> list[str]:
     if any(r.skipped for r in runs):
-        return [label, "-", "-", "-", "-", "-", runs[0].skipped, "-", "-", "-"]
+        return [label, "-", "-", "-", "-", "-", runs[0].skipped, "-", "-", "-", "-"]
     accepted = sum(r.accepted for r in runs)
     delivered = sum(r.delivered for r in runs)
     lost = sum(len(r.lost) for r in runs)
     duplicates = sum(r.duplicates for r in runs)
     share = duplicates / delivered if delivered else 0.0
     guards: Counter[str] = Counter()
+    causes: Counter[str] = Counter()
     for r in runs:
         guards.update(r.guards)
+        causes.update(r.causes)
     goal = "met" if not lost and share <= DUPLICATE_GOAL else "NOT met"
     return [
         label, str(accepted), str(delivered), str(lost), str(duplicates), f"{100 * share:.1f}", goal,
         str(sum(r.client_retried for r in runs)), ", ".join(f"{key} {n}" for key, n in sorted(guards.items())) or "0",
+        "; ".join(f"{cause} {n}" for cause, n in causes.most_common()) or "-",
         f"{sum(r.wall_seconds for r in runs):.0f}",
     ]  # fmt: skip
 
