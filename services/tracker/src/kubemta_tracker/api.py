@@ -6,7 +6,9 @@ for invalid input: 422 with every problem named, never echoing the value). Query
 bounded in length and only ever bound as SQL parameters (queries.py): a hostile Message-ID or
 address is a string that matches nothing. The duplicate checks `jobs/{job_id}/delivered` and
 `recorded` first wait for a barrier (sync.py): 503 when the index did not catch up in time, and
-the caller then goes on as it would without a tracker.
+the caller then goes on as it would without a tracker. Request bodies are bounded in size
+(`KUBEMTA_TRACKER_MAX_BODY`) and in time (`KUBEMTA_TRACKER_BODY_TIMEOUT`) before routing and
+authentication (body_limit.py).
 """
 
 import time
@@ -21,6 +23,7 @@ from kubemta_common.amqp.topology import retry_queue_name
 from kubemta_tracker import metrics
 from kubemta_tracker.admin_api import router as admin_router
 from kubemta_tracker.auth import TokenAuth, require_read
+from kubemta_tracker.body_limit import BodyLimit
 from kubemta_tracker.context import TrackerContext, tracker_context
 from kubemta_tracker.queries import FindQuery
 
@@ -197,4 +200,7 @@ def create_app(context: TrackerContext) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.include_router(router)
     app.include_router(admin_router)
+    app.add_middleware(
+        BodyLimit, max_body=context.settings.tracker_max_body, timeout=context.settings.tracker_body_timeout
+    )
     return app

@@ -11,8 +11,15 @@ STREAM_OFFSET = Gauge("kubemta_tracker_stream_offset", "Offset of the last strea
 BARRIER_SYNCS = Counter(
     "kubemta_tracker_barrier_syncs_total", "Barrier syncs of duplicate checks by result", ["result"]
 )
+REFUSED_REQUESTS = Counter(
+    "kubemta_tracker_refused_requests_total",
+    "API requests refused before routing: body too large (413) or too slow to arrive (408)",
+    ["reason"],
+)
 
 for _stream in (EVENTS, DECISIONS):
     INDEXED_RECORDS.labels(stream=_stream)
 for _result in ("synced", "timeout"):
     BARRIER_SYNCS.labels(result=_result)
+for _reason in ("too_large", "too_slow"):
+    REFUSED_REQUESTS.labels(reason=_reason)

@@ -88,6 +88,23 @@ class TrackerSettings(ServiceSettings):
             "actor recorded in the admin action's event)"
         ),
     )
+    tracker_max_body: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description=(
+            "Largest request body the tracker API reads, in bytes (an admin command's JSON is under 2 KiB); a larger "
+            "one is answered 413 before routing and authentication, without reading the rest (body_limit.py)"
+        ),
+    )
+    tracker_body_timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Longest time a request body may take to arrive (uvicorn has no such bound); then 408 and the connection "
+            "is closed"
+        ),
+    )
     sync_timeout: Duration = Field(
         default=2.0,
         gt=0,
