@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import pytest
 from fastapi import FastAPI, Header, HTTPException
 from google.protobuf.json_format import MessageToDict
@@ -42,7 +41,7 @@ from kubemta_ingress.__main__ import build_servers
 from kubemta_ingress.server import SmtpServer
 from kubemta_ingress.settings import IngressSettings
 from tests.harness.ports import free_port
-from tests.harness.queues import first_message
+from tests.harness.queues import first_message, take_all
 from tests.harness.rabbitmq import Vhost
 from tests.harness.smtp_peer import ScriptedPeer
 
@@ -186,18 +185,19 @@ class RunningIngress:
 @pytest.fixture
 async def ingress(vhost: Vhost, tracker: StandInTracker) -> AsyncIterator[RunningIngress]:
     port = free_port("127.0.0.1")
-    settings = IngressSettings(
-        amqp_url=vhost.url,
-        hostname="mx.kubemta.test",
-        smtp_listen=f"127.0.0.1:{port}",
-        metrics_listen="",
-        local_domains="example.org",
-        relay_networks="127.0.0.0/8",
-        tracker_url=tracker.url,
-        tracker_token=TOKEN,
-        tracker_timeout=10.0,
-        duplicate_window="1h",
-    )
+    values: dict[str, Any] = {  # as the environment gives them: strings, parsed by the settings
+        "amqp_url": vhost.url,
+        "hostname": "mx.kubemta.test",
+        "smtp_listen": f"127.0.0.1:{port}",
+        "metrics_listen": "",
+        "local_domains": "example.org",
+        "relay_networks": "127.0.0.0/8",
+        "tracker_url": tracker.url,
+        "tracker_token": TOKEN,
+        "tracker_timeout": 10.0,
+        "duplicate_window": "1h",
+    }
+    settings = IngressSettings(**values)
     broker = make_broker(vhost.url, "ingress")
     broker_task = asyncio.create_task(broker.run())
     async with asyncio.timeout(WITHIN):
@@ -239,19 +239,9 @@ async def send(port: int, content: bytes, sender: str = "a@example.net", rcpts: 
     return text.removeprefix("2.0.0 Ok: queued as ")
 
 
-async def take_all(url: str, queue: str) -> list[message_pb2.AcceptedMessage]:
+async def accepted_on(url: str, queue: str) -> list[message_pb2.AcceptedMessage]:
     """Every message on `queue` now (taken): the publishes were confirmed before their 250, so all are there."""
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        source = await channel.get_queue(queue)
-        taken = []
-        async with asyncio.timeout(WITHIN):
-            while (delivery := await source.get(fail=False, no_ack=True)) is not None:
-                taken.append(message_pb2.AcceptedMessage.FromString(delivery.body))
-        return taken
-    finally:
-        await connection.close()
+    return [message_pb2.AcceptedMessage.FromString(body) for body in await take_all(url, queue, WITHIN)]
 
 
 def message(message_id: str | None, body: str = "Hello.") -> bytes:
@@ -265,7 +255,7 @@ async def test_a_client_retry_gets_the_first_queue_id_and_is_queued_once(
     first = await send(ingress.port, message("<retry-1@example.net>"))
     again = await send(ingress.port, message("<retry-1@example.net>"))
     assert again == first
-    [queued] = await take_all(vhost.url, INBOUND)
+    [queued] = await accepted_on(vhost.url, INBOUND)
     assert queued.queue_id == first and queued.message_id == "<retry-1@example.net>" and queued.listener == "smtp"
     await tracker.wait_for_kind("duplicate")  # the retry is on the stream too
 
@@ -277,7 +267,7 @@ async def test_a_client_retry_gets_the_first_queue_id_and_is_queued_once(
         await send(ingress.port, message(None)),
     ]
     assert len({first, *others}) == 6, "every other message was queued as a message of its own"
-    assert sorted(m.queue_id for m in await take_all(vhost.url, INBOUND)) == sorted(others)
+    assert sorted(m.queue_id for m in await accepted_on(vhost.url, INBOUND)) == sorted(others)
 
 
 # -- delivery worker -------------------------------------------------------------------------------------------

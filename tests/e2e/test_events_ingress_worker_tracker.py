@@ -14,12 +14,12 @@ import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aio_pika
 import pytest
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp.topology import INBOUND
 from tests.harness.ports import free_port
+from tests.harness.queues import take_all
 from tests.harness.rabbitmq import Vhost
 from tests.harness.stack import Stack
 
@@ -71,17 +71,7 @@ def smtp_send(port: int, recipients: list[str], content: bytes) -> str:
 
 async def inbound(url: str) -> list[message_pb2.AcceptedMessage]:
     """Every message on `inbound` now (taken)."""
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        queue = await channel.get_queue(INBOUND)
-        taken = []
-        async with asyncio.timeout(WITHIN):
-            while (delivery := await queue.get(fail=False, no_ack=True)) is not None:
-                taken.append(message_pb2.AcceptedMessage.FromString(delivery.body))
-        return taken
-    finally:
-        await connection.close()
+    return [message_pb2.AcceptedMessage.FromString(body) for body in await take_all(url, INBOUND, WITHIN)]
 
 
 async def test_the_real_tracker_recognises_a_client_retry(vhost: Vhost, running: int, stack: Stack) -> None:

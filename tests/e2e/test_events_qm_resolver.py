@@ -224,6 +224,23 @@ def the_job(queue_id: str, domain: str = "example.org", attempts: int = 1) -> me
     return job
 
 
+async def issue(
+    publisher: Publisher,
+    decision_id: str,
+    verb: "events_pb2.DecisionVerb.ValueType",
+    selector: events_pb2.Selector,
+    *,
+    dsn: bool,
+    at: datetime,
+) -> None:
+    """Append an operator's decision (actor "ops", decided `at`) to the `decisions` stream, confirmed."""
+    decision = events_pb2.AdminDecision(decision_id=decision_id, actor="ops", verb=verb, dsn=dsn, selector=selector)
+    decision.time.FromDatetime(at)
+    await publisher.publish_raw(
+        DECISIONS, decision.SerializeToString(), message_id=decision_id, message_type="kubemta.v1.AdminDecision"
+    )
+
+
 class Services:
     """A connected broker, its publisher, an EventLog on the `events` stream, and the TrackerClient of the
     stand-in tracker."""
@@ -338,13 +355,7 @@ async def test_the_resolver_honours_delete_and_hold_decisions_issued_before_it_s
         ("DHOLD", events_pb2.DECISION_VERB_HOLD, "held.test", False),
     ]
     for decision_id, verb, domain, dsn in decisions:
-        decision = events_pb2.AdminDecision(
-            decision_id=decision_id, actor="ops", verb=verb, dsn=dsn, selector=events_pb2.Selector(domain=domain)
-        )
-        decision.time.FromDatetime(now)
-        await publisher.publish_raw(
-            DECISIONS, decision.SerializeToString(), message_id=decision_id, message_type="kubemta.v1.AdminDecision"
-        )
+        await issue(publisher, decision_id, verb, events_pb2.Selector(domain=domain), dsn=dsn, at=now)
     domains = ("deleted.test", "bounced.test", "held.test", "routed.test")
     stack = Stack(tmp_path, {"KUBEMTA_AMQP_URL": vhost.url})
     try:
@@ -396,13 +407,7 @@ async def test_the_queue_manager_honours_delete_and_hold_decisions_on_results(vh
         ("DDSN", events_pb2.DECISION_VERB_DELETE, "QDSN", True),
         ("DHOLD", events_pb2.DECISION_VERB_HOLD, "QHOLD", False),
     ):
-        decision = events_pb2.AdminDecision(
-            decision_id=decision_id, actor="ops", verb=verb, dsn=dsn, selector=events_pb2.Selector(queue_id=queue_id)
-        )
-        decision.time.FromDatetime(now)
-        await publisher.publish_raw(
-            DECISIONS, decision.SerializeToString(), message_id=decision_id, message_type="kubemta.v1.AdminDecision"
-        )
+        await issue(publisher, decision_id, verb, events_pb2.Selector(queue_id=queue_id), dsn=dsn, at=now)
     stack = Stack(tmp_path, {"KUBEMTA_AMQP_URL": vhost.url})
     try:
         await stack.start(
