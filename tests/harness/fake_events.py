@@ -7,6 +7,8 @@ if the stream confirmed, False as during a stream outage (the handler must then 
 """
 
 import secrets
+from collections.abc import Sequence
+from typing import Protocol
 
 from kubemta.v1 import events_pb2
 from kubemta_common.events.emitter import event_kind
@@ -48,3 +50,24 @@ class RecordingEvents:
     def of_kind(self, kind: str) -> list[events_pb2.LifecycleEvent]:
         """The events of one kind, in order."""
         return [event for event in self.events if event_kind(event) == kind]
+
+
+class Publishes(Protocol):
+    """A fake publisher: what it confirmed so far."""
+
+    @property
+    def published(self) -> Sequence[object]: ...
+
+
+class PublishCountingEvents(RecordingEvents):
+    """Records, with each recorded event, how many messages `publisher` had confirmed by then
+    (`published_at_record`): whether an event was recorded before or after the publish it must follow."""
+
+    def __init__(self, publisher: Publishes, *, recorded: bool = True, service: str = "test") -> None:
+        super().__init__(recorded=recorded, service=service)
+        self.publisher = publisher
+        self.published_at_record: list[int] = []
+
+    async def record(self, event: events_pb2.LifecycleEvent) -> bool:
+        self.published_at_record.append(len(self.publisher.published))
+        return await super().record(event)

@@ -19,22 +19,9 @@ from kubemta_common.events.decisions import Action, Decisions
 from kubemta_common.events.deletion import DELETED_DIAGNOSTIC
 from kubemta_delivery_worker.deliverer import Deliverer
 from kubemta_delivery_worker.handler import DeliverHandler
-from tests.harness.fake_events import RecordingEvents
+from tests.harness.fake_events import PublishCountingEvents
 from tests.harness.fake_publisher import FakePublisher
 from tests.harness.fake_tracker import FakeDecisions, FakeTracker
-
-
-class OrderedEvents(RecordingEvents):
-    """Notes how many results were published when each event was recorded."""
-
-    def __init__(self, publisher: FakePublisher) -> None:
-        super().__init__(service="delivery-worker")
-        self.publisher = publisher
-        self.published_at_record: list[int] = []
-
-    async def record(self, event: events_pb2.LifecycleEvent) -> bool:
-        self.published_at_record.append(len(self.publisher.published))
-        return await super().record(event)
 
 
 def incoming(body: bytes, *, redelivered: bool = False, returned: int = 0) -> AbstractIncomingMessage:
@@ -59,7 +46,7 @@ def delivered(recipient: str, remote_mta: str = "mx1.dest.test") -> events_pb2.R
 @pytest.fixture
 def parts():
     publisher = FakePublisher()
-    return publisher, OrderedEvents(publisher)
+    return publisher, PublishCountingEvents(publisher, service="delivery-worker")
 
 
 def handle(handler: DeliverHandler):

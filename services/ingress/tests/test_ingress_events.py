@@ -18,7 +18,7 @@ from kubemta_ingress.dedup_key import dedup_key
 from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.server import SmtpServer
-from tests.harness.fake_events import RecordingEvents
+from tests.harness.fake_events import PublishCountingEvents
 from tests.harness.fake_publisher import FakePublisher
 from tests.harness.ingress_kit import HOSTNAME, RawClient
 
@@ -43,24 +43,11 @@ class FakeTracker:
         return self.answer
 
 
-class EventsSeeingPublisher(RecordingEvents):
-    """Records, with each recorded event, how many messages the publisher had confirmed by then."""
-
-    def __init__(self, publisher: FakePublisher, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.publisher = publisher
-        self.published_at_record: list[int] = []
-
-    async def record(self, event):  # type: ignore[no-untyped-def]
-        self.published_at_record.append(len(self.publisher.published))
-        return await super().record(event)
-
-
 @dataclass
 class Ingress:
     server: SmtpServer
     publisher: FakePublisher
-    events: EventsSeeingPublisher
+    events: PublishCountingEvents
     tracker: FakeTracker
     clients: list[RawClient] = field(default_factory=list)
 
@@ -84,7 +71,7 @@ async def ingress() -> AsyncIterator[Ingress]:
 
     async def start(*, window: float = 3600.0, tracker: FakeTracker | None = None, recorded: bool = True) -> Ingress:
         publisher = FakePublisher()
-        events = EventsSeeingPublisher(publisher, recorded=recorded, service="ingress")
+        events = PublishCountingEvents(publisher, recorded=recorded, service="ingress")
         tracker = tracker or FakeTracker()
         handler = IngressHandler(
             hostname=HOSTNAME,
