@@ -1,11 +1,12 @@
 """Fixtures of the tracker tests: event builders (`kit`), an index on a temporary file, an API client over a
-context without a broker, and, for the broker tests, a RabbitMQ vhost per test and in-process tracker replicas.
+context without a broker, and, for the broker tests, in-process tracker replicas (the RabbitMQ node and the vhost
+per test come from the shared plugin tests/harness/broker_fixtures.py).
 
 Test modules cannot import each other (--import-mode=importlib), so the helpers reach the tests as fixtures.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -26,7 +27,7 @@ from kubemta_tracker.ingest import Ingest
 from kubemta_tracker.settings import TrackerSettings
 from kubemta_tracker.sync import BarrierSync
 from tests.harness.fake_events import RecordingEvents
-from tests.harness.rabbitmq import BrokerNode, Vhost, find_or_start_broker
+from tests.harness.rabbitmq import Vhost
 
 READ_TOKEN = "read-token-0123456789abcdef"
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
@@ -202,24 +203,6 @@ async def make_client(index: Index) -> AsyncIterator[Callable[..., httpx.AsyncCl
 
 
 # -- broker tests ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def broker_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
-    node = find_or_start_broker(tmp_path_factory.mktemp("rabbitmq"))
-    try:
-        yield node
-    finally:
-        node.shutdown()
-
-
-@pytest.fixture
-def vhost(broker_node: BrokerNode) -> Iterator[Vhost]:
-    vhost = broker_node.create_vhost("kubemta-tracker-test")
-    try:
-        yield vhost
-    finally:
-        vhost.delete()
 
 
 class Replica:

@@ -4,7 +4,7 @@ RabbitMQ the commands do what admin_ops.py says."""
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import aio_pika
@@ -25,7 +25,7 @@ from kubemta_tracker.index import Index
 from kubemta_tracker.settings import TrackerSettings
 from kubemta_tracker.sync import BarrierSync
 from tests.harness.fake_events import RecordingEvents
-from tests.harness.rabbitmq import BrokerNode, Vhost, find_or_start_broker
+from tests.harness.rabbitmq import Vhost
 
 READ_TOKEN = "reader-token-0123456789abcdef"
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
@@ -204,24 +204,6 @@ async def test_any_selector_text_is_a_clean_answer(
 
 
 # --- against the broker ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def broker_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
-    node = find_or_start_broker(tmp_path_factory.mktemp("rabbitmq"))
-    try:
-        yield node
-    finally:
-        node.shutdown()
-
-
-@pytest.fixture
-def vhost(broker_node: BrokerNode) -> Iterator[Vhost]:
-    vhost = broker_node.create_vhost("kubemta-admin-api")
-    try:
-        yield vhost
-    finally:
-        vhost.delete()
 
 
 class Online:

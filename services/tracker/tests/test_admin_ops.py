@@ -2,7 +2,7 @@
 messages at least once and never lose one, and every command leaves its decision and events behind."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from kubemta_tracker.admin_ops import AdminOps
 from kubemta_tracker.queue_scan import BrokerUnavailable
 from kubemta_tracker.selectors import ALL, Selector
 from tests.harness.fake_events import RecordingEvents
-from tests.harness.rabbitmq import BrokerNode, Vhost, find_or_start_broker
+from tests.harness.rabbitmq import Vhost
 
 pytestmark = pytest.mark.broker
 
@@ -33,24 +33,6 @@ SHORT = 8.0
 LONG = 300.0
 DELAYS = [SHORT, LONG]
 WITHIN = 30.0
-
-
-@pytest.fixture(scope="module")
-def broker_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
-    node = find_or_start_broker(tmp_path_factory.mktemp("rabbitmq"))
-    try:
-        yield node
-    finally:
-        node.shutdown()
-
-
-@pytest.fixture
-def vhost(broker_node: BrokerNode) -> Iterator[Vhost]:
-    vhost = broker_node.create_vhost("kubemta-admin")
-    try:
-        yield vhost
-    finally:
-        vhost.delete()
 
 
 @dataclass
