@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from bench.chaos.config import ChaosConfig
 from bench.chaos.world import World, restart_broker
@@ -36,7 +37,8 @@ class ChaosLog:
     started: float = field(default_factory=time.monotonic)
 
     def note(self, text: str) -> None:
-        line = f"{time.monotonic() - self.started:7.1f}s {text}"
+        clock = datetime.now(UTC).strftime("%H:%M:%S.%f")[:10]  # to find the moment in the services' logs
+        line = f"{time.monotonic() - self.started:7.1f}s {clock} {text}"
         self.steps.append(line)
         say(line)
 
