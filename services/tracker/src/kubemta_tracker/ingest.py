@@ -7,6 +7,14 @@ transaction together with its last offset (indexer.py), so a restart resumes exa
 a batch delivered twice indexes once. Barrier events found in a batch wake the requests waiting
 for them (sync.py) after the batch is committed. A prune task drops what is older than the
 stream's retention (`KUBEMTA_EVENTS_MAX_AGE`), so the index never outlives the truth.
+
+Freshness without a barrier: the look-up of a client's retry (`GET /v1/duplicates/received`,
+asked for every incoming message) reads the index as it is. An event reaches it at most
+`FLUSH_SECONDS` (50 ms, the StreamReader's batch bound) after the broker delivered it, plus one
+SQLite transaction, so an event the stream confirmed `INDEXED_WITHIN` (about 0.1 s) before the
+look-up is normally indexed; a replica still replaying, or a writer thread busy with a large
+batch or a prune, can be later (the look-up then says "not found" and the message is queued
+again: at least once).
 """
 
 import asyncio
@@ -21,6 +29,9 @@ from kubemta_tracker.index import Index
 from kubemta_tracker.sync import BarrierSync
 
 logger = logging.getLogger(__name__)
+
+INDEXED_WITHIN = 0.1
+"""Seconds after its confirm by which an event is normally in the index (FLUSH_SECONDS plus a transaction)."""
 
 PREFETCH = 2000
 """Stream records in flight to this replica (a record is one EventBatch of up to 500 events)."""
