@@ -394,7 +394,7 @@ async def test_delete_drops_held_jobs_with_a_dsn_result(bus: Bus) -> None:
     assert deleted == 1
     [result_message] = await bus.take_all(stages.RESULTS.queue)
     result = message_pb2.DeliveryResult.FromString(result_message.body)
-    assert result.job.queue_id == "Q1"
+    assert (result.job.queue_id, result.reporter) == ("Q1", "tracker")
     assert [(r.recipient, r.outcome, r.status, r.diagnostic) for r in result.recipients] == [
         (rcpt, message_pb2.OUTCOME_PERMANENT, "5.3.0", "deleted by the administrator") for rcpt in result.job.recipients
     ]

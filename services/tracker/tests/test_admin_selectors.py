@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp.held import JOB_TYPE
-from kubemta_tracker.admin_ops import deletion_result
 from kubemta_tracker.selectors import ALL, Facts, Selector, facts_of
 
 JOB = message_pb2.DeliveryJob(
@@ -151,12 +150,3 @@ def test_facts_of_every_bus_type() -> None:
     assert facts_of(JOB_TYPE, b"\xff\xff\xff") is None
     assert facts_of("kubemta.v1.Unknown", JOB.SerializeToString()) is None
     assert facts_of(None, JOB.SerializeToString()) is None
-
-
-def test_a_deleted_job_fails_permanently_for_every_recipient() -> None:
-    result = deletion_result(JOB)
-    assert result.job == JOB and result.HasField("attempted_at")
-    assert [(r.recipient, r.outcome, r.status, r.diagnostic) for r in result.recipients] == [
-        ("bob@example.org", message_pb2.OUTCOME_PERMANENT, "5.3.0", "deleted by the administrator"),
-        ("carol@example.org", message_pb2.OUTCOME_PERMANENT, "5.3.0", "deleted by the administrator"),
-    ]

@@ -17,7 +17,8 @@ messages it moved right away, decision id).
   dead-lettered there (poison, malformed) to the queue `x-death` names; a `released` event each.
 - `delete(selector, dsn)`: the DELETE decision, then matching messages on `held` are dropped
   (`deleted` event, stage "held"); with `dsn`, a permanent-failure `DeliveryResult` ("5.3.0",
-  "deleted by the administrator") goes to `results` first so the queue-manager bounces it. Mail
+  "deleted by the administrator": kubemta_common.events.deletion, as the resolver and the worker
+  report it) goes to `results` first so the queue-manager bounces it. Mail
   elsewhere in the pipeline is deleted by its owner, through the decision.
 
 The commands compose two pieces: selectors.py (which messages a command names, matched as the services'
@@ -33,13 +34,14 @@ from collections.abc import Iterable
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from kubemta.v1 import events_pb2, message_pb2
+from kubemta.v1 import events_pb2
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.held import JOB_TYPE, hold_job, release_target
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.streams import DECISIONS
 from kubemta_common.amqp.topology import DSN, HELD, ROUTE, STAGE_QUEUES, large, retry_queue_name
+from kubemta_common.events.deletion import deletion_result
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.timestamps import now_timestamp
 from kubemta_tracker.queue_scan import BrokerUnavailable, QueueScan, Take
@@ -48,29 +50,10 @@ from kubemta_tracker.selectors import ALL, Facts, Selector, facts_of
 logger = logging.getLogger(__name__)
 
 DECISION_TYPE = events_pb2.AdminDecision.DESCRIPTOR.full_name
-DELETED_STATUS = "5.3.0"
-"""RFC 3463 §3.4 X.3.0: other or undefined mail system status (the administrator removed it)."""
-DELETED_DIAGNOSTIC = "deleted by the administrator"
+REPORTER = "tracker"
+"""The reporter of the results a deletion with a DSN publishes."""
 RELEASE_TARGETS = frozenset((*STAGE_QUEUES, DSN))
 """Where a release may send a held message back to: the queues that dead-letter to `held`."""
-
-
-def deletion_result(job: message_pb2.DeliveryJob) -> message_pb2.DeliveryResult:
-    """The permanent failure of every recipient of a deleted job, so the queue-manager bounces it (a DSN)."""
-    return message_pb2.DeliveryResult(
-        job=job,
-        recipients=[
-            message_pb2.RecipientResult(
-                recipient=recipient,
-                outcome=message_pb2.OUTCOME_PERMANENT,
-                status=DELETED_STATUS,
-                diagnostic=DELETED_DIAGNOSTIC,
-            )
-            for recipient in job.recipients
-        ],
-        attempted_at=now_timestamp(),
-        reporter="tracker",
-    )
 
 
 class AdminOps:
@@ -203,7 +186,8 @@ class AdminOps:
             bounced = dsn and facts.job is not None
             if bounced:
                 assert facts.job is not None
-                await self._publisher.publish(stages.RESULTS, deletion_result(facts.job), message_id=facts.job_id)
+                result = deletion_result(facts.job, reporter=REPORTER)
+                await self._publisher.publish(stages.RESULTS, result, message_id=facts.job_id)
             deleted = events_pb2.Deleted(
                 decision_id=decision.decision_id,
                 actor=actor,
@@ -287,4 +271,4 @@ class AdminOps:
         self._events.emit(events_pb2.LifecycleEvent(queue_id=selector.queue_id, admin_action=action))
 
 
-__all__ = ["AdminOps", "deletion_result"]
+__all__ = ["AdminOps"]
