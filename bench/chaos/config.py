@@ -23,7 +23,7 @@ class ChaosConfig:
     repeat: int = 1  # kill-one runs per service
     kill_interval: tuple[float, float] = (2.0, 5.0)  # seconds between two chaos steps (uniform)
     broker_restarts: int = 2
-    broker_restart: str = "app"  # "app": rabbitmqctl stop_app/start_app; "node": stop and start the node
+    broker_restart: str = "node"  # "node": stop the node and start it on the same data; "app": stop_app/start_app
     broker_down: float = 2.0  # seconds the broker stays down
     retry_pause: float = 0.5  # seconds a client waits before it sends a failed message again
     give_up: float = 180.0  # seconds a client keeps trying one message
@@ -78,8 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--clients", type=int, help="concurrent SMTP clients (full 8, quick 6)")
     add("--rate", type=float, help="messages per second over all clients (0: unpaced; quick 12)")
     add("--broker-restarts", type=int, help="broker restarts during the run (default 2)")
-    add("--broker-restart", choices=BROKER_RESTARTS, help="app: rabbitmqctl stop_app/start_app (default); node: "
-        "stop the node and start it again on the same data")  # fmt: skip
+    add("--broker-restart", choices=BROKER_RESTARTS, help="node: stop the node (its Erlang VM) and start it again "
+        "on the same data (default); app: rabbitmqctl stop_app/start_app")  # fmt: skip
     add("--tracker", choices=("auto", "on", "off"), help="run kubemta-tracker (auto: when it is installed)")
     add("--seed", type=int, help="random seed of the chaos (which service, when)")
     add("--workdir", type=Path, help="keep logs and the broker's data here")
