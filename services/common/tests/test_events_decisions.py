@@ -9,14 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubemta.v1 import events_pb2
+from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.streams import DECISIONS
 from kubemta_common.events.decisions import (
     GO_ON,
     Action,
+    BackgroundFollower,
     DecisionFollower,
     Decisions,
+    JobVerdicts,
     describe,
     normal_domain,
     normal_sender,
@@ -369,3 +371,35 @@ async def test_a_decision_published_later_is_applied_within_a_bounded_wait(vhost
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+@pytest.mark.broker
+async def test_a_background_follower_answers_job_verdicts_once_ready_and_stops(vhost: Vhost, broker: Broker) -> None:
+    await _publish(vhost.url, _now_decision(DELETE, domain="gone.example").SerializeToString())
+    following = BackgroundFollower(3600.0)
+    follower = following.start(broker)
+    job = message_pb2.DeliveryJob(queue_id="Q1", sender="a@b.example", domain="gone.example")
+    job.arrival_time.FromDatetime(datetime.now(UTC) - timedelta(minutes=1))
+    try:
+        async with asyncio.timeout(20):  # the first verdict waits for the follower to catch up
+            verdict = await JobVerdicts(follower.decisions, follower.ready).verdict(job)
+        assert follower.ready.is_set() and verdict.action is Action.DELETE
+        assert follower.decisions is following.decisions
+    finally:
+        await following.stop()
+    assert not [task for task in asyncio.all_tasks() if task.get_name() == "kubemta-decisions"]
+    await following.stop()  # again: nothing to stop
+
+
+async def test_job_verdicts_without_decisions_go_on_and_a_slow_follower_is_waited_for_a_bounded_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job = message_pb2.DeliveryJob(queue_id="Q1", sender="a@b.example", domain="held.example")
+    job.arrival_time.FromDatetime(NOW - timedelta(minutes=1))
+    assert await JobVerdicts(None).verdict(job) is GO_ON
+    view = decisions(decision(HOLD, domain="held.example"))
+    never = asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="kubemta_common.events.decisions"):
+        verdict = await JobVerdicts(view, never, ready_within=0.05).verdict(job)
+    assert verdict.action is Action.HOLD  # what was read decides
+    assert "decisions not read within" in caplog.text

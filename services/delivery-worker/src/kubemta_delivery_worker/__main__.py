@@ -7,12 +7,11 @@ KUBEMTA_TRACKER_URL).
 """
 
 import asyncio
-import contextlib
 
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe_deliveries
 from kubemta_common.command_line import service_main
-from kubemta_common.events.decisions import DecisionFollower, Decisions
+from kubemta_common.events.decisions import BackgroundFollower, DecisionFollower
 from kubemta_common.events.tracker_client import DeliveredRecipients, TrackerClient
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_delivery_worker.deliverer import Deliverer, build_deliverer
@@ -49,17 +48,15 @@ async def serve(stop: asyncio.Event) -> None:
     settings = WorkerSettings.load()
     core = ServiceCore(SERVICE, settings)
     deliverer = build_deliverer(settings)
-    follower = DecisionFollower(core.broker, Decisions(settings.decisions_max_age))
     tracker = TrackerClient.from_settings(settings)  # None: no redelivery guard
-    following = asyncio.create_task(follower.run(), name="kubemta-decisions")
+    following = BackgroundFollower(settings.decisions_max_age)
+    follower = following.start(core.broker)
     try:
         await serve_consumers(core, lambda c: build(c, settings, deliverer, follower=follower, tracker=tracker), stop)
     finally:
         if tracker is not None:
             await tracker.close()
-        following.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await following
+        await following.stop()
         await deliverer.close()  # QUIT the idle cached connections
 
 

@@ -1,7 +1,6 @@
 """Entry point of `kubemta-dns-resolver`: load the settings, build the router, consume `route`."""
 
 import asyncio
-import contextlib
 
 import dns.resolver
 
@@ -9,7 +8,7 @@ from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe_deliveries
 from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
-from kubemta_common.events.decisions import DecisionFollower, Decisions
+from kubemta_common.events.decisions import BackgroundFollower
 from kubemta_common.events.tracker_client import TrackerClient
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_common.ttl_cache import TtlLruCache
@@ -58,23 +57,18 @@ async def _main(stop: asyncio.Event) -> None:
     settings = ResolverSettings.load()
     router = build_router(settings)
     tracker = TrackerClient.from_settings(settings)
-    decisions = Decisions(settings.decisions_max_age)
-    background: list[asyncio.Task[None]] = []
+    following = BackgroundFollower(settings.decisions_max_age)
 
     def build(core: ServiceCore) -> list[ConsumerSpec]:
-        follower = DecisionFollower(core.broker, decisions)
-        background.append(asyncio.create_task(follower.run(), name="kubemta-decisions"))
-        checks = JobChecks(tracker, decisions, follower.ready)
+        follower = following.start(core.broker)
+        checks = JobChecks(tracker, follower.decisions, follower.ready)
         handler = RouteHandler(router, core.publisher, events=core.events, checks=checks)
         return both_lanes(subscribe_deliveries(stages.ROUTE, handler.handle))
 
     try:
         await serve_consumers(ServiceCore(SERVICE, settings), build, stop)
     finally:
-        for task in background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await following.stop()
         if tracker is not None:
             await tracker.close()
 

@@ -4,12 +4,11 @@ DKIM keys are made by `kubemta-admin dkim ...` (dkim_cli).
 """
 
 import asyncio
-import contextlib
 
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe, subscribe_deliveries
 from kubemta_common.command_line import service_main
-from kubemta_common.events.decisions import DecisionFollower, Decisions
+from kubemta_common.events.decisions import BackgroundFollower
 from kubemta_common.events.tracker_client import TrackerClient
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, consume, serve_consumers
 from kubemta_mail_auth.dkim.keys import KeyStore
@@ -31,19 +30,17 @@ async def serve(stop: asyncio.Event) -> None:
     core = ServiceCore(SERVICE, settings)
     signer = DkimSigner(KeyStore(settings.dkim_keys_dir)) if settings.dkim_keys_dir is not None else None
     tracker = TrackerClient.from_settings(settings)
-    decisions = Decisions(settings.decisions_max_age)
-    background: list[asyncio.Task[None]] = []
+    following = BackgroundFollower(settings.decisions_max_age)
 
     def build(core: ServiceCore) -> list[ConsumerSpec]:
-        follower = DecisionFollower(core.broker, decisions)
-        background.append(asyncio.create_task(follower.run(), name="kubemta-decisions"))
+        follower = following.start(core.broker)
         manager = QueueManager(
             settings,
             core.publisher,
             events=core.events,
             signer=signer,
             tracker=tracker,
-            decisions=decisions,
+            decisions=follower.decisions,
             decisions_ready=follower.ready,
         )
         return [
@@ -61,10 +58,7 @@ async def serve(stop: asyncio.Event) -> None:
     try:
         await serve_consumers(core, build, stop)
     finally:
-        for task in background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await following.stop()
         if tracker is not None:
             await tracker.close()
 

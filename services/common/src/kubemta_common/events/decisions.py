@@ -25,6 +25,7 @@ started (or after a bounded wait), so a restarted service honours the rules issu
 """
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -363,3 +364,27 @@ class DecisionFollower:
                 continue
             logger.info("admin decision %s", describe(decision))
             self.decisions.apply(decision)
+
+
+class BackgroundFollower:
+    """A service's follower of the operators' decisions: `start(broker)` runs a `DecisionFollower` of `decisions`
+    (a new `Decisions(max_age)`) as a background task (named "kubemta-decisions"), `stop()` cancels and awaits
+    it."""
+
+    def __init__(self, max_age: float) -> None:
+        self.decisions = Decisions(max_age)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, broker: Broker) -> DecisionFollower:
+        """Start following the `decisions` stream on `broker`; the follower's `ready` tells when it caught up."""
+        follower = DecisionFollower(broker, self.decisions)
+        self._tasks.append(asyncio.create_task(follower.run(), name="kubemta-decisions"))
+        return follower
+
+    async def stop(self) -> None:
+        """Stop following (what was read stays in `decisions`)."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
