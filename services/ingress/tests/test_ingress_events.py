@@ -135,6 +135,7 @@ async def test_received_is_recorded_after_the_confirm_with_every_field(ingress):
     assert received.authenticated_user == ""
     assert received.trust == message_pb2.TRUST_RELAY_NETWORK
     assert received.arrival_time == message.arrival_time
+    assert event.time == message.arrival_time  # in a timeline it comes before what the queue-manager did with it
     assert received.headers == MESSAGE.split(b"\r\n\r\n")[0] + b"\r\n"
     assert received.dedup_key == message.dedup_key
     assert received.listener == "smtp"
