@@ -106,10 +106,17 @@ def duplicates() -> float:
     return REGISTRY.get_sample_value("kubemta_duplicates_total", {"stage": "ingress"}) or 0.0
 
 
+def queued_as(reply: str) -> str:
+    """The queue id a 250 reply names."""
+    match = QUEUED.match(reply)
+    assert match is not None, reply
+    return match[1]
+
+
 async def test_accepted_message_carries_message_id_listener_and_dedup_key(ingress):
     one = await ingress()
     reply = await one.send()
-    queue_id = QUEUED.match(reply)[1]
+    queue_id = queued_as(reply)
     message = accepted(one)
     assert message.queue_id == queue_id
     assert message.message_id == "<m1@example.net>"
@@ -120,7 +127,7 @@ async def test_accepted_message_carries_message_id_listener_and_dedup_key(ingres
 async def test_received_is_recorded_after_the_confirm_with_every_field(ingress):
     one = await ingress()
     reply = await one.send()
-    queue_id = QUEUED.match(reply)[1]
+    queue_id = queued_as(reply)
     assert one.events.kinds() == ["received"]
     assert one.events.published_at_record == [1]  # the inbound publish was confirmed before the record
     event = one.events.events[0]
@@ -162,8 +169,8 @@ async def test_the_accepted_log_line_carries_the_message_id(ingress, caplog):
         await one.send()
     lines = [record for record in caplog.records if record.getMessage() == "accepted"]
     assert len(lines) == 1
-    assert lines[0].message_id == "<m1@example.net>"  # type: ignore[attr-defined]
-    assert lines[0].listener == "smtp"  # type: ignore[attr-defined]
+    assert lines[0].message_id == "<m1@example.net>"
+    assert lines[0].listener == "smtp"
 
 
 async def test_a_client_retry_gets_the_first_queue_id_and_is_not_queued(ingress):
@@ -198,7 +205,7 @@ async def test_a_tracker_that_does_not_know_lets_the_message_through(ingress, an
 async def test_a_tracker_answer_that_is_not_a_queue_id_never_reaches_the_reply(ingress, answer):
     one = await ingress(tracker=FakeTracker(answer=answer))
     reply = await one.send()
-    queue_id = QUEUED.match(reply)[1]
+    queue_id = queued_as(reply)
     assert queue_id == accepted(one).queue_id
     assert len(one.publisher.published) == 1
 
