@@ -172,6 +172,40 @@ def test_a_release_does_not_free_mail_that_arrived_after_it_from_an_older_hold()
     assert ask(view, arrival=NOW - timedelta(minutes=1)) is Action.HOLD
 
 
+def test_a_job_released_since_a_hold_is_not_held_again_by_it_before_the_release_decision_is_read() -> None:
+    """The tracker sends a released job back to `route` right after appending the RELEASE decision; a resolver
+    may get the job first. The job says when it was released (DeliveryJob.released_at)."""
+    hold = decision(HOLD, domain="example.org", at=NOW - timedelta(minutes=2))
+    view = decisions(hold)  # the RELEASE decision has not been read here yet
+    arrival = NOW - timedelta(hours=1)
+    released = view.verdict(
+        queue_id="Q1", sender="a@b", domain="example.org", arrival=arrival, released_at=NOW - timedelta(minutes=1)
+    )
+    assert released.action is Action.NONE
+    assert view.verdict(queue_id="Q1", sender="a@b", domain="example.org", arrival=arrival).action is Action.HOLD
+    hold_again = decision(HOLD, queue_id="Q1", at=NOW)  # a hold issued after the release still holds it
+    view.apply(hold_again)
+    again = view.verdict(
+        queue_id="Q1", sender="a@b", domain="example.org", arrival=arrival, released_at=NOW - timedelta(minutes=1)
+    )
+    assert again.action is Action.HOLD and again.decision == hold_again
+    view.apply(decision(DELETE, queue_id="Q1", at=NOW - timedelta(minutes=3)))  # a release never undoes a delete
+    assert (
+        view.verdict(queue_id="Q1", sender="a@b", domain="example.org", arrival=arrival, released_at=NOW).action
+        is Action.DELETE
+    )
+
+
+async def test_job_verdicts_pass_the_jobs_release_time() -> None:
+    view = decisions(decision(HOLD, domain="example.org", at=NOW - timedelta(minutes=2)))
+    job = message_pb2.DeliveryJob(queue_id="Q1", sender="a@b", domain="example.org")
+    job.arrival_time.FromDatetime(NOW - timedelta(hours=1))
+    verdicts = JobVerdicts(view)
+    assert (await verdicts.verdict(job)).action is Action.HOLD
+    job.released_at.FromDatetime(NOW - timedelta(minutes=1))
+    assert (await verdicts.verdict(job)).action is Action.NONE
+
+
 def test_release_all_matches_every_message_before_it() -> None:
     view = decisions(decision(HOLD, domain="example.org", at=NOW), decision(RELEASE, all=True, at=NOW))
     assert ask(view) is Action.NONE

@@ -10,6 +10,7 @@ from typing import Any
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp import stages
@@ -346,10 +347,15 @@ async def test_release_sends_admin_held_jobs_to_route_and_poison_to_its_origin(b
 
     assert moved == 2
     [back] = await bus.take_all(ROUTE)
-    assert message_pb2.DeliveryJob.FromString(back.body).queue_id == "Q1"
+    released_job = message_pb2.DeliveryJob.FromString(back.body)
+    assert released_job.queue_id == "Q1"
     assert RELEASE_TO not in (back.headers or {})
     [origin] = await bus.take_all("deliver")
-    assert message_pb2.DeliveryJob.FromString(origin.body) == poison
+    released_poison = message_pb2.DeliveryJob.FromString(origin.body)
+    # marked released at the decision's time: a resolver that has not read the RELEASE yet does not hold it again
+    assert released_job.released_at == released_poison.released_at != Timestamp()
+    released_poison.ClearField("released_at")
+    assert released_poison == poison
     assert origin.type == JOB_TYPE and origin.message_id == "Q2.1"
     assert "x-death" not in (origin.headers or {})  # a fresh start: its delivery count begins again
     assert await bus.depth(HELD) == 0
@@ -358,6 +364,7 @@ async def test_release_sends_admin_held_jobs_to_route_and_poison_to_its_origin(b
     [decision] = decisions_of(await read_stream(bus.url, DECISIONS, lambda bodies: bool(bodies)))
     assert decision.verb == events_pb2.DECISION_VERB_RELEASE and decision.selector.all
     assert decision.decision_id == decision_id
+    assert released_job.released_at == decision.time
 
 
 async def test_release_by_selector_leaves_the_rest_held(bus: Bus) -> None:

@@ -31,13 +31,14 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Iterable
+from datetime import UTC
 
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import events_pb2
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.broker import Broker
-from kubemta_common.amqp.held import JOB_TYPE, hold_job, release_target
+from kubemta_common.amqp.held import JOB_TYPE, hold_job, release_target, released_job
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.streams import DECISIONS
 from kubemta_common.amqp.topology import DSN, HELD, ROUTE, STAGE_QUEUES, large, retry_queue_name
@@ -152,9 +153,12 @@ class AdminOps:
                     target,
                 )
                 return False
+            body = message.body
+            if message.type == JOB_TYPE and facts is not None:  # facts: it decoded as a DeliveryJob
+                body = released_job(body, decision.time.ToDatetime(UTC))
             await self._publisher.publish_raw(
                 target,
-                message.body,
+                body,
                 message_id=message.message_id or (facts.job_id if facts else ""),
                 message_type=message.type or "",
             )

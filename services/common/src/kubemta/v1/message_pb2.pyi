@@ -326,6 +326,7 @@ class DeliveryJob(_message.Message):
     SMTPUTF8_FIELD_NUMBER: _builtins.int
     GENERATED_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    RELEASED_AT_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     job_id: _builtins.str
     """Unique per job (queue id + domain); stable across retries."""
@@ -348,6 +349,12 @@ class DeliveryJob(_message.Message):
     def route(self) -> Global___Route:
         """Set by the dns-resolver; empty until then."""
 
+    @_builtins.property
+    def released_at(self) -> _timestamp_pb2.Timestamp:
+        """When an operator last released the job from `held`: HOLD decisions issued before it do not hold it
+        again (the RELEASE decision may reach a service after the released job does).
+        """
+
     def __init__(
         self,
         *,
@@ -364,10 +371,11 @@ class DeliveryJob(_message.Message):
         smtputf8: _builtins.bool = ...,
         generated: _builtins.bool = ...,
         message_id: _builtins.str = ...,
+        released_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "route", b"route"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "released_at", b"released_at", "route", b"route"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "attempts", b"attempts", "content", b"content", "delay_warning_sent", b"delay_warning_sent", "domain", b"domain", "generated", b"generated", "job_id", b"job_id", "message_id", b"message_id", "queue_id", b"queue_id", "recipients", b"recipients", "route", b"route", "sender", b"sender", "smtputf8", b"smtputf8"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "attempts", b"attempts", "content", b"content", "delay_warning_sent", b"delay_warning_sent", "domain", b"domain", "generated", b"generated", "job_id", b"job_id", "message_id", b"message_id", "queue_id", b"queue_id", "recipients", b"recipients", "released_at", b"released_at", "route", b"route", "sender", b"sender", "smtputf8", b"smtputf8"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,6 +7,7 @@ unprocessable ones, with RabbitMQ's `x-death` header naming their original queue
 """
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp.publisher import HeldPublisher
@@ -31,6 +32,14 @@ async def hold_job(
     body = job if isinstance(job, bytes) else job.SerializeToString()
     headers = held_headers(queue_id=queue_id, job_id=job_id, decision_id=decision_id)
     await publisher.publish_raw(HELD, body, message_id=job_id, message_type=JOB_TYPE, headers=headers)
+
+
+def released_job(body: bytes, released_at: datetime) -> bytes:
+    """A held DeliveryJob's body as released at `released_at` (DeliveryJob.released_at: the holds issued before it
+    no longer apply to the job, even in a service that has not read the RELEASE decision yet)."""
+    job = message_pb2.DeliveryJob.FromString(body)
+    job.released_at.FromDatetime(released_at)
+    return job.SerializeToString()
 
 
 def release_target(headers: Mapping[str, object] | None) -> str | None:

@@ -168,8 +168,10 @@ def _rule_of(decision: events_pb2.AdminDecision, order: int) -> _Rule | None:
 class DecisionView(Protocol):
     """What a verdict needs: the operators' rules (`Decisions`; tests substitute a fake)."""
 
-    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> Verdict:
-        """What to do now with a job of this message for this domain."""
+    def verdict(
+        self, *, queue_id: str, sender: str, domain: str, arrival: datetime, released_at: datetime | None = None
+    ) -> Verdict:
+        """What to do now with a job of this message for this domain (released by an operator at `released_at`)."""
         ...
 
 
@@ -195,7 +197,11 @@ class JobVerdicts:
             except TimeoutError:
                 logger.warning("decisions not read within %.0fs; going on with what was read", self._ready_within)
         return self._decisions.verdict(
-            queue_id=job.queue_id, sender=job.sender, domain=job.domain, arrival=to_datetime(job.arrival_time)
+            queue_id=job.queue_id,
+            sender=job.sender,
+            domain=job.domain,
+            arrival=to_datetime(job.arrival_time),
+            released_at=to_datetime(job.released_at) if job.HasField("released_at") else None,
         )
 
 
@@ -280,13 +286,19 @@ class Decisions:
                 )
             self._remove(key)
 
-    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> Verdict:
+    def verdict(
+        self, *, queue_id: str, sender: str, domain: str, arrival: datetime, released_at: datetime | None = None
+    ) -> Verdict:
         """What the operators' rules say about a job of message `queue_id` (from `sender`, to `domain`) that
-        arrived at `arrival` (a naive time is taken as UTC)."""
+        arrived at `arrival` (a naive time is taken as UTC). A job an operator released at `released_at` is not
+        held again by a HOLD issued before then: the tracker sends it back to `route` right after appending the
+        RELEASE decision, and a service may get the job before it read the decision."""
         if not self._rules:
             return GO_ON
         if arrival.tzinfo is None:
             arrival = arrival.replace(tzinfo=UTC)
+        if released_at is not None and released_at.tzinfo is None:
+            released_at = released_at.replace(tzinfo=UTC)
         self._prune()
         sender_key = normal_sender(sender)
         domain_key = normal_domain(domain)
@@ -304,6 +316,8 @@ class Decisions:
             if rule.verb == events_pb2.DECISION_VERB_DELETE:
                 if delete is None or _later(rule, delete):
                     delete = rule
+            elif rule.verb == events_pb2.DECISION_VERB_HOLD and released_at is not None and rule.time <= released_at:
+                continue  # released since: this hold is over for the job
             elif hold_or_release is None or _later(rule, hold_or_release):
                 hold_or_release = rule
         if delete is not None:
