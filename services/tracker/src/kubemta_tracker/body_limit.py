@@ -11,10 +11,13 @@ authentication, the same for every path and every caller:
 - a `Content-Length` over the limit is answered 413 right away, without reading the body (and,
   for `Expect: 100-continue`, without inviting it);
 - any other body (chunked, or within its declared length) is read in full before the app sees
-  the request, counted as it arrives: past the limit, 413; not complete within the timeout, 408.
+  the request, counted as it arrives: past the limit, 413; not complete within the timeout, 408;
+- a request without a body (no Content-Length or 0, no Transfer-Encoding) goes to the app as it is.
   The app then gets the body from memory (at most the limit per request).
 Both answers close the connection (the rest of the body is not read) and say only what was
-wrong with the request: nothing of the route, the token or the index.
+wrong with the request: nothing of the route, the token or the index. uvicorn closes at once (no
+lingering close), so a client still sending at that moment may see the connection reset rather
+than read the answer; either way it is cut off.
 """
 
 import asyncio
@@ -42,6 +45,10 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
+        if declared == 0 or (declared is None and not _chunked(scope)):
+            # no body (RFC 9112 §6.3: neither Content-Length nor Transfer-Encoding is a body of length 0)
+            await self.app(scope, receive, send)
+            return
         if declared is not None and declared > self.max_body:
             await self._refuse(send, 413, "too_large", f"the request body is larger than {self.max_body} bytes")
             return
@@ -105,3 +112,8 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _chunked(scope: Scope) -> bool:
+    """Whether the request has a Transfer-Encoding (in HTTP/1.1, chunked: h11 refuses any other)."""
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
