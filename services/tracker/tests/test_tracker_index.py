@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -234,15 +235,20 @@ async def test_undecodable_records_are_skipped_and_barriers_returned(index: Inde
     assert await _count(index, "events") == 1  # barriers are not in the timeline
 
 
-async def test_prune_drops_what_the_stream_dropped(index: Index, kit: Any) -> None:
+@pytest.mark.parametrize("slice_rows", [1, 2, 5000])
+async def test_prune_drops_what_the_stream_dropped(index: Index, kit: Any, slice_rows: int) -> None:
+    """In slices of any size (one transaction each) the prune drops the same."""
     old = kit.delivered_message("Q1", at=0, dedup_key="ab" * 32)
-    new = kit.delivered_message("Q2", at=1000)
-    await index.index_events([(0, kit.batch(*old, *new))])
-    dropped = await index.prune(kit.T0.timestamp() + 500)
-    assert dropped == 5
+    old_too = kit.delivered_message("Q3", at=10, dedup_key="cd" * 32, recipients=("eve@example.org",))
+    new = kit.delivered_message("Q2", at=1000, dedup_key="ef" * 32)
+    await index.index_events([(0, kit.batch(*old, *old_too, *new))])
+    dropped = await index.prune(kit.T0.timestamp() + 500, slice_rows=slice_rows)
+    assert dropped == 10
     rows = await index.read(index.reader.find, FindQuery())
     assert [row["queue_id"] for row in rows] == ["Q2"]
     assert await index.read(index.reader.first_queue_id, "ab" * 32, 0.0) is None
+    assert await index.read(index.reader.first_queue_id, "cd" * 32, 0.0) is None
+    assert await index.read(index.reader.first_queue_id, "ef" * 32, 0.0) == "Q2"
     assert await _count(index, "jobs") == 1
     assert await _count(index, "recipients") == 1
 

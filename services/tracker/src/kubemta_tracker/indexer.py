@@ -117,26 +117,52 @@ class IndexWriter:
                     ),
                 )
 
-    def prune(self, cutoff: float) -> int:
-        """Drop messages received and events written before `cutoff` (epoch seconds); events dropped."""
+    def prune(self, cutoff: float, limit: int) -> tuple[int, bool]:
+        """Drop up to `limit` messages received and up to `limit` rows of each other table written before `cutoff`
+        (epoch seconds), in one transaction; (events dropped, whether more is left to drop). One slice at a time,
+        so the batches queued for this thread meanwhile are indexed between two slices."""
         db = self._db
+        more = False
+
+        def sliced(deleted: int) -> int:
+            nonlocal more
+            more = more or deleted >= limit
+            return deleted
+
         db.execute("BEGIN IMMEDIATE")
         try:
-            old = "SELECT queue_id FROM messages WHERE received_at < ?"
-            db.execute(f"DELETE FROM recipients WHERE queue_id IN ({old})", (cutoff,))
-            db.execute(f"DELETE FROM jobs WHERE queue_id IN ({old})", (cutoff,))
-            db.execute(f"DELETE FROM held WHERE queue_id IN ({old})", (cutoff,))
-            db.execute("DELETE FROM messages WHERE received_at < ?", (cutoff,))
-            db.execute("DELETE FROM jobs WHERE state_time < ?", (cutoff,))
-            db.execute("DELETE FROM dedup WHERE received_at < ?", (cutoff,))
-            dropped = db.execute("DELETE FROM events WHERE time < ?", (cutoff,)).rowcount
+            old = [
+                row
+                for row in db.execute("SELECT queue_id FROM messages WHERE received_at < ? LIMIT ?", (cutoff, limit))
+            ]
+            sliced(len(old))
+            for table in ("recipients", "jobs", "held", "messages"):
+                db.executemany(f"DELETE FROM {table} WHERE queue_id = ?", old)
+            sliced(
+                db.execute(
+                    "DELETE FROM jobs WHERE job_id IN (SELECT job_id FROM jobs WHERE state_time < ? LIMIT ?)",
+                    (cutoff, limit),
+                ).rowcount
+            )
+            sliced(
+                db.execute(
+                    "DELETE FROM dedup WHERE (dedup_key, received_at, queue_id) IN"
+                    " (SELECT dedup_key, received_at, queue_id FROM dedup WHERE received_at < ? LIMIT ?)",
+                    (cutoff, limit),
+                ).rowcount
+            )
+            dropped = sliced(
+                db.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE time < ? LIMIT ?)", (cutoff, limit)
+                ).rowcount
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         finally:
             self._load_held()
-        return dropped
+        return dropped, more
 
     class _Tx:
         def __init__(self, db: sqlite3.Connection, stream: str, records: Sequence[Record]) -> None:

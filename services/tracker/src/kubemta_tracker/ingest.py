@@ -12,9 +12,10 @@ Freshness without a barrier: the look-up of a client's retry (`GET /v1/duplicate
 asked for every incoming message) reads the index as it is. An event reaches it at most
 `FLUSH_SECONDS` (50 ms, the StreamReader's batch bound) after the broker delivered it, plus one
 SQLite transaction, so an event the stream confirmed `INDEXED_WITHIN` (about 0.1 s) before the
-look-up is normally indexed; a replica still replaying, or a writer thread busy with a large
-batch or a prune, can be later (the look-up then says "not found" and the message is queued
-again: at least once).
+look-up is normally indexed. The prune shares the writer thread and drops in slices of
+`PRUNE_SLICE` rows (index.py), so a batch waits for one slice, not for the whole prune. A
+replica still replaying, or a writer busy with a large batch, can be later (the look-up then
+says "not found" and the message is queued again: at least once).
 """
 
 import asyncio

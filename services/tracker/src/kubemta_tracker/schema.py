@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS dedup (
     queue_id TEXT NOT NULL,
     PRIMARY KEY (dedup_key, received_at, queue_id)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_received_at ON dedup (received_at);
 
 CREATE TABLE IF NOT EXISTS held (
     key TEXT PRIMARY KEY,
