@@ -37,7 +37,8 @@ def pod_of(docs: list[dict[str, Any]], name: str) -> tuple[dict[str, Any], dict[
 
 
 def secrets_volume(pod: dict[str, Any]) -> dict[str, Any]:
-    (volume,) = [volume for volume in pod["volumes"] if volume["name"] == "kubemta-secrets"]
+    volumes: list[dict[str, Any]] = [volume for volume in pod["volumes"] if volume["name"] == "kubemta-secrets"]
+    (volume,) = volumes
     return volume
 
 

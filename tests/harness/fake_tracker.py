@@ -66,6 +66,10 @@ class FakeDecisions:
         """From now on answer `action`, decided by `admin_decision(action, dsn=, decision_id=)`."""
         self.given = Verdict(action, admin_decision(action, dsn=dsn, decision_id=decision_id), dsn)
 
-    def verdict(self, *, queue_id: str, sender: str, domain: str, arrival: datetime) -> Verdict:
+    def verdict(
+        self, *, queue_id: str, sender: str, domain: str, arrival: datetime, released_at: datetime | None = None
+    ) -> Verdict:
         self.asked.append({"queue_id": queue_id, "sender": sender, "domain": domain, "arrival": arrival})
+        if released_at is not None:
+            self.asked[-1]["released_at"] = released_at
         return self.given
