@@ -58,8 +58,9 @@ rabbitmq: system-deps ## make sure a RabbitMQ answers at 127.0.0.1:5672 (starts 
 	@scripts/ensure-rabbitmq.sh
 
 .PHONY: run
-run: system-deps sync rabbitmq ## start the four services locally (SMTP on 127.0.0.1:2525)
-	$(VENV)/bin/honcho -f Procfile start
+run: system-deps sync rabbitmq ## start the services locally (SMTP on 127.0.0.1:2525, tracker API on 127.0.0.1:8025)
+	$(PY) scripts/local_env.py .run/local.env
+	$(VENV)/bin/honcho -e .run/local.env -f Procfile start
 
 .PHONY: run-one
 run-one: sync ## run one service: make run-one SERVICE=ingress

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
@@ -17,7 +18,7 @@ from kubemta_common.amqp.held import DECISION_ID, JOB_ID, QUEUE_ID, RELEASE_TO
 from kubemta_common.amqp.topology import DELIVER, HELD, RESULTS, ROUTE
 from kubemta_common.errors import PublishFailed
 from kubemta_common.events.decisions import Action
-from kubemta_common.timestamps import to_datetime
+from kubemta_common.timestamps import now_timestamp, to_datetime
 from kubemta_dns_resolver.checks import JobChecks
 from kubemta_dns_resolver.handler import RouteHandler
 from kubemta_dns_resolver.lifecycle import routed
@@ -90,7 +91,17 @@ def handler(publisher: FakePublisher, events: RecordingEvents, *, checks: JobChe
 
 async def test_routed_is_recorded_after_the_deliver_publish() -> None:
     publisher, events = FakePublisher(), RecordingEvents()
+    published_at: list[Timestamp] = []
+    publish = publisher.publish
+
+    async def timed_publish(*args: Any, **kwargs: Any) -> None:
+        published_at.append(now_timestamp())
+        await publish(*args, **kwargs)
+
+    publisher.publish = timed_publish  # type: ignore[method-assign]
     await handler(publisher, events).handle(make_job())
+    # its time is taken before the publish: a worker may record its attempt before the confirm comes back
+    assert events.events[0].time.ToNanoseconds() <= published_at[0].ToNanoseconds()
     assert [sent.routing_key for sent in publisher.published] == [DELIVER]
     assert events.kinds() == ["routed"] and events.record_calls == 1
     (event,) = events.events

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp.topology import DSN, ROUTE
 from kubemta_common.errors import PublishFailed
-from kubemta_common.timestamps import to_datetime
+from kubemta_common.timestamps import now_timestamp, to_datetime
 from kubemta_mail_auth.dkim.keys import KeyStore
 from kubemta_queue_manager import handlers
 from kubemta_queue_manager.dkim_signer import DkimSigner
@@ -49,6 +49,14 @@ def test_every_job_carries_the_message_id_as_received(message_id: str) -> None:
 
 async def test_queued_is_recorded_after_the_jobs_were_confirmed(manager, publisher, events, kit) -> None:
     hostile = "<evil\r\nX-Injected: yes@example.com>"
+    published_at: list[int] = []
+    publish_all = publisher.publish_all
+
+    async def timed_publish_all(*args, **kwargs) -> None:
+        published_at.append(now_timestamp().ToNanoseconds())
+        await publish_all(*args, **kwargs)
+
+    publisher.publish_all = timed_publish_all
     await manager.handle_accepted(
         kit_decode(accepted(["bob@example.org", "carol@example.net", "dave@example.org"], message_id=hostile))
     )
@@ -56,6 +64,7 @@ async def test_queued_is_recorded_after_the_jobs_were_confirmed(manager, publish
     assert events.record_calls == 1
     (queued,) = events.events
     assert (queued.queue_id, queued.message_id, queued.job_id) == ("QACC", hostile, "")
+    assert queued.time.ToNanoseconds() <= published_at[0]  # before the jobs went out: the resolver may be quicker
     assert [(job.job_id, job.domain, list(job.recipients)) for job in queued.queued.jobs] == [
         ("QACC.1", "example.org", ["bob@example.org", "dave@example.org"]),
         ("QACC.2", "example.net", ["carol@example.net"]),

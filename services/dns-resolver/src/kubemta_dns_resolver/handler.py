@@ -108,9 +108,12 @@ class RouteHandler:
             )
             return
         job.route.CopyFrom(result)
+        routed = lifecycle.routed(job, result)
+        # its time is before the publish: the worker may record its attempt before our confirm returns
+        routed.time.CopyFrom(now_timestamp())
         await self._publisher.publish(stages.DELIVER, job, message_id=job.job_id)
         ROUTES.labels(source=result.source, result="ok").inc()
-        await self._events.record(lifecycle.routed(job, result))  # False (stream down): the job goes on
+        await self._events.record(routed)  # False (stream down): the job goes on
         logger.debug(
             "routed %s via %s: %s",
             sanitize(job.domain),

@@ -28,6 +28,7 @@ from kubemta_common.events.emitter import EventSink
 from kubemta_common.events.job_events import job_event
 from kubemta_common.events.tracker_client import DuplicateChecks
 from kubemta_common.logs import message_context, sanitize
+from kubemta_common.timestamps import now_timestamp
 from kubemta_queue_manager import lifecycle, metrics
 from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome
 from kubemta_queue_manager.dsn_batcher import DsnBatcher
@@ -119,10 +120,15 @@ class QueueManager:
             else:
                 metrics.DKIM_SIGNATURES.labels(algorithm="none", result="untrusted").inc()
                 logger.debug("not DKIM signed: submitted by an untrusted client")
+        started = now_timestamp()  # the events' time: the resolver may record `routed` before our confirms return
         jobs = await self._publish_jobs(accepted)
         if signatures:
-            self._events.emit(lifecycle.signed(accepted, signatures))
-        await self._events.record(lifecycle.queued(accepted, jobs))  # False (stream down): the mail goes on
+            signed = lifecycle.signed(accepted, signatures)
+            signed.time.CopyFrom(started)
+            self._events.emit(signed)
+        queued = lifecycle.queued(accepted, jobs)
+        queued.time.CopyFrom(started)
+        await self._events.record(queued)  # False (stream down): the mail goes on
         if not jobs:
             logger.warning("message has no recipients; nothing to deliver")
             return
