@@ -198,6 +198,8 @@ async def test_an_operator_holds_and_releases_deferred_mail(tracked_slowly: Trac
     )
     order = kinds(shown["timeline"])
     assert order.index("deferred") < order.index("held") < order.index("released") < order.index("delivered")
+    last_routed = len(order) - 1 - order[::-1].index("routed")
+    assert order.index("released") < last_routed < order.index("delivered")  # routed again after the release
     (held_entry,) = [entry for entry in shown["timeline"] if entry["kind"] == "held"]
     assert (held_entry["details"]["reason"], held_entry["details"]["actor"]) == ("admin", "ops")  # who held it
     actions = [entry["details"] for entry in shown["timeline"] if entry["kind"] == "admin_action"]

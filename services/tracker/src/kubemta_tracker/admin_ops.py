@@ -156,14 +156,15 @@ class AdminOps:
             body = message.body
             if message.type == JOB_TYPE and facts is not None:  # facts: it decoded as a DeliveryJob
                 body = released_job(body, decision.time.ToDatetime(UTC))
+            event = self._event(facts)
+            event.released.CopyFrom(events_pb2.Released(released_to=target, actor=actor))
+            event.time.CopyFrom(now_timestamp())  # before the publish: the resolver's `routed` comes after it
             await self._publisher.publish_raw(
                 target,
                 body,
                 message_id=message.message_id or (facts.job_id if facts else ""),
                 message_type=message.type or "",
             )
-            event = self._event(facts)
-            event.released.CopyFrom(events_pb2.Released(released_to=target, actor=actor))
             self._events.emit(event)
             return True
 
