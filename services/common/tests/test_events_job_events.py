@@ -3,12 +3,15 @@
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kubemta.v1 import events_pb2, message_pb2
-from kubemta_common.amqp.consumer import is_redelivery
+from kubemta_common.amqp.consumer import UNANSWERED_RETURNS, is_redelivery, return_if_unanswered
+from kubemta_common.amqp.topology import DELIVERY_LIMIT
+from kubemta_common.errors import TransientError
 from kubemta_common.events import job_events
 from kubemta_common.events.deletion import DELETED_DIAGNOSTIC, DELETED_STATUS, deleted_result, deletion_result
 from kubemta_common.events.emitter import event_kind
@@ -102,3 +105,15 @@ def test_a_redelivery_is_the_flag_or_a_positive_delivery_count() -> None:
     assert not is_redelivery(delivery(headers={"x-delivery-count": 0}))
     assert is_redelivery(delivery(redelivered=True))
     assert is_redelivery(delivery(headers={"x-delivery-count": 1}))
+
+
+def test_an_unanswered_duplicate_check_returns_the_message_a_bounded_number_of_times() -> None:
+    def delivery(count: int) -> AbstractIncomingMessage:
+        headers = {"x-delivery-count": count} if count else {}
+        return cast(AbstractIncomingMessage, FakeDelivery(redelivered=True, headers=headers))
+
+    for count in range(UNANSWERED_RETURNS + 1):
+        with pytest.raises(TransientError, match="routed duplicate check got no answer"):
+            return_if_unanswered(delivery(count), "routed")
+    return_if_unanswered(delivery(UNANSWERED_RETURNS + 1), "routed")  # then the work goes on without the answer
+    assert UNANSWERED_RETURNS < DELIVERY_LIMIT - 2  # room left before the queue sends it to held

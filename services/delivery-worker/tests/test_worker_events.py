@@ -11,10 +11,10 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp import stages
-from kubemta_common.amqp.consumer import subscribe_deliveries
+from kubemta_common.amqp.consumer import UNANSWERED_RETURNS, subscribe_deliveries
 from kubemta_common.amqp.held import DECISION_ID, JOB_ID, QUEUE_ID, RELEASE_TO
 from kubemta_common.amqp.topology import HELD, RESULTS
-from kubemta_common.errors import PermanentError
+from kubemta_common.errors import PermanentError, TransientError
 from kubemta_common.events.decisions import Action, Decisions
 from kubemta_common.events.deletion import DELETED_DIAGNOSTIC
 from kubemta_delivery_worker.deliverer import Deliverer
@@ -190,14 +190,32 @@ async def test_a_tracker_that_knows_no_delivery_changes_nothing(start_peer, host
     peer = await start_peer()
     tracker = FakeTracker(delivered=answer)
     the_job = job([host_of("mx1.dest.test", peer)])
+    # no answer (None): asked again after returns, then delivered without an answer once it came back often enough
+    returned = UNANSWERED_RETURNS + 1 if answer is None else 0
     await handle(DeliverHandler(Deliverer(options), publisher, events=events, tracker=tracker))(
-        incoming(the_job.SerializeToString(), redelivered=True)
+        incoming(the_job.SerializeToString(), redelivered=True, returned=returned)
     )
     assert tracker.asked == ["Q123TEST.dest.test"]
     [message] = await peer.wait_for_messages(1)
     assert message.rcpt_tos == ["user@dest.test"]
     assert events.kinds() == ["attempted"]
     assert [r.recipient for r in result_of(publisher).recipients] == ["user@dest.test"]
+
+
+async def test_a_redelivered_job_whose_check_got_no_answer_goes_back_to_be_asked_again(
+    start_peer, host_of, job, options, parts
+):
+    """Right after a broker restart the tracker may not answer yet: the job is returned (TransientError: the
+    consumer pauses, then requeues it) rather than sent again blindly, until it came back UNANSWERED_RETURNS times."""
+    publisher, events = parts
+    peer = await start_peer()
+    tracker = FakeTracker(delivered=None)
+    the_job = job([host_of("mx1.dest.test", peer)])
+    handler = handle(DeliverHandler(Deliverer(options), publisher, events=events, tracker=tracker))
+    for returned in range(UNANSWERED_RETURNS + 1):
+        with pytest.raises(TransientError):
+            await handler(incoming(the_job.SerializeToString(), redelivered=True, returned=returned))
+    assert peer.messages == [] and publisher.published == [] and events.events == []
 
 
 async def test_delete_publishes_nothing_and_says_deleted(refused_host, job, options, parts):

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from kubemta.v1 import events_pb2, message_pb2
+from kubemta_common.amqp.consumer import UNANSWERED_RETURNS
 from kubemta_common.amqp.held import DECISION_ID, JOB_ID, QUEUE_ID, RELEASE_TO
 from kubemta_common.amqp.topology import DELIVER, HELD, RESULTS, ROUTE
-from kubemta_common.errors import PublishFailed
+from kubemta_common.errors import PublishFailed, TransientError
 from kubemta_common.events.decisions import Action
 from kubemta_common.timestamps import now_timestamp, to_datetime
 from kubemta_dns_resolver.checks import JobChecks
@@ -161,10 +162,24 @@ async def test_a_redelivered_job_already_routed_is_not_published_again(redeliver
 
 @pytest.mark.parametrize("answer", [False, None])
 async def test_a_redelivered_job_not_known_as_routed_is_routed(answer) -> None:
+    """No answer (None) is routed too, once the job came back more than UNANSWERED_RETURNS times."""
     publisher, events, tracker = FakePublisher(), RecordingEvents(), FakeTracker(answer)
-    await handler(publisher, events, checks=JobChecks(tracker)).handle(make_job(), delivery(redelivered=True))
+    count = UNANSWERED_RETURNS + 1 if answer is None else 0
+    await handler(publisher, events, checks=JobChecks(tracker)).handle(
+        make_job(), delivery(redelivered=True, count=count)
+    )
     assert [sent.routing_key for sent in publisher.published] == [DELIVER]
     assert events.kinds() == ["routed"]
+
+
+async def test_a_redelivered_job_whose_check_got_no_answer_goes_back_to_be_asked_again() -> None:
+    publisher, events, tracker = FakePublisher(), RecordingEvents(), FakeTracker(None)
+    for count in range(UNANSWERED_RETURNS + 1):
+        with pytest.raises(TransientError):
+            await handler(publisher, events, checks=JobChecks(tracker)).handle(
+                make_job(), delivery(redelivered=True, count=count)
+            )
+    assert publisher.published == [] and events.events == []
 
 
 async def test_a_first_delivery_does_not_ask_the_tracker() -> None:

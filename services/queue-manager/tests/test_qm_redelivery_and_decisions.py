@@ -7,9 +7,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from kubemta.v1 import message_pb2
+from kubemta_common.amqp.consumer import UNANSWERED_RETURNS
 from kubemta_common.amqp.held import DECISION_ID, JOB_ID, QUEUE_ID, RELEASE_TO
 from kubemta_common.amqp.topology import DSN, HELD, ROUTE
-from kubemta_common.errors import PublishFailed
+from kubemta_common.errors import PublishFailed, TransientError
 from kubemta_common.events.decisions import Action
 from kubemta_common.timestamps import to_datetime
 
@@ -48,9 +49,20 @@ async def test_a_redelivered_message_not_known_as_queued_is_queued(
     kit, manager, publisher, events, tracker, answer
 ) -> None:
     tracker.answers[("queued", "QACC", "", None)] = answer
-    await manager.handle_accepted(accepted(), kit.delivery(redelivered=True))
+    count = UNANSWERED_RETURNS + 1 if answer is None else 0  # no answer: handled once it came back often enough
+    await manager.handle_accepted(accepted(), kit.delivery(redelivered=True, count=count))
     assert len(publisher.to(ROUTE)) == 1
     assert events.kinds() == ["queued"]
+
+
+async def test_a_redelivered_message_whose_check_got_no_answer_goes_back_to_be_asked_again(
+    kit, manager, publisher, events, tracker
+) -> None:
+    tracker.answers[("queued", "QACC", "", None)] = None
+    for count in range(UNANSWERED_RETURNS + 1):
+        with pytest.raises(TransientError):
+            await manager.handle_accepted(accepted(), kit.delivery(redelivered=True, count=count))
+    assert publisher.published == [] and events.events == []
 
 
 async def test_a_first_delivery_does_not_ask_the_tracker(kit, manager, publisher, tracker) -> None:
@@ -74,6 +86,7 @@ async def test_a_redelivered_result_whose_fate_was_recorded_is_not_handled_again
 ) -> None:
     job = kit.job(["bob@example.org"], attempts=3)
     tracker.answers[("fate", "", "QID1.1", 3)] = True
+    tracker.answers[("fate", "", "QID1.1", 4)] = False
     await manager.handle_result(kit.result(job, [kit.deferred("bob@example.org")]), kit.delivery(count=2))
     assert publisher.published == []
     assert events.kinds() == ["duplicate"]
@@ -83,6 +96,7 @@ async def test_a_redelivered_result_whose_fate_was_recorded_is_not_handled_again
 async def test_a_redelivered_result_of_another_attempt_is_handled(kit, manager, publisher, tracker) -> None:
     job = kit.job(["bob@example.org"], attempts=4)
     tracker.answers[("fate", "", "QID1.1", 3)] = True
+    tracker.answers[("fate", "", "QID1.1", 4)] = False
     await manager.handle_result(kit.result(job, [kit.deferred("bob@example.org")]), kit.delivery(redelivered=True))
     assert tracker.asked == [("fate", "", "QID1.1", 4)]
     assert len(publisher.published) == 1

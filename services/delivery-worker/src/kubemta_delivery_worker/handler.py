@@ -46,7 +46,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp import stages
-from kubemta_common.amqp.consumer import is_redelivery, returned_count
+from kubemta_common.amqp.consumer import is_redelivery, return_if_unanswered, returned_count
 from kubemta_common.amqp.held import hold_job
 from kubemta_common.amqp.publisher import HeldPublisher
 from kubemta_common.amqp.topology import DELIVERY_LIMIT, ROUTE
@@ -195,6 +195,8 @@ class DeliverHandler:
         if self._tracker is None or message is None or not is_redelivery(message):
             return {}
         outcomes = await self._tracker.delivered_recipients(job.job_id)
+        if outcomes is None:
+            return_if_unanswered(message, "delivered")  # raises while it may ask again later
         if not outcomes:
             return {}
         wanted = set(job.recipients)

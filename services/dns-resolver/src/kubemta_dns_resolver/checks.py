@@ -16,7 +16,7 @@ import asyncio
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp.consumer import is_redelivery
+from kubemta_common.amqp.consumer import is_redelivery, return_if_unanswered
 from kubemta_common.events.decisions import DecisionView, JobVerdicts
 from kubemta_common.events.tracker_client import DuplicateChecks
 
@@ -37,4 +37,7 @@ class JobChecks(JobVerdicts):
         """True when `delivery` is a redelivery of a job whose `routed` event was recorded at this attempt."""
         if self._tracker is None or delivery is None or not is_redelivery(delivery):
             return False
-        return await self._tracker.recorded("routed", job_id=job.job_id, attempt=job.attempts) is True
+        done = await self._tracker.recorded("routed", job_id=job.job_id, attempt=job.attempts)
+        if done is None:
+            return_if_unanswered(delivery, "routed")  # raises while it may ask again later
+        return done is True

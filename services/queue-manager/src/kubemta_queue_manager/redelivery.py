@@ -12,7 +12,7 @@ False or unknown (the tracker unreachable, slow or not in sync): handled as usua
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import events_pb2
-from kubemta_common.amqp.consumer import is_redelivery
+from kubemta_common.amqp.consumer import is_redelivery, return_if_unanswered
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.events.job_events import duplicate
 from kubemta_common.events.tracker_client import DuplicateChecks
@@ -43,6 +43,8 @@ class RedeliveryGuard:
             done = await self._tracker.recorded(kind, job_id=event.job_id, attempt=attempt)
         else:
             done = await self._tracker.recorded(kind, queue_id=event.queue_id)
+        if done is None:
+            return_if_unanswered(delivery, kind)  # raises while it may ask again later
         if done is not True:
             return False
         self._events.emit(duplicate(event))

@@ -98,6 +98,24 @@ def is_redelivery(message: AbstractIncomingMessage) -> bool:
     return bool(message.redelivered) or returned_count(message) > 0
 
 
+UNANSWERED_RETURNS = 3
+"""Returns a redelivered message may take because its duplicate check got no answer (the tracker restarting, or
+reconnecting after a broker restart, as every service is then), before it is handled without one."""
+
+
+def return_if_unanswered(message: AbstractIncomingMessage, check: str) -> None:
+    """A redelivered message's duplicate check got no answer: raise TransientError, so the consumer returns it after
+    its growing pause (2 s, 4 s, 8 s) and asks again, until it was returned more than UNANSWERED_RETURNS times
+    (crashes included); then return, and the caller goes on without the answer (at least once: a possible
+    duplicate, never a lost message). Right after a broker restart every consumer gets its unacknowledged messages
+    back at once while the tracker is still reconnecting; going on at once sent those again."""
+    returned = returned_count(message)
+    if returned <= UNANSWERED_RETURNS:
+        raise TransientError(
+            f"the {check} duplicate check got no answer; asking again later (returned {returned} times before)"
+        )
+
+
 def return_pause(base: float, returned: int, cap: float) -> float:
     """`base` doubled for each earlier return, at most `cap` (and never negative)."""
     return max(0.0, min(base * 2.0 ** min(returned, 32), cap))
