@@ -73,6 +73,20 @@ async def test_queued_is_recorded_after_the_jobs_were_confirmed(manager, publish
     assert [job.message_id for job in jobs] == [hostile, hostile]
 
 
+async def test_queued_carries_the_duplicate_key_and_arrival(manager, events, kit) -> None:
+    """For the tracker, in case the ingress died before its `received` event (a client's retry comes then)."""
+    message = kit_decode(accepted(["bob@example.org"]))
+    message.dedup_key = "ab" * 32
+    await manager.handle_accepted(message)
+    (queued,) = events.events
+    assert queued.queued.dedup_key == "ab" * 32
+    assert queued.queued.arrival_time == message.arrival_time
+    dsn = kit_decode(accepted(["bob@example.org"]))
+    dsn.generated, dsn.dedup_key, dsn.queue_id = True, "cd" * 32, "QDSN"
+    await manager.handle_accepted(dsn)
+    assert events.events[-1].queued.dedup_key == ""  # kubemta's own DSNs are never a client's retry
+
+
 async def test_queued_lists_every_job_once_when_they_go_in_several_batches(
     manager, publisher, events, monkeypatch: pytest.MonkeyPatch
 ) -> None:

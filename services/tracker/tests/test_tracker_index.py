@@ -207,6 +207,24 @@ async def test_duplicate_lookups(index: Index, kit: Any) -> None:
     assert not await recorded("fate", job_id="Q1.example.org", attempt=1)
 
 
+async def test_a_queued_event_carries_the_duplicate_key_when_the_received_one_never_came(
+    index: Index, kit: Any
+) -> None:
+    """The ingress died between the broker's confirm and its `received` event: the queue-manager's `queued` event
+    still tells the tracker the message's duplicate key and arrival, so the client's retry is recognised."""
+    key = "ef" * 32
+    queued = kit.queued("Q5", {"example.org": ["a@example.org"]}, at=1)
+    queued.queued.dedup_key = key
+    queued.queued.arrival_time.FromDatetime(kit.T0)
+    await index.index_events([(0, kit.batch(queued))])
+    start = kit.T0.timestamp()
+    assert await index.read(index.reader.first_queue_id, key, start - 10) == "Q5"
+    assert await index.read(index.reader.first_queue_id, key, start + 1) is None  # outside the window: by arrival
+    # the received event, when it comes too, is the same row
+    await index.index_events([(1, kit.batch(kit.received("Q5", at=0, dedup_key=key)))])
+    assert await index.read(index.reader.first_queue_id, key, start - 10) == "Q5"
+
+
 async def test_decisions_naming_a_message_join_its_timeline(index: Index, kit: Any) -> None:
     await index.index_events([(0, kit.batch(kit.received("Q1", at=0)))])
     decision = events_pb2.AdminDecision(

@@ -37,6 +37,9 @@ def queued(
     """The message's jobs were all queued to `route`."""
     event = message_event(accepted.queue_id, accepted.message_id)
     event.queued.SetInParent()
+    if accepted.dedup_key and not accepted.generated:
+        event.queued.dedup_key = accepted.dedup_key
+        event.queued.arrival_time.CopyFrom(accepted.arrival_time)
     for job in jobs:
         event.queued.jobs.add(job_id=job.job_id, domain=job.domain, recipients=list(job.recipients))
     return event

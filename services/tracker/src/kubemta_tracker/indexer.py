@@ -222,6 +222,11 @@ class IndexWriter:
                 "INSERT OR IGNORE INTO messages (queue_id, message_id) VALUES (?, ?)", (queue_id, event.message_id)
             )
             db.execute("UPDATE messages SET queued = 1 WHERE queue_id = ?", (queue_id,))
+            if event.queued.dedup_key and event.queued.HasField("arrival_time"):  # the ingress may have died first
+                db.execute(
+                    "INSERT OR IGNORE INTO dedup (dedup_key, received_at, queue_id) VALUES (?, ?, ?)",
+                    (event.queued.dedup_key, seconds(event.queued.arrival_time), queue_id),
+                )
             for job in event.queued.jobs:
                 self._job(db, job.job_id, queue_id, job.domain, schema.ROUTE, time, recipients=job.recipients)
         elif not job_id:

@@ -315,16 +315,26 @@ class Queued(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
+    DEDUP_KEY_FIELD_NUMBER: _builtins.int
+    ARRIVAL_TIME_FIELD_NUMBER: _builtins.int
+    dedup_key: _builtins.str
+    """The message's duplicate key and arrival (AcceptedMessage.dedup_key, arrival_time): the tracker learns them here
+    too, in case the ingress died between the broker's confirm and its `received` event (a client retries then).
+    """
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedJob]: ...
+    @_builtins.property
+    def arrival_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[Global___QueuedJob] | None = ...,
+        dedup_key: _builtins.str = ...,
+        arrival_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "dedup_key", b"dedup_key", "jobs", b"jobs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
