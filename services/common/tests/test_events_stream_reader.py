@@ -1,6 +1,7 @@
 """StreamReader against a real RabbitMQ stream: order, batches, where it starts, caught_up, reconnects."""
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -101,6 +102,21 @@ async def test_an_empty_stream_is_caught_up_and_then_followed(vhost: Vhost, brok
         assert collector.bodies == [b"a", b"b"]
     finally:
         await _stop(task)
+
+
+async def test_a_reader_stops_when_its_broker_closes(vhost: Vhost, caplog: pytest.LogCaptureFixture) -> None:
+    """A service stopping closes its broker connection: the reader ends instead of trying to consume again (which
+    logged a failure with an AssertionError at every shutdown)."""
+    broker = await started_broker(vhost.url)
+    reader = StreamReader(broker, EVENTS, Collector())
+    task = asyncio.create_task(reader.run())
+    async with asyncio.timeout(15):
+        await reader.caught_up.wait()
+    with caplog.at_level(logging.WARNING):
+        await broker.close()
+        async with asyncio.timeout(10):
+            await task
+    assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
 
 
 @pytest.mark.parametrize(

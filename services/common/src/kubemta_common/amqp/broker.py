@@ -50,12 +50,18 @@ class Broker:
         self._publish_channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._ready = asyncio.Event()
+        self._closed = False
 
     @property
     def connected(self) -> bool:
         """True while the connection to the broker is up."""
         connection = self._connection
         return connection is not None and not connection.is_closed and connection.connected.is_set()
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` was called: the service is stopping, nobody should consume again."""
+        return self._closed
 
     @property
     def exchange(self) -> AbstractExchange | None:
@@ -110,13 +116,15 @@ class Broker:
     async def consumer_channel(self, prefetch: int) -> AbstractChannel:
         """A new channel for one consumer, with its prefetch limit."""
         await self._ready.wait()
-        assert self._connection is not None
+        if self._connection is None:
+            raise ConnectionError("broker connection closed")
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=prefetch)
         return channel
 
     async def close(self) -> None:
         """Close the connection; unacknowledged deliveries return to their queues."""
+        self._closed = True
         if self._connection is not None:
             await self._connection.close()
             self._connection = None

@@ -134,13 +134,15 @@ class StreamReader:
         try:
             await self._find_target()
             pause = 0.1
-            while True:
+            while not self._broker.closed:  # closed: the service is stopping, no consuming again
                 try:
                     if await self._consume():
                         pause = 0.1
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the stream missing, the broker gone, a handler error: try again
+                    if self._broker.closed:
+                        break
                     logger.warning("reading the %s stream failed, again in %.1fs: %r", self._stream, pause, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, MAX_RETRY_PAUSE)
