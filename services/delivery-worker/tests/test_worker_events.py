@@ -145,6 +145,29 @@ async def test_a_redelivered_job_is_not_sent_again_to_recipients_recorded_as_del
     assert metric("kubemta_duplicates_total", stage="delivery-worker") == before + 1
 
 
+async def test_a_job_flagged_as_a_possible_copy_is_checked_although_it_is_a_first_delivery(
+    start_peer, host_of, job, options, parts
+):
+    """The resolver routed this job again after a crash (DeliveryJob.maybe_duplicate): the first copy may have been
+    delivered already, so the tracker is asked as for a redelivery."""
+    publisher, events = parts
+    peer = await start_peer()
+    the_job = job([host_of("mx1.dest.test", peer)], ["a@dest.test", "b@dest.test"])
+    the_job.maybe_duplicate = True
+    tracker = FakeTracker(delivered=[delivered("a@dest.test")])
+    await handle(DeliverHandler(Deliverer(options), publisher, events=events, tracker=tracker))(
+        incoming(the_job.SerializeToString())
+    )
+    [message] = await peer.wait_for_messages(1)
+    assert message.rcpt_tos == ["b@dest.test"] and tracker.asked == ["Q123TEST.dest.test"]
+    unflagged = FakeTracker(delivered=[delivered("a@dest.test")])
+    the_job.maybe_duplicate = False
+    await handle(DeliverHandler(Deliverer(options), publisher, events=events, tracker=unflagged))(
+        incoming(the_job.SerializeToString())
+    )
+    assert unflagged.asked == []  # a first delivery of an unflagged job costs no question
+
+
 async def test_every_recipient_delivered_before_publishes_the_result_without_connecting(
     refused_host, job, options, parts
 ):

@@ -182,6 +182,23 @@ async def test_a_redelivered_job_whose_check_got_no_answer_goes_back_to_be_asked
     assert publisher.published == [] and events.events == []
 
 
+async def test_a_job_flagged_as_a_possible_copy_is_checked_like_a_redelivery() -> None:
+    """The queue-manager handled its inbound message twice: the second copy of the job is dropped once the first was
+    routed, and a job routed from a flagged or redelivered input stays flagged for the worker."""
+    publisher, events, tracker = FakePublisher(), RecordingEvents(), FakeTracker(True)
+    await handler(publisher, events, checks=JobChecks(tracker)).handle(make_job(maybe_duplicate=True), delivery())
+    assert publisher.published == [] and events.kinds() == ["duplicate"]
+    for job, came_in in ((make_job(maybe_duplicate=True), delivery()), (make_job(), delivery(redelivered=True))):
+        publisher, events = FakePublisher(), RecordingEvents()
+        await handler(publisher, events, checks=JobChecks(FakeTracker(False))).handle(job, came_in)
+        (sent,) = publisher.published
+        assert message_pb2.DeliveryJob.FromString(sent.body).maybe_duplicate
+    publisher = FakePublisher()
+    await handler(publisher, RecordingEvents(), checks=JobChecks(FakeTracker(True))).handle(make_job(), delivery())
+    (sent,) = publisher.published  # a first delivery of an unflagged job: not asked, not flagged
+    assert not message_pb2.DeliveryJob.FromString(sent.body).maybe_duplicate
+
+
 async def test_a_first_delivery_does_not_ask_the_tracker() -> None:
     publisher, events, tracker = FakePublisher(), RecordingEvents(), FakeTracker(True)
     await handler(publisher, events, checks=JobChecks(tracker)).handle(make_job(), delivery())

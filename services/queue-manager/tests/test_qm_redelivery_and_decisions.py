@@ -53,6 +53,29 @@ async def test_a_redelivered_message_not_known_as_queued_is_queued(
     await manager.handle_accepted(accepted(), kit.delivery(redelivered=True, count=count))
     assert len(publisher.to(ROUTE)) == 1
     assert events.kinds() == ["queued"]
+    # its jobs may be out already (published, then the crash came before the record): the resolver checks them
+    (job,) = [message_pb2.DeliveryJob.FromString(body) for _, body, _, _ in publisher.to(ROUTE)]
+    assert job.maybe_duplicate
+
+
+async def test_jobs_of_a_first_delivery_are_not_flagged(kit, manager, publisher) -> None:
+    await manager.handle_accepted(accepted(), kit.delivery())
+    (job,) = [message_pb2.DeliveryJob.FromString(body) for _, body, _, _ in publisher.to(ROUTE)]
+    assert not job.maybe_duplicate
+
+
+@pytest.mark.parametrize(("redelivered", "flagged"), [(False, False), (True, True)])
+async def test_a_retry_job_is_flagged_only_after_a_redelivered_result(
+    kit, manager, publisher, tracker, redelivered, flagged
+) -> None:
+    job = kit.job(["bob@example.org"], attempts=1)
+    job.maybe_duplicate = True  # the attempt before was a possible copy; the retry is a fresh attempt
+    tracker.answers[("fate", "", job.job_id, 1)] = False
+    await manager.handle_result(
+        kit.result(job, [kit.deferred("bob@example.org")]), kit.delivery(redelivered=redelivered)
+    )
+    ((_, body, _, _),) = publisher.published
+    assert message_pb2.DeliveryJob.FromString(body).maybe_duplicate is flagged
 
 
 async def test_a_redelivered_message_whose_check_got_no_answer_goes_back_to_be_asked_again(

@@ -46,7 +46,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp import stages
-from kubemta_common.amqp.consumer import is_redelivery, return_if_unanswered, returned_count
+from kubemta_common.amqp.consumer import may_be_repeated, return_if_unanswered, returned_count
 from kubemta_common.amqp.held import hold_job
 from kubemta_common.amqp.publisher import HeldPublisher
 from kubemta_common.amqp.topology import DELIVERY_LIMIT, ROUTE
@@ -191,11 +191,12 @@ class DeliverHandler:
     async def _delivered_before(
         self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None
     ) -> dict[str, message_pb2.RecipientResult]:
-        """On a redelivery: the job's recipients the tracker recorded as delivered, as results to report again."""
-        if self._tracker is None or message is None or not is_redelivery(message):
+        """On a redelivery (or a job flagged as a possible second copy: DeliveryJob.maybe_duplicate): the job's
+        recipients the tracker recorded as delivered, as results to report again."""
+        if self._tracker is None or not may_be_repeated(message, job.maybe_duplicate):
             return {}
         outcomes = await self._tracker.delivered_recipients(job.job_id)
-        if outcomes is None:
+        if outcomes is None and message is not None:
             return_if_unanswered(message, "delivered")  # raises while it may ask again later
         if not outcomes:
             return {}

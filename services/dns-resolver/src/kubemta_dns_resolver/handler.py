@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp import stages
+from kubemta_common.amqp.consumer import may_be_repeated
 from kubemta_common.amqp.held import hold_job
 from kubemta_common.amqp.publisher import HeldPublisher
 from kubemta_common.amqp.topology import ROUTE
@@ -77,6 +78,8 @@ class RouteHandler:
             elif verdict.action is Action.HOLD:
                 await self._hold(job, verdict)
             else:
+                # routed again after a crash (ours or the publisher's): the worker checks before delivering it
+                job.maybe_duplicate = may_be_repeated(delivery, job.maybe_duplicate)
                 await self._route(job)
 
     async def _delete(self, job: message_pb2.DeliveryJob, verdict: Verdict) -> None:

@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp import stages
+from kubemta_common.amqp.consumer import may_be_repeated
 from kubemta_common.amqp.publisher import HeldPublisher
 from kubemta_common.amqp.stages import Outgoing
 from kubemta_common.errors import PermanentError
@@ -110,9 +111,11 @@ class QueueManager:
             event = lifecycle.message_event(accepted.queue_id, accepted.message_id)
             if await self._guard.already_done(delivery, event, "queued"):
                 return
-            await self._accept(accepted)
+            await self._accept(accepted, repeated=may_be_repeated(delivery, False))
 
-    async def _accept(self, accepted: message_pb2.AcceptedMessage) -> None:
+    async def _accept(self, accepted: message_pb2.AcceptedMessage, *, repeated: bool = False) -> None:
+        """`repeated`: this is a redelivery the tracker did not know as queued (jobs may be out already): the
+        jobs are flagged maybe_duplicate, so the resolver checks before routing them."""
         signatures: list[str] = []
         if self._signer is not None and accepted.recipients:
             if may_sign(accepted):
@@ -121,7 +124,7 @@ class QueueManager:
                 metrics.DKIM_SIGNATURES.labels(algorithm="none", result="untrusted").inc()
                 logger.debug("not DKIM signed: submitted by an untrusted client")
         started = now_timestamp()  # the events' time: the resolver may record `routed` before our confirms return
-        jobs = await self._publish_jobs(accepted)
+        jobs = await self._publish_jobs(accepted, repeated=repeated)
         if signatures:
             signed = lifecycle.signed(accepted, signatures)
             signed.time.CopyFrom(started)
@@ -143,7 +146,9 @@ class QueueManager:
         metrics.MESSAGES_SPLIT.inc()
         metrics.JOBS_CREATED.inc(len(jobs))
 
-    async def _publish_jobs(self, accepted: message_pb2.AcceptedMessage) -> list[events_pb2.QueuedJob]:
+    async def _publish_jobs(
+        self, accepted: message_pb2.AcceptedMessage, *, repeated: bool = False
+    ) -> list[events_pb2.QueuedJob]:
         """Publish one job per domain to `route`, a batch of at most PUBLISH_BATCH_BYTES at a time; the jobs.
 
         Each job carries the whole content, so a 10 MB message to 50 domains would hold 500 MB if its jobs were
@@ -154,6 +159,7 @@ class QueueManager:
         queued: list[events_pb2.QueuedJob] = []
         size = published = 0
         for job in iter_jobs(accepted, self._hostname):
+            job.maybe_duplicate = repeated
             outgoing = stages.ROUTE.outgoing(job, message_id=job.job_id)
             batch.append(outgoing)
             queued.append(events_pb2.QueuedJob(job_id=job.job_id, domain=job.domain, recipients=job.recipients))
@@ -213,4 +219,4 @@ class QueueManager:
         with message_context(job.queue_id, job.job_id):
             if await self._guard.already_done(delivery, job_event(job), "fate", attempt=job.attempts):
                 return
-            await self._results.handle(result)
+            await self._results.handle(result, repeated=may_be_repeated(delivery, False))

@@ -57,8 +57,9 @@ class Results:
         self._clock = clock
         self._hostname = hostname
 
-    async def handle(self, result: message_pb2.DeliveryResult) -> None:
-        """Publish the retry job (or hold it) and the DSN requests of `result`, then record its events."""
+    async def handle(self, result: message_pb2.DeliveryResult, *, repeated: bool = False) -> None:
+        """Publish the retry job (or hold it) and the DSN requests of `result`, then record its events (`repeated`:
+        a redelivered result not known as handled; its retry job is flagged maybe_duplicate)."""
         job = result.job
         now = self._clock()
         verdict = await self._orders.verdict(job)
@@ -67,6 +68,8 @@ class Results:
         hold = verdict.action is Verb.HOLD and decision.retry is not None
         outgoing: list[Outgoing] = []
         dsn_actions: set[Action] = set()
+        if decision.retry is not None:
+            decision.retry.maybe_duplicate = repeated  # a fresh attempt unless this result was handled before
         if decision.retry is not None and not hold:
             retry = decision.retry
             outgoing.append(

@@ -327,6 +327,7 @@ class DeliveryJob(_message.Message):
     GENERATED_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     RELEASED_AT_FIELD_NUMBER: _builtins.int
+    MAYBE_DUPLICATE_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     job_id: _builtins.str
     """Unique per job (queue id + domain); stable across retries."""
@@ -341,6 +342,11 @@ class DeliveryJob(_message.Message):
     """The message is a kubemta-generated DSN (its sender is <>)."""
     message_id: _builtins.str
     """The message's Message-ID header (AcceptedMessage.message_id), for logs and lifecycle events."""
+    maybe_duplicate: _builtins.bool
+    """The stage that published this job handled its input a second time (a redelivery after a crash, or a job
+    flagged so itself) and may have published a copy before: the next stage checks the tracker before acting on
+    it, as it does for a redelivery of its own input.
+    """
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -372,10 +378,11 @@ class DeliveryJob(_message.Message):
         generated: _builtins.bool = ...,
         message_id: _builtins.str = ...,
         released_at: _timestamp_pb2.Timestamp | None = ...,
+        maybe_duplicate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "released_at", b"released_at", "route", b"route"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "attempts", b"attempts", "content", b"content", "delay_warning_sent", b"delay_warning_sent", "domain", b"domain", "generated", b"generated", "job_id", b"job_id", "message_id", b"message_id", "queue_id", b"queue_id", "recipients", b"recipients", "released_at", b"released_at", "route", b"route", "sender", b"sender", "smtputf8", b"smtputf8"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "attempts", b"attempts", "content", b"content", "delay_warning_sent", b"delay_warning_sent", "domain", b"domain", "generated", b"generated", "job_id", b"job_id", "maybe_duplicate", b"maybe_duplicate", "message_id", b"message_id", "queue_id", b"queue_id", "recipients", b"recipients", "released_at", b"released_at", "route", b"route", "sender", b"sender", "smtputf8", b"smtputf8"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

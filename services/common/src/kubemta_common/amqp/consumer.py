@@ -98,6 +98,12 @@ def is_redelivery(message: AbstractIncomingMessage) -> bool:
     return bool(message.redelivered) or returned_count(message) > 0
 
 
+def may_be_repeated(message: AbstractIncomingMessage | None, flagged: bool) -> bool:
+    """True when this input may have been handled before: a redelivery, or a job its publisher flagged as a possible
+    second copy (DeliveryJob.maybe_duplicate: the publisher handled its own input twice)."""
+    return flagged or (message is not None and is_redelivery(message))
+
+
 UNANSWERED_RETURNS = 3
 """Returns a redelivered message may take because its duplicate check got no answer (the tracker restarting, or
 reconnecting after a broker restart, as every service is then), before it is handled without one."""
