@@ -5,11 +5,14 @@ recovery, a full buffer, group commit while emits keep coming, and the drain on 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any, cast
 
 import aio_pika
 import pytest
 
 from kubemta.v1 import events_pb2
+from kubemta.v1.events_pb2 import EventBatch
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.streams import EVENTS, declare_streams
 from kubemta_common.events import emitter
@@ -348,3 +351,54 @@ async def test_close_drains_what_is_buffered(broker: Broker, stream: StreamEvent
     events = await stream.until(1200)
     assert [event.queue_id for event in events] == [f"Q{index:06d}" for index in range(1200)]
     assert len(stream.records) >= 3  # at most BATCH_EVENTS per stream message
+
+
+class _SlowExchange:
+    """An exchange whose confirms come only when the test says so (one gate per publish)."""
+
+    def __init__(self) -> None:
+        self.gates: list[asyncio.Event] = []
+        self.bodies: list[bytes] = []
+        self._published = asyncio.Condition()
+
+    async def publish(self, message: Any, routing_key: str, *, mandatory: bool) -> None:
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        self.bodies.append(message.body)
+        async with self._published:
+            self._published.notify_all()
+        await gate.wait()
+
+    async def until(self, publishes: int) -> None:
+        async with asyncio.timeout(5), self._published:
+            await self._published.wait_for(lambda: len(self.gates) >= publishes)
+
+
+async def test_a_recorded_event_does_not_wait_for_the_batch_before_it() -> None:
+    """Every event a stage must see confirmed before it acknowledges its input widens the window in which a crash
+    repeats work: it goes out while earlier batches still wait for their confirms (up to MAX_IN_FLIGHT at once)."""
+    exchange = _SlowExchange()
+    broker = cast(Broker, SimpleNamespace(exchange=exchange))
+    log = EventLog(broker, service="worker", buffer=100, confirm_timeout=5.0, publish_timeout=5.0)
+    log.start()
+    try:
+        log.emit(received())
+        await exchange.until(1)
+        waiting = asyncio.create_task(log.record(received()))
+        await exchange.until(2)  # sent while the first batch still waits
+        exchange.gates[1].set()
+        assert await asyncio.wait_for(waiting, 5) is True  # confirmed before the first batch was
+        for _ in range(emitter.MAX_IN_FLIGHT + 2):
+            log.emit(received())
+            await asyncio.sleep(0.01)
+        assert len(exchange.gates) == 1 + emitter.MAX_IN_FLIGHT  # never more in flight than the bound
+        for gate in exchange.gates:
+            gate.set()
+        await exchange.until(2 + emitter.MAX_IN_FLIGHT)  # the rest went out as one batch
+        exchange.gates[-1].set()
+        async with asyncio.timeout(5):
+            await log._drained.wait()
+        assert sum(len(EventBatch.FromString(body).events) for body in exchange.bodies) == emitter.MAX_IN_FLIGHT + 4
+    finally:
+        async with asyncio.timeout(10):
+            await log.close(drain_seconds=1)

@@ -4,8 +4,11 @@
 the log context when the caller left them empty), writes it as one structured log line, and
 puts it in a bounded in-memory buffer; it never blocks. A background task publishes what is
 buffered as one `EventBatch` per stream message with publisher confirms (group commit: the
-events emitted while one batch waits for its confirm go out together in the next, so an idle
-service adds no delay and a busy one appends a few hundred events per stream message).
+events emitted while the batches in flight wait for their confirms go out together in the next,
+so an idle service adds no delay and a busy one appends a few hundred events per stream message).
+Up to `MAX_IN_FLIGHT` batches wait for their confirms at once: an event that must be on the
+stream before its input is acknowledged (below) waits about one confirm, not a confirm for the
+batch before it and then its own; every such wait is a window in which a crash repeats work.
 
 `await EventLog.record(event)` emits and waits for that event's confirm, at most
 `confirm_timeout` seconds: the events that guard against duplicates after a crash (the ingress'
@@ -15,7 +18,7 @@ stream did not confirm in time, and right away while the stream is known to be f
 outage of the stream costs the mail flow one timeout, not one per message.
 
 When the stream does not take a batch (not connected, the stream missing or unavailable, a
-nack), the batch stays at the head of the buffer and is retried with a growing pause (at most
+nack), the batch goes back to the head of the buffer and is retried with a growing pause (at most
 `MAX_RETRY_PAUSE`); when the buffer holds `buffer` events the oldest are dropped and counted
 (`kubemta_events_dropped_total`). Mail flow never fails because of events: the stream is a
 record of what happened, not a step of the pipeline.
@@ -50,6 +53,8 @@ BATCH_BYTES = 1024 * 1024
 """Most bytes of events in one stream message (far below RabbitMQ 4's 16 MiB message size limit, whose
 breach would close the publish channel the mail shares)."""
 MAX_RETRY_PAUSE = 5.0
+MAX_IN_FLIGHT = 4
+"""Batches waiting for their confirm at once (publishes pipelined on the service's publish channel)."""
 """Longest pause between attempts to publish a batch the stream did not take."""
 EVENT_TYPE = events_pb2.EventBatch.DESCRIPTOR.full_name
 
@@ -110,6 +115,9 @@ class EventLog:
         self._confirm_timeout = confirm_timeout
         self._publish_timeout = publish_timeout
         self._buffer: deque[_Pending] = deque()
+        """Events not yet sent; a batch in flight is out of it and comes back to its head if it fails."""
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._pause = 0.1
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -118,8 +126,8 @@ class EventLog:
 
     @property
     def buffered(self) -> int:
-        """Events waiting to be published."""
-        return len(self._buffer)
+        """Events not yet published: waiting, or in a batch waiting for its confirm."""
+        return len(self._buffer) + sum(getattr(task, "kubemta_events", 0) for task in self._in_flight)
 
     @property
     def failing(self) -> bool:
@@ -157,7 +165,7 @@ class EventLog:
             if dropped.confirmed is not None and not dropped.confirmed.done():
                 dropped.confirmed.set_result(False)
         self._buffer.append(_Pending(event.SerializeToString(), confirmed))
-        EVENTS_BUFFERED.set(len(self._buffer))
+        EVENTS_BUFFERED.set(self.buffered)
         self._drained.clear()
         self._wake.set()
 
@@ -175,34 +183,51 @@ class EventLog:
             event.job_id = context.job_id
 
     async def _run(self) -> None:
-        pause = 0.1
         while True:
-            if not self._buffer:
+            if not self._buffer or len(self._in_flight) >= MAX_IN_FLIGHT:
                 self._wake.clear()
                 await self._wake.wait()
+                continue
             batch = self._next_batch()
-            if await self._publish(batch):
-                sent = {id(pending) for pending in batch}  # _put may have dropped some of them meanwhile
-                published = 0
-                while self._buffer and id(self._buffer[0]) in sent:
-                    self._buffer.popleft()
-                    published += 1
-                EVENTS_BUFFERED.set(len(self._buffer))
-                if not self._buffer:
-                    self._drained.set()
-                for pending in batch:
-                    if pending.confirmed is not None and not pending.confirmed.done():
-                        pending.confirmed.set_result(True)
-                EVENTS_PUBLISHED.inc(published)  # the dropped ones were counted as dropped
-                self._failing = False
-                pause = 0.1
-            else:
-                self._failing = True
-                for pending in batch:  # nobody waits through an outage: record() returns False
-                    if pending.confirmed is not None and not pending.confirmed.done():
-                        pending.confirmed.set_result(False)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, MAX_RETRY_PAUSE)
+            for _ in batch:
+                self._buffer.popleft()
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            task.kubemta_events = len(batch)  # type: ignore[attr-defined]  # for `buffered`
+            self._in_flight.add(task)
+            task.add_done_callback(self._sent)
+            if self._failing:  # one batch at a time while the stream fails, each after the pause
+                await task
+
+    def _sent(self, task: "asyncio.Task[None]") -> None:
+        self._in_flight.discard(task)
+        EVENTS_BUFFERED.set(self.buffered)
+        if not self._buffer and not self._in_flight:
+            self._drained.set()
+        self._wake.set()
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        """Publish one batch; on failure put it back at the head of the buffer and wait the pause before returning."""
+        if await self._publish(batch):
+            for pending in batch:
+                if pending.confirmed is not None and not pending.confirmed.done():
+                    pending.confirmed.set_result(True)
+            EVENTS_PUBLISHED.inc(len(batch))
+            self._failing = False
+            self._pause = 0.1
+            return
+        self._failing = True
+        for pending in batch:  # nobody waits through an outage: record() returns False
+            if pending.confirmed is not None and not pending.confirmed.done():
+                pending.confirmed.set_result(False)
+        self._buffer.extendleft(reversed(batch))
+        current = asyncio.current_task()
+        if current is not None:
+            current.kubemta_events = 0  # type: ignore[attr-defined]  # back in the buffer: counted there
+        while len(self._buffer) > self._limit:  # the oldest go when the buffer is over its bound
+            self._buffer.popleft()
+            EVENTS_DROPPED.inc()
+        pause, self._pause = self._pause, min(self._pause * 2, MAX_RETRY_PAUSE)
+        await asyncio.sleep(pause)
 
     def _next_batch(self) -> list[_Pending]:
         """The oldest buffered events, at most BATCH_EVENTS of them and BATCH_BYTES together (at least one)."""
@@ -248,14 +273,17 @@ class EventLog:
                     await self._drained.wait()
             except TimeoutError:
                 pass
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        if self._buffer:
-            logger.warning("stopping with %d lifecycle events not published", len(self._buffer))
-            EVENTS_DROPPED.inc(len(self._buffer))
+        left = self.buffered
+        for task in (self._task, *self._in_flight):
+            task.cancel()
+        for task in (self._task, *self._in_flight):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        if left:
+            logger.warning("stopping with %d lifecycle events not published", left)
+            EVENTS_DROPPED.inc(left)
         self._task = None
 
 
