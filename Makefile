@@ -79,7 +79,7 @@ image-check: sync ## the Dockerfile's locked, non-editable install into a fresh 
 	$(VENV)/bin/pytest -p no:cacheprovider tests/chart/test_image_install.py
 
 .PHONY: chaos
-chaos: system-deps sync ## 10,000 messages while every service is killed (kill -9) at random and the broker restarts twice; lost must be 0 (CHAOS_QUICK=1: 400, as in `make test`; CHAOS_ARGS="--each")
+chaos: system-deps sync ## 10,000 messages while every service is killed (kill -9) at random and the broker restarts twice; lost must be 0 (CHAOS_QUICK=1: 250, as in `make test`; CHAOS_ARGS="--each")
 	$(PY) -m bench.chaos $(if $(filter 1 true yes on,$(CHAOS_QUICK)),--quick) $(CHAOS_ARGS)
 
 .PHONY: bench

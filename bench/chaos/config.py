@@ -41,9 +41,10 @@ class ChaosConfig:
 
 
 QUICK = {
-    "messages": 400,
+    "messages": 250,
     "clients": 6,
-    "rate": 12.0,  # the sending lasts about as long as the chaos (7 steps of ~5 s)
+    "rate": 12.0,  # the sending lasts about as long as the chaos (7 steps of ~3 s)
+    "broker_restart": "app",  # stop_app/start_app: seconds faster than a node restart, inside make test
     "kill_interval": (1.0, 2.5),
     "drain_stall": 20.0,
     "drain_timeout": 90.0,
@@ -69,12 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         "accepted, delivered, lost (must be 0) and duplicates. Exit 1 when a message was lost.",
     )
     add = parser.add_argument
-    add("--quick", action="store_true", default=None, help="CHAOS_QUICK=1: 400 messages, one kill per service")
+    add("--quick", action="store_true", default=None, help="CHAOS_QUICK=1: 250 messages, one kill per service")
     add("--kill-one", metavar="SERVICE", help=f"send 200 messages, kill -9 SERVICE once ({', '.join(SERVICES)}, "
         f"{TRACKER})")  # fmt: skip
     add("--each", action="store_true", help="--kill-one for every service, one after the other")
     add("--repeat", type=int, help="kill-one runs per service (default 1; the table adds them up)")
-    add("--messages", type=int, help="messages to send (full 10000, quick 400, kill-one 200)")
+    add("--messages", type=int, help="messages to send (full 10000, quick 250, kill-one 200)")
     add("--clients", type=int, help="concurrent SMTP clients (full 8, quick 6)")
     add("--rate", type=float, help="messages per second over all clients (0: unpaced; quick 12)")
     add("--broker-restarts", type=int, help="broker restarts during the run (default 2)")
