@@ -109,6 +109,8 @@ async def running_world(config: ChaosConfig, node: BrokerNode, workdir: Path) ->
     await sink.start()
     smtp = ("127.0.0.1", free_port())
     stack = Stack(workdir, _environment(config, vhost, smtp, sink))
+    # the worker's journal survives its kill, as the chart's emptyDir survives a container restart
+    stack.env["KUBEMTA_DELIVERY_JOURNAL"] = str(workdir / "delivery-worker.journal")
     use_tracker = config.tracker == "on" or (config.tracker == "auto" and await asyncio.to_thread(tracker_installed))
     services = ((TRACKER,) if use_tracker else ()) + SERVICES
     extra: dict[str, dict[str, str]] = {}

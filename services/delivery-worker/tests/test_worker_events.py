@@ -19,6 +19,7 @@ from kubemta_common.events.decisions import Action, Decisions
 from kubemta_common.events.deletion import DELETED_DIAGNOSTIC
 from kubemta_delivery_worker.deliverer import Deliverer
 from kubemta_delivery_worker.handler import DeliverHandler
+from kubemta_delivery_worker.journal import DeliveryJournal
 from tests.harness.fake_events import PublishCountingEvents
 from tests.harness.fake_publisher import FakePublisher
 from tests.harness.fake_tracker import FakeDecisions, FakeTracker
@@ -166,6 +167,28 @@ async def test_a_job_flagged_as_a_possible_copy_is_checked_although_it_is_a_firs
         incoming(the_job.SerializeToString())
     )
     assert unflagged.asked == []  # a first delivery of an unflagged job costs no question
+
+
+async def test_the_journal_of_a_killed_worker_stops_a_second_sending_without_asking_the_tracker(
+    start_peer, host_of, job, options, parts, tmp_path
+):
+    """The first delivery wrote its delivered recipients to the journal in the iteration that read the reply; the
+    worker died before its attempted event was confirmed; the restarted one gets the job back and finds them."""
+    publisher, events = parts
+    peer = await start_peer()
+    the_job = job([host_of("mx1.dest.test", peer)], ["a@dest.test", "b@dest.test"])
+    first = DeliverHandler(Deliverer(options), publisher, events=events, journal=DeliveryJournal(tmp_path / "j"))
+    await handle(first)(incoming(the_job.SerializeToString()))
+    await peer.wait_for_messages(1)
+    publisher.published.clear()  # the first result: published, but say the worker died before it was confirmed
+    tracker = FakeTracker(delivered=[])  # the stream never got the attempt
+    restarted = DeliverHandler(
+        Deliverer(options), publisher, events=events, tracker=tracker, journal=DeliveryJournal(tmp_path / "j")
+    )
+    await handle(restarted)(incoming(the_job.SerializeToString(), redelivered=True, returned=1))
+    assert len(peer.messages) == 1  # not sent again
+    assert tracker.asked == []  # the journal knew every recipient
+    assert [r.outcome for r in result_of(publisher).recipients] == [message_pb2.OUTCOME_DELIVERED] * 2
 
 
 async def test_every_recipient_delivered_before_publishes_the_result_without_connecting(

@@ -7,6 +7,7 @@ KUBEMTA_TRACKER_URL).
 """
 
 import asyncio
+from pathlib import Path
 
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe_deliveries
@@ -16,6 +17,7 @@ from kubemta_common.events.tracker_client import DeliveredRecipients, TrackerCli
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_delivery_worker.deliverer import Deliverer, build_deliverer
 from kubemta_delivery_worker.handler import DeliverHandler
+from kubemta_delivery_worker.journal import DeliveryJournal
 from kubemta_delivery_worker.settings import WorkerSettings
 
 DESCRIPTION = "kubemta delivery-worker: delivers jobs over SMTP and reports per-recipient results."
@@ -29,6 +31,7 @@ def build(
     *,
     follower: DecisionFollower | None = None,
     tracker: DeliveredRecipients | None = None,
+    journal: DeliveryJournal | None = None,
 ) -> list[ConsumerSpec]:
     """The worker's one consumer: `deliver`."""
     handler = DeliverHandler(
@@ -39,6 +42,7 @@ def build(
         tracker=tracker,
         decisions=follower.decisions if follower is not None else None,
         decisions_ready=follower.ready if follower is not None else None,
+        journal=journal,
     )
     return both_lanes(subscribe_deliveries(stages.DELIVER, handler))
 
@@ -51,9 +55,16 @@ async def serve(stop: asyncio.Event) -> None:
     tracker = TrackerClient.from_settings(settings)  # None: no redelivery guard
     following = BackgroundFollower(settings.decisions_max_age)
     follower = following.start(core.broker)
+    journal = DeliveryJournal(Path(settings.delivery_journal)) if settings.delivery_journal else None
     try:
-        await serve_consumers(core, lambda c: build(c, settings, deliverer, follower=follower, tracker=tracker), stop)
+        await serve_consumers(
+            core,
+            lambda c: build(c, settings, deliverer, follower=follower, tracker=tracker, journal=journal),
+            stop,
+        )
     finally:
+        if journal is not None:
+            journal.close()
         if tracker is not None:
             await tracker.close()
         await following.stop()

@@ -63,6 +63,7 @@ from kubemta_common.metrics import DUPLICATES
 from kubemta_common.timestamps import now_timestamp
 from kubemta_delivery_worker.deliverer import AttemptReport, Deliverer
 from kubemta_delivery_worker.job_checks import malformation
+from kubemta_delivery_worker.journal import DeliveryJournal
 from kubemta_delivery_worker.metrics import JOBS_HELD
 from kubemta_delivery_worker.replies import outcome_name
 
@@ -87,8 +88,10 @@ class DeliverHandler:
         tracker: DeliveredRecipients | None = None,
         decisions: DecisionView | None = None,
         decisions_ready: asyncio.Event | None = None,
+        journal: DeliveryJournal | None = None,
     ) -> None:
         self._deliverer = deliverer
+        self._journal = journal  # None: no local journal (KUBEMTA_DELIVERY_JOURNAL empty)
         self._publisher = publisher
         self._delivery_limit = delivery_limit
         self._events: EventSink = events if events is not None else NoEvents()
@@ -151,6 +154,8 @@ class DeliverHandler:
                 to_deliver.ClearField("recipients")
                 to_deliver.recipients.extend(remaining)
             report = await self._deliverer.attempt(to_deliver)  # cancelled here: nothing published
+            if self._journal is not None:  # in the loop iteration that read the reply: before any other await
+                self._journal.record(job.job_id, report.results)
         answered = {result.recipient: result for result in report.results} if report is not None else {}
         answered.update(done)
         recipients = [answered[rcpt] for rcpt in dict.fromkeys(job.recipients) if rcpt in answered]
@@ -192,27 +197,29 @@ class DeliverHandler:
         self, job: message_pb2.DeliveryJob, message: AbstractIncomingMessage | None
     ) -> dict[str, message_pb2.RecipientResult]:
         """On a redelivery (or a job flagged as a possible second copy: DeliveryJob.maybe_duplicate): the job's
-        recipients the tracker recorded as delivered, as results to report again."""
-        if self._tracker is None or not may_be_repeated(message, job.maybe_duplicate):
-            return {}
-        outcomes = await self._tracker.delivered_recipients(job.job_id)
-        if outcomes is None and message is not None:
-            return_if_unanswered(message, "delivered")  # raises while it may ask again later
-        if not outcomes:
+        recipients this pod's journal or the tracker recorded as delivered, as results to report again."""
+        if not may_be_repeated(message, job.maybe_duplicate):
             return {}
         wanted = set(job.recipients)
-        done = {
-            outcome.recipient: message_pb2.RecipientResult(
-                recipient=outcome.recipient,
-                outcome=message_pb2.OUTCOME_DELIVERED,
-                smtp_code=outcome.smtp_code,
-                status=outcome.status,
-                diagnostic=outcome.diagnostic,
-                remote_mta=outcome.remote_mta,
-            )
-            for outcome in outcomes
-            if outcome.outcome == message_pb2.OUTCOME_DELIVERED and outcome.recipient in wanted
-        }
+        done = self._journal.delivered(job.job_id) if self._journal is not None else {}
+        if self._tracker is not None and not wanted <= set(done):
+            outcomes = await self._tracker.delivered_recipients(job.job_id)
+            if outcomes is None and message is not None:
+                return_if_unanswered(message, "delivered")  # raises while it may ask again later
+            for outcome in outcomes or ():
+                if outcome.outcome == message_pb2.OUTCOME_DELIVERED:
+                    done.setdefault(
+                        outcome.recipient,
+                        message_pb2.RecipientResult(
+                            recipient=outcome.recipient,
+                            outcome=message_pb2.OUTCOME_DELIVERED,
+                            smtp_code=outcome.smtp_code,
+                            status=outcome.status,
+                            diagnostic=outcome.diagnostic,
+                            remote_mta=outcome.remote_mta,
+                        ),
+                    )
+        done = {rcpt: result for rcpt, result in done.items() if rcpt in wanted}
         if done:
             DUPLICATES.labels(stage=STAGE).inc()
             self._events.emit(job_events.duplicate(job_event(job), reason=REDELIVERED_JOB, recipients=done))

@@ -99,6 +99,14 @@ class WorkerSettings(ServiceSettings):
             "hosts failing before the greeting do not count; 0: no limit)"
         ),
     )
+    delivery_journal: str = Field(
+        default="",
+        description=(
+            "File where the worker notes each delivered recipient the moment the remote server's reply arrives "
+            "(journal.py), read when a job comes back after a crash; in the chart /tmp/kubemta-delivered.journal "
+            "(an emptyDir the restarted container keeps); empty = none"
+        ),
+    )
     delivery_limit: int = Field(
         default=DELIVERY_LIMIT,
         ge=1,
