@@ -12,17 +12,8 @@ from hypothesis import strategies as st
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.streams import DECISIONS
-from kubemta_common.events.decisions import (
-    GO_ON,
-    Action,
-    BackgroundFollower,
-    DecisionFollower,
-    Decisions,
-    JobVerdicts,
-    describe,
-    normal_domain,
-    normal_sender,
-)
+from kubemta_common.events.decision_follower import BackgroundFollower, DecisionFollower, JobVerdicts
+from kubemta_common.events.decisions import GO_ON, Action, Decisions, describe, normal_domain, normal_sender
 from tests.harness.rabbitmq import Vhost
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -433,7 +424,7 @@ async def test_job_verdicts_without_decisions_go_on_and_a_slow_follower_is_waite
     assert await JobVerdicts(None).verdict(job) is GO_ON
     view = decisions(decision(HOLD, domain="held.example"))
     never = asyncio.Event()
-    with caplog.at_level(logging.WARNING, logger="kubemta_common.events.decisions"):
+    with caplog.at_level(logging.WARNING, logger="kubemta_common.events.decision_follower"):
         verdict = await JobVerdicts(view, never, ready_within=0.05).verdict(job)
     assert verdict.action is Action.HOLD  # what was read decides
     assert "decisions not read within" in caplog.text

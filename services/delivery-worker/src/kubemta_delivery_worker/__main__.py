@@ -12,7 +12,7 @@ from pathlib import Path
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe_deliveries
 from kubemta_common.command_line import service_main
-from kubemta_common.events.decisions import BackgroundFollower, DecisionFollower
+from kubemta_common.events.decision_follower import BackgroundFollower, DecisionFollower
 from kubemta_common.events.tracker_client import DeliveredRecipients, TrackerClient
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_delivery_worker.deliverer import Deliverer, build_deliverer

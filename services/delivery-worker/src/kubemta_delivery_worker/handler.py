@@ -53,7 +53,8 @@ from kubemta_common.amqp.topology import DELIVERY_LIMIT, ROUTE
 from kubemta_common.bus_messages import Encoded, encoded_with_field
 from kubemta_common.errors import PermanentError
 from kubemta_common.events import job_events
-from kubemta_common.events.decisions import Action, DecisionView, JobVerdicts
+from kubemta_common.events.decision_follower import JobVerdicts
+from kubemta_common.events.decisions import Action, DecisionView
 from kubemta_common.events.deletion import deleted_result
 from kubemta_common.events.emitter import EventSink, NoEvents
 from kubemta_common.events.job_events import job_event

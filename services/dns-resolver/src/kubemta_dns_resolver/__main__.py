@@ -8,7 +8,7 @@ from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe_deliveries
 from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
-from kubemta_common.events.decisions import BackgroundFollower
+from kubemta_common.events.decision_follower import BackgroundFollower
 from kubemta_common.events.tracker_client import TrackerClient
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_common.ttl_cache import TtlLruCache

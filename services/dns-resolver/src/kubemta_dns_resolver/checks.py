@@ -17,7 +17,8 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp.consumer import may_be_repeated, return_if_unanswered
-from kubemta_common.events.decisions import DecisionView, JobVerdicts
+from kubemta_common.events.decision_follower import JobVerdicts
+from kubemta_common.events.decisions import DecisionView
 from kubemta_common.events.tracker_client import DuplicateChecks
 
 

@@ -8,7 +8,7 @@ import asyncio
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe, subscribe_deliveries
 from kubemta_common.command_line import service_main
-from kubemta_common.events.decisions import BackgroundFollower
+from kubemta_common.events.decision_follower import BackgroundFollower
 from kubemta_common.events.tracker_client import TrackerClient
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, consume, serve_consumers
 from kubemta_mail_auth.dkim.keys import KeyStore

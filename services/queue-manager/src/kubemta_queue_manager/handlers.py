@@ -24,7 +24,8 @@ from kubemta_common.amqp.consumer import may_be_repeated
 from kubemta_common.amqp.publisher import HeldPublisher
 from kubemta_common.amqp.stages import Outgoing
 from kubemta_common.errors import PermanentError
-from kubemta_common.events.decisions import DecisionView, JobVerdicts
+from kubemta_common.events.decision_follower import JobVerdicts
+from kubemta_common.events.decisions import DecisionView
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.events.job_events import job_event
 from kubemta_common.events.tracker_client import DuplicateChecks

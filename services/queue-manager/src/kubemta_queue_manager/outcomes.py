@@ -1,7 +1,7 @@
 """The `results` stage: what a delivery result leads to, published, then recorded as lifecycle events.
 
 `fate.decide` says who is delivered, retried, bounced or expired; an operator's decision
-(kubemta_common.events.decisions.JobVerdicts) can delete the message (no retry, no DSN unless the operator
+(kubemta_common.events.decision_follower.JobVerdicts) can delete the message (no retry, no DSN unless the operator
 asked for one) or hold it (the retry job goes to `held` instead of its retry queue). Everything the result leads to is
 published with confirms, and only then are the events recorded (one per disposition), so an
 event never claims a retry or a bounce that is not queued.
@@ -19,8 +19,9 @@ from kubemta_common.amqp.publisher import HeldPublisher
 from kubemta_common.amqp.stages import Outgoing
 from kubemta_common.amqp.topology import HELD, ROUTE, retry_queue_name
 from kubemta_common.events import job_events
+from kubemta_common.events.decision_follower import JobVerdicts
 from kubemta_common.events.decisions import Action as Verb
-from kubemta_common.events.decisions import JobVerdicts, Verdict
+from kubemta_common.events.decisions import Verdict
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.logs import sanitize
 from kubemta_common.providers import provider_label
