@@ -16,9 +16,9 @@ import asyncio
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp.consumer import may_be_repeated, return_if_unanswered
 from kubemta_common.events.decision_follower import JobVerdicts
 from kubemta_common.events.decisions import DecisionView
+from kubemta_common.events.redelivery import already_recorded
 from kubemta_common.events.tracker_client import DuplicateChecks
 
 
@@ -37,9 +37,11 @@ class JobChecks(JobVerdicts):
     async def already_routed(self, job: message_pb2.DeliveryJob, delivery: AbstractIncomingMessage | None) -> bool:
         """True when `delivery` is a redelivery (or the job a possible second copy: DeliveryJob.maybe_duplicate) of a
         job whose `routed` event was recorded at this attempt."""
-        if self._tracker is None or not may_be_repeated(delivery, job.maybe_duplicate):
-            return False
-        done = await self._tracker.recorded("routed", job_id=job.job_id, attempt=job.attempts)
-        if done is None and delivery is not None:
-            return_if_unanswered(delivery, "routed")  # raises while it may ask again later
-        return done is True
+        return await already_recorded(
+            self._tracker,
+            delivery,
+            "routed",
+            flagged=job.maybe_duplicate,
+            job_id=job.job_id,
+            attempt=job.attempts,
+        )

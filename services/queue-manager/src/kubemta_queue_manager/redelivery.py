@@ -1,20 +1,16 @@
 """Recognising a redelivered bus message the queue-manager already handled before it crashed.
 
-A message comes again when the process that had it died after publishing its outputs but before
-the acknowledgement reached the broker. Only then (the AMQP `redelivered` flag, or a quorum
-queue's `x-delivery-count` above 0), and only with a tracker configured, the tracker is asked
-whether the event that closes the work was recorded: `queued` for an accepted message, the
-job's fate at that attempt for a result. True: the outputs are queued already, the message is
+The question (kubemta_common.events.redelivery) is `queued` for an accepted message and the job's
+fate at that attempt for a result. True: the outputs are queued already, the message is
 acknowledged without publishing them again (a `duplicate` event, kubemta_duplicates_total).
-False or unknown (the tracker unreachable, slow or not in sync): handled as usual, at least once.
 """
 
 from aio_pika.abc import AbstractIncomingMessage
 
 from kubemta.v1 import events_pb2
-from kubemta_common.amqp.consumer import is_redelivery, return_if_unanswered
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.events.job_events import duplicate
+from kubemta_common.events.redelivery import already_recorded
 from kubemta_common.events.tracker_client import DuplicateChecks
 from kubemta_common.metrics import DUPLICATES
 
@@ -37,15 +33,9 @@ class RedeliveryGuard:
     ) -> bool:
         """True when `delivery` is a redelivery whose `kind` event (for `event`'s queue id or job id) was recorded:
         then a `duplicate` event (`event` filled in) is emitted and counted."""
-        if self._tracker is None or delivery is None or not is_redelivery(delivery):
-            return False
-        if event.job_id:
-            done = await self._tracker.recorded(kind, job_id=event.job_id, attempt=attempt)
-        else:
-            done = await self._tracker.recorded(kind, queue_id=event.queue_id)
-        if done is None:
-            return_if_unanswered(delivery, kind)  # raises while it may ask again later
-        if done is not True:
+        if not await already_recorded(
+            self._tracker, delivery, kind, queue_id=event.queue_id, job_id=event.job_id, attempt=attempt
+        ):
             return False
         self._events.emit(duplicate(event))
         DUPLICATES.labels(stage=self._stage).inc()
