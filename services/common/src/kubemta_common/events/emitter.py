@@ -117,6 +117,8 @@ class EventLog:
         self._buffer: deque[_Pending] = deque()
         """Events not yet sent; a batch in flight is out of it and comes back to its head if it fails."""
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._sending = 0
+        """Events in the batches waiting for their confirm."""
         self._pause = 0.1
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -127,7 +129,7 @@ class EventLog:
     @property
     def buffered(self) -> int:
         """Events not yet published: waiting, or in a batch waiting for its confirm."""
-        return len(self._buffer) + sum(getattr(task, "kubemta_events", 0) for task in self._in_flight)
+        return len(self._buffer) + self._sending
 
     @property
     def failing(self) -> bool:
@@ -191,8 +193,8 @@ class EventLog:
             batch = self._next_batch()
             for _ in batch:
                 self._buffer.popleft()
+            self._sending += len(batch)
             task = asyncio.get_running_loop().create_task(self._send(batch))
-            task.kubemta_events = len(batch)  # type: ignore[attr-defined]  # for `buffered`
             self._in_flight.add(task)
             task.add_done_callback(self._sent)
             if self._failing:  # one batch at a time while the stream fails, each after the pause
@@ -207,7 +209,9 @@ class EventLog:
 
     async def _send(self, batch: list[_Pending]) -> None:
         """Publish one batch; on failure put it back at the head of the buffer and wait the pause before returning."""
-        if await self._publish(batch):
+        published = await self._publish(batch)
+        self._sending -= len(batch)
+        if published:
             for pending in batch:
                 if pending.confirmed is not None and not pending.confirmed.done():
                     pending.confirmed.set_result(True)
@@ -220,9 +224,6 @@ class EventLog:
             if pending.confirmed is not None and not pending.confirmed.done():
                 pending.confirmed.set_result(False)
         self._buffer.extendleft(reversed(batch))
-        current = asyncio.current_task()
-        if current is not None:
-            current.kubemta_events = 0  # type: ignore[attr-defined]  # back in the buffer: counted there
         while len(self._buffer) > self._limit:  # the oldest go when the buffer is over its bound
             self._buffer.popleft()
             EVENTS_DROPPED.inc()
