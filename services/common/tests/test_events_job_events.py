@@ -117,3 +117,10 @@ def test_an_unanswered_duplicate_check_returns_the_message_a_bounded_number_of_t
             return_if_unanswered(delivery(count), "routed")
     return_if_unanswered(delivery(UNANSWERED_RETURNS + 1), "routed")  # then the work goes on without the answer
     assert UNANSWERED_RETURNS < DELIVERY_LIMIT - 2  # room left before the queue sends it to held
+
+
+def test_every_job_event_names_the_submitter_and_tags() -> None:
+    job = make_job(submitter="apikey:billing", tags=["invoice", "eu"])
+    event = job_events.held(job, release_to="route")
+    assert event.submitter == "apikey:billing"
+    assert list(event.tags) == ["invoice", "eu"]

@@ -148,3 +148,12 @@ async def test_undecodable_inbound_payload_is_permanent(manager, publisher) -> N
 async def test_message_without_recipients_publishes_nothing(manager, publisher) -> None:
     await manager.handle_accepted(accepted([]))
     assert publisher.batches == []
+
+
+def test_jobs_carry_the_submitter_and_tags_for_webhooks() -> None:
+    message = accepted(
+        ["a@example.org", "b@example.net"], authenticated_user="system:serviceaccount:shop:checkout", tags=["order"]
+    )
+    jobs = split(message, "example.com")
+    assert [job.submitter for job in jobs] == ["system:serviceaccount:shop:checkout"] * 2
+    assert [list(job.tags) for job in jobs] == [["order"], ["order"]]

@@ -24,6 +24,8 @@ from fastapi import Header, HTTPException
 from pydantic import SecretStr
 
 from kubemta_ingress.bearer_token import B64TOKEN
+from kubemta_ingress.sender_identity import AuthenticatedUser
+from kubemta_ingress.users import Identity
 
 REALM = "kubemta"
 CHALLENGE = f'Bearer realm="{REALM}"'
@@ -51,10 +53,22 @@ class NotConfigured(HTTPException):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: `kind` is how it proved itself (`api-token`; later `api-key`, `serviceaccount`)."""
+    """An authenticated caller.
+
+    `kind` is how it proved itself: `api-token` (the operator's KUBEMTA_API_TOKEN), `api-key`
+    (api_keys.py) or `serviceaccount` (a TokenReview-verified Kubernetes token). `name` is what
+    travels on the bus as the submitter (`AcceptedMessage.authenticated_user`): `operator`,
+    `apikey:NAME` or `system:serviceaccount:NAMESPACE:NAME`. `identities` are the senders it may
+    use; the operator's token has none, so it may not send mail.
+    """
 
     kind: str
     name: str
+    identities: tuple[Identity, ...] = ()
+
+    def sender(self) -> AuthenticatedUser:
+        """The principal as the acceptance checks see an authenticated sender (SMTP AUTH gives the same)."""
+        return AuthenticatedUser(self.name, self.identities)
 
 
 class TokenVerifier(Protocol):

@@ -193,6 +193,70 @@ class IngressSettings(ServiceSettings, DnsClientSettings, TransportSettings):
             "letters, digits, -._~+/ and trailing =); unset: every /v1 request is refused (503)"
         ),
     )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description=(
+            "API keys for POST /v1/messages (SHA-256-hashed, with their sender identities; `kubemta-admin api-keys`), "
+            "re-read when the file changes; unset: no API keys"
+        ),
+    )
+    serviceaccount_identities_file: Path | None = Field(
+        default=None,
+        description=(
+            "Kubernetes ServiceAccounts allowed to send, as NAMESPACE/NAME (or NAMESPACE/*):IDENTITY,... per line, "
+            "re-read when the file changes; their projected tokens are verified with the TokenReview API (as an API "
+            "bearer token or the SMTP AUTH PLAIN password); unset: ServiceAccount tokens are not accepted"
+        ),
+    )
+    serviceaccount_audience: str = Field(
+        default="kubemta",
+        min_length=1,
+        description="Audience a ServiceAccount token must be bound to (its projected volume's `audience`)",
+    )
+    kubernetes_api_url: str | None = Field(
+        default=None,
+        description=(
+            "URL of the Kubernetes API for TokenReview; unset: in-cluster (KUBERNETES_SERVICE_HOST and _PORT)"
+        ),
+    )
+    kubernetes_token_file: Path = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="kubemta's own ServiceAccount token, presented to the Kubernetes API (re-read as it rotates)",
+    )
+    kubernetes_ca_file: Path = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+        description="CA certificate the Kubernetes API's certificate is verified with",
+    )
+    tokenreview_timeout: Duration = Field(
+        default=5.0, gt=0, description="Longest wait for one TokenReview answer (then the token counts as unverified)"
+    )
+    tokenreview_cache_ttl: Duration = Field(
+        default=600.0,
+        ge=0,
+        description="Longest time a verified ServiceAccount token is trusted without asking again (never past expiry)",
+    )
+    tokenreview_negative_ttl: Duration = Field(
+        default=10.0, ge=0, description="How long a token the TokenReview API refused is refused without asking again"
+    )
+    tokenreview_cache_size: int = Field(
+        default=10000, ge=0, description="TokenReview answers kept (least recently used go first)"
+    )
+    api_max_request_size: int | None = Field(
+        default=None,
+        ge=1024,
+        description=(
+            "Largest POST /v1/messages request body in bytes (then 413); unset: room for a message of "
+            "KUBEMTA_MAX_MESSAGE_SIZE with base64 attachments in JSON (4/3 of it plus 64 KiB)"
+        ),
+    )
+    idempotency_window: Duration = Field(
+        default=86400.0,
+        gt=0,
+        description=(
+            "How long an Idempotency-Key of POST /v1/messages is remembered, cluster-wide through the tracker "
+            "(a repeat gets the first answer and queues nothing)"
+        ),
+    )
     api_checks_per_minute: float = Field(
         default=30.0, gt=0, description="Domain checks the HTTP API starts per minute (token bucket; then 429)"
     )
@@ -223,6 +287,14 @@ class IngressSettings(ServiceSettings, DnsClientSettings, TransportSettings):
             "(a .key also works, but the ingress needs none); unset: no signing"
         ),
     )
+
+    @property
+    def api_request_limit(self) -> int:
+        """The largest POST /v1/messages body: KUBEMTA_API_MAX_REQUEST_SIZE, or what a message of
+        KUBEMTA_MAX_MESSAGE_SIZE needs as base64 inside JSON."""
+        if self.api_max_request_size is not None:
+            return self.api_max_request_size
+        return self.max_message_size * 4 // 3 + 64 * 1024
 
     @model_validator(mode="after")
     def _messages_fit_the_broker(self) -> Self:

@@ -50,6 +50,8 @@ def iter_jobs(message: message_pb2.AcceptedMessage, default_domain: str) -> Iter
             smtputf8=message.smtputf8,
             generated=message.generated,
             message_id=message.message_id,
+            submitter=message.authenticated_user,
+            tags=message.tags,
         )
         job.arrival_time.CopyFrom(message.arrival_time)
         yield job

@@ -87,6 +87,8 @@ class LifecycleEvent(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    SUBMITTER_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     RECEIVED_FIELD_NUMBER: _builtins.int
     SIGNED_FIELD_NUMBER: _builtins.int
     QUEUED_FIELD_NUMBER: _builtins.int
@@ -118,8 +120,14 @@ class LifecycleEvent(_message.Message):
     """Delivery attempts already made for the job when this happened (DeliveryJob.attempts)."""
     source: _builtins.str
     """The process that wrote it (host name and pid), for an operator reading a timeline."""
+    submitter: _builtins.str
+    """The job's submitter and tags (DeliveryJob.submitter/tags) on every event about a job, so that a webhook
+    dispatcher can pick an app's own delivered/deferred/bounced events without an index.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def received(self) -> Global___Received: ...
     @_builtins.property
@@ -165,6 +173,8 @@ class LifecycleEvent(_message.Message):
         job_id: _builtins.str = ...,
         attempt: _builtins.int = ...,
         source: _builtins.str = ...,
+        submitter: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
         received: Global___Received | None = ...,
         signed: Global___Signed | None = ...,
         queued: Global___Queued | None = ...,
@@ -185,7 +195,7 @@ class LifecycleEvent(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["admin_action", b"admin_action", "attempted", b"attempted", "barrier", b"barrier", "bounced", b"bounced", "deferred", b"deferred", "delay_warning_sent", b"delay_warning_sent", "deleted", b"deleted", "delivered", b"delivered", "dsn_sent", b"dsn_sent", "duplicate", b"duplicate", "expired", b"expired", "held", b"held", "kind", b"kind", "queued", b"queued", "received", b"received", "released", b"released", "routed", b"routed", "signed", b"signed", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_action", b"admin_action", "attempt", b"attempt", "attempted", b"attempted", "barrier", b"barrier", "bounced", b"bounced", "deferred", b"deferred", "delay_warning_sent", b"delay_warning_sent", "deleted", b"deleted", "delivered", b"delivered", "dsn_sent", b"dsn_sent", "duplicate", b"duplicate", "event_id", b"event_id", "expired", b"expired", "held", b"held", "job_id", b"job_id", "kind", b"kind", "message_id", b"message_id", "queue_id", b"queue_id", "queued", b"queued", "received", b"received", "released", b"released", "routed", b"routed", "service", b"service", "signed", b"signed", "source", b"source", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_action", b"admin_action", "attempt", b"attempt", "attempted", b"attempted", "barrier", b"barrier", "bounced", b"bounced", "deferred", b"deferred", "delay_warning_sent", b"delay_warning_sent", "deleted", b"deleted", "delivered", b"delivered", "dsn_sent", b"dsn_sent", "duplicate", b"duplicate", "event_id", b"event_id", "expired", b"expired", "held", b"held", "job_id", b"job_id", "kind", b"kind", "message_id", b"message_id", "queue_id", b"queue_id", "queued", b"queued", "received", b"received", "released", b"released", "routed", b"routed", "service", b"service", "signed", b"signed", "source", b"source", "submitter", b"submitter", "tags", b"tags", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["received", "signed", "queued", "routed", "attempted", "delivered", "deferred", "bounced", "expired", "delay_warning_sent", "dsn_sent", "held", "released", "deleted", "admin_action", "barrier", "duplicate"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015

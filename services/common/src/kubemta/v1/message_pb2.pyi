@@ -167,6 +167,7 @@ class AcceptedMessage(_message.Message):
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     LISTENER_FIELD_NUMBER: _builtins.int
     DEDUP_KEY_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     """Queue id, unique per accepted message; every log line about it carries it."""
     sender: _builtins.str
@@ -196,6 +197,12 @@ class AcceptedMessage(_message.Message):
 
     @_builtins.property
     def arrival_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Labels an API client gave the message (POST /v1/messages "tags"); they travel with its jobs into the
+        lifecycle events and webhooks. At most 10, each at most 64 characters (the ingress checks).
+        """
+
     def __init__(
         self,
         *,
@@ -213,10 +220,11 @@ class AcceptedMessage(_message.Message):
         message_id: _builtins.str = ...,
         listener: _builtins.str = ...,
         dedup_key: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "authenticated_user", b"authenticated_user", "client_address", b"client_address", "client_helo", b"client_helo", "content", b"content", "dedup_key", b"dedup_key", "generated", b"generated", "listener", b"listener", "message_id", b"message_id", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "smtputf8", b"smtputf8", "trust", b"trust"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "authenticated_user", b"authenticated_user", "client_address", b"client_address", "client_helo", b"client_helo", "content", b"content", "dedup_key", b"dedup_key", "generated", b"generated", "listener", b"listener", "message_id", b"message_id", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "smtputf8", b"smtputf8", "tags", b"tags", "trust", b"trust"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -328,6 +336,8 @@ class DeliveryJob(_message.Message):
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     RELEASED_AT_FIELD_NUMBER: _builtins.int
     MAYBE_DUPLICATE_FIELD_NUMBER: _builtins.int
+    SUBMITTER_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     job_id: _builtins.str
     """Unique per job (queue id + domain); stable across retries."""
@@ -347,6 +357,11 @@ class DeliveryJob(_message.Message):
     flagged so itself) and may have published a copy before: the next stage checks the tracker before acting on
     it, as it does for a redelivery of its own input.
     """
+    submitter: _builtins.str
+    """Who submitted the message (AcceptedMessage.authenticated_user: a users-file name, "apikey:NAME" or
+    "system:serviceaccount:NAMESPACE:NAME"; empty for mail not sent by an authenticated client), and its tags:
+    copied into the job's lifecycle events so that webhooks reach the submitter's endpoints.
+    """
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -361,6 +376,8 @@ class DeliveryJob(_message.Message):
         again (the RELEASE decision may reach a service after the released job does).
         """
 
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -379,10 +396,12 @@ class DeliveryJob(_message.Message):
         message_id: _builtins.str = ...,
         released_at: _timestamp_pb2.Timestamp | None = ...,
         maybe_duplicate: _builtins.bool = ...,
+        submitter: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "released_at", b"released_at", "route", b"route"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "attempts", b"attempts", "content", b"content", "delay_warning_sent", b"delay_warning_sent", "domain", b"domain", "generated", b"generated", "job_id", b"job_id", "maybe_duplicate", b"maybe_duplicate", "message_id", b"message_id", "queue_id", b"queue_id", "recipients", b"recipients", "released_at", b"released_at", "route", b"route", "sender", b"sender", "smtputf8", b"smtputf8"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "attempts", b"attempts", "content", b"content", "delay_warning_sent", b"delay_warning_sent", "domain", b"domain", "generated", b"generated", "job_id", b"job_id", "maybe_duplicate", b"maybe_duplicate", "message_id", b"message_id", "queue_id", b"queue_id", "recipients", b"recipients", "released_at", b"released_at", "route", b"route", "sender", b"sender", "smtputf8", b"smtputf8", "submitter", b"submitter", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

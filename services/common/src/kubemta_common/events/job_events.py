@@ -13,9 +13,15 @@ ADMIN = "admin"
 
 
 def job_event(job: message_pb2.DeliveryJob) -> events_pb2.LifecycleEvent:
-    """An event about one job, at its current attempt (its queue id, Message-ID, job id and attempts)."""
+    """An event about one job, at its current attempt (its queue id, Message-ID, job id and attempts), naming its
+    submitter and tags (for webhooks)."""
     return events_pb2.LifecycleEvent(
-        queue_id=job.queue_id, message_id=job.message_id, job_id=job.job_id, attempt=job.attempts
+        queue_id=job.queue_id,
+        message_id=job.message_id,
+        job_id=job.job_id,
+        attempt=job.attempts,
+        submitter=job.submitter,
+        tags=job.tags,
     )
 
 
