@@ -106,6 +106,8 @@ class LifecycleEvent(_message.Message):
     ADMIN_ACTION_FIELD_NUMBER: _builtins.int
     BARRIER_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_CLAIM_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_RELEASE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique per event (random, hex), so a batch published twice is indexed once."""
     service: _builtins.str
@@ -162,6 +164,10 @@ class LifecycleEvent(_message.Message):
     def barrier(self) -> Global___Barrier: ...
     @_builtins.property
     def duplicate(self) -> Global___Duplicate: ...
+    @_builtins.property
+    def idempotency_claim(self) -> Global___IdempotencyClaim: ...
+    @_builtins.property
+    def idempotency_release(self) -> Global___IdempotencyRelease: ...
     def __init__(
         self,
         *,
@@ -192,12 +198,14 @@ class LifecycleEvent(_message.Message):
         admin_action: Global___AdminAction | None = ...,
         barrier: Global___Barrier | None = ...,
         duplicate: Global___Duplicate | None = ...,
+        idempotency_claim: Global___IdempotencyClaim | None = ...,
+        idempotency_release: Global___IdempotencyRelease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["admin_action", b"admin_action", "attempted", b"attempted", "barrier", b"barrier", "bounced", b"bounced", "deferred", b"deferred", "delay_warning_sent", b"delay_warning_sent", "deleted", b"deleted", "delivered", b"delivered", "dsn_sent", b"dsn_sent", "duplicate", b"duplicate", "expired", b"expired", "held", b"held", "kind", b"kind", "queued", b"queued", "received", b"received", "released", b"released", "routed", b"routed", "signed", b"signed", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["admin_action", b"admin_action", "attempted", b"attempted", "barrier", b"barrier", "bounced", b"bounced", "deferred", b"deferred", "delay_warning_sent", b"delay_warning_sent", "deleted", b"deleted", "delivered", b"delivered", "dsn_sent", b"dsn_sent", "duplicate", b"duplicate", "expired", b"expired", "held", b"held", "idempotency_claim", b"idempotency_claim", "idempotency_release", b"idempotency_release", "kind", b"kind", "queued", b"queued", "received", b"received", "released", b"released", "routed", b"routed", "signed", b"signed", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_action", b"admin_action", "attempt", b"attempt", "attempted", b"attempted", "barrier", b"barrier", "bounced", b"bounced", "deferred", b"deferred", "delay_warning_sent", b"delay_warning_sent", "deleted", b"deleted", "delivered", b"delivered", "dsn_sent", b"dsn_sent", "duplicate", b"duplicate", "event_id", b"event_id", "expired", b"expired", "held", b"held", "job_id", b"job_id", "kind", b"kind", "message_id", b"message_id", "queue_id", b"queue_id", "queued", b"queued", "received", b"received", "released", b"released", "routed", b"routed", "service", b"service", "signed", b"signed", "source", b"source", "submitter", b"submitter", "tags", b"tags", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_action", b"admin_action", "attempt", b"attempt", "attempted", b"attempted", "barrier", b"barrier", "bounced", b"bounced", "deferred", b"deferred", "delay_warning_sent", b"delay_warning_sent", "deleted", b"deleted", "delivered", b"delivered", "dsn_sent", b"dsn_sent", "duplicate", b"duplicate", "event_id", b"event_id", "expired", b"expired", "held", b"held", "idempotency_claim", b"idempotency_claim", "idempotency_release", b"idempotency_release", "job_id", b"job_id", "kind", b"kind", "message_id", b"message_id", "queue_id", b"queue_id", "queued", b"queued", "received", b"received", "released", b"released", "routed", b"routed", "service", b"service", "signed", b"signed", "source", b"source", "submitter", b"submitter", "tags", b"tags", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["received", "signed", "queued", "routed", "attempted", "delivered", "deferred", "bounced", "expired", "delay_warning_sent", "dsn_sent", "held", "released", "deleted", "admin_action", "barrier", "duplicate"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["received", "signed", "queued", "routed", "attempted", "delivered", "deferred", "bounced", "expired", "delay_warning_sent", "dsn_sent", "held", "released", "deleted", "admin_action", "barrier", "duplicate", "idempotency_claim", "idempotency_release"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -317,6 +325,63 @@ class QueuedJob(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueuedJob: _TypeAlias = QueuedJob  # noqa: Y015
+
+@_typing.final
+class IdempotencyClaim(_message.Message):
+    """A request of the HTTP API with an Idempotency-Key wants to be the one that queues its message (written by the
+    tracker for the ingress; no queue id). The first claim in stream order that is not released and not stale
+    wins, the same answer on every tracker replica (docs/tracking.md, "Idempotency claims").
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    CLAIMANT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """Hex SHA-256 of the principal's name and the client's Idempotency-Key (never the key itself)."""
+    fingerprint: _builtins.str
+    """Hex SHA-256 of the request (method, path, content type, body): a repeat with another request is refused."""
+    claimant: _builtins.str
+    """A random id of one request attempt."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        fingerprint: _builtins.str = ...,
+        claimant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimant", b"claimant", "fingerprint", b"fingerprint", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdempotencyClaim: _TypeAlias = IdempotencyClaim  # noqa: Y015
+
+@_typing.final
+class IdempotencyRelease(_message.Message):
+    """The claimant's request failed before anything was queued: its claim no longer holds the key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    CLAIMANT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    claimant: _builtins.str
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        claimant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimant", b"claimant", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdempotencyRelease: _TypeAlias = IdempotencyRelease  # noqa: Y015
 
 @_typing.final
 class Queued(_message.Message):
