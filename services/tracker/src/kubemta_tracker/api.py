@@ -1,8 +1,9 @@
 """The tracker's HTTP API (read side): find, show, queue summary, held list, and the duplicate checks.
 
 Every route needs a bearer token (auth.py); the admin routes (flush, hold, release, delete)
-live in admin_api.py. JSON everywhere, times RFC 3339 UTC, errors `{"detail": "..."}` (also
-for invalid input: 422 with every problem named, never echoing the value). Query values are
+live in admin_api.py, the Idempotency-Key claims of the ingress' HTTP API in idempotency_api.py.
+JSON everywhere, times RFC 3339 UTC, errors `{"detail": "..."}` (also for invalid input: 422 with
+every problem named, never echoing the value). Query values are
 bounded in length and only ever bound as SQL parameters (queries.py): a hostile Message-ID or
 address is a string that matches nothing. `duplicates/received/{dedup_key}` reads the index as
 it is, without a barrier (it is asked for every incoming message; ingest.py says how fresh the
@@ -28,6 +29,7 @@ from kubemta_tracker.admin_api import router as admin_router
 from kubemta_tracker.auth import TokenAuth, require_read
 from kubemta_tracker.body_limit import BodyLimit
 from kubemta_tracker.context import TrackerContext, tracker_context
+from kubemta_tracker.idempotency_api import router as idempotency_router
 from kubemta_tracker.queries import FindQuery
 
 MAX_LIMIT = 1000
@@ -193,7 +195,8 @@ async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(context: TrackerContext) -> FastAPI:
-    """The tracker API over `context` (read routes here; admin routes from admin_api.py)."""
+    """The tracker API over `context` (read routes here; admin routes from admin_api.py, Idempotency-Key claims
+    from idempotency_api.py)."""
     app = FastAPI(
         title="kubemta tracker",
         summary="Where is my mail: message tracking, queue summaries, duplicate checks and queue administration",
@@ -206,6 +209,7 @@ def create_app(context: TrackerContext) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.include_router(router)
     app.include_router(admin_router)
+    app.include_router(idempotency_router)
     app.add_middleware(
         BodyLimit, max_body=context.settings.tracker_max_body, timeout=context.settings.tracker_body_timeout
     )

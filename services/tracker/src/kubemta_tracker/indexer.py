@@ -3,11 +3,12 @@
 `IndexWriter.index_events(records)` decodes each `events` record (an EventBatch), inserts every
 event into `events` (INSERT OR IGNORE by event_id: a batch seen twice, after a reconnect or a
 replay, is indexed once and changes no state twice) and applies what it says to `messages`,
-`recipients`, `jobs`, `dedup` and `held`; the last offset goes into `offsets` in the same
+`recipients`, `jobs`, `dedup` and `held`; Idempotency-Key claims and releases go to `claims` with their
+place in the stream (claims.py), not into `events`; the last offset goes into `offsets` in the same
 transaction, so the index and its resume point never disagree. A job's state follows its
 latest event by time (ties: the later stage, schema.RANK), so batches of several services that
 arrive out of order still end in the right state. Barrier events are not stored; their nonces
-are returned for sync.py.
+are returned for sync.py, and so are the event ids of claims and releases (each is its request's barrier).
 
 `index_decisions(records)` puts operators' decisions (the `decisions` stream) that name a queue
 id into that message's timeline (kind `decision`).
@@ -25,7 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp.streams import DECISIONS, EVENTS
-from kubemta_tracker import schema
+from kubemta_tracker import claims, schema
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +87,16 @@ class IndexWriter:
                 except DecodeError:
                     logger.warning("events offset %d is no EventBatch (%d bytes): skipped", offset, len(body))
                     continue
-                for event in batch.events:
-                    if event.HasField("barrier"):
+                for position, event in enumerate(batch.events):
+                    kind = event.WhichOneof("kind")
+                    if kind == "barrier":
                         nonces.append(event.barrier.nonce)
+                    elif kind == "idempotency_claim":
+                        claims.index_claim(db, event, (offset, position))
+                        nonces.append(event.event_id)  # the claim is its request's barrier (idempotency_api.py)
+                    elif kind == "idempotency_release":
+                        claims.index_release(db, event, (offset, position))
+                        nonces.append(event.event_id)
                     else:
                         self._index_event(db, event)
         return nonces
@@ -148,6 +156,12 @@ class IndexWriter:
                 db.execute(
                     "DELETE FROM dedup WHERE (dedup_key, received_at, queue_id) IN"
                     " (SELECT dedup_key, received_at, queue_id FROM dedup WHERE received_at < ? LIMIT ?)",
+                    (cutoff, limit),
+                ).rowcount
+            )
+            sliced(
+                db.execute(
+                    "DELETE FROM claims WHERE event_id IN (SELECT event_id FROM claims WHERE time < ? LIMIT ?)",
                     (cutoff, limit),
                 ).rowcount
             )

@@ -16,6 +16,11 @@ REFUSED_REQUESTS = Counter(
     "API requests refused before routing: body too large (413) or too slow to arrive (408)",
     ["reason"],
 )
+IDEMPOTENCY_CLAIMS = Counter(
+    "kubemta_tracker_idempotency_claims_total",
+    "Idempotency-Key claims answered, by answer (unknown: the index did not catch up in time, 503)",
+    ["state"],
+)
 
 for _stream in (EVENTS, DECISIONS):
     INDEXED_RECORDS.labels(stream=_stream)
@@ -23,3 +28,5 @@ for _result in ("synced", "timeout"):
     BARRIER_SYNCS.labels(result=_result)
 for _reason in ("too_large", "too_slow"):
     REFUSED_REQUESTS.labels(reason=_reason)
+for _state in ("done", "claimed", "in_progress", "unknown"):
+    IDEMPOTENCY_CLAIMS.labels(state=_state)

@@ -20,7 +20,8 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError, Message
 
 from kubemta.v1 import events_pb2, message_pb2
-from kubemta_tracker import schema
+from kubemta_tracker import claims, schema
+from kubemta_tracker.claims import ClaimAnswer
 
 Row = dict[str, Any]
 
@@ -282,6 +283,10 @@ class IndexReader:
             .fetchone()
         )
         return None if row is None else str(row[0])
+
+    def idempotency(self, key: str, claimant: str, since: float, claim_ttl: float) -> ClaimAnswer | None:
+        """The answer to `claimant`'s claim of the Idempotency-Key `key` (claims.py); None when it is not indexed."""
+        return claims.answer(self._db(), key, claimant, since, claim_ttl)
 
     def delivered_recipients(self, job_id: str) -> list[Row]:
         """The recipients of `job_id` some attempt (or the queue-manager's fate) recorded as delivered."""

@@ -11,8 +11,9 @@ Tables: `messages` (one row per received message: envelope, client, headers), `r
 (address -> queue id, for find by recipient), `jobs` (one row per delivery job: domain,
 recipients, its state from the latest event), `events` (every indexed event: the timeline, its
 payload as serialized protobuf, unique by event_id, so a batch seen twice is indexed once),
-`dedup` (the ingress' dedup keys), `held` (what sits on the `held` queue) and `offsets` (the
-last stream offset indexed per stream, written in the same transaction as the batch it ends).
+`dedup` (the ingress' dedup keys), `held` (what sits on the `held` queue), `claims` (Idempotency-Key claims
+and where they and their releases stand in the stream: claims.py) and `offsets` (the last stream offset
+indexed per stream, written in the same transaction as the batch it ends).
 """
 
 import sqlite3
@@ -98,6 +99,20 @@ CREATE TABLE IF NOT EXISTS held (
     held_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS held_queue_id ON held (queue_id);
+
+CREATE TABLE IF NOT EXISTS claims (
+    event_id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    claimant TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    time REAL NOT NULL,
+    stream_offset INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    released_offset INTEGER,
+    released_position INTEGER
+);
+CREATE INDEX IF NOT EXISTS claims_key ON claims (key, stream_offset, position);
+CREATE INDEX IF NOT EXISTS claims_time ON claims (time);
 
 CREATE TABLE IF NOT EXISTS offsets (
     stream TEXT PRIMARY KEY,

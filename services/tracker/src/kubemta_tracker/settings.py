@@ -113,6 +113,16 @@ class TrackerSettings(ServiceSettings):
             "the caller goes on as before"
         ),
     )
+    idempotency_claim_ttl: Duration = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Age after which an Idempotency-Key claim of the HTTP API no longer holds its key, so a retry may take it "
+            "over (the request of a crashed ingress must not block its key); longer than the ingress' publish "
+            "timeout (KUBEMTA_PUBLISH_TIMEOUT, 10 s), so a live request is never overtaken"
+        ),
+    )
     prune_interval: Duration = Field(
         default=600.0,
         gt=0,

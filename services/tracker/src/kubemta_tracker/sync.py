@@ -11,6 +11,9 @@ Concurrent requests share one barrier: a round collects the requests that arrive
 emitted (at the next turn of the event loop), and they all wait for the same nonce. Each wait
 is bounded by `timeout` (KUBEMTA_SYNC_TIMEOUT): False then, and the API answers 503 (the
 caller goes on as before: at least once).
+
+`append(event)` is the same wait for an event a request appends itself (an Idempotency-Key claim or
+release, idempotency_api.py): that event is the barrier, recognised by its event id.
 """
 
 import asyncio
@@ -60,9 +63,31 @@ class BarrierSync:
             return False
         return True
 
+    async def append(self, event: events_pb2.LifecycleEvent) -> bool:
+        """Emit `event` (it gets a fresh event id) and wait (at most `timeout`) until the ingest indexed it: the
+        event is its own barrier (the ingest reports its event id among the nonces), so the index then holds
+        everything the stream confirmed before it, and the event itself."""
+        loop = asyncio.get_running_loop()
+        event.event_id = secrets.token_hex(16)
+        round_ = _Round(event.event_id, loop.create_future())
+        self._start(round_)
+        self._events.emit(event)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await round_.indexed
+        except TimeoutError:
+            self._waiting.pop(round_.nonce, None)
+            return False
+        return True
+
     def _emit(self, round_: _Round) -> None:
         if self._collecting is round_:
             self._collecting = None
+        self._start(round_)
+        self._events.emit(events_pb2.LifecycleEvent(barrier=events_pb2.Barrier(nonce=round_.nonce)))
+
+    def _start(self, round_: _Round) -> None:
+        """Wait for `round_` from now on (and forget the rounds nobody saw indexed for FORGET_AFTER)."""
         now = asyncio.get_running_loop().time()
         round_.started = now
         for nonce, old in list(self._waiting.items()):
@@ -70,7 +95,6 @@ class BarrierSync:
                 del self._waiting[nonce]
                 old.indexed.cancel()
         self._waiting[round_.nonce] = round_
-        self._events.emit(events_pb2.LifecycleEvent(barrier=events_pb2.Barrier(nonce=round_.nonce)))
 
     def seen(self, nonces: list[str]) -> None:
         """The ingest indexed a batch holding these barrier nonces (committed): wake their rounds."""
