@@ -165,7 +165,7 @@ async def test_no_received_event_without_the_inbound_confirm(ingress):
 
 async def test_the_accepted_log_line_carries_the_message_id(ingress, caplog):
     one = await ingress()
-    with caplog.at_level(logging.INFO, logger="kubemta_ingress.handler"):
+    with caplog.at_level(logging.INFO, logger="kubemta_ingress.acceptance"):
         await one.send()
     lines = [record for record in caplog.records if record.getMessage() == "accepted"]
     assert len(lines) == 1

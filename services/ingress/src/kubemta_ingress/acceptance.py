@@ -1,0 +1,368 @@
+"""Accepting a message, whichever way it came: the checks and the queueing SMTP and the HTTP API share.
+
+SMTP (handler.py) and `POST /v1/messages` (api_send.py) both go through `MailAcceptance`, so
+a rule written here holds for both: one code path, not two.
+
+- `sender_refusal`: the envelope sender's syntax (SMTPUTF8 only when declared), and for an
+  authenticated sender (SMTP AUTH, API key, ServiceAccount) that it owns the address
+  (`553 5.7.1`, as Postfix' reject_sender_login_mismatch); the null sender is for bounces.
+- `recipient_refusal`: syntax, the recipient limit, the relay policy (policy.py: local
+  domains, relay networks, authenticated clients) and local recipient verification.
+- `queue`: the size limit, content rules (bare CR/LF, NUL, long lines), the hop count,
+  author headers owned by an authenticated sender, a client's retry recognised by its dedup
+  key, then the publish. `Queued` is returned only after the broker confirmed the message
+  (ARCHITECTURE.md, "No confirm, no 250": SMTP's `250` and the API's `202` are the same
+  promise), and after the `received` lifecycle event was recorded (a bounded wait).
+
+A `Refusal` is an SMTP reply with its enhanced status code (replies.py) and a rejection reason
+(rejections.py); each transport records it with its own client details and answers it in its
+own protocol (the API turns the code into an HTTP status: api_errors.py).
+"""
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kubemta.v1 import events_pb2, message_pb2
+from kubemta_common.amqp import stages
+from kubemta_common.amqp.publisher import BusPublisher
+from kubemta_common.bus_messages import Encoded, encoded_with_field
+from kubemta_common.errors import MessageTooLarge, PublishFailed
+from kubemta_common.events.emitter import EventSink, NoEvents
+from kubemta_common.events.tracker_client import FirstQueueIds
+from kubemta_common.logs import message_context, sanitize
+from kubemta_common.metrics import DUPLICATES
+from kubemta_common.queue_id import new_queue_id
+from kubemta_ingress import metrics, replies
+from kubemta_ingress.content import content_problem, received_count, refusal
+from kubemta_ingress.dedup_key import dedup_key
+from kubemta_ingress.message_id import event_headers, message_id
+from kubemta_ingress.policy import AddressProblem, IPAddress, RelayPolicy, check_address
+from kubemta_ingress.received import received_header
+from kubemta_ingress.recipient_verify import RecipientVerifier
+from kubemta_ingress.rejections import Reason
+from kubemta_ingress.sender_identity import AuthenticatedUser, HeaderProblem, author_problem
+from kubemta_ingress.submission_headers import with_missing_headers
+
+logger = logging.getLogger(__name__)
+
+MAX_HOPS_DEFAULT = 100  # RFC 5321 section 6.3: a loop limit SHOULD be at least 100 Received: headers
+QUEUE_ID = re.compile(r"[0-9A-Za-z]{1,64}")
+"""What a queue id the tracker names may look like before it goes into a reply (queue_id.py's are 16)."""
+
+# Sender authorization replies (Postfix' reject_sender_login_mismatch wording; RFC 3463 5.7.1).
+SENDER_NOT_OWNED = "553 5.7.1 Sender address rejected: not owned by user {user}"
+FROM_NOT_OWNED = "550 5.7.1 From header not owned by user"
+MULTIPLE_FROM = "550 5.7.1 Message has multiple From headers"
+NO_FROM = "550 5.7.1 Message has no From header"
+SENDER_HEADER_NOT_OWNED = "550 5.7.1 Sender header not owned by user"
+MULTIPLE_SENDER = "550 5.7.1 Message has multiple Sender headers"
+HEADER_REPLIES: dict[HeaderProblem, tuple[Reason, str]] = {
+    HeaderProblem.NO_FROM: (Reason.FROM_NOT_OWNED, NO_FROM),
+    HeaderProblem.MULTIPLE_FROM: (Reason.MULTIPLE_FROM, MULTIPLE_FROM),
+    HeaderProblem.FROM_NOT_OWNED: (Reason.FROM_NOT_OWNED, FROM_NOT_OWNED),
+    HeaderProblem.MULTIPLE_SENDER: (Reason.FROM_NOT_OWNED, MULTIPLE_SENDER),
+    HeaderProblem.SENDER_NOT_OWNED: (Reason.FROM_NOT_OWNED, SENDER_HEADER_NOT_OWNED),
+}
+MESSAGE_TOO_BIG = "552 5.3.4 Error: message size exceeds the limit of {limit} bytes"  # RFC 3463 X.3.4
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused sender, recipient or message: the SMTP reply (with its enhanced code) and why, plus what the
+    rejection's log line says about it (`fields`, client text already made safe by the caller)."""
+
+    reason: Reason
+    reply: str
+    fields: Mapping[str, object] = field(default_factory=dict)
+    queue_id: str | None = None
+
+    @property
+    def code(self) -> int:
+        """The basic reply code (451, 550, ...)."""
+        return int(self.reply[:3])
+
+    @property
+    def status(self) -> str:
+        """The RFC 3463 enhanced status code (`5.7.1`), or "" when the reply has none."""
+        parts = self.reply.split(" ", 2)
+        return parts[1] if len(parts) > 1 and replies.has_enhanced_code(self.reply) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The message is on the bus (the broker confirmed it); `retry`: it was a client's retry of message
+    `queue_id`, answered with that id and not queued again."""
+
+    queue_id: str
+    message_id: str
+    retry: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A message as a client handed it over, whichever protocol it came by."""
+
+    sender: str
+    """The envelope sender; "" for the null sender `<>`."""
+    recipients: Sequence[str]
+    content: bytes
+    client: IPAddress | None
+    helo: str | None
+    user: AuthenticatedUser | None
+    """Who the client proved to be (SMTP AUTH, an API key, a ServiceAccount token); None: nobody."""
+    trust: "message_pb2.Trust.ValueType"
+    listener: str
+    """Where it came in: smtp, submission, smtps or api (the `received` event's `listener`)."""
+    protocol: str
+    """The `with` clause of the Received: header (ESMTPSA, HTTP, ...)."""
+    smtputf8: bool = False
+    tags: Sequence[str] = ()
+    dedup_key: str | None = None
+    """None: the content's own dedup key (dedup_key.py: a client's retry of the same message); the API sets
+    `idem:<key>` for a request with an Idempotency-Key (its own check ran before: idempotency.py)."""
+
+    @property
+    def client_label(self) -> str:
+        """The client's address for logs, or `unknown`."""
+        return str(self.client) if self.client is not None else "unknown"
+
+
+class MailAcceptance:
+    """The checks and the queueing of every accepted message; one per ingress process, shared by the SMTP
+    listeners and the HTTP API."""
+
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        policy: RelayPolicy,
+        max_recipients: int,
+        max_message_size: int,
+        publisher: BusPublisher,
+        max_hops: int = MAX_HOPS_DEFAULT,
+        recipients: RecipientVerifier | None = None,
+        events: EventSink | None = None,
+        tracker: FirstQueueIds | None = None,
+        duplicate_window: float = 0.0,
+    ) -> None:
+        self.hostname = hostname
+        self.policy = policy
+        self.max_recipients = max_recipients
+        self.max_message_size = max_message_size
+        self._publisher = publisher
+        self._max_hops = max_hops
+        self._recipients = recipients  # None: every local part of a local domain is accepted
+        self._events: EventSink = events if events is not None else NoEvents()
+        self._tracker = tracker  # None: no duplicate check (KUBEMTA_TRACKER_URL empty)
+        self._duplicate_window = duplicate_window  # seconds; 0: no duplicate check
+
+    def sender_refusal(self, address: str, user: AuthenticatedUser | None, *, smtputf8: bool) -> Refusal | None:
+        """None when `address` ("" = the null sender) may be the envelope sender of this client."""
+        if address:
+            problem = check_address(address, smtputf8=smtputf8)
+            if problem is not None:
+                reply = replies.NEEDS_SMTPUTF8 if problem is AddressProblem.NEEDS_SMTPUTF8 else replies.BAD_SENDER
+                return Refusal(Reason.BAD_ADDRESS, reply, {"sender": address})
+        if user is not None and (not address or not user.owns(address)):
+            reply = SENDER_NOT_OWNED.format(user=user.name)
+            return Refusal(Reason.SENDER_NOT_OWNED, reply, {"sender": address, "user": user.name})
+        return None
+
+    async def recipient_refusal(
+        self,
+        address: str,
+        accepted: Sequence[str],
+        *,
+        sender: str,
+        client: IPAddress | None,
+        authenticated: bool,
+        smtputf8: bool,
+        postmaster: bool = False,
+    ) -> Refusal | None:
+        """None when `address` may be added to the `accepted` recipients; `postmaster`: the bare <Postmaster>
+        of RFC 5321 section 4.5.1, which is accepted from anyone."""
+        problem = check_address(address, smtputf8=smtputf8)
+        if problem is not None:
+            reply = replies.NEEDS_SMTPUTF8 if problem is AddressProblem.NEEDS_SMTPUTF8 else replies.BAD_RECIPIENT
+            return Refusal(Reason.BAD_ADDRESS, reply, {"sender": sender, "recipient": address})
+        if len(accepted) >= self.max_recipients:
+            return Refusal(
+                Reason.TOO_MANY_RECIPIENTS, replies.TOO_MANY_RECIPIENTS, {"sender": sender, "recipient": address}
+            )
+        if postmaster:
+            return None
+        if not self.policy.accepts(address, client, authenticated=authenticated):
+            reply = replies.RELAY_DENIED.format(address=address)
+            return Refusal(Reason.RELAY_DENIED, reply, {"sender": sender, "recipient": address})
+        if self._recipients is not None:  # local recipients, for trusted clients too
+            verdict = await self._recipients.verify(address)
+            if verdict is not None:
+                return Refusal(verdict.reason, verdict.reply, {"sender": sender, "recipient": address})
+        return None
+
+    async def queue(self, submission: Submission) -> Queued | Refusal:
+        """Check the message and queue it: `Queued` once the broker confirmed it, else why not."""
+        content = submission.content
+        sender = submission.sender
+        if len(content) > self.max_message_size:  # SMTP's DATA stops earlier; the API composes first
+            reply = MESSAGE_TOO_BIG.format(limit=self.max_message_size)
+            return Refusal(Reason.MESSAGE_TOO_BIG, reply, {"sender": sender, "size": len(content)})
+        problem = content_problem(content)
+        if problem is not None:
+            reason, reply = refusal(problem)
+            return Refusal(reason, reply, {"sender": sender})
+        hops = received_count(content)
+        if hops >= self._max_hops:  # with the Received header added here it would be one more than allowed
+            reply = replies.TOO_MANY_HOPS.format(count=hops, limit=self._max_hops)
+            return Refusal(Reason.MAIL_LOOP, reply, {"sender": sender, "hops": hops})
+        user = submission.user
+        author = author_problem(content, user) if user is not None else None
+        if user is not None and author is not None:
+            reason, reply = HEADER_REPLIES[author]
+            return Refusal(reason, reply, {"sender": sender, "user": user.name, "problem": author.value})
+
+        mid = message_id(content)
+        key = submission.dedup_key
+        if key is None:
+            key = dedup_key(mid, sender, list(submission.recipients), content)
+            first = await self._first_queue_id(key)
+            if first is not None:
+                with message_context(first):
+                    return self._answer_retry(first, mid, submission)
+        queue_id = new_queue_id()
+        with message_context(queue_id):
+            return await self._publish(queue_id, submission, mid, key)
+
+    async def _first_queue_id(self, key: str) -> str | None:
+        """The queue id of the message this one is a client's retry of, None when it is not one (or unknown)."""
+        if not key or self._tracker is None or self._duplicate_window <= 0:
+            return None
+        first = await self._tracker.first_queue_id(key, self._duplicate_window)
+        if not isinstance(first, str) or not first:
+            return None
+        if not QUEUE_ID.fullmatch(first):  # it goes into a reply line: never the tracker's text as it is
+            logger.warning("the tracker answered a duplicate check with %r, not a queue id: queueing", first[:64])
+            return None
+        return first
+
+    def _answer_retry(self, first: str, mid: str, submission: Submission) -> Queued:
+        """A retry of message `first`: its queue id, nothing queued, a `duplicate` event."""
+        DUPLICATES.labels(stage="ingress").inc()
+        event = events_pb2.LifecycleEvent(queue_id=first, message_id=mid)
+        event.duplicate.first_queue_id = first
+        event.duplicate.reason = "client-retry"
+        event.duplicate.recipients.extend(submission.recipients)
+        self._events.emit(event)
+        logger.debug(
+            "client retry of a queued message answered with its queue id",
+            extra={
+                "sender": sanitize(submission.sender),
+                "message_id": sanitize(mid),
+                "client": submission.client_label,
+            },
+        )
+        return Queued(first, mid, retry=True)
+
+    async def _publish(self, queue_id: str, submission: Submission, mid: str, key: str) -> Queued | Refusal:
+        """Publish the AcceptedMessage and record `received`; `Queued` only once the broker confirmed it."""
+        head = self._accepted_head(queue_id, submission, mid, key)
+        body, size = self._accepted_body(head, submission)
+        sender = submission.sender
+        try:
+            await self._publisher.publish(stages.INBOUND, body, message_id=queue_id)
+        except PublishFailed as exc:
+            fields = {"sender": sender, "error": str(exc)}
+            return Refusal(Reason.QUEUE_UNAVAILABLE, replies.QUEUE_UNAVAILABLE, fields, queue_id)
+        except MessageTooLarge as exc:  # the broker's limit, lower than what this message needs on the bus
+            fields = {"sender": sender, "error": str(exc)}
+            return Refusal(Reason.MESSAGE_TOO_BIG, replies.TOO_BIG_FOR_QUEUE, fields, queue_id)
+        metrics.MESSAGES_RECEIVED.inc()
+        metrics.MESSAGE_SIZE.observe(len(submission.content))
+        logger.info(
+            "accepted",
+            extra={
+                "sender": sanitize(sender),
+                "recipients": len(submission.recipients),
+                "size": len(submission.content),
+                "client": submission.client_label,
+                "helo": sanitize(submission.helo or ""),
+                "message_id": sanitize(mid),
+                "listener": head.listener,
+                **({"user": sanitize(head.authenticated_user)} if head.authenticated_user else {}),
+            },
+        )
+        await self._events.record(received_event(head, size, submission.content))  # False: the stream lags
+        return Queued(queue_id, head.message_id)
+
+    def _accepted_head(self, queue_id: str, submission: Submission, mid: str, key: str) -> message_pb2.AcceptedMessage:
+        """The AcceptedMessage without its content."""
+        client = submission.client
+        user = submission.user
+        head = message_pb2.AcceptedMessage(
+            queue_id=queue_id,
+            sender=submission.sender,
+            recipients=submission.recipients,
+            client_address=str(client) if client is not None else "",
+            client_helo=text_field(submission.helo),
+            smtputf8=submission.smtputf8,
+            trust=submission.trust,
+            authenticated_user=user.name if user is not None else "",
+            message_id=mid,
+            listener=submission.listener,
+            dedup_key=key,
+            tags=submission.tags,
+        )
+        head.arrival_time.FromDatetime(datetime.now(UTC))
+        return head
+
+    def _accepted_body(
+        self, head: message_pb2.AcceptedMessage, submission: Submission
+    ) -> tuple[Encoded[message_pb2.AcceptedMessage], int]:
+        """The serialised AcceptedMessage with the trace header and the content joined into it once
+        (with_field), and the bytes of the message as queued."""
+        arrival = head.arrival_time.ToDatetime(UTC)
+        content = submission.content
+        trace = received_header(
+            helo=submission.helo,
+            client=submission.client,
+            hostname=self.hostname,
+            protocol=submission.protocol,
+            queue_id=head.queue_id,
+            recipients=list(submission.recipients),
+            when=arrival,
+        )
+        if head.trust != message_pb2.TRUST_UNTRUSTED:  # RFC 6409 section 8: the MSA completes what apps omit
+            content = with_missing_headers(content, when=arrival, message_id=f"{head.queue_id}@{self.hostname}")
+        parts = [trace, content]
+        size = len(trace) + len(content)
+        return encoded_with_field(head, message_pb2.AcceptedMessage.CONTENT_FIELD_NUMBER, parts), size
+
+
+def text_field(value: str | None) -> str:
+    """Client text made valid UTF-8 for a protobuf string (aiosmtpd keeps bad bytes as surrogates)."""
+    return (value or "").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def received_event(head: message_pb2.AcceptedMessage, size: int, content: bytes) -> events_pb2.LifecycleEvent:
+    """The `received` event of an accepted message: its envelope, client, trust, arrival, dedup key, listener,
+    and the header block the client sent (at most 16 KiB); `size` is the bytes queued. Its time is the arrival:
+    recorded only after the broker's confirm, it would otherwise come after the queue-manager's `queued`, which
+    may be recorded within the confirm's round trip."""
+    event = events_pb2.LifecycleEvent(queue_id=head.queue_id, message_id=head.message_id)
+    event.time.CopyFrom(head.arrival_time)
+    received = event.received
+    received.sender = head.sender
+    received.recipients.extend(head.recipients)
+    received.size = size
+    received.client_address = head.client_address
+    received.client_helo = head.client_helo
+    received.authenticated_user = head.authenticated_user
+    received.trust = head.trust
+    received.arrival_time.CopyFrom(head.arrival_time)
+    received.headers = event_headers(content)
+    received.dedup_key = head.dedup_key
+    received.listener = head.listener
+    return event
