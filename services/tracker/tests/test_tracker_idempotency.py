@@ -76,8 +76,8 @@ def test_at_most_one_claim_holds_the_key_at_any_time(rows: list[tuple[float, boo
     """Whatever the times and releases: each claim's holder is itself or an earlier claim, and no two claims that
     were each told `claimed` overlap unless the earlier one was released or went stale before the later one."""
     claims: list[Claim] = []
-    for place, (at, released, later) in enumerate(rows):
-        claims.append(_claim(f"c{place}", at, place * 10, released=place * 10 + later if released else None))
+    for place, (at, released, gap) in enumerate(rows):
+        claims.append(_claim(f"c{place}", at, place * 10, released=place * 10 + gap if released else None))
     winners: list[Claim] = []
     for claim in claims:
         decided = decide(claims, claim.claimant, TTL)
@@ -185,14 +185,16 @@ class Pump:
 @pytest.fixture
 async def api(index: Index) -> AsyncIterator[tuple[httpx.AsyncClient, Pump]]:
     sink = RecordingEvents(service="tracker")
-    settings = TrackerSettings(
-        tracker_read_tokens="reader:read-token-0123456789abcdef",
-        tracker_admin_tokens="",
-        metrics_listen="",
-        tracker_listen="",
-        log_format="text",
-        sync_timeout=0.3,
-        idempotency_claim_ttl=60.0,
+    settings = TrackerSettings.model_validate(
+        {
+            "tracker_read_tokens": "reader:read-token-0123456789abcdef",
+            "tracker_admin_tokens": "",
+            "metrics_listen": "",
+            "tracker_listen": "",
+            "log_format": "text",
+            "sync_timeout": 0.3,
+            "idempotency_claim_ttl": 60.0,
+        }
     )
     barriers = BarrierSync(sink, settings.sync_timeout)
 
