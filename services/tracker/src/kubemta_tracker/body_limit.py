@@ -1,119 +1,17 @@
-"""Bounds on what a client may send the tracker API: a request body's size and the time it takes to arrive.
+"""The tracker API's bound on request bodies: kubemta_common.http_body_limit.BodyLimit, counting its refusals in
+`kubemta_tracker_refused_requests_total{reason}`.
 
-uvicorn has neither. Its h11 protocol bounds a request's header block (`h11_max_incomplete_event_size`,
-16 KiB by default: larger headers are a 400) and closes idle keep-alive connections
-(`timeout_keep_alive`, 5 s), but it reads a body of any size and waits for it as long as the client
-likes (and waits as long for the headers of a connection's first request: that is left to the
-NetworkPolicy, which admits only kubemta's own pods and `allowedFrom`).
-
-`BodyLimit` is the outermost middleware of the API app, so it runs before routing and before
-authentication, the same for every path and every caller:
-- a `Content-Length` over the limit is answered 413 right away, without reading the body (and,
-  for `Expect: 100-continue`, without inviting it);
-- any other body (chunked, or within its declared length) is read in full before the app sees
-  the request, counted as it arrives: past the limit, 413; not complete within the timeout, 408;
-- a request without a body (no Content-Length or 0, no Transfer-Encoding) goes to the app as it is.
-  The app then gets the body from memory (at most the limit per request).
-Both answers close the connection (the rest of the body is not read) and say only what was
-wrong with the request: nothing of the route, the token or the index. uvicorn closes at once (no
-lingering close), so a client still sending at that moment may see the connection reset rather
-than read the answer; either way it is cut off.
+uvicorn reads a body of any size and waits for it as long as the client likes; the tracker's
+NetworkPolicy admits only kubemta's own pods and `allowedFrom`, and KUBEMTA_TRACKER_MAX_BODY
+(64 KiB) and KUBEMTA_TRACKER_BODY_TIMEOUT bound the rest (see the common module for how).
 """
 
-import asyncio
-import json
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
+from kubemta_common.http_body_limit import BodyLimit as CommonBodyLimit
 from kubemta_tracker import metrics
 
 
-class _TooLarge(Exception):
-    pass
+class BodyLimit(CommonBodyLimit):
+    """Request bodies of at most `max_body` bytes within `timeout` seconds; refusals counted by reason."""
 
-
-class BodyLimit:
-    """ASGI middleware: request bodies of at most `max_body` bytes, complete within `timeout` seconds."""
-
-    def __init__(self, app: ASGIApp, *, max_body: int, timeout: float) -> None:
-        self.app = app
-        self.max_body = max_body
-        self.timeout = timeout
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _content_length(scope)
-        if declared == 0 or (declared is None and not _chunked(scope)):
-            # no body (RFC 9112 §6.3: neither Content-Length nor Transfer-Encoding is a body of length 0)
-            await self.app(scope, receive, send)
-            return
-        if declared is not None and declared > self.max_body:
-            await self._refuse(send, 413, "too_large", f"the request body is larger than {self.max_body} bytes")
-            return
-        try:
-            async with asyncio.timeout(self.timeout):
-                body = await self._read(receive)
-        except _TooLarge:
-            await self._refuse(send, 413, "too_large", f"the request body is larger than {self.max_body} bytes")
-            return
-        except TimeoutError:
-            await self._refuse(send, 408, "too_slow", f"the request body did not arrive within {self.timeout:g} s")
-            return
-        if body is None:
-            return  # the client went away: nobody to answer
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _read(self, receive: Receive) -> bytes | None:
-        """The whole body; None when the client disconnected first; _TooLarge past the limit."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise _TooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    @staticmethod
-    async def _refuse(send: Send, status: int, reason: str, detail: str) -> None:
+    def refused(self, reason: str) -> None:
         metrics.REFUSED_REQUESTS.labels(reason=reason).inc()
-        body = json.dumps({"detail": detail}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def _content_length(scope: Scope) -> int | None:
-    """The declared Content-Length (uvicorn has refused a malformed one already); None when there is none."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def _chunked(scope: Scope) -> bool:
-    """Whether the request has a Transfer-Encoding (in HTTP/1.1, chunked: h11 refuses any other)."""
-    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
