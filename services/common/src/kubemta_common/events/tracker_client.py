@@ -17,6 +17,13 @@ API (contract of issue 14), all GET with `Authorization: Bearer <token>`:
 - /v1/duplicates/received/{dedup_key}?within=<seconds> -> 200 {"queue_id"} | 404
 - /v1/duplicates/jobs/{job_id}/delivered -> {"recipients": [RecipientOutcome as a dict]} | 503
 - /v1/duplicates/recorded?kind=&queue_id=&job_id=&attempt= -> {"recorded": bool} | 503
+
+Idempotency-Key claims of the ingress' HTTP API are different: the ingress must not queue without an answer,
+so `claim_idempotency` and `release_idempotency` raise `TrackerUnavailable` instead of answering "unknown"
+(same timeout and body cap), and they POST JSON (services/tracker idempotency_api.py):
+- /v1/idempotency/claims {key, fingerprint, claimant, window} -> {"state": "done", "queue_id", "fingerprint"}
+  | {"state": "claimed"} | {"state": "in_progress", "fingerprint"} | 503
+- /v1/idempotency/releases {key, claimant} -> {"state": "released"} | 503
 """
 
 import asyncio
@@ -25,7 +32,8 @@ import logging
 import re
 import time
 from collections.abc import Awaitable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -47,8 +55,28 @@ MAX_QUEUE_ID = 128
 RECORDED_KINDS = ("queued", "routed", "fate")
 OUTCOME_FIELDS = frozenset(events_pb2.RecipientOutcome.DESCRIPTOR.fields_by_name)
 DEDUP_KEY = re.compile(r"[0-9a-fA-F]{16,128}")
+HEX64 = re.compile(r"[0-9a-f]{64}")
+"""An Idempotency-Key claim's fingerprint (hex SHA-256)."""
 TOKEN = re.compile(r"[\x21-\x7e]*")
 """A bearer token goes into a header: visible ASCII only (RFC 6750 section 2.1 allows less)."""
+
+
+class TrackerUnavailable(Exception):
+    """The tracker could not answer an Idempotency-Key claim or release (unreachable, slower than the timeout, an
+    HTTP error such as its 503, or an answer that is not what the API promises); the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyAnswer:
+    """The tracker's answer to an Idempotency-Key claim (`TrackerClient.claim_idempotency`).
+
+    `state`: `done` (a message was queued for the key: `queue_id`, and the first claim's `fingerprint`),
+    `claimed` (this claimant holds the key: go on and queue), `in_progress` (another request holds it:
+    `fingerprint` is that request's)."""
+
+    state: Literal["done", "claimed", "in_progress"]
+    queue_id: str = ""
+    fingerprint: str = ""
 
 
 class _TrackerProblem(Exception):
@@ -214,8 +242,57 @@ class TrackerClient:
         DUPLICATE_CHECKS.labels(check=check, result="found" if value else "absent").inc()
         return value
 
+    async def claim_idempotency(self, key: str, fingerprint: str, claimant: str, window: float) -> IdempotencyAnswer:
+        """Claim the Idempotency-Key `key` (hex SHA-256) for one request attempt `claimant`, counting what happened
+        in the last `window` seconds; TrackerUnavailable when the tracker cannot answer (do not queue then)."""
+        body = {"key": key, "fingerprint": fingerprint, "claimant": claimant, "window": window}
+        answer = await self._post("/v1/idempotency/claims", body)
+        state = answer.get("state") if isinstance(answer, dict) else None
+        queue_id = answer.get("queue_id", "") if isinstance(answer, dict) else ""
+        first = answer.get("fingerprint", "") if isinstance(answer, dict) else ""
+        if not isinstance(first, str) or (first and not HEX64.fullmatch(first)):
+            raise TrackerUnavailable("a claim answer with a bad fingerprint")
+        if state == "claimed":
+            return IdempotencyAnswer("claimed")
+        if state == "in_progress":
+            return IdempotencyAnswer("in_progress", fingerprint=first)
+        if state == "done":
+            if not isinstance(queue_id, str) or not queue_id or len(queue_id) > MAX_QUEUE_ID:
+                raise TrackerUnavailable("a done claim answer without a queue id")
+            return IdempotencyAnswer("done", queue_id=queue_id, fingerprint=first)
+        raise TrackerUnavailable(f"a claim answer with no known state: {sanitize(str(answer)[:200])}")
+
+    async def release_idempotency(self, key: str, claimant: str) -> None:
+        """Release `claimant`'s claim of `key` (its request queued nothing); TrackerUnavailable when the tracker
+        cannot confirm it (the claim then holds the key until it is stale: KUBEMTA_IDEMPOTENCY_CLAIM_TTL)."""
+        answer = await self._post("/v1/idempotency/releases", {"key": key, "claimant": claimant})
+        if not isinstance(answer, dict) or answer.get("state") != "released":
+            raise TrackerUnavailable("a release answer that is not {state: released}")
+
     async def close(self) -> None:
         await self._client.aclose()
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        """The decoded JSON answer of a 200 to POST `body`, bounded by the timeout; TrackerUnavailable otherwise."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._client.stream("POST", path, json=body) as response:
+                    if response.status_code != 200:
+                        raise _TrackerProblem(f"HTTP {response.status_code}")
+                    raw = await _read_capped(response)
+        except TimeoutError:
+            problem = f"no answer within {self._timeout:g}s"
+        except _TrackerProblem as exc:
+            problem = str(exc)
+        except httpx.HTTPError as exc:
+            problem = f"{type(exc).__name__}: {sanitize(str(exc))}"
+        else:
+            try:
+                return json.loads(raw)
+            except (ValueError, RecursionError):
+                problem = "an answer that is not JSON"
+        self._warnings.warn(f"tracker idempotency {path.rsplit('/', 1)[-1]} unknown: {problem}")
+        raise TrackerUnavailable(problem)
 
     def _unknown(self, check: str, problem: str) -> None:
         DUPLICATE_CHECKS.labels(check=check, result="unknown").inc()
