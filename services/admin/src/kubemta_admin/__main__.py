@@ -2,6 +2,7 @@
 that owns them (the services never take them on their own command line).
 
     kubemta-admin users ...     the SMTP AUTH users file (kubemta_ingress.cli)
+    kubemta-admin api-keys ...  API keys of the HTTP API (kubemta_ingress.api_keys_cli)
     kubemta-admin domains ...   the DNS records of sending domains (kubemta_ingress.domains_cli)
     kubemta-admin dkim ...      DKIM signing keys (kubemta_queue_manager.dkim_cli)
     kubemta-admin queue ...     the mail queue through the tracker's API (kubemta_admin.queue_cli)
@@ -15,13 +16,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from kubemta_admin import queue_cli
+from kubemta_ingress import api_keys_cli, domains_cli
 from kubemta_ingress import cli as users_cli
-from kubemta_ingress import domains_cli
 from kubemta_queue_manager import dkim_cli
 
 PROG = "kubemta-admin"
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "users": (users_cli.main, "manage the SMTP AUTH users file (KUBEMTA_USERS_FILE)"),
+    "api-keys": (api_keys_cli.main, "create, list, show, rotate and remove HTTP API keys (KUBEMTA_API_KEYS_FILE)"),
     "domains": (domains_cli.main, "check the DNS records (DKIM, SPF, DMARC, MX, PTR) of sending domains"),
     "dkim": (dkim_cli.main, "generate DKIM signing keys and print their DNS records"),
     "queue": (queue_cli.main, "summary, list, show, find, flush, hold, release and delete queued mail (tracker API)"),
