@@ -1,4 +1,4 @@
-"""SMTP AUTH (RFC 4954) against the users file, with brute-force resistance, off the event loop.
+"""SMTP AUTH (RFC 4954) against the users file or a ServiceAccount token, with brute-force resistance, off the loop.
 
 `build_authenticator` gives aiosmtpd its `authenticator` callback: aiosmtpd's
 PLAIN (RFC 4616) and LOGIN mechanisms decode the credentials into a
@@ -35,6 +35,16 @@ accepts. At most `auth_verify_threads` checks run and `auth_verify_queue` wait; 
 that AUTH gets `454 4.7.0` (RFC 4954 section 6) and counts as no failure. Unknown users
 are checked against a dummy hash, so they take as long as known ones. Passwords are never
 logged; usernames are logged sanitised, with the client address.
+
+Kubernetes ServiceAccounts (with a `ServiceAccountVerifier`, serviceaccounts.py) log in with
+AUTH PLAIN: the username names the account, `NAMESPACE/NAME` or
+`system:serviceaccount:NAMESPACE:NAME`, and the password is its projected token. Such a
+username cannot be a users file name (those hold no `/` or `:`), so it always goes to the
+verifier (TokenReview, cached); a token that is not JWT-shaped, not genuine, of another
+account than the one named, or of an account the identities file does not list gets `535`,
+counted as any failed password (the account counts as a username when the identities file
+lists it). When the TokenReview API cannot answer, AUTH gets `454 4.7.0` and counts as no
+failure. Success leaves `AuthenticatedUser("system:serviceaccount:NS:NAME", identities)`.
 """
 
 import asyncio
@@ -53,6 +63,8 @@ from kubemta_ingress.auth_limits import Admission, FailureLimiter
 from kubemta_ingress.policy import IPAddress, client_ip
 from kubemta_ingress.rejections import Reason, record_rejection
 from kubemta_ingress.sender_identity import AuthenticatedUser
+from kubemta_ingress.serviceaccount_identities import ServiceAccount
+from kubemta_ingress.serviceaccounts import Outcome, ServiceAccountVerifier
 from kubemta_ingress.settings import IngressSettings
 from kubemta_ingress.users import User, UsersFile, hash_password, verify_password
 from kubemta_ingress.verify_pool import VerifyPool, VerifyPoolFull
@@ -64,6 +76,7 @@ type Authenticator = Callable[[SMTP, Session, Envelope, str, object], AuthResult
 AUTH_OK = "235 2.7.0 Authentication successful"  # RFC 4954 section 6
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"  # RFC 4954 section 6
 AUTH_BUSY = "454 4.7.0 Temporary authentication failure"  # RFC 4954 section 6: too many checks at once
+AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure: the token cannot be verified now"  # RFC 4954 §6
 AUTH_LOCKED = "421 4.7.0 Too many failed authentication attempts"  # RFC 5321 section 3.8: 421 closes
 AUTH_IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"  # RFC 4954 section 4
 MAX_FAILURE_DELAY = 10.0  # seconds: a client waits at most this long for one 535
@@ -74,6 +87,7 @@ IPV6_VERSION = 6
 IPV6_PREFIX = 64  # RFC 6177: a site usually gets a /56 or /48, one LAN a /64
 
 preinitialise(metrics.AUTH_ATTEMPTS, result=["busy"])  # 454: the verification pool was full
+preinitialise(metrics.AUTH_ATTEMPTS, result=["unavailable"])  # 454: the TokenReview API did not answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +113,26 @@ class PendingCheck:
     ip_key: str
     mechanism: str
     helo: str | None
+    account: ServiceAccount | None = None
+    """The ServiceAccount the username names: the password is its token (None: a users file login)."""
+    listed: bool = False
+    """The account is in the ServiceAccount identities file (so its failures are counted)."""
+
+    @property
+    def username_key(self) -> str | None:
+        """The key of the username limiter, None when this username is not counted (no such user or account)."""
+        if self.account is not None:
+            return self.account.username if self.listed else None
+        return self.name if self.user is not None else None
 
 
 class UsersAuthenticator:
-    """aiosmtpd `authenticator` callback: credentials against the users file, with the failure limiters."""
+    """aiosmtpd `authenticator` callback: credentials against the users file or a ServiceAccount token, with the
+    failure limiters."""
 
     def __init__(
         self,
-        users: UsersFile,
+        users: UsersFile | None,
         *,
         failure_limit: int,
         failure_window: float,
@@ -115,8 +141,10 @@ class UsersAuthenticator:
         verify_queue: int = DEFAULT_VERIFY_QUEUE,
         max_tracked_clients: int = DEFAULT_MAX_TRACKED_CLIENTS,
         clock: Callable[[], float] = time.monotonic,
+        serviceaccounts: ServiceAccountVerifier | None = None,
     ) -> None:
         self._users = users
+        self._serviceaccounts = serviceaccounts
         self.clients = FailureLimiter(
             limit=failure_limit, window=failure_window, max_keys=max_tracked_clients, name="client IPs", clock=clock
         )
@@ -144,18 +172,23 @@ class UsersAuthenticator:
         if not isinstance(auth_data, LoginPassword):
             return self._fail(client_text, session.host_name, "", mechanism)
         name = auth_data.login.decode("utf-8", "replace")
-        user = self._users.get(name)
+        account = ServiceAccount.from_login(name) if self._serviceaccounts is not None else None
+        listed = account is not None and self._serviceaccounts is not None and self._serviceaccounts.listed(account)
+        user = self._users.get(name) if self._users is not None and account is None else None
         ip_key = client_key(client)
-        if self.clients.locked(ip_key) or (user is not None and self.usernames.locked(name)):
+        pending = PendingCheck(
+            self, name, auth_data.password, user, client_text, ip_key, mechanism, session.host_name, account, listed
+        )
+        username_key = pending.username_key
+        if self.clients.locked(ip_key) or (username_key is not None and self.usernames.locked(username_key)):
             return self._locked(client_text, session.host_name, name)
-        pending = PendingCheck(self, name, auth_data.password, user, client_text, ip_key, mechanism, session.host_name)
         return AuthResult(success=False, handled=False, message=AUTH_FAILED, auth_data=pending)
 
     async def check(self, pending: PendingCheck) -> AuthResult:
         """Verify the password off the event loop and record the outcome; the result `finish_auth` acts on."""
         keys = [(self.clients, pending.ip_key)]
-        if pending.user is not None:
-            keys.append((self.usernames, pending.name))
+        if pending.username_key is not None:
+            keys.append((self.usernames, pending.username_key))
         if not await self._admission.enter(keys):
             return self._locked(pending.client, pending.helo, pending.name)
         task = asyncio.create_task(self._verify(pending, keys))
@@ -166,6 +199,8 @@ class UsersAuthenticator:
     async def _verify(self, pending: PendingCheck, keys: list[tuple[FailureLimiter, str]]) -> AuthResult:
         user = pending.user
         try:
+            if pending.account is not None:
+                return await self._verify_token(pending, pending.account)
             stored = user.password_hash if user is not None else self._dummy_hash
             try:
                 valid = await self._pool.run(verify_password, pending.password, stored)
@@ -188,12 +223,38 @@ class UsersAuthenticator:
                     },
                 )
                 return AuthResult(success=True, auth_data=AuthenticatedUser(user.name, user.identities))
-            failures = self.clients.record(pending.ip_key)
-            if user is not None:
-                failures = max(failures, self.usernames.record(pending.name))
-            return self._fail(pending.client, pending.helo, pending.name, pending.mechanism, failures)
+            return self._record_failure(pending)
         finally:
             self._admission.leave(keys)
+
+    async def _verify_token(self, pending: PendingCheck, account: ServiceAccount) -> AuthResult:
+        """The password as `account`'s ServiceAccount token (TokenReview, cached); the AUTH result."""
+        assert self._serviceaccounts is not None
+        check = await self._serviceaccounts.check(pending.password.decode("ascii", "replace"))
+        if check.outcome is Outcome.UNAVAILABLE:
+            metrics.AUTH_ATTEMPTS.labels(result="unavailable").inc()
+            logger.warning(
+                "AUTH refused for now: the ServiceAccount token cannot be verified",
+                extra={"client": pending.client, "username": sanitize(pending.name), "reply": AUTH_UNAVAILABLE},
+            )
+            return AuthResult(success=False, handled=False, message=AUTH_UNAVAILABLE)
+        principal = check.principal
+        if principal is None or principal.name != account.username:
+            return self._record_failure(pending)
+        self.usernames.clear(account.username)
+        metrics.AUTH_ATTEMPTS.labels(result="success").inc()
+        logger.info(
+            "authenticated",
+            extra={"client": pending.client, "username": principal.name, "mechanism": pending.mechanism},
+        )
+        return AuthResult(success=True, auth_data=AuthenticatedUser(principal.name, principal.identities))
+
+    def _record_failure(self, pending: PendingCheck) -> AuthResult:
+        failures = self.clients.record(pending.ip_key)
+        username_key = pending.username_key
+        if username_key is not None:
+            failures = max(failures, self.usernames.record(username_key))
+        return self._fail(pending.client, pending.helo, pending.name, pending.mechanism, failures)
 
     def _locked(self, client: str, helo: str | None, name: str) -> AuthResult:
         metrics.AUTH_ATTEMPTS.labels(result="locked").inc()
@@ -224,21 +285,24 @@ def client_key(client: IPAddress | None) -> str:
     return str(client)
 
 
-def build_authenticator(settings: IngressSettings) -> Authenticator | None:
-    """The AUTH callback for aiosmtpd, or None when `KUBEMTA_USERS_FILE` is not set.
+def build_authenticator(
+    settings: IngressSettings, serviceaccounts: ServiceAccountVerifier | None = None
+) -> Authenticator | None:
+    """The AUTH callback for aiosmtpd, or None when neither `KUBEMTA_USERS_FILE` nor `serviceaccounts` is there.
 
     Raises ConfigError when the users file is missing or malformed at start.
     """
-    if settings.users_file is None:
+    if settings.users_file is None and serviceaccounts is None:
         return None
     return UsersAuthenticator(
-        UsersFile(settings.users_file),
+        UsersFile(settings.users_file) if settings.users_file is not None else None,
         failure_limit=settings.auth_failure_limit,
         failure_window=settings.auth_failure_window,
         failure_delay=settings.auth_failure_delay,
         verify_threads=settings.auth_verify_threads,
         verify_queue=settings.auth_verify_queue,
         max_tracked_clients=settings.auth_max_tracked_clients,
+        serviceaccounts=serviceaccounts,
     )
 
 

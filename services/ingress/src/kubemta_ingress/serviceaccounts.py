@@ -135,6 +135,10 @@ class ServiceAccountVerifier:
         self._in_flight: dict[bytes, asyncio.Task[_Review]] = {}
         self._reported_unmapped: set[ServiceAccount] = set()
 
+    def listed(self, account: ServiceAccount) -> bool:
+        """True when the identities file lists `account` (by name or by its namespace)."""
+        return self._identities.identities(account) is not None
+
     async def verify(self, token: str) -> Principal | None:
         """The principal `token` authenticates; None for any other outcome. Never raises for bad input."""
         return (await self.check(token)).principal
