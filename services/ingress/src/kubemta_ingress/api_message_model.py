@@ -1,0 +1,372 @@
+"""The JSON body of `POST /v1/messages`: what a caller may ask kubemta to compose, and what it is refused.
+
+Everything here is checked before a single header is written, so that a bad request
+gets one 422 listing every problem in FastAPI's own shape (`loc`, `msg`, `type`).
+api_message.py turns a valid `MessageRequest` into the message bytes and envelope.
+
+- Addresses (`from`, `to`, `cc`, `bcc`, `reply_to`) are objects `{"address": ..., "name": ...}`
+  (the name is optional). An address is judged by `policy.check_address` with UTF-8
+  allowed, so the API refuses exactly what the SMTP listeners refuse; a non-ASCII address
+  makes the message an SMTPUTF8 one (RFC 6531).
+- Text that goes into a header line (display names, subject, extra header values,
+  attachment file names) holds no control character but TAB, and no U+2028/U+2029: CR, LF
+  and NUL would start a new header field (header injection), and Python's email parser
+  splits lines at the others too (`str.splitlines`). Refused, never rewritten.
+- Extra `headers` may not set the fields kubemta writes itself or that only a receiving
+  server may add (`RESERVED_HEADERS`): the error names the header.
+- The recipient limit comes from the caller through the validation context
+  (`parse_request(..., max_recipients=...)`, KUBEMTA_MAX_RECIPIENTS), like RCPT's limit.
+"""
+
+import base64
+import binascii
+import re
+import unicodedata
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from kubemta_ingress.policy import AddressProblem, check_address
+
+DEFAULT_MAX_RECIPIENTS = 1000
+"""The recipient limit when the caller passes none (KUBEMTA_MAX_RECIPIENTS' default)."""
+MAX_LINE = 998  # RFC 5322 section 2.1.1: octets in a line, CRLF not counted
+MAX_SUBJECT = 998
+MAX_ATTACHMENTS = 100
+MAX_HEADERS = 50
+MAX_HEADER_NAME = 76
+MAX_TAGS = 10
+MAX_ADDRESS = 254  # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, angle brackets included
+MAX_NAME = 256
+MAX_FILENAME = 255
+
+# Fields kubemta writes itself, or trace and authentication fields only a receiving server adds (RFC 5322
+# section 3.6, RFC 2045, RFC 6376, RFC 8617, RFC 8601, RFC 7208); the value says what to use instead.
+RESERVED_HEADERS: dict[str, str] = {
+    "from": "use the `from` field",
+    "sender": "kubemta does not set a Sender: distinct from From:",
+    "to": "use the `to` field",
+    "cc": "use the `cc` field",
+    "bcc": "use the `bcc` field (Bcc: never appears in the message)",
+    "reply-to": "use the `reply_to` field",
+    "subject": "use the `subject` field",
+    "date": "kubemta sets Date: when it accepts the message",
+    "message-id": "use the `message_id` field",
+    "mime-version": "kubemta writes the MIME structure",
+    "received": "a trace field only a receiving server adds",
+    "return-path": "a trace field only the final delivery adds",
+    "dkim-signature": "kubemta signs after composing (KUBEMTA_DKIM_KEYS_DIR)",
+    "domainkey-signature": "an authentication field only a signer adds",
+    "authentication-results": "an authentication field only a receiving server adds",
+    "received-spf": "an authentication field only a receiving server adds",
+}
+RESERVED_PREFIXES: dict[str, str] = {
+    "content-": "kubemta writes the MIME structure (use `attachments`)",
+    "arc-": "an ARC field (RFC 8617) only a forwarding server adds",
+    "resent-": "a resent field (RFC 5322 section 3.6.6) belongs to re-sending, not to a new message",
+}
+
+_HEADER_NAME = re.compile(r"[!-9;-~]+\Z")  # RFC 5322 section 3.6.8 ftext
+_TAG = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
+_TOKEN = r"[A-Za-z0-9!#$&^_.+-]{1,64}"  # RFC 6838 section 4.2 restricted-name
+_CONTENT_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}\Z")
+_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"  # RFC 5322 section 3.2.3
+_MSG_ID = re.compile(rf"<{_DOT_ATOM}@(?:{_DOT_ATOM}|\[[!-Z^-~]*\])>\Z")  # RFC 5322 section 3.6.4 msg-id
+_CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]{1,250}\Z")  # msg-id characters, without <>
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_LINE_SEPARATORS = frozenset("\u2028\u2029")
+
+
+class InvalidMessage(Exception):
+    """A request kubemta will not queue: `loc` and `detail` as FastAPI reports a 422 (`errors()`).
+
+    `field` is a dotted path inside `source` ("attachments.2.filename", "" for the whole body).
+    """
+
+    def __init__(self, field: str, detail: str, *, source: str = "body") -> None:
+        super().__init__(f"{field or source}: {detail}")
+        self.field = field
+        self.detail = detail
+        self.loc: tuple[str | int, ...] = (source, *(int(p) if p.isdigit() else p for p in field.split(".") if p))
+
+    def errors(self) -> list[dict[str, Any]]:
+        """The 422 `detail` list: `[{"loc": ["body", ...], "msg": ..., "type": "value_error"}]`."""
+        return [{"loc": list(self.loc), "msg": self.detail, "type": "value_error"}]
+
+
+def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """A pydantic error of `parse_request` as FastAPI's 422 `detail` list (loc under "body"; no input echoed)."""
+    return [{"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]} for error in exc.errors()]
+
+
+def header_text_problem(value: str) -> str | None:
+    """Why `value` may not go into a header line, or None (no controls but TAB, no U+2028/9, valid Unicode)."""
+    for ch in value:
+        category = unicodedata.category(ch)
+        if (category == "Cc" and ch != "\t") or ch in _LINE_SEPARATORS:
+            return f"holds the control character U+{ord(ch):04X}; header text may hold no CR, LF, NUL or other control"
+        if category == "Cs":
+            return f"holds the lone surrogate U+{ord(ch):04X}"
+    return None
+
+
+def _header_text(value: str) -> str:
+    problem = header_text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _address(value: str) -> str:
+    problem = check_address(value, smtputf8=True)
+    if problem is AddressProblem.SYNTAX:
+        raise ValueError(f"not a valid mail address (local-part@domain, RFC 5321 section 4.1.2): {value!r}")
+    return value
+
+
+def _body_text(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("may not hold NUL (U+0000)")
+    if any(unicodedata.category(ch) == "Cs" for ch in value):
+        raise ValueError("holds a lone surrogate: not valid Unicode")
+    return value
+
+
+def _filename(value: str) -> str:
+    _header_text(value)
+    if "/" in value or "\\" in value:
+        raise ValueError("a file name may not hold a path separator (/ or \\)")
+    if value.strip(" .") == "":
+        raise ValueError("a file name needs a character other than dots and spaces")
+    if bidi := _BIDI_CONTROLS.intersection(value):
+        raise ValueError(f"a file name may not hold bidirectional controls ({', '.join(sorted(map(_hex, bidi)))})")
+    return value
+
+
+def _hex(ch: str) -> str:
+    return f"U+{ord(ch):04X}"
+
+
+def _content_type(value: str) -> str:
+    if not _CONTENT_TYPE.match(value):
+        raise ValueError(f"not a MIME type/subtype without parameters: {value!r}")
+    value = value.lower()
+    if value.startswith(("multipart/", "message/")):
+        raise ValueError(f"{value} cannot be an attachment (send it as application/octet-stream)")
+    return value
+
+
+def _base64(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("attachment content must be a base64 string")
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)  # whitespace (MIME line breaks) ignored
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not valid base64 (RFC 4648 section 4): {exc}") from None
+
+
+def _header_name(value: str) -> str:
+    if not _HEADER_NAME.match(value) or len(value) > MAX_HEADER_NAME:
+        raise ValueError(
+            f"not a header field name (1..{MAX_HEADER_NAME} printable ASCII characters but colon): {value!r}"
+        )
+    lower = value.lower()
+    reason = RESERVED_HEADERS.get(lower) or next((r for p, r in RESERVED_PREFIXES.items() if lower.startswith(p)), None)
+    if reason is not None:
+        raise ValueError(f"header {value!r} may not be set in `headers`: {reason}")
+    return value
+
+
+def _tag(value: str) -> str:
+    if not _TAG.match(value):
+        raise ValueError(f"a tag is 1..64 characters of A-Z a-z 0-9 . _ : -, not {value!r}")
+    return value
+
+
+def _message_id(value: str) -> str:
+    if len(value) > MAX_LINE - len("Message-ID: ") or not _MSG_ID.match(value):
+        raise ValueError(f"not a message id <id-left@id-right> (RFC 5322 section 3.6.4): {value!r}")
+    return value
+
+
+def _content_id(value: str) -> str:
+    if not _CONTENT_ID.match(value):
+        raise ValueError(f"a content id is 1..250 characters of a message id, without <>: {value!r}")
+    return value
+
+
+Address = Annotated[
+    str,
+    Field(min_length=3, max_length=MAX_ADDRESS, examples=["ada@example.com"]),
+    AfterValidator(_address),
+]
+HeaderText = Annotated[str, AfterValidator(_header_text)]
+Base64Content = Annotated[
+    bytes,
+    PlainValidator(_base64),
+    PlainSerializer(lambda content: base64.b64encode(content).decode("ascii"), return_type=str),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64", "examples": ["SGVsbG8sIHdvcmxkIQ=="]}),
+]
+
+
+class Mailbox(BaseModel):
+    """A mailbox: an address and an optional display name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: Address = Field(description="local-part@domain (RFC 5321); UTF-8 allowed (the message is then SMTPUTF8)")
+    name: HeaderText | None = Field(
+        default=None,
+        max_length=MAX_NAME,
+        description="Display name, any Unicode but control characters (RFC 2047-encoded when not ASCII)",
+        examples=["Ada Lovelace"],
+    )
+
+
+class Attachment(BaseModel):
+    """A file attached to the message, or an inline part of the HTML when it has a `content_id`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    filename: Annotated[str, AfterValidator(_filename)] = Field(
+        min_length=1,
+        max_length=MAX_FILENAME,
+        description="File name shown to the reader: no path separators, no control or bidirectional characters",
+        examples=["invoice-2026-12.pdf"],
+    )
+    content_type: Annotated[str, AfterValidator(_content_type)] = Field(
+        default="application/octet-stream",
+        description="MIME type/subtype without parameters (not multipart/* or message/*)",
+        examples=["application/pdf", "image/png"],
+    )
+    content: Base64Content = Field(description="The file's bytes, base64 (RFC 4648; whitespace ignored)")
+    content_id: Annotated[str, AfterValidator(_content_id)] | None = Field(
+        default=None,
+        description="Makes the part inline, referenced from `html` as cid:CONTENT_ID (needs `html`; without <>)",
+        examples=["logo@example.com"],
+    )
+
+
+class MessageRequest(BaseModel):
+    """A message for kubemta to compose and queue."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "from": {"address": "billing@example.com", "name": "Example Billing"},
+                    "to": [{"address": "ada@example.org", "name": "Ada Lovelace"}],
+                    "subject": "Your invoice",
+                    "text": "Hello Ada,\n\nyour invoice is attached.\n",
+                    "html": '<p>Hello Ada,</p><p>your invoice is attached.</p><img src="cid:logo@example.com">',
+                    "attachments": [
+                        {"filename": "invoice.pdf", "content_type": "application/pdf", "content": "JVBERi0xLjQK"},
+                        {
+                            "filename": "logo.png",
+                            "content_type": "image/png",
+                            "content": "iVBORw0KGgo=",
+                            "content_id": "logo@example.com",
+                        },
+                    ],
+                    "headers": {"List-Unsubscribe": "<https://example.com/unsubscribe/42>"},
+                    "tags": ["invoice", "2026-12"],
+                }
+            ]
+        },
+    )
+
+    from_: Mailbox = Field(alias="from", description="The author (From:); also the envelope sender by default")
+    to: list[Mailbox] = Field(default_factory=list, description="To: recipients")
+    cc: list[Mailbox] = Field(default_factory=list, description="Cc: recipients")
+    bcc: list[Mailbox] = Field(default_factory=list, description="Blind recipients: in the envelope, never in a header")
+    reply_to: Mailbox | None = Field(default=None, description="Reply-To: where answers should go")
+    subject: HeaderText | None = Field(
+        default=None, max_length=MAX_SUBJECT, description="Subject: (RFC 2047-encoded when not ASCII)"
+    )
+    text: Annotated[str, AfterValidator(_body_text)] | None = Field(
+        default=None, description="The plain text body (text and/or html is required)"
+    )
+    html: Annotated[str, AfterValidator(_body_text)] | None = Field(
+        default=None, description="The HTML body; with `text` the two are sent as multipart/alternative"
+    )
+    attachments: list[Attachment] = Field(
+        default_factory=list, max_length=MAX_ATTACHMENTS, description=f"At most {MAX_ATTACHMENTS} attachments"
+    )
+    headers: dict[Annotated[str, AfterValidator(_header_name)], HeaderText] = Field(
+        default_factory=dict,
+        max_length=MAX_HEADERS,
+        description=(
+            f"Extra header fields, name -> value (at most {MAX_HEADERS}). Not allowed: From, Sender, To, Cc, Bcc, "
+            "Reply-To, Subject, Date, Message-ID, MIME-Version, Content-*, Received, Return-Path, DKIM-Signature, "
+            "DomainKey-Signature, ARC-*, Authentication-Results, Received-SPF, Resent-*"
+        ),
+        examples=[{"List-Unsubscribe": "<https://example.com/unsubscribe/42>", "X-Campaign": "winter-2026"}],
+    )
+    tags: list[Annotated[str, AfterValidator(_tag)]] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS,
+        description="Labels for events and webhooks, not written into the message: each 1..64 of [A-Za-z0-9._:-]",
+        examples=[["invoice", "tenant:42"]],
+    )
+    envelope_from: Address | None = Field(
+        default=None, description="The envelope sender (bounce address, MAIL FROM); default: the `from` address"
+    )
+    message_id: Annotated[str, AfterValidator(_message_id)] | None = Field(
+        default=None,
+        description="Message-ID: as <id-left@id-right>; default: one kubemta makes",
+        examples=["<invoice-42@example.com>"],
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_fit(cls, value: dict[str, str]) -> dict[str, str]:
+        seen: set[str] = set()
+        for name, text in value.items():
+            if name.lower() in seen:
+                raise ValueError(f"header {name!r} is given twice (names are case-insensitive)")
+            seen.add(name.lower())
+            if len(name) + 2 + len(text.encode("utf-8")) > MAX_LINE:
+                raise ValueError(f"header {name!r}: name and value take more than {MAX_LINE} octets (one line)")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self, info: ValidationInfo) -> Self:
+        limit = (info.context or {}).get("max_recipients", DEFAULT_MAX_RECIPIENTS)
+        count = len(self.to) + len(self.cc) + len(self.bcc)
+        if count == 0:
+            raise ValueError("no recipients: give at least one address in `to`, `cc` or `bcc`")
+        if count > limit:
+            raise ValueError(f"{count} recipients in `to`, `cc` and `bcc`; at most {limit} are allowed")
+        if self.text is None and self.html is None:
+            raise ValueError("no body: give `text`, `html` or both")
+        content_ids = [a.content_id.lower() for a in self.attachments if a.content_id is not None]
+        if content_ids and self.html is None:
+            raise ValueError("attachments with a `content_id` are inline parts of `html`, and there is no `html`")
+        if len(set(content_ids)) != len(content_ids):
+            raise ValueError("two attachments have the same `content_id`")
+        return self
+
+    def recipients(self) -> list[Mailbox]:
+        """`to`, `cc` and `bcc` in that order."""
+        return [*self.to, *self.cc, *self.bcc]
+
+
+def parse_request(body: bytes | str, *, max_recipients: int) -> MessageRequest:
+    """The request in a JSON body, with the recipient limit applied; raises pydantic's ValidationError."""
+    return MessageRequest.model_validate_json(body, context={"max_recipients": max_recipients})
