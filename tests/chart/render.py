@@ -31,7 +31,13 @@ SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
 
 # group/version -> (kind, plural) the fake server advertises
 RESOURCES: dict[str, list[tuple[str, str]]] = {
-    "v1": [("ConfigMap", "configmaps"), ("Secret", "secrets"), ("Service", "services")],
+    "v1": [
+        ("ConfigMap", "configmaps"),
+        ("Secret", "secrets"),
+        ("Service", "services"),
+        ("ServiceAccount", "serviceaccounts"),
+    ],
+    "rbac.authorization.k8s.io/v1": [("ClusterRoleBinding", "clusterrolebindings")],
     "apps/v1": [("Deployment", "deployments")],
     "policy/v1": [("PodDisruptionBudget", "poddisruptionbudgets")],
     "autoscaling/v2": [("HorizontalPodAutoscaler", "horizontalpodautoscalers")],
@@ -40,6 +46,9 @@ RESOURCES: dict[str, list[tuple[str, str]]] = {
     "monitoring.coreos.com/v1": [("ServiceMonitor", "servicemonitors"), ("PrometheusRule", "prometheusrules")],
     "rabbitmq.com/v1beta1": [("RabbitmqCluster", "rabbitmqclusters")],
 }
+
+CLUSTER_SCOPED = {"ClusterRoleBinding"}
+"""Kinds the fake server advertises as not namespaced (Helm then creates them without a namespace)."""
 
 LINT_SEVERITY = {0: "unknown", 1: "info", 2: "warning", 3: "error"}
 
@@ -77,7 +86,7 @@ class _FakeApi(BaseHTTPRequestHandler):
                 {
                     "name": plural,
                     "singularName": "",
-                    "namespaced": True,
+                    "namespaced": kind not in CLUSTER_SCOPED,
                     "kind": kind,
                     "verbs": ["create", "get", "list"],
                 }

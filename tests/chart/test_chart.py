@@ -163,9 +163,15 @@ def test_hpa_and_scaledobject_never_both_for_one_component(scenario: Path | None
 
 @pytest.mark.parametrize("scenario", CASES)
 def test_pods_are_locked_down(scenario: Path | None) -> None:
-    for deployment in deployments(manifests(scenario)).values():
+    sa_auth = scenario_values(scenario).get("smtpIngress", {}).get("serviceAccountAuth", {}).get("enabled", True)
+    for name, deployment in deployments(manifests(scenario)).items():
         pod = deployment["spec"]["template"]["spec"]
-        assert pod["automountServiceAccountToken"] is False
+        # only the ingress gets a Kubernetes API token, for TokenReview of apps' tokens, and never the default account's
+        if name == "smtp-ingress" and sa_auth:
+            assert pod["automountServiceAccountToken"] is True
+            assert pod["serviceAccountName"] == "kubemta-smtp-ingress"
+        else:
+            assert pod["automountServiceAccountToken"] is False
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == 10001
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}

@@ -35,7 +35,8 @@ def test_by_default_lmtp_routes_are_verified_and_nothing_else_is_opened() -> Non
     assert value(container, "KUBEMTA_RECIPIENT_VERIFY") == "true"
     assert value(container, "KUBEMTA_RECIPIENT_MAPS") is None
     assert "KUBEMTA_TRANSPORTS" in config_data(docs)  # the ingress gets the routes from the shared ConfigMap
-    assert egress_ports(docs, "smtp-ingress") == {53, 5672, 5671, 8025}  # 8025: the tracker (duplicate checks)
+    # 8025: the tracker (duplicate checks); 443 and 6443: the Kubernetes API (TokenReview of apps' tokens)
+    assert egress_ports(docs, "smtp-ingress") == {53, 5672, 5671, 8025, 443, 6443}
     assert "recipient-maps" not in {volume["name"] for volume in pod["volumes"]}
 
 

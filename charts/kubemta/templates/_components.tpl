@@ -30,7 +30,10 @@ so the components stay identical where they should.
 {{- $api := and $isIngress $v.api.enabled -}}
 {{- $recipientMaps := and $isIngress $v.recipientVerification.mapsConfigMap -}}
 {{- $isTracker := eq .key "tracker" -}}
-{{- $trackerOn := $root.Values.tracker.enabled -}}
+{{- $isWebhooks := eq .key "webhooks" -}}
+{{- /* webhooks never ask the tracker: no URL, token or egress for it */ -}}
+{{- $trackerOn := and $root.Values.tracker.enabled (not $isWebhooks) -}}
+{{- $saAuth := and $isIngress (include "kubemta.serviceAccountAuthEnabled" $root) -}}
 {{- $projected := or $relayAuth $trackerOn -}}
 {{- $secretsDir := or $root.Values.secrets.existingSecret $projected -}}
 apiVersion: apps/v1
@@ -65,7 +68,13 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
     spec:
-      automountServiceAccountToken: false
+      {{- if $isIngress }}
+      {{- with include "kubemta.smtpIngress.serviceAccountName" $root }}
+      serviceAccountName: {{ . }}
+      {{- end }}
+      {{- end }}
+      # only the smtp-ingress with smtpIngress.serviceAccountAuth gets a Kubernetes API token (for TokenReview)
+      automountServiceAccountToken: {{ if $saAuth }}true{{ else }}false{{ end }}
       {{- with $root.Values.global.imagePullSecrets }}
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
@@ -125,6 +134,7 @@ spec:
             {{- if $api }}
             {{- include "kubemta.apiEnv" $root | nindent 12 }}
             {{- end }}
+            {{- include "kubemta.appAuthEnv" $root | nindent 12 }}
             {{- include "kubemta.recipientVerifyEnv" $root | nindent 12 }}
             {{- end }}
             {{- if $mountDkim }}
@@ -137,6 +147,10 @@ spec:
             {{- end }}
             {{- if $trackerOn }}
             {{- include "kubemta.trackerEnv" . | nindent 12 }}
+            {{- end }}
+            {{- if $isWebhooks }}
+            - name: KUBEMTA_WEBHOOKS_FILE
+              value: {{ printf "%s/%s" (include "kubemta.webhooksDir" $root) $v.existingSecretKey | quote }}
             {{- end }}
             {{- with (concat $root.Values.global.extraEnv $v.extraEnv) }}
             {{- toYaml . | nindent 12 }}
@@ -226,6 +240,14 @@ spec:
               mountPath: {{ include "kubemta.recipientMapsDir" $root }}
               readOnly: true
             {{- end }}
+            {{- if $isIngress }}
+            {{- include "kubemta.appAuthMounts" $root | nindent 12 }}
+            {{- end }}
+            {{- if $isWebhooks }}
+            - name: webhooks
+              mountPath: {{ include "kubemta.webhooksDir" $root }}
+              readOnly: true
+            {{- end }}
             {{- if $mountCa }}
             - name: tls-ca
               mountPath: /etc/kubemta/tls-ca
@@ -305,6 +327,18 @@ spec:
         - name: recipient-maps
           configMap:
             name: {{ $recipientMaps }}
+        {{- end }}
+        {{- if $isIngress }}
+        {{- include "kubemta.appAuthVolumes" $root | nindent 8 }}
+        {{- end }}
+        {{- if $isWebhooks }}
+        # the endpoints file, the whole Secret as a directory (no subPath): the service re-reads it when it changes
+        - name: webhooks
+          secret:
+            secretName: {{ include "kubemta.webhooksSecretName" $root }}
+            items:
+              - key: {{ $v.existingSecretKey | quote }}
+                path: {{ $v.existingSecretKey | quote }}
         {{- end }}
         {{- if $isTracker }}
         # this replica's index of the `events` stream: rebuilt from the stream when the pod starts on a new node
@@ -465,6 +499,7 @@ spec:
 {{- $v := get $root.Values .key -}}
 {{- $isIngress := eq .key "smtpIngress" -}}
 {{- $isTracker := eq .key "tracker" -}}
+{{- $isWebhooks := eq .key "webhooks" -}}
 {{- if $v.networkPolicy.enabled }}
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -503,13 +538,21 @@ spec:
         {{- toYaml . | nindent 8 }}
       {{- end }}
     {{- if $v.api.enabled }}
-    # the HTTP API (domain checks)
+    # the HTTP API (sending API, domain checks): apiFrom, plus apiFromNamespaces and the namespaces of
+    # serviceAccountAuth.identities (only while apiFrom restricts at all)
     - ports:
         - port: api
           protocol: TCP
       {{- with $v.networkPolicy.apiFrom }}
       from:
         {{- toYaml . | nindent 8 }}
+        {{- with include "kubemta.apiNamespaces" $root }}
+        {{- range splitList "," . }}
+        - namespaceSelector:
+            matchLabels:
+              kubernetes.io/metadata.name: {{ . | quote }}
+        {{- end }}
+        {{- end }}
       {{- end }}
     {{- end }}
     {{- end }}
@@ -553,6 +596,10 @@ spec:
       {{- end }}
     {{- if $isIngress }}
     {{- include "kubemta.recipientVerifyEgress" $root | nindent 4 }}
+    {{- include "kubemta.kubernetesApiEgress" $root | nindent 4 }}
+    {{- end }}
+    {{- if $isWebhooks }}
+    {{- include "kubemta.webhooksEgress" $root | nindent 4 }}
     {{- end }}
     {{- if eq .key "deliveryWorker" }}
     # destination MX hosts, relayhosts and LMTP servers
@@ -576,7 +623,7 @@ spec:
         - port: 443
           protocol: TCP
     {{- end }}
-    {{- if and $root.Values.tracker.enabled (not $isTracker) }}
+    {{- if and $root.Values.tracker.enabled (not (or $isTracker $isWebhooks)) }}
     {{- include "kubemta.trackerEgress" $root | nindent 4 }}
     {{- end }}
     {{- with $v.networkPolicy.extraEgress }}

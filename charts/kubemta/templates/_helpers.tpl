@@ -1,6 +1,6 @@
 {{/*
-Names, labels and the component table. One image for all components (the four mail stages and the
-tracker); the Deployment's `command` chooses the service.
+Names, labels and the component table. One image for all components (the four mail stages, the
+tracker and webhooks); the Deployment's `command` chooses the service.
 */}}
 
 {{- define "kubemta.name" -}}
@@ -66,6 +66,10 @@ tracker:
   name: tracker
   command: kubemta-tracker
   queues: []
+webhooks:
+  name: webhooks
+  command: kubemta-webhooks
+  queues: []
 {{- end -}}
 
 {{/* (dict "root" $ "key" "deliveryWorker") -> that component's row of the table */}}
@@ -84,6 +88,7 @@ tracker:
 {{- define "kubemta.dnsResolver.fullname" -}}{{ include "kubemta.componentFullname" (dict "root" . "key" "dnsResolver") }}{{- end -}}
 {{- define "kubemta.deliveryWorker.fullname" -}}{{ include "kubemta.componentFullname" (dict "root" . "key" "deliveryWorker") }}{{- end -}}
 {{- define "kubemta.tracker.fullname" -}}{{ include "kubemta.componentFullname" (dict "root" . "key" "tracker") }}{{- end -}}
+{{- define "kubemta.webhooks.fullname" -}}{{ include "kubemta.componentFullname" (dict "root" . "key" "webhooks") }}{{- end -}}
 
 {{- define "kubemta.componentLabels" -}}
 {{- $c := include "kubemta.component" . | fromYaml -}}
