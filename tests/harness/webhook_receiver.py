@@ -6,7 +6,8 @@ request is kept in `received` (headers, body, the parsed JSON, whether its signa
 kubemta_webhooks.signing.verify, and the status it was answered with). By default it answers 204 to a
 request that verifies and 401 to one that does not; `plan(500, 500)` makes the next two answers 500,
 `plan(410)` a 410 Gone, `plan("hang")` holds the request open until `release()` (or the client gives up).
-`delivered` lists the verified requests answered 2xx; `wait_for(n)` waits (bounded) until there are `n`.
+`delivered` lists the verified requests answered 2xx; `wait_for(n)` waits (bounded) until there are `n`,
+`wait_for_ids(ids)` until each of these `webhook-id`s was delivered.
 """
 
 import asyncio
@@ -76,6 +77,18 @@ class WebhookReceiver:
                 self._changed.clear()
                 await self._changed.wait()
         return self.delivered
+
+    @property
+    def delivered_ids(self) -> set[str]:
+        """The `webhook-id`s of the delivered requests."""
+        return {item.headers.get("webhook-id", "") for item in self.delivered}
+
+    async def wait_for_ids(self, ids: set[str] | list[str], *, within: float = 30.0) -> None:
+        """Wait until every one of `ids` was delivered (duplicates allowed); TimeoutError after `within` seconds."""
+        async with asyncio.timeout(within):
+            while not set(ids) <= self.delivered_ids:
+                self._changed.clear()
+                await self._changed.wait()
 
     async def _hook(self, request: Request) -> Response:
         body = await request.body()
