@@ -11,6 +11,8 @@ with `mint(...)` and answers from that table, in kube-apiserver's shape:
     api.reviews                                # TokenReviews answered so far
     api.slow = 3.0 / api.fail_with = 500 / api.stop()
 
+or the `kube_api` fixture: `from tests.harness.fake_kube_api import kube_api` in a test module.
+
 `POST /apis/authentication.k8s.io/v1/tokenreviews` needs the caller's own bearer token (the
 content of `caller_token_file`, or any token in `caller_tokens`; `401` otherwise, as the API
 answers an unauthenticated request). It reads `spec.token` and `spec.audiences` and answers
@@ -36,10 +38,13 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.harness.ports import free_port
 from tests.harness.tls_ca import TestCa
@@ -179,7 +184,7 @@ class FakeKubeApi:
         server.daemon_threads = True
         server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="fake-kube-api", daemon=True)
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-kube-api", daemon=True)
         self._thread.start()
 
     def _answer(self, request: BaseHTTPRequestHandler) -> None:
@@ -294,3 +299,13 @@ def _issue_for_ip(ca: TestCa, host: str) -> tuple[Path, Path]:
 
 def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def kube_api(tmp_path: Path) -> Iterator[FakeKubeApi]:
+    """A running FakeKubeApi for one test (import the fixture into the test module)."""
+    api = FakeKubeApi.start(tmp_path / "kube-api")
+    try:
+        yield api
+    finally:
+        api.stop()

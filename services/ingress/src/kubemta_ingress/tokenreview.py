@@ -119,7 +119,11 @@ class TokenReviewClient:
         return self._judge(answer)
 
     def _create(self, token: str) -> V1TokenReview:
-        body = V1TokenReview(spec=V1TokenReviewSpec(token=token, audiences=[self._audience]))
+        body = V1TokenReview(
+            api_version="authentication.k8s.io/v1",
+            kind="TokenReview",
+            spec=V1TokenReviewSpec(token=token, audiences=[self._audience]),
+        )
         try:
             answer = self._api.create_token_review(body, _request_timeout=self._timeout)
         except Exception as exc:  # urllib3, TLS, ApiException (4xx/5xx), bad JSON: all mean "no answer"
