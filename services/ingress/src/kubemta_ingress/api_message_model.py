@@ -215,6 +215,9 @@ Address = Annotated[
     AfterValidator(_address),
 ]
 HeaderText = Annotated[str, AfterValidator(_header_text)]
+DisplayName = Annotated[str, Field(max_length=MAX_NAME), AfterValidator(_header_text)]
+Subject = Annotated[str, Field(max_length=MAX_SUBJECT), AfterValidator(_header_text)]
+Filename = Annotated[str, Field(min_length=1, max_length=MAX_FILENAME), AfterValidator(_filename)]
 Base64Content = Annotated[
     bytes,
     PlainValidator(_base64),
@@ -229,9 +232,8 @@ class Mailbox(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     address: Address = Field(description="local-part@domain (RFC 5321); UTF-8 allowed (the message is then SMTPUTF8)")
-    name: HeaderText | None = Field(
+    name: DisplayName | None = Field(
         default=None,
-        max_length=MAX_NAME,
         description="Display name, any Unicode but control characters (RFC 2047-encoded when not ASCII)",
         examples=["Ada Lovelace"],
     )
@@ -242,9 +244,7 @@ class Attachment(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    filename: Annotated[str, AfterValidator(_filename)] = Field(
-        min_length=1,
-        max_length=MAX_FILENAME,
+    filename: Filename = Field(
         description="File name shown to the reader: no path separators, no control or bidirectional characters",
         examples=["invoice-2026-12.pdf"],
     )
@@ -296,9 +296,7 @@ class MessageRequest(BaseModel):
     cc: list[Mailbox] = Field(default_factory=list, description="Cc: recipients")
     bcc: list[Mailbox] = Field(default_factory=list, description="Blind recipients: in the envelope, never in a header")
     reply_to: Mailbox | None = Field(default=None, description="Reply-To: where answers should go")
-    subject: HeaderText | None = Field(
-        default=None, max_length=MAX_SUBJECT, description="Subject: (RFC 2047-encoded when not ASCII)"
-    )
+    subject: Subject | None = Field(default=None, description="Subject: (RFC 2047-encoded when not ASCII)")
     text: Annotated[str, AfterValidator(_body_text)] | None = Field(
         default=None, description="The plain text body (text and/or html is required)"
     )
