@@ -193,12 +193,13 @@ async def test_a_stale_claim_is_overtaken() -> None:
     assert isinstance(await idempotency.begin(ALICE, KEY, FP), Proceed)
 
 
-async def test_without_an_answer_nothing_proceeds() -> None:
+async def test_without_an_answer_nothing_proceeds(caplog: pytest.LogCaptureFixture) -> None:
     tracker = FakeIdempotencyTracker(unavailable=True)
     idempotency = Idempotency(tracker, 86400)
     begun = await idempotency.begin(ALICE, KEY, FP)
     assert isinstance(begun, Unavailable) and begun.status == 503 and begun.retry_after > 0
-    assert "HTTP 503" in begun.reason
+    assert begun.reason == "the Idempotency-Key cannot be checked right now"
+    assert "HTTP 503" in caplog.text  # the detail goes to the log, not to the client
     await idempotency.abandon(Proceed("claimant", "idem:" + "0" * 64))  # logged, not raised
     no_tracker = await Idempotency(None, 86400).begin(ALICE, KEY, FP)
     assert isinstance(no_tracker, Unavailable) and "KUBEMTA_TRACKER_URL" in no_tracker.reason

@@ -165,7 +165,8 @@ class Conflict:
 
 @dataclass(frozen=True, slots=True)
 class Unavailable:
-    """The tracker could not answer: 503 with `Retry-After: retry_after`; nothing is queued."""
+    """The tracker could not answer: 503 with `Retry-After: retry_after`; nothing is queued. `reason` may be
+    shown to the client (it names no internals)."""
 
     reason: str
     retry_after: int = RETRY_AFTER
@@ -210,7 +211,8 @@ class Idempotency:
         try:
             answer = await self._tracker.claim_idempotency(hashed, fingerprint, claimant, self._window)
         except TrackerUnavailable as exc:
-            return Unavailable(f"the tracker could not answer: {exc}")
+            logger.warning("the tracker could not answer an Idempotency-Key claim: %s", exc)
+            return Unavailable("the Idempotency-Key cannot be checked right now")  # for the client: no internals
         if answer.state == "claimed":
             return Proceed(claimant, DEDUP_PREFIX + hashed)
         if answer.fingerprint and answer.fingerprint != fingerprint:
