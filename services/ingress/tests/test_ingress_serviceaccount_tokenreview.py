@@ -4,11 +4,15 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Annotated
 
+import httpx
 import pytest
+from fastapi import Depends, FastAPI
 from prometheus_client import REGISTRY
 
 from kubemta_common.errors import ConfigError
+from kubemta_ingress.api_auth import BearerAuth, Principal
 from kubemta_ingress.serviceaccounts import Outcome, ServiceAccountVerifier, build_serviceaccount_verifier
 from kubemta_ingress.settings import IngressSettings
 from kubemta_ingress.tokenreview import api_environment
@@ -233,3 +237,31 @@ async def test_api_refusing_connections_from_the_start(tmp_path: Path, kube_api:
         assert (await built.check(token)).outcome is Outcome.UNAVAILABLE
     finally:
         await built.close()
+
+
+async def test_as_the_http_api_bearer_token(kube_api: FakeKubeApi, verifier: ServiceAccountVerifier):  # noqa: F811
+    """The verifier behind the API's BearerAuth dependency, as the lead wires it (api_auth.py)."""
+    app = FastAPI()
+    auth = BearerAuth([verifier])
+
+    @app.get("/whoami")
+    async def whoami(principal: Annotated[Principal, Depends(auth)]) -> dict[str, object]:
+        return {"kind": principal.kind, "name": principal.name, "identities": [str(i) for i in principal.identities]}
+
+    token = kube_api.mint("apps", "mailer", audiences=["kubemta"])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as client:
+        answer = await client.get("/whoami", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200
+        assert answer.json() == {
+            "kind": "serviceaccount",
+            "name": "system:serviceaccount:apps:mailer",
+            "identities": ["mailer@example.com", "example.org"],
+        }
+        for bad in (kube_api.mint("apps", "mailer", audiences=["vault"]), "garbage", "a" * 9000):
+            answer = await client.get("/whoami", headers={"Authorization": f"Bearer {bad}"})
+            assert answer.status_code == 401 and "invalid_token" in answer.headers["WWW-Authenticate"]
+        kube_api.fail_with = 500
+        other = kube_api.mint("apps", "mailer", audiences=["kubemta"])
+        answer = await client.get("/whoami", headers={"Authorization": f"Bearer {other}"})
+        assert answer.status_code == 401
+    assert kube_api.reviews == 2
