@@ -129,3 +129,23 @@ async def test_a_restarted_service_resumes_after_its_checkpoint(
     await asyncio.sleep(0.5)
     resent = [item for item in receiver.received if item.headers["webhook-id"] in old]
     assert len(resent) == 5, "the checkpoint was written: the old events are not sent again"
+
+
+async def test_a_webhook_still_failing_after_the_max_age_is_dropped(
+    replicas: Any, receivers: Any, endpoints_file: Any, producer: Any, kit: Any
+) -> None:
+    broken = await receivers()
+    broken.plan(*([500] * 50))
+    path = endpoints_file(("broken", broken, [APP]))
+    await (await replicas(path, webhook_max_age="1s")).lead()
+    expired = _count("broken", "expired")
+    await producer.record_all([kit("bounced")])
+    for _ in range(100):  # attempts at about 0 s, 0.2 s, 0.7 s, 1.2 s: the last one is past the max age
+        if _count("broken", "expired") > expired:
+            break
+        await asyncio.sleep(0.1)
+    assert _count("broken", "expired") - expired == 1
+    attempts = len(broken.received)
+    assert 2 <= attempts <= 6
+    await asyncio.sleep(1.0)
+    assert len(broken.received) == attempts, "an expired webhook is not tried again"
