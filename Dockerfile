@@ -26,6 +26,7 @@ COPY services/dns-resolver/pyproject.toml services/dns-resolver/
 COPY services/delivery-worker/pyproject.toml services/delivery-worker/
 COPY services/admin/pyproject.toml services/admin/
 COPY services/tracker/pyproject.toml services/tracker/
+COPY services/webhooks/pyproject.toml services/webhooks/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --all-packages --no-editable
 # Then the sources, and the workspace members themselves (as wheels, not editable links).
