@@ -71,7 +71,7 @@ async def start_sa_server(
             kubernetes_api_url=kube_api.url,
             kubernetes_token_file=kube_api.caller_token_file,
             kubernetes_ca_file=kube_api.ca_file,
-            tokenreview_timeout=0.5,
+            tokenreview_timeout=5.0,
         )
         verifier = build_serviceaccount_verifier(settings)
         assert verifier is not None

@@ -21,7 +21,9 @@ from tests.harness.fake_kube_api import FakeKubeApi, kube_api  # noqa: F401  (ku
 from tests.harness.ports import free_port
 
 IDENTITIES = "apps/mailer:mailer@example.com,example.org\nbatch/*:jobs@example.com\n"
-TIMEOUT = 0.5
+TIMEOUT = 5.0
+"""The request timeout of most tests: long enough for a loaded machine (the slow-API test sets a short one)."""
+SHORT_TIMEOUT = 0.5
 
 
 def settings_for(api: FakeKubeApi, tmp_path: Path, **overrides: object) -> IngressSettings:
@@ -109,15 +111,21 @@ async def test_api_down(kube_api: FakeKubeApi, verifier: ServiceAccountVerifier)
     kube_api.stop()
     started = time.monotonic()
     assert (await verifier.check(token)).outcome is Outcome.UNAVAILABLE
-    assert time.monotonic() - started < TIMEOUT + 1.5
+    assert time.monotonic() - started < 3.0  # connections refused: no waiting for the timeout
 
 
-async def test_api_slow_past_the_timeout(kube_api: FakeKubeApi, verifier: ServiceAccountVerifier):  # noqa: F811
-    token = kube_api.mint("apps", "mailer", audiences=["kubemta"])
-    kube_api.slow = 5.0
-    started = time.monotonic()
-    assert (await verifier.check(token)).outcome is Outcome.UNAVAILABLE
-    assert time.monotonic() - started < TIMEOUT + 1.5  # the request timeout and the overall deadline (1 s grace)
+async def test_api_slow_past_the_timeout(kube_api: FakeKubeApi, tmp_path: Path):  # noqa: F811
+    built = build_serviceaccount_verifier(settings_for(kube_api, tmp_path, tokenreview_timeout=SHORT_TIMEOUT))
+    assert built is not None
+    try:
+        token = kube_api.mint("apps", "mailer", audiences=["kubemta"])
+        kube_api.slow = 10.0
+        started = time.monotonic()
+        assert (await built.check(token)).outcome is Outcome.UNAVAILABLE
+        # the request timeout (one retry) and the overall deadline (1 s grace) end it long before the API answers
+        assert time.monotonic() - started < SHORT_TIMEOUT + 3.0
+    finally:
+        await built.close()
 
 
 async def test_our_own_token_refused_by_the_api(kube_api: FakeKubeApi, tmp_path: Path):  # noqa: F811
@@ -138,12 +146,13 @@ async def test_cache_and_expiry(kube_api: FakeKubeApi, verifier: ServiceAccountV
     for _ in range(3):
         assert await verifier.verify(long_lived) is not None
     assert kube_api.reviews == 1
-    # The token says it expires in a second (the API would take it longer): the cache believes the shorter.
-    short = kube_api.mint("apps", "mailer", audiences=["kubemta"], claimed_expiry=time.time() + 1)
+    # The token says it expires in a second or two (the API would take it longer): the cache believes the shorter.
+    expiry = int(time.time()) + 2  # `exp` is whole seconds: 1-2 s from now
+    short = kube_api.mint("apps", "mailer", audiences=["kubemta"], claimed_expiry=expiry)
     assert await verifier.verify(short) is not None
     assert await verifier.verify(short) is not None
     assert kube_api.reviews == 2
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(expiry - time.time() + 0.05)
     assert await verifier.verify(short) is not None
     assert kube_api.reviews == 3
     assert await verifier.verify(long_lived) is not None
