@@ -356,7 +356,7 @@ def test_header_names_cannot_smuggle_a_field() -> None:
         ("subject", request(subject="=?utf-8?q?x=0D=0ABcc:_evil@example.net?=")),
         ("subject", request(subject="hi =?utf-8?b?DQpCY2M6IGV2aWxAZXhhbXBsZS5uZXQ=?=")),
         ("from", request(**{"from": {"address": "app@example.com", "name": "=?utf-8?q?E=0D=0ABcc:_x@y.z?="}})),
-        ("to", request(to=[{"address": "bob@example.org", "name": "=?utf-8?q?a=00b?="}])),
+        ("to.0", request(to=[{"address": "bob@example.org", "name": "=?utf-8?q?a=00b?="}])),
         ("attachments.0.filename", request(attachments=[{"filename": "=?utf-8?q?a=0D=0AX:_y?=", "content": ""}])),
         ("headers.X-Test", request(headers={"X-Test": "=?utf-8?q?a=0D=0ABcc:_evil@example.net?="})),
         ("headers.X-Test", request(headers={"X-Test": "é =?utf-8?q?a=0ABcc:_evil@example.net?="})),
@@ -629,7 +629,7 @@ def test_raw_non_ascii_headers_or_addresses_make_an_smtputf8_message() -> None:
 
 
 def test_raw_reads_headers_on_crlf_only_so_a_hidden_bcc_is_no_recipient() -> None:
-    """Python's parser splits at VT, FF and U+2028: a To: only it would see must not become a recipient."""
+    """VT, FF and U+2028 are line breaks to `str.splitlines`: a To: after one is no field, and no recipient."""
     raw = (
         "From: a@example.com\r\nTo: b@example.org\r\nSubject: x\x0bTo: evil@example.net\u2028To: e2@example.net\r\n\r\n"
     )

@@ -30,9 +30,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
+from email.headerregistry import Address, AddressHeader, BaseHeader
 from email.message import EmailMessage, MIMEPart
-from email.policy import SMTP, SMTPUTF8, EmailPolicy
+from email.policy import SMTP, SMTPUTF8, EmailPolicy, default
 from email.utils import format_datetime
 
 from kubemta_ingress.api_message_model import (
@@ -83,13 +83,10 @@ def compose(request: MessageRequest, *, now: datetime, message_id: str) -> Compo
     smtputf8 = not sender.isascii() or not all(mailbox.address.isascii() for mailbox in mailboxes)
     policy = POLICY_UTF8 if smtputf8 else POLICY
     msg = EmailMessage(policy=policy)
-    _set(msg, "from", "From", _address(request.from_))
-    if request.to:
-        _set(msg, "to", "To", [_address(mailbox) for mailbox in request.to])
-    if request.cc:
-        _set(msg, "cc", "Cc", [_address(mailbox) for mailbox in request.cc])
-    if request.reply_to is not None:
-        _set(msg, "reply_to", "Reply-To", _address(request.reply_to))
+    _set_addresses(msg, policy, "from", "From", [request.from_])
+    _set_addresses(msg, policy, "to", "To", request.to)
+    _set_addresses(msg, policy, "cc", "Cc", request.cc)
+    _set_addresses(msg, policy, "reply_to", "Reply-To", [request.reply_to] if request.reply_to is not None else [])
     if request.subject is not None:
         _set(msg, "subject", "Subject", request.subject)
     _set(msg, "", "Date", format_datetime(now))
@@ -129,6 +126,51 @@ def dedupe_recipients(addresses: Iterable[str]) -> list[str]:
 def _address(mailbox: Mailbox) -> Address:
     local, domain = split_address(mailbox.address)
     return Address(display_name=mailbox.name or "", username=dequote(local), domain=domain)
+
+
+def _set_addresses(
+    msg: EmailMessage, policy: "EmailPolicy[EmailMessage]", field: str, name: str, mailboxes: list[Mailbox]
+) -> None:
+    """An address header: each mailbox encoded and folded by the email package on its own, joined by ",CRLF SP".
+
+    Folding a whole address list trips a bug of the email package (CPython 3.12): a fold right after an encoded
+    display name can put the separating comma into an encoded word, and the next address is lost to readers.
+    """
+    if not mailboxes:
+        return
+    values = []
+    for index, mailbox in enumerate(mailboxes):
+        where = field if field in ("from", "reply_to") else f"{field}.{index}"
+        try:
+            folded = policy.fold(name, policy.header_factory(name, _address(mailbox)))
+        except _HEADER_ERRORS as exc:
+            raise InvalidMessage(where, f"cannot be written as a {name}: header: {exc}") from None
+        problem = _fold_problem(folded)
+        if problem is not None:
+            raise InvalidMessage(where, f"{name}: {problem}")
+        value = folded[len(name) + 1 : -2].lstrip(" \t\r\n")  # "To: v" or, for a long first word, "To:\r\n v"
+        if not _reads_back(name, value, mailbox):
+            raise InvalidMessage(where, f"{name}: this display name cannot be written so that it reads back the same")
+        values.append(value)
+    msg.set_raw(name, ",\r\n ".join(values))  # RFC 5322 section 3.4 address-list, folded after each comma
+
+
+def _reads_back(name: str, value: str, mailbox: Mailbox) -> bool:
+    """True when `value` parses as exactly `mailbox`, the display name compared without white space: a long name
+    becomes adjacent encoded words, between which Python's parser (3.12) keeps a space RFC 2047 section 6.2 drops."""
+    try:
+        header = default.header_factory(name, value.replace("\r\n", ""))
+    except _HEADER_ERRORS:
+        return False
+    if not isinstance(header, AddressHeader) or not isinstance(header, BaseHeader):
+        return False
+    if any(not isinstance(defect, email.errors.NonASCIILocalPartDefect) for defect in header.defects):
+        return False
+    written = _address(mailbox)
+    if [address.addr_spec for address in header.addresses] != [written.addr_spec]:
+        return False
+    name_read = header.addresses[0].display_name
+    return "=?" in written.display_name or "".join(name_read.split()) == "".join(written.display_name.split())
 
 
 def _set(part: MIMEPart, field: str, name: str, value: object) -> None:

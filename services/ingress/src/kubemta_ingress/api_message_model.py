@@ -10,8 +10,9 @@ api_message.py turns a valid `MessageRequest` into the message bytes and envelop
   makes the message an SMTPUTF8 one (RFC 6531).
 - Text that goes into a header line (display names, subject, extra header values,
   attachment file names) holds no control character but TAB, and no U+2028/U+2029: CR, LF
-  and NUL would start a new header field (header injection), and Python's email parser
-  splits lines at the others too (`str.splitlines`). Refused, never rewritten.
+  and NUL would start a new header field (header injection), and programs that split
+  lines with `str.splitlines` break at VT, FF, FS..RS, NEL and U+2028/9 too (the email
+  package itself refuses them in a header value). Refused, never rewritten.
 - Extra `headers` may not set the fields kubemta writes itself or that only a receiving
   server may add (`RESERVED_HEADERS`): the error names the header.
 - The recipient limit comes from the caller through the validation context
@@ -150,6 +151,8 @@ def _filename(value: str) -> str:
         raise ValueError("a file name may not hold a path separator (/ or \\)")
     if value.strip(" .") == "":
         raise ValueError("a file name needs a character other than dots and spaces")
+    if value != value.strip():
+        raise ValueError("a file name may not start or end with white space (mail programs drop it)")
     if bidi := _BIDI_CONTROLS.intersection(value):
         raise ValueError(f"a file name may not hold bidirectional controls ({', '.join(sorted(map(_hex, bidi)))})")
     return value

@@ -17,9 +17,9 @@ a header field, no From: field, no recipients. Date: and Message-ID: are not add
 ingress' MSA step (submission_headers.with_missing_headers) completes them as for any
 trusted submission.
 
-The header section is read line by line on CRLF (sender_identity.header_fields), never
-by the email package's parser, which also splits at VT, FF and U+2028 and so could read a
-To: that no mail program sees.
+The header section is read line by line on CRLF (sender_identity.header_fields), not by
+the email package's message parser (which stops at the first line that is not a header
+field): the recipients are read from exactly the lines a next hop sees as fields.
 """
 
 import email.errors
