@@ -291,6 +291,26 @@ def test_a_non_ascii_address_makes_an_smtputf8_message_with_raw_utf8_headers() -
     assert_sound(message.content)
 
 
+def test_every_address_of_a_list_reads_back_where_folding_a_list_would_swallow_a_comma() -> None:
+    """CPython 3.12 folds `=?..?= <a@b>, c@d` with the comma inside an encoded word: the next address is lost."""
+    tricky = "0000000000000\xa0\xa0\xa0\xa0\xa0\xa0\u0800\u0800"
+    to = [{"address": "bob@example.org", "name": tricky}, {"address": "carol@example.org"}]
+    message = build(request(to=to, cc=[{"address": f"c{index}@example.org", "name": tricky} for index in range(30)]))
+    parsed = read(message.content)
+    assert [a.addr_spec for a in parsed["To"].addresses] == ["bob@example.org", "carol@example.org"]
+    assert len(parsed["Cc"].addresses) == 30 and not parsed["To"].defects and not parsed["Cc"].defects
+    assert_sound(message.content)
+
+
+def test_a_long_non_ascii_display_name_is_split_into_encoded_words_that_read_back() -> None:
+    name = "Ĳsselmeer-Ärztekammer für Öffentlichkeitsarbeit und Übersetzungen " * 3
+    message = build(request(to=[{"address": "bob@example.org", "name": name}]))
+    assert message.content.isascii()
+    display = read(message.content)["To"].addresses[0].display_name
+    assert "".join(display.split()) == "".join(name.split())
+    assert_sound(message.content)
+
+
 def test_quoted_local_parts_and_address_literals_are_written_as_smtp_accepts_them() -> None:
     message = build(request(to=[{"address": '"john smith"@example.org'}, {"address": "ops@[192.0.2.1]"}]))
     assert message.recipients == ['"john smith"@example.org', "ops@[192.0.2.1]"]
