@@ -9,9 +9,12 @@ html multipart/related, attachments make the whole multipart/mixed. Bodies are a
 7bit-clean (quoted-printable or base64 where needed), so no line passes 998 octets and no
 next hop needs 8BITMIME; headers are folded by the email package, non-ASCII text in them as
 RFC 2047 encoded words, or as raw UTF-8 when the message is SMTPUTF8 anyway (a non-ASCII
-address, RFC 6532). Extra headers that are ASCII are written exactly as given, unfolded (the
-model keeps them within one 998-octet line): folding would turn a long URL of
-List-Unsubscribe into encoded words.
+address, RFC 6532). Extra headers that are ASCII (or any extra header of an SMTPUTF8
+message) are written exactly as given, unfolded (the model keeps them within one 998-octet
+line): folding would turn a long URL of List-Unsubscribe into encoded words. Address
+headers are folded one mailbox at a time and joined after the commas, and each mailbox
+must read back as written (`_set_addresses`: folding a whole list loses addresses on
+CPython 3.12).
 
 Header injection is closed twice. The model refuses control characters in all header
 text; and every header written here is folded and checked on its own before the message
