@@ -14,6 +14,7 @@ from kubemta.v1 import message_pb2
 from kubemta_ingress import server as server_module
 from kubemta_ingress.auth import UsersAuthenticator
 from kubemta_ingress.serviceaccounts import ServiceAccountVerifier, build_serviceaccount_verifier
+from kubemta_ingress.session.core import AUTH_LINE_LIMIT
 from kubemta_ingress.settings import IngressSettings
 from kubemta_ingress.users import Identity, User, UsersFile, hash_password, render
 from tests.harness.fake_kube_api import FakeKubeApi, kube_api  # noqa: F401  (kube_api: a fixture)
@@ -230,24 +231,9 @@ async def test_hostile_credentials(start_sa_server, credentials):
 
 # -- long AUTH lines ---------------------------------------------------------------------------------------
 
-AUTH_LINE_LIMIT = 12288
-"""RFC 4954 §4: an AUTH command line, and each response line, may be 12288 octets long."""
-
 
 @pytest.fixture
-def long_auth_lines(monkeypatch: pytest.MonkeyPatch, auth_in_clear_text: None) -> None:
-    """Servers started in this test read AUTH lines of up to 12288 octets (RFC 4954 §4).
-
-    aiosmtpd's defaults refuse them: its stream reader stops at `line_length_limit` (1001)
-    and `command_size_limits` allows 512 octets per command. This is the change the session
-    needs (session/core.py; the lead's); once made there, this fixture changes nothing.
-    """
-
-    class LongAuthSMTP(server_module.IngressSMTP):
-        line_length_limit = max(server_module.IngressSMTP.line_length_limit, AUTH_LINE_LIMIT + 2)
-
-        def _init_ingress(self, *args, **kwargs):
-            super()._init_ingress(*args, **kwargs)
-            self.command_size_limits["AUTH"] = max(self.command_size_limits["AUTH"], AUTH_LINE_LIMIT)
-
-    monkeypatch.setattr(server_module, "IngressSMTP", LongAuthSMTP)
+def long_auth_lines(auth_in_clear_text: None) -> None:
+    """The ingress' sessions read AUTH lines of up to 12288 octets (RFC 4954 section 4; session/core.py):
+    aiosmtpd's defaults (a 1001-octet stream reader, 512-octet commands) refuse a ServiceAccount token."""
+    assert server_module.IngressSMTP.line_length_limit >= AUTH_LINE_LIMIT + 2

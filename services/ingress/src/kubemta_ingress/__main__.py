@@ -27,9 +27,11 @@ from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
 from kubemta_ingress import metrics
 from kubemta_ingress.api import app_from_settings
+from kubemta_ingress.api_keys import build_api_key_verifier
 from kubemta_ingress.auth import build_authenticator
 from kubemta_ingress.data_budget import DataBudget
 from kubemta_ingress.handler import IngressHandler
+from kubemta_ingress.idempotency import Idempotency
 from kubemta_ingress.limits import ConnectionLimiter, SessionLimits
 from kubemta_ingress.listeners import ListenerKind, ListenerPolicy
 from kubemta_ingress.policy import RelayPolicy
@@ -37,6 +39,7 @@ from kubemta_ingress.proxy import ProxyTrust
 from kubemta_ingress.recipient_verify import RecipientVerifier
 from kubemta_ingress.recipient_verify_config import build_verifier
 from kubemta_ingress.server import SessionOptions, SmtpServer
+from kubemta_ingress.serviceaccounts import ServiceAccountVerifier, build_serviceaccount_verifier
 from kubemta_ingress.settings import IngressSettings
 from kubemta_ingress.tls import TlsContextStore
 
@@ -56,24 +59,24 @@ def load_tls(settings: IngressSettings) -> TlsContextStore | None:
         raise ConfigError(f"KUBEMTA_TLS_CERT_FILE/KUBEMTA_TLS_KEY_FILE do not load: {exc}") from exc
 
 
-def load_authenticator(settings: IngressSettings) -> AuthenticatorType | None:
-    """The AUTH PLAIN/LOGIN authenticator for `KUBEMTA_USERS_FILE` (kubemta_ingress.auth), None when unset."""
-    return cast(AuthenticatorType | None, build_authenticator(settings))
+def load_authenticator(
+    settings: IngressSettings, serviceaccounts: ServiceAccountVerifier | None = None
+) -> AuthenticatorType | None:
+    """The AUTH PLAIN/LOGIN authenticator for `KUBEMTA_USERS_FILE` and ServiceAccount tokens
+    (kubemta_ingress.auth), None when neither is configured."""
+    return cast(AuthenticatorType | None, build_authenticator(settings, serviceaccounts))
 
 
-def build_servers(
+def build_handler(
     settings: IngressSettings,
     publisher: BusPublisher,
-    tls: TlsContextStore | None,
     recipients: RecipientVerifier | None = None,
     *,
     events: EventSink | None = None,
     tracker: FirstQueueIds | None = None,
-) -> list[SmtpServer]:
-    """One SMTP server per listener that `settings` turns on, sharing `tls` (see load_tls) and the
-    recipient verifier (recipient_verify_config.build_verifier; None: local recipients are not verified);
-    lifecycle events go to `events`, and `tracker` (None: no duplicate check) recognises clients' retries."""
-    handler = IngressHandler(
+) -> IngressHandler:
+    """The SMTP handler, whose `acceptance` the HTTP API's POST /v1/messages shares."""
+    return IngressHandler(
         hostname=settings.hostname,
         policy=RelayPolicy.create(settings.local_domains, settings.relay_networks),
         max_recipients=settings.max_recipients,
@@ -85,7 +88,26 @@ def build_servers(
         tracker=tracker,
         duplicate_window=settings.duplicate_window,
     )
-    authenticator = load_authenticator(settings)
+
+
+def build_servers(
+    settings: IngressSettings,
+    publisher: BusPublisher,
+    tls: TlsContextStore | None,
+    recipients: RecipientVerifier | None = None,
+    *,
+    events: EventSink | None = None,
+    tracker: FirstQueueIds | None = None,
+    handler: IngressHandler | None = None,
+    serviceaccounts: ServiceAccountVerifier | None = None,
+) -> list[SmtpServer]:
+    """One SMTP server per listener that `settings` turns on, sharing `tls` (see load_tls) and the
+    recipient verifier (recipient_verify_config.build_verifier; None: local recipients are not verified);
+    lifecycle events go to `events`, and `tracker` (None: no duplicate check) recognises clients' retries.
+    `handler` (build_handler) is made here when not given; `serviceaccounts` lets apps AUTH with their token."""
+    if handler is None:
+        handler = build_handler(settings, publisher, recipients, events=events, tracker=tracker)
+    authenticator = load_authenticator(settings, serviceaccounts)
     trust = ProxyTrust.create(settings.proxy_protocol_trusted, settings.proxy_protocol_timeout)
     relaying_proxies = [net for net in trust.networks if any(net.overlaps(r) for r in settings.relay_networks)]
     if relaying_proxies:
@@ -144,14 +166,17 @@ async def serve(stop: asyncio.Event) -> None:
     settings = IngressSettings.load()
     tls = load_tls(settings)
     recipients = build_verifier(settings)  # a recipient map that cannot be read stops the start here
+    serviceaccounts = build_serviceaccount_verifier(settings)  # a broken identities file stops the start here
+    api_keys = build_api_key_verifier(settings)
     core = ServiceCore(SERVICE, settings)
-    tracker = TrackerClient.from_settings(settings)  # None: no duplicate checks
+    tracker = TrackerClient.from_settings(settings)  # None: no duplicate checks, no Idempotency-Keys
     await core.start()
     servers: list[SmtpServer] = []
     watcher: asyncio.Task[None] | None = None
     api: HttpServer | None = None
     try:
-        servers = build_servers(settings, core.publisher, tls, recipients, events=core.events, tracker=tracker)
+        handler = build_handler(settings, core.publisher, recipients, events=core.events, tracker=tracker)
+        servers = build_servers(settings, core.publisher, tls, handler=handler, serviceaccounts=serviceaccounts)
         if not servers:
             logger.warning("every SMTP listener is off")
         if tls is not None:
@@ -159,7 +184,10 @@ async def serve(stop: asyncio.Event) -> None:
         for server in servers:
             await server.start()
         if settings.http_listen is not None:  # after SMTP: taking mail comes first
-            api = HttpServer(app_from_settings(settings), settings.http_listen)
+            verifiers = [verifier for verifier in (api_keys, serviceaccounts) if verifier is not None]
+            idempotency = Idempotency(tracker, settings.idempotency_window)
+            app = app_from_settings(settings, handler.acceptance, verifiers=verifiers, idempotency=idempotency)
+            api = HttpServer(app, settings.http_listen)
             await api.start()
             logger.info("serving the HTTP API on %s", settings.http_listen)
         await stop.wait()
@@ -178,6 +206,8 @@ async def serve(stop: asyncio.Event) -> None:
         await recipients.close()
         if tracker is not None:
             await tracker.close()
+        if serviceaccounts is not None:
+            await serviceaccounts.close()
         if api is not None:
             await api.stop()
         await core.close()

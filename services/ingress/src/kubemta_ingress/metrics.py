@@ -7,10 +7,24 @@ from prometheus_client import Counter, Gauge, Histogram
 from kubemta_common.metrics import DUPLICATES, preinitialise
 
 MESSAGES_RECEIVED = Counter(
-    "kubemta_messages_received_total", "Messages accepted over SMTP and confirmed by the broker"
+    "kubemta_messages_received_total", "Messages accepted (SMTP and POST /v1/messages) and confirmed by the broker"
 )
 MESSAGES_REJECTED = Counter(
     "kubemta_messages_rejected_total", "Refused MAIL, RCPT and DATA commands, by reason", ["reason"]
+)
+API_MESSAGES = Counter(
+    "kubemta_api_messages_total",
+    "POST /v1/messages requests by result: queued, duplicate (a retry answered with the first queue id), replayed "
+    "(a repeated Idempotency-Key), refused (a check failed), invalid (422/415), forbidden (no sender identities), "
+    "conflict (Idempotency-Key in flight or reused), unavailable (tracker needed but unreachable)",
+    ["result"],
+)
+API_RESULTS = ("queued", "duplicate", "replayed", "refused", "invalid", "forbidden", "conflict", "unavailable")
+preinitialise(API_MESSAGES, result=list(API_RESULTS))
+API_ACCEPT_DURATION = Histogram(
+    "kubemta_api_accept_duration_seconds",
+    "Time POST /v1/messages spends queueing a checked message (broker confirm included)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 SMTP_SESSIONS = Counter("kubemta_smtp_sessions_total", "SMTP connections accepted")
 AUTH_ATTEMPTS = Counter(

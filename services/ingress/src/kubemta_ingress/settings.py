@@ -249,9 +249,13 @@ class IngressSettings(ServiceSettings, DnsClientSettings, TransportSettings):
             "KUBEMTA_MAX_MESSAGE_SIZE with base64 attachments in JSON (4/3 of it plus 64 KiB)"
         ),
     )
+    api_request_timeout: Duration = Field(
+        default=30.0, gt=0, description="Longest time a POST /v1/messages request body may take to arrive (then 408)"
+    )
     idempotency_window: Duration = Field(
         default=86400.0,
         gt=0,
+        le=7 * 86400,  # the tracker keeps no claim longer
         description=(
             "How long an Idempotency-Key of POST /v1/messages is remembered, cluster-wide through the tracker "
             "(a repeat gets the first answer and queues nothing)"

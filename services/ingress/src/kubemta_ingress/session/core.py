@@ -35,6 +35,11 @@ CRLF = b"\r\n"
 ABORT_AFTER_SECONDS = 5.0  # a client that stops reading cannot keep a closing connection open
 PROXY_NOT_RECOGNIZED = '500 Error: command "PROXY" not recognized'  # as any unknown command (aiosmtpd's text)
 
+AUTH_LINE_LIMIT = 12288
+"""RFC 4954 section 4: an AUTH command line, and each line answering a 334, may be 12,288 octets; a
+Kubernetes ServiceAccount token as the AUTH PLAIN password (1-2 KiB of JWT) needs more than the 512
+of other commands (RFC 5321 section 4.5.3.1.4), which keep that limit."""
+
 type SessionCallback = Callable[["SessionCore"], None]
 
 
@@ -48,13 +53,14 @@ class SessionCore(SMTP):
     _state: SessionState
     _timers: SessionTimers
     _errors: limits.ErrorCounter
+    line_length_limit = AUTH_LINE_LIMIT + len(CRLF)  # the stream reader's limit; DATA's 1000 is content.py's
 
     def _init_ingress(self, options: SessionOptions, on_open: SessionCallback, on_close: SessionCallback) -> None:
         """The ingress' own per-connection state (aiosmtpd's is set by its constructor or a Blueprint)."""
         self._options = options
         self._policy = options.policy
         # aiosmtpd shares one dict between all connections and grows it on every EHLO
-        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, AUTH=AUTH_LINE_LIMIT)
         self._on_open = on_open
         self._on_close = on_close
         self._state = SessionState()
