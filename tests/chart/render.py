@@ -175,17 +175,31 @@ def lint(values: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def install(values: dict[str, Any], release: str = "kubemta", namespace: str = "mail") -> dict[str, Any]:
+def install(
+    values: dict[str, Any], release: str = "kubemta", namespace: str = "mail", chart: Path = CHART
+) -> dict[str, Any]:
     """The release `helm install` produces (manifest, notes, ...); raises helm_sdkpy.InstallError on failure."""
     with fake_cluster() as kubeconfig:
         config = helm_sdkpy.Configuration(namespace=namespace, kubeconfig=str(kubeconfig))
         release_info: dict[str, Any] = asyncio.run(
-            helm_sdkpy.Install(config).run(release, str(CHART), values=values or None, wait=False, timeout=60)
+            helm_sdkpy.Install(config).run(release, str(chart), values=values or None, wait=False, timeout=60)
         )
     return release_info
 
 
-def render(values: dict[str, Any], release: str = "kubemta", namespace: str = "mail") -> list[dict[str, Any]]:
+def render(
+    values: dict[str, Any], release: str = "kubemta", namespace: str = "mail", chart: Path = CHART
+) -> list[dict[str, Any]]:
     """The rendered manifests as objects (like `helm template`)."""
-    manifest = install(values, release, namespace)["manifest"]
+    manifest = install(values, release, namespace, chart)["manifest"]
     return [doc for doc in yaml.safe_load_all(manifest) if doc]
+
+
+@contextmanager
+def chart_without_schema() -> Iterator[Path]:
+    """A copy of the chart without values.schema.json: what `helm install --skip-schema-validation` renders."""
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / "kubemta"
+        shutil.copytree(CHART, chart)
+        (chart / "values.schema.json").unlink()
+        yield chart

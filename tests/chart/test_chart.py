@@ -20,7 +20,10 @@ COMPONENTS = {
     "dns-resolver": "kubemta-dns-resolver",
     "delivery-worker": "kubemta-delivery-worker",
     "tracker": "kubemta-tracker",
+    "webhooks": "kubemta-webhooks",
 }
+OPTIONAL_COMPONENTS = {"webhooks"}
+"""Components off by default (`<key>.enabled`)."""
 STAGE_QUEUES = {
     "queue-manager": ["inbound", "inbound.large", "results", "results.large"],
     "dns-resolver": ["route", "route.large"],
@@ -51,6 +54,12 @@ def deployments(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {entry["name"]: entry for entry in container.get("env", [])}
+
+
+def expected_components(scenario: Path | None) -> set[str]:
+    """The components a scenario runs: all but the optional ones it does not enable."""
+    values = scenario_values(scenario)
+    return set(COMPONENTS) - {name for name in OPTIONAL_COMPONENTS if not values.get(name, {}).get("enabled")}
 
 
 def test_scenarios_cover_keda_operator_and_tls() -> None:
@@ -135,7 +144,7 @@ def test_custom_resources_have_their_required_fields(scenario: Path | None) -> N
 @pytest.mark.parametrize("scenario", CASES)
 def test_one_image_for_all_components_and_command_picks_the_service(scenario: Path | None) -> None:
     found = deployments(manifests(scenario))
-    assert set(found) == set(COMPONENTS)
+    assert set(found) == expected_components(scenario)
     images = set()
     for name, deployment in found.items():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -267,12 +276,13 @@ def test_network_policies_admit_only_what_each_component_needs(scenario: Path | 
         else:
             assert ingress_ports == {"metrics"}
         assert (25 in egress_ports) is (component(policy) == "delivery-worker")
-        assert (8025 in egress_ports) is (component(policy) != "tracker")  # duplicate checks ask the tracker
+        # duplicate checks ask the tracker; webhooks never do
+        assert (8025 in egress_ports) is (component(policy) not in ("tracker", "webhooks"))
 
 
 def test_pdbs_by_default() -> None:
     pdbs = {component(doc): doc for doc in of_kind(manifests(None), "PodDisruptionBudget")}
-    assert set(pdbs) == set(COMPONENTS)
+    assert set(pdbs) == expected_components(None)
     assert all(doc["spec"]["maxUnavailable"] == 1 for doc in pdbs.values())
 
 
