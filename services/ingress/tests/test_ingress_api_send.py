@@ -421,3 +421,12 @@ async def test_an_attachment_arrives_as_the_bytes_the_client_encoded(api: Api) -
     [part] = list(message.iter_attachments())
     assert part.get_filename() == "data.bin"
     assert part.get_content() == payload
+
+
+async def test_a_raw_message_without_message_id_is_answered_with_the_one_the_msa_added(api: Api) -> None:
+    bare = RAW.replace(b"Message-ID: <raw-1@ops.example>\r\n", b"")
+    answer = await post_raw(api, bare)
+    assert answer.status_code == 202, answer.text
+    queued = api.queued()
+    assert answer.json()["message_id"] == queued.message_id == f"<{queued.queue_id}@{HOSTNAME}>"
+    assert f"Message-ID: <{queued.queue_id}@{HOSTNAME}>".encode() in queued.content

@@ -216,8 +216,10 @@ async def test_no_message_id_means_no_duplicate_check(ingress):
     assert QUEUED.match(await one.send(NO_ID))
     assert tracker.asked == []
     message = accepted(one)
-    assert message.message_id == "" and message.dedup_key == ""
-    assert one.events.events[0].received.dedup_key == ""
+    assert message.dedup_key == "" and one.events.events[0].received.dedup_key == ""
+    # a trusted client's message gets the Message-ID the MSA adds (RFC 6409 section 8), and it travels on the bus
+    assert message.message_id.startswith(f"<{message.queue_id}@")
+    assert one.events.events[0].message_id == message.message_id
 
 
 async def test_a_window_of_zero_turns_the_check_off(ingress):

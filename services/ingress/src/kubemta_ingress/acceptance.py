@@ -289,7 +289,7 @@ class MailAcceptance:
                 "size": len(submission.content),
                 "client": submission.client_label,
                 "helo": sanitize(submission.helo or ""),
-                "message_id": sanitize(mid),
+                "message_id": sanitize(head.message_id),
                 "listener": head.listener,
                 **({"user": sanitize(head.authenticated_user)} if head.authenticated_user else {}),
             },
@@ -336,6 +336,8 @@ class MailAcceptance:
         )
         if head.trust != message_pb2.TRUST_UNTRUSTED:  # RFC 6409 section 8: the MSA completes what apps omit
             content = with_missing_headers(content, when=arrival, message_id=f"{head.queue_id}@{self.hostname}")
+            if not head.message_id:  # the one just added travels with the message and answers the client
+                head.message_id = message_id(content)
         parts = [trace, content]
         size = len(trace) + len(content)
         return encoded_with_field(head, message_pb2.AcceptedMessage.CONTENT_FIELD_NUMBER, parts), size
