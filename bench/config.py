@@ -1,7 +1,9 @@
 """Benchmark options: `BENCH_*` environment variables, overridden by command-line flags.
 
 `BENCH_QUICK=1` (or `--quick`) is for development: one repetition of ~5 s runs and only
-the 1,000-session idle scenario, unless those are set explicitly.
+the 1,000-session idle scenario, unless those are set explicitly. `kubemta-api` is kubemta
+loaded through its HTTP sending API (POST /v1/messages) instead of SMTP; it is one of the
+systems by default, in quick runs too.
 """
 
 import argparse
@@ -9,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-SYSTEMS = ("kubemta", "postfix", "ceiling")
+SYSTEMS = ("kubemta", "kubemta-api", "postfix", "ceiling")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -54,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--sizes", help="BENCH_SIZES: message payload sizes in bytes, smtp-source -l (default: 1024,10240)")
     add("--repetitions", type=int, help="BENCH_REPETITIONS: runs per system and size (default 3; quick 1)")
     add("--duration", type=float, help="BENCH_DURATION: least seconds smtp-source runs (default 20; quick 5)")
-    add("--sessions", type=int, help="BENCH_SESSIONS: parallel smtp-source sessions (default 20)")
+    add("--sessions", type=int, help="BENCH_SESSIONS: parallel smtp-source sessions and API clients (default 20)")
     add(
         "--keep-sessions",
         action=argparse.BooleanOptionalAction,
@@ -63,8 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--ingress-processes", type=int, help="BENCH_INGRESS_PROCESSES: kubemta ingress processes (default 1)")
     add("--idle-sessions", help="BENCH_IDLE_SESSIONS: idle-session counts, 0 = skip (default 1000,10000; quick 1000)")
-    add("--probe-sessions", type=int, help="BENCH_PROBE_SESSIONS: parallel latency-probe sessions (default 2)")
-    add("--probe-rate", type=float, help="BENCH_PROBE_RATE: probe messages per second in all (default 10)")
+    add(
+        "--probe-sessions",
+        type=int,
+        help="BENCH_PROBE_SESSIONS: SMTP latency-probe sessions, 0 = no probes (default 2)",
+    )
+    add(
+        "--probe-rate",
+        type=float,
+        help="BENCH_PROBE_RATE: probe messages per second in all, SMTP probe and API source alike (default 10)",
+    )
     add("--kubemta-log-level", help="BENCH_KUBEMTA_LOG_LEVEL: KUBEMTA_LOG_LEVEL of the services (default INFO)")
     add("--drain-timeout", type=float, help="BENCH_DRAIN_TIMEOUT: least seconds to wait for delivery (default 120)")
     add("--results-dir", help="BENCH_RESULTS_DIR: where the JSON goes (default bench/results)")

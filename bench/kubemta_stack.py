@@ -34,6 +34,7 @@ class ServiceProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     metrics_port: int
+    listeners: dict[str, str]  # KUBEMTA_*_LISTEN -> host:port, as the process was given them
 
 
 @functools.cache
@@ -101,7 +102,8 @@ class KubemtaStack:
                 env["KUBEMTA_SMTP_REUSE_PORT"] = "true"
         log_path = self.workdir / f"{service}-{index}.log"
         process = spawn([str(BIN / f"kubemta-{service}")], env=env, log_path=log_path)
-        self.processes.append(ServiceProcess(service, process, log_path, port))
+        listeners = {name: value for name, value in env.items() if name.endswith("_LISTEN")}
+        self.processes.append(ServiceProcess(service, process, log_path, port, listeners))
 
     async def start(self, within: float = 60.0) -> None:
         """Start every service process and wait until each answers /readyz with 200."""
@@ -127,6 +129,14 @@ class KubemtaStack:
         for each in self.processes:
             found.setdefault(each.service, []).append(each.process.pid)
         return found
+
+    def listening(self, service: str, variable: str) -> list[str]:
+        """The host:port each process of `service` was given in `variable` (e.g. the ingress' KUBEMTA_HTTP_LISTEN)."""
+        return [
+            each.listeners[variable]
+            for each in self.processes
+            if each.service == service and each.listeners.get(variable)
+        ]
 
     def check_alive(self) -> None:
         for each in self.processes:

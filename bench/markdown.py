@@ -12,8 +12,9 @@ from typing import Any
 FIGURES = ("accepted_rate", "delivered_rate", "accept_p50_ms", "accept_p99_ms", "e2e_p50_ms", "e2e_p99_ms")
 HEADINGS = ("accepted msg/s", "delivered msg/s", "accept p50 ms", "accept p99 ms", "e2e p50 ms", "e2e p99 ms")
 KUBEMTA_CPU = ("ingress", "queue-manager", "dns-resolver", "delivery-worker", "services total", "rabbitmq", "total")
-CPU_HEADINGS = ("ingress", "queue-manager", "dns-resolver", "delivery-worker", "4 services", "RabbitMQ", "kubemta")
+CPU_HEADINGS = ("ingress", "queue-manager", "dns-resolver", "delivery-worker", "4 services", "RabbitMQ", "total")
 SERVICES = ("ingress", "queue-manager", "dns-resolver", "delivery-worker")
+KUBEMTA_SYSTEMS = ("kubemta", "kubemta-api")  # SMTP, and the HTTP sending API (POST /v1/messages)
 
 
 def _number(value: float) -> str:
@@ -41,16 +42,27 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _ratio_line(ratios: dict[str, dict[str, float | None]], what: str) -> list[str]:
+    """`what (medians): 1 KiB: accepted 0.36×, delivered 0.40×; ...`, or nothing without ratios."""
+    shown = "; ".join(
+        f"{_size(int(size))}: accepted {values['accepted_rate']:.2f}×, delivered {values['delivered_rate']:.2f}×"
+        for size, values in ratios.items()
+        if values.get("accepted_rate") is not None and values.get("delivered_rate") is not None
+    )
+    return ["", f"{what} (medians): {shown}."] if shown else []
+
+
 def render(document: dict[str, Any]) -> str:
     config, machine, summary = document["config"], document["machine"], document["summary"]
     sizes, systems = config["sizes"], config["systems"]
     mode = "several messages per connection" if config["keep_sessions"] else "one message per connection"
+    api = f" (kubemta-api: {config['sessions']} HTTP API clients, keep-alive)" if "kubemta-api" in systems else ""
     lines = [
         f"Measured {document['started'][:16].replace('T', ' ')} UTC on {machine['nproc']} × {machine['cpu_model']}, "
         f"{machine['mem_total_gib']} GiB RAM, Linux {machine['kernel']} (load average at start "
         f"{'/'.join(f'{value:.1f}' for value in machine['load_average_at_start'])}); Postfix {machine['postfix']}, "
         f"RabbitMQ {machine['rabbitmq']}, Python {machine['python']}. {config['sessions']} smtp-source sessions, "
-        f"{mode}; median [min–max] of {config['repetitions']} runs of ≥ {config['duration']:.0f} s; kubemta log "
+        f"{mode}{api}; median [min–max] of {config['repetitions']} runs of ≥ {config['duration']:.0f} s; kubemta log "
         f"level {config['kubemta_log_level']}, {config['ingress_processes']} ingress process(es). "
         f"The run took {document['elapsed_seconds'] / 60:.0f} min.",
         "",
@@ -63,30 +75,34 @@ def render(document: dict[str, Any]) -> str:
                 failed = f" ({entry['failed']} of {entry['runs']} runs failed)" if entry["failed"] else ""
                 rows.append([_size(size), name + failed, *(_cell(entry[figure]) for figure in FIGURES)])
     lines += _table(["size", "system", *HEADINGS], rows)
-    ratios = document.get("ratio_kubemta_to_postfix", {})
-    if ratios:
-        shown = "; ".join(
-            f"{_size(int(size))}: accepted {values['accepted_rate']:.2f}×, delivered {values['delivered_rate']:.2f}×"
-            for size, values in ratios.items()
-            if values.get("accepted_rate") is not None and values.get("delivered_rate") is not None
-        )
-        lines += ["", f"kubemta / Postfix (medians): {shown}."]
-    cpu_rows, rss_rows = [], []
+    lines += _ratio_line(document.get("ratio_kubemta_to_postfix", {}), "kubemta / Postfix")
+    lines += _ratio_line(document.get("ratio_api_to_smtp", {}), "kubemta HTTP API / kubemta SMTP")
+    cpu_rows, rss_rows, source_cpu = [], [], []
     for size in sizes:
-        ours, theirs = summary.get(f"{size}/kubemta"), summary.get(f"{size}/postfix")
-        postfix_cpu = _cell(theirs["cpu_per_1000"].get("postfix")) if theirs else "–"
-        if ours:
-            cpu = ours["cpu_per_1000"]
-            cpu_rows.append([_size(size), *(_cell(cpu.get(key)) for key in KUBEMTA_CPU), postfix_cpu])
-            rss_rows.append([_size(size), *(_cell(ours["peak_rss_mib"].get(key)) for key in SERVICES)])
-        elif theirs:
-            cpu_rows.append([_size(size), *("–" for _ in KUBEMTA_CPU), postfix_cpu])
+        for name in KUBEMTA_SYSTEMS:
+            ours = summary.get(f"{size}/{name}")
+            if ours:
+                cpu = ours["cpu_per_1000"]
+                cpu_rows.append([_size(size), name, *(_cell(cpu.get(key)) for key in KUBEMTA_CPU)])
+                rss_rows.append([_size(size), name, *(_cell(ours["peak_rss_mib"].get(key)) for key in SERVICES)])
+                if ours.get("source_cpu_per_1000"):
+                    source_cpu.append(f"{_size(size)} {_cell(ours['source_cpu_per_1000'])}")
+        theirs = summary.get(f"{size}/postfix")
+        if theirs:
+            postfix_cpu = _cell(theirs["cpu_per_1000"].get("postfix"))
+            cpu_rows.append([_size(size), "postfix (all daemons)", *("–" for _ in KUBEMTA_CPU[:-1]), postfix_cpu])
     if cpu_rows:
-        lines += ["", "CPU seconds per 1,000 messages delivered:", ""]
-        lines += _table(["size", *CPU_HEADINGS, "Postfix (all daemons)"], cpu_rows)
+        lines += ["", "CPU seconds per 1,000 messages delivered (= CPU ms per message):", ""]
+        lines += _table(["size", "system", *CPU_HEADINGS], cpu_rows)
+    if source_cpu:
+        lines += [
+            "",
+            "The HTTP API's load source itself (Python and httpx in the benchmark's process, not in kubemta's total; "
+            f"smtp-source's CPU is not measured): {'; '.join(source_cpu)} CPU s per 1,000 messages.",
+        ]
     if rss_rows:
         lines += ["", "Peak RSS of the kubemta services (VmHWM, MiB):", ""]
-        lines += _table(["size", *SERVICES], rss_rows)
+        lines += _table(["size", "system", *SERVICES], rss_rows)
     idle = document.get("idle_sessions", [])
     if idle:
         lines += ["", "Idle SMTP sessions held open against the ingress (after EHLO):", ""]

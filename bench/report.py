@@ -37,6 +37,21 @@ METHOD = [
     "RabbitMQ's beam.smp (the shared broker: includes whatever else uses it), or of the whole Postfix master tree, "
     "from smtp-source's start until the sink has every message, per 1,000 messages delivered (probe included).",
     "peak RSS = VmHWM from /proc/<pid>/status of each kubemta service at the end of the run.",
+    "kubemta-api = the same kubemta stack loaded through its HTTP sending API (POST /v1/messages) instead of SMTP, "
+    "delivering to the same sink: {sessions} clients in the benchmark's own Python process (bench/api_source.py, "
+    "httpx.AsyncClient, one HTTP/1.1 keep-alive connection each, unlike smtp-source's {mode}) POST JSON messages "
+    "from bench@client.bench.test to rcpt@bench.test whose text is SIZE bytes (kubemta composes the headers), with "
+    "an API key for client.bench.test made by `kubemta-admin api-keys create`; any answer but 202 fails the run. "
+    "Its count is calibrated and its figures taken as SMTP's: accepted msg/s = 202s / the source's wall time; "
+    "delivered msg/s and CPU likewise.",
+    "kubemta-api accept p50/p99 = every request's time from writing it to reading its complete 202 (sent only after "
+    "the broker's confirm, as SMTP's 250), measured in the load generator (so its own scheduling is included) under "
+    "the full load of {sessions} clients that each send the next request at once: unlike SMTP's light probe beside "
+    "the load, it includes the queueing at the saturated ingress (about clients / throughput, Little's law). "
+    "e2e p50/p99 = {probe_rate:g} msg/s in all of the API load go to probe recipients, timed from their 202 to their "
+    "arrival at smtp-sink (negative when the 202 reaches the client after the message reached the sink). The API "
+    "source's own CPU (this process, getrusage) is reported apart (source_cpu_per_1000), not in kubemta's total, as "
+    "smtp-source's is not measured.",
     "idle sessions = N sessions opened (EHLO answered) against a fresh kubemta ingress from {sources} loopback "
     "source addresses, held 2 s; ingress VmRSS before and with them; per session = difference / N.",
 ]
@@ -61,6 +76,7 @@ def summarise(runs: list[RunResult]) -> dict[str, dict[str, Any]]:
                 "p99": percentile(pooled, 0.99),
                 "max": max(pooled, default=None),
             }
+        entry["source_cpu_per_1000"] = spread([run.source_cpu_per_1000 for run in good])
         cpu_keys = sorted({name for run in good for name in run.cpu_per_1000})
         entry["cpu_per_1000"] = {name: spread([run.cpu_per_1000.get(name) for run in good]) for name in cpu_keys}
         rss_keys = sorted({name for run in good for name in run.peak_rss_mib})
@@ -69,16 +85,18 @@ def summarise(runs: list[RunResult]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def ratios(summary: dict[str, dict[str, Any]], sizes: Iterable[int]) -> dict[str, dict[str, float | None]]:
-    """kubemta / Postfix of the medians, per size."""
+def ratios(
+    summary: dict[str, dict[str, Any]], sizes: Iterable[int], ours: str = "kubemta", theirs: str = "postfix"
+) -> dict[str, dict[str, float | None]]:
+    """`ours` / `theirs` (kubemta / Postfix unless told) of the accepted and delivered medians, per size."""
     found: dict[str, dict[str, float | None]] = {}
     for size in sizes:
-        ours, theirs = summary.get(f"{size}/kubemta"), summary.get(f"{size}/postfix")
-        if ours is None or theirs is None:
+        mine, other = summary.get(f"{size}/{ours}"), summary.get(f"{size}/{theirs}")
+        if mine is None or other is None:
             continue
         found[str(size)] = {}
         for figure in ("accepted_rate", "delivered_rate"):
-            a, b = ours[figure], theirs[figure]
+            a, b = mine[figure], other[figure]
             found[str(size)][figure] = round(a.median / b.median, 3) if a and b and b.median else None
     return found
 
@@ -119,7 +137,9 @@ def table(
     sizes: Iterable[int],
     systems: Iterable[str],
     title: str,
+    api_ratio: dict[str, dict[str, float | None]] | None = None,
 ) -> str:
+    """The stdout report; `api_ratio` is kubemta-api / kubemta (the API beside SMTP) per size."""
     lines = [title, ""]
     size_list, system_list = list(sizes), list(systems)
     rows = []
@@ -136,6 +156,11 @@ def table(
             f"{figure.split('_')[0]} {value:.2f}x" for figure, value in values.items() if value is not None
         )
         lines.append(f"kubemta / postfix at {_size_name(int(size_key))}: {shown or '-'}")
+    for size_key, values in (api_ratio or {}).items():
+        shown = ", ".join(
+            f"{figure.split('_')[0]} {value:.2f}x" for figure, value in values.items() if value is not None
+        )
+        lines.append(f"kubemta-api / kubemta (HTTP API / SMTP) at {_size_name(int(size_key))}: {shown or '-'}")
     cpu_rows, rss_rows = [], []
     for size in size_list:
         for name in system_list:
@@ -144,7 +169,10 @@ def table(
                 continue
             cpu = entry["cpu_per_1000"]
             keys = [key for key in CPU_ORDER if key in cpu] + [key for key in cpu if key not in CPU_ORDER]
-            cpu_rows.append([_size_name(size), name, "  ".join(f"{key} {_cell(cpu[key])}" for key in keys)])
+            shown = "  ".join(f"{key} {_cell(cpu[key])}" for key in keys)
+            if entry.get("source_cpu_per_1000") is not None:
+                shown += f"  (API source, not in total: {_cell(entry['source_cpu_per_1000'])})"
+            cpu_rows.append([_size_name(size), name, shown])
             rss = entry["peak_rss_mib"]
             if rss:
                 shown = "  ".join(f"{key} {_cell(rss[key])}" for key in CPU_ORDER if key in rss)

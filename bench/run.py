@@ -133,6 +133,7 @@ async def _main(config: BenchConfig) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = summarise(runs)
     ratio = ratios(summary, config.sizes)
+    api_ratio = ratios(summary, config.sizes, "kubemta-api", "kubemta")
     mode = "several messages per connection (-d)" if config.keep_sessions else "one message per connection"
     method = [
         line.format(
@@ -148,11 +149,12 @@ async def _main(config: BenchConfig) -> int:
     ]
     title = (
         f"kubemta benchmark {started.strftime('%Y-%m-%d %H:%M UTC')}: {machine['nproc']} x {machine['cpu_model']}, "
-        f"{machine['mem_total_gib']} GiB RAM; {config.sessions} smtp-source sessions, {mode}; "
+        f"{machine['mem_total_gib']} GiB RAM; {config.sessions} smtp-source sessions, {mode} "
+        f"(kubemta-api: {config.sessions} HTTP clients, keep-alive); "
         f"median [min-max] of {config.repetitions} run(s) of >= {config.duration:.0f} s; "
         f"kubemta log level {config.kubemta_log_level}, {config.ingress_processes} ingress process(es)"
     )
-    text = table(summary, ratio, idle, sizes=config.sizes, systems=config.systems, title=title)
+    text = table(summary, ratio, idle, sizes=config.sizes, systems=config.systems, title=title, api_ratio=api_ratio)
     elapsed = round(time.monotonic() - clock, 1)
     document: dict[str, Any] = {
         "started": started.isoformat(),
@@ -162,6 +164,7 @@ async def _main(config: BenchConfig) -> int:
         "method": method,
         "summary": summary,
         "ratio_kubemta_to_postfix": ratio,
+        "ratio_api_to_smtp": api_ratio,
         "runs": [run.to_json() for run in runs],
         "idle_sessions": [result.to_json() for result in idle],
         "table": text,

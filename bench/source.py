@@ -28,6 +28,7 @@ class SourceResult:
     started_at: float  # epoch seconds
     returncode: int
     output_tail: str
+    tool: str = "smtp-source"  # what produced it (bench.api_source gives the API's load the same shape)
 
     @property
     def rate(self) -> float:

@@ -2,23 +2,30 @@
 
 Each is an async context manager yielding where smtp-source sends to and which processes
 to account CPU and memory to; leaving it stops everything it started, also on errors
-and cancellation (Ctrl-C).
+and cancellation (Ctrl-C). `kubemta-api` is the same kubemta stack loaded through its HTTP
+sending API instead (bench.api_source): an API key for the load's sender domain is made
+with `kubemta-admin api-keys create` into a keys file of the run (KUBEMTA_API_KEYS_FILE).
 """
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import rabbitmq
+from bench.api_source import ApiEndpoint
 from bench.config import BenchConfig
-from bench.kubemta_stack import SERVICES, KubemtaStack
+from bench.kubemta_stack import BIN, SERVICES, KubemtaStack
 from bench.postfix import PostfixInstance
 from bench.sink import Sink
-from tests.harness.ports import free_port
+from bench.source import SENDER
+from tests.harness.ports import free_port, wait_for_port
 
 DOMAIN = "bench.test"
+API_KEY_NAME = "bench"
+HTTP_LISTEN = "KUBEMTA_HTTP_LISTEN"
 
 
 def transport_to(sink: Sink) -> str:
@@ -36,6 +43,17 @@ class SystemUnderTest:
     cpu_pids: dict[str, list[int]] = field(default_factory=dict)
     rss_pids: dict[str, list[int]] = field(default_factory=dict)
     check: Callable[[], None] = lambda: None
+    api: ApiEndpoint | None = None  # set: the load goes to the HTTP sending API, not to address:port
+
+
+def create_api_key(path: Path, identity: str) -> str:
+    """A new API key allowed to send as `identity`, written to the keys file `path` by `kubemta-admin api-keys`."""
+    argv = [str(BIN / "kubemta-admin"), "api-keys", "create", API_KEY_NAME, "--identity", identity, "--file", str(path)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    key = result.stdout.strip()
+    if result.returncode != 0 or not key.startswith("kmta_"):
+        raise RuntimeError(f"kubemta-admin api-keys create exited {result.returncode}: {result.stderr.strip()[-500:]}")
+    return key
 
 
 @asynccontextmanager
@@ -47,8 +65,10 @@ async def kubemta(
     transports: str,
     ingress_env: dict[str, str] | None = None,
     services: tuple[str, ...] = SERVICES,
+    api_key: str | None = None,
 ) -> AsyncIterator[SystemUnderTest]:
-    """RabbitMQ (a vhost of ours on the shared broker) and the services, routing by `transports`."""
+    """RabbitMQ (a vhost of ours on the shared broker) and the services, routing by `transports`; given
+    `api_key`, the system is `kubemta-api`: its load goes to every ingress process' HTTP API with that key."""
     vhost = await asyncio.to_thread(rabbitmq.create_vhost)
     try:
         port = free_port(address)
@@ -67,7 +87,17 @@ async def kubemta(
             await stack.start()
             pids = stack.pids()
             cpu = dict(pids, rabbitmq=[await asyncio.to_thread(rabbitmq.beam_pid)])
-            yield SystemUnderTest("kubemta", address, port, cpu, pids, stack.check_alive)
+            if api_key is None:
+                yield SystemUnderTest("kubemta", address, port, cpu, pids, stack.check_alive)
+            else:
+                listeners = stack.listening("ingress", HTTP_LISTEN)
+                if not listeners:
+                    raise RuntimeError(f"the ingress got no {HTTP_LISTEN} (kubemta_stack.other_listeners)")
+                for listener in listeners:
+                    host, _, http_port = listener.rpartition(":")
+                    await wait_for_port(host, int(http_port), within=30, what="the ingress HTTP API")
+                api = ApiEndpoint(tuple(f"http://{listener}" for listener in listeners), api_key)
+                yield SystemUnderTest("kubemta-api", address, port, cpu, pids, stack.check_alive, api)
         finally:
             await asyncio.to_thread(stack.stop)
     finally:
@@ -100,6 +130,14 @@ async def system(
     """The named system; `ceiling` is smtp-source straight into the sink."""
     if name == "kubemta":
         async with kubemta(config, workdir, address, transports=transport_to(sink)) as target:
+            yield target
+    elif name == "kubemta-api":
+        keys = workdir / "api-keys"
+        key = await asyncio.to_thread(create_api_key, keys, SENDER.rpartition("@")[2])
+        env = {"KUBEMTA_API_KEYS_FILE": str(keys)}
+        async with kubemta(
+            config, workdir, address, transports=transport_to(sink), ingress_env=env, api_key=key
+        ) as target:
             yield target
     elif name == "postfix":
         async with postfix(workdir, address, sink) as target:

@@ -12,6 +12,12 @@ Figures of a run:
   beam.smp) from smtp-source's start until the sink has every message, per 1,000
   messages delivered (the probe's included: the system did that work too).
 - peak RSS: VmHWM of each service's processes at the end of the run.
+
+kubemta-api's load is bench.api_source instead of smtp-source, with the same count and
+concurrency, and no SMTP probe: its accept latency is every request's request -> 202 time,
+its end-to-end latency that of the API source's own probe messages, and the CPU the
+source (this Python process) used is kept apart (`source_cpu_per_1000`), as smtp-source's
+is not counted either.
 """
 
 import asyncio
@@ -22,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.api_source import ApiEndpoint, ApiSourceResult, run_api_source
 from bench.config import BenchConfig
 from bench.latency_probe import LatencyProbe, ProbeReport
 from bench.procstats import cpu_seconds, sum_status_kib
@@ -65,6 +72,7 @@ class RunResult:
     probe_error_examples: list[str] = field(default_factory=list)
     accept_ms: list[float] = field(default_factory=list)  # every probe sample, for pooled percentiles
     e2e_ms: list[float] = field(default_factory=list)
+    source_cpu_per_1000: float | None = None  # kubemta-api: the API source's own CPU (this process)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,7 +119,22 @@ def _drain_bound(config: BenchConfig, source: SourceResult) -> float:
     return max(config.drain_timeout, 4 * source.wall_seconds)
 
 
+async def _api_source(
+    config: BenchConfig, endpoint: ApiEndpoint, count: int, size: int, *, probes: bool
+) -> ApiSourceResult:
+    return await run_api_source(
+        endpoint,
+        count=count,
+        size=size,
+        sessions=config.sessions,
+        probe_rate=config.probe_rate if probes and config.probe_sessions > 0 else 0.0,
+        run_id=uuid.uuid4().hex[:12],
+    )
+
+
 async def _source(config: BenchConfig, target: SystemUnderTest, workdir: Path, count: int, size: int) -> SourceResult:
+    if target.api is not None:
+        return (await _api_source(config, target.api, count, size, probes=False)).source
     return await run_source(
         target.address,
         target.port,
@@ -131,7 +154,7 @@ async def calibrate(config: BenchConfig, target: SystemUnderTest, sink: Sink, wo
         before = sink.messages()
         pilot = await _source(config, target, workdir, count, size)
         if pilot.returncode != 0 or pilot.accepted == 0:
-            raise RuntimeError(f"smtp-source pilot failed ({pilot.returncode}): {pilot.output_tail}")
+            raise RuntimeError(f"{pilot.tool} pilot failed ({pilot.returncode}): {pilot.output_tail}")
         await wait_for_sink(sink, before + pilot.accepted, within=_drain_bound(config, pilot), target=target)
         if pilot.wall_seconds >= pilot_seconds:
             break
@@ -174,20 +197,25 @@ async def _measure_once(
     sink.clear_dumps()
     before = sink.messages()
     cpu_before = {name: cpu_seconds(pids) for name, pids in target.cpu_pids.items()}
-    probe = LatencyProbe(
-        target.address,
-        target.port,
-        run_id=uuid.uuid4().hex[:12],
-        size=size,
-        sessions=config.probe_sessions,
-        rate=config.probe_rate,
-    )
-    probe.start()
-    try:
-        source = await _source(config, target, workdir, count, size)
-    finally:
-        await probe.stop()
-    report = probe.report
+    api: ApiSourceResult | None = None
+    if target.api is not None:
+        api = await _api_source(config, target.api, count, size, probes=True)
+        source, report = api.source, api.probes
+    else:
+        probe = LatencyProbe(
+            target.address,
+            target.port,
+            run_id=uuid.uuid4().hex[:12],
+            size=size,
+            sessions=config.probe_sessions,
+            rate=config.probe_rate,
+        )
+        probe.start()
+        try:
+            source = await _source(config, target, workdir, count, size)
+        finally:
+            await probe.stop()
+        report = probe.report
     expected = before + source.accepted + len(report.samples)
     drained = await wait_for_sink(sink, expected, within=_drain_bound(config, source), target=target)
     cpu_used = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in target.cpu_pids.items()}
@@ -196,6 +224,8 @@ async def _measure_once(
     last = dumps.last_load_arrival
     delivery_seconds = None if last is None or not drained else last - source.started_at
     accept, e2e, lost = _probe_latencies(report, dumps, target.name)
+    if api is not None:  # every request is timed, not only the probe's
+        accept = api.latencies
     per_thousand = {name: round(used / delivered * 1000, 4) for name, used in cpu_used.items()} if delivered else {}
     if cpu_used:
         services = [name for name in cpu_used if name != "rabbitmq"]
@@ -205,7 +235,7 @@ async def _measure_once(
             per_thousand["total"] = round(sum(per_thousand[name] for name in cpu_used), 4)
     error = None
     if source.returncode != 0 or source.accepted != source.requested:
-        error = f"smtp-source exited {source.returncode} after {source.accepted} of {source.requested}: "
+        error = f"{source.tool} exited {source.returncode} after {source.accepted} of {source.requested}: "
         error += source.output_tail
     elif not drained:
         error = f"not delivered within {_drain_bound(config, source):.0f} s: {delivered} of {expected - before}"
@@ -236,4 +266,5 @@ async def _measure_once(
         probe_error_examples=report.errors[:5],
         accept_ms=[round(value * 1000, 3) for value in accept],
         e2e_ms=[round(value * 1000, 3) for value in e2e],
+        source_cpu_per_1000=round(api.cpu_seconds / delivered * 1000, 4) if api is not None and delivered else None,
     )
