@@ -27,6 +27,7 @@ from kubemta_ingress.api import create_app
 from kubemta_ingress.api_auth import BearerAuth, Principal, StaticTokenVerifier
 from kubemta_ingress.api_send import SendingApi
 from kubemta_ingress.check_service import CheckLimits, CheckService
+from kubemta_ingress.data_budget import DataBudget
 from kubemta_ingress.idempotency import Idempotency
 from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.recipient_map import RecipientMap
@@ -68,7 +69,9 @@ class Api:
         return message_pb2.AcceptedMessage.FromString(self.publisher.published[0].body)
 
 
-def build_api(publisher: FakePublisher, claims: FakeIdempotencyTracker, recipients: Path) -> httpx.AsyncClient:
+def build_api(
+    publisher: FakePublisher, claims: FakeIdempotencyTracker, recipients: Path, budget: DataBudget | None = None
+) -> httpx.AsyncClient:
     """The ingress API over an ASGI transport, its client at 10.1.2.3; local.example's recipients in `recipients`."""
     local = RecipientMap("local.example", recipients)
     acceptance = MailAcceptance(
@@ -82,9 +85,8 @@ def build_api(publisher: FakePublisher, claims: FakeIdempotencyTracker, recipien
     )
     auth = BearerAuth([StaticTokenVerifier(SecretStr(OPERATOR_TOKEN)), Tokens()])
     checks = CheckService(CONFIG, GatedResolver(open_gate=True), CheckLimits())
-    app = create_app(
-        checks, auth, SendingApi(acceptance, Idempotency(claims, 86400.0)), max_request=MAX_REQUEST, request_timeout=5
-    )
+    sending = SendingApi(acceptance, Idempotency(claims, 86400.0))
+    app = create_app(checks, auth, sending, max_request=MAX_REQUEST, request_timeout=5, budget=budget)
     transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://ingress", timeout=10)
 
@@ -430,3 +432,23 @@ async def test_a_raw_message_without_message_id_is_answered_with_the_one_the_msa
     queued = api.queued()
     assert answer.json()["message_id"] == queued.message_id == f"<{queued.queue_id}@{HOSTNAME}>"
     assert f"Message-ID: <{queued.queue_id}@{HOSTNAME}>".encode() in queued.content
+
+
+async def test_request_bodies_share_the_smtp_sessions_data_budget(recipients: Path) -> None:
+    """KUBEMTA_MESSAGE_DATA_BUDGET bounds what SMTP sessions and API requests hold together: a body that does not
+    fit gets 503 with Retry-After (SMTP's 452 4.3.1), and every request gives back what it held."""
+    budget = DataBudget(8 * 1024)
+    publisher = FakePublisher()
+    refused = sample("kubemta_api_refused_requests_total", reason="no_room")
+    async with build_api(publisher, FakeIdempotencyTracker(), recipients, budget) as client:
+        headers = {"Authorization": f"Bearer {APP_TOKEN}"}
+        answer = await client.post("/v1/messages", json={**MESSAGE, "text": "x" * 10_000}, headers=headers)
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+        assert budget.in_use == 0 and publisher.published == []
+        assert sample("kubemta_api_refused_requests_total", reason="no_room") == refused + 1
+        assert budget.reserve(8 * 1024 - 100)  # SMTP sessions hold all but 100 bytes now
+        answer = await client.post("/v1/messages", json=MESSAGE, headers=headers)
+        assert answer.status_code == 503
+        budget.release(8 * 1024 - 100)
+        answer = await client.post("/v1/messages", json=MESSAGE, headers=headers)
+        assert answer.status_code == 202 and budget.in_use == 0

@@ -25,21 +25,45 @@ than read the answer; either way it is cut off.
 
 import asyncio
 import json
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+RETRY_AFTER = 5
+"""Seconds a client refused for want of memory (503) is asked to wait."""
+
+
+class Budget(Protocol):
+    """Bytes the process may hold for requests at once (the ingress' DataBudget, shared with its SMTP sessions)."""
+
+    def reserve(self, size: int) -> bool:
+        """Take `size` bytes if they fit; False (nothing taken) otherwise."""
+        ...
+
+    def release(self, size: int) -> None:
+        """Give back `size` bytes taken with `reserve`."""
+        ...
 
 
 class _TooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    """ASGI middleware: request bodies of at most `max_body` bytes, complete within `timeout` seconds."""
+class _NoRoom(Exception):
+    pass
 
-    def __init__(self, app: ASGIApp, *, max_body: int, timeout: float) -> None:
+
+class BodyLimit:
+    """ASGI middleware: request bodies of at most `max_body` bytes, complete within `timeout` seconds, and (with a
+    `budget`) held only while the budget has room: each chunk is reserved as it arrives and the whole body given
+    back once the app answered; a body that does not fit is answered 503 with Retry-After (the SMTP sessions'
+    `452 4.3.1` in HTTP)."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, timeout: float, budget: Budget | None = None) -> None:
         self.app = app
         self.max_body = max_body
         self.timeout = timeout
+        self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,17 +77,30 @@ class BodyLimit:
         if declared is not None and declared > self.max_body:
             await self._refuse(send, 413, "too_large", f"the request body is larger than {self.max_body} bytes")
             return
+        held = [0]  # bytes reserved from the budget for this body
         try:
-            async with asyncio.timeout(self.timeout):
-                body = await self._read(receive)
-        except _TooLarge:
-            await self._refuse(send, 413, "too_large", f"the request body is larger than {self.max_body} bytes")
-            return
-        except TimeoutError:
-            await self._refuse(send, 408, "too_slow", f"the request body did not arrive within {self.timeout:g} s")
-            return
-        if body is None:
-            return  # the client went away: nobody to answer
+            try:
+                async with asyncio.timeout(self.timeout):
+                    body = await self._read(receive, held)
+            except _TooLarge:
+                await self._refuse(send, 413, "too_large", f"the request body is larger than {self.max_body} bytes")
+                return
+            except TimeoutError:
+                await self._refuse(send, 408, "too_slow", f"the request body did not arrive within {self.timeout:g} s")
+                return
+            except _NoRoom:
+                detail = "insufficient storage for the request body now: retry later"
+                await self._refuse(send, 503, "no_room", detail, retry_after=RETRY_AFTER)
+                return
+            if body is None:
+                return  # the client went away: nobody to answer
+            await self._answer(scope, receive, send, body)
+        finally:
+            if self.budget is not None and held[0]:
+                self.budget.release(held[0])
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
+        """Let the app answer the request, its body replayed from memory."""
         replayed = False
 
         async def replay() -> Message:
@@ -75,8 +112,9 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _read(self, receive: Receive) -> bytes | None:
-        """The whole body; None when the client disconnected first; _TooLarge past the limit."""
+    async def _read(self, receive: Receive, held: list[int]) -> bytes | None:
+        """The whole body; None when the client disconnected first; _TooLarge past the limit, _NoRoom when the
+        budget cannot hold the next chunk (`held[0]`: what is reserved so far)."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -87,14 +125,20 @@ class BodyLimit:
             size += len(chunk)
             if size > self.max_body:
                 raise _TooLarge
+            if self.budget is not None and chunk:
+                if not self.budget.reserve(len(chunk)):
+                    raise _NoRoom
+                held[0] += len(chunk)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
     def refused(self, reason: str) -> None:
-        """Count a refused request (`too_large` or `too_slow`); subclasses name their metric."""
+        """Count a refused request (`too_large`, `too_slow` or `no_room`); subclasses name their metric."""
 
-    async def _refuse(self, send: Send, status: int, reason: str, detail: str) -> None:
+    async def _refuse(
+        self, send: Send, status: int, reason: str, detail: str, *, retry_after: int | None = None
+    ) -> None:
         self.refused(reason)
         body = json.dumps({"detail": detail}).encode()
         headers = [
@@ -102,6 +146,8 @@ class BodyLimit:
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
         ]
+        if retry_after is not None:
+            headers.append((b"retry-after", str(retry_after).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
 

@@ -100,11 +100,13 @@ def build_servers(
     tracker: FirstQueueIds | None = None,
     handler: IngressHandler | None = None,
     serviceaccounts: ServiceAccountVerifier | None = None,
+    budget: DataBudget | None = None,
 ) -> list[SmtpServer]:
     """One SMTP server per listener that `settings` turns on, sharing `tls` (see load_tls) and the
     recipient verifier (recipient_verify_config.build_verifier; None: local recipients are not verified);
     lifecycle events go to `events`, and `tracker` (None: no duplicate check) recognises clients' retries.
-    `handler` (build_handler) is made here when not given; `serviceaccounts` lets apps AUTH with their token."""
+    `handler` (build_handler) is made here when not given; `serviceaccounts` lets apps AUTH with their token;
+    `budget` (KUBEMTA_MESSAGE_DATA_BUDGET, made here when not given) is shared with the HTTP API."""
     if handler is None:
         handler = build_handler(settings, publisher, recipients, events=events, tracker=tracker)
     authenticator = load_authenticator(settings, serviceaccounts)
@@ -121,8 +123,10 @@ def build_servers(
         max_session_duration=settings.max_session_duration,
     )
     connections = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
-    budget = DataBudget(settings.message_data_budget)
-    metrics.MESSAGE_DATA_IN_FLIGHT.set_function(lambda: budget.in_use)
+    if budget is None:
+        budget = DataBudget(settings.message_data_budget)
+    data = budget
+    metrics.MESSAGE_DATA_IN_FLIGHT.set_function(lambda: data.in_use)
     listeners = (
         (ListenerKind.SMTP, settings.smtp_listen),
         (ListenerKind.SUBMISSION, settings.submission_listen),
@@ -176,7 +180,10 @@ async def serve(stop: asyncio.Event) -> None:
     api: HttpServer | None = None
     try:
         handler = build_handler(settings, core.publisher, recipients, events=core.events, tracker=tracker)
-        servers = build_servers(settings, core.publisher, tls, handler=handler, serviceaccounts=serviceaccounts)
+        budget = DataBudget(settings.message_data_budget)  # one for SMTP sessions and API requests
+        servers = build_servers(
+            settings, core.publisher, tls, handler=handler, serviceaccounts=serviceaccounts, budget=budget
+        )
         if not servers:
             logger.warning("every SMTP listener is off")
         if tls is not None:
@@ -186,7 +193,9 @@ async def serve(stop: asyncio.Event) -> None:
         if settings.http_listen is not None:  # after SMTP: taking mail comes first
             verifiers = [verifier for verifier in (api_keys, serviceaccounts) if verifier is not None]
             idempotency = Idempotency(tracker, settings.idempotency_window)
-            app = app_from_settings(settings, handler.acceptance, verifiers=verifiers, idempotency=idempotency)
+            app = app_from_settings(
+                settings, handler.acceptance, verifiers=verifiers, idempotency=idempotency, budget=budget
+            )
             api = HttpServer(app, settings.http_listen)
             await api.start()
             logger.info("serving the HTTP API on %s", settings.http_listen)

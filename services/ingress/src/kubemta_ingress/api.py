@@ -51,6 +51,7 @@ from kubemta_ingress.api_limits import LimitExceeded
 from kubemta_ingress.api_message_model import MessageRequest
 from kubemta_ingress.api_send import SendingApi, sending_router
 from kubemta_ingress.check_service import CheckLimits, CheckService, CheckTimeout, Source
+from kubemta_ingress.data_budget import DataBudget
 from kubemta_ingress.domain_check_config import check_config, check_resolver
 from kubemta_ingress.idempotency import Idempotency
 from kubemta_ingress.settings import IngressSettings
@@ -72,10 +73,11 @@ preinitialise(DOMAIN_CHECKS, result=RESULTS)
 
 REQUEST_REFUSALS = Counter(
     "kubemta_api_refused_requests_total",
-    "HTTP API requests refused before routing: body too large (413) or too slow to arrive (408)",
+    "HTTP API requests refused before routing: body too large (413), too slow to arrive (408), or no room for it in "
+    "KUBEMTA_MESSAGE_DATA_BUDGET, which the SMTP sessions share (503)",
     ["reason"],
 )
-preinitialise(REQUEST_REFUSALS, reason=["too_large", "too_slow"])
+preinitialise(REQUEST_REFUSALS, reason=["too_large", "too_slow", "no_room"])
 DOMAIN_CHECK_PATH = "/v1/domains/"
 
 
@@ -104,10 +106,11 @@ def create_app(
     *,
     max_request: int = 64 * 1024,
     request_timeout: float = 30.0,
+    budget: DataBudget | None = None,
 ) -> FastAPI:
     """The API application: domain checks through `service`, mail through `sending` (None: no sending
     route), callers authenticated by `auth`; request bodies of at most `max_request` bytes arriving within
-    `request_timeout` seconds."""
+    `request_timeout` seconds, held only while `budget` (the SMTP sessions' own) has room."""
     app = FastAPI(
         title="kubemta ingress API",
         summary="Send mail from in-cluster apps; check a sending domain's DNS records",
@@ -115,7 +118,7 @@ def create_app(
         redoc_url=None,
         openapi_url="/openapi.json",
     )
-    app.add_middleware(ApiBodyLimit, max_body=max_request, timeout=request_timeout)
+    app.add_middleware(ApiBodyLimit, max_body=max_request, timeout=request_timeout, budget=budget)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -199,10 +202,12 @@ def app_from_settings(
     *,
     verifiers: Sequence[TokenVerifier] = (),
     idempotency: Idempotency | None = None,
+    budget: DataBudget | None = None,
 ) -> FastAPI:
     """The API as the service runs it: the operator's `KUBEMTA_API_TOKEN` and the apps' `verifiers` (API keys,
     ServiceAccount tokens), the `KUBEMTA_API_*` limits, the domain check's settings; POST /v1/messages through
-    `acceptance` (the SMTP listeners' own) when given, with Idempotency-Keys through `idempotency`."""
+    `acceptance` (the SMTP listeners' own) when given, with Idempotency-Keys through `idempotency`, request
+    bodies held within `budget` (KUBEMTA_MESSAGE_DATA_BUDGET, shared with the SMTP sessions)."""
     static = [StaticTokenVerifier(settings.api_token)] if settings.api_token is not None else []
     auth = BearerAuth([*static, *verifiers])
     if not auth.configured:
@@ -218,4 +223,5 @@ def app_from_settings(
         sending,
         max_request=settings.api_request_limit,
         request_timeout=settings.api_request_timeout,
+        budget=budget,
     )
