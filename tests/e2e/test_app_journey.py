@@ -190,7 +190,8 @@ async def test_foreign_tokens_and_senders_are_refused(journey: Journey) -> None:
     assert answer.status_code == 403
     assert answer.json()["status"] == "5.7.1" and SUBMITTER in answer.json()["detail"]
 
-    unmapped = journey.kube.mint(NAMESPACE, "reports", audiences=[AUDIENCE])  # a valid token of an account not in the identities file
+    # a valid token of an account the identities file does not list
+    unmapped = journey.kube.mint(NAMESPACE, "reports", audiences=[AUDIENCE])
     answer = await journey.send(unmapped)
     assert answer.status_code == 401
 

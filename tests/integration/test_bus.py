@@ -43,8 +43,9 @@ async def test_topology_is_declared_idempotently_and_publishes_are_confirmed(vho
 async def test_unroutable_publish_is_an_error_not_a_silent_drop(vhost: Vhost) -> None:
     broker = await _broker(vhost.url)
     try:
-        with pytest.raises(PublishFailed, match="unroutable"):
+        with pytest.raises(PublishFailed, match="unroutable") as refused:
             await Publisher(broker, 5).publish_raw("no-such-queue", b"x", message_id="Q", message_type="t")
+        assert not refused.value.maybe_published  # returned by the broker: it cannot hold it
     finally:
         await broker.close()
 
@@ -70,8 +71,9 @@ async def test_broker_down_or_silent_means_publish_failed(vhost: Vhost) -> None:
     try:
         await publisher.publish_raw(INBOUND, b"ok", message_id="A", message_type="t")
         proxy.blackhole()
-        with pytest.raises(PublishFailed, match="no confirm"):
+        with pytest.raises(PublishFailed, match="no confirm") as silent:
             await publisher.publish_raw(INBOUND, b"lost?", message_id="B", message_type="t")
+        assert silent.value.maybe_published  # sent, no answer: the broker may have it
         await proxy.cut()
         await asyncio.sleep(0.5)
         with pytest.raises(PublishFailed):

@@ -452,3 +452,20 @@ async def test_request_bodies_share_the_smtp_sessions_data_budget(recipients: Pa
         budget.release(8 * 1024 - 100)
         answer = await client.post("/v1/messages", json=MESSAGE, headers=headers)
         assert answer.status_code == 202 and budget.in_use == 0
+
+
+async def test_a_lost_confirm_keeps_the_idempotency_key_held(api: Api) -> None:
+    """No confirm within the timeout: the message may be queued, so the claim is not released; a retry gets 409
+    until the tracker knows the message (then the first answer), never a second copy."""
+    api.publisher.error = PublishFailed("no confirm from the broker within 10s", maybe_published=True)
+    answer = await api.send(MESSAGE, **{"Idempotency-Key": "k-lost"})
+    assert answer.status_code == 503
+    assert [call[0] for call in api.claims.calls] == ["claim"]
+    api.publisher.error = None
+    retry = await api.send(MESSAGE, **{"Idempotency-Key": "k-lost"})
+    assert retry.status_code == 409 and api.publisher.published == []
+    key = api.claims.calls[0][1]
+    api.claims.queued(key, "QUEUEDATLAST0001")  # the first publish did reach the broker after all
+    retry = await api.send(MESSAGE, **{"Idempotency-Key": "k-lost"})
+    assert retry.status_code == 202 and retry.json()["queue_id"] == "QUEUEDATLAST0001"
+    assert api.publisher.published == []

@@ -19,7 +19,17 @@ class PermanentError(KubemtaError):
 
 
 class PublishFailed(TransientError):
-    """The broker did not confirm a publish (down, nack, unroutable or timed out)."""
+    """The broker did not confirm a publish (down, nack, unroutable or timed out).
+
+    `maybe_published`: the message may be queued all the same (no confirm came within the timeout, or the
+    connection broke after it was sent); False when the broker cannot have it (not connected, nacked,
+    returned as unroutable). A caller that promised "once" (an Idempotency-Key) must not act as if nothing
+    was queued when it is True.
+    """
+
+    def __init__(self, message: str, *, maybe_published: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_published = maybe_published
 
 
 class MessageTooLarge(PermanentError):

@@ -78,6 +78,9 @@ class Refusal:
     reply: str
     fields: Mapping[str, object] = field(default_factory=dict)
     queue_id: str | None = None
+    maybe_queued: bool = False
+    """The broker gave no answer, so the message may be queued all the same (a lost confirm): the client retries
+    as after any 4xx, but an Idempotency-Key must keep holding the request (api_send.py)."""
 
     @property
     def code(self) -> int:
@@ -275,7 +278,9 @@ class MailAcceptance:
             await self._publisher.publish(stages.INBOUND, body, message_id=queue_id)
         except PublishFailed as exc:
             fields = {"sender": sender, "error": str(exc)}
-            return Refusal(Reason.QUEUE_UNAVAILABLE, replies.QUEUE_UNAVAILABLE, fields, queue_id)
+            return Refusal(
+                Reason.QUEUE_UNAVAILABLE, replies.QUEUE_UNAVAILABLE, fields, queue_id, maybe_queued=exc.maybe_published
+            )
         except MessageTooLarge as exc:  # the broker's limit, lower than what this message needs on the bus
             fields = {"sender": sender, "error": str(exc)}
             return Refusal(Reason.MESSAGE_TOO_BIG, replies.TOO_BIG_FOR_QUEUE, fields, queue_id)

@@ -21,7 +21,10 @@ A message goes to all its recipients or to none: one refused recipient refuses t
 `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header): a repeat within
 KUBEMTA_IDEMPOTENCY_WINDOW, on any replica, gets the first answer (`Idempotent-Replayed: true`)
 and queues nothing; while the first is in flight, 409; with another request body, 422
-(idempotency.py, decided by the tracker in the order of the events stream).
+(idempotency.py, decided by the tracker in the order of the events stream). When the broker did not
+answer (a lost confirm: the message may be queued), the claim is not released: a retry gets the
+first answer once the message shows up in the tracker, 409 until then, and goes ahead once the
+claim went stale (the tracker's KUBEMTA_IDEMPOTENCY_CLAIM_TTL, 60 s) without it showing up.
 """
 
 import ipaddress
@@ -160,7 +163,8 @@ class SendingApi:
         finally:
             metrics.API_ACCEPT_DURATION.observe(time.monotonic() - started)
         if isinstance(outcome, Refusal):
-            await self._abandon(claim)
+            if not outcome.maybe_queued:  # a lost confirm: the key stays held until it is done or goes stale
+                await self._abandon(claim)
             return self._refuse(outcome, client, principal)
         metrics.API_MESSAGES.labels(result="duplicate" if outcome.retry else "queued").inc()
         return queued_response(outcome, len(composed.recipients))

@@ -155,13 +155,14 @@ class Publisher:
                 raise MessageTooLarge(f"the broker refused {len(body)} bytes: {exc}") from None
             raise PublishFailed(f"publish failed: {exc!r}") from None
         except TimeoutError:
-            raise PublishFailed(f"no confirm from the broker within {self._timeout:.0f}s") from None
+            silent = f"no confirm from the broker within {self._timeout:.0f}s"
+            raise PublishFailed(silent, maybe_published=True) from None
         except aio_pika.exceptions.PublishError:
             raise PublishFailed(f"unroutable: no queue bound for {routing_key!r}") from None
         except aio_pika.exceptions.DeliveryError as exc:
             raise PublishFailed(f"broker refused the message: {exc}") from None
         except (aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            raise PublishFailed(f"publish failed: {exc!r}") from None
+            raise PublishFailed(f"publish failed: {exc!r}", maybe_published=True) from None
 
     async def publish_all(self, messages: Sequence[Outgoing]) -> None:
         """Publish `Stage.outgoing` messages concurrently; confirms are awaited together.
