@@ -8,6 +8,8 @@ The scenario ci/app-identities-values.yaml is linted and validated against the K
 import ipaddress
 import json
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
@@ -345,6 +347,12 @@ def test_helm_enforces_the_identities_schema() -> None:
         render({"smtpIngress": {"serviceAccountAuth": {"audience": ""}}})
 
 
+@pytest.fixture(scope="module")
+def schemaless_chart() -> Iterator[Path]:
+    with chart_without_schema() as chart:
+        yield chart
+
+
 @pytest.mark.parametrize(
     ("identities", "error"),
     [
@@ -356,14 +364,16 @@ def test_helm_enforces_the_identities_schema() -> None:
     ],
 )
 def test_the_template_refuses_hostile_identities_when_the_schema_is_skipped(
-    identities: dict[str, Any], error: str
+    schemaless_chart: Path, identities: dict[str, Any], error: str
 ) -> None:
     """`helm install --skip-schema-validation` must not let a value become two lines or two identities of the file."""
-    with chart_without_schema() as chart:
-        with pytest.raises(Exception, match=error):
-            render({"smtpIngress": {"serviceAccountAuth": {"identities": identities}}}, chart=chart)
-        docs = render({"smtpIngress": {"serviceAccountAuth": {"identities": IDENTITIES}}}, chart=chart)
-        assert parse_identities_file(identities_file(docs)) == IDENTITIES
+    with pytest.raises(Exception, match=error):
+        render({"smtpIngress": {"serviceAccountAuth": {"identities": identities}}}, chart=schemaless_chart)
+
+
+def test_the_template_guard_lets_good_identities_through(schemaless_chart: Path) -> None:
+    docs = render({"smtpIngress": {"serviceAccountAuth": {"identities": IDENTITIES}}}, chart=schemaless_chart)
+    assert parse_identities_file(identities_file(docs)) == IDENTITIES
 
 
 # near-valid accounts and identities with the file's separators and other hostile characters mixed in
