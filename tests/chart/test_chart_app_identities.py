@@ -532,3 +532,13 @@ def test_the_schema_checks_the_new_values() -> None:
     ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, SCHEMA)
+
+
+def test_the_notes_curl_body_is_a_message_the_api_takes() -> None:
+    """The NOTES' example request is valid for POST /v1/messages (the ingress' own request model)."""
+    from kubemta_ingress.api_message_model import parse_request
+
+    text = notes({"smtpIngress": {"serviceAccountAuth": {"identities": IDENTITIES}}})
+    body = text.split("-d '", 1)[1].split("'", 1)[0]
+    request = parse_request(body, max_recipients=10)
+    assert request.from_.address and request.to

@@ -189,7 +189,7 @@ the ingress verifies their tokens with the TokenReview API (ClusterRoleBinding {
 {{- end }}{{ end }}
        curl {{ $apiUrl }} \
          -H "Authorization: Bearer $(cat /var/run/secrets/kubemta/token)" -H "Content-Type: application/json" \
-         -d '{"from": "{{ $identity }}", "to": ["someone@example.org"], "subject": "Hello", "text": "Hello"}'
+         -d '{"from": {"address": "{{ $identity }}"}, "to": [{"address": "someone@example.org"}], "subject": "Hello", "text": "Hello"}'
 {{- end }}
 
      SMTP: AUTH PLAIN on the submission port, user {{ $account }} (or system:serviceaccount:{{ $accountNs }}:{{ $accountName }}), the token as password:
