@@ -33,7 +33,6 @@ use and logs an error once; a file missing at start is a ConfigError (as users.U
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import time
@@ -43,12 +42,12 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
-from kubemta_common.errors import ConfigError
 from kubemta_common.logs import sanitize
 from kubemta_common.metrics import preinitialise
 from kubemta_ingress.api_auth import Principal
 from kubemta_ingress.settings import IngressSettings
 from kubemta_ingress.users import Identity, UsersFileError, valid_username
+from kubemta_ingress.watched_file import CHECK_INTERVAL, WatchedFile
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +61,6 @@ KEY_LENGTH = len(PREFIX) + KEYID_HEX + 1 + SECRET_LENGTH
 SCHEME = "sha256"
 OLD_SUFFIX = "~old"
 """The name of a key kept for a rotation's overlap: `NAME~old`; it authenticates as NAME."""
-CHECK_INTERVAL = 2.0  # seconds between looks at the file's modification time
 PRINCIPAL_KIND = "api-key"
 
 _KEY = re.compile(rf"{PREFIX}(?P<keyid>[0-9a-f]{{{KEYID_HEX}}})_(?P<secret>[A-Za-z0-9_-]{{{SECRET_LENGTH}}})\Z")
@@ -208,65 +206,30 @@ def render(keys: Iterable[ApiKey], header: Iterable[str] = ()) -> str:
 
 
 class ApiKeysFile:
-    """The API keys file, re-read when it changes and kept at its last good version when it breaks.
-
-    The same rules as users.UsersFile (whose reload logic this repeats: sharing it would mean
-    changing users.py).
-    """
+    """The API keys file, re-read when it changes and kept at its last good version when it breaks (WatchedFile)."""
 
     def __init__(
         self, path: Path, *, check_interval: float = CHECK_INTERVAL, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._path = path
-        self._check_interval = check_interval
-        self._clock = clock
-        try:
-            self._stamp: tuple[int, int, int] | None = self._file_stamp()
-            self._keys = read_api_keys(path)
-        except (OSError, ApiKeysFileError) as exc:
-            raise ConfigError(f"KUBEMTA_API_KEYS_FILE {path}: {exc}") from None
-        self._checked = clock()
-        logger.info("API keys file %s: %d keys", path, len(self._keys.by_name))
-
-    def _file_stamp(self) -> tuple[int, int, int]:
-        stat = os.stat(self._path)
-        return stat.st_mtime_ns, stat.st_size, stat.st_ino
+        self._file = WatchedFile(
+            path,
+            read_api_keys,
+            setting="KUBEMTA_API_KEYS_FILE",
+            what="API keys file",
+            describe=lambda keys: f"{len(keys.by_name)} keys",
+            errors=(ApiKeysFileError,),
+            check_interval=check_interval,
+            clock=clock,
+        )
 
     @property
     def keys(self) -> ApiKeys:
         """The current keys (the file is checked for changes first)."""
-        self._maybe_reload()
-        return self._keys
+        return self._file.value
 
     def by_keyid(self, keyid: str) -> ApiKey | None:
         """The key with this keyid, or None."""
         return self.keys.by_keyid.get(keyid)
-
-    def _maybe_reload(self) -> None:
-        now = self._clock()
-        if now - self._checked < self._check_interval:
-            return
-        self._checked = now
-        try:
-            stamp = self._file_stamp()
-        except OSError as exc:
-            stamp = None
-            error: Exception | None = exc
-        else:
-            error = None
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp  # a broken version is reported once, not on every look
-        if error is None:
-            try:
-                keys = read_api_keys(self._path)
-            except (OSError, ApiKeysFileError) as exc:
-                error = exc
-        if error is not None:
-            logger.error("API keys file %s unusable, keeping the previous version: %s", self._path, error)
-            return
-        self._keys = keys
-        logger.info("API keys file %s reloaded: %d keys", self._path, len(keys.by_name))
 
 
 class ApiKeyVerifier:

@@ -16,20 +16,18 @@ logs an error, as the users file does; a file missing or broken at start is a Co
 """
 
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubemta_common.errors import ConfigError
 from kubemta_common.logs import sanitize
 from kubemta_ingress.users import Identity, UsersFileError
+from kubemta_ingress.watched_file import CHECK_INTERVAL, WatchedFile
 
 logger = logging.getLogger(__name__)
 
-CHECK_INTERVAL = 2.0  # seconds between looks at the file's modification time
 WILDCARD = "*"
 USERNAME_PREFIX = "system:serviceaccount:"
 """How the API server names a ServiceAccount (k8s.io/apiserver serviceaccount.MakeUsername)."""
@@ -144,51 +142,27 @@ def parse_identity_map(text: str) -> IdentityMap:
 
 
 class ServiceAccountIdentitiesFile:
-    """The identities file, re-read when it changes and kept at its last good version when it breaks."""
+    """The identities file, re-read when it changes and kept at its last good version when it breaks (WatchedFile)."""
 
     def __init__(
         self, path: Path, *, check_interval: float = CHECK_INTERVAL, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._path = path
-        self._check_interval = check_interval
-        self._clock = clock
-        try:
-            self._stamp: tuple[int, int, int] | None = self._file_stamp()
-            self._map = parse_identity_map(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, IdentitiesFileError) as exc:
-            raise ConfigError(f"KUBEMTA_SERVICEACCOUNT_IDENTITIES_FILE {path}: {exc}") from None
-        self._checked = clock()
-        logger.info("ServiceAccount identities file %s: %d entries", path, len(self._map))
+        self._file = WatchedFile(
+            path,
+            read_identity_map,
+            setting="KUBEMTA_SERVICEACCOUNT_IDENTITIES_FILE",
+            what="ServiceAccount identities file",
+            describe=lambda identity_map: f"{len(identity_map)} entries",
+            errors=(UnicodeDecodeError, IdentitiesFileError),
+            check_interval=check_interval,
+            clock=clock,
+        )
 
     def identities(self, account: ServiceAccount) -> tuple[Identity, ...] | None:
         """The identities `account` may send as (the file is checked for changes first); None when not listed."""
-        self._maybe_reload()
-        return self._map.identities(account)
+        return self._file.value.identities(account)
 
-    def _file_stamp(self) -> tuple[int, int, int]:
-        stat = os.stat(self._path)
-        return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
-    def _maybe_reload(self) -> None:
-        now = self._clock()
-        if now - self._checked < self._check_interval:
-            return
-        self._checked = now
-        error: Exception | None = None
-        try:
-            stamp: tuple[int, int, int] | None = self._file_stamp()
-        except OSError as exc:
-            stamp, error = None, exc
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp  # a broken version is reported once, not on every look
-        if error is None:
-            try:
-                parsed = parse_identity_map(self._path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, IdentitiesFileError) as exc:
-                error = exc
-            else:
-                self._map = parsed
-                logger.info("ServiceAccount identities file %s reloaded: %d entries", self._path, len(parsed))
-                return
-        logger.error("ServiceAccount identities file %s unusable, keeping the previous version: %s", self._path, error)
+def read_identity_map(path: Path) -> IdentityMap:
+    """Parse the identities file at `path`; raises OSError, UnicodeDecodeError or IdentitiesFileError."""
+    return parse_identity_map(path.read_text(encoding="utf-8"))

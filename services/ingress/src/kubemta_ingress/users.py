@@ -20,7 +20,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import time
@@ -28,9 +27,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubemta_common.errors import ConfigError
 from kubemta_common.logs import sanitize
 from kubemta_ingress.policy import canonical_domain, check_address, split_address
+from kubemta_ingress.watched_file import CHECK_INTERVAL, WatchedFile
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,6 @@ SALT_BYTES = 16
 HASH_BYTES = 32
 MIN_LOG2_N, MAX_LOG2_N = 10, 20  # bounds so a bad file cannot make one verification take minutes
 MAX_R, MAX_P = 32, 16
-CHECK_INTERVAL = 2.0  # seconds between looks at the file's modification time
 
 _USERNAME = re.compile(r"[A-Za-z0-9._@+=-]{1,256}\Z")
 _HASH = re.compile(
@@ -198,61 +196,30 @@ def read_users(path: Path) -> dict[str, User]:
 
 
 class UsersFile:
-    """The users file, re-read when it changes and kept at its last good version when it breaks."""
+    """The users file, re-read when it changes and kept at its last good version when it breaks (WatchedFile)."""
 
     def __init__(
         self, path: Path, *, check_interval: float = CHECK_INTERVAL, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._path = path
-        self._check_interval = check_interval
-        self._clock = clock
-        try:
-            self._stamp: tuple[int, int, int] | None = self._file_stamp()
-            self._users = read_users(path)
-        except (OSError, UsersFileError) as exc:
-            raise ConfigError(f"KUBEMTA_USERS_FILE {path}: {exc}") from None
-        self._checked = clock()
-        logger.info("users file %s: %d users", path, len(self._users))
-
-    def _file_stamp(self) -> tuple[int, int, int]:
-        stat = os.stat(self._path)
-        return stat.st_mtime_ns, stat.st_size, stat.st_ino
+        self._file = WatchedFile(
+            path,
+            read_users,
+            setting="KUBEMTA_USERS_FILE",
+            what="users file",
+            describe=lambda users: f"{len(users)} users",
+            errors=(UsersFileError,),
+            check_interval=check_interval,
+            clock=clock,
+        )
 
     @property
     def users(self) -> Mapping[str, User]:
         """The current users (the file is checked for changes first)."""
-        self._maybe_reload()
-        return self._users
+        return self._file.value
 
     def get(self, name: str) -> User | None:
         """The user called `name`, or None."""
         return self.users.get(name)
-
-    def _maybe_reload(self) -> None:
-        now = self._clock()
-        if now - self._checked < self._check_interval:
-            return
-        self._checked = now
-        try:
-            stamp = self._file_stamp()
-        except OSError as exc:
-            stamp = None
-            error: Exception | None = exc
-        else:
-            error = None
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp  # a broken version is reported once, not on every look
-        if error is None:
-            try:
-                users = read_users(self._path)
-            except (OSError, UsersFileError) as exc:
-                error = exc
-        if error is not None:
-            logger.error("users file %s unusable, keeping the previous version: %s", self._path, error)
-            return
-        self._users = users
-        logger.info("users file %s reloaded: %d users", self._path, len(users))
 
 
 def render(users: Iterable[User], header: Iterable[str] = ()) -> str:
