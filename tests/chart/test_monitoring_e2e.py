@@ -1,6 +1,7 @@
 """The monitoring pack against a real Prometheus (Debian `prometheus`) scraping the four services
-during an end-to-end run: every dashboard query and every alert expression is evaluated
-through Prometheus' HTTP API; each must parse, and each kubemta panel query must return data.
+and the webhooks component during an end-to-end run: every dashboard query and every alert
+expression (the webhooks' alerts included) is evaluated through Prometheus' HTTP API; each
+must parse, and each kubemta panel query must return data.
 
 RabbitMQ's queue metrics (rabbitmq_queue_*) come from the broker's own rabbitmq_prometheus
 plugin, which the shared test broker does not run (and tests must not enable): those queries
@@ -42,7 +43,9 @@ JOBS = {
     "queue-manager": f"{RELEASE}-queue-manager-metrics",
     "dns-resolver": f"{RELEASE}-dns-resolver-metrics",
     "delivery-worker": f"{RELEASE}-delivery-worker-metrics",
+    "webhooks": f"{RELEASE}-webhooks-metrics",
 }
+RULE_VALUES = {"metrics": {"prometheusRule": {"enabled": True}}, "webhooks": {"enabled": True}}
 # Grafana's variables, as the dashboard would expand them
 SUBSTITUTIONS = {"$__rate_interval": "1m", "$namespace": ".*", "$vhost": ".*"}
 SENDER = "alice@sender.e2e.test"
@@ -77,9 +80,7 @@ class Prometheus:
 
 
 def rule_file(directory: Path) -> Path:
-    (rule,) = [
-        doc for doc in render({"metrics": {"prometheusRule": {"enabled": True}}}) if doc["kind"] == "PrometheusRule"
-    ]
+    (rule,) = [doc for doc in render(RULE_VALUES) if doc["kind"] == "PrometheusRule"]
     path = directory / "kubemta-rules.yaml"
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
     return path
@@ -162,14 +163,26 @@ async def test_dashboard_and_alert_queries_against_live_services(
     mta: tuple[Stack, str],  # noqa: F811 - the imported fixture
     world: Any,  # noqa: F811
     prometheus_factory: Any,
+    tmp_path: Path,
 ) -> None:
     stack, server = mta
+    # the webhooks component with one endpoint (no mail here matches it): its metrics series exist
+    endpoints = tmp_path / "webhooks.json"
+    endpoint = {"name": "shop", "url": f"http://127.0.0.1:{free_port()}/hooks", "secret": "s" * 32}
+    endpoints.write_text(json.dumps([{**endpoint, "submitters": ["apikey:shop"], "events": ["delivered"]}]))
+    await stack.start(("webhooks",), extra_env={"webhooks": {"KUBEMTA_WEBHOOKS_FILE": str(endpoints)}})
     peers = [world.peer("mx1"), world.peer("mx2"), world.peer("bounce-mx")]
     peers.append(world.peer("mx3", rules={"later": "451 4.7.1 Greylisted, try again later"}))
     for peer in peers:
         await peer.start()
     prometheus = await asyncio.to_thread(prometheus_factory, stack)
-    await asyncio.to_thread(wait_until, prometheus.targets_up, timeout=30, what="all four targets up")
+    await asyncio.to_thread(wait_until, prometheus.targets_up, timeout=30, what="all five targets up")
+    await asyncio.to_thread(
+        wait_until,
+        lambda: prometheus.query("sum(kubemta_webhook_reader_leader) == 1")["data"]["result"] != [],
+        timeout=30,
+        what="one webhooks replica reads the events stream",
+    )
 
     # mail that is delivered, bounced (null MX), deferred (greylisted) and refused (bare LF)
     for n in range(3):
