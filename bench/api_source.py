@@ -148,7 +148,8 @@ class ApiSourceResult:
 
 
 class ProbePacer:
-    """Says when the next probe message is due: `rate` per second in all, none when `rate` is 0."""
+    """Says when the next probe message is due: `rate` per second in all (at most one before each load message of
+    a client, so probes never crowd the load out), none when `rate` is 0."""
 
     def __init__(self, rate: float, run_id: str, start: float) -> None:
         self.interval = 1 / rate if rate > 0 else None
@@ -161,7 +162,9 @@ class ProbePacer:
         if self.interval is None or now < self.next_at:
             return None
         self.sequence += 1
-        self.next_at = max(self.next_at + self.interval, now)
+        self.next_at += self.interval
+        if self.next_at <= now:  # behind (a stall): one probe now, the next an interval later, no burst
+            self.next_at = now + self.interval
         return f"{self.run_id}-{self.sequence}"
 
 
@@ -174,27 +177,36 @@ async def _post(client: httpx.AsyncClient, url: str, key: str, body: bytes) -> t
     return seconds, check_reply(response.status_code, response.content)
 
 
+async def _send(
+    client: httpx.AsyncClient, url: str, key: str, body: bytes, tally: ApiTally, probe_id: str | None
+) -> bool:
+    """POST one message and tally the answer; False when it failed (the client then stops)."""
+    try:
+        seconds, _ = await _post(client, url, key, body)
+    except ApiReplyError as exc:
+        tally.fail(str(exc), exc.status)
+        return False
+    except httpx.HTTPError as exc:
+        tally.fail(f"{type(exc).__name__}: {_printable(str(exc))}")
+        return False
+    tally.accept(seconds, probe_id=probe_id, accepted_at=time.time())
+    return True
+
+
 async def _client(url: str, key: str, tally: ApiTally, pacer: ProbePacer, text: str, subject: str) -> None:
+    """One client: load messages until none are left, each preceded by a probe message when one is due."""
     load_body = request_body(recipient=RECIPIENT, subject=subject, text=text)
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(http1=True, http2=False, limits=limits, timeout=REQUEST_TIMEOUT) as client:
-        while tally.first_error is None:
+        while tally.take() is not None:
             probe_id = pacer.due(time.monotonic())
-            if probe_id is None and tally.take() is None:
-                return
-            body = load_body
             if probe_id is not None:
-                body = request_body(recipient=f"probe-{probe_id}@bench.test", subject=f"{subject} probe", text=text)
                 tally.probes_sent += 1
-            try:
-                seconds, _ = await _post(client, url, key, body)
-            except ApiReplyError as exc:
-                tally.fail(str(exc), exc.status)
+                probe = request_body(recipient=f"probe-{probe_id}@bench.test", subject=f"{subject} probe", text=text)
+                if not await _send(client, url, key, probe, tally, probe_id):
+                    return
+            if not await _send(client, url, key, load_body, tally, None):
                 return
-            except httpx.HTTPError as exc:
-                tally.fail(f"{type(exc).__name__}: {_printable(str(exc))}")
-                return
-            tally.accept(seconds, probe_id=probe_id, accepted_at=time.time())
 
 
 def _cpu_seconds() -> float:
