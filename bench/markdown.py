@@ -18,9 +18,10 @@ KUBEMTA_SYSTEMS = ("kubemta", "kubemta-api")  # SMTP, and the HTTP sending API (
 
 
 def _number(value: float) -> str:
-    if value >= 100:
+    """Three significant figures or so, by magnitude (an e2e latency can be negative)."""
+    if abs(value) >= 100:
         return f"{value:,.0f}"
-    if value >= 10:
+    if abs(value) >= 10:
         return f"{value:.1f}"
     return f"{value:.2f}"
 

@@ -102,9 +102,9 @@ def ratios(
 
 
 def _number(value: float) -> str:
-    if value >= 100:
+    if abs(value) >= 100:
         return f"{value:.0f}"
-    if value >= 10:
+    if abs(value) >= 10:
         return f"{value:.1f}"
     return f"{value:.2f}"
 
