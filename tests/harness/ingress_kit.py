@@ -13,6 +13,7 @@ from typing import Any, Self
 
 from kubemta.v1 import message_pb2
 from kubemta_common.config_types import ListenAddress
+from kubemta_ingress.acceptance import MailAcceptance
 from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.server import SessionOptions, SmtpServer
@@ -140,12 +141,14 @@ def build_server(
 ) -> SmtpServer:
     """An ingress SMTP server (not started) on 127.0.0.1:`port` that publishes to `publisher`."""
     handler = IngressHandler(
-        hostname=HOSTNAME,
-        policy=RelayPolicy.create(local_domains, [ipaddress.ip_network(net) for net in relay_networks]),
-        max_recipients=max_recipients,
-        max_message_size=max_message_size,
-        publisher=publisher,
-        max_hops=max_hops,
+        MailAcceptance(
+            hostname=HOSTNAME,
+            policy=RelayPolicy.create(local_domains, [ipaddress.ip_network(net) for net in relay_networks]),
+            max_recipients=max_recipients,
+            max_message_size=max_message_size,
+            publisher=publisher,
+            max_hops=max_hops,
+        )
     )
     return SmtpServer(
         handler,

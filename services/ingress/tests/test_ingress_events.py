@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from kubemta.v1 import message_pb2
 from kubemta_common.config_types import ListenAddress
 from kubemta_common.errors import PublishFailed
+from kubemta_ingress.acceptance import MailAcceptance
 from kubemta_ingress.dedup_key import dedup_key
 from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.policy import RelayPolicy
@@ -74,14 +75,16 @@ async def ingress() -> AsyncIterator[Ingress]:
         events = PublishCountingEvents(publisher, recorded=recorded, service="ingress")
         tracker = tracker or FakeTracker()
         handler = IngressHandler(
-            hostname=HOSTNAME,
-            policy=RelayPolicy.create(("example.org",), [ipaddress.ip_network("127.0.0.0/8")]),
-            max_recipients=100,
-            max_message_size=1_000_000,
-            publisher=publisher,
-            events=events,
-            tracker=tracker,
-            duplicate_window=window,
+            MailAcceptance(
+                hostname=HOSTNAME,
+                policy=RelayPolicy.create(("example.org",), [ipaddress.ip_network("127.0.0.0/8")]),
+                max_recipients=100,
+                max_message_size=1_000_000,
+                publisher=publisher,
+                events=events,
+                tracker=tracker,
+                duplicate_window=window,
+            )
         )
         server = SmtpServer(
             handler, listen=ListenAddress("127.0.0.1", 0), hostname=HOSTNAME, max_message_size=1_000_000, timeout=10

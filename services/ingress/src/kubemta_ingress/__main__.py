@@ -26,6 +26,7 @@ from kubemta_common.events.tracker_client import FirstQueueIds, TrackerClient
 from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
 from kubemta_ingress import metrics
+from kubemta_ingress.acceptance import MailAcceptance
 from kubemta_ingress.api import app_from_settings
 from kubemta_ingress.api_keys import build_api_key_verifier
 from kubemta_ingress.auth import build_authenticator
@@ -77,16 +78,18 @@ def build_handler(
 ) -> IngressHandler:
     """The SMTP handler, whose `acceptance` the HTTP API's POST /v1/messages shares."""
     return IngressHandler(
-        hostname=settings.hostname,
-        policy=RelayPolicy.create(settings.local_domains, settings.relay_networks),
-        max_recipients=settings.max_recipients,
-        max_message_size=settings.max_message_size,
-        publisher=publisher,
-        max_hops=settings.max_hops,
-        recipients=recipients,
-        events=events,
-        tracker=tracker,
-        duplicate_window=settings.duplicate_window,
+        MailAcceptance(
+            hostname=settings.hostname,
+            policy=RelayPolicy.create(settings.local_domains, settings.relay_networks),
+            max_recipients=settings.max_recipients,
+            max_message_size=settings.max_message_size,
+            publisher=publisher,
+            max_hops=settings.max_hops,
+            recipients=recipients,
+            events=events,
+            tracker=tracker,
+            duplicate_window=settings.duplicate_window,
+        )
     )
 
 

@@ -21,16 +21,12 @@ import time
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from kubemta.v1 import message_pb2
-from kubemta_common.amqp.publisher import BusPublisher
-from kubemta_common.events.emitter import EventSink
-from kubemta_common.events.tracker_client import FirstQueueIds
 from kubemta_ingress import metrics, replies
 from kubemta_ingress.acceptance import MAX_HOPS_DEFAULT, MailAcceptance, Queued, Refusal, Submission, text_field
 from kubemta_ingress.auth import AuthMechanisms
 from kubemta_ingress.listeners import session_listener
-from kubemta_ingress.policy import RelayPolicy, client_ip
+from kubemta_ingress.policy import client_ip
 from kubemta_ingress.received import protocol_name
-from kubemta_ingress.recipient_verify import RecipientVerifier
 from kubemta_ingress.rejections import Reason, record_rejection
 from kubemta_ingress.sender_identity import AuthenticatedUser
 
@@ -58,35 +54,11 @@ def authenticated_user(session: Session) -> AuthenticatedUser | None:
 class IngressHandler(AuthMechanisms):
     """aiosmtpd handler: AUTH, then `MailAcceptance`'s checks at MAIL, RCPT and DATA, and the queueing."""
 
-    def __init__(
-        self,
-        *,
-        hostname: str,
-        policy: RelayPolicy,
-        max_recipients: int,
-        max_message_size: int,
-        publisher: BusPublisher,
-        max_hops: int = MAX_HOPS_DEFAULT,
-        recipients: RecipientVerifier | None = None,
-        events: EventSink | None = None,
-        tracker: FirstQueueIds | None = None,
-        duplicate_window: float = 0.0,
-    ) -> None:
-        self.acceptance = MailAcceptance(
-            hostname=hostname,
-            policy=policy,
-            max_recipients=max_recipients,
-            max_message_size=max_message_size,
-            publisher=publisher,
-            max_hops=max_hops,
-            recipients=recipients,
-            events=events,
-            tracker=tracker,
-            duplicate_window=duplicate_window,
-        )
-        self._hostname = hostname
-        self._policy = policy
-        self._max_message_size = max_message_size
+    def __init__(self, acceptance: MailAcceptance) -> None:
+        self.acceptance = acceptance
+        self._hostname = acceptance.hostname
+        self._policy = acceptance.policy
+        self._max_message_size = acceptance.max_message_size
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
