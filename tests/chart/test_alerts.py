@@ -47,6 +47,8 @@ def test_every_alert_promised_is_there() -> None:
         "KubemtaEventsDropped",
         "KubemtaTrackerNotReady",
         "KubemtaTrackerDown",
+        "KubemtaTokenReviewErrors",
+        "KubemtaApiUnavailable",
     } <= alerts
     without_tracker = rule_groups({**RULE_VALUES, "tracker": {"enabled": False}})
     alerts = {rule["alert"] for group in without_tracker["groups"] for rule in group["rules"]}
