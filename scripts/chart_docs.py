@@ -28,23 +28,49 @@ kubectl create secret generic kubemta-amqp --from-literal=amqp_url=amqp://USER:P
 helm install kubemta charts/kubemta --set config.hostname=mta.example.com --set rabbitmq.existingSecret=kubemta-amqp
 ```
 
-One image runs all four components; each Deployment's `command` chooses the service. Containers listen on
-unprivileged ports (SMTP 2525, submission 2587, SMTPS 2465, metrics 9100); the SMTP Service maps 25, 587 and 465.
+One image runs every component; each Deployment's `command` chooses the service:
 
+| component | what it does | on by default |
+|---|---|---|
+| `smtpIngress` | takes mail over SMTP (25, 587, 465) and the sending API `POST /v1/messages`, queues it | yes |
+| `queueManager` | splits accepted mail into delivery jobs, DKIM-signs it, schedules retries, sends bounces | yes |
+| `dnsResolver` | finds each destination domain's route: MX hosts, transports, MTA-STS policy | yes |
+| `deliveryWorker` | delivers over SMTP and LMTP | yes |
+| `tracker` | indexes the lifecycle events stream: `kubemta-admin queue`, duplicate checks, Idempotency-Keys | yes |
+| `webhooks` | POSTs each app's delivery events to its HTTP endpoints (docs/webhooks.md) | no (`webhooks.enabled`) |
+
+Containers listen on unprivileged ports (SMTP 2525, submission 2587, SMTPS 2465, HTTP API 8080, tracker 8025,
+metrics 9100); the SMTP Service maps 25, 587 and 465.
+
+- **Apps authenticate; nobody relays by address.** `config.relayNetworks` is empty by default: no client may relay
+  because of its IP (the NOTES warn while it lists networks: any pod there could send as any domain). Apps send
+  over SMTP AUTH or `POST /v1/messages` as one of their own sender identities:
+  - in the cluster, as their **ServiceAccount** (`smtpIngress.serviceAccountAuth`): a projected token bound to the
+    audience `kubemta`, checked with a TokenReview (the chart binds the ingress to `system:auth-delegator`);
+    `identities` maps `NAMESPACE/NAME` to the addresses and domains it may send as;
+  - from anywhere, with an **API key** made by `kubemta-admin api-keys create` (`smtpIngress.apiKeys.existingSecret`);
+  - with a users-file login (`auth.existingSecret`).
 - **Autoscaling**: with `keda.enabled`, queue-manager (`inbound` + `results`), dns-resolver (`route`) and
   delivery-worker (`deliver`) each get a KEDA ScaledObject with a `rabbitmq` trigger (QueueLength) on their own
   queue and no HPA; without KEDA, `autoscaling.hpa` scales them on CPU. The smtp-ingress always uses its HPA.
-- **Client addresses**: relay checks and rate limits need the client's real IP. `externalTrafficPolicy: Local`
-  keeps it (traffic only reaches nodes with an ingress pod); with `Cluster` or a proxying load balancer, turn on
-  the load balancer's PROXY protocol (e.g. its Service annotation) and list its addresses in
-  `smtpIngress.proxyProtocol.trustedNetworks`.
-- **Secrets** are never values: the AMQP URL (`rabbitmq.existingSecret`), the TLS certificate (`tls.existingSecret`,
-  a `kubernetes.io/tls` Secret), the AUTH users file (`auth.existingSecret`), DKIM keys (`dkim.existingSecret`: the
-  private keys go to the queue-manager only, the smtp-ingress gets just the public keys), and any other setting as
-  a file in `secrets.existingSecret` (mounted at /run/secrets/kubemta).
+- **Client addresses**: rate limits (and relay checks, if you set `config.relayNetworks`) need the client's real
+  IP. `externalTrafficPolicy: Local` keeps it (traffic only reaches nodes with an ingress pod); with `Cluster` or a
+  proxying load balancer, turn on the load balancer's PROXY protocol (e.g. its Service annotation) and list its
+  addresses in `smtpIngress.proxyProtocol.trustedNetworks`.
+- **Secrets** come from Secrets you create: the AMQP URL (`rabbitmq.existingSecret`), the TLS certificate
+  (`tls.existingSecret`, a `kubernetes.io/tls` Secret), the AUTH users file (`auth.existingSecret`), the API keys
+  file (`smtpIngress.apiKeys.existingSecret`), DKIM keys (`dkim.existingSecret`: the private keys go to the
+  queue-manager only, the smtp-ingress gets just the public keys), and any other setting as a file in
+  `secrets.existingSecret` (mounted at /run/secrets/kubemta). A few may be values instead, for trying things out:
+  `rabbitmq.url`, and the webhook endpoints with their signing keys (`webhooks.endpoints`; prefer
+  `webhooks.existingSecret`). The HTTP API's and the tracker's tokens are generated into Secrets and kept across
+  upgrades unless you give your own (`smtpIngress.api.existingSecret`, `tracker.auth.existingSecret`).
 - **Monitoring**: a ServiceMonitor per component, a PrometheusRule (bounce rate, deferral rate per provider,
-  backlog, queue time, no deliveries while queued, 4xx rejects, broker down, held messages) and the
-  "kubemta / Overview" Grafana dashboard (ConfigMap labelled `grafana_dashboard: "1"`). Queue depths come from
+  backlog, queue time, no deliveries while queued, 4xx rejects, broker down, held messages, dropped lifecycle
+  events, tracker down, TokenReview errors, sending API unavailable and, with webhooks, no stream reader and
+  failing endpoints; the apps' alerts link their runbook in docs/runbooks.md under
+  `metrics.prometheusRule.docsBaseUrl`) and the "kubemta / Overview" Grafana dashboard (ConfigMap labelled
+  `grafana_dashboard: "1"`), with a row for the sending API, app identities and webhooks. Queue depths come from
   RabbitMQ's own rabbitmq_prometheus plugin with per-object metrics (`prometheus.return_per_object_metrics = true`,
   set by the chart's RabbitmqCluster) scraped as job `metrics.prometheusRule.rabbitmqJob`.
 
