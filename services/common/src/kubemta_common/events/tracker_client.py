@@ -275,22 +275,9 @@ class TrackerClient:
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         """The decoded JSON answer of a 200 to POST `body`, bounded by the timeout; TrackerUnavailable otherwise."""
         try:
-            async with asyncio.timeout(self._timeout):
-                async with self._client.stream("POST", path, json=body) as response:
-                    if response.status_code != 200:
-                        raise _TrackerProblem(f"HTTP {response.status_code}")
-                    raw = await _read_capped(response)
-        except TimeoutError:
-            problem = f"no answer within {self._timeout:g}s"
+            return await self._request("POST", path, body=body)
         except _TrackerProblem as exc:
             problem = str(exc)
-        except httpx.HTTPError as exc:
-            problem = f"{type(exc).__name__}: {sanitize(str(exc))}"
-        else:
-            try:
-                return json.loads(raw)
-            except (ValueError, RecursionError):
-                problem = "an answer that is not JSON"
         self._warnings.warn(f"tracker idempotency {path.rsplit('/', 1)[-1]} unknown: {problem}")
         raise TrackerUnavailable(problem)
 
@@ -302,26 +289,38 @@ class TrackerClient:
         """The decoded JSON answer, `_ABSENT` for a 404 when that means "none", or `_UNKNOWN` (counted and
         logged)."""
         try:
+            return await self._request("GET", path, params=params, absent_on_404=absent_on_404)
+        except _TrackerProblem as exc:
+            self._unknown(check, str(exc))
+            return _UNKNOWN
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        absent_on_404: bool = False,
+    ) -> Any:
+        """The decoded JSON answer of a 200 within the timeout, `_ABSENT` for a 404 when `absent_on_404`; raises
+        _TrackerProblem saying why there is none (no answer, another status, too long, not JSON)."""
+        try:
             async with asyncio.timeout(self._timeout):
-                async with self._client.stream("GET", path, params=params) as response:
+                async with self._client.stream(method, path, params=params, json=body) as response:
                     if absent_on_404 and response.status_code == 404:
                         return _ABSENT
                     if response.status_code != 200:
                         raise _TrackerProblem(f"HTTP {response.status_code}")
-                    body = await _read_capped(response)
+                    raw = await _read_capped(response)
         except TimeoutError:
-            problem = f"no answer within {self._timeout:g}s"
-        except _TrackerProblem as exc:
-            problem = str(exc)
+            raise _TrackerProblem(f"no answer within {self._timeout:g}s") from None
         except httpx.HTTPError as exc:
-            problem = f"{type(exc).__name__}: {sanitize(str(exc))}"
-        else:
-            try:
-                return json.loads(body)
-            except (ValueError, RecursionError):
-                problem = "an answer that is not JSON"
-        self._unknown(check, problem)
-        return _UNKNOWN
+            raise _TrackerProblem(f"{type(exc).__name__}: {sanitize(str(exc))}") from None
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            raise _TrackerProblem("an answer that is not JSON") from None
 
 
 _ABSENT: Any = object()
