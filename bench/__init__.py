@@ -2,7 +2,8 @@
 
 Every system gets the same workload from Postfix's `smtp-source` and delivers to Postfix's
 `smtp-sink` on loopback addresses of this run; an own small SMTP client samples the accept
-latency and, with the sink's per-message dump files, the end-to-end latency. A second
+latency and, with the sink's per-message dump files, the end-to-end latency. `kubemta-api`
+is kubemta loaded through its HTTP sending API by bench.api_source instead. A second
 scenario holds idle SMTP sessions open against the kubemta ingress and reports its memory.
 See the "Benchmark" section of the repository README for the figures and how they are measured.
 """
