@@ -1,3 +1,40 @@
-"""Plugins for every test of the repository (services/*/tests and tests/)."""
+"""Plugins for every test of the repository (services/*/tests and tests/), and the order files run in."""
+
+from pathlib import Path
+
+import pytest
 
 pytest_plugins = ("tests.harness.no_skips", "tests.harness.broker_fixtures")
+
+ROOT = Path(__file__).parent
+SLOW_FIRST = (
+    "tests/e2e/test_chaos.py",
+    "tests/e2e/",
+    "tests/chart/test_monitoring_e2e.py",
+    "tests/chart/",
+    "tests/integration/",
+)
+"""Where the slow files are, slowest first. `make test` runs two workers that each take a whole file at a
+time (--dist loadfile), in collection order: a long end-to-end file collected last keeps one worker busy
+alone for minutes while the other has nothing left, so the slow files go first and the many short ones
+fill in behind them."""
+
+
+def slowness_rank(path: str) -> int:
+    """The place of a test file (relative to the repository) in SLOW_FIRST; everything else after."""
+    for rank, prefix in enumerate(SLOW_FIRST):
+        if path.startswith(prefix):
+            return rank
+    return len(SLOW_FIRST)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow files first; files and tests otherwise keep their order (the sort is stable, by file)."""
+
+    def rank(item: pytest.Item) -> int:
+        try:
+            return slowness_rank(item.path.relative_to(ROOT).as_posix())
+        except ValueError:
+            return len(SLOW_FIRST)
+
+    items.sort(key=rank)
