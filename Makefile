@@ -43,7 +43,7 @@ typecheck: sync ## mypy only
 
 .PHONY: test
 test: system-deps sync lint ## everything: lint, unit, integration and end-to-end tests (two at a time, one file per worker)
-	$(VENV)/bin/pytest -p no:cacheprovider -n 2 --dist loadfile
+	$(VENV)/bin/pytest -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: test-unit
 test-unit: system-deps sync ## unit tests only (no broker; installs the tools they drive: swaks, promtool, nsd)

@@ -15,9 +15,9 @@ SLOW_FIRST = (
     "tests/integration/",
 )
 """Where the slow files are, slowest first. `make test` runs two workers that each take a whole file at a
-time (--dist loadfile), in collection order: a long end-to-end file collected last keeps one worker busy
-alone for minutes while the other has nothing left, so the slow files go first and the many short ones
-fill in behind them."""
+time (--dist loadfile), in collection order (--no-loadscope-reorder: xdist would otherwise order files by
+how many tests they hold): a long end-to-end file handed out last keeps one worker busy alone for minutes
+while the other has nothing left, so the slow files go first and the many short ones fill in behind them."""
 
 
 def slowness_rank(path: str) -> int:
