@@ -114,7 +114,8 @@ class _FakeApi(BaseHTTPRequestHandler):
 def fake_cluster() -> Iterator[Path]:
     """A fake API server on a free loopback port; yields the path of a kubeconfig for it."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever's next poll: the default half second was most of every render
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -175,23 +176,48 @@ def lint(values: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+_INSTALLED: dict[str, dict[str, Any]] = {}
+"""Releases already rendered in this process, by their inputs: many tests render the same values, and one
+render by the Helm engine takes about a second. Only the chart in the repository is remembered (a copy made
+by `chart_without_schema` is a new directory each time)."""
+
+
 def install(
-    values: dict[str, Any], release: str = "kubemta", namespace: str = "mail", chart: Path = CHART
+    values: dict[str, Any],
+    release: str = "kubemta",
+    namespace: str = "mail",
+    chart: Path = CHART,
+    *,
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """The release `helm install` produces (manifest, notes, ...); raises helm_sdkpy.InstallError on failure."""
+    """The release `helm install` produces (manifest, notes, ...); raises helm_sdkpy.InstallError on failure.
+    `fresh`: render anew even when these values were rendered before (for what the chart generates at random)."""
+    remembered = chart == CHART and not fresh
+    # the fake API server answers Helm's `lookup`: a test that swaps it in (existing Secrets) renders anew
+    server = globals()["_FakeApi"].__qualname__
+    key = json.dumps([values, release, namespace, server], sort_keys=True, default=str) if remembered else None
+    if key is not None and key in _INSTALLED:
+        return copy.deepcopy(_INSTALLED[key])
     with fake_cluster() as kubeconfig:
         config = helm_sdkpy.Configuration(namespace=namespace, kubeconfig=str(kubeconfig))
         release_info: dict[str, Any] = asyncio.run(
             helm_sdkpy.Install(config).run(release, str(chart), values=values or None, wait=False, timeout=60)
         )
+    if key is not None:
+        _INSTALLED[key] = copy.deepcopy(release_info)
     return release_info
 
 
 def render(
-    values: dict[str, Any], release: str = "kubemta", namespace: str = "mail", chart: Path = CHART
+    values: dict[str, Any],
+    release: str = "kubemta",
+    namespace: str = "mail",
+    chart: Path = CHART,
+    *,
+    fresh: bool = False,
 ) -> list[dict[str, Any]]:
-    """The rendered manifests as objects (like `helm template`)."""
-    manifest = install(values, release, namespace, chart)["manifest"]
+    """The rendered manifests as objects (like `helm template`); `fresh` as for `install`."""
+    manifest = install(values, release, namespace, chart, fresh=fresh)["manifest"]
     return [doc for doc in yaml.safe_load_all(manifest) if doc]
 
 

@@ -116,7 +116,7 @@ def test_the_generated_tokens_are_random_consistent_and_accepted_by_the_tracker(
     admin = parse_tokens(data["admin-tokens"])
     assert {name: token.get_secret_value() for name, token in read.items()} == {"services": data["service-token"]}
     assert {name: token.get_secret_value() for name, token in admin.items()} == {"admin": data["admin-token"]}
-    assert generated(render({}))["service-token"] != data["service-token"]
+    assert generated(render({}, fresh=True))["service-token"] != data["service-token"]
     named = generated(render({"tracker": {"auth": {"adminName": "ops-team"}}}))
     assert named["admin-tokens"].startswith("ops-team:")
 
