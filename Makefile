@@ -42,8 +42,8 @@ typecheck: sync ## mypy only
 	scripts/typecheck.sh
 
 .PHONY: test
-test: system-deps sync lint ## everything: lint, unit, integration and end-to-end tests (two at a time, one file per worker)
-	$(VENV)/bin/pytest -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
+test: system-deps sync lint ## everything: lint, unit, integration and end-to-end tests (three files at a time: most tests wait on processes and sockets)
+	$(VENV)/bin/pytest -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder
 
 .PHONY: test-unit
 test-unit: system-deps sync ## unit tests only (no broker; installs the tools they drive: swaks, promtool, nsd)

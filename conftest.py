@@ -14,10 +14,10 @@ SLOW_FIRST = (
     "tests/chart/",
     "tests/integration/",
 )
-"""Where the slow files are, slowest first. `make test` runs two workers that each take a whole file at a
+"""Where the slow files are, slowest first. `make test` runs three workers that each take a whole file at a
 time (--dist loadfile), in collection order (--no-loadscope-reorder: xdist would otherwise order files by
 how many tests they hold): a long end-to-end file handed out last keeps one worker busy alone for minutes
-while the other has nothing left, so the slow files go first and the many short ones fill in behind them."""
+while the others have nothing left, so the slow files go first and the many short ones fill in behind them."""
 
 
 def slowness_rank(path: str) -> int:
