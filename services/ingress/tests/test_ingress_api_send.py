@@ -469,3 +469,15 @@ async def test_a_lost_confirm_keeps_the_idempotency_key_held(api: Api) -> None:
     retry = await api.send(MESSAGE, **{"Idempotency-Key": "k-lost"})
     assert retry.status_code == 202 and retry.json()["queue_id"] == "QUEUEDATLAST0001"
     assert api.publisher.published == []
+
+
+async def test_a_replayed_raw_message_names_the_message_id_of_the_first_answer(api: Api) -> None:
+    bare = RAW.replace(b"Message-ID: <raw-1@ops.example>\r\n", b"")
+    headers = {"Authorization": f"Bearer {APP_TOKEN}", "Content-Type": "message/rfc822", "Idempotency-Key": "raw-1"}
+    first = await api.client.post("/v1/messages", content=bare, headers=headers)
+    assert first.status_code == 202, first.text
+    queued = api.queued()
+    api.claims.queued(queued.dedup_key.removeprefix("idem:"), queued.queue_id)
+    again = await api.client.post("/v1/messages", content=bare, headers=headers)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()

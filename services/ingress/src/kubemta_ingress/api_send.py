@@ -251,7 +251,9 @@ class SendingApi:
             return begin
         if isinstance(begin, Replay):
             metrics.API_MESSAGES.labels(result="replayed").inc()
-            answer = queued_response(Queued(begin.queue_id, composed.message_id), len(composed.recipients))
+            # a raw message without a Message-ID got the one the MSA adds: <first queue id@host> (acceptance.py)
+            mid = composed.message_id or f"<{begin.queue_id}@{self._acceptance.hostname}>"
+            answer = queued_response(Queued(begin.queue_id, mid), len(composed.recipients))
             answer.headers["Idempotent-Replayed"] = "true"
             return answer
         if isinstance(begin, Conflict):
