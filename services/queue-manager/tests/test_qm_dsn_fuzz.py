@@ -2,6 +2,7 @@
 ids and original headers (several recipients, any domains) never raise and always give a
 DSN that the email package and flufl.bounce read as exactly the fields kubemta wrote."""
 
+import email.utils
 import re
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import AddressHeader
@@ -74,8 +75,10 @@ def plain(address: str) -> bool:
 
 
 def written_forms(address: str) -> list[str]:
-    """The address as given, and as kubemta escapes it (flufl's heuristics may read those from the text)."""
-    return [address, field_value(address, utf8=True, limit=len(address) * 10 + 3), xtext_address(address)]
+    """The address as given, and as kubemta escapes it (flufl's heuristics may read those from the text), each also
+    as the email package's address parser reads it (flufl's DSN reader does: `@[` comes back as `@[]`)."""
+    forms = [address, field_value(address, utf8=True, limit=len(address) * 10 + 3), xtext_address(address)]
+    return forms + [email.utils.parseaddr(form)[1] for form in forms]
 
 
 def expected_fields(report: Report, entry: RecipientReport) -> list[str]:
@@ -100,6 +103,18 @@ def expected_fields(report: Report, entry: RecipientReport) -> list[str]:
             RecipientReport(recipient="", status=",0@", smtp_code=250, diagnostic=",", remote_mta=""),
             RecipientReport(recipient="\ud800", status="5.1.1"),
         ],
+        original_content=b"",
+    )
+)
+@example(  # flufl.bounce reads "Final-Recipient: rfc822; @[" with the email package's parser: b"@[]"
+    Report(
+        hostname="mx.kubemta.test",
+        queue_id="QORIG",
+        sender="",
+        arrival=NOW,
+        last_attempt=NOW,
+        action=Action.FAILED,
+        recipients=[RecipientReport(recipient="@[", status="5.1.1")],
         original_content=b"",
     )
 )
