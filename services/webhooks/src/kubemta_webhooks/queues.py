@@ -12,19 +12,15 @@
   connection that declared it lives; another replica's declaration fails with RESOURCE_LOCKED.
 """
 
-import logging
 from collections.abc import Iterable
 
-import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from pamqp.common import FieldTable
 
 from kubemta.v1 import webhooks_pb2
 from kubemta_common.amqp.stages import Stage
-from kubemta_common.amqp.topology import DELIVERY_LIMIT, EXCHANGE, HELD, held_arguments
+from kubemta_common.amqp.topology import DELIVERY_LIMIT, EXCHANGE, HELD, declare_as_is, held_arguments
 from kubemta_common.config_types import format_duration
-
-logger = logging.getLogger(__name__)
 
 WEBHOOKS = "webhooks"
 CHECKPOINT = "webhooks.checkpoint"
@@ -88,23 +84,13 @@ async def declare_send_queues(channel: AbstractChannel, tiers: Iterable[float]) 
 
 async def declare_checkpoint(connection: AbstractConnection, server_version: str) -> None:
     """Declare and bind `webhooks.checkpoint` on channels of its own; one that exists with other arguments (declared
-    on 3.x, the broker upgraded to 4.x) is logged and used as it is."""
-    arguments = checkpoint_arguments(server_version)
-    channel = await connection.channel(publisher_confirms=False)
-    try:
-        queue = await channel.declare_queue(CHECKPOINT, durable=True, arguments=arguments)
-    except aiormq.exceptions.ChannelPreconditionFailed as exc:
-        logger.error(
-            "the %r queue exists with other arguments than %s (%s); it is used as it is. On RabbitMQ 4.x: "
-            "rabbitmqctl set_policy --apply-to quorum_queues kubemta-webhooks-checkpoint '^webhooks\\.checkpoint$' "
-            "'{\"delivery-limit\": -1}'",
-            CHECKPOINT,
-            dict(arguments),
-            exc,
-        )
-        channel = await connection.channel(publisher_confirms=False)
-        queue = await channel.declare_queue(CHECKPOINT, passive=True)
-    try:
-        await queue.bind(EXCHANGE, routing_key=CHECKPOINT)
-    finally:
-        await channel.close()
+    on 3.x, the broker upgraded to 4.x) is logged and used as it is (declare_as_is)."""
+    await declare_as_is(
+        connection,
+        CHECKPOINT,
+        checkpoint_arguments(server_version),
+        advice=(
+            "it is used as it is. On RabbitMQ 4.x: rabbitmqctl set_policy --apply-to quorum_queues "
+            "kubemta-webhooks-checkpoint '^webhooks\\.checkpoint$' '{\"delivery-limit\": -1}'"
+        ),
+    )

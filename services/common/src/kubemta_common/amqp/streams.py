@@ -17,16 +17,12 @@ required, manual acknowledgements) work the same on 3.10+ and 4.x; 3.13+ adds st
 filtering, which kubemta does not need (the tracker reads every event).
 """
 
-import logging
 from dataclasses import dataclass
 
-import aiormq
 from aio_pika.abc import AbstractConnection
 from pamqp.common import FieldTable
 
-from kubemta_common.amqp.topology import EXCHANGE
-
-logger = logging.getLogger(__name__)
+from kubemta_common.amqp.topology import declare_as_is
 
 EVENTS = "events"
 DECISIONS = "decisions"
@@ -67,23 +63,8 @@ async def declare_streams(connection: AbstractConnection, retention: StreamReten
     """Declare and bind both streams, each on a channel of its own (a failed declaration closes its
     channel); one that exists with other arguments is logged and used as it is."""
     for name, arguments in stream_declarations(retention).items():
-        channel = await connection.channel(publisher_confirms=False)
-        try:
-            queue = await channel.declare_queue(name, durable=True, arguments=arguments)
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            logger.error(
-                "the %r stream exists with other arguments than %s (%s); it is used as it is. To change its "
-                "retention: rabbitmqctl set_policy --apply-to streams kubemta-%s '^%s$' "
-                '\'{"max-age": "7D", "max-length-bytes": 10000000000}\'',
-                name,
-                dict(arguments),
-                exc,
-                name,
-                name,
-            )
-            channel = await connection.channel(publisher_confirms=False)
-            queue = await channel.declare_queue(name, passive=True)
-        try:
-            await queue.bind(EXCHANGE, routing_key=name)
-        finally:
-            await channel.close()
+        advice = (
+            "it is used as it is. To change its retention: rabbitmqctl set_policy --apply-to streams "
+            f'kubemta-{name} \'^{name}$\' \'{{"max-age": "7D", "max-length-bytes": 10000000000}}\''
+        )
+        await declare_as_is(connection, name, arguments, advice=advice, kind="stream")

@@ -167,31 +167,42 @@ async def declare_stages(channel: AbstractChannel, retry_delays: Iterable[float]
 
 
 async def declare_held(connection: AbstractConnection, server_version: str) -> bool:
-    """Declare and bind `held` on channels of its own; False (and an error logged) when it exists with
-    arguments other than this broker version's, which a declaration cannot change (the queue is used as it is).
+    """Declare and bind `held` (declare_as_is); False when it exists with arguments other than this broker
+    version's."""
+    return await declare_as_is(
+        connection,
+        HELD,
+        held_arguments(server_version),
+        advice=(
+            "on RabbitMQ 4.x it may drop a message after 20 returns. Fix: rabbitmqctl set_policy --apply-to "
+            "quorum_queues kubemta-held '^held$' '{\"delivery-limit\": -1}' (4.x), or drain and delete the queue so "
+            "it is declared anew"
+        ),
+    )
+
+
+async def declare_as_is(
+    connection: AbstractConnection, name: str, arguments: FieldTable, *, advice: str, kind: str = "queue"
+) -> bool:
+    """Declare `name` with `arguments` and bind it to the exchange under its name, on channels of its own; False
+    when it exists with other arguments, which a declaration cannot change (a queue made by an older version, or
+    on an older broker): an error with `advice` (what it means, how to change it) is logged and the queue is used
+    as it is.
 
     Its own channels: a failed declaration closes its channel, and a robust channel would declare it
     again, and fail again, after every reconnect.
     """
-    arguments = held_arguments(server_version)
     matches = True
     channel = await connection.channel(publisher_confirms=False)
     try:
-        held = await channel.declare_queue(HELD, durable=True, arguments=arguments)
+        queue = await channel.declare_queue(name, durable=True, arguments=arguments)
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         matches = False
-        logger.error(
-            "the %r queue exists with other arguments than %s (%s): on RabbitMQ 4.x it may drop a message after "
-            "20 returns. Fix: rabbitmqctl set_policy --apply-to quorum_queues kubemta-held '^held$' "
-            "'{\"delivery-limit\": -1}' (4.x), or drain and delete the queue so it is declared anew",
-            HELD,
-            dict(arguments),
-            exc,
-        )
+        logger.error("the %r %s exists with other arguments than %s (%s): %s", name, kind, dict(arguments), exc, advice)
         channel = await connection.channel(publisher_confirms=False)
-        held = await channel.declare_queue(HELD, passive=True)
+        queue = await channel.declare_queue(name, passive=True)
     try:
-        await held.bind(EXCHANGE, routing_key=HELD)
+        await queue.bind(EXCHANGE, routing_key=name)
     finally:
         await channel.close()
     return matches
