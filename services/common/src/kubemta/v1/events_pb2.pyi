@@ -470,12 +470,19 @@ class RecipientOutcome(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     DIAGNOSTIC_FIELD_NUMBER: _builtins.int
     REMOTE_MTA_FIELD_NUMBER: _builtins.int
+    BOUNCE_CLASS_FIELD_NUMBER: _builtins.int
+    HARD_FIELD_NUMBER: _builtins.int
     recipient: _builtins.str
     outcome: _message_pb2.Outcome.ValueType
     smtp_code: _builtins.int
     status: _builtins.str
     diagnostic: _builtins.str
     remote_mta: _builtins.str
+    bounce_class: _builtins.str
+    """Failures (deferred, bounced, expired): the class (kubemta_common.bounce_class, e.g. "invalid_recipient")
+    and whether it is hard (will not succeed by retrying) or soft.
+    """
+    hard: _builtins.bool
     def __init__(
         self,
         *,
@@ -485,10 +492,12 @@ class RecipientOutcome(_message.Message):
         status: _builtins.str = ...,
         diagnostic: _builtins.str = ...,
         remote_mta: _builtins.str = ...,
+        bounce_class: _builtins.str = ...,
+        hard: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["diagnostic", b"diagnostic", "outcome", b"outcome", "recipient", b"recipient", "remote_mta", b"remote_mta", "smtp_code", b"smtp_code", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_class", b"bounce_class", "diagnostic", b"diagnostic", "hard", b"hard", "outcome", b"outcome", "recipient", b"recipient", "remote_mta", b"remote_mta", "smtp_code", b"smtp_code", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -877,3 +886,64 @@ class AdminDecision(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AdminDecision: _TypeAlias = AdminDecision  # noqa: Y015
+
+@_typing.final
+class SuppressionChange(_message.Message):
+    """The body of one `suppressions` stream message: a recipient was added to or removed from the
+    suppression list. Written by the queue-manager (a hard bounce of class invalid_recipient) and by
+    the tracker's admin API (an operator's add or remove); every tracker replica indexes the stream,
+    the ingress asks a tracker at RCPT for authenticated and API senders.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    DIAGNOSTIC_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    """Unique per change (random, hex), so one published twice is indexed once."""
+    address: _builtins.str
+    """The recipient, as it is compared: the whole address lower-cased."""
+    suppressed: _builtins.bool
+    """True: suppressed until `expires`; false: removed (an earlier entry no longer applies)."""
+    reason: _builtins.str
+    """Why: the bounce class ("invalid_recipient") or the operator's reason."""
+    source: _builtins.str
+    """"bounce" or "admin"."""
+    actor: _builtins.str
+    """The operator (admin token name) or service that made the change."""
+    queue_id: _builtins.str
+    """For a bounce: the message and the reply that caused it."""
+    diagnostic: _builtins.str
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        address: _builtins.str = ...,
+        suppressed: _builtins.bool = ...,
+        expires: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        queue_id: _builtins.str = ...,
+        diagnostic: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires", b"expires", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "address", b"address", "change_id", b"change_id", "diagnostic", b"diagnostic", "expires", b"expires", "queue_id", b"queue_id", "reason", b"reason", "source", b"source", "suppressed", b"suppressed", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuppressionChange: _TypeAlias = SuppressionChange  # noqa: Y015

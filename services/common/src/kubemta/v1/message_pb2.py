@@ -25,37 +25,51 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18kubemta/v1/message.proto\x12\nkubemta.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x02\n\x0f\x41\x63\x63\x65ptedMessage\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x12\n\nrecipients\x18\x03 \x03(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\x12\x30\n\x0c\x61rrival_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63lient_address\x18\x06 \x01(\t\x12\x13\n\x0b\x63lient_helo\x18\x07 \x01(\t\x12\x11\n\tgenerated\x18\x08 \x01(\x08\x12\x10\n\x08smtputf8\x18\t \x01(\x08\x12 \n\x05trust\x18\n \x01(\x0e\x32\x11.kubemta.v1.Trust\x12\x1a\n\x12\x61uthenticated_user\x18\x0b \x01(\t\x12\x12\n\nmessage_id\x18\x0c \x01(\t\x12\x10\n\x08listener\x18\r \x01(\t\x12\x11\n\tdedup_key\x18\x0e \x01(\t\x12\x0c\n\x04tags\x18\x0f \x03(\t\"e\n\tRouteHost\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x12\n\npreference\x18\x04 \x01(\r\x12\x13\n\x0bunix_socket\x18\x05 \x01(\t\"\xd2\x01\n\x05Route\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.kubemta.v1.TransportKind\x12$\n\x05hosts\x18\x02 \x03(\x0b\x32\x15.kubemta.v1.RouteHost\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12)\n\ntls_policy\x18\x05 \x01(\x0e\x32\x15.kubemta.v1.TlsPolicy\x12\x12\n\nmta_sts_mx\x18\x06 \x03(\t\x12\x19\n\x11tls_policy_source\x18\x07 \x01(\t\"\x9a\x03\n\x0b\x44\x65liveryJob\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12\x12\n\nrecipients\x18\x05 \x03(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\x0c\x12\x30\n\x0c\x61rrival_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\r\x12 \n\x05route\x18\t \x01(\x0b\x32\x11.kubemta.v1.Route\x12\x1a\n\x12\x64\x65lay_warning_sent\x18\n \x01(\x08\x12\x10\n\x08smtputf8\x18\x0b \x01(\x08\x12\x11\n\tgenerated\x18\x0c \x01(\x08\x12\x12\n\nmessage_id\x18\r \x01(\t\x12/\n\x0breleased_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fmaybe_duplicate\x18\x0f \x01(\x08\x12\x11\n\tsubmitter\x18\x10 \x01(\t\x12\x0c\n\x04tags\x18\x11 \x03(\t\"\x95\x01\n\x0fRecipientResult\x12\x11\n\trecipient\x18\x01 \x01(\t\x12$\n\x07outcome\x18\x02 \x01(\x0e\x32\x13.kubemta.v1.Outcome\x12\x11\n\tsmtp_code\x18\x03 \x01(\r\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x12\n\ndiagnostic\x18\x05 \x01(\t\x12\x12\n\nremote_mta\x18\x06 \x01(\t\"\xab\x01\n\x0e\x44\x65liveryResult\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.kubemta.v1.DeliveryJob\x12/\n\nrecipients\x18\x02 \x03(\x0b\x32\x1b.kubemta.v1.RecipientResult\x12\x30\n\x0c\x61ttempted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08reporter\x18\x04 \x01(\t\"\x93\x01\n\x0c\x44snRecipient\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tsmtp_code\x18\x03 \x01(\r\x12\x12\n\ndiagnostic\x18\x04 \x01(\t\x12\x12\n\nremote_mta\x18\x05 \x01(\t\x12\x0f\n\x07\x65xpired\x18\x06 \x01(\x08\x12\x14\n\x0creply_status\x18\x07 \x01(\t\"\xdb\x02\n\nDsnRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.kubemta.v1.DsnAction\x12\x30\n\x0c\x61rrival_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_attempt\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10will_retry_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\nrecipients\x18\x07 \x03(\x0b\x32\x18.kubemta.v1.DsnRecipient\x12\x18\n\x10original_headers\x18\x08 \x01(\x0c\x12\x0e\n\x06job_id\x18\t \x01(\t\x12\x12\n\nmessage_id\x18\n \x01(\t*N\n\x05Trust\x12\x13\n\x0fTRUST_UNTRUSTED\x10\x00\x12\x17\n\x13TRUST_AUTHENTICATED\x10\x01\x12\x17\n\x13TRUST_RELAY_NETWORK\x10\x02*a\n\rTransportKind\x12\x1e\n\x1aTRANSPORT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13TRANSPORT_KIND_SMTP\x10\x01\x12\x17\n\x13TRANSPORT_KIND_LMTP\x10\x02*\x7f\n\tTlsPolicy\x12\x1a\n\x16TLS_POLICY_UNSPECIFIED\x10\x00\x12\x13\n\x0fTLS_POLICY_NONE\x10\x01\x12\x12\n\x0eTLS_POLICY_MAY\x10\x02\x12\x16\n\x12TLS_POLICY_ENCRYPT\x10\x03\x12\x15\n\x11TLS_POLICY_VERIFY\x10\x04*g\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_DELIVERED\x10\x01\x12\x15\n\x11OUTCOME_TEMPORARY\x10\x02\x12\x15\n\x11OUTCOME_PERMANENT\x10\x03*V\n\tDsnAction\x12\x1a\n\x16\x44SN_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44SN_ACTION_FAILED\x10\x01\x12\x16\n\x12\x44SN_ACTION_DELAYED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18kubemta/v1/message.proto\x12\nkubemta.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x04\n\x0f\x41\x63\x63\x65ptedMessage\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x12\n\nrecipients\x18\x03 \x03(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\x12\x30\n\x0c\x61rrival_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63lient_address\x18\x06 \x01(\t\x12\x13\n\x0b\x63lient_helo\x18\x07 \x01(\t\x12\x11\n\tgenerated\x18\x08 \x01(\x08\x12\x10\n\x08smtputf8\x18\t \x01(\x08\x12 \n\x05trust\x18\n \x01(\x0e\x32\x11.kubemta.v1.Trust\x12\x1a\n\x12\x61uthenticated_user\x18\x0b \x01(\t\x12\x12\n\nmessage_id\x18\x0c \x01(\t\x12\x10\n\x08listener\x18\r \x01(\t\x12\x11\n\tdedup_key\x18\x0e \x01(\t\x12\x0c\n\x04tags\x18\x0f \x03(\t\x12\x44\n\rrecipient_dsn\x18\x10 \x03(\x0b\x32-.kubemta.v1.AcceptedMessage.RecipientDsnEntry\x12\r\n\x05\x65nvid\x18\x11 \x01(\t\x12\x1f\n\x03ret\x18\x12 \x01(\x0e\x32\x12.kubemta.v1.DsnRet\x1aM\n\x11RecipientDsnEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.kubemta.v1.RecipientDsn:\x02\x38\x01\"\xab\x01\n\x0cRecipientDsn\x12\x14\n\x0cnotify_given\x18\x01 \x01(\x08\x12\x14\n\x0cnotify_never\x18\x02 \x01(\x08\x12\x16\n\x0enotify_success\x18\x03 \x01(\x08\x12\x16\n\x0enotify_failure\x18\x04 \x01(\x08\x12\x14\n\x0cnotify_delay\x18\x05 \x01(\x08\x12\x12\n\norcpt_type\x18\x06 \x01(\t\x12\x15\n\rorcpt_address\x18\x07 \x01(\t\"e\n\tRouteHost\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x12\n\npreference\x18\x04 \x01(\r\x12\x13\n\x0bunix_socket\x18\x05 \x01(\t\"\xd2\x01\n\x05Route\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.kubemta.v1.TransportKind\x12$\n\x05hosts\x18\x02 \x03(\x0b\x32\x15.kubemta.v1.RouteHost\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12)\n\ntls_policy\x18\x05 \x01(\x0e\x32\x15.kubemta.v1.TlsPolicy\x12\x12\n\nmta_sts_mx\x18\x06 \x03(\t\x12\x19\n\x11tls_policy_source\x18\x07 \x01(\t\"\xdb\x04\n\x0b\x44\x65liveryJob\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12\x12\n\nrecipients\x18\x05 \x03(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\x0c\x12\x30\n\x0c\x61rrival_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\r\x12 \n\x05route\x18\t \x01(\x0b\x32\x11.kubemta.v1.Route\x12\x1a\n\x12\x64\x65lay_warning_sent\x18\n \x01(\x08\x12\x10\n\x08smtputf8\x18\x0b \x01(\x08\x12\x11\n\tgenerated\x18\x0c \x01(\x08\x12\x12\n\nmessage_id\x18\r \x01(\t\x12/\n\x0breleased_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fmaybe_duplicate\x18\x0f \x01(\x08\x12\x11\n\tsubmitter\x18\x10 \x01(\t\x12\x0c\n\x04tags\x18\x11 \x03(\t\x12@\n\rrecipient_dsn\x18\x12 \x03(\x0b\x32).kubemta.v1.DeliveryJob.RecipientDsnEntry\x12\r\n\x05\x65nvid\x18\x13 \x01(\t\x12\x1f\n\x03ret\x18\x14 \x01(\x0e\x32\x12.kubemta.v1.DsnRet\x1aM\n\x11RecipientDsnEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.kubemta.v1.RecipientDsn:\x02\x38\x01\"\xbb\x01\n\x0fRecipientResult\x12\x11\n\trecipient\x18\x01 \x01(\t\x12$\n\x07outcome\x18\x02 \x01(\x0e\x32\x13.kubemta.v1.Outcome\x12\x11\n\tsmtp_code\x18\x03 \x01(\r\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x12\n\ndiagnostic\x18\x05 \x01(\t\x12\x12\n\nremote_mta\x18\x06 \x01(\t\x12$\n\x07handoff\x18\x07 \x01(\x0e\x32\x13.kubemta.v1.Handoff\"\xab\x01\n\x0e\x44\x65liveryResult\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.kubemta.v1.DeliveryJob\x12/\n\nrecipients\x18\x02 \x03(\x0b\x32\x1b.kubemta.v1.RecipientResult\x12\x30\n\x0c\x61ttempted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08reporter\x18\x04 \x01(\t\"\xe2\x01\n\x0c\x44snRecipient\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tsmtp_code\x18\x03 \x01(\r\x12\x12\n\ndiagnostic\x18\x04 \x01(\t\x12\x12\n\nremote_mta\x18\x05 \x01(\t\x12\x0f\n\x07\x65xpired\x18\x06 \x01(\x08\x12\x14\n\x0creply_status\x18\x07 \x01(\t\x12\x12\n\norcpt_type\x18\x08 \x01(\t\x12\x15\n\rorcpt_address\x18\t \x01(\t\x12\x14\n\x0c\x62ounce_class\x18\n \x01(\t\x12\x0c\n\x04hard\x18\x0b \x01(\x08\"\x84\x03\n\nDsnRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.kubemta.v1.DsnAction\x12\x30\n\x0c\x61rrival_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_attempt\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10will_retry_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\nrecipients\x18\x07 \x03(\x0b\x32\x18.kubemta.v1.DsnRecipient\x12\x18\n\x10original_headers\x18\x08 \x01(\x0c\x12\x0e\n\x06job_id\x18\t \x01(\t\x12\x12\n\nmessage_id\x18\n \x01(\t\x12\r\n\x05\x65nvid\x18\x0b \x01(\t\x12\x18\n\x10original_content\x18\x0c \x01(\x0c*N\n\x05Trust\x12\x13\n\x0fTRUST_UNTRUSTED\x10\x00\x12\x17\n\x13TRUST_AUTHENTICATED\x10\x01\x12\x17\n\x13TRUST_RELAY_NETWORK\x10\x02*E\n\x06\x44snRet\x12\x17\n\x13\x44SN_RET_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x44SN_RET_FULL\x10\x01\x12\x10\n\x0c\x44SN_RET_HDRS\x10\x02*a\n\rTransportKind\x12\x1e\n\x1aTRANSPORT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13TRANSPORT_KIND_SMTP\x10\x01\x12\x17\n\x13TRANSPORT_KIND_LMTP\x10\x02*\x7f\n\tTlsPolicy\x12\x1a\n\x16TLS_POLICY_UNSPECIFIED\x10\x00\x12\x13\n\x0fTLS_POLICY_NONE\x10\x01\x12\x12\n\x0eTLS_POLICY_MAY\x10\x02\x12\x16\n\x12TLS_POLICY_ENCRYPT\x10\x03\x12\x15\n\x11TLS_POLICY_VERIFY\x10\x04*g\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_DELIVERED\x10\x01\x12\x15\n\x11OUTCOME_TEMPORARY\x10\x02\x12\x15\n\x11OUTCOME_PERMANENT\x10\x03*f\n\x07Handoff\x12\x17\n\x13HANDOFF_UNSPECIFIED\x10\x00\x12\x13\n\x0fHANDOFF_RELAYED\x10\x01\x12\x15\n\x11HANDOFF_DELIVERED\x10\x02\x12\x16\n\x12HANDOFF_DSN_PASSED\x10\x03*\x88\x01\n\tDsnAction\x12\x1a\n\x16\x44SN_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44SN_ACTION_FAILED\x10\x01\x12\x16\n\x12\x44SN_ACTION_DELAYED\x10\x02\x12\x18\n\x14\x44SN_ACTION_DELIVERED\x10\x03\x12\x16\n\x12\x44SN_ACTION_RELAYED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kubemta.v1.message_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRUST']._serialized_start=1984
-  _globals['_TRUST']._serialized_end=2062
-  _globals['_TRANSPORTKIND']._serialized_start=2064
-  _globals['_TRANSPORTKIND']._serialized_end=2161
-  _globals['_TLSPOLICY']._serialized_start=2163
-  _globals['_TLSPOLICY']._serialized_end=2290
-  _globals['_OUTCOME']._serialized_start=2292
-  _globals['_OUTCOME']._serialized_end=2395
-  _globals['_DSNACTION']._serialized_start=2397
-  _globals['_DSNACTION']._serialized_end=2483
+  _globals['_ACCEPTEDMESSAGE_RECIPIENTDSNENTRY']._loaded_options = None
+  _globals['_ACCEPTEDMESSAGE_RECIPIENTDSNENTRY']._serialized_options = b'8\001'
+  _globals['_DELIVERYJOB_RECIPIENTDSNENTRY']._loaded_options = None
+  _globals['_DELIVERYJOB_RECIPIENTDSNENTRY']._serialized_options = b'8\001'
+  _globals['_TRUST']._serialized_start=2706
+  _globals['_TRUST']._serialized_end=2784
+  _globals['_DSNRET']._serialized_start=2786
+  _globals['_DSNRET']._serialized_end=2855
+  _globals['_TRANSPORTKIND']._serialized_start=2857
+  _globals['_TRANSPORTKIND']._serialized_end=2954
+  _globals['_TLSPOLICY']._serialized_start=2956
+  _globals['_TLSPOLICY']._serialized_end=3083
+  _globals['_OUTCOME']._serialized_start=3085
+  _globals['_OUTCOME']._serialized_end=3188
+  _globals['_HANDOFF']._serialized_start=3190
+  _globals['_HANDOFF']._serialized_end=3292
+  _globals['_DSNACTION']._serialized_start=3295
+  _globals['_DSNACTION']._serialized_end=3431
   _globals['_ACCEPTEDMESSAGE']._serialized_start=74
-  _globals['_ACCEPTEDMESSAGE']._serialized_end=427
-  _globals['_ROUTEHOST']._serialized_start=429
-  _globals['_ROUTEHOST']._serialized_end=530
-  _globals['_ROUTE']._serialized_start=533
-  _globals['_ROUTE']._serialized_end=743
-  _globals['_DELIVERYJOB']._serialized_start=746
-  _globals['_DELIVERYJOB']._serialized_end=1156
-  _globals['_RECIPIENTRESULT']._serialized_start=1159
-  _globals['_RECIPIENTRESULT']._serialized_end=1308
-  _globals['_DELIVERYRESULT']._serialized_start=1311
-  _globals['_DELIVERYRESULT']._serialized_end=1482
-  _globals['_DSNRECIPIENT']._serialized_start=1485
-  _globals['_DSNRECIPIENT']._serialized_end=1632
-  _globals['_DSNREQUEST']._serialized_start=1635
-  _globals['_DSNREQUEST']._serialized_end=1982
+  _globals['_ACCEPTEDMESSAGE']._serialized_end=624
+  _globals['_ACCEPTEDMESSAGE_RECIPIENTDSNENTRY']._serialized_start=547
+  _globals['_ACCEPTEDMESSAGE_RECIPIENTDSNENTRY']._serialized_end=624
+  _globals['_RECIPIENTDSN']._serialized_start=627
+  _globals['_RECIPIENTDSN']._serialized_end=798
+  _globals['_ROUTEHOST']._serialized_start=800
+  _globals['_ROUTEHOST']._serialized_end=901
+  _globals['_ROUTE']._serialized_start=904
+  _globals['_ROUTE']._serialized_end=1114
+  _globals['_DELIVERYJOB']._serialized_start=1117
+  _globals['_DELIVERYJOB']._serialized_end=1720
+  _globals['_DELIVERYJOB_RECIPIENTDSNENTRY']._serialized_start=547
+  _globals['_DELIVERYJOB_RECIPIENTDSNENTRY']._serialized_end=624
+  _globals['_RECIPIENTRESULT']._serialized_start=1723
+  _globals['_RECIPIENTRESULT']._serialized_end=1910
+  _globals['_DELIVERYRESULT']._serialized_start=1913
+  _globals['_DELIVERYRESULT']._serialized_end=2084
+  _globals['_DSNRECIPIENT']._serialized_start=2087
+  _globals['_DSNRECIPIENT']._serialized_end=2313
+  _globals['_DSNREQUEST']._serialized_start=2316
+  _globals['_DSNREQUEST']._serialized_end=2704
 # @@protoc_insertion_point(module_scope)

@@ -57,6 +57,26 @@ TRUST_RELAY_NETWORK: Trust.ValueType  # 2
 """A client in KUBEMTA_RELAY_NETWORKS."""
 Global___Trust: _TypeAlias = Trust  # noqa: Y015
 
+class _DsnRet:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DsnRetEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DsnRet.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DSN_RET_UNSPECIFIED: _DsnRet.ValueType  # 0
+    """Not given: the headers only (kubemta's behaviour before DSN support; RFC 3461 §4.3 leaves it to the MTA)."""
+    DSN_RET_FULL: _DsnRet.ValueType  # 1
+    DSN_RET_HDRS: _DsnRet.ValueType  # 2
+
+class DsnRet(_DsnRet, metaclass=_DsnRetEnumTypeWrapper):
+    """RFC 3461 §4.3: what a failure DSN returns of the message."""
+
+DSN_RET_UNSPECIFIED: DsnRet.ValueType  # 0
+"""Not given: the headers only (kubemta's behaviour before DSN support; RFC 3461 §4.3 leaves it to the MTA)."""
+DSN_RET_FULL: DsnRet.ValueType  # 1
+DSN_RET_HDRS: DsnRet.ValueType  # 2
+Global___DsnRet: _TypeAlias = DsnRet  # noqa: Y015
+
 class _TransportKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -127,6 +147,34 @@ OUTCOME_PERMANENT: Outcome.ValueType  # 3
 """5xx or a permanent failure: bounce."""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
+class _Handoff:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HandoffEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Handoff.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HANDOFF_UNSPECIFIED: _Handoff.ValueType  # 0
+    """Unknown (results from before this field): treated as RELAYED."""
+    HANDOFF_RELAYED: _Handoff.ValueType  # 1
+    """To an SMTP next hop that did not offer DSN: NOTIFY=SUCCESS gets a "relayed" DSN."""
+    HANDOFF_DELIVERED: _Handoff.ValueType  # 2
+    """Final delivery (LMTP to the mailbox server): NOTIFY=SUCCESS gets a "delivered" DSN."""
+    HANDOFF_DSN_PASSED: _Handoff.ValueType  # 3
+    """To a next hop that offered DSN and was given NOTIFY/ORCPT/RET/ENVID: it reports from now on, kubemta does not."""
+
+class Handoff(_Handoff, metaclass=_HandoffEnumTypeWrapper):
+    """How a delivered recipient left kubemta."""
+
+HANDOFF_UNSPECIFIED: Handoff.ValueType  # 0
+"""Unknown (results from before this field): treated as RELAYED."""
+HANDOFF_RELAYED: Handoff.ValueType  # 1
+"""To an SMTP next hop that did not offer DSN: NOTIFY=SUCCESS gets a "relayed" DSN."""
+HANDOFF_DELIVERED: Handoff.ValueType  # 2
+"""Final delivery (LMTP to the mailbox server): NOTIFY=SUCCESS gets a "delivered" DSN."""
+HANDOFF_DSN_PASSED: Handoff.ValueType  # 3
+"""To a next hop that offered DSN and was given NOTIFY/ORCPT/RET/ENVID: it reports from now on, kubemta does not."""
+Global___Handoff: _TypeAlias = Handoff  # noqa: Y015
+
 class _DsnAction:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -136,6 +184,9 @@ class _DsnActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DsnAction.V
     DSN_ACTION_UNSPECIFIED: _DsnAction.ValueType  # 0
     DSN_ACTION_FAILED: _DsnAction.ValueType  # 1
     DSN_ACTION_DELAYED: _DsnAction.ValueType  # 2
+    DSN_ACTION_DELIVERED: _DsnAction.ValueType  # 3
+    """Success DSNs (NOTIFY=SUCCESS): final delivery, or handed to a next hop without DSN support."""
+    DSN_ACTION_RELAYED: _DsnAction.ValueType  # 4
 
 class DsnAction(_DsnAction, metaclass=_DsnActionEnumTypeWrapper):
     """RFC 3464 §2.3.3: what a DSN reports."""
@@ -143,6 +194,9 @@ class DsnAction(_DsnAction, metaclass=_DsnActionEnumTypeWrapper):
 DSN_ACTION_UNSPECIFIED: DsnAction.ValueType  # 0
 DSN_ACTION_FAILED: DsnAction.ValueType  # 1
 DSN_ACTION_DELAYED: DsnAction.ValueType  # 2
+DSN_ACTION_DELIVERED: DsnAction.ValueType  # 3
+"""Success DSNs (NOTIFY=SUCCESS): final delivery, or handed to a next hop without DSN support."""
+DSN_ACTION_RELAYED: DsnAction.ValueType  # 4
 Global___DsnAction: _TypeAlias = DsnAction  # noqa: Y015
 
 @_typing.final
@@ -152,6 +206,27 @@ class AcceptedMessage(_message.Message):
     """
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RecipientDsnEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___RecipientDsn: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___RecipientDsn | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     QUEUE_ID_FIELD_NUMBER: _builtins.int
     SENDER_FIELD_NUMBER: _builtins.int
@@ -168,6 +243,9 @@ class AcceptedMessage(_message.Message):
     LISTENER_FIELD_NUMBER: _builtins.int
     DEDUP_KEY_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    RECIPIENT_DSN_FIELD_NUMBER: _builtins.int
+    ENVID_FIELD_NUMBER: _builtins.int
+    RET_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     """Queue id, unique per accepted message; every log line about it carries it."""
     sender: _builtins.str
@@ -191,6 +269,9 @@ class AcceptedMessage(_message.Message):
     """The listener it came in on (smtp, submission, smtps, api), for lifecycle events."""
     dedup_key: _builtins.str
     """Hex SHA-256 of Message-ID, envelope and body as the client sent them; empty without a Message-ID."""
+    envid: _builtins.str
+    """RFC 3461 ENVID (xtext-decoded; empty when none was given) and RET of MAIL FROM."""
+    ret: Global___DsnRet.ValueType
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Envelope recipients (RCPT TO), in the order given."""
@@ -202,6 +283,10 @@ class AcceptedMessage(_message.Message):
         """Labels an API client gave the message (POST /v1/messages "tags"); they travel with its jobs into the
         lifecycle events and webhooks. At most 10, each at most 64 characters (the ingress checks).
         """
+
+    @_builtins.property
+    def recipient_dsn(self) -> _containers.MessageMap[_builtins.str, Global___RecipientDsn]:
+        """RFC 3461 parameters given with RCPT TO (NOTIFY, ORCPT), by recipient; a recipient given none has no entry."""
 
     def __init__(
         self,
@@ -221,14 +306,59 @@ class AcceptedMessage(_message.Message):
         listener: _builtins.str = ...,
         dedup_key: _builtins.str = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
+        recipient_dsn: _abc.Mapping[_builtins.str, Global___RecipientDsn] | None = ...,
+        envid: _builtins.str = ...,
+        ret: Global___DsnRet.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "authenticated_user", b"authenticated_user", "client_address", b"client_address", "client_helo", b"client_helo", "content", b"content", "dedup_key", b"dedup_key", "generated", b"generated", "listener", b"listener", "message_id", b"message_id", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "smtputf8", b"smtputf8", "tags", b"tags", "trust", b"trust"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "authenticated_user", b"authenticated_user", "client_address", b"client_address", "client_helo", b"client_helo", "content", b"content", "dedup_key", b"dedup_key", "envid", b"envid", "generated", b"generated", "listener", b"listener", "message_id", b"message_id", "queue_id", b"queue_id", "recipient_dsn", b"recipient_dsn", "recipients", b"recipients", "ret", b"ret", "sender", b"sender", "smtputf8", b"smtputf8", "tags", b"tags", "trust", b"trust"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcceptedMessage: _TypeAlias = AcceptedMessage  # noqa: Y015
+
+@_typing.final
+class RecipientDsn(_message.Message):
+    """RFC 3461 §4.1, §4.2: the DSN parameters of one recipient."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFY_GIVEN_FIELD_NUMBER: _builtins.int
+    NOTIFY_NEVER_FIELD_NUMBER: _builtins.int
+    NOTIFY_SUCCESS_FIELD_NUMBER: _builtins.int
+    NOTIFY_FAILURE_FIELD_NUMBER: _builtins.int
+    NOTIFY_DELAY_FIELD_NUMBER: _builtins.int
+    ORCPT_TYPE_FIELD_NUMBER: _builtins.int
+    ORCPT_ADDRESS_FIELD_NUMBER: _builtins.int
+    notify_given: _builtins.bool
+    """NOTIFY was given; when false the default applies (FAILURE and DELAY, as Postfix)."""
+    notify_never: _builtins.bool
+    """NOTIFY=NEVER (then the three below are false)."""
+    notify_success: _builtins.bool
+    notify_failure: _builtins.bool
+    notify_delay: _builtins.bool
+    orcpt_type: _builtins.str
+    """ORCPT: its addr-type ("rfc822", "utf-8", ...) and its address, xtext-decoded; empty when not given."""
+    orcpt_address: _builtins.str
+    def __init__(
+        self,
+        *,
+        notify_given: _builtins.bool = ...,
+        notify_never: _builtins.bool = ...,
+        notify_success: _builtins.bool = ...,
+        notify_failure: _builtins.bool = ...,
+        notify_delay: _builtins.bool = ...,
+        orcpt_type: _builtins.str = ...,
+        orcpt_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notify_delay", b"notify_delay", "notify_failure", b"notify_failure", "notify_given", b"notify_given", "notify_never", b"notify_never", "notify_success", b"notify_success", "orcpt_address", b"orcpt_address", "orcpt_type", b"orcpt_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecipientDsn: _TypeAlias = RecipientDsn  # noqa: Y015
 
 @_typing.final
 class RouteHost(_message.Message):
@@ -321,6 +451,27 @@ class DeliveryJob(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RecipientDsnEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___RecipientDsn: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___RecipientDsn | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     QUEUE_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     SENDER_FIELD_NUMBER: _builtins.int
@@ -338,6 +489,9 @@ class DeliveryJob(_message.Message):
     MAYBE_DUPLICATE_FIELD_NUMBER: _builtins.int
     SUBMITTER_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    RECIPIENT_DSN_FIELD_NUMBER: _builtins.int
+    ENVID_FIELD_NUMBER: _builtins.int
+    RET_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     job_id: _builtins.str
     """Unique per job (queue id + domain); stable across retries."""
@@ -362,6 +516,8 @@ class DeliveryJob(_message.Message):
     "system:serviceaccount:NAMESPACE:NAME"; empty for mail not sent by an authenticated client), and its tags:
     copied into the job's lifecycle events so that webhooks reach the submitter's endpoints.
     """
+    envid: _builtins.str
+    ret: Global___DsnRet.ValueType
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -378,6 +534,10 @@ class DeliveryJob(_message.Message):
 
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def recipient_dsn(self) -> _containers.MessageMap[_builtins.str, Global___RecipientDsn]:
+        """AcceptedMessage.recipient_dsn/envid/ret, for this job's recipients."""
+
     def __init__(
         self,
         *,
@@ -398,10 +558,13 @@ class DeliveryJob(_message.Message):
         maybe_duplicate: _builtins.bool = ...,
         submitter: _builtins.str = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
+        recipient_dsn: _abc.Mapping[_builtins.str, Global___RecipientDsn] | None = ...,
+        envid: _builtins.str = ...,
+        ret: Global___DsnRet.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "released_at", b"released_at", "route", b"route"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "attempts", b"attempts", "content", b"content", "delay_warning_sent", b"delay_warning_sent", "domain", b"domain", "generated", b"generated", "job_id", b"job_id", "maybe_duplicate", b"maybe_duplicate", "message_id", b"message_id", "queue_id", b"queue_id", "recipients", b"recipients", "released_at", b"released_at", "route", b"route", "sender", b"sender", "smtputf8", b"smtputf8", "submitter", b"submitter", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "attempts", b"attempts", "content", b"content", "delay_warning_sent", b"delay_warning_sent", "domain", b"domain", "envid", b"envid", "generated", b"generated", "job_id", b"job_id", "maybe_duplicate", b"maybe_duplicate", "message_id", b"message_id", "queue_id", b"queue_id", "recipient_dsn", b"recipient_dsn", "recipients", b"recipients", "released_at", b"released_at", "ret", b"ret", "route", b"route", "sender", b"sender", "smtputf8", b"smtputf8", "submitter", b"submitter", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -419,6 +582,7 @@ class RecipientResult(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     DIAGNOSTIC_FIELD_NUMBER: _builtins.int
     REMOTE_MTA_FIELD_NUMBER: _builtins.int
+    HANDOFF_FIELD_NUMBER: _builtins.int
     recipient: _builtins.str
     outcome: Global___Outcome.ValueType
     smtp_code: _builtins.int
@@ -429,6 +593,8 @@ class RecipientResult(_message.Message):
     """Human-readable diagnostic (the server's reply text, or what went wrong locally)."""
     remote_mta: _builtins.str
     """Host that answered, empty when none did."""
+    handoff: Global___Handoff.ValueType
+    """OUTCOME_DELIVERED only: how the recipient was handed over, which decides the success DSN (RFC 3461 §4.1)."""
     def __init__(
         self,
         *,
@@ -438,10 +604,11 @@ class RecipientResult(_message.Message):
         status: _builtins.str = ...,
         diagnostic: _builtins.str = ...,
         remote_mta: _builtins.str = ...,
+        handoff: Global___Handoff.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["diagnostic", b"diagnostic", "outcome", b"outcome", "recipient", b"recipient", "remote_mta", b"remote_mta", "smtp_code", b"smtp_code", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["diagnostic", b"diagnostic", "handoff", b"handoff", "outcome", b"outcome", "recipient", b"recipient", "remote_mta", b"remote_mta", "smtp_code", b"smtp_code", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -496,6 +663,10 @@ class DsnRecipient(_message.Message):
     REMOTE_MTA_FIELD_NUMBER: _builtins.int
     EXPIRED_FIELD_NUMBER: _builtins.int
     REPLY_STATUS_FIELD_NUMBER: _builtins.int
+    ORCPT_TYPE_FIELD_NUMBER: _builtins.int
+    ORCPT_ADDRESS_FIELD_NUMBER: _builtins.int
+    BOUNCE_CLASS_FIELD_NUMBER: _builtins.int
+    HARD_FIELD_NUMBER: _builtins.int
     recipient: _builtins.str
     status: _builtins.str
     """RFC 3463 status to report (4.4.7 for an expired recipient)."""
@@ -507,6 +678,12 @@ class DsnRecipient(_message.Message):
     """Bounced because it outlived the queue lifetime, not because of a permanent failure."""
     reply_status: _builtins.str
     """The enhanced status code of the reply itself, when it differs from `status` (an expiry)."""
+    orcpt_type: _builtins.str
+    """RFC 3464 §2.3.1 Original-Recipient from ORCPT (RecipientDsn.orcpt_type/orcpt_address), empty when not given."""
+    orcpt_address: _builtins.str
+    bounce_class: _builtins.str
+    """The failure's class (kubemta_common.bounce_class) and whether it is hard; empty for success DSNs."""
+    hard: _builtins.bool
     def __init__(
         self,
         *,
@@ -517,10 +694,14 @@ class DsnRecipient(_message.Message):
         remote_mta: _builtins.str = ...,
         expired: _builtins.bool = ...,
         reply_status: _builtins.str = ...,
+        orcpt_type: _builtins.str = ...,
+        orcpt_address: _builtins.str = ...,
+        bounce_class: _builtins.str = ...,
+        hard: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["diagnostic", b"diagnostic", "expired", b"expired", "recipient", b"recipient", "remote_mta", b"remote_mta", "reply_status", b"reply_status", "smtp_code", b"smtp_code", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_class", b"bounce_class", "diagnostic", b"diagnostic", "expired", b"expired", "hard", b"hard", "orcpt_address", b"orcpt_address", "orcpt_type", b"orcpt_type", "recipient", b"recipient", "remote_mta", b"remote_mta", "reply_status", b"reply_status", "smtp_code", b"smtp_code", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -546,6 +727,8 @@ class DsnRequest(_message.Message):
     ORIGINAL_HEADERS_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    ENVID_FIELD_NUMBER: _builtins.int
+    ORIGINAL_CONTENT_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     """The original message's queue id."""
     sender: _builtins.str
@@ -557,6 +740,12 @@ class DsnRequest(_message.Message):
     """The job the result was for, for logs."""
     message_id: _builtins.str
     """The original message's Message-ID header, for lifecycle events."""
+    envid: _builtins.str
+    """RFC 3461 ENVID of the original message (Original-Envelope-Id), empty when none was given."""
+    original_content: _builtins.bytes
+    """FAILED with RET=FULL: the whole original message when it fits
+    KUBEMTA_DSN_RETURN_SIZE_LIMIT; empty otherwise (then original_headers is returned).
+    """
     @_builtins.property
     def arrival_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -580,10 +769,12 @@ class DsnRequest(_message.Message):
         original_headers: _builtins.bytes = ...,
         job_id: _builtins.str = ...,
         message_id: _builtins.str = ...,
+        envid: _builtins.str = ...,
+        original_content: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "last_attempt", b"last_attempt", "will_retry_until", b"will_retry_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "arrival_time", b"arrival_time", "job_id", b"job_id", "last_attempt", b"last_attempt", "message_id", b"message_id", "original_headers", b"original_headers", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "will_retry_until", b"will_retry_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "arrival_time", b"arrival_time", "envid", b"envid", "job_id", b"job_id", "last_attempt", b"last_attempt", "message_id", b"message_id", "original_content", b"original_content", "original_headers", b"original_headers", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "will_retry_until", b"will_retry_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
