@@ -729,6 +729,7 @@ class DsnRequest(_message.Message):
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     ENVID_FIELD_NUMBER: _builtins.int
     ORIGINAL_CONTENT_FIELD_NUMBER: _builtins.int
+    ORIGINAL_CONTENT_TOO_LARGE_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     """The original message's queue id."""
     sender: _builtins.str
@@ -745,6 +746,10 @@ class DsnRequest(_message.Message):
     original_content: _builtins.bytes
     """FAILED with RET=FULL: the whole original message when it fits
     KUBEMTA_DSN_RETURN_SIZE_LIMIT; empty otherwise (then original_headers is returned).
+    """
+    original_content_too_large: _builtins.bool
+    """FAILED with RET=FULL whose message is larger than KUBEMTA_DSN_RETURN_SIZE_LIMIT: only its headers are
+    returned, and the DSN's human-readable part says the message was not returned whole.
     """
     @_builtins.property
     def arrival_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -771,10 +776,11 @@ class DsnRequest(_message.Message):
         message_id: _builtins.str = ...,
         envid: _builtins.str = ...,
         original_content: _builtins.bytes = ...,
+        original_content_too_large: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "last_attempt", b"last_attempt", "will_retry_until", b"will_retry_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "arrival_time", b"arrival_time", "envid", b"envid", "job_id", b"job_id", "last_attempt", b"last_attempt", "message_id", b"message_id", "original_content", b"original_content", "original_headers", b"original_headers", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "will_retry_until", b"will_retry_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "arrival_time", b"arrival_time", "envid", b"envid", "job_id", b"job_id", "last_attempt", b"last_attempt", "message_id", b"message_id", "original_content", b"original_content", "original_content_too_large", b"original_content_too_large", "original_headers", b"original_headers", "queue_id", b"queue_id", "recipients", b"recipients", "sender", b"sender", "will_retry_until", b"will_retry_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
