@@ -12,13 +12,16 @@ unix socket, run in the test's own event loop, answering RCPT from a list of use
 - `silent`: accept connections and never greet (for timeouts); `greeting`: greet with this
   line instead and ignore everything (e.g. `554 5.3.2 go away`).
 - `smtputf8`: offer SMTPUTF8 in the LHLO reply (default yes).
+- `dsn`: offer DSN (RFC 3461) in the LHLO reply and take its parameters (default no; as
+  smtp_peer.ScriptedPeer's `dsn`).
 
 Records: `connections` (connections accepted), `rcpt_args` (RCPT command arguments as they
 arrived, before aiosmtpd's parser, which decodes RFC 2047 encoded words), `rcpts` (RCPT
 addresses as parsed, in order, of those that reached the handler),
-`mail_params` (MAIL FROM lines' parameters), `helos` (LHLO arguments), `in_rcpt` (RCPTs
+`mail_params` (MAIL FROM lines' parameters, upper-cased by aiosmtpd, without the DSN ones),
+`mail_args` (MAIL arguments as they arrived), `helos` (LHLO arguments), `in_rcpt` (RCPTs
 waiting at the gate now) and `max_in_rcpt` (its peak), `messages` (DATA received: never,
-for probes).
+for probes; each is answered with one reply per accepted recipient, RFC 2033 §4.2).
 """
 
 import asyncio
@@ -27,6 +30,8 @@ from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tests.harness.smtp_peer import DsnCommands
 
 USER_UNKNOWN = "550 5.1.1 <{address}> User doesn't exist: {address}"  # Dovecot 2.3's reply
 USER_OK = "250 2.1.5 OK"
@@ -41,6 +46,8 @@ class _Handler:
     ) -> list[str]:
         self._peer.helos.append(hostname)
         session.host_name = hostname
+        if self._peer.dsn:
+            responses.insert(-1, "250-DSN")
         return responses
 
     async def handle_MAIL(  # noqa: N802
@@ -71,7 +78,8 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         self._peer.messages.append(bytes(envelope.original_content or b""))
-        return "250 2.0.0 OK"
+        # RFC 2033 §4.2: one reply for each accepted recipient, in RCPT order (Dovecot's words).
+        return "\r\n".join(f"250 2.0.0 <{rcpt}> Saved" for rcpt in envelope.rcpt_tos) or "250 2.0.0 OK"
 
 
 class _Fixed(asyncio.Protocol):
@@ -101,6 +109,7 @@ class LmtpPeer:
         smtputf8: bool = True,
         silent: bool = False,
         greeting: str | None = None,
+        dsn: bool = False,
     ) -> None:
         self.address = address
         self.port = port
@@ -110,12 +119,14 @@ class LmtpPeer:
         self.smtputf8 = smtputf8
         self.silent = silent
         self.greeting = greeting
+        self.dsn = dsn
         self.gate = asyncio.Event()
         self.gate.set()
         self.connections = 0
         self.rcpts: list[str] = []
         self.rcpt_args: list[str] = []
         self.mail_params: list[list[str]] = []
+        self.mail_args: list[str] = []
         self.helos: list[str] = []
         self.messages: list[bytes] = []
         self.in_rcpt = 0
@@ -163,20 +174,18 @@ class LmtpPeer:
         return _TrackedLMTP(self, _Handler(self), hostname="mailstore.test", enable_SMTPUTF8=self.smtputf8)
 
 
-class _TrackedLMTP(LMTP):
-    """aiosmtpd's LMTP, remembering its transport so that `stop` can close it."""
+class _TrackedLMTP(DsnCommands, LMTP):
+    """aiosmtpd's LMTP, remembering its transport so that `stop` can close it; MAIL and RCPT as DsnCommands has
+    them (their arguments recorded, DSN parameters taken when offered)."""
 
     def __init__(self, peer: LmtpPeer, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, loop=asyncio.get_running_loop(), **kwargs)
         self._peer = peer
+        self.offer_dsn(peer)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._peer.transports.add(transport)
         super().connection_made(transport)
-
-    async def smtp_RCPT(self, arg: str) -> None:  # noqa: N802 - aiosmtpd command method
-        self._peer.rcpt_args.append(arg)
-        await super().smtp_RCPT(arg)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.transport is not None:

@@ -22,6 +22,11 @@ Scripts:
 - `pipelining`: offer PIPELINING (RFC 2920) in EHLO (default no, as aiosmtpd).
 - `eight_bit_mime`: offer 8BITMIME (RFC 6152) in EHLO (default yes, as aiosmtpd); False makes
   a server that a client must send 7-bit content only.
+- `dsn`: offer DSN (RFC 3461) in EHLO (default no, as aiosmtpd) and take its parameters: RET and
+  ENVID on MAIL, NOTIFY and ORCPT on RCPT, checked with kubemta_common.dsn_parameters (a bad one
+  gets Postfix's `501 5.5.4 Bad NOTIFY parameter syntax`), the command lines 500 (RCPT) and 100
+  (MAIL) characters longer (RFC 3461 §5). Without it a client that sends them gets aiosmtpd's
+  `555 ... parameters not recognized`, as from a server that never heard of DSN.
 
 `messages` holds the messages accepted with a 2xx reply to the final dot (in arrival
 order), `refused_messages` those answered otherwise or dropped; `connections` counts
@@ -29,9 +34,13 @@ the connections made to the peer; `rsets` the RSET commands received (answered w
 `rset_reply`, which may be set to DROP); `in_data` the
 transactions waiting for the reply to their final dot now, `max_in_data` its peak.
 `drop_connections()` closes every open connection from the server side.
+`mail_args` and `rcpt_args` hold the MAIL and RCPT arguments as they arrived (`FROM:<a@b> SIZE=9
+RET=HDRS`), before aiosmtpd upper-cases the parameters, of every command (accepted or not).
 """
 
 import asyncio
+import collections
+import re
 import ssl
 import subprocess
 from dataclasses import dataclass, field
@@ -39,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from kubemta_common import dsn_parameters
 
 Reply = str | list[str]
 DROP = "<drop>"
@@ -121,6 +132,8 @@ class _Handler:
                 responses[:] = [line for line in responses if line[4:].upper() != "8BITMIME"]
             if self._peer.pipelining:  # aiosmtpd reads commands line by line: it can take a pipelined group
                 responses.insert(-1, "250-PIPELINING")
+            if self._peer.dsn:
+                responses.insert(-1, "250-DSN")
             return responses
         return [self._peer.reply_or_drop(server, self._peer.ehlo_reply)]
 
@@ -193,6 +206,7 @@ class ScriptedPeer:
         data_delay: float = 0.0,
         pipelining: bool = False,
         eight_bit_mime: bool = True,
+        dsn: bool = False,
     ) -> None:
         self.address = address
         self.port = port
@@ -213,6 +227,9 @@ class ScriptedPeer:
         self.data_delay = data_delay
         self.pipelining = pipelining
         self.eight_bit_mime = eight_bit_mime
+        self.dsn = dsn
+        self.mail_args: list[str] = []
+        self.rcpt_args: list[str] = []
         self.in_data = 0
         self.max_in_data = 0
         self._arrived = asyncio.Condition()
@@ -318,12 +335,76 @@ class ScriptedPeer:
         return list(self.messages)
 
 
-class _TrackedSMTP(SMTP):
+# RFC 3461 §5: DSN makes RCPT lines up to 500 characters longer (ORCPT, and NOTIFY beside it), MAIL lines 100 (ENVID).
+_DSN_COMMAND_LIMITS = {"RCPT": SMTP.command_size_limit + 500 + 40, "MAIL": SMTP.command_size_limit + 100 + 20}
+_MAIL_DSN = re.compile(r" (RET|ENVID)=(\S*)", re.IGNORECASE)
+_RCPT_DSN = re.compile(r" (NOTIFY|ORCPT)=(\S*)", re.IGNORECASE)
+
+
+def _take_parameters(pattern: re.Pattern[str], arg: str) -> tuple[str, dict[str, str]]:
+    """`arg` without the parameters `pattern` finds, and those parameters by upper-case name; ValueError for one
+    given twice."""
+    found: dict[str, str] = {}
+    for match in pattern.finditer(arg):
+        name = match.group(1).upper()
+        if name in found:
+            raise ValueError(name)
+        found[name] = match.group(2)
+    return pattern.sub("", arg), found
+
+
+class DsnCommands(SMTP):
+    """aiosmtpd's MAIL and RCPT, recording their arguments, and taking RFC 3461's parameters when `dsn_peer.dsn`:
+    checked as kubemta's ingress (and Postfix) checks them, then removed before aiosmtpd's own parser, which
+    refuses every parameter it does not know. `dsn_peer` has `dsn`, `mail_args` and `rcpt_args` (ScriptedPeer,
+    lmtp_peer.LmtpPeer)."""
+
+    dsn_peer: Any
+
+    def offer_dsn(self, peer: Any) -> None:
+        """Serve `peer`'s DSN option; call in __init__ (after aiosmtpd's, which clears the shared command limits)."""
+        self.dsn_peer = peer
+        if peer.dsn:  # an own copy: aiosmtpd's dict is a class attribute
+            self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, _DSN_COMMAND_LIMITS)
+
+    async def smtp_MAIL(self, arg: str) -> None:  # noqa: N802 - aiosmtpd command method
+        self.dsn_peer.mail_args.append(arg)
+        if self.dsn_peer.dsn and arg:
+            try:
+                arg, found = _take_parameters(_MAIL_DSN, arg)
+                dsn_parameters.parse_ret(found.get("RET"))
+                dsn_parameters.parse_envid(found.get("ENVID"))
+            except dsn_parameters.DsnParameterError as exc:
+                await self.push(exc.reply)
+                return
+            except ValueError as exc:
+                await self.push(f"501 5.5.4 Duplicate {exc} parameter")
+                return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str) -> None:  # noqa: N802 - aiosmtpd command method
+        self.dsn_peer.rcpt_args.append(arg)
+        if self.dsn_peer.dsn and arg:
+            smtputf8 = self.envelope is not None and bool(self.envelope.smtp_utf8)
+            try:
+                arg, found = _take_parameters(_RCPT_DSN, arg)
+                dsn_parameters.parse_recipient_dsn(found.get("NOTIFY"), found.get("ORCPT"), smtputf8=smtputf8)
+            except dsn_parameters.DsnParameterError as exc:
+                await self.push(exc.reply)
+                return
+            except ValueError as exc:
+                await self.push(f"501 5.5.4 Duplicate {exc} parameter")
+                return
+        await super().smtp_RCPT(arg)
+
+
+class _TrackedSMTP(DsnCommands):
     """aiosmtpd's SMTP, telling the peer when its connection is gone."""
 
     def __init__(self, peer: ScriptedPeer, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._peer = peer
+        self.offer_dsn(peer)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._peer.forget(self)

@@ -10,7 +10,9 @@ for replies read in groups); a `Dialect` is the handful of places where LMTP dif
 - the mailbox server is local or in-cluster: LMTP may go over a unix socket, its port is
   24, and it does no TLS (Postfix's `lmtp_tls_security_level` is empty by default), no
   pipelining and no connection reuse; a transaction that ends before DATA is RSET before
-  the QUIT.
+  the QUIT;
+- the mailbox server is the final destination: a recipient it took is delivered, where an
+  SMTP next hop only relays it (handoff.py: who sends the success DSN, RFC 3461 §4.1).
 """
 
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ class Dialect:
     reply_per_recipient: bool  # RFC 2033 §4.2: one reply per accepted recipient after the final dot
     reset_after_refusal: bool  # RSET when a transaction ends before DATA
     counted: bool  # counted in kubemta_smtp_connections_total
+    final_delivery: bool  # a recipient the server took is in its mailbox (handoff.py: HANDOFF_DELIVERED)
 
     def port(self, host: message_pb2.RouteHost) -> int:
         """The TCP port to connect to."""
@@ -60,6 +63,7 @@ SMTP_DIALECT = Dialect(
     reply_per_recipient=False,
     reset_after_refusal=False,
     counted=True,
+    final_delivery=False,
 )
 
 # RFC 2033; IANA "lmtp" / Postfix lmtp(8): port 24.
@@ -73,4 +77,5 @@ LMTP_DIALECT = Dialect(
     reply_per_recipient=True,
     reset_after_refusal=True,
     counted=False,
+    final_delivery=True,
 )

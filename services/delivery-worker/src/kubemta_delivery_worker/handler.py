@@ -24,7 +24,9 @@ before) is first checked with the tracker (`delivered_recipients`): recipients r
 delivered are not sent to again (a `duplicate` event, `kubemta_duplicates_total{stage=
 "delivery-worker"}`); their recorded outcomes go into the result as delivered, so the
 queue-manager counts them. When every recipient was delivered, the result is published
-without connecting anywhere. A tracker that does not know (None) changes nothing.
+without connecting anywhere. A tracker that does not know (None) changes nothing. Their
+handoff (who sends the success DSN) is the journal's; the tracker records none, so theirs is
+assumed from the route (handoff.py: final over LMTP, else relayed).
 
 Admin decisions (a `Decisions` view kept up to date by a DecisionFollower) are honoured before
 delivering: DELETE publishes nothing but, when the operator asked for a DSN, a result with
@@ -63,6 +65,7 @@ from kubemta_common.logs import message_context, sanitize
 from kubemta_common.metrics import DUPLICATES
 from kubemta_common.timestamps import now_timestamp
 from kubemta_delivery_worker.deliverer import AttemptReport, Deliverer
+from kubemta_delivery_worker.handoff import assumed_handoff
 from kubemta_delivery_worker.job_checks import malformation
 from kubemta_delivery_worker.journal import DeliveryJournal
 from kubemta_delivery_worker.metrics import JOBS_HELD
@@ -221,6 +224,9 @@ class DeliverHandler:
                         ),
                     )
         done = {rcpt: result for rcpt, result in done.items() if rcpt in wanted}
+        for result in done.values():
+            if result.handoff == message_pb2.HANDOFF_UNSPECIFIED:
+                result.handoff = assumed_handoff(job.route.kind)
         if done:
             DUPLICATES.labels(stage=STAGE).inc()
             self._events.emit(job_events.duplicate(job_event(job), reason=REDELIVERED_JOB, recipients=done))

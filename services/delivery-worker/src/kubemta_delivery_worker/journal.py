@@ -10,7 +10,9 @@ the file survives the process: in Kubernetes the restarted container keeps its e
 under /tmp), so the restarted worker, which gets the job back when it is the only consumer, finds it there. Another
 replica that gets it asks the tracker, as before.
 
-One JSON line per delivery: {"job": job id, "delivered": [[recipient, code, status, diagnostic, remote MTA], ...]}.
+One JSON line per delivery: {"job": job id, "delivered": [[recipient, code, status, diagnostic, remote MTA, handoff],
+...]}, the handoff (message_pb2.Handoff, which decides the success DSN) as its number; a line written before it was
+recorded has five items, and its recipients are read without one (HANDOFF_UNSPECIFIED: the handler decides).
 The file is bounded: past `max_bytes` it becomes `<path>.1` (the one before is dropped) and a new one starts, so a
 look-up reads at most twice `max_bytes`; it only runs for redelivered or flagged jobs.
 """
@@ -43,7 +45,7 @@ class DeliveryJournal:
         """Append the delivered ones of `results` (nothing when none was delivered). Never raises: a journal that
         cannot be written costs duplicate protection, not the delivery."""
         delivered = [
-            [r.recipient, r.smtp_code, r.status, r.diagnostic, r.remote_mta]
+            [r.recipient, r.smtp_code, r.status, r.diagnostic, r.remote_mta, int(r.handoff)]
             for r in results
             if r.outcome == message_pb2.OUTCOME_DELIVERED
         ]
@@ -80,7 +82,7 @@ class DeliveryJournal:
                     entry = json.loads(raw)
                     if entry.get("job") != job_id:
                         continue
-                    for recipient, code, status, diagnostic, remote_mta in entry["delivered"]:
+                    for recipient, code, status, diagnostic, remote_mta, *rest in entry["delivered"]:
                         found[str(recipient)] = message_pb2.RecipientResult(
                             recipient=str(recipient),
                             outcome=message_pb2.OUTCOME_DELIVERED,
@@ -88,6 +90,7 @@ class DeliveryJournal:
                             status=str(status),
                             diagnostic=str(diagnostic),
                             remote_mta=str(remote_mta),
+                            handoff=_handoff(rest),
                         )
                 except (ValueError, KeyError, TypeError, AttributeError):
                     continue
@@ -96,3 +99,10 @@ class DeliveryJournal:
     def close(self) -> None:
         """Close the file."""
         os.close(self._fd)
+
+
+def _handoff(rest: list[object]) -> message_pb2.Handoff.ValueType:
+    """The recorded handoff (the sixth item), HANDOFF_UNSPECIFIED when the line has none or an unknown one."""
+    if len(rest) == 1 and type(rest[0]) is int and rest[0] in message_pb2.Handoff.values():
+        return message_pb2.Handoff.Value(message_pb2.Handoff.Name(rest[0]))
+    return message_pb2.HANDOFF_UNSPECIFIED

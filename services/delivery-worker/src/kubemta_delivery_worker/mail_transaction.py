@@ -8,6 +8,9 @@ accepted recipient (SMTP), or one for each (LMTP, RFC 2033 §4.2).
 Before MAIL FROM: 8-bit content to a server without 8BITMIME is made 7-bit or bounced
 (eight_bit.py), a message over the server's SIZE is bounced (size_limit.py), and
 recipients that need SMTPUTF8 are bounced when the server lacks it (mail_parameters.py).
+The client's DSN parameters (RFC 3461) go on MAIL FROM and RCPT TO when the server offered
+DSN (mail_parameters.py), and every recipient the server took is stamped with how it left
+kubemta (handoff.py): delivered (LMTP), handed on with the DSN parameters, or relayed.
 
 A connection lost (or a reply timed out) after the final dot was sent leaves the
 recipients without a reply neither delivered nor retried elsewhere now: the host may
@@ -38,7 +41,14 @@ from kubemta_delivery_worker.connection import (
     SmtpOptions,
 )
 from kubemta_delivery_worker.eight_bit import content_for_server
-from kubemta_delivery_worker.mail_parameters import mail_from_parameters, screen_smtputf8
+from kubemta_delivery_worker.handoff import handoff_for, stamp_delivered
+from kubemta_delivery_worker.mail_parameters import (
+    DSN,
+    dsn_mail_parameters,
+    dsn_rcpt_parameters,
+    mail_from_parameters,
+    screen_smtputf8,
+)
 from kubemta_delivery_worker.replies import local_result, reply_result
 from kubemta_delivery_worker.size_limit import STATUS_TOO_BIG, size_refusal
 from kubemta_delivery_worker.wire import (
@@ -91,6 +101,7 @@ class MailTransaction:
         self._label = connection.label
         self._remote_mta = connection.remote_mta
         self._attempt = HostAttempt()
+        self._dsn_offered = False  # RFC 3461: the server's EHLO/LHLO named DSN (read when the transaction starts)
         self.clean = False
         self.lost = False
 
@@ -107,6 +118,7 @@ class MailTransaction:
         except (SMTPException, OSError) as exc:
             self.lost = True
             self._attempt.failure = self._connection.lost(exc)
+        stamp_delivered(self._attempt.results.values(), handoff_for(self._dialect.final_delivery, self._dsn_offered))
         return self._attempt
 
     def _too_big(self) -> bool:
@@ -134,10 +146,17 @@ class MailTransaction:
         return screen.send, screen.smtputf8
 
     def _mail_options(self, content: bytes, smtputf8: bool) -> list[str]:
-        return mail_from_parameters(self._smtp.esmtp_extensions, content, smtputf8)
+        return [
+            *mail_from_parameters(self._smtp.esmtp_extensions, content, smtputf8),
+            *dsn_mail_parameters(self._job, self._dsn_offered),
+        ]
+
+    def _rcpt_options(self, rcpt: str) -> list[str]:
+        return dsn_rcpt_parameters(self._job, rcpt, self._dsn_offered)
 
     async def _transaction(self) -> None:
         """MAIL, RCPT per recipient, DATA when any was accepted; pipelined when the server offers it."""
+        self._dsn_offered = self._smtp.supports_extension(DSN)
         if await self._not_convertible() or self._too_big():
             return
         recipients, smtputf8 = self._smtputf8_screen()
@@ -211,7 +230,7 @@ class MailTransaction:
         accepted: list[str] = []
         for rcpt in recipients:
             try:
-                await self._smtp.rcpt(rcpt, encoding=encoding)
+                await self._smtp.rcpt(rcpt, options=self._rcpt_options(rcpt), encoding=encoding)
             except SMTPRecipientRefused as exc:
                 self._attempt.results[rcpt] = reply_result(rcpt, exc.code, exc.message, self._remote_mta)
             except ValueError as exc:
@@ -232,7 +251,7 @@ class MailTransaction:
         lines: dict[str, bytes | ValueError] = {}
         for rcpt in recipients:
             try:
-                lines[rcpt] = command_line(b"RCPT TO:", rcpt, (), encoding)
+                lines[rcpt] = command_line(b"RCPT TO:", rcpt, self._rcpt_options(rcpt), encoding)
             except ValueError as exc:  # left out of the group; its result once MAIL FROM is accepted
                 lines[rcpt] = exc
         group = [line for line in lines.values() if isinstance(line, bytes)]
