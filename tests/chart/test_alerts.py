@@ -1,15 +1,25 @@
-"""The PrometheusRule the chart renders: `promtool check rules` and `promtool test rules` on its groups."""
+"""The PrometheusRule the chart renders: `promtool check rules` and `promtool test rules` on its groups, and every
+alert's runbook: a `runbook_url` to its own section of docs/runbooks.md that says what it means and what to do."""
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
-from tests.chart.render import render
+from tests.chart.render import REPO, render
+from tests.chart.test_chart_apps_monitoring import github_anchors
 from tests.harness.tools import promtool
 
 RULE_VALUES = {"metrics": {"prometheusRule": {"enabled": True}}}
+EVERY_RULE = {
+    "metrics": {"prometheusRule": {"enabled": True}},
+    "tracker": {"enabled": True},
+    "webhooks": {"enabled": True},
+}
+RUNBOOKS = REPO / "docs" / "runbooks.md"
+DEFAULT_RUNBOOKS = "https://github.com/kubemta/kubemta/blob/main/docs/runbooks.md"
 
 
 def rule_groups(values: dict[str, Any] = RULE_VALUES) -> dict[str, Any]:
@@ -35,6 +45,7 @@ def test_every_alert_promised_is_there() -> None:
     alerts = {rule["alert"] for group in rule_groups()["groups"] for rule in group["rules"]}
     assert {
         "KubemtaBounceRateHigh",
+        "KubemtaInvalidRecipientBouncesHigh",
         "KubemtaDeferralRateHigh",
         "KubemtaBacklogGrowing",
         "KubemtaQueueTimeHigh",
@@ -53,6 +64,61 @@ def test_every_alert_promised_is_there() -> None:
     without_tracker = rule_groups({**RULE_VALUES, "tracker": {"enabled": False}})
     alerts = {rule["alert"] for group in without_tracker["groups"] for rule in group["rules"]}
     assert "KubemtaEventsDropped" in alerts and not {"KubemtaTrackerNotReady", "KubemtaTrackerDown"} & alerts
+
+
+def every_rule() -> list[dict[str, Any]]:
+    """Every rule the chart can render (tracker and webhooks on)."""
+    return [rule for group in rule_groups(EVERY_RULE)["groups"] for rule in group["rules"]]
+
+
+def runbook_sections() -> dict[str, str]:
+    """Heading's GitHub anchor -> the text up to the next heading, of docs/runbooks.md."""
+    sections: dict[str, str] = {}
+    anchor = ""
+    for line in RUNBOOKS.read_text().splitlines():
+        if line.startswith("#"):
+            (anchor,) = github_anchors(line)
+            sections[anchor] = ""
+        elif anchor:
+            sections[anchor] += line + "\n"
+    return sections
+
+
+def test_every_alert_links_its_runbook_section() -> None:
+    anchors = github_anchors(RUNBOOKS.read_text())
+    rules = every_rule()
+    assert len(rules) >= 20
+    for rule in rules:
+        base, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert base == DEFAULT_RUNBOOKS, rule["alert"]
+        assert anchor == rule["alert"].lower() and anchor in anchors, rule["alert"]
+
+
+def test_every_runbook_section_says_what_to_do_and_names_a_real_alert() -> None:
+    alerts = {rule["alert"].lower(): rule["alert"] for rule in every_rule()}
+    sections = runbook_sections()
+    runbooks = {anchor: text for anchor, text in sections.items() if anchor.startswith("kubemta")}
+    assert set(runbooks) == set(alerts)  # no alert without a section, no section of an alert that is gone
+    for anchor, text in runbooks.items():
+        assert "**What to do.**" in text, alerts[anchor]
+        assert re.search(r"\*\*Severity\*\* (critical|warning)|critical\*\*|warning\*\*", text), alerts[anchor]
+
+
+def test_the_runbook_check_catches_a_missing_section() -> None:
+    """The anchor check above would fail for an alert whose section is not there."""
+    assert "kubemtabounceratehigh" in github_anchors(RUNBOOKS.read_text())
+    assert "kubemtabounceratehigh" not in github_anchors(RUNBOOKS.read_text().replace("KubemtaBounceRateHigh", "X"))
+
+
+def test_the_invalid_recipient_alert_reads_the_class_label() -> None:
+    (rule,) = [rule for rule in every_rule() if rule["alert"] == "KubemtaInvalidRecipientBouncesHigh"]
+    assert rule["expr"].count('kubemta_recipients_bounced_total{class="invalid_recipient"}') == 2
+    assert "> 0.02" in rule["expr"] and rule["labels"]["severity"] == "warning"
+
+
+def bounced(provider: str, bounce_class: str, job: str = "qm") -> str:
+    """A series of the queue-manager's bounce counter, with the class label the classification gives it."""
+    return f'kubemta_recipients_bounced_total{{job="{job}", provider="{provider}", class="{bounce_class}"}}'
 
 
 RMQ = 'job="rabbitmq", vhost="/"'
@@ -84,6 +150,46 @@ UNIT_TESTS: dict[str, Any] = {
                 {"series": 'kubemta_recipients_delivered_total{job="qm", provider="other"}', "values": "0+100x60"},
             ],
             "alert_rule_test": [{"eval_time": "60m", "alertname": "KubemtaBounceRateHigh", "exp_alerts": []}],
+        },
+        {
+            "name": "invalid recipients above 2% of finished recipients for 30 minutes fire (list hygiene)",
+            "interval": "1m",
+            "input_series": [
+                {"series": bounced("google", "invalid_recipient"), "values": "0+1x120"},
+                {"series": bounced("google", "mailbox_full"), "values": "0+1x120"},
+                {"series": 'kubemta_recipients_delivered_total{job="qm", provider="google"}', "values": "0+30x120"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "20m", "alertname": "KubemtaInvalidRecipientBouncesHigh", "exp_alerts": []},
+                {
+                    "eval_time": "60m",
+                    "alertname": "KubemtaInvalidRecipientBouncesHigh",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
+                },
+            ],
+        },
+        {
+            "name": "invalid recipients stay quiet below 2%, or when they are few, however other classes bounce",
+            "interval": "1m",
+            "input_series": [
+                {"series": bounced("google", "invalid_recipient"), "values": "0+1x120"},
+                {"series": 'kubemta_recipients_delivered_total{job="qm", provider="google"}', "values": "0+100x120"},
+                {"series": bounced("yahoo", "reputation"), "values": "0+50x120"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "110m", "alertname": "KubemtaInvalidRecipientBouncesHigh", "exp_alerts": []},
+            ],
+        },
+        {
+            "name": "a dozen invalid recipients an hour at a low volume stay quiet, however high their share",
+            "interval": "1m",
+            "input_series": [
+                {"series": bounced("other", "invalid_recipient"), "values": "0+0.2x120"},
+                {"series": 'kubemta_recipients_delivered_total{job="qm", provider="other"}', "values": "0+1x120"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "110m", "alertname": "KubemtaInvalidRecipientBouncesHigh", "exp_alerts": []},
+            ],
         },
         {
             "name": "deferrals high for one provider only",
