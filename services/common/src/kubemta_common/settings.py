@@ -11,6 +11,7 @@ from typing import Self
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SecretsSettingsSource, SettingsConfigDict
 
+from kubemta_common.amqp.streams import DEFAULT_SUPPRESSION_TTL
 from kubemta_common.config_types import Duration, DurationList, Listen, parse_listen
 from kubemta_common.errors import ConfigError
 
@@ -96,6 +97,14 @@ class ServiceSettings(BaseSettings):
         description=(
             "How long the `decisions` stream keeps operators' delete/hold/release rules (at least the queue "
             "lifetime, so a rule outlives the mail it names)"
+        ),
+    )
+    suppression_ttl: Duration = Field(
+        default=DEFAULT_SUPPRESSION_TTL,
+        gt=0,
+        description=(
+            "How long a recipient that hard-bounced as invalid stays suppressed, the longest TTL of an operator's "
+            "entry, and the age limit of the `suppressions` stream (every service declares it with this value)"
         ),
     )
     events_buffer: int = Field(

@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 from kubemta_common.command_line import service_main
+from kubemta_common.events.suppression_log import SuppressionLog
 from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
 from kubemta_tracker.api import create_app
@@ -20,13 +21,15 @@ from kubemta_tracker.index import Index
 from kubemta_tracker.ingest import Ingest
 from kubemta_tracker.queue_depths import bus_queues, queue_depths
 from kubemta_tracker.settings import TrackerSettings
+from kubemta_tracker.suppression_sync import AppliedChanges
 from kubemta_tracker.sync import BarrierSync
 
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "kubemta tracker: indexes the lifecycle event stream and answers where a message is (find, show, queue "
-    "summary, held mail, duplicate checks) and the queue administration commands, over an authenticated HTTP API."
+    "summary, held mail, duplicate checks, the suppression list) and the queue administration commands, over an "
+    "authenticated HTTP API."
 )
 SERVICE = "tracker"
 DEPTHS_TIMEOUT = 2.0
@@ -47,6 +50,10 @@ def build(settings: TrackerSettings, core: ServiceCore, index: Index) -> tuple[T
     """The context the API serves and the ingest that feeds its index."""
     barriers = BarrierSync(core.events, settings.sync_timeout)
     names = bus_queues(settings.retry_schedule)
+    applied = AppliedChanges()
+    suppression_log = SuppressionLog(
+        core.broker, actor=SERVICE, ttl=settings.suppression_ttl, publish_timeout=settings.publish_timeout
+    )
 
     async def depths() -> dict[str, int]:
         return await queue_depths(core.broker, names, within=DEPTHS_TIMEOUT)
@@ -59,6 +66,8 @@ def build(settings: TrackerSettings, core: ServiceCore, index: Index) -> tuple[T
         publisher=core.publisher,
         events=core.events,
         queue_depths=depths,
+        suppression_log=suppression_log,
+        applied=applied,
     )
     ingest = Ingest(
         core.broker,
@@ -66,6 +75,8 @@ def build(settings: TrackerSettings, core: ServiceCore, index: Index) -> tuple[T
         barriers,
         retention=settings.events_max_age,
         prune_interval=settings.prune_interval,
+        applied=applied,
+        suppression_ttl=settings.suppression_ttl,
     )
     return context, ingest
 

@@ -1,7 +1,8 @@
 """The tracker's HTTP API (read side): find, show, queue summary, held list, and the duplicate checks.
 
 Every route needs a bearer token (auth.py); the admin routes (flush, hold, release, delete)
-live in admin_api.py, the Idempotency-Key claims of the ingress' HTTP API in idempotency_api.py.
+live in admin_api.py, the Idempotency-Key claims of the ingress' HTTP API in idempotency_api.py, the
+suppression list in suppression_api.py.
 JSON everywhere, times RFC 3339 UTC, errors `{"detail": "..."}` (also for invalid input: 422 with
 every problem named, never echoing the value). Query values are
 bounded in length and only ever bound as SQL parameters (queries.py): a hostile Message-ID or
@@ -31,6 +32,8 @@ from kubemta_tracker.body_limit import BodyLimit
 from kubemta_tracker.context import TrackerContext, tracker_context
 from kubemta_tracker.idempotency_api import router as idempotency_router
 from kubemta_tracker.queries import FindQuery
+from kubemta_tracker.suppression_api import router as suppression_router
+from kubemta_tracker.times import rfc3339
 
 MAX_LIMIT = 1000
 MAX_TEXT = 998
@@ -45,13 +48,6 @@ MAX_WINDOW = 366 * 86400.0
 
 Context = Annotated[TrackerContext, Depends(tracker_context)]
 Reader = Annotated[str, Depends(require_read)]
-
-
-def rfc3339(epoch: float | None) -> str | None:
-    """Epoch seconds as RFC 3339 UTC (`2026-03-02T12:00:00.123Z`), None for None."""
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _epoch(value: datetime | None) -> float | None:
@@ -210,6 +206,7 @@ def create_app(context: TrackerContext) -> FastAPI:
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(idempotency_router)
+    app.include_router(suppression_router)
     app.add_middleware(
         BodyLimit, max_body=context.settings.tracker_max_body, timeout=context.settings.tracker_body_timeout
     )

@@ -60,6 +60,14 @@ class Index:
         """Index `decisions` records in one transaction."""
         await self._write(self._the_writer().index_decisions, records)
 
+    async def index_suppressions(self, records: Sequence[Record]) -> list[str]:
+        """Apply `suppressions` records in one transaction; the change ids among them."""
+        return await self._write(self._the_writer().index_suppressions, records)
+
+    async def prune_suppressions(self, now: float, ttl: float) -> int:
+        """Drop the suppression entries expired at `now` (and change ids older than `ttl`); entries dropped."""
+        return await self._write(self._the_writer().prune_suppressions, now, ttl)
+
     async def prune(self, cutoff: float, *, slice_rows: int = PRUNE_SLICE) -> int:
         """Drop what is older than `cutoff` (epoch seconds), `slice_rows` rows per table and transaction, so the
         stream's batches are indexed between two slices instead of waiting for the whole prune; the number of

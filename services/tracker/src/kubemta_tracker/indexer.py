@@ -10,6 +10,9 @@ latest event by time (ties: the later stage, schema.RANK), so batches of several
 arrive out of order still end in the right state. Barrier events are not stored; their nonces
 are returned for sync.py, and so are the event ids of claims and releases (each is its request's barrier).
 
+`index_suppressions(records)` applies the `suppressions` stream's changes (suppression_index.py) and returns
+their change ids (an operator's request waits for its own change: suppression_sync.py).
+
 `index_decisions(records)` puts operators' decisions (the `decisions` stream) that name a queue
 id into that message's timeline (kind `decision`).
 """
@@ -25,8 +28,8 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kubemta.v1 import events_pb2, message_pb2
-from kubemta_common.amqp.streams import DECISIONS, EVENTS
-from kubemta_tracker import claims, schema
+from kubemta_common.amqp.streams import DECISIONS, EVENTS, SUPPRESSIONS
+from kubemta_tracker import claims, schema, suppression_index
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +127,23 @@ class IndexWriter:
                         body,
                     ),
                 )
+
+    def index_suppressions(self, records: Sequence[Record]) -> list[str]:
+        """Apply `suppressions` records in one transaction; the change ids they held."""
+        with self._transaction(SUPPRESSIONS, records) as db:
+            return suppression_index.apply_changes(db, records)
+
+    def prune_suppressions(self, now: float, ttl: float) -> int:
+        """Drop expired suppression entries and change ids older than `ttl`, in one transaction; entries dropped."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            dropped = suppression_index.prune(db, now, ttl)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return dropped
 
     def prune(self, cutoff: float, limit: int) -> tuple[int, bool]:
         """Drop up to `limit` messages received and up to `limit` rows of each other table written before `cutoff`

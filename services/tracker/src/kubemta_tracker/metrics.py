@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Gauge
 
-from kubemta_common.amqp.streams import DECISIONS, EVENTS
+from kubemta_common.amqp.streams import DECISIONS, EVENTS, SUPPRESSIONS
 
 INDEXED_RECORDS = Counter(
     "kubemta_tracker_indexed_records_total", "Stream records (event batches, decisions) indexed", ["stream"]
@@ -22,11 +22,26 @@ IDEMPOTENCY_CLAIMS = Counter(
     ["state"],
 )
 
-for _stream in (EVENTS, DECISIONS):
+for _stream in (EVENTS, DECISIONS, SUPPRESSIONS):
     INDEXED_RECORDS.labels(stream=_stream)
+SUPPRESSION_CHANGES = Counter(
+    "kubemta_tracker_suppression_changes_total",
+    "Operators' suppression list changes by action (add, remove) and result (applied; unconfirmed: the stream "
+    "did not confirm, 503; unsynced: confirmed but not indexed here in time, 503)",
+    ["action", "result"],
+)
+SUPPRESSION_CHECKS = Counter(
+    "kubemta_tracker_suppression_checks_total", "Addresses asked by POST /v1/suppressions/check, by answer", ["result"]
+)
+
 for _result in ("synced", "timeout"):
     BARRIER_SYNCS.labels(result=_result)
 for _reason in ("too_large", "too_slow"):
     REFUSED_REQUESTS.labels(reason=_reason)
 for _state in ("done", "claimed", "in_progress", "unknown"):
     IDEMPOTENCY_CLAIMS.labels(state=_state)
+for _action in ("add", "remove"):
+    for _result in ("applied", "unconfirmed", "unsynced"):
+        SUPPRESSION_CHANGES.labels(action=_action, result=_result)
+for _result in ("suppressed", "not_suppressed"):
+    SUPPRESSION_CHECKS.labels(result=_result)

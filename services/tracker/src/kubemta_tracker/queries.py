@@ -20,7 +20,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError, Message
 
 from kubemta.v1 import events_pb2, message_pb2
-from kubemta_tracker import claims, schema
+from kubemta_tracker import claims, schema, suppression_index
 from kubemta_tracker.claims import ClaimAnswer
 
 Row = dict[str, Any]
@@ -287,6 +287,20 @@ class IndexReader:
     def idempotency(self, key: str, claimant: str, since: float, claim_ttl: float) -> ClaimAnswer | None:
         """The answer to `claimant`'s claim of the Idempotency-Key `key` (claims.py); None when it is not indexed."""
         return claims.answer(self._db(), key, claimant, since, claim_ttl)
+
+    # -- the suppression list (suppression_index.py) ----------------------------------------------------------
+
+    def suppression(self, address: str, now: float) -> Row | None:
+        """The live suppression entry of `address` (normalized), None when there is none."""
+        return suppression_index.entry(self._db(), address, now)
+
+    def suppressions(self, *, domain: str | None, after: str | None, limit: int, now: float) -> list[Row]:
+        """A page of live suppression entries in address order."""
+        return suppression_index.page(self._db(), domain=domain, after=after, limit=limit, now=now)
+
+    def suppressed(self, addresses: list[str], now: float) -> list[Row]:
+        """The live suppression entries among `addresses` (normalized)."""
+        return suppression_index.live(self._db(), addresses, now)
 
     def delivered_recipients(self, job_id: str) -> list[Row]:
         """The recipients of `job_id` some attempt (or the queue-manager's fate) recorded as delivered."""

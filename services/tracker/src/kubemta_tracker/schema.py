@@ -12,12 +12,15 @@ Tables: `messages` (one row per received message: envelope, client, headers), `r
 recipients, its state from the latest event), `events` (every indexed event: the timeline, its
 payload as serialized protobuf, unique by event_id, so a batch seen twice is indexed once),
 `dedup` (the ingress' dedup keys), `held` (what sits on the `held` queue), `claims` (Idempotency-Key claims
-and where they and their releases stand in the stream: claims.py) and `offsets` (the last stream offset
+and where they and their releases stand in the stream: claims.py), `suppressions` and `suppression_changes`
+(the suppression list from its own stream: suppression_index.py) and `offsets` (the last stream offset
 indexed per stream, written in the same transaction as the batch it ends).
 """
 
 import sqlite3
 from pathlib import Path
+
+from kubemta_tracker import suppression_index
 
 SCHEMA_VERSION = 1
 
@@ -148,6 +151,7 @@ def connect_writer(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA temp_store=MEMORY")
     connection.execute("PRAGMA cache_size=-65536")
     connection.executescript(SCHEMA)
+    connection.executescript(suppression_index.SCHEMA)
     connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return connection
 
