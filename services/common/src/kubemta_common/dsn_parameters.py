@@ -8,8 +8,10 @@ replies (`501 5.5.4 Bad NOTIFY parameter syntax`, ...), and what travels on the 
 encodes it for where it goes: xtext for a next hop, a DSN field for a report.
 
 xtext (§4): printable ASCII except "+" and "=" as itself, anything else as "+" and two upper-case hex
-digits. An ORCPT of addr-type `utf-8` (RFC 6533 §3) may also hold `\\x{HEX}` escapes, and raw UTF-8
-when the session said SMTPUTF8; decoded, it is the Unicode address.
+digits; the octets it stands for are read as UTF-8 (what `xtext_encode` writes), so a decoded value
+always encodes back to a value that decodes to it, and never holds what a protobuf string cannot.
+An ORCPT of addr-type `utf-8` (RFC 6533 §3) may also hold `\\x{HEX}` escapes, and raw UTF-8 when
+the session said SMTPUTF8; decoded, it is the Unicode address.
 """
 
 import re
@@ -50,10 +52,14 @@ def _bad(name: str) -> DsnParameterError:
 
 
 def xtext_decode(value: str) -> str:
-    """The text an xtext stands for; ValueError when `value` is not xtext."""
+    """The text an xtext stands for, its octets read as UTF-8; ValueError when `value` is not xtext or the
+    octets are not UTF-8 (`+C3+A9` is "é"; a lone `+FF` is refused: read as Latin-1 it would come back from
+    `xtext_encode` as another value)."""
     if not _XTEXT.fullmatch(value):
         raise ValueError("not xtext")
-    return _HEXCHAR.sub(lambda match: chr(int(match.group(1), 16)), value)
+    parts = _HEXCHAR.split(value)  # text, hex digits, text, ..., text
+    octets = b"".join(bytes([int(part, 16)]) if index % 2 else part.encode("ascii") for index, part in enumerate(parts))
+    return octets.decode("utf-8")  # UnicodeDecodeError is a ValueError
 
 
 def xtext_encode(text: str) -> str:
@@ -67,7 +73,7 @@ def xtext_encode(text: str) -> str:
     return "".join(encoded)
 
 
-def parse_ret(value: str | None) -> message_pb2.DsnRet.ValueType:
+def parse_ret(value: object) -> message_pb2.DsnRet.ValueType:
     """MAIL FROM's RET: FULL or HDRS (any case); DSN_RET_UNSPECIFIED when not given."""
     if value is None:
         return message_pb2.DSN_RET_UNSPECIFIED
@@ -81,7 +87,7 @@ def parse_ret(value: str | None) -> message_pb2.DsnRet.ValueType:
     raise _bad("RET")
 
 
-def parse_envid(value: str | None) -> str:
+def parse_envid(value: object) -> str:
     """MAIL FROM's ENVID, decoded; "" when not given. At most 100 characters of xtext, printable ASCII decoded."""
     if value is None:
         return ""
@@ -126,6 +132,16 @@ def _decode_utf8_address(value: str) -> str:
     return _UTF8_ESCAPE.sub(code_point, value)
 
 
+def _is_unicode(text: str) -> bool:
+    """False when `text` holds a lone surrogate: aiosmtpd keeps a command's bytes that are not UTF-8 as such
+    (surrogateescape), and a protobuf string cannot carry them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _orcpt(value: object, dsn: message_pb2.RecipientDsn, smtputf8: bool) -> None:
     if not isinstance(value, str) or not value or len(value) > ORCPT_MAX_LENGTH:
         raise _bad("ORCPT")
@@ -141,7 +157,7 @@ def _orcpt(value: object, dsn: message_pb2.RecipientDsn, smtputf8: bool) -> None
             decoded = xtext_decode(address)
     except ValueError:
         raise _bad("ORCPT") from None
-    if not decoded or any(char < " " or char == "\x7f" for char in decoded):
+    if not decoded or any(char < " " or char == "\x7f" for char in decoded) or not _is_unicode(decoded):
         raise _bad("ORCPT")
     dsn.orcpt_type = addr_type.lower()
     dsn.orcpt_address = decoded
