@@ -104,5 +104,5 @@ class DeliveryJournal:
 def _handoff(rest: list[object]) -> message_pb2.Handoff.ValueType:
     """The recorded handoff (the sixth item), HANDOFF_UNSPECIFIED when the line has none or an unknown one."""
     if len(rest) == 1 and type(rest[0]) is int and rest[0] in message_pb2.Handoff.values():
-        return message_pb2.Handoff.Value(message_pb2.Handoff.Name(rest[0]))
+        return message_pb2.Handoff.ValueType(rest[0])
     return message_pb2.HANDOFF_UNSPECIFIED
