@@ -18,6 +18,7 @@ that job:
 import asyncio
 import email
 import email.policy
+import re
 import shutil
 import subprocess
 from email.message import EmailMessage
@@ -32,9 +33,14 @@ REPLACED_SETTINGS = ("myhostname", "transport_maps")
 for other domains goes to the relay host, mail for `mailbox_domain` into Maildirs)."""
 
 
+BOUNCE_TRANSPORT = "error:5.1.1 mailbox is gone"
+"""error(8): Postfix accepts the recipient at RCPT and bounces it at delivery, so the bounce is Postfix's own
+DSN, written from the NOTIFY, ORCPT, ENVID and RET it received."""
+
+
 class PostfixPeer(PostfixInstance):
-    """A private Postfix: smtpd at address:port for `mailbox_domain`'s `mailboxes`, relaying the rest to
-    `relayhost` (`host:port`)."""
+    """A private Postfix: smtpd at address:port for `mailbox_domain`'s `mailboxes` (Maildirs) and `bouncing`
+    local parts (accepted, then bounced), relaying the rest to `relayhost` (`host:port`)."""
 
     def __init__(
         self,
@@ -45,12 +51,14 @@ class PostfixPeer(PostfixInstance):
         hostname: str,
         mailbox_domain: str,
         mailboxes: tuple[str, ...],
+        bouncing: tuple[str, ...] = (),
         relayhost: str,
     ) -> None:
         super().__init__(workdir, listen_address=address, listen_port=port, transport="")
         self.hostname = hostname
         self.mailbox_domain = mailbox_domain
         self.mailboxes = mailboxes
+        self.bouncing = bouncing
         self.relayhost = relayhost
         self.mail_dir = self.root / "mail"
 
@@ -58,7 +66,8 @@ class PostfixPeer(PostfixInstance):
         host, _, port = self.relayhost.rpartition(":")
         uid, gid = _postfix_ids()
         kept = [line for line in super()._main_cf().splitlines() if line.split(" =")[0] not in REPLACED_SETTINGS]
-        mailbox_map = " ".join(f"{local}@{self.mailbox_domain}={local}/" for local in self.mailboxes)
+        mailbox_map = " ".join(f"{local}@{self.mailbox_domain}={local}/" for local in (*self.mailboxes, *self.bouncing))
+        bounce_map = ", ".join(f"{{{local}@{self.mailbox_domain}={BOUNCE_TRANSPORT}}}" for local in self.bouncing)
         return "\n".join(
             [
                 *[line for line in kept if line],
@@ -68,6 +77,12 @@ class PostfixPeer(PostfixInstance):
                 f"virtual_mailbox_domains = {self.mailbox_domain}",
                 f"virtual_mailbox_base = {self.mail_dir}",
                 f"virtual_mailbox_maps = inline:{{ {mailbox_map} }}",
+                # smtpd would refuse an error(8) recipient at RCPT: accept it, so that the bounce is asynchronous
+                *(
+                    [f"transport_maps = inline:{{ {bounce_map} }}", "smtpd_reject_unlisted_recipient = no"]
+                    if self.bouncing
+                    else []
+                ),
                 f"virtual_uid_maps = static:{uid}",
                 f"virtual_gid_maps = static:{gid}",
                 # tests wait seconds, not Postfix's minutes: retry a deferred message soon
@@ -117,6 +132,14 @@ class PostfixPeer(PostfixInstance):
     def log(self) -> str:
         """Postfix's maillog_file so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def queue_ids_from(self, sender: str) -> list[str]:
+        """Postfix's queue ids of the messages it queued from `sender` (its qmgr `from=<...>` log lines)."""
+        return re.findall(rf"postfix/qmgr\[\d+\]: ([0-9A-F]+): from=<{re.escape(sender)}>", self.log())
+
+    def queue_log(self, queue_id: str) -> list[str]:
+        """Postfix's log lines about one queued message (from its arrival to `removed`)."""
+        return [line for line in self.log().splitlines() if f": {queue_id}: " in line]
 
 
 def _postfix_ids() -> tuple[int, int]:
