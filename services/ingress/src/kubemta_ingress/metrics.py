@@ -84,3 +84,13 @@ def preinitialise_rejections(reasons: Iterable[str]) -> None:
 
 
 preinitialise(DUPLICATES, stage=["ingress"])
+SUPPRESSION_CHECKS = Counter(
+    "kubemta_suppression_checks_total",
+    "Recipients checked against the suppression list, by result: suppressed (refused), not_suppressed, unavailable "
+    "(no tracker answered in time: accepted, fail-open)",
+    ["result"],
+)
+preinitialise(SUPPRESSION_CHECKS, result=["suppressed", "not_suppressed", "unavailable"])
+SUPPRESSION_CACHE_HITS = Counter(
+    "kubemta_suppression_cache_hits_total", "Suppression checks answered from this ingress' cache"
+)

@@ -89,6 +89,25 @@ class IngressSettings(ServiceSettings, DnsClientSettings, TransportSettings):
     recipient_verify_cache_size: int = Field(
         default=10000, ge=0, description="Recipient verification answers kept (least recently used go first)"
     )
+    suppression_check: bool = Field(
+        default=True,
+        description=(
+            "Refuse recipients on the cluster-wide suppression list (asked of the tracker, KUBEMTA_TRACKER_URL) for "
+            "authenticated and relay-network senders and the HTTP API; mail from the internet is not checked"
+        ),
+    )
+    suppression_check_timeout: Duration = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="Longest wait for the tracker's suppression check; then the recipient is accepted (fail-open)",
+    )
+    suppression_cache_ttl: Duration = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        description="Seconds a suppression check's answer (suppressed or not) is reused by this ingress (0: never)",
+    )
     relay_networks: NetworkList = Field(
         default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")],
         description="Client networks allowed to relay to any domain (CIDR list)",

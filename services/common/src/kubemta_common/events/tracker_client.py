@@ -24,6 +24,12 @@ so `claim_idempotency` and `release_idempotency` raise `TrackerUnavailable` inst
 - /v1/idempotency/claims {key, fingerprint, claimant, window} -> {"state": "done", "queue_id", "fingerprint"}
   | {"state": "claimed"} | {"state": "in_progress", "fingerprint"} | 503
 - /v1/idempotency/releases {key, claimant} -> {"state": "released"} | 503
+
+The ingress' suppression check (`suppressed`) answers None ("unknown") like the duplicate checks, and the caller
+fails open: a suppression list protects reputation, it never stops mail. It takes its own, shorter timeout
+(KUBEMTA_SUPPRESSION_CHECK_TIMEOUT) and is counted by its caller, not in the duplicate checks' metric:
+- POST /v1/suppressions/check {addresses: [...]} -> {"suppressed": [{"address", "source", "reason", "since",
+  "expires", ...}]} (services/tracker suppression_api.py)
 """
 
 import asyncio
@@ -31,8 +37,9 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
@@ -77,6 +84,31 @@ class IdempotencyAnswer:
     state: Literal["done", "claimed", "in_progress"]
     queue_id: str = ""
     fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionEntry:
+    """A live entry of the suppression list (`TrackerClient.suppressed`): `source` "bounce" (a hard bounce, `reason`
+    its class) or "admin" (an operator's, `reason` their text, unchecked: sanitize before use), `since` and
+    `expires` as epoch seconds."""
+
+    address: str
+    source: str
+    reason: str
+    since: float
+    expires: float
+
+
+MAX_SUPPRESSION_CHECK = 1000
+"""Most addresses the tracker takes in one check (suppression_api.py MAX_CHECK)."""
+
+
+class SuppressionLookup(Protocol):
+    """What the ingress' suppression check asks the tracker (`TrackerClient.suppressed`)."""
+
+    async def suppressed(self, addresses: Sequence[str], *, within: float) -> dict[str, SuppressionEntry] | None:
+        """The live entries among `addresses`, by normalized address; None when unknown."""
+        ...
 
 
 class _TrackerProblem(Exception):
@@ -269,6 +301,20 @@ class TrackerClient:
         if not isinstance(answer, dict) or answer.get("state") != "released":
             raise TrackerUnavailable("a release answer that is not {state: released}")
 
+    async def suppressed(self, addresses: Sequence[str], *, within: float) -> dict[str, SuppressionEntry] | None:
+        """The live suppression entries among `addresses` (at most MAX_SUPPRESSION_CHECK), by the address as the
+        tracker normalized it (lower-cased); None when the tracker did not answer within `within` seconds or answered
+        something else than the API promises (logged at most every WARN_EVERY seconds)."""
+        if not addresses:
+            return {}
+        body = {"addresses": list(addresses[:MAX_SUPPRESSION_CHECK])}
+        try:
+            answer = await self._request("POST", "/v1/suppressions/check", body=body, within=within)
+            return _suppression_entries(answer)
+        except _TrackerProblem as exc:
+            self._warnings.warn(f"tracker suppression check unknown, accepting: {exc}")
+            return None
+
     async def close(self) -> None:
         await self._client.aclose()
 
@@ -302,11 +348,14 @@ class TrackerClient:
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
         absent_on_404: bool = False,
+        within: float | None = None,
     ) -> Any:
-        """The decoded JSON answer of a 200 within the timeout, `_ABSENT` for a 404 when `absent_on_404`; raises
-        _TrackerProblem saying why there is none (no answer, another status, too long, not JSON)."""
+        """The decoded JSON answer of a 200 within the timeout (or `within` seconds when shorter), `_ABSENT` for a
+        404 when `absent_on_404`; raises _TrackerProblem saying why there is none (no answer, another status, too
+        long, not JSON)."""
+        limit = self._timeout if within is None else min(within, self._timeout)
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(limit):
                 async with self._client.stream(method, path, params=params, json=body) as response:
                     if absent_on_404 and response.status_code == 404:
                         return _ABSENT
@@ -314,7 +363,7 @@ class TrackerClient:
                         raise _TrackerProblem(f"HTTP {response.status_code}")
                     raw = await _read_capped(response)
         except TimeoutError:
-            raise _TrackerProblem(f"no answer within {self._timeout:g}s") from None
+            raise _TrackerProblem(f"no answer within {limit:g}s") from None
         except httpx.HTTPError as exc:
             raise _TrackerProblem(f"{type(exc).__name__}: {sanitize(str(exc))}") from None
         try:
@@ -327,6 +376,33 @@ _ABSENT: Any = object()
 """`_get`'s answer for a 404 that means "no such record"."""
 _UNKNOWN: Any = object()
 """`_get`'s answer when the tracker could not tell (already counted and logged)."""
+
+
+def _epoch(value: object) -> float:
+    if not isinstance(value, str):
+        raise _TrackerProblem("a suppression entry with a time that is not text")
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise _TrackerProblem("a suppression entry with a time that is not RFC 3339") from None
+
+
+def _suppression_entries(answer: Any) -> dict[str, SuppressionEntry]:
+    """The entries of a check's answer; _TrackerProblem when it is not what the API promises."""
+    items = answer.get("suppressed") if isinstance(answer, dict) else None
+    if not isinstance(items, list):
+        raise _TrackerProblem("a suppression check answer without a 'suppressed' list")
+    entries: dict[str, SuppressionEntry] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            raise _TrackerProblem("a suppression check answer with an entry that is not an object")
+        address, source, reason = item.get("address"), item.get("source"), item.get("reason", "")
+        if not isinstance(address, str) or not isinstance(source, str) or not isinstance(reason, str):
+            raise _TrackerProblem("a suppression entry without address, source or reason")
+        entries[address.lower()] = SuppressionEntry(
+            address.lower(), source, reason, _epoch(item.get("since")), _epoch(item.get("expires"))
+        )
+    return entries
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
