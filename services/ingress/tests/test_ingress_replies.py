@@ -91,6 +91,7 @@ def test_ehlo_response_completes_aiosmtpd_keywords():
         "250-PIPELINING",
         "250-SIZE 1000",
         "250-8BITMIME",
+        "250-DSN",
         "250-SMTPUTF8",
         "250-ENHANCEDSTATUSCODES",
         "250 HELP",
@@ -103,6 +104,7 @@ def test_ehlo_response_adds_size_when_missing():
         "250-PIPELINING",
         "250-SIZE 2048",
         "250-8BITMIME",
+        "250-DSN",
         "250-SMTPUTF8",
         "250 ENHANCEDSTATUSCODES",
     ]

@@ -126,6 +126,12 @@ class Submission:
     dedup_key: str | None = None
     """None: the content's own dedup key (dedup_key.py: a client's retry of the same message); the API sets
     `idem:<key>` for a request with an Idempotency-Key (its own check ran before: idempotency.py)."""
+    recipient_dsn: Mapping[str, message_pb2.RecipientDsn] = field(default_factory=dict)
+    """RFC 3461 NOTIFY and ORCPT by recipient, keyed as in `recipients` (AcceptedMessage.recipient_dsn)."""
+    envid: str = ""
+    """RFC 3461 ENVID, decoded; "" when none was given."""
+    ret: "message_pb2.DsnRet.ValueType" = message_pb2.DSN_RET_UNSPECIFIED
+    """RFC 3461 RET (AcceptedMessage.ret)."""
 
     @property
     def client_label(self) -> str:
@@ -319,7 +325,13 @@ class MailAcceptance:
             listener=submission.listener,
             dedup_key=key,
             tags=submission.tags,
+            envid=submission.envid,
+            ret=submission.ret,
         )
+        for recipient in submission.recipients:
+            dsn = submission.recipient_dsn.get(recipient)
+            if dsn is not None:
+                head.recipient_dsn[recipient].CopyFrom(dsn)
         head.arrival_time.FromDatetime(datetime.now(UTC))
         return head
 

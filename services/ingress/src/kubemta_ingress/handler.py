@@ -13,6 +13,13 @@ and in the author headers at DATA (sender_identity.py). AUTH PLAIN and LOGIN com
 from `AuthMechanisms` (auth.py). A client's retry of a message already queued (same
 Message-ID, envelope and body within KUBEMTA_DUPLICATE_WINDOW, asked of the tracker) gets
 `250` with the first queue id and is not queued again.
+
+The DSN parameters (RFC 3461; esmtp_dsn.py) are read before anything else MAIL and RCPT
+check, as Postfix does, and refused with `501 5.5.4 Bad <NAME> parameter syntax` (a syntax
+error, not counted as a rejection, as aiosmtpd's own `501`s are not). They are kept on the
+`DsnEnvelope`: RET and ENVID of MAIL, NOTIFY and ORCPT by recipient as `rcpt_tos` holds it
+(a bare <Postmaster> as postmaster@KUBEMTA_HOSTNAME); a recipient given twice keeps what it
+was first given, as it keeps its first place.
 """
 
 import logging
@@ -21,9 +28,11 @@ import time
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from kubemta.v1 import message_pb2
+from kubemta_common.dsn_parameters import DsnParameterError
 from kubemta_ingress import metrics, replies
 from kubemta_ingress.acceptance import MAX_HOPS_DEFAULT, MailAcceptance, Queued, Refusal, Submission, text_field
 from kubemta_ingress.auth import AuthMechanisms
+from kubemta_ingress.esmtp_dsn import DsnEnvelope, MailDsn, mail_parameters, recipient_parameters
 from kubemta_ingress.listeners import session_listener
 from kubemta_ingress.policy import client_ip
 from kubemta_ingress.received import protocol_name
@@ -69,17 +78,27 @@ class IngressHandler(AuthMechanisms):
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
+        try:
+            dsn = mail_parameters(mail_options)
+        except DsnParameterError as error:
+            return error.reply
         sender = "" if address == NULL_SENDER else address
         refusal = self.acceptance.sender_refusal(sender, authenticated_user(session), smtputf8=envelope.smtp_utf8)
         if refusal is not None:
             return self._reject(refusal, session)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        if isinstance(envelope, DsnEnvelope):
+            envelope.dsn = dsn
         return replies.SENDER_OK
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
+        try:
+            dsn = recipient_parameters(rcpt_options, smtputf8=envelope.smtp_utf8)
+        except DsnParameterError as error:
+            return error.reply
         postmaster = address.lower() == POSTMASTER
         if postmaster:  # RFC 5321 section 4.5.1: <Postmaster> without a domain MUST be accepted
             address = f"{POSTMASTER}@{self._hostname}"
@@ -98,6 +117,8 @@ class IngressHandler(AuthMechanisms):
             return self._reject(refusal, session)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
+        if dsn is not None and isinstance(envelope, DsnEnvelope):
+            envelope.recipient_dsn[address] = dsn
         return replies.RECIPIENT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -122,6 +143,7 @@ class IngressHandler(AuthMechanisms):
         content = envelope.original_content
         assert content is not None, "aiosmtpd calls handle_DATA with the content read"
         listener = session_listener(session)
+        dsn = envelope.dsn if isinstance(envelope, DsnEnvelope) else MailDsn()
         return Submission(
             sender="" if envelope.mail_from == NULL_SENDER else text_field(envelope.mail_from),
             recipients=envelope.rcpt_tos,
@@ -138,6 +160,9 @@ class IngressHandler(AuthMechanisms):
                 authenticated=bool(session.authenticated),
             ),
             smtputf8=envelope.smtp_utf8,
+            recipient_dsn=envelope.recipient_dsn if isinstance(envelope, DsnEnvelope) else {},
+            envid=dsn.envid,
+            ret=dsn.ret,
         )
 
     def trust(self, session: Session) -> "message_pb2.Trust.ValueType":

@@ -36,8 +36,9 @@ TOO_BIG_FOR_QUEUE = "552 5.3.4 Error: message too big for the queue"
 INTERNAL_ERROR = "451 4.3.0 Error: internal error, try again later"
 SHUTTING_DOWN = "421 4.3.2 {hostname} Service shutting down, closing transmission channel"
 
-# Keywords the EHLO reply must list, in this order (RFC 2920, RFC 1870, RFC 6152, RFC 6531, RFC 2034).
-EHLO_KEYWORDS = ("PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES")
+# Keywords the EHLO reply must list, in this order (RFC 2920, RFC 1870, RFC 6152, RFC 3461, RFC 6531, RFC 2034).
+# DSN on every listener, as Postfix offers it by default: the parameters are read in esmtp_dsn.py.
+EHLO_KEYWORDS = ("PIPELINING", "SIZE", "8BITMIME", "DSN", "SMTPUTF8", "ENHANCEDSTATUSCODES")
 
 _REPLY = re.compile(r"(?P<code>[2-5]\d\d)(?P<sep>[ -])(?P<text>.*)\Z", re.DOTALL)
 _ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |\Z)")  # RFC 3463 section 2

@@ -38,6 +38,7 @@ PINNED_MINOR = "1.4"
 OVERRIDDEN: Mapping[str, tuple[str, ...]] = {
     "_call_handler_hook": ("command", "args"),
     "_cb_client_connected": ("reader", "writer"),
+    "_create_envelope": (),
     "_create_session": (),
     "_getaddr": ("arg",),
     "_handle_client": (),
@@ -51,6 +52,8 @@ OVERRIDDEN: Mapping[str, tuple[str, ...]] = {
     "smtp_DATA": ("arg",),
     "smtp_EHLO": ("hostname",),
     "smtp_HELO": ("hostname",),
+    "smtp_MAIL": ("arg",),
+    "smtp_RCPT": ("arg",),
     "smtp_STARTTLS": ("arg",),
 }
 CALLED: Mapping[str, tuple[str, ...]] = {

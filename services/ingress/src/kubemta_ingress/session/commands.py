@@ -11,11 +11,16 @@
   limit and the data budget, with its own deadline (timers.py).
 - Envelope addresses are parsed plainly where they can be (smtp_paths.py); an address
   email's parser would decode from RFC 2047 encoded words is refused as malformed.
+- After EHLO, MAIL's and RCPT's DSN parameters (RFC 3461) are taken out of the command
+  before aiosmtpd reads it, which would upper-case their xtext and refuse them with `555`,
+  and handed to the handler's hook as the client wrote them, behind the options aiosmtpd
+  read (esmtp_dsn.py); the handler checks them.
 """
 
 import asyncio
 import logging
 import re
+from collections.abc import Coroutine
 from typing import Any
 
 from aiosmtpd.smtp import syntax
@@ -23,6 +28,7 @@ from aiosmtpd.smtp import syntax
 from kubemta_ingress import limits, replies, stream_reader
 from kubemta_ingress.content import BadCommandLine, unstuff
 from kubemta_ingress.data_budget import INSUFFICIENT_STORAGE, Reservation, declared_size
+from kubemta_ingress.esmtp_dsn import MAIL_KEYWORDS, RCPT_KEYWORDS, take_parameters
 from kubemta_ingress.handler import text_field
 from kubemta_ingress.listeners import POLICY_REFUSALS
 from kubemta_ingress.proxy import client_address
@@ -55,6 +61,14 @@ class Commands(TlsStart):
         return status
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        address, rest = self._address_and_parameters(arg)
+        keywords = self._state.dsn_keywords
+        if address is None or not rest or not keywords or self.session is None or not self.session.extended_smtp:
+            return address, rest
+        rest, self._state.dsn_parameters = take_parameters(rest, keywords)  # the hook gets these as written
+        return address, rest
+
+    def _address_and_parameters(self, arg: str) -> tuple[str | None, str | None]:
         plain = plain_path(arg)
         limit = self.local_part_limit
         if plain is not None and not (limit and len(plain[0].rpartition("@")[0]) > limit):
@@ -127,6 +141,9 @@ class Commands(TlsStart):
             if budget.available <= 0 or declared_size(mail_options) > budget.available:
                 self._record_rejection(Reason.INSUFFICIENT_STORAGE, INSUFFICIENT_STORAGE)
                 return INSUFFICIENT_STORAGE  # no room now: the client tries again later
+        if command in ("MAIL", "RCPT"):
+            address, options = args
+            args = (address, [*options, *self._state.dsn_parameters])
         if command != "DATA":
             return await super()._call_handler_hook(command, *args)
         self._timers.stop_data()  # the message is complete
@@ -155,6 +172,23 @@ class Commands(TlsStart):
         finally:
             self._state.leave(Phase.HELLO)
         self._close_if_draining()
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await self._with_dsn_parameters(MAIL_KEYWORDS, super().smtp_MAIL(arg))
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        await self._with_dsn_parameters(RCPT_KEYWORDS, super().smtp_RCPT(arg))
+
+    async def _with_dsn_parameters(self, keywords: frozenset[str], command: Coroutine[Any, Any, None]) -> None:
+        """Run aiosmtpd's MAIL or RCPT with the DSN parameters named in `keywords` taken out (`_getaddr`)."""
+        state = self._state
+        state.dsn_keywords, state.dsn_parameters = keywords, ()
+        try:
+            await command
+        finally:
+            state.dsn_keywords, state.dsn_parameters = frozenset(), ()
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:

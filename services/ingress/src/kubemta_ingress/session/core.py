@@ -18,9 +18,10 @@ import collections
 import logging
 from collections.abc import Callable
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from kubemta_ingress import limits, metrics, proxy, replies, stream_reader
+from kubemta_ingress.esmtp_dsn import DsnEnvelope
 from kubemta_ingress.listeners import IngressSession, ListenerPolicy
 from kubemta_ingress.policy import client_ip
 from kubemta_ingress.proxy import client_address
@@ -39,6 +40,12 @@ AUTH_LINE_LIMIT = 12288
 """RFC 4954 section 4: an AUTH command line, and each line answering a 334, may be 12,288 octets; a
 Kubernetes ServiceAccount token as the AUTH PLAIN password (1-2 KiB of JWT) needs more than the 512
 of other commands (RFC 5321 section 4.5.3.1.4), which keep that limit."""
+MAIL_DSN_LENGTH = len(" RET=HDRS ENVID=") + 100
+"""What RFC 3461's MAIL parameters add to a MAIL command at their longest (an ENVID is at most 100 characters,
+section 4.4), beyond RFC 5321's 512; aiosmtpd adds SIZE's and SMTPUTF8's room itself at EHLO."""
+RCPT_DSN_LENGTH = len(" NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=") + 500
+"""What NOTIFY and ORCPT add to a RCPT command at their longest (an ORCPT is at most 500 characters, section
+4.2). As SIZE's room, these apply after EHLO only: after HELO a command has no parameters."""
 
 type SessionCallback = Callable[["SessionCore"], None]
 
@@ -60,7 +67,12 @@ class SessionCore(SMTP):
         self._options = options
         self._policy = options.policy
         # aiosmtpd shares one dict between all connections and grows it on every EHLO
-        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, AUTH=AUTH_LINE_LIMIT)
+        self.command_size_limits = collections.defaultdict(
+            lambda: SMTP.command_size_limit,
+            AUTH=AUTH_LINE_LIMIT,
+            MAIL=SMTP.command_size_limit + MAIL_DSN_LENGTH,
+            RCPT=SMTP.command_size_limit + RCPT_DSN_LENGTH,
+        )
         self._on_open = on_open
         self._on_close = on_close
         self._state = SessionState()
@@ -71,6 +83,9 @@ class SessionCore(SMTP):
 
     def _create_session(self) -> Session:
         return IngressSession(self.loop, self._policy.kind)
+
+    def _create_envelope(self) -> Envelope:
+        return DsnEnvelope()  # each transaction's DSN parameters (RSET and EHLO start a new one)
 
     def ingress_session(self) -> IngressSession:
         """The current session (it exists from `connection_made` on; a method: aiosmtpd inspects properties)."""

@@ -75,6 +75,10 @@ class SessionState:
     """The client address the connection limits admitted (released when the connection ends)."""
     pending_end: tuple[str, Reason | None] | None = None
     """A session end asked for while `QUEUEING`: the last reply and its rejection reason."""
+    dsn_keywords: frozenset[str] = frozenset()
+    """While MAIL or RCPT is answered: the DSN parameters it takes out of the command (esmtp_dsn.py)."""
+    dsn_parameters: tuple[str, ...] = ()
+    """Those the client gave in that command, as written, for the handler's hook."""
 
     @property
     def closed(self) -> bool:
