@@ -103,14 +103,13 @@ def reporting_mta(message: Message) -> str:
     """The Reporting-MTA of a DSN (the email package's reading), "" when it is none."""
     for part in message.walk():
         if part.get_content_type() == "message/delivery-status":
-            blocks = part.get_payload()
-            assert isinstance(blocks, list)
+            blocks = cast(list[Message], part.get_payload())
             return str(blocks[0].get("Reporting-MTA", ""))
     return ""
 
 
 def as_message(received: ReceivedMessage) -> EmailMessage:
-    return cast(EmailMessage, email.message_from_bytes(received.content, policy=email.policy.default))
+    return email.message_from_bytes(received.content, policy=email.policy.default)
 
 
 async def _submit(postfix: PostfixPeer, submission: Submission) -> str:
@@ -210,16 +209,14 @@ def postfix_run(
 def status_blocks(message: Message) -> list[Message]:
     """The message/delivery-status blocks of a DSN as the email package reads them (per-message block first)."""
     [status] = [part for part in message.walk() if part.get_content_type() == "message/delivery-status"]
-    blocks = status.get_payload()
-    assert isinstance(blocks, list)
-    return blocks
+    return cast(list[Message], status.get_payload())
 
 
 def returned_part(message: Message) -> Message:
     """The third part of a multipart/report: the returned message or its headers."""
-    parts = message.get_payload()
-    assert isinstance(parts, list) and len(parts) == 3, [part.get_content_type() for part in parts]
-    return cast(Message, parts[2])
+    parts = cast(list[Message], message.get_payload())
+    assert len(parts) == 3, [part.get_content_type() for part in parts]
+    return parts[2]
 
 
 def orcpt(value: object) -> tuple[str, str]:
@@ -307,7 +304,7 @@ def test_postfix_client_asking_success_gets_a_relayed_dsn_from_kubemta(postfix_r
     assert orcpt(recipient["Original-Recipient"]) == ("rfc822", "bob@mx.e2e.test")  # Postfix's ORCPT
     assert returned_part(dsn).get_content_type() == "text/rfc822-headers"  # -R hdrs
     compat = email.message_from_bytes(dsn.as_bytes(), policy=email.policy.compat32)
-    assert all_failures(compat) == (set(), set())
+    assert all_failures(compat) == (frozenset(), frozenset())
     assert [message.rcpt_tos for message in postfix_run.delivered] == [["bob@mx.e2e.test"]]
 
 

@@ -23,7 +23,6 @@ import shutil
 import subprocess
 from email.message import EmailMessage
 from pathlib import Path
-from typing import cast
 
 from bench.postfix import PostfixInstance, ensure_installed
 from tests.harness.processes import run
@@ -113,10 +112,7 @@ class PostfixPeer(PostfixInstance):
         """The messages delivered to `local`@mailbox_domain's Maildir so far, oldest first."""
         new = self.mail_dir / local / "new"
         paths = sorted(new.iterdir(), key=lambda path: path.stat().st_mtime_ns) if new.is_dir() else []
-        return [
-            cast(EmailMessage, email.message_from_bytes(path.read_bytes(), policy=email.policy.default))
-            for path in paths
-        ]
+        return [email.message_from_bytes(path.read_bytes(), policy=email.policy.default) for path in paths]
 
     async def wait_for_mailbox(self, local: str, count: int, *, within: float) -> list[EmailMessage]:
         """`local`'s messages once there are `count` of them, or whatever arrived within `within` seconds."""
