@@ -13,12 +13,16 @@ api_message_fields.py holds the checks of single fields and the limits.
   server may add (`RESERVED_HEADERS`): the error names the header.
 - The recipient limit comes from the caller through the validation context
   (`parse_request(..., max_recipients=...)`, KUBEMTA_MAX_RECIPIENTS), like RCPT's limit.
+- `dsn` asks for delivery status notifications as SMTP's NOTIFY, RET and ENVID do
+  (RFC 3461), judged as SMTP judges them (api_dsn.py).
 """
 
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from kubemta.v1 import message_pb2
+from kubemta_ingress.api_dsn import MessageDsn, check_envid, check_notify, check_ret
 from kubemta_ingress.api_message_fields import (
     DEFAULT_MAX_RECIPIENTS,
     MAX_ATTACHMENTS,
@@ -58,6 +62,7 @@ __all__ = [
     "MAX_TAGS",
     "RESERVED_HEADERS",
     "Attachment",
+    "DsnRequest",
     "InvalidMessage",
     "Mailbox",
     "MessageRequest",
@@ -100,6 +105,44 @@ class Attachment(BaseModel):
         description="Makes the part inline, referenced from `html` as cid:CONTENT_ID (needs `html`; without <>)",
         examples=["logo@example.com"],
     )
+
+
+class DsnRequest(BaseModel):
+    """Delivery status notifications (RFC 3461) the sender asks for, as SMTP's NOTIFY, RET and ENVID."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    notify: list[Literal["success", "failure", "delay", "never"]] | None = Field(
+        default=None,
+        min_length=1,
+        description="When to report, for every recipient: `never` alone, or any of success, failure, delay. "
+        "Default: failure and delay",
+        examples=[["success", "failure"]],
+    )
+    ret: Literal["full", "hdrs"] | None = Field(
+        default=None, description="What a failure report returns: the full message or its headers (default: hdrs)"
+    )
+    envid: Annotated[str, AfterValidator(check_envid)] | None = Field(
+        default=None,
+        description="An id of yours the reports carry (Original-Envelope-Id): printable ASCII, at most 100 "
+        "characters once written as xtext (+, = and space take three)",
+        examples=["invoice-42"],
+    )
+
+    @field_validator("notify")
+    @classmethod
+    def _notify_fits(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            check_notify(value)  # `never` with anything else
+        return value
+
+    def bus(self) -> MessageDsn:
+        """What the request asks for, as the bus carries it."""
+        return MessageDsn(
+            notify=check_notify(self.notify) if self.notify is not None else None,
+            ret=check_ret(self.ret) if self.ret is not None else message_pb2.DSN_RET_UNSPECIFIED,
+            envid=self.envid or "",
+        )
 
 
 class MessageRequest(BaseModel):
@@ -170,6 +213,9 @@ class MessageRequest(BaseModel):
         default=None,
         description="Message-ID: as <id-left@id-right>; default: one kubemta makes",
         examples=["<invoice-42@example.com>"],
+    )
+    dsn: DsnRequest | None = Field(
+        default=None, description="Delivery status notifications (RFC 3461 NOTIFY, RET, ENVID): default as SMTP's"
     )
 
     @field_validator("headers")

@@ -4,6 +4,9 @@
                                                          html, attachments, headers, tags; api_message.py)
     POST /v1/messages?from=a@x&to=b@y  Content-Type: message/rfc822   (a raw RFC 5322 message)
 
+    Delivery status notifications (RFC 3461, api_dsn.py): JSON `"dsn": {"notify", "ret", "envid"}`;
+    raw, the query parameters `notify=success,delay`, `ret=hdrs`, `envid=...`.
+
     202 {"queue_id", "message_id", "recipients"}  only once the broker confirmed the message (SMTP's 250);
     401 no or an unknown credential; 403 a credential without sender identities, or a sender or From:
         outside them; 409 the same Idempotency-Key is still being answered; 413 over the size limit;
@@ -45,6 +48,7 @@ from kubemta.v1 import message_pb2
 from kubemta_ingress import metrics
 from kubemta_ingress.acceptance import MailAcceptance, Queued, Refusal, Submission
 from kubemta_ingress.api_auth import BearerAuth, Principal
+from kubemta_ingress.api_dsn import MessageDsn, query_dsn
 from kubemta_ingress.api_errors import RETRY_AFTER, problem, recipients_response, refusal_response
 from kubemta_ingress.api_message import ComposedMessage, compose
 from kubemta_ingress.api_message_fields import InvalidMessage, request_errors
@@ -102,8 +106,9 @@ class SendingApi:
         idempotency_key: str | None,
         envelope_from: str | None,
         envelope_to: list[str] | None,
+        dsn_query: tuple[str | None, str | None, str | None] = (None, None, None),
     ) -> JSONResponse:
-        """The answer to one POST /v1/messages."""
+        """The answer to one POST /v1/messages; `dsn_query`: a raw message's `notify`, `ret` and `envid`."""
         if not principal.identities:
             metrics.API_MESSAGES.labels(result="forbidden").inc()
             return problem(403, f"{principal.name} may not send mail: it has no sender identities")
@@ -120,7 +125,7 @@ class SendingApi:
         # With a key, the Message-ID comes from it: a replay names the same Message-ID as the first answer.
         message_id = self._message_id(key_hash(principal.name, key) if key is not None else None)
         try:
-            composed, tags = self._message(media_type, body, envelope_from, envelope_to, message_id)
+            composed, tags, dsn = self._message(media_type, body, envelope_from, envelope_to, message_id, dsn_query)
         except UnsupportedMediaType:
             metrics.API_MESSAGES.labels(result="invalid").inc()
             return problem(415, f"Content-Type must be {JSON} or {RFC822}")
@@ -153,6 +158,9 @@ class SendingApi:
             smtputf8=composed.smtputf8,
             tags=tags,
             dedup_key=claim.dedup_key if claim is not None else None,
+            recipient_dsn=dsn.recipient_dsn(composed.recipients),
+            envid=dsn.envid,
+            ret=dsn.ret,
         )
         started = time.monotonic()
         try:
@@ -187,9 +195,10 @@ class SendingApi:
         envelope_from: str | None,
         envelope_to: list[str] | None,
         message_id: str,
-    ) -> tuple[ComposedMessage, list[str]]:
-        """The message and its tags from the request body; raises RequestValidationError (422) naming the field,
-        UnsupportedMediaType (415)."""
+        dsn_query: tuple[str | None, str | None, str | None],
+    ) -> tuple[ComposedMessage, list[str], MessageDsn]:
+        """The message, its tags and its DSN options from the request; raises RequestValidationError (422) naming
+        the field, UnsupportedMediaType (415)."""
         if media_type == JSON:
             try:
                 request = parse_request(body, max_recipients=self._acceptance.max_recipients)
@@ -199,7 +208,7 @@ class SendingApi:
                 composed = compose(request, now=datetime.now(UTC), message_id=message_id)
             except InvalidMessage as exc:
                 raise invalid(exc) from None
-            return composed, list(request.tags)
+            return composed, list(request.tags), request.dsn.bus() if request.dsn is not None else MessageDsn()
         if media_type == RFC822:
             try:
                 raw = parse_raw(
@@ -208,7 +217,7 @@ class SendingApi:
                     recipients=envelope_to,
                     max_recipients=self._acceptance.max_recipients,
                 )
-                return raw, []
+                return raw, [], query_dsn(*dsn_query)
             except InvalidMessage as exc:
                 raise invalid(exc) from None
         raise UnsupportedMediaType
@@ -365,7 +374,21 @@ def sending_router(api: SendingApi, auth: BearerAuth, max_request: int) -> APIRo
             str | None, Query(alias="from", description="message/rfc822 only: the envelope sender")
         ] = None,
         to: Annotated[list[str] | None, Query(description="message/rfc822 only: the envelope recipients")] = None,
+        notify: Annotated[
+            str | None,
+            Query(
+                description="message/rfc822 only: when to send delivery status notifications (RFC 3461 NOTIFY), "
+                "`never` or any of `success,failure,delay`; default failure and delay"
+            ),
+        ] = None,
+        ret: Annotated[
+            str | None, Query(description="message/rfc822 only: a failure report returns `full` or `hdrs` (RET)")
+        ] = None,
+        envid: Annotated[
+            str | None,
+            Query(description="message/rfc822 only: your id for the reports (ENVID): printable ASCII, at most 100"),
+        ] = None,
     ) -> JSONResponse:
-        return await api.send(request, principal, idempotency_key, envelope_from, to)
+        return await api.send(request, principal, idempotency_key, envelope_from, to, (notify, ret, envid))
 
     return router
