@@ -302,7 +302,10 @@ def test_postfix_client_asking_success_gets_a_relayed_dsn_from_kubemta(postfix_r
     assert per_message["Original-Envelope-Id"] == "client-success.envid-7"
     assert recipient["Action"] == "relayed"
     assert orcpt(recipient["Original-Recipient"]) == ("rfc822", "bob@mx.e2e.test")  # Postfix's ORCPT
-    assert returned_part(dsn).get_content_type() == "text/rfc822-headers"  # -R hdrs
+    returned = returned_part(dsn)
+    assert returned.get_content_type() == "text/rfc822-headers"  # -R hdrs
+    assert "Subject: postfix client success" in returned.as_string()
+    assert BODY_LINE not in returned.as_string()
     compat = email.message_from_bytes(dsn.as_bytes(), policy=email.policy.compat32)
     assert all_failures(compat) == (frozenset(), frozenset())
     assert [message.rcpt_tos for message in postfix_run.delivered] == [["bob@mx.e2e.test"]]
