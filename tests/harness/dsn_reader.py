@@ -3,10 +3,15 @@ email package and flufl.bounce make of them.
 
 `read_dsn(raw)` fails the test (AssertionError) unless the DSN is well formed at every
 level: CRLF lines of at most 998 octets, valid UTF-8; a top-level header of exactly
-kubemta's fields, one line each; a multipart/report of exactly three parts; a status
-part of field blocks whose every line is `Name: value`; the email package parses it
-with no defect, every header value readable and on one line; flufl.bounce scans it
-without an error.
+kubemta's fields, one line each; a multipart/report of exactly three parts (the third the
+original headers, or the whole returned message as 7-bit message/rfc822, RET=FULL); a status
+part of field blocks whose every line is `Name: value`, the per-message block exactly
+kubemta's fields (Original-Envelope-Id first when the sender gave an ENVID), every recipient
+block's fields in RFC 3464 §2.3's order (Original-Recipient first when there was an ORCPT);
+each block's Action one of RFC 3464 §2.3.3's, one kind of report per DSN (failure, delay or
+success) with a Subject to match; the email package parses it with no defect (inside a returned
+message, the sender's own content, only its structure is checked), every header value readable
+and on one line; flufl.bounce scans it without an error and finds no failure in a success report.
 """
 
 import email
@@ -21,8 +26,28 @@ from flufl.bounce import all_failures, scan_message
 
 TOP_FIELDS = ("From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "MIME-Version", "Content-Type")
 PER_MESSAGE_FIELDS = ("Reporting-MTA", "X-Kubemta-Queue-ID", "Arrival-Date")
+ENVID_FIELD = "Original-Envelope-Id"
+RECIPIENT_FIELD_ORDER = (
+    "Original-Recipient",
+    "Final-Recipient",
+    "Action",
+    "Status",
+    "Remote-MTA",
+    "Diagnostic-Code",
+    "Last-Attempt-Date",
+    "Will-Retry-Until",
+)
+"""RFC 3464 §2.3: the recipient fields kubemta writes, in its order; Final-Recipient, Action and Status always."""
 PART_TYPES = ("text/plain", "message/delivery-status", "text/rfc822-headers")
 GLOBAL_PART_TYPES = ("text/plain", "message/global-delivery-status", "text/rfc822-headers")
+RETURNED_TYPES = ("text/rfc822-headers", "message/rfc822")
+SUBJECTS = {
+    "failed": "Undelivered Mail Returned to Sender",
+    "delayed": "Delayed Mail (still being retried)",
+    "delivered": "Successful Mail Delivery Report",
+    "relayed": "Successful Mail Delivery Report",
+}
+KINDS = {"failed": "failure", "delayed": "delay", "delivered": "success", "relayed": "success"}
 
 _FIELD_LINE = re.compile(r"([A-Za-z0-9-]+): (.*)", re.DOTALL)
 _ALLOWED_HEADER_DEFECTS = (errors.NonASCIILocalPartDefect,)
@@ -67,6 +92,21 @@ class ReadDsn:
     def text(self, index: int) -> str:
         """The decoded content of part `index`."""
         return cast(str, self.part(index).get_content())
+
+    @property
+    def per_message(self) -> dict[str, str]:
+        return dict(self.blocks[0])
+
+    @property
+    def kind(self) -> str:
+        """ "failure", "delay" or "success"."""
+        return KINDS[dict(self.blocks[1])["Action"]] if len(self.blocks) > 1 else "failure"
+
+    @property
+    def returned_message(self) -> bytes | None:
+        """The whole returned message as written (a message/rfc822 third part), None when headers were returned."""
+        [content_type] = [value for name, value in self.parts[2].fields if name == "Content-Type"]
+        return self.parts[2].body if content_type.startswith("message/rfc822") else None
 
     @property
     def parsed_blocks(self) -> list[Message]:
@@ -117,8 +157,17 @@ def _parse(raw: bytes) -> EmailMessage:
     return email.message_from_string(raw.decode("utf-8"), policy=email.policy.default)
 
 
+def _own_parts(message: Message) -> list[Message]:
+    """The DSN's entities, not descending into a returned message (its content is the sender's, defects and all)."""
+    parts: list[Message] = [message]
+    if message.is_multipart() and message.get_content_type() != "message/rfc822":
+        for part in cast(list[Message], message.get_payload()):
+            parts += _own_parts(part)
+    return parts
+
+
 def _check_parsed(message: EmailMessage, raw_fields: list[Field], part_types: tuple[str, ...]) -> None:
-    for part in message.walk():
+    for part in _own_parts(message):
         assert not part.defects, f"{part.get_content_type()}: {part.defects}"
     assert list(message.keys()) == [name for name, _ in raw_fields]
     for name in message.keys():
@@ -127,7 +176,38 @@ def _check_parsed(message: EmailMessage, raw_fields: list[Field], part_types: tu
         defects = [d for d in getattr(value, "defects", ()) if not isinstance(d, _ALLOWED_HEADER_DEFECTS)]
         assert not defects, f"{name}: {defects}"
     parts = cast(list[EmailMessage], message.get_payload())
-    assert tuple(part.get_content_type() for part in parts) == part_types
+    types = tuple(part.get_content_type() for part in parts)
+    assert types[:2] == part_types[:2] and len(types) == 3 and types[2] in RETURNED_TYPES, types
+
+
+def _check_returned(part: RawPart, parsed: Message, report_kind: str) -> None:
+    """A returned message: only in a failure report, 7-bit, declared so, and read back as one message."""
+    if not part.fields[0][1].startswith("message/rfc822"):
+        return
+    assert report_kind == "failure", "a whole message returned in a delay or success report"
+    assert dict(part.fields).get("Content-Transfer-Encoding", "7bit") == "7bit"
+    assert part.body.isascii(), "8-bit octets in a returned message declared 7bit"
+    payload = cast(list[Message], parsed.get_payload())
+    assert len(payload) == 1 and isinstance(payload[0], Message)
+
+
+def _check_blocks(blocks: list[list[Field]], subject: str) -> str:
+    """The per-message and recipient blocks hold kubemta's fields in order, one kind of action; that kind."""
+    names = [name for name, _ in blocks[0]]
+    assert names in (list(PER_MESSAGE_FIELDS), [ENVID_FIELD, *PER_MESSAGE_FIELDS]), names
+    kinds = set()
+    for block in blocks[1:]:
+        names = [name for name, _ in block]
+        assert len(set(names)) == len(names), f"a field twice: {names}"
+        assert all(name in RECIPIENT_FIELD_ORDER for name in names), names
+        assert names == sorted(names, key=RECIPIENT_FIELD_ORDER.index), f"out of order: {names}"
+        assert {"Final-Recipient", "Action", "Status"} <= set(names), names
+        action = dict(block)["Action"]
+        assert action in KINDS, action
+        assert SUBJECTS[action] == subject, (action, subject)
+        kinds.add(KINDS[action])
+    assert len(kinds) == 1, f"one kind of report per DSN: {kinds}"
+    return kinds.pop()
 
 
 def _check_status_blocks(status: Message, blocks: list[list[Field]]) -> None:
@@ -156,10 +236,13 @@ def read_dsn(raw: bytes) -> ReadDsn:
     part_types = PART_TYPES if report_type == "delivery-status" else GLOBAL_PART_TYPES
     _check_parsed(message, fields, part_types)
     blocks = _blocks(parts[1].body)
-    assert tuple(name for name, _ in blocks[0]) == PER_MESSAGE_FIELDS
+    kind = _check_blocks(blocks, dict(fields)["Subject"])
     if report_type == "delivery-status":
         _check_status_blocks(cast(list[Message], message.get_payload())[1], blocks)
+    _check_returned(parts[2], cast(list[Message], message.get_payload())[2], kind)
     compat = email.message_from_bytes(raw)
     temporary, permanent = all_failures(compat)
     assert scan_message(compat) == permanent
+    if kind == "success":
+        assert not temporary and not permanent, f"flufl.bounce read a success report as failures: {permanent}"
     return ReadDsn(raw, fields, parts, blocks, message, (frozenset(temporary), frozenset(permanent)))

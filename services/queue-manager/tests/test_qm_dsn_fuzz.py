@@ -1,6 +1,7 @@
 """Hypothesis fuzz of the DSN builder: arbitrary addresses, reply texts, host names, queue
-ids and original headers (several recipients, any domains) never raise and always give a
-DSN that the email package and flufl.bounce read as exactly the fields kubemta wrote."""
+ids, original headers and returned messages, ENVIDs and ORCPTs, failure classes, of every kind
+of report (failure, delay, success; several recipients, any domains) never raise and always give
+a DSN that the email package and flufl.bounce read as exactly the fields kubemta wrote."""
 
 import email.utils
 import re
@@ -11,8 +12,9 @@ from typing import cast
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kubemta_queue_manager.dsn import Action, RecipientReport, Report, build_dsn
-from kubemta_queue_manager.dsn_fields import MAX_ADDRESS, field_value, xtext_address
+from kubemta_common.bounce_class import BounceClass
+from kubemta_queue_manager.dsn import SUCCESS_ACTIONS, Action, RecipientReport, Report, build_dsn
+from kubemta_queue_manager.dsn_fields import MAX_ADDRESS, field_value, original_recipient, xtext_address
 from tests.harness.dsn_reader import read_dsn
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -40,8 +42,15 @@ plain_addresses = st.from_regex(PLAIN, fullmatch=True)
 
 
 @st.composite
-def recipient_reports(draw: st.DrawFn, recipient: st.SearchStrategy[str] = addresses) -> RecipientReport:
+def recipient_reports(
+    draw: st.DrawFn, recipient: st.SearchStrategy[str] = addresses, action: Action | None = None
+) -> RecipientReport:
     return RecipientReport(
+        action=action,
+        orcpt_type=draw(st.one_of(st.sampled_from(["", "rfc822", "utf-8", "RFC822", "x-local"]), texts)),
+        orcpt_address=draw(st.one_of(st.just(""), addresses, st.text(max_size=600))),
+        bounce_class=draw(st.one_of(st.sampled_from([*BounceClass, ""]), texts)),
+        hard=draw(st.booleans()),
         recipient=draw(recipient),
         status=draw(st.one_of(st.sampled_from(["5.1.1", "4.4.7", "5.0.0", "4.2.0"]), texts)),
         smtp_code=draw(st.sampled_from([0, 250, 421, 450, 550, 554, 99999])),
@@ -55,8 +64,9 @@ def recipient_reports(draw: st.DrawFn, recipient: st.SearchStrategy[str] = addre
 @st.composite
 def reports(draw: st.DrawFn) -> Report:
     action = draw(st.sampled_from(Action))
-    hostile = draw(st.lists(recipient_reports(), max_size=4))
-    plain = draw(st.lists(recipient_reports(plain_addresses), max_size=3))
+    own = st.sampled_from(sorted(SUCCESS_ACTIONS)) if action in SUCCESS_ACTIONS else st.just(None)
+    hostile = draw(st.lists(recipient_reports(action=draw(own)), max_size=4))
+    plain = draw(st.lists(recipient_reports(plain_addresses, action=draw(own)), max_size=3))
     return Report(
         hostname=draw(st.one_of(st.just("mx.kubemta.test"), texts)),
         queue_id=draw(st.one_of(st.just("QORIG"), texts)),
@@ -67,7 +77,19 @@ def reports(draw: st.DrawFn) -> Report:
         recipients=draw(st.permutations([*hostile, *plain])) if hostile or plain else [RecipientReport("a@b", "5.0.0")],
         original_content=draw(st.one_of(st.binary(max_size=300), texts.map(lambda t: t.encode("utf-8", "replace")))),
         will_retry_until=NOW + timedelta(days=3) if action is Action.DELAYED else None,
+        envid=draw(st.one_of(st.just(""), texts)),
+        full_message=draw(st.one_of(st.just(b""), st.binary(max_size=300), returnable_messages)),
+        too_large=draw(st.booleans()),
     )
+
+
+returnable_messages = st.tuples(texts, texts).map(
+    lambda pair: (
+        f"Subject: {pair[0].encode('ascii', 'replace').decode()}\r\n\r\n".encode()
+        + pair[1].encode("utf-8", "replace").replace(b"\r", b"").replace(b"\n", b"\r\n")
+    )
+)
+"""Original messages, often returnable: a header field and any body (8-bit, boundary-like lines)."""
 
 
 def plain(address: str) -> bool:
@@ -82,9 +104,11 @@ def written_forms(address: str) -> list[str]:
 
 
 def expected_fields(report: Report, entry: RecipientReport) -> list[str]:
-    names = ["Final-Recipient", "Action", "Status"]
+    names = ["Original-Recipient"] if entry.orcpt_address else []
+    names += ["Final-Recipient", "Action", "Status"]
     names += ["Remote-MTA"] if entry.remote_mta else []
-    names += ["Diagnostic-Code", "Last-Attempt-Date"]
+    names += ["Diagnostic-Code"] if entry.smtp_code or report.action not in SUCCESS_ACTIONS else []
+    names += ["Last-Attempt-Date"]
     names += ["Will-Retry-Until"] if report.action is Action.DELAYED else []
     return names
 
@@ -136,24 +160,44 @@ def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> No
     for entry, block in zip(report.recipients, dsn.recipient_blocks, strict=True):
         assert [name for name, _ in block] == expected_fields(report, entry)
         values = dict(block)
-        assert values["Action"] == report.action.value
+        assert values["Action"] == (entry.action or report.action).value
         assert re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", values["Status"])
+        assert values["Status"].startswith("2.") == (report.action in SUCCESS_ACTIONS)
+        if entry.orcpt_address:
+            assert values["Original-Recipient"].startswith(("utf-8; ", f"{entry.orcpt_type.lower()}; ", "rfc822; "))
         assert values["Final-Recipient"].startswith(("rfc822; ", "utf-8; "))
         if plain(entry.recipient):
             assert values["Final-Recipient"] == f"rfc822; {entry.recipient}"
+    assert dsn.per_message.get("Original-Envelope-Id", "") == field_value(report.envid)
     human = dsn.text(0).splitlines()
     listed = human[human.index("                   The mail system") + 2 :]
+    reasons = [line for line in listed if line.startswith("    Reason: ")]
+    listed = [line for line in listed if not line.startswith("    Reason: ")]
     assert len(listed) == len(report.recipients) and all(line.startswith("<") for line in listed), "a line each"
+    known = [entry for entry in report.recipients if entry.bounce_class in set(BounceClass)]
+    assert len(reasons) == (0 if report.action in SUCCESS_ACTIONS else len(known))
+    if dsn.returned_message is not None:
+        assert report.action is Action.FAILED and not report.too_large
     temporary, permanent = dsn.flufl
     found = temporary if report.action is Action.DELAYED else permanent
-    if dsn.message.get_param("report-type") == "delivery-status":
-        plains = {entry.recipient.encode() for entry in report.recipients if plain(entry.recipient)}
+    if dsn.message.get_param("report-type") == "delivery-status" and report.action not in SUCCESS_ACTIONS:
+        # flufl reads an rfc822 Original-Recipient instead of the Final-Recipient (the address the sender used)
+        plains = {e.recipient.encode() for e in report.recipients if plain(e.recipient) and not e.orcpt_address}
         assert plains <= found, "flufl.bounce finds every plain failed recipient"
     # flufl's heuristics also read addresses out of the human-readable text, where a remote host name or reply
     # text is quoted (the status and the text as one line): whatever it finds must come from what the report was
     # given, never be made up
     texts = [text for entry in report.recipients for text in (entry.remote_mta, f"{entry.status} {entry.diagnostic}")]
     forms = [form for entry in report.recipients for form in written_forms(entry.recipient)]
+    forms += [form for entry in report.recipients for form in written_forms(entry.orcpt_address) if form]
+    # flufl.bounce's DSN reader keeps the words of a utf-8 Original-Recipient (its type, "utf-8", and the xtext) when
+    # a Final-Recipient of type rfc822 follows: a reader's quirk, every word of it written from the ORCPT given
+    forms += [
+        field_value(word, limit=2000).lower()
+        for entry in report.recipients
+        if entry.orcpt_address
+        for word in ("utf-8", *str(original_recipient(entry.orcpt_type, entry.orcpt_address)).split("; ", 1))
+    ]
     forms += [form for text in texts for form in written_forms(text)]
     for address in temporary | permanent:
         # flufl lower-cases what it reads

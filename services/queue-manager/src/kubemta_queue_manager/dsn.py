@@ -1,9 +1,15 @@
-"""Delivery status notifications (RFC 3464): the bounce and delay-warning messages sent to senders.
+"""Delivery status notifications (RFC 3464): the bounce, delay-warning and success messages sent to senders.
 
 A DSN is a `multipart/report; report-type=delivery-status` message (RFC 6522) with
 three parts: a human-readable explanation, the machine-readable
 `message/delivery-status` (RFC 3464 §2.2 per-message fields, then one §2.3 block per
-recipient) and the original message's header block as `text/rfc822-headers`.
+recipient) and the original message's header block as `text/rfc822-headers`, or, for a
+failure whose sender asked for RET=FULL (RFC 3461 §4.3), the whole message as
+`message/rfc822` when it can be returned (dsn_returned.py).
+
+The sender's DSN parameters appear as RFC 3464 asks: ENVID as `Original-Envelope-Id`
+(§2.2.1), each ORCPT as `Original-Recipient` (§2.3.1). A failure's class
+(kubemta_common.bounce_class) is explained in the human-readable part.
 
 It is written line by line (dsn_mime), never through a library that would decode or
 re-fold what it is given: every value that comes from outside (addresses, reply
@@ -22,6 +28,7 @@ from datetime import datetime
 from email.utils import format_datetime
 from enum import StrEnum
 
+from kubemta_common.bounce_class import BounceClass
 from kubemta_queue_manager.dsn_fields import (
     FieldValue,
     Reply,
@@ -33,12 +40,14 @@ from kubemta_queue_manager.dsn_fields import (
     is_utf8_address,
     mailbox,
     one_line,
+    original_recipient,
     status_code,
     unitext_address,
     xtext_address,
 )
 from kubemta_queue_manager.dsn_fields import smtp_reply as _smtp_reply
 from kubemta_queue_manager.dsn_mime import Part, fields_part, multipart, text_part
+from kubemta_queue_manager.dsn_returned import returnable_message
 
 __all__ = [
     "Action",
@@ -57,6 +66,7 @@ __all__ = [
 MAILER_DAEMON = "MAILER-DAEMON"
 SUBJECT_FAILED = "Undelivered Mail Returned to Sender"
 SUBJECT_DELAYED = "Delayed Mail (still being retried)"
+SUBJECT_SUCCESS = "Successful Mail Delivery Report"
 AUTO_SUBMITTED = "auto-replied"
 """RFC 3834 §5: a message generated in response to another one."""
 UNDISCLOSED = "undisclosed-recipients:;"
@@ -68,6 +78,29 @@ class Action(StrEnum):
 
     FAILED = "failed"
     DELAYED = "delayed"
+    DELIVERED = "delivered"
+    """Success (NOTIFY=SUCCESS): final delivery, to the recipient's mailbox."""
+    RELAYED = "relayed"
+    """Success (NOTIFY=SUCCESS): handed to a next hop that does not report delivery status itself."""
+
+
+SUCCESS_ACTIONS = frozenset({Action.DELIVERED, Action.RELAYED})
+
+CLASS_REASONS: dict[BounceClass, str] = {
+    BounceClass.INVALID_RECIPIENT: "the recipient address does not exist",
+    BounceClass.MAILBOX_FULL: "the recipient's mailbox is full",
+    BounceClass.MESSAGE_TOO_LARGE: "the message is larger than the receiving system takes",
+    BounceClass.CONTENT_BLOCKED: "the receiving system refused the content (spam or malware filter)",
+    BounceClass.POLICY: "the receiving system's policy refused the message (e.g. SPF, DKIM or DMARC)",
+    BounceClass.REPUTATION: "the receiving system refused the sending server (reputation or blocklist)",
+    BounceClass.RATE_LIMITED: "the receiving system limits how much mail it takes from this server",
+    BounceClass.DNS_FAILURE: "the destination domain or its mail server could not be found in DNS",
+    BounceClass.TLS_FAILURE: "no secure (TLS) connection to the receiving system could be made",
+    BounceClass.CONNECTION_FAILURE: "the receiving system could not be reached",
+    BounceClass.EXPIRED: "the message could not be delivered before its time in the queue ran out",
+    BounceClass.OTHER: "the reply below says why",
+}
+"""The `Reason:` line of a failed or delayed recipient in the human-readable part, by class."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +118,14 @@ class RecipientReport:
     """Bounced because it stayed in the queue too long, not because of a permanent failure."""
     reply_status: str = ""
     """The enhanced status code of the SMTP reply itself, when it differs from `status` (an expiry)."""
+    action: Action | None = None
+    """This recipient's action when it differs from the report's (a success report: delivered or relayed)."""
+    orcpt_type: str = ""
+    orcpt_address: str = ""
+    """RFC 3461 ORCPT (addr-type, decoded address): the recipient as the sender gave it; empty when not given."""
+    bounce_class: str = ""
+    """A failure's class (kubemta_common.bounce_class value), empty when unknown."""
+    hard: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +142,20 @@ class Report:
     action: Action
     recipients: Sequence[RecipientReport]
     original_content: bytes
+    """The original message's header block, returned as text/rfc822-headers (or, when `full_message`
+    cannot be returned, the header block of it)."""
     will_retry_until: datetime | None = None
+    envid: str = ""
+    """RFC 3461 ENVID of the original message, empty when none was given."""
+    full_message: bytes = b""
+    """A failure DSN with RET=FULL: the whole original message, returned when it can be (dsn_returned.py)."""
+    too_large: bool = False
+    """RET=FULL was asked but the message exceeded KUBEMTA_DSN_RETURN_SIZE_LIMIT: headers only, and said so."""
+
+    @property
+    def success(self) -> bool:
+        """A success report (NOTIFY=SUCCESS), not a failure or a delay warning."""
+        return self.action in SUCCESS_ACTIONS
 
 
 def _reply(entry: RecipientReport) -> Reply:
@@ -116,6 +170,31 @@ def smtp_reply(entry: RecipientReport) -> str:
 def diagnostic_code(entry: RecipientReport) -> FieldValue:
     """The Diagnostic-Code value (RFC 3464 §2.3.6): `smtp;` with the reply, else `X-kubemta;` with the text."""
     return diagnostic_value(_reply(entry))
+
+
+def _action(report: Report, entry: RecipientReport) -> Action:
+    return entry.action if entry.action is not None else report.action
+
+
+def _success_line(report: Report, entry: RecipientReport) -> str:
+    how = (
+        "delivered to the mailbox"
+        if _action(report, entry) is Action.DELIVERED
+        else "relayed to a system that does not report delivery status"
+    )
+    if entry.smtp_code and entry.remote_mta:
+        return f"{how}: host {one_line(entry.remote_mta)} said: {smtp_reply(entry)}"
+    return f"{how}: {smtp_reply(entry)}" if entry.smtp_code else how
+
+
+def _class_line(entry: RecipientReport) -> str | None:
+    """`Reason: <what it means> (<class>, permanent|temporary)`, or None for a class kubemta does not know."""
+    try:
+        found = BounceClass(entry.bounce_class)
+    except ValueError:
+        return None
+    kind = "permanent" if entry.hard else "temporary"
+    return f"    Reason: {CLASS_REASONS[found]} ({found.value.replace('_', ' ')}, {kind})"
 
 
 def _reason(entry: RecipientReport) -> str:
@@ -141,7 +220,14 @@ def human_lines(report: Report, now: datetime) -> list[FieldValue]:
     """The human-readable first part, in the style of Postfix's bounce templates, one safe line each."""
     host = field_value(report.hostname, utf8=True)
     lines = [f"This is the mail system at host {host}.", ""]
-    if report.action is Action.DELAYED:
+    if report.success:
+        lines += [
+            "Your message was delivered to the destination(s) listed below.",
+            "Where it reached the recipient's mailbox, this is the last notice",
+            "you will get about it; where it was relayed to another system,",
+            "that system may still send you notices of delivery problems.",
+        ]
+    elif report.action is Action.DELAYED:
         lines += [
             "####################################################################",
             "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #",
@@ -152,12 +238,28 @@ def human_lines(report: Report, now: datetime) -> list[FieldValue]:
         if report.will_retry_until is not None:
             lifetime = (report.will_retry_until - report.arrival).total_seconds()
             lines.append(f"It will be retried until it is {_human_duration(lifetime)} old.")
+    elif _returned_message(report) is not None:
+        lines += [
+            "I'm sorry to have to inform you that your message could not",
+            "be delivered to one or more recipients. Your message is",
+            "attached below.",
+        ]
     else:
         lines += [
             "I'm sorry to have to inform you that your message could not",
             "be delivered to one or more recipients. The headers of your",
             "message are attached below.",
         ]
+        if report.too_large:
+            lines += [
+                "Only its headers are returned: the whole message is larger",
+                "than this mail system returns in a notification.",
+            ]
+        elif report.full_message:
+            lines += [
+                "Only its headers are returned: the whole message cannot be",
+                "returned as it is (it is not 7-bit mail and cannot be made so).",
+            ]
     lines += [
         "",
         "For further assistance, please send mail to the postmaster of",
@@ -168,7 +270,12 @@ def human_lines(report: Report, now: datetime) -> list[FieldValue]:
     ]
     safe = [field_value(line, utf8=True) for line in lines]
     # One gate over the whole line: a long line is cut once, between escapes, never inside one.
-    safe += [field_value(f"<{entry.recipient}>: {_reason(entry)}", utf8=True) for entry in report.recipients]
+    for entry in report.recipients:
+        said = _success_line(report, entry) if report.success else _reason(entry)
+        safe.append(field_value(f"<{entry.recipient}>: {said}", utf8=True))
+        reason = None if report.success else _class_line(entry)
+        if reason is not None:
+            safe.append(field_value(reason))
     return safe
 
 
@@ -194,8 +301,17 @@ def _date(value: datetime) -> FieldValue:
     return field_value(format_datetime(value))
 
 
+def _returned_message(report: Report) -> bytes | None:
+    """The whole message to return (a failure with RET=FULL that can be returned), else None: its headers."""
+    if report.action is not Action.FAILED or not report.full_message or report.too_large:
+        return None
+    return returnable_message(report.full_message)
+
+
 def _per_message_block(report: Report) -> list[str]:
+    envid = [header_line("Original-Envelope-Id", field_value(report.envid))] if report.envid else []  # §2.2.1
     return [
+        *envid,
         header_line("Reporting-MTA", field_value(f"dns; {host_value(report.hostname)}")),  # RFC 3464 §2.2.2
         header_line("X-Kubemta-Queue-ID", field_value(report.queue_id)),  # §2.2.1 allows extension fields
         header_line("Arrival-Date", _date(report.arrival)),  # §2.2.5
@@ -203,15 +319,22 @@ def _per_message_block(report: Report) -> list[str]:
 
 
 def _per_recipient_block(report: Report, entry: RecipientReport, *, utf8: bool) -> list[str]:
-    fallback = "4.0.0" if report.action is Action.DELAYED else "5.0.0"
-    block = [
-        header_line("Final-Recipient", final_recipient(entry.recipient, utf8=utf8)),  # RFC 3464 §2.3.2
-        header_line("Action", field_value(report.action.value)),  # §2.3.3
-        header_line("Status", status_code(entry.status, fallback)),  # §2.3.4
+    action = _action(report, entry)
+    fallback = {Action.DELAYED: "4.0.0", Action.FAILED: "5.0.0"}.get(action, "2.0.0")
+    status = entry.status if not report.success or entry.status.startswith("2.") else fallback
+    block = []
+    if entry.orcpt_address:
+        orcpt = original_recipient(entry.orcpt_type, entry.orcpt_address, utf8=utf8)
+        block.append(header_line("Original-Recipient", orcpt))  # RFC 3464 §2.3.1
+    block += [
+        header_line("Final-Recipient", final_recipient(entry.recipient, utf8=utf8)),  # §2.3.2
+        header_line("Action", field_value(action.value)),  # §2.3.3
+        header_line("Status", status_code(status, fallback)),  # §2.3.4
     ]
     if entry.remote_mta:
         block.append(header_line("Remote-MTA", field_value(f"dns; {host_value(entry.remote_mta)}")))  # §2.3.5
-    block.append(header_line("Diagnostic-Code", diagnostic_code(entry)))  # §2.3.6
+    if entry.smtp_code or not report.success:  # a success without a reply has nothing to diagnose
+        block.append(header_line("Diagnostic-Code", diagnostic_code(entry)))  # §2.3.6
     block.append(header_line("Last-Attempt-Date", _date(report.last_attempt)))  # §2.3.7
     if report.action is Action.DELAYED and report.will_retry_until is not None:
         block.append(header_line("Will-Retry-Until", _date(report.will_retry_until)))  # §2.3.9
@@ -239,12 +362,14 @@ def build_dsn(report: Report, *, message_id: str, now: datetime) -> bytes:
     """
     smtputf8 = not report.sender.isascii()
     to = mailbox(report.sender, utf8=smtputf8)
-    global_report = smtputf8 and any(is_utf8_address(entry.recipient) for entry in report.recipients)
+    global_report = smtputf8 and any(
+        is_utf8_address(entry.recipient) or is_utf8_address(entry.orcpt_address) for entry in report.recipients
+    )
     report_type = "global-delivery-status" if global_report else "delivery-status"
     headers = [
         header_line("From", _from_address(report.hostname)),
         header_line("To", to if to is not None else field_value(UNDISCLOSED)),
-        header_line("Subject", field_value(SUBJECT_DELAYED if report.action is Action.DELAYED else SUBJECT_FAILED)),
+        header_line("Subject", field_value(_subject(report))),
         header_line("Date", _date(now)),
         header_line("Message-ID", _message_id(message_id, report.hostname)),
         header_line("Auto-Submitted", field_value(AUTO_SUBMITTED)),
@@ -252,14 +377,33 @@ def build_dsn(report: Report, *, message_id: str, now: datetime) -> bytes:
     ]
     blocks = [_per_message_block(report)]
     blocks += [_per_recipient_block(report, entry, utf8=global_report) for entry in report.recipients]
-    delayed = report.action is Action.DELAYED
     parts: list[Part] = [
         text_part(human_lines(report, now), "text/plain", "Notification"),
         fields_part(blocks, f"message/{report_type}", "Delivery report", utf8=global_report),
-        text_part(
-            _header_lines(report.original_content),
-            "text/rfc822-headers",
-            "Delayed Message Headers" if delayed else "Undelivered Message Headers",
-        ),
+        _returned_part(report),
     ]
     return multipart(headers, field_value(f"multipart/report; report-type={report_type}"), parts)
+
+
+def _subject(report: Report) -> str:
+    if report.success:
+        return SUBJECT_SUCCESS
+    return SUBJECT_DELAYED if report.action is Action.DELAYED else SUBJECT_FAILED
+
+
+def _returned_part(report: Report) -> Part:
+    """The third part: the whole message (RET=FULL, when it can be returned) or the original headers."""
+    whole = _returned_message(report)
+    if whole is not None:
+        headers = [
+            header_line("Content-Type", field_value("message/rfc822")),
+            header_line("Content-Transfer-Encoding", field_value("7bit")),
+            header_line("Content-Description", field_value("Undelivered Message")),
+        ]
+        return Part(headers, whole)
+    description = {Action.DELAYED: "Delayed Message Headers", Action.FAILED: "Undelivered Message Headers"}
+    return text_part(
+        _header_lines(report.original_content),
+        "text/rfc822-headers",
+        description.get(report.action, "Delivered Message Headers"),
+    )

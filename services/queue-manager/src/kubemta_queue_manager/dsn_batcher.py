@@ -1,9 +1,9 @@
 """The `dsn` stage: one DSN per message and event, however many destination domains took part.
 
 The results handler publishes one `DsnRequest` per delivery result that has recipients to
-report (dsn_requests.py). This consumer holds the requests of one message and one action
-(failed, delayed) for `window` seconds from the first one, then sends a single DSN listing
-all their recipients, and only after the broker confirmed that DSN are the requests
+report (dsn_requests.py). This consumer holds the requests of one message and one kind
+(failed, delayed, success: delivered and relayed together) for `window` seconds from the first
+one, then sends a single DSN listing all their recipients, and only after the broker confirmed that DSN are the requests
 acknowledged (each request's handler waits for it). So a message whose three domains all
 refuse it gets one bounce, not three; a forged sender never gets more than one per event.
 
@@ -14,7 +14,8 @@ replica becomes the active one and groups them again: nothing is lost, and at wo
 whose confirm came just before a crash is sent twice (at least once, as every stage).
 
 Once a DSN was confirmed the batcher emits its lifecycle events: `received` (generated) for the
-DSN, a new message, and `dsn_sent` (a bounce) or `delay_warning_sent` on the original message.
+DSN, a new message, and `dsn_sent` (a bounce, or a success report: its action says which) or
+`delay_warning_sent` on the original message.
 
 At most `max_held` requests are held (the consumer's prefetch): reaching it flushes the
 oldest group at once, so a bounce storm is reported in more, smaller DSNs instead of
@@ -34,13 +35,25 @@ from kubemta_common.events.emitter import EventSink
 from kubemta_common.logs import message_context, outside_message, sanitize
 from kubemta_common.queue_id import new_queue_id
 from kubemta_queue_manager import lifecycle, metrics
-from kubemta_queue_manager.dsn import Action
+from kubemta_queue_manager.dsn import Action, Report
 from kubemta_queue_manager.dsn_requests import ACTIONS, dsn_message, merged_report
 
 logger = logging.getLogger(__name__)
 
 type GroupKey = tuple[str, int]
-"""(queue id of the original message, DsnAction)."""
+"""(queue id of the original message, DsnAction; RELAYED counted as DELIVERED: one success report)."""
+
+
+def group_key(request: message_pb2.DsnRequest) -> GroupKey:
+    """The group of `request`: its message and its kind of report."""
+    action = message_pb2.DSN_ACTION_DELIVERED if request.action == message_pb2.DSN_ACTION_RELAYED else request.action
+    return (request.queue_id, int(action))
+
+
+def _kind(report: Report) -> str:
+    if report.success:
+        return "success"
+    return "delay" if report.action is Action.DELAYED else "non-delivery"
 
 
 @dataclass(slots=True)
@@ -81,7 +94,7 @@ class DsnBatcher:
 
     async def add(self, request: message_pb2.DsnRequest) -> None:
         """Hold `request` until the DSN it is part of is confirmed; raises what the publish raised."""
-        key: GroupKey = (request.queue_id, int(request.action))
+        key = group_key(request)
         group = self._groups.get(key)
         if group is None:
             loop = asyncio.get_running_loop()
@@ -132,11 +145,11 @@ class DsnBatcher:
             )
             group.done.set_exception(exc)
             return
-        counter = metrics.DELAY_WARNINGS_SENT if report.action is Action.DELAYED else metrics.BOUNCES_SENT
-        counter.inc()
+        counters = {"delay": metrics.DELAY_WARNINGS_SENT, "success": metrics.SUCCESS_DSNS_SENT}
+        counters.get(_kind(report), metrics.BOUNCES_SENT).inc()
         logger.debug(  # the dsn_sent / delay_warning_sent event below is the INFO line
             "sender %s notification: %s (%d recipients, from %d results: %s)",
-            "delay" if report.action is Action.DELAYED else "non-delivery",
+            _kind(report),
             dsn.queue_id,
             len(report.recipients),
             len(group.requests),

@@ -128,6 +128,28 @@ def final_recipient(address: str, *, utf8: bool = False) -> FieldValue:
     return field_value(f"utf-8; {encoded}", utf8=utf8, limit=MAX_LINE)
 
 
+_ADDR_TYPE_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,40}")
+"""RFC 3464 §2.1.2 address-type: an atom (bounded: a type is a short registered name)."""
+
+
+def original_recipient(addr_type: str, address: str, *, utf8: bool = False) -> FieldValue:
+    """The Original-Recipient value (RFC 3464 §2.3.1) of an ORCPT (RFC 3461 §4.2), decoded from xtext on the bus.
+
+    An `rfc822` (or other registered type) address of printable ASCII is written as it is, like
+    Final-Recipient. A `utf-8` address (RFC 6533 §3), and any address that is not printable ASCII
+    or could be read as an encoded word (non-ASCII, CR/LF, spaces, controls), is written with the
+    `utf-8` type: as utf-8-addr-xtext (`\\x{HEX}`, pure ASCII) in a message/delivery-status part, as
+    unitext when `utf8` (message/global-delivery-status). A type that is no atom reads as `rfc822`.
+    At most MAX_ADDRESS characters of address (an ORCPT is at most 500): always one line.
+    """
+    kind = addr_type.lower() if _ADDR_TYPE_RE.fullmatch(addr_type) else "rfc822"
+    plain = all("!" <= char <= "~" for char in address) and "=?" not in address and len(address) <= MAX_ADDRESS
+    if kind != "utf-8" and plain:
+        return field_value(f"{kind}; {address}", limit=MAX_LINE)
+    encoded = _join_limited(_address_pieces(address, unicode=utf8), MAX_ADDRESS)
+    return field_value(f"utf-8; {encoded}", utf8=utf8, limit=MAX_LINE)
+
+
 def is_utf8_address(address: str) -> bool:
     """Whether `address` is written as unitext in a message/global-delivery-status part."""
     return bool(address) and not address.isascii()

@@ -11,6 +11,15 @@ Pure decisions with no I/O; `handlers` publishes what they call for. Per recipie
 A message from the null sender `<>` (or one kubemta generated, i.e. a DSN) is never
 bounced (RFC 5321 §4.5.5, RFC 3464 §2): its undeliverable recipients are dropped.
 
+What the sender asked with NOTIFY (RFC 3461 §4.1, DeliveryJob.recipient_dsn) decides who is
+reported: a failure DSN only for recipients that want failures, a delay warning only for those
+that want delays (without NOTIFY: both, as before), a success DSN for a delivered recipient that
+asked for one, unless the next hop took the DSN parameters over (HANDOFF_DSN_PASSED: it reports
+from then on); NOTIFY=NEVER: nothing. A recipient not reported keeps its fate.
+
+Every failure is classified (kubemta_common.bounce_class) for metrics, events, logs and DSNs; a
+recipient that bounced permanently as an invalid address (hard) is to be suppressed.
+
 A message an operator deleted (`Deletion`, from an admin DELETE decision) is never retried:
 without a DSN every recipient not delivered is deleted (no retry, no bounce, no warning); with
 one, the recipients that would have been retried bounce with 5.3.0 "deleted by the
@@ -24,6 +33,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from kubemta.v1 import message_pb2
+from kubemta_common.bounce_class import BounceClass, Classification, classify
+from kubemta_common.dsn_parameters import DsnKind, wants
 from kubemta_common.events.deletion import deleted_result
 from kubemta_common.timestamps import age_seconds, to_datetime
 from kubemta_queue_manager.retry import retry_delay
@@ -67,6 +78,8 @@ class RecipientFate:
 
     result: message_pb2.RecipientResult
     disposition: Disposition
+    classification: Classification | None = None
+    """The failure's class and hardness; None for a delivered recipient."""
 
     @property
     def status(self) -> str:
@@ -93,6 +106,10 @@ class Decision:
     """Recipients an operator's deletion took out of the queue (deleted, or bounced with 5.3.0 when a DSN was
     asked for)."""
     will_retry_until: datetime | None = None
+    success: list[RecipientFate] = field(default_factory=list)
+    """Delivered recipients whose sender asked for a success DSN (NOTIFY=SUCCESS) that kubemta must send."""
+    suppress: list[RecipientFate] = field(default_factory=list)
+    """Recipients that bounced permanently as invalid addresses (hard): for the suppression list."""
 
 
 def status_of(result: message_pb2.RecipientResult) -> str:
@@ -132,6 +149,32 @@ def _results_for_every_recipient(result: message_pb2.DeliveryResult) -> list[mes
     return results
 
 
+def recipient_dsn(job: message_pb2.DeliveryJob, recipient: str) -> message_pb2.RecipientDsn | None:
+    """The DSN parameters the sender gave `recipient` (None: none), without adding an entry to the job's map."""
+    return job.recipient_dsn[recipient] if recipient in job.recipient_dsn else None
+
+
+def _wanted(job: message_pb2.DeliveryJob, fates: list[RecipientFate], kind: DsnKind) -> list[RecipientFate]:
+    return [fate for fate in fates if wants(recipient_dsn(job, fate.result.recipient), kind)]
+
+
+def _failed(entry: message_pb2.RecipientResult, disposition: Disposition) -> RecipientFate:
+    """A failed recipient's fate with its class (from the reply's code, status and text; expired: `expired`)."""
+    expired = disposition is Disposition.EXPIRED
+    found = classify(entry.smtp_code, entry.status, entry.diagnostic, expired=expired)
+    return RecipientFate(entry, disposition, found)
+
+
+def _suppressible(fate: RecipientFate) -> bool:
+    found = fate.classification
+    return (
+        fate.disposition is Disposition.BOUNCED
+        and found is not None
+        and found.hard
+        and found.bounce_class is BounceClass.INVALID_RECIPIENT
+    )
+
+
 def never_bounced(job: message_pb2.DeliveryJob) -> bool:
     """True for the null sender `<>` and for kubemta's own DSNs: they never get a DSN back."""
     return not job.sender or job.generated
@@ -152,27 +195,33 @@ def decide(
         if entry.outcome == message_pb2.OUTCOME_DELIVERED:
             fate = RecipientFate(normal, Disposition.DELIVERED)
         elif deletion is not None and not deletion.dsn:
-            fate = RecipientFate(normal, Disposition.DELETED)
+            fate = _failed(normal, Disposition.DELETED)
             decision.deleted.append(fate)
         elif entry.outcome == message_pb2.OUTCOME_PERMANENT:
-            fate = RecipientFate(normal, Disposition.BOUNCED)
+            fate = _failed(normal, Disposition.BOUNCED)
             undeliverable.append(fate)
+            if _suppressible(fate):
+                decision.suppress.append(fate)
         elif expired:
-            fate = RecipientFate(normal, Disposition.EXPIRED)
+            fate = _failed(normal, Disposition.EXPIRED)
             undeliverable.append(fate)
-        elif deletion is not None:  # would be retried; deleted with a DSN: bounced
-            fate = RecipientFate(deleted_result(entry.recipient), Disposition.BOUNCED)
+        elif deletion is not None:  # would be retried; deleted with a DSN: bounced (not suppressed: not its fault)
+            fate = _failed(deleted_result(entry.recipient), Disposition.BOUNCED)
             undeliverable.append(fate)
             decision.deleted.append(fate)
         else:  # temporary (an unspecified outcome is treated as temporary: never lose a recipient)
-            fate = RecipientFate(normal, Disposition.DEFERRED)
+            fate = _failed(normal, Disposition.DEFERRED)
             deferred.append(fate)
         decision.recipients.append(fate)
 
     if never_bounced(job):
         decision.discarded = undeliverable
     else:
-        decision.bounce = undeliverable
+        decision.bounce = _wanted(job, undeliverable, "failure")
+        delivered = [f for f in decision.recipients if f.disposition is Disposition.DELIVERED]
+        decision.success = [
+            fate for fate in _wanted(job, delivered, "success") if fate.result.handoff != message_pb2.HANDOFF_DSN_PASSED
+        ]
 
     if deferred:
         retry = message_pb2.DeliveryJob()
@@ -180,6 +229,9 @@ def decide(
         retry.ClearField("route")
         del retry.recipients[:]
         retry.recipients.extend(fate.result.recipient for fate in deferred)
+        retried = set(retry.recipients)
+        for recipient in [name for name in retry.recipient_dsn if name not in retried]:
+            del retry.recipient_dsn[recipient]  # only its own recipients' parameters, as the splitter gives them
         retry.attempts = job.attempts + 1
         decision.retry = retry
         decision.retry_delay = retry_delay(policy.retry_schedule, retry.attempts)
@@ -190,6 +242,6 @@ def decide(
             and not job.delay_warning_sent
             and not never_bounced(job)
         ):
-            decision.warn = deferred
-            retry.delay_warning_sent = True
+            decision.warn = _wanted(job, deferred, "delay")
+            retry.delay_warning_sent = True  # due once: those who did not ask for it never get it later either
     return decision

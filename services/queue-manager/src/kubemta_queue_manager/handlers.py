@@ -38,6 +38,7 @@ from kubemta_queue_manager.outcomes import Results
 from kubemta_queue_manager.redelivery import RedeliveryGuard
 from kubemta_queue_manager.settings import QueueManagerSettings
 from kubemta_queue_manager.splitter import iter_jobs
+from kubemta_queue_manager.suppression_sink import SuppressionSink
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class QueueManager:
         tracker: DuplicateChecks | None = None,
         decisions: DecisionView | None = None,
         decisions_ready: asyncio.Event | None = None,
+        suppression: SuppressionSink | None = None,
     ) -> None:
         self._hostname = settings.hostname
         self._publisher = publisher
@@ -81,7 +83,9 @@ class QueueManager:
         self._signer = signer
         self._guard = RedeliveryGuard(tracker, events, stage=lifecycle.SERVICE)
         verdicts = JobVerdicts(decisions, decisions_ready)
-        self._results = Results(settings, publisher, events, verdicts, clock=clock, hostname=settings.hostname)
+        self._results = Results(
+            settings, publisher, events, verdicts, clock=clock, hostname=settings.hostname, suppression=suppression
+        )
         self._batcher = DsnBatcher(
             publisher,
             settings.hostname,

@@ -46,8 +46,9 @@ def queued(
 
 
 def outcome(fate: RecipientFate) -> events_pb2.RecipientOutcome:
-    """One recipient's result as the event reports it (status 4.4.7 for an expired one)."""
+    """One recipient's result as the event reports it (status 4.4.7 for an expired one; a failure's class)."""
     entry = fate.result
+    found = fate.classification
     return events_pb2.RecipientOutcome(
         recipient=entry.recipient,
         outcome=entry.outcome,
@@ -55,6 +56,8 @@ def outcome(fate: RecipientFate) -> events_pb2.RecipientOutcome:
         status=fate.status,
         diagnostic=entry.diagnostic,
         remote_mta=entry.remote_mta,
+        bounce_class=found.bounce_class.value if found is not None else "",
+        hard=found.hard if found is not None else False,
     )
 
 
@@ -122,7 +125,8 @@ def dsn_sent(
     action: "message_pb2.DsnAction.ValueType",
     recipients: Sequence[str],
 ) -> events_pb2.LifecycleEvent:
-    """The original message's sender was sent a DSN: `dsn_sent` (failure) or `delay_warning_sent` (delay)."""
+    """The original message's sender was sent a DSN: `dsn_sent` (failure, or success: delivered/relayed) or
+    `delay_warning_sent` (delay)."""
     event = message_event(queue_id, message_id)
     body = event.delay_warning_sent if action == message_pb2.DSN_ACTION_DELAYED else event.dsn_sent
     body.dsn_queue_id = dsn.queue_id

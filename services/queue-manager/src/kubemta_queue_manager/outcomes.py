@@ -4,7 +4,9 @@
 (kubemta_common.events.decision_follower.JobVerdicts) can delete the message (no retry, no DSN unless the operator
 asked for one) or hold it (the retry job goes to `held` instead of its retry queue). Everything the result leads to is
 published with confirms, and only then are the events recorded (one per disposition), so an
-event never claims a retry or a bounce that is not queued.
+event never claims a retry or a bounce that is not queued. DSN requests go out for the failure,
+delay and success reports the senders asked for (fate.py); recipients found not to exist are then
+handed to the suppression sink, when there is one.
 """
 
 import asyncio
@@ -27,9 +29,10 @@ from kubemta_common.logs import sanitize
 from kubemta_common.providers import provider_label
 from kubemta_queue_manager import lifecycle, metrics
 from kubemta_queue_manager.dsn import Action
-from kubemta_queue_manager.dsn_requests import dsn_request
-from kubemta_queue_manager.fate import Decision, Deletion, Disposition, Policy, decide
+from kubemta_queue_manager.dsn_requests import dsn_request, success_action
+from kubemta_queue_manager.fate import Decision, Deletion, Disposition, Policy, RecipientFate, decide
 from kubemta_queue_manager.settings import QueueManagerSettings
+from kubemta_queue_manager.suppression_sink import SuppressionSink
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class Results:
         *,
         clock: Callable[[], datetime],
         hostname: str,
+        suppression: SuppressionSink | None = None,
     ) -> None:
         self._policy = Policy(
             retry_schedule=tuple(settings.retry_schedule),
@@ -57,6 +61,8 @@ class Results:
         self._orders = orders
         self._clock = clock
         self._hostname = hostname
+        self._return_size_limit = settings.dsn_return_size_limit
+        self._suppression = suppression
 
     async def handle(self, result: message_pb2.DeliveryResult, *, repeated: bool = False) -> None:
         """Publish the retry job (or hold it) and the DSN requests of `result`, then record its events (`repeated`:
@@ -76,9 +82,9 @@ class Results:
             outgoing.append(
                 stages.retry(decision.retry_delay).outgoing(retry, message_id=f"{retry.job_id}#{retry.attempts}")
             )
-        for action, fates in ((Action.FAILED, decision.bounce), (Action.DELAYED, decision.warn)):
+        for action, fates in _reports(decision):
             if fates:  # one request per action; the dsn stage merges them with the message's other jobs'
-                request = dsn_request(result, decision, fates, action, now)
+                request = dsn_request(result, decision, fates, action, now, return_size_limit=self._return_size_limit)
                 dsn_actions.add(action)
                 request_id = f"{job.job_id}#{job.attempts}:{action}"
                 outgoing.append(stages.DSN.outgoing(request, message_id=request_id))
@@ -88,7 +94,17 @@ class Results:
         )
         self._log(result, decision, dsn_actions, held=hold)
         self._count(job, decision)
+        self._suppress(job, decision)
         await self._record(job, decision, verdict, now, held=hold)
+
+    def _suppress(self, job: message_pb2.DeliveryJob, decision: Decision) -> None:
+        if self._suppression is None:
+            return
+        for fate in decision.suppress:
+            reason = fate.classification.bounce_class.value if fate.classification is not None else ""
+            self._suppression.suppress(
+                fate.result.recipient, reason=reason, queue_id=job.queue_id, diagnostic=fate.result.diagnostic
+            )
 
     async def _hold(self, retry: message_pb2.DeliveryJob, verdict: Verdict) -> None:
         """The retry job to `held` (confirmed), with the headers a release reads (kubemta_common.amqp.held)."""
@@ -119,14 +135,16 @@ class Results:
         job = result.job
         for fate in decision.recipients:  # the fate events say the same, one INFO line each
             entry = fate.result
+            found = fate.classification
             logger.debug(
-                "to=<%s> relay=%s delay=%.0fs attempts=%d dsn=%s status=%s (%s)",
+                "to=<%s> relay=%s delay=%.0fs attempts=%d dsn=%s status=%s%s (%s)",
                 sanitize(entry.recipient),
                 sanitize(entry.remote_mta) or "none",
                 decision.age,
                 job.attempts + 1,
                 fate.status,
                 fate.disposition,
+                f" bounce_class={found.bounce_class} hard={str(found.hard).lower()}" if found is not None else "",
                 sanitize(entry.diagnostic),
             )
         if decision.retry is not None:
@@ -152,14 +170,27 @@ class Results:
                 metrics.RECIPIENTS_DELIVERED.labels(provider=provider).inc()
                 metrics.QUEUE_TIME.observe(decision.age)
             elif fate.disposition is Disposition.DEFERRED:
-                metrics.RECIPIENTS_DEFERRED.labels(provider=provider).inc()
+                metrics.RECIPIENTS_DEFERRED.labels(provider=provider, **{"class": _class(fate)}).inc()
             elif fate.disposition is not Disposition.DELETED:
-                metrics.RECIPIENTS_BOUNCED.labels(provider=provider).inc()
+                metrics.RECIPIENTS_BOUNCED.labels(provider=provider, **{"class": _class(fate)}).inc()
                 metrics.QUEUE_TIME.observe(decision.age)
                 if fate.disposition is Disposition.EXPIRED:
                     metrics.RECIPIENTS_EXPIRED.inc()
         if decision.discarded:
             metrics.UNDELIVERABLE_NULL_SENDER.inc()
+
+
+def _class(fate: RecipientFate) -> str:
+    """The `class` label of a failed recipient (always one of metrics.CLASSES)."""
+    return fate.classification.bounce_class.value if fate.classification is not None else "other"
+
+
+def _reports(decision: Decision) -> list[tuple[Action, list[RecipientFate]]]:
+    """The DSN requests `decision` calls for: failure, delay, and success by action (delivered, relayed)."""
+    success: dict[Action, list[RecipientFate]] = {}
+    for fate in decision.success:
+        success.setdefault(success_action(fate), []).append(fate)
+    return [(Action.FAILED, decision.bounce), (Action.DELAYED, decision.warn), *success.items()]
 
 
 async def _nothing() -> None:

@@ -43,6 +43,14 @@ class QueueManagerSettings(ServiceSettings):
         le=65535,
         description="DSN requests held at once (the dsn consumer's prefetch); reaching it sends the oldest group",
     )
+    dsn_return_size_limit: int = Field(
+        default=50000,
+        ge=0,
+        description=(
+            "Largest message (bytes) a failure DSN returns whole when the sender asked for RET=FULL (RFC 3461 §4.3);"
+            " a larger one gets its headers only (Postfix bounce_size_limit)"
+        ),
+    )
     dkim_keys_dir: Path | None = Field(
         default=None,
         description="Directory of DKIM private keys, DOMAIN/SELECTOR.key (a mounted Secret); unset: no signing",

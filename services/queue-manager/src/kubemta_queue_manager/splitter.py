@@ -3,6 +3,10 @@
 Domains are compared lower-cased (RFC 5321 §2.4: domain names are case-insensitive)
 and keep the order in which their first recipient appeared; a recipient's local part
 is kept exactly as given. Exact duplicate recipients are delivered once.
+
+Each job carries what the sender asked of the DSN extension (RFC 3461) for its own recipients
+(NOTIFY, ORCPT) and for the message (ENVID, RET): the queue-manager reads them again when the
+job's result comes back, and the worker passes them on to a next hop that offers DSN.
 """
 
 from collections.abc import Iterator
@@ -52,6 +56,9 @@ def iter_jobs(message: message_pb2.AcceptedMessage, default_domain: str) -> Iter
             message_id=message.message_id,
             submitter=message.authenticated_user,
             tags=message.tags,
+            recipient_dsn={rcpt: message.recipient_dsn[rcpt] for rcpt in recipients if rcpt in message.recipient_dsn},
+            envid=message.envid,
+            ret=message.ret,
         )
         job.arrival_time.CopyFrom(message.arrival_time)
         yield job
