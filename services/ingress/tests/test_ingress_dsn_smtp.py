@@ -100,6 +100,17 @@ async def test_lowercase_keywords_and_the_case_of_values_are_kept(start_server):
     assert (dsn.orcpt_type, dsn.orcpt_address) == ("rfc822", "Bob.Smith@Example.ORG")
 
 
+async def test_a_bounce_may_carry_parameters_too(start_server):
+    harness = await start_server()
+    client = await harness.connect()
+    assert await client.last("MAIL FROM:<> RET=HDRS ENVID=bounce-1") == "250 2.1.0 Ok"
+    assert await client.last("RCPT TO:<user@example.org> NOTIFY=NEVER") == "250 2.1.5 Ok"
+    assert (await data(client)).startswith("250 2.0.0 ")
+    message = only_message(harness.publisher)
+    assert (message.sender, message.envid, message.ret) == ("", "bounce-1", message_pb2.DSN_RET_HDRS)
+    assert message.recipient_dsn["user@example.org"].notify_never
+
+
 async def test_utf8_orcpt_needs_smtputf8_for_raw_utf8(start_server):
     harness = await start_server()
     client = await harness.connect()

@@ -65,7 +65,8 @@ class Commands(TlsStart):
         keywords = self._state.dsn_keywords
         if address is None or not rest or not keywords or self.session is None or not self.session.extended_smtp:
             return address, rest
-        rest, self._state.dsn_parameters = take_parameters(rest, keywords)  # the hook gets these as written
+        rest, taken = take_parameters(rest, keywords)
+        self._state.dsn_parameters = tuple(taken)  # the hook gets these as written
         return address, rest
 
     def _address_and_parameters(self, arg: str) -> tuple[str | None, str | None]:
