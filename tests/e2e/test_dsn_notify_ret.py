@@ -5,7 +5,9 @@ server, and aiosmtpd peers that do not offer DSN, so kubemta itself reports: mx.
 `nobody` (550 5.1.1), defers every `slow*` (451 4.3.0) and accepts the rest; the senders' MX
 (sender.e2e.test, bounce-mx) receives the DSNs. Each case mails from a sender of its own, so its DSN is
 told apart by the DSN's recipient. A client submits over SMTP with DSN parameters (smtplib); the delay
-warning is due after 2 s (KUBEMTA_DELAY_WARNING_AFTER) and retries come every second.
+warning is due after 2 s (KUBEMTA_DELAY_WARNING_AFTER) and retries come every second. An ENVID and an
+ORCPT with xtext escapes ("+2B" for "+", "+3D" for "=") must appear decoded in the report, as Postfix
+writes them.
 
 Every DSN kubemta writes is read with the strict reader (tests/harness/dsn_reader.py: the email package and
 flufl.bounce); flufl.bounce must find the failed address in a failure DSN, and no address in a success
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import MailWorld
 from tests.harness.dns_server import DnsServer
@@ -58,8 +61,8 @@ CASES = {
     "failure_full": Case(
         "failure-full",
         "nobody@mx.e2e.test",
-        ("RET=FULL", "ENVID=failure-full.envid-1"),
-        ("NOTIFY=FAILURE", "ORCPT=rfc822;Nobody.Original@example.org"),
+        ("RET=FULL", "ENVID=failure+2Bfull+3Denvid-1"),
+        ("NOTIFY=FAILURE", "ORCPT=rfc822;Nobody+2BOriginal@example.org"),
     ),
     "failure_hdrs": Case(
         "failure-hdrs", "nobody@mx.e2e.test", ("RET=HDRS", "ENVID=failure-hdrs.envid-2"), ("NOTIFY=FAILURE",)
@@ -75,6 +78,7 @@ CASES = {
     "delay_default": Case("delay-default", "slow3@mx.e2e.test", (), ()),
 }
 EXPECTED_DSNS = ("failure_full", "failure_hdrs", "success", "delay_asked", "delay_default")
+BOUNCING = ("never", "failure_full", "failure_hdrs")
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,32 @@ class MatrixRun:
     """kubemta's DSNs by case, as the senders' MX received them."""
     delivered: list[ReceivedMessage]
     """What mx1 accepted."""
+    bounced: float
+    """kubemta_recipients_bounced_total of the queue-manager (every provider and class) at the end."""
+
+
+async def bounced_recipients(stack: Stack) -> float:
+    """The queue-manager's kubemta_recipients_bounced_total summed over its labels."""
+    status, text = await stack.http("queue-manager", "/metrics")
+    assert status == 200, status
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "kubemta_recipients_bounced_total"
+    )
+
+
+async def until_bounced(stack: Stack, count: int, *, within: float) -> None:
+    """Wait (at most `within` seconds) until the queue-manager counted `count` bounced recipients."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if await bounced_recipients(stack) >= count:
+                    return
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        return  # the test that needs it says what is missing
 
 
 async def _run_matrix(broker_node: BrokerNode, net: str, dns: DnsServer, workdir: Path) -> MatrixRun:
@@ -165,8 +195,9 @@ async def _run_matrix(broker_node: BrokerNode, net: str, dns: DnsServer, workdir
 
         expected = [name for name in EXPECTED_DSNS if replies[name].queued]
         await wait_until(lambda: all(dsns()[name] for name in expected), within=ARRIVAL_TIMEOUT)
+        await until_bounced(stack, len(BOUNCING), within=ARRIVAL_TIMEOUT)  # NOTIFY=NEVER's recipient too
         await asyncio.sleep(SETTLE_SECONDS)
-        return MatrixRun(replies, dsns(), list(mx1.messages))
+        return MatrixRun(replies, dsns(), list(mx1.messages), await bounced_recipients(stack))
     finally:
         try:
             await stack.stop()
@@ -211,20 +242,21 @@ def returned_part(dsn: ReadDsn) -> EmailMessage:
 
 def test_notify_never_gets_no_dsn_for_a_permanent_failure(matrix: MatrixRun) -> None:
     assert matrix.replies["never"].queued, matrix.replies["never"]
+    assert matrix.bounced == len(BOUNCING)  # its recipient bounced (with the two NOTIFY=FAILURE ones)
     assert matrix.dsns["never"] == []
 
 
 def test_notify_failure_gets_a_failed_dsn_with_envid_and_orcpt(matrix: MatrixRun) -> None:
     dsn = only_dsn(matrix, "failure_full")
     per_message = fields(dsn.blocks[0])
-    assert per_message.get("Original-Envelope-Id") == "failure-full.envid-1"
+    assert per_message.get("Original-Envelope-Id") == "failure+full=envid-1"  # xtext-decoded, as Postfix writes it
     [recipient] = [fields(block) for block in dsn.recipient_blocks]
     assert recipient["Action"] == "failed"
     assert recipient["Status"].startswith("5.1.1")
     assert orcpt(recipient["Final-Recipient"]) == ("rfc822", "nobody@mx.e2e.test")
-    assert orcpt(recipient.get("Original-Recipient", "")) == ("rfc822", "Nobody.Original@example.org")
+    assert orcpt(recipient.get("Original-Recipient", "")) == ("rfc822", "Nobody+Original@example.org")
     _, permanent = dsn.flufl
-    assert {address.lower() for address in permanent} == {b"nobody.original@example.org"}  # ORCPT first
+    assert {address.lower() for address in permanent} == {b"nobody+original@example.org"}  # ORCPT first
 
 
 def test_flufl_bounce_finds_the_failed_address_without_orcpt(matrix: MatrixRun) -> None:

@@ -4,7 +4,8 @@ One pipeline run per module: the four services as processes, a real name server,
 (tests/harness/postfix_peer.py) as the MX of other.e2e.test (mx3), whose relay host is kubemta's ingress.
 
 - Postfix as next hop: a client gives kubemta NOTIFY, ORCPT, ENVID and RET; kubemta must pass them on
-  to Postfix, which offers DSN (RFC 3461 §5.2.1). What Postfix received shows in what it does with them:
+  to Postfix, which offers DSN (RFC 3461 §5.2.1), xtext-encoded again (an ENVID and an ORCPT holding "+"
+  and "=" must reach Postfix as they were meant). What Postfix received shows in what it does with them:
   it writes a "delivered" DSN only for NOTIFY=SUCCESS, its reports carry the ORCPT and ENVID it was given,
   its bounce returns the whole message for RET=FULL and the headers for RET=HDRS, and for NOTIFY=NEVER it
   bounces without a word (its log says so). Its DSNs come back through kubemta to the senders' MX
@@ -47,8 +48,8 @@ HOP_CASES = {
     "hop_success": Case(
         "hop-success",
         f"dave@{POSTFIX_DOMAIN}",
-        ("RET=FULL", "ENVID=hop-success.envid-4"),
-        ("NOTIFY=SUCCESS", "ORCPT=rfc822;Dave.Original@example.org"),
+        ("RET=FULL", "ENVID=hop+2Bsuccess+3Denvid-4"),
+        ("NOTIFY=SUCCESS", "ORCPT=rfc822;Dave+2BOriginal+3Dx@example.org"),
     ),
     "hop_full": Case(
         "hop-full",
@@ -239,9 +240,9 @@ def postfix_dsn(run: PostfixRun, name: str) -> EmailMessage:
 def test_postfix_receives_notify_success_orcpt_and_envid(postfix_run: PostfixRun) -> None:
     dsn = postfix_dsn(postfix_run, "hop_success")  # Postfix writes a success DSN only for NOTIFY=SUCCESS
     per_message, recipient = status_blocks(dsn)
-    assert per_message["Original-Envelope-Id"] == "hop-success.envid-4"
+    assert per_message["Original-Envelope-Id"] == "hop+success=envid-4"  # kubemta re-encoded the xtext
     assert recipient["Action"] == "delivered"
-    assert orcpt(recipient["Original-Recipient"]) == ("rfc822", "Dave.Original@example.org")
+    assert orcpt(recipient["Original-Recipient"]) == ("rfc822", "Dave+Original=x@example.org")
     [delivered] = postfix_run.mailboxes["dave"]
     assert delivered["Subject"] == "postfix hop hop_success"
 

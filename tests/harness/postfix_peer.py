@@ -15,7 +15,6 @@ that job:
   client gives those parameters to the relay host (kubemta's ingress) when it offers DSN.
 """
 
-import asyncio
 import email
 import email.policy
 import re
@@ -114,24 +113,15 @@ class PostfixPeer(PostfixInstance):
         paths = sorted(new.iterdir(), key=lambda path: path.stat().st_mtime_ns) if new.is_dir() else []
         return [email.message_from_bytes(path.read_bytes(), policy=email.policy.default) for path in paths]
 
-    async def wait_for_mailbox(self, local: str, count: int, *, within: float) -> list[EmailMessage]:
-        """`local`'s messages once there are `count` of them, or whatever arrived within `within` seconds."""
-        try:
-            async with asyncio.timeout(within):
-                while True:
-                    if len(messages := self.mailbox(local)) >= count:
-                        return messages
-                    await asyncio.sleep(0.2)
-        except TimeoutError:
-            return self.mailbox(local)
-
     def log(self) -> str:
         """Postfix's maillog_file so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def queue_ids_from(self, sender: str) -> list[str]:
-        """Postfix's queue ids of the messages it queued from `sender` (its qmgr `from=<...>` log lines)."""
-        return re.findall(rf"postfix/qmgr\[\d+\]: ([0-9A-F]+): from=<{re.escape(sender)}>", self.log())
+        """Postfix's queue ids of the messages it queued from `sender` (its qmgr `from=<...>` log lines), each
+        once, in order."""
+        found = re.findall(rf"postfix/qmgr\[\d+\]: ([0-9A-F]+): from=<{re.escape(sender)}>", self.log())
+        return list(dict.fromkeys(found))  # qmgr logs a message again each time it retries it
 
     def queue_log(self, queue_id: str) -> list[str]:
         """Postfix's log lines about one queued message (from its arrival to `removed`)."""
