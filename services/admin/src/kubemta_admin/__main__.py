@@ -6,6 +6,7 @@ that owns them (the services never take them on their own command line).
     kubemta-admin domains ...   the DNS records of sending domains (kubemta_ingress.domains_cli)
     kubemta-admin dkim ...      DKIM signing keys (kubemta_queue_manager.dkim_cli)
     kubemta-admin queue ...     the mail queue through the tracker's API (kubemta_admin.queue_cli)
+    kubemta-admin suppression ...  the suppression list through the tracker's API (kubemta_admin.suppression_cli)
 
 Each command's `main(argv)` gets the arguments from its subcommand's name on and returns the exit
 status; an unknown or missing subcommand is a usage error (exit status 2).
@@ -15,7 +16,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from kubemta_admin import queue_cli
+from kubemta_admin import queue_cli, suppression_cli
 from kubemta_ingress import api_keys_cli, domains_cli
 from kubemta_ingress import cli as users_cli
 from kubemta_queue_manager import dkim_cli
@@ -27,6 +28,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "domains": (domains_cli.main, "check the DNS records (DKIM, SPF, DMARC, MX, PTR) of sending domains"),
     "dkim": (dkim_cli.main, "generate DKIM signing keys and print their DNS records"),
     "queue": (queue_cli.main, "summary, list, show, find, flush, hold, release and delete queued mail (tracker API)"),
+    "suppression": (suppression_cli.main, "list, show, add and remove suppressed recipients (tracker API)"),
 }
 
 

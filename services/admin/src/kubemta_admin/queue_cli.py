@@ -45,7 +45,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 FINAL_STATES = frozenset({"done", "delivered", "bounced", "expired", "deleted"})
 
 
-def _common_options() -> argparse.ArgumentParser:
+def common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help=f"the tracker's URL (default: KUBEMTA_TRACKER_URL, else {DEFAULT_URL})")
     common.add_argument("--token", help="bearer token (default: KUBEMTA_ADMIN_TOKEN); prefer the variable")
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `kubemta-admin queue`."""
     parser = argparse.ArgumentParser(prog=PROG, description="Look at and manage the mail queue (tracker API).")
     verbs = parser.add_subparsers(dest="verb", required=True)
-    common = _common_options()
+    common = common_options()
     verbs.add_parser("summary", parents=[common], help="messages per stage, retry tier and domain, oldest ages")
     listing = verbs.add_parser("list", parents=[common], help="queued messages, like mailq")
     listing.add_argument("--domain", help="only messages with a recipient in this domain")
@@ -215,7 +215,7 @@ VERBS: dict[str, Callable[[TrackerHttp, argparse.Namespace], tuple[dict[str, Any
 }
 
 
-def _write(answer: dict[str, Any], lines: list[str], as_json: bool) -> None:
+def write_answer(answer: dict[str, Any], lines: list[str], as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(answer, indent=2, ensure_ascii=True) + "\n")
     else:
@@ -241,14 +241,14 @@ def main(argv: Sequence[str]) -> int:
         sys.stderr.write(f"{PROG} {args.verb}: interrupted\n")
         return EXIT_INTERRUPTED
     try:
-        _write(answer, lines, args.json)
+        write_answer(answer, lines, args.json)
         sys.stdout.flush()
     except BrokenPipeError:  # `... | head`: the reader has what it wanted
-        _silence_stdout()
+        silence_stdout()
     return status
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """After a broken pipe, point stdout at /dev/null so the interpreter's final flush does not fail again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:

@@ -104,6 +104,9 @@ class TrackerHttp:
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", path, body=body)
 
+    def delete(self, path: str) -> dict[str, Any]:
+        return self._request("DELETE", path)
+
     def _request(
         self, method: str, path: str, *, params: dict[str, str] | None = None, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
