@@ -16,6 +16,8 @@ from kubemta_common.errors import PermanentError, PublishFailed
 from kubemta_common.logs import message_context
 from kubemta_queue_manager.dsn_batcher import DsnBatcher
 from kubemta_queue_manager.dsn_requests import MAX_ORIGINAL_HEADERS, header_block
+from tests.harness.dsn_reader import read_dsn
+from tests.harness.fake_events import RecordingEvents
 
 HOSTNAME = "mx.kubemta.test"
 NEVER = 3600.0  # a window no test waits for: what is sent early is sent for another reason
@@ -220,3 +222,35 @@ async def test_a_flush_another_message_triggers_logs_the_flushed_message_s_queue
 
     sent = [record for record in caplog.records if "notification" in record.getMessage()]
     assert [(record.queue_id, record.job_id) for record in sent] == [("Q1", None), ("Q2", None)]  # type: ignore[attr-defined]
+
+
+def success(queue_id: str, rcpt: str, action: "message_pb2.DsnAction.ValueType") -> message_pb2.DsnRequest:
+    made = request(queue_id, rcpt, action=action)
+    made.recipients[0].status, made.recipients[0].smtp_code, made.recipients[0].diagnostic = "2.0.0", 250, "Ok"
+    return made
+
+
+async def test_delivered_and_relayed_of_one_message_make_one_success_report_apart_from_its_bounce() -> None:
+    publisher = Recorder()
+    events = RecordingEvents(service="queue-manager")
+    batcher = DsnBatcher(publisher, HOSTNAME, window=NEVER, max_held=100, events=events)
+    sent = counted("kubemta_success_dsns_sent_total")
+    bounces = counted("kubemta_bounces_sent_total")
+    waiting = [
+        asyncio.ensure_future(batcher.add(success("Q1", "bob@one.example", message_pb2.DSN_ACTION_DELIVERED))),
+        asyncio.ensure_future(batcher.add(success("Q1", "carol@two.example", message_pb2.DSN_ACTION_RELAYED))),
+        asyncio.ensure_future(batcher.add(request("Q1", "dave@three.example"))),
+    ]
+    await asyncio.sleep(0)
+    batcher.flush_all()
+    async with asyncio.timeout(WAIT):
+        await asyncio.gather(*waiting)
+
+    [report] = [dsn for dsn in publisher.sent if b"Successful Mail Delivery Report" in dsn.content]
+    read = read_dsn(report.content)
+    assert [dict(block)["Action"] for block in read.recipient_blocks] == ["delivered", "relayed"]
+    assert len(publisher.sent) == 2
+    assert counted("kubemta_success_dsns_sent_total") == sent + 1
+    assert counted("kubemta_bounces_sent_total") == bounces + 1
+    actions = sorted(message_pb2.DsnAction.Name(event.dsn_sent.action) for event in events.of_kind("dsn_sent"))
+    assert actions == ["DSN_ACTION_DELIVERED", "DSN_ACTION_FAILED"]

@@ -12,6 +12,7 @@ from kubemta.v1 import message_pb2
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe
 from kubemta_common.amqp.topology import ROUTE
+from kubemta_common.dsn_parameters import parse_recipient_dsn
 from kubemta_common.errors import PermanentError, PublishFailed
 from kubemta_queue_manager.splitter import group_by_domain, recipient_domain, split
 
@@ -157,3 +158,23 @@ def test_jobs_carry_the_submitter_and_tags_for_webhooks() -> None:
     jobs = split(message, "example.com")
     assert [job.submitter for job in jobs] == ["system:serviceaccount:shop:checkout"] * 2
     assert [list(job.tags) for job in jobs] == [["order"], ["order"]]
+
+
+def test_each_job_carries_its_own_recipients_dsn_parameters_and_the_message_envid_and_ret() -> None:
+    message = message_pb2.AcceptedMessage(
+        queue_id="QDSN",
+        sender="alice@example.com",
+        recipients=["a@one.example", "b@two.example", "c@one.example"],
+        content=b"Subject: x\r\n\r\nbody\r\n",
+        envid="ENV 1",
+        ret=message_pb2.DSN_RET_FULL,
+    )
+    message.recipient_dsn["a@one.example"].CopyFrom(parse_recipient_dsn("SUCCESS", "rfc822;A@one.example"))
+    message.recipient_dsn["b@two.example"].CopyFrom(parse_recipient_dsn("NEVER", None))
+
+    one, two = split(message, "mx.kubemta.test")
+
+    assert dict(one.recipient_dsn) == {"a@one.example": message.recipient_dsn["a@one.example"]}
+    assert dict(two.recipient_dsn) == {"b@two.example": message.recipient_dsn["b@two.example"]}
+    assert [(job.envid, job.ret) for job in (one, two)] == [("ENV 1", message_pb2.DSN_RET_FULL)] * 2
+    assert "c@one.example" not in one.recipient_dsn  # no entry made up for a recipient that gave none
