@@ -1,5 +1,6 @@
 """The `dsn` stage against the real RabbitMQ: a single active consumer groups one message's requests, and a
-replica that takes over after a crash groups them again (nothing lost, still one DSN)."""
+replica that takes over after a crash groups them again (nothing lost, still one DSN); a message's success
+requests (delivered and relayed) make one report, apart from its bounce, and the RFC 3461 fields survive the bus."""
 
 import asyncio
 
@@ -13,6 +14,7 @@ from kubemta_common.amqp.consumer import Consumer
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.topology import DSN, INBOUND
 from kubemta_queue_manager.dsn_batcher import DsnBatcher
+from tests.harness.dsn_reader import read_dsn
 from tests.harness.ingress_kit import eventually
 from tests.harness.rabbitmq import Vhost
 
@@ -102,3 +104,52 @@ async def test_requests_held_by_a_crashed_replica_become_one_dsn_at_the_next(vho
         await second.consumer.stop(1)
         await second.broker.close()
         await first.broker.close()
+
+
+def success_request(rcpt: str, action: "message_pb2.DsnAction.ValueType") -> message_pb2.DsnRequest:
+    made = request(rcpt)
+    made.action = action
+    made.recipients[0].status, made.recipients[0].diagnostic = "2.0.0", "2.0.0 Ok"
+    made.recipients[0].smtp_code = 250
+    return made
+
+
+async def test_one_message_gets_one_success_report_and_one_bounce_with_its_dsn_parameters(vhost: Vhost) -> None:
+    """Through the real broker: the success requests (delivered, relayed) of one message meet in one report; its
+    failure, with ENVID, ORCPT, its class and the whole message (RET=FULL), is a DSN of its own."""
+    replica = Replica(vhost.url, window=0.5)
+    await replica.start()
+    try:
+        failed = request("carol@two.example")
+        failed.envid = "ENV-42"
+        failed.original_content = b"Subject: to three domains\r\n\r\nthe whole message\r\n"
+        entry = failed.recipients[0]
+        entry.orcpt_type, entry.orcpt_address, entry.bounce_class, entry.hard = (
+            "rfc822",
+            "Carol@two.example",
+            "invalid_recipient",
+            True,
+        )
+        producer = Publisher(replica.broker, 5)
+        for rcpt, made in [
+            ("bob@one.example", success_request("bob@one.example", message_pb2.DSN_ACTION_DELIVERED)),
+            ("dave@three.example", success_request("dave@three.example", message_pb2.DSN_ACTION_RELAYED)),
+            ("carol@two.example", failed),
+        ]:
+            await producer.publish(stages.DSN, made, message_id=rcpt)
+        dsns = await inbound_dsns(vhost.url, within=20)
+        if len(dsns) < 2:
+            dsns += await inbound_dsns(vhost.url, within=20)
+
+        reads = {read.kind: read for read in (read_dsn(dsn.content) for dsn in dsns)}
+        assert len(dsns) == 2 and set(reads) == {"success", "failure"}
+        assert [dict(block)["Action"] for block in reads["success"].recipient_blocks] == ["delivered", "relayed"]
+        bounce = reads["failure"]
+        assert bounce.per_message["Original-Envelope-Id"] == "ENV-42"
+        assert bounce.recipient_blocks[0][0] == ("Original-Recipient", "rfc822; Carol@two.example")
+        assert bounce.returned_message == failed.original_content
+        assert "(invalid recipient, permanent)" in bounce.text(0)
+        await eventually(lambda: replica.batcher.held == 0, within=10)
+    finally:
+        await replica.consumer.stop(1)
+        await replica.broker.close()
