@@ -35,7 +35,10 @@ async def test_three_refusing_domains_make_one_bounce(stack: Stack, world: MailW
     _, _, blocks = dsn_fields(bounce)
     assert sorted(block["Final-Recipient"] for block in blocks) == sorted(f"rfc822; {r}" for r in REFUSED)
     assert {block["Action"] for block in blocks} == {"failed"}
-    await metric_reaches(stack, "queue-manager", "kubemta_recipients_bounced_total", 3, provider="other")
+    reasons = [line for line in bounce.content.decode().splitlines() if line.startswith("    Reason: ")]
+    assert reasons == ["    Reason: the recipient address does not exist (invalid recipient, permanent)"] * 3
+    invalid = {"provider": "other", "class": "invalid_recipient"}  # 5.1.1: classified, one series
+    await metric_reaches(stack, "queue-manager", "kubemta_recipients_bounced_total", 3, **invalid)
     assert await stack.metric("queue-manager", "kubemta_bounces_sent_total") == 1
     assert await stack.metric("queue-manager", "kubemta_jobs_created_total") == 3 + 1  # 3 jobs, then the DSN's
 
