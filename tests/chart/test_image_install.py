@@ -128,7 +128,7 @@ def test_the_admin_script_runs_its_commands(image_venv: Path, tmp_path: Path) ->
     env = {"PATH": str(image_venv / "bin")}
     result = subprocess.run([str(executable), "--help"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith(f"usage: {ADMIN_SCRIPT} [-h] {{users,api-keys,domains,dkim,queue}}")
+    assert result.stdout.startswith(f"usage: {ADMIN_SCRIPT} [-h] {{users,api-keys,domains,dkim,queue,suppression}}")
     argv = ["dkim", "generate", "--domain", "example.com", "--selector", "s1", "--keys-dir", str(tmp_path)]
     generated = subprocess.run([str(executable), *argv], env=env, capture_output=True, text=True, timeout=60)
     assert generated.returncode == 0, generated.stdout + generated.stderr

@@ -12,7 +12,7 @@ import pytest
 BIN = Path(sys.executable).parent
 ADMIN = BIN / "kubemta-admin"
 RUN_TIMEOUT = 60
-USAGE = "usage: kubemta-admin [-h] {users,api-keys,domains,dkim,queue} ..."
+USAGE = "usage: kubemta-admin [-h] {users,api-keys,domains,dkim,queue,suppression} ..."
 
 
 def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

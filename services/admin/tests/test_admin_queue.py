@@ -121,7 +121,7 @@ def test_admin_lists_the_queue_command(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as exited:
         run(["--help"])
     assert exited.value.code == 0
-    assert "{users,api-keys,domains,dkim,queue}" in capsys.readouterr().out
+    assert "{users,api-keys,domains,dkim,queue,suppression}" in capsys.readouterr().out
 
 
 def test_summary_prints_stages_retry_tiers_and_domains_with_ages(tracker, capsys) -> None:

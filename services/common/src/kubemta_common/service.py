@@ -40,6 +40,7 @@ class ServiceCore:
                 events_max_age=settings.events_max_age,
                 events_max_bytes=settings.events_max_bytes,
                 decisions_max_age=settings.decisions_max_age,
+                suppressions_max_age=settings.suppression_ttl,
             ),
         )
         self.publisher = Publisher(self.broker, settings.publish_timeout, settings.broker_max_message_size)

@@ -26,7 +26,7 @@ from kubemta_common.events.tracker_client import FirstQueueIds, TrackerClient
 from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
 from kubemta_ingress import metrics
-from kubemta_ingress.acceptance import MailAcceptance
+from kubemta_ingress.acceptance import MailAcceptance, SuppressedRecipients
 from kubemta_ingress.api import app_from_settings
 from kubemta_ingress.api_keys import build_api_key_verifier
 from kubemta_ingress.auth import build_authenticator
@@ -42,6 +42,7 @@ from kubemta_ingress.recipient_verify_config import build_verifier
 from kubemta_ingress.server import SessionOptions, SmtpServer
 from kubemta_ingress.serviceaccounts import ServiceAccountVerifier, build_serviceaccount_verifier
 from kubemta_ingress.settings import IngressSettings
+from kubemta_ingress.suppression_check import build_suppression_check
 from kubemta_ingress.tls import TlsContextStore
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,11 @@ def build_handler(
     *,
     events: EventSink | None = None,
     tracker: FirstQueueIds | None = None,
+    suppressions: SuppressedRecipients | None = None,
 ) -> IngressHandler:
-    """The SMTP handler, whose `acceptance` the HTTP API's POST /v1/messages shares."""
+    """The SMTP handler, whose `acceptance` the HTTP API's POST /v1/messages shares; `suppressions`
+    (suppression_check.build_suppression_check; None: not checked) refuses suppressed recipients of outbound
+    senders."""
     return IngressHandler(
         MailAcceptance(
             hostname=settings.hostname,
@@ -89,6 +93,7 @@ def build_handler(
             events=events,
             tracker=tracker,
             duplicate_window=settings.duplicate_window,
+            suppressions=suppressions,
         )
     )
 
@@ -182,7 +187,14 @@ async def serve(stop: asyncio.Event) -> None:
     watcher: asyncio.Task[None] | None = None
     api: HttpServer | None = None
     try:
-        handler = build_handler(settings, core.publisher, recipients, events=core.events, tracker=tracker)
+        handler = build_handler(
+            settings,
+            core.publisher,
+            recipients,
+            events=core.events,
+            tracker=tracker,
+            suppressions=build_suppression_check(settings, tracker),
+        )
         budget = DataBudget(settings.message_data_budget)  # one for SMTP sessions and API requests
         servers = build_servers(
             settings, core.publisher, tls, handler=handler, serviceaccounts=serviceaccounts, budget=budget

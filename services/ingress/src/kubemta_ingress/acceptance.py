@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp import stages
@@ -139,6 +140,13 @@ class Submission:
         return str(self.client) if self.client is not None else "unknown"
 
 
+class SuppressedRecipients(Protocol):
+    """The cluster's suppression list as the ingress asks it (suppression_check.py: a tracker, cached, failing
+    open): a Refusal for each suppressed recipient, keyed as given."""
+
+    async def refusal(self, recipients: Sequence[str]) -> dict[str, Refusal]: ...
+
+
 class MailAcceptance:
     """The checks and the queueing of every accepted message; one per ingress process, shared by the SMTP
     listeners and the HTTP API."""
@@ -156,6 +164,7 @@ class MailAcceptance:
         events: EventSink | None = None,
         tracker: FirstQueueIds | None = None,
         duplicate_window: float = 0.0,
+        suppressions: SuppressedRecipients | None = None,
     ) -> None:
         self.hostname = hostname
         self.policy = policy
@@ -167,6 +176,7 @@ class MailAcceptance:
         self._events: EventSink = events if events is not None else NoEvents()
         self._tracker = tracker  # None: no duplicate check (KUBEMTA_TRACKER_URL empty)
         self._duplicate_window = duplicate_window  # seconds; 0: no duplicate check
+        self._suppressions = suppressions  # None: no suppression check (KUBEMTA_SUPPRESSION_CHECK off, no tracker)
 
     def sender_refusal(self, address: str, user: AuthenticatedUser | None, *, smtputf8: bool) -> Refusal | None:
         """None when `address` ("" = the null sender) may be the envelope sender of this client."""
@@ -190,9 +200,11 @@ class MailAcceptance:
         authenticated: bool,
         smtputf8: bool,
         postmaster: bool = False,
+        check_suppression: bool = True,
     ) -> Refusal | None:
         """None when `address` may be added to the `accepted` recipients; `postmaster`: the bare <Postmaster>
-        of RFC 5321 section 4.5.1, which is accepted from anyone."""
+        of RFC 5321 section 4.5.1, which is accepted from anyone. `check_suppression` False: the caller asks
+        `suppression_refusals` for all its recipients at once (the API)."""
         problem = check_address(address, smtputf8=smtputf8)
         if problem is not None:
             reply = replies.NEEDS_SMTPUTF8 if problem is AddressProblem.NEEDS_SMTPUTF8 else replies.BAD_RECIPIENT
@@ -210,7 +222,18 @@ class MailAcceptance:
             verdict = await self._recipients.verify(address)
             if verdict is not None:
                 return Refusal(verdict.reason, verdict.reply, {"sender": sender, "recipient": address})
+        if check_suppression and (authenticated or self.policy.may_relay(client)):
+            return (await self.suppression_refusals([address])).get(address)
         return None
+
+    async def suppression_refusals(self, recipients: Sequence[str]) -> dict[str, Refusal]:
+        """The suppressed ones among `recipients` of an outbound sender (authenticated, or a relay-network
+        client: mail from the internet to local mailboxes is not checked), with their refusals; none without a
+        suppression list or when no tracker answered in time (a suppression list protects the senders'
+        reputation; it never stops mail)."""
+        if self._suppressions is None or not recipients:
+            return {}
+        return await self._suppressions.refusal(recipients)
 
     async def queue(self, submission: Submission) -> Queued | Refusal:
         """Check the message and queue it: `Queued` once the broker confirmed it, else why not."""

@@ -240,11 +240,14 @@ class SendingApi:
                 client=client,
                 authenticated=True,
                 smtputf8=composed.smtputf8,
+                check_suppression=False,
             )
             if refusal is None:
                 accepted.append(recipient)
             else:
                 refused.append((recipient, refusal))
+        suppressed = await acceptance.suppression_refusals(accepted)
+        refused.extend((recipient, suppressed[recipient]) for recipient in accepted if recipient in suppressed)
         return Refused(refused) if refused else None
 
     async def _begin(

@@ -21,6 +21,8 @@ class Reason(enum.StrEnum):
     # Recipient verification of local domains (recipient_verify.py): 550 5.1.1 and 450 4.1.1.
     UNKNOWN_RECIPIENT = "unknown_recipient"
     UNVERIFIED_RECIPIENT = "unverified_recipient"
+    # A recipient on the cluster's suppression list (suppression_check.py): 550 5.1.1 / 550 5.7.1.
+    SUPPRESSED_RECIPIENT = "suppressed_recipient"
     TOO_MANY_RECIPIENTS = "too_many_recipients"
     MESSAGE_TOO_BIG = "message_too_big"
     LINE_TOO_LONG = "line_too_long"

@@ -42,9 +42,8 @@ CACHE_SIZE = 10000
 MAX_ADDRESS_SHOWN = 254
 MAX_REASON_SHOWN = 100
 BOUNCE_CLASS = re.compile(r"[a-z][a-z0-9_]{0,39}")
-REJECTION_REASON = Reason.UNKNOWN_RECIPIENT
-"""The `kubemta_messages_rejected_total{reason}` of a suppressed recipient (a dedicated `suppressed_recipient` reason
-belongs in rejections.py)."""
+REJECTION_REASON = Reason.SUPPRESSED_RECIPIENT
+"""The `kubemta_messages_rejected_total{reason}` of a suppressed recipient."""
 
 _Cached = tuple[SuppressionEntry | None, float]
 
