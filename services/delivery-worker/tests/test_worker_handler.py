@@ -171,3 +171,36 @@ def test_the_result_carries_the_job_as_it_came_without_decoding_it_again():
         and parsed.job.job_id == "Q.1"
         and list(parsed.job.recipients) == ["b@d.test", "c@d.test"]
     )
+
+
+def test_a_delivered_job_takes_back_its_headers_only_when_kubemta_owes_a_success_dsn():
+    """RFC 3461 §4.1: NOTIFY=SUCCESS relayed to a next hop without DSN (or delivered over LMTP) gets a success DSN
+    from kubemta, which returns the original headers; a next hop that took the parameters reports itself."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from kubemta_delivery_worker.handler import SUCCESS_HEADERS_LIMIT, result_body
+
+    headers = b"Subject: hi\r\nMessage-ID: <m@x.test>\r\n\r\n"
+    when = Timestamp(seconds=1_700_000_000)
+
+    def returned(handoff: int, *, notify: bool = True, sender: str = "a@x.test", content: bytes = b"") -> bytes:
+        job = message_pb2.DeliveryJob(
+            queue_id="Q", job_id="Q.1", sender=sender, domain="d.test", recipients=["b@d.test"],
+            content=content or headers + b"body\r\n" * 1000,
+        )  # fmt: skip
+        if notify:
+            job.recipient_dsn["b@d.test"].CopyFrom(message_pb2.RecipientDsn(notify_given=True, notify_success=True))
+        delivered = [
+            message_pb2.RecipientResult(recipient="b@d.test", outcome=message_pb2.OUTCOME_DELIVERED, handoff=handoff)
+        ]  # fmt: skip
+        return message_pb2.DeliveryResult.FromString(result_body(job, delivered, when, None).body).job.content
+
+    assert returned(message_pb2.HANDOFF_RELAYED) == headers
+    assert returned(message_pb2.HANDOFF_DELIVERED) == headers
+    assert returned(message_pb2.HANDOFF_UNSPECIFIED) == headers
+    assert returned(message_pb2.HANDOFF_DSN_PASSED) == b""
+    assert returned(message_pb2.HANDOFF_RELAYED, notify=False) == b""
+    assert returned(message_pb2.HANDOFF_RELAYED, sender="") == b""
+    huge = b"".join(b"X-Long-%d: %s\r\n" % (n, b"v" * 100) for n in range(1000)) + b"\r\nbody\r\n"
+    cut = returned(message_pb2.HANDOFF_RELAYED, content=huge)
+    assert len(cut) <= SUCCESS_HEADERS_LIMIT and cut.endswith(b"\r\n") and huge.startswith(cut)

@@ -47,6 +47,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kubemta.v1 import events_pb2, message_pb2
+from kubemta_common import dsn_parameters
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import may_be_repeated, return_if_unanswered, returned_count
 from kubemta_common.amqp.held import hold_job
@@ -62,6 +63,7 @@ from kubemta_common.events.emitter import EventSink, NoEvents
 from kubemta_common.events.job_events import job_event
 from kubemta_common.events.tracker_client import DeliveredRecipients
 from kubemta_common.logs import message_context, sanitize
+from kubemta_common.message_headers import header_block
 from kubemta_common.metrics import DUPLICATES
 from kubemta_common.timestamps import now_timestamp
 from kubemta_delivery_worker.deliverer import AttemptReport, Deliverer
@@ -287,7 +289,8 @@ def result_body(
 ) -> Encoded[message_pb2.DeliveryResult]:
     """The serialised DeliveryResult for `job`: the job travels back unchanged, its content too unless every
     recipient was delivered (nothing is left to send or bounce, so the content's trip ends here, and it is
-    cleared from `job` itself).
+    cleared from `job` itself; only its header block goes back when a success DSN will return it: a recipient
+    asked NOTIFY=SUCCESS and kubemta, not the next hop, reports).
 
     The job as it came (`received`, the delivery's body) is put into the result as it is: a protobuf
     message field is its own serialisation after a tag and a length (protobuf encoding, "Embedded
@@ -295,8 +298,24 @@ def result_body(
     """
     head = message_pb2.DeliveryResult(recipients=recipients, attempted_at=attempted_at, reporter=REPORTER)
     if all(r.outcome == message_pb2.OUTCOME_DELIVERED for r in recipients):
-        job.ClearField("content")  # done with it: the job is not sent again
+        if any(_reports_success(job, result) for result in recipients):
+            job.content = header_block(job.content, SUCCESS_HEADERS_LIMIT)
+        else:
+            job.ClearField("content")  # done with it: the job is not sent again
         job_bytes = job.SerializeToString()
     else:
         job_bytes = received if received is not None else job.SerializeToString()
     return encoded_with_field(head, message_pb2.DeliveryResult.JOB_FIELD_NUMBER, [job_bytes])
+
+
+SUCCESS_HEADERS_LIMIT = 64 * 1024
+"""Most octets of the header block a fully delivered job takes back for a success DSN (the queue-manager cuts what
+it returns further)."""
+
+
+def _reports_success(job: message_pb2.DeliveryJob, result: message_pb2.RecipientResult) -> bool:
+    """Whether kubemta sends `result`'s recipient a success DSN (its sender asked, no next hop took it over)."""
+    if result.handoff == message_pb2.HANDOFF_DSN_PASSED or not job.sender or job.generated:
+        return False  # the next hop reports; <> and DSNs never get one
+    dsn = job.recipient_dsn[result.recipient] if result.recipient in job.recipient_dsn else None
+    return dsn_parameters.wants(dsn, "success")
