@@ -7,7 +7,7 @@ Consumer services (queue-manager, dns-resolver, delivery-worker) call
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kubemta_common.amqp.broker import Broker
@@ -124,9 +124,14 @@ def both_lanes(subscription: Subscription) -> list[ConsumerSpec]:
 
 
 async def serve_consumers(
-    core: ServiceCore, build: Callable[[ServiceCore], list[ConsumerSpec]], stop: asyncio.Event
+    core: ServiceCore,
+    build: Callable[[ServiceCore], list[ConsumerSpec]],
+    stop: asyncio.Event,
+    *,
+    before_close: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run a consumer service until `stop` is set, then drain and close."""
+    """Run a consumer service until `stop` is set, then drain and close; `before_close` runs after the consumers
+    stopped, while the broker connection is still open (to publish what a service still buffers)."""
     await core.start()
     specs = build(core)
     settings = core.settings
@@ -164,5 +169,7 @@ async def serve_consumers(
     for task in starting:
         task.cancel()
     await asyncio.gather(*(consumer.stop(core.settings.drain_seconds) for consumer in consumers))
+    if before_close is not None:
+        await before_close()
     await core.close()
     logger.info("stopped")

@@ -9,6 +9,7 @@ from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe, subscribe_deliveries
 from kubemta_common.command_line import service_main
 from kubemta_common.events.decision_follower import BackgroundFollower
+from kubemta_common.events.suppression_log import SuppressionLog
 from kubemta_common.events.tracker_client import TrackerClient
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, consume, serve_consumers
 from kubemta_mail_auth.dkim.keys import KeyStore
@@ -31,9 +32,16 @@ async def serve(stop: asyncio.Event) -> None:
     signer = DkimSigner(KeyStore(settings.dkim_keys_dir)) if settings.dkim_keys_dir is not None else None
     tracker = TrackerClient.from_settings(settings)
     following = BackgroundFollower(settings.decisions_max_age)
+    suppressions: SuppressionLog | None = None
 
     def build(core: ServiceCore) -> list[ConsumerSpec]:
+        nonlocal suppressions
         follower = following.start(core.broker)
+        # hard invalid_recipient bounces go to the cluster's suppression list (docs/suppression.md)
+        suppressions = SuppressionLog(
+            core.broker, actor=SERVICE, ttl=settings.suppression_ttl, publish_timeout=settings.publish_timeout
+        )
+        suppressions.start()
         manager = QueueManager(
             settings,
             core.publisher,
@@ -42,6 +50,7 @@ async def serve(stop: asyncio.Event) -> None:
             tracker=tracker,
             decisions=follower.decisions,
             decisions_ready=follower.ready,
+            suppression=suppressions,
         )
         return [
             *both_lanes(subscribe_deliveries(stages.INBOUND, manager.handle_accepted)),
@@ -55,8 +64,12 @@ async def serve(stop: asyncio.Event) -> None:
             ),
         ]
 
+    async def publish_suppressions() -> None:
+        if suppressions is not None:
+            await suppressions.close(settings.drain_seconds)
+
     try:
-        await serve_consumers(core, build, stop)
+        await serve_consumers(core, build, stop, before_close=publish_suppressions)
     finally:
         await following.stop()
         if tracker is not None:
