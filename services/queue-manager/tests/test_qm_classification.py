@@ -153,19 +153,19 @@ async def test_a_bounce_the_sender_did_not_want_reported_is_still_suppressed(kit
 
 
 def _temporary_invalid(kit) -> message_pb2.RecipientResult:
-    result = kit.deferred("a@x.example")
+    result: message_pb2.RecipientResult = kit.deferred("a@x.example")
     result.smtp_code, result.status, result.diagnostic = 450, "4.1.1", "4.1.1 mailbox unavailable"
     return result
 
 
 def _mailbox_full(kit) -> message_pb2.RecipientResult:
-    result = kit.bounced("a@x.example")
+    result: message_pb2.RecipientResult = kit.bounced("a@x.example")
     result.smtp_code, result.status, result.diagnostic = 552, "5.2.2", "5.2.2 Mailbox full"
     return result
 
 
 def _policy(kit) -> message_pb2.RecipientResult:
-    result = kit.bounced("a@x.example")
+    result: message_pb2.RecipientResult = kit.bounced("a@x.example")
     result.smtp_code, result.status, result.diagnostic = 550, "5.7.1", "5.7.1 Message rejected by policy"
     return result
 

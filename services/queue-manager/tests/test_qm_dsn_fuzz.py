@@ -7,6 +7,7 @@ import email.utils
 import re
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import AddressHeader
+from email.message import Message
 from typing import cast
 
 from hypothesis import HealthCheck, example, given, settings
@@ -103,6 +104,17 @@ def written_forms(address: str) -> list[str]:
     return forms + [email.utils.parseaddr(form)[1] for form in forms]
 
 
+def orcpt_as_flufl_reads_it(entry: RecipientReport) -> list[str]:
+    """The words flufl.bounce's DSN reader takes from the Original-Recipient field kubemta wrote (its get_params, then
+    parseaddr)."""
+    if not entry.orcpt_address:
+        return []
+    block = Message()
+    block["Original-Recipient"] = str(original_recipient(entry.orcpt_type, entry.orcpt_address))
+    words = [key for key, _ in block.get_params([], "original-recipient")]
+    return words + [email.utils.parseaddr(word)[1] for word in words]
+
+
 def expected_fields(report: Report, entry: RecipientReport) -> list[str]:
     names = ["Original-Recipient"] if entry.orcpt_address else []
     names += ["Final-Recipient", "Action", "Status"]
@@ -190,14 +202,10 @@ def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> No
     texts = [text for entry in report.recipients for text in (entry.remote_mta, f"{entry.status} {entry.diagnostic}")]
     forms = [form for entry in report.recipients for form in written_forms(entry.recipient)]
     forms += [form for entry in report.recipients for form in written_forms(entry.orcpt_address) if form]
-    # flufl.bounce's DSN reader keeps the words of a utf-8 Original-Recipient (its type, "utf-8", and the xtext) when
-    # a Final-Recipient of type rfc822 follows: a reader's quirk, every word of it written from the ORCPT given
-    forms += [
-        field_value(word, limit=2000).lower()
-        for entry in report.recipients
-        if entry.orcpt_address
-        for word in ("utf-8", *str(original_recipient(entry.orcpt_type, entry.orcpt_address)).split("; ", 1))
-    ]
+    # flufl.bounce's DSN reader keeps the words of a utf-8 Original-Recipient (its type and its address, read as
+    # MIME parameters) when a Final-Recipient of type rfc822 follows: a reader's quirk; what it reads there is taken
+    # from the field as written from the given ORCPT, never from anything else
+    forms += [word for entry in report.recipients for word in orcpt_as_flufl_reads_it(entry)]
     forms += [form for text in texts for form in written_forms(text)]
     for address in temporary | permanent:
         # flufl lower-cases what it reads

@@ -26,7 +26,7 @@ def notify_job(kit, notify: str | None, *, age: timedelta = timedelta(minutes=10
 
 
 def delivered(kit, handoff: "message_pb2.Handoff.ValueType") -> message_pb2.RecipientResult:
-    result = kit.delivered(RCPT)
+    result: message_pb2.RecipientResult = kit.delivered(RCPT)
     result.handoff = handoff
     result.remote_mta = "lmtp.example.org"
     return result

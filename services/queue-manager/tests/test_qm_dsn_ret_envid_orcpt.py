@@ -27,8 +27,14 @@ HEADERS_TEXT = [
 ]
 
 
+def dsn_given(notify: str | None, orcpt: str | None = None) -> message_pb2.RecipientDsn:
+    parsed = parse_recipient_dsn(notify, orcpt)
+    assert parsed is not None
+    return parsed
+
+
 def ret_job(kit, ret: "message_pb2.DsnRet.ValueType", content: bytes | None = None) -> message_pb2.DeliveryJob:
-    job = kit.job([RCPT])
+    job: message_pb2.DeliveryJob = kit.job([RCPT])
     job.ret = ret
     if content is not None:
         job.content = content
@@ -100,7 +106,7 @@ def test_the_default_limit_is_postfix_bounce_size_limit(kit) -> None:
 async def test_delay_and_success_dsns_return_headers_only(kit, manager, publisher, action) -> None:
     job = ret_job(kit, message_pb2.DSN_RET_FULL)
     job.arrival_time.FromDatetime(kit.NOW.replace(hour=2))  # 10 hours old: a delay warning is due
-    job.recipient_dsn[RCPT].CopyFrom(parse_recipient_dsn("SUCCESS,DELAY", None))
+    job.recipient_dsn[RCPT].CopyFrom(dsn_given("SUCCESS,DELAY"))
     result = kit.deferred(RCPT) if action == "deferred" else kit.delivered(RCPT)
 
     await manager.handle_result(kit.result(job, [result]))
@@ -182,7 +188,7 @@ async def test_envid_is_the_original_envelope_id(kit, manager, publisher) -> Non
 
 async def test_orcpt_is_the_original_recipient(kit, manager, publisher) -> None:
     job = kit.job([RCPT])
-    job.recipient_dsn[RCPT].CopyFrom(parse_recipient_dsn(None, "rfc822;Bob+2Blist@Example.org"))
+    job.recipient_dsn[RCPT].CopyFrom(dsn_given(None, "rfc822;Bob+2Blist@Example.org"))
 
     dsn = await bounce(kit, manager, publisher, job)
 
@@ -242,7 +248,7 @@ async def test_envid_and_orcpt_reach_every_kind_of_dsn(kit, manager, publisher) 
     job = kit.job([RCPT])
     job.arrival_time.FromDatetime(kit.NOW.replace(hour=2))
     job.envid = "ENV-1"
-    job.recipient_dsn[RCPT].CopyFrom(parse_recipient_dsn("DELAY", "rfc822;orig@example.org"))
+    job.recipient_dsn[RCPT].CopyFrom(dsn_given("DELAY", "rfc822;orig@example.org"))
 
     await manager.handle_result(kit.result(job, [kit.deferred(RCPT)]))
 

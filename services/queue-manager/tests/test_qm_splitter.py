@@ -160,6 +160,12 @@ def test_jobs_carry_the_submitter_and_tags_for_webhooks() -> None:
     assert [list(job.tags) for job in jobs] == [["order"], ["order"]]
 
 
+def given(notify: str | None, orcpt: str | None) -> message_pb2.RecipientDsn:
+    parsed = parse_recipient_dsn(notify, orcpt)
+    assert parsed is not None
+    return parsed
+
+
 def test_each_job_carries_its_own_recipients_dsn_parameters_and_the_message_envid_and_ret() -> None:
     message = message_pb2.AcceptedMessage(
         queue_id="QDSN",
@@ -169,8 +175,8 @@ def test_each_job_carries_its_own_recipients_dsn_parameters_and_the_message_envi
         envid="ENV 1",
         ret=message_pb2.DSN_RET_FULL,
     )
-    message.recipient_dsn["a@one.example"].CopyFrom(parse_recipient_dsn("SUCCESS", "rfc822;A@one.example"))
-    message.recipient_dsn["b@two.example"].CopyFrom(parse_recipient_dsn("NEVER", None))
+    message.recipient_dsn["a@one.example"].CopyFrom(given("SUCCESS", "rfc822;A@one.example"))
+    message.recipient_dsn["b@two.example"].CopyFrom(given("NEVER", None))
 
     one, two = split(message, "mx.kubemta.test")
 
