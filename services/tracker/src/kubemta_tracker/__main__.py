@@ -19,6 +19,7 @@ from kubemta_tracker.api import create_app
 from kubemta_tracker.context import TrackerContext
 from kubemta_tracker.index import Index
 from kubemta_tracker.ingest import Ingest
+from kubemta_tracker.oldest_open import export_oldest_open
 from kubemta_tracker.queue_depths import bus_queues, queue_depths
 from kubemta_tracker.settings import TrackerSettings
 from kubemta_tracker.suppression_sync import AppliedChanges
@@ -96,6 +97,9 @@ async def serve(stop: asyncio.Event) -> None:
     context, ingest = build(settings, core, index)
     ingesting = asyncio.create_task(ingest.run(), name="kubemta-tracker-ingest")
     waiting = asyncio.create_task(_mark_ready(ingest, core))
+    oldest = asyncio.create_task(
+        export_oldest_open(settings.index_path, ingest.caught_up), name="kubemta-tracker-oldest-open"
+    )
     api: HttpServer | None = None
     try:
         if settings.tracker_listen is not None:
@@ -107,9 +111,9 @@ async def serve(stop: asyncio.Event) -> None:
         core.begin_shutdown()
         if api is not None:
             await api.stop()
-        for task in (waiting, ingesting):
+        for task in (oldest, waiting, ingesting):
             task.cancel()
-        await asyncio.gather(waiting, ingesting, return_exceptions=True)
+        await asyncio.gather(oldest, waiting, ingesting, return_exceptions=True)
         await index.close()
         await core.close()
     logger.info("stopped")

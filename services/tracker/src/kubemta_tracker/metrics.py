@@ -1,6 +1,10 @@
 """The tracker's own metrics (the process, broker and event metrics come from kubemta_common.metrics)."""
 
-from prometheus_client import Counter, Gauge
+from collections.abc import Iterable
+
+from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from kubemta_common.amqp.streams import DECISIONS, EVENTS, SUPPRESSIONS
 
@@ -20,6 +24,41 @@ IDEMPOTENCY_CLAIMS = Counter(
     "kubemta_tracker_idempotency_claims_total",
     "Idempotency-Key claims answered, by answer (unknown: the index did not catch up in time, 503)",
     ["state"],
+)
+
+
+class OptionalGauge(Collector):
+    """A gauge without labels that is absent until set (and after `clear`): a plain Gauge starts at 0, which for
+    a timestamp reads as 1970 and wins every `min()` across replicas."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry | None = REGISTRY) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.value: float | None = None
+        if registry is not None:
+            registry.register(self)
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def clear(self) -> None:
+        self.value = None
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.documentation)
+        if self.value is not None:
+            family.add_metric([], self.value)
+        yield family
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.name, self.documentation)
+
+
+OLDEST_OPEN_MESSAGE = OptionalGauge(
+    "kubemta_tracker_oldest_open_message_timestamp_seconds",
+    "Arrival time (Unix seconds) of the oldest message still open in this replica's index (not yet queued, or "
+    "with a job not delivered, bounced, expired or deleted; held counts); the time of the computation when none "
+    "is, absent until the index caught up with the stream (oldest_open.py)",
 )
 
 for _stream in (EVENTS, DECISIONS, SUPPRESSIONS):
