@@ -65,12 +65,14 @@ metrics 9100); the SMTP Service maps 25, 587 and 465.
   `rabbitmq.url`, and the webhook endpoints with their signing keys (`webhooks.endpoints`; prefer
   `webhooks.existingSecret`). The HTTP API's and the tracker's tokens are generated into Secrets and kept across
   upgrades unless you give your own (`smtpIngress.api.existingSecret`, `tracker.auth.existingSecret`).
-- **Monitoring**: a ServiceMonitor per component, a PrometheusRule (bounce rate, deferral rate per provider,
-  backlog, queue time, no deliveries while queued, 4xx rejects, broker down, held messages, dropped lifecycle
-  events, tracker down, TokenReview errors, sending API unavailable and, with webhooks, no stream reader and
-  failing endpoints; the apps' alerts link their runbook in docs/runbooks.md under
+- **Monitoring**: a ServiceMonitor per component, a PrometheusRule (bounce rate, invalid-recipient bounces (list
+  hygiene), deferral rate per provider, backlog, queue time, no deliveries while queued, 4xx rejects, broker down,
+  held messages, dropped lifecycle events, tracker down, TokenReview errors, sending API unavailable and, with
+  webhooks, no stream reader and failing endpoints; every alert links its runbook in docs/runbooks.md under
   `metrics.prometheusRule.docsBaseUrl`) and the "kubemta / Overview" Grafana dashboard (ConfigMap labelled
-  `grafana_dashboard: "1"`), with a row for the sending API, app identities and webhooks. Queue depths come from
+  `grafana_dashboard: "1"`): a top row of single numbers (delivered/s, bounce and deferral rates, oldest queued
+  message, held, sessions), bounces and deferrals by class and provider, outbound TLS, back-offs, DKIM, AUTH,
+  sessions, and a row for the sending API, app identities and webhooks. Queue depths come from
   RabbitMQ's own rabbitmq_prometheus plugin with per-object metrics (`prometheus.return_per_object_metrics = true`,
   set by the chart's RabbitmqCluster) scraped as job `metrics.prometheusRule.rabbitmqJob`.
 
