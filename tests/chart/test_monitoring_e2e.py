@@ -1,7 +1,8 @@
-"""The monitoring pack against a real Prometheus (Debian `prometheus`) scraping the four services
-and the webhooks component during an end-to-end run: every dashboard query and every alert
-expression (the webhooks' alerts included) is evaluated through Prometheus' HTTP API; each
-must parse, and each kubemta panel query must return data.
+"""The monitoring pack against a real Prometheus (Debian `prometheus`) scraping the four services,
+the webhooks component and the tracker (the oldest queued message's age) during an end-to-end
+run: every dashboard query and every alert expression (the webhooks' alerts included) is
+evaluated through Prometheus' HTTP API; each must parse, and each kubemta panel query must
+return data.
 
 RabbitMQ's queue metrics (rabbitmq_queue_*) come from the broker's own rabbitmq_prometheus
 plugin, which the shared test broker does not run (and tests must not enable): those queries
@@ -45,6 +46,7 @@ JOBS = {
     "dns-resolver": f"{RELEASE}-dns-resolver-metrics",
     "delivery-worker": f"{RELEASE}-delivery-worker-metrics",
     "webhooks": f"{RELEASE}-webhooks-metrics",
+    "tracker": f"{RELEASE}-tracker-metrics",
 }
 RULE_VALUES = {"metrics": {"prometheusRule": {"enabled": True}}, "webhooks": {"enabled": True}}
 # Grafana's variables, as the dashboard would expand them
@@ -176,13 +178,18 @@ async def test_dashboard_and_alert_queries_against_live_services(
     endpoints = tmp_path / "webhooks.json"
     endpoint = {"name": "shop", "url": f"http://127.0.0.1:{free_port()}/hooks", "secret": "s" * 32}
     endpoints.write_text(json.dumps([{**endpoint, "submitters": ["apikey:shop"], "events": ["delivered"]}]))
-    await stack.start(("webhooks",), extra_env={"webhooks": {"KUBEMTA_WEBHOOKS_FILE": str(endpoints)}})
+    # the tracker, for the oldest open message's arrival (ready once its index caught up: the gauge is set then)
+    tracker = {"KUBEMTA_TRACKER_LISTEN": f"127.0.0.1:{free_port()}", "KUBEMTA_INDEX_PATH": str(tmp_path / "index")}
+    await stack.start(
+        ("webhooks", "tracker"),
+        extra_env={"webhooks": {"KUBEMTA_WEBHOOKS_FILE": str(endpoints)}, "tracker": tracker},
+    )
     peers = [world.peer("mx1"), world.peer("mx2"), world.peer("bounce-mx")]
     peers.append(world.peer("mx3", rules={"later": "451 4.7.1 Greylisted, try again later"}))
     for peer in peers:
         await peer.start()
     prometheus = await asyncio.to_thread(prometheus_factory, stack)
-    await asyncio.to_thread(wait_until, prometheus.targets_up, timeout=30, what="all five targets up")
+    await asyncio.to_thread(wait_until, prometheus.targets_up, timeout=30, what="all six targets up")
     await asyncio.to_thread(
         wait_until,
         lambda: prometheus.query("sum(kubemta_webhook_reader_leader) == 1")["data"]["result"] != [],
