@@ -183,7 +183,9 @@ def test_a_delivered_job_takes_back_its_headers_only_when_kubemta_owes_a_success
     headers = b"Subject: hi\r\nMessage-ID: <m@x.test>\r\n\r\n"
     when = Timestamp(seconds=1_700_000_000)
 
-    def returned(handoff: int, *, notify: bool = True, sender: str = "a@x.test", content: bytes = b"") -> bytes:
+    def returned(
+        handoff: message_pb2.Handoff.ValueType, *, notify: bool = True, sender: str = "a@x.test", content: bytes = b""
+    ) -> bytes:
         job = message_pb2.DeliveryJob(
             queue_id="Q", job_id="Q.1", sender=sender, domain="d.test", recipients=["b@d.test"],
             content=content or headers + b"body\r\n" * 1000,

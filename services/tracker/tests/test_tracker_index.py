@@ -188,6 +188,8 @@ async def test_duplicate_lookups(index: Index, kit: Any) -> None:
             "status": "2.0.0",
             "diagnostic": "ok",
             "remote_mta": "mx",
+            "bounce_class": "",  # a delivered recipient has no failure class
+            "hard": False,
         }
     ]
     assert await index.read(reader.delivered_recipients, "Q9.example.org") == []
