@@ -177,12 +177,14 @@ class Stack:
         return await asyncio.to_thread(_http_get, self.services[name].base_url + path)
 
     async def metric(self, name: str, sample: str, **labels: str) -> float:
-        """The value of one Prometheus sample of a service (0 when absent)."""
+        """The sum of a service's `sample` series whose labels include `labels` (0 when none): a counter by
+        (provider, class) asked by provider alone adds up its classes, as `sum by (provider)` would."""
         status, text = await self.http(name, "/metrics")
         if status != 200:
             raise RuntimeError(f"{name} /metrics answered {status}")
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
-                    return float(s.value)
-        return 0.0
+        return sum(
+            float(s.value)
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+        )
