@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from kubemta.v1 import message_pb2
+from kubemta_common import message_headers
 from kubemta_common.timestamps import to_datetime
 from kubemta_queue_manager.dsn import SUCCESS_ACTIONS, Action, RecipientReport, Report, build_dsn
 from kubemta_queue_manager.fate import Decision, Disposition, RecipientFate, recipient_dsn
@@ -33,13 +34,8 @@ ACTION_OF = {value: action for action, value in ACTIONS.items()}
 
 
 def header_block(content: bytes, limit: int = MAX_ORIGINAL_HEADERS) -> bytes:
-    """The header block of `content` with its empty line, cut after the last whole line within `limit`."""
-    end = content.find(b"\r\n\r\n")
-    block = content if end < 0 else content[: end + 4]
-    if len(block) <= limit:
-        return block
-    cut = block.rfind(b"\r\n", 0, limit)
-    return block[: cut + 2] if cut >= 0 else b""
+    """The header block of `content` a DSN returns (kubemta_common.message_headers), at most `limit` octets."""
+    return message_headers.header_block(content, limit)
 
 
 def success_action(fate: RecipientFate) -> Action:
