@@ -98,6 +98,24 @@ async def test_recipients_the_tracker_knows_as_delivered_get_the_routes_handoff(
     assert (result.outcome, result.handoff) == (DELIVERED, expected)
 
 
+async def test_a_handoff_the_tracker_recorded_is_reported_again_as_it_was(refused_host, job, options) -> None:
+    """Another pod delivered to a hop that offered DSN and died before its result: the `attempted` event the
+    tracker indexed carries the handoff, so the redelivered job does not claim the recipient was merely relayed."""
+    publisher = FakePublisher()
+    events = PublishCountingEvents(publisher, service="delivery-worker")
+    the_job = job([refused_host("mx1.dest.test")], ["a@dest.test"])
+    recorded = events_pb2.RecipientOutcome(
+        recipient="a@dest.test", outcome=DELIVERED, smtp_code=250, handoff=message_pb2.HANDOFF_DSN_PASSED
+    )
+    handler = DeliverHandler(Deliverer(options), publisher, events=events, tracker=FakeTracker(delivered=[recorded]))
+
+    await subscribe_deliveries(stages.DELIVER, handler).on_delivery(redelivery(the_job))
+
+    [published] = publisher.published
+    [result] = message_pb2.DeliveryResult.FromString(published.body).recipients
+    assert (result.outcome, result.handoff) == (DELIVERED, message_pb2.HANDOFF_DSN_PASSED)
+
+
 async def test_a_journaled_handoff_is_reported_again_as_it_was(start_peer, host_of, job, options, tmp_path) -> None:
     """A hop that offered DSN took the mail; the worker died before its result; the restarted one must not claim
     the recipient was merely relayed (a "relayed" DSN would then go to a sender the hop already reports to)."""
@@ -108,6 +126,8 @@ async def test_a_journaled_handoff_is_reported_again_as_it_was(start_peer, host_
     first = DeliverHandler(Deliverer(options), publisher, events=events, journal=DeliveryJournal(tmp_path / "j"))
     await subscribe_deliveries(stages.DELIVER, first).on_delivery(redelivery(the_job))
     publisher.published.clear()
+    [attempted] = events.of_kind("attempted")  # what the tracker indexes, for a pod without this journal
+    assert [outcome.handoff for outcome in attempted.attempted.recipients] == [message_pb2.HANDOFF_DSN_PASSED]
 
     restarted = DeliverHandler(
         Deliverer(options),

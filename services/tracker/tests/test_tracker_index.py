@@ -190,6 +190,7 @@ async def test_duplicate_lookups(index: Index, kit: Any) -> None:
             "remote_mta": "mx",
             "bounce_class": "",  # a delivered recipient has no failure class
             "hard": False,
+            "handoff": "HANDOFF_UNSPECIFIED",  # an attempt recorded without one (older workers)
         }
     ]
     assert await index.read(reader.delivered_recipients, "Q9.example.org") == []

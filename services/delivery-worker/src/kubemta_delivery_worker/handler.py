@@ -223,6 +223,7 @@ class DeliverHandler:
                             status=outcome.status,
                             diagnostic=outcome.diagnostic,
                             remote_mta=outcome.remote_mta,
+                            handoff=outcome.handoff,
                         ),
                     )
         done = {rcpt: result for rcpt, result in done.items() if rcpt in wanted}
@@ -277,6 +278,7 @@ def attempted_event(job: message_pb2.DeliveryJob, report: AttemptReport) -> even
             status=result.status,
             diagnostic=result.diagnostic,
             remote_mta=result.remote_mta,
+            handoff=result.handoff,
         )
     return event
 

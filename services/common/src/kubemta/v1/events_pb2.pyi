@@ -472,6 +472,7 @@ class RecipientOutcome(_message.Message):
     REMOTE_MTA_FIELD_NUMBER: _builtins.int
     BOUNCE_CLASS_FIELD_NUMBER: _builtins.int
     HARD_FIELD_NUMBER: _builtins.int
+    HANDOFF_FIELD_NUMBER: _builtins.int
     recipient: _builtins.str
     outcome: _message_pb2.Outcome.ValueType
     smtp_code: _builtins.int
@@ -483,6 +484,10 @@ class RecipientOutcome(_message.Message):
     and whether it is hard (will not succeed by retrying) or soft.
     """
     hard: _builtins.bool
+    handoff: _message_pb2.Handoff.ValueType
+    """Delivered: how it left kubemta (RecipientResult.handoff), so a job delivered again after a crash reports the
+    recipients the tracker knows as delivered with the same handoff (and so the same success DSN, or none).
+    """
     def __init__(
         self,
         *,
@@ -494,10 +499,11 @@ class RecipientOutcome(_message.Message):
         remote_mta: _builtins.str = ...,
         bounce_class: _builtins.str = ...,
         hard: _builtins.bool = ...,
+        handoff: _message_pb2.Handoff.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_class", b"bounce_class", "diagnostic", b"diagnostic", "hard", b"hard", "outcome", b"outcome", "recipient", b"recipient", "remote_mta", b"remote_mta", "smtp_code", b"smtp_code", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_class", b"bounce_class", "diagnostic", b"diagnostic", "handoff", b"handoff", "hard", b"hard", "outcome", b"outcome", "recipient", b"recipient", "remote_mta", b"remote_mta", "smtp_code", b"smtp_code", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
