@@ -100,6 +100,8 @@ def test_payload_shape() -> None:
                 "smtp_code": 250,
                 "diagnostic": "ok",
                 "remote_mta": "mx.example.org",
+                "bounce_class": "",
+                "hard": False,
             },
             {
                 "recipient": "carol@example.org",
@@ -108,9 +110,20 @@ def test_payload_shape() -> None:
                 "smtp_code": 250,
                 "diagnostic": "",
                 "remote_mta": "",
+                "bounce_class": "",
+                "hard": False,
             },
         ],
     }
+
+
+def test_a_bounce_says_its_class_and_whether_it_is_hard() -> None:
+    event = fate_event("bounced")
+    first = event.bounced.recipients[0]
+    first.outcome, first.smtp_code, first.status = message_pb2.OUTCOME_PERMANENT, 550, "5.1.1"
+    first.bounce_class, first.hard = "invalid_recipient", True
+    [bob, _] = json.loads(payload("bounced", event))["recipients"]
+    assert (bob["outcome"], bob["bounce_class"], bob["hard"]) == ("permanent", "invalid_recipient", True)
 
 
 def test_a_deferral_says_when_it_is_tried_again() -> None:

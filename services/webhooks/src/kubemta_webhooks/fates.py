@@ -74,6 +74,9 @@ def payload(fate: str, event: events_pb2.LifecycleEvent) -> bytes:
             "smtp_code": int(outcome.smtp_code),
             "diagnostic": _cap(outcome.diagnostic, MAX_DIAGNOSTIC),
             "remote_mta": _cap(outcome.remote_mta),
+            # the failure's class (kubemta_common.bounce_class: a fixed set, "" when delivered) and hard/soft
+            "bounce_class": _cap(outcome.bounce_class, 32),
+            "hard": bool(outcome.hard),
         }
         for outcome in result.recipients[:MAX_RECIPIENTS]
     ]
