@@ -16,7 +16,7 @@ $(UV):
 	@scripts/bootstrap-uv.sh $(TOOLS)
 
 .PHONY: system-deps
-system-deps: ## install the Debian packages the tests and `make run` use (nsd, swaks, rabbitmq-server)
+system-deps: ## install the Debian packages the tests and `make run` use (nsd, swaks, rabbitmq-server, postfix)
 	@scripts/system-deps.sh
 
 .PHONY: sync
