@@ -19,9 +19,13 @@ $(UV):
 system-deps: ## install the Debian packages the tests and `make run` use (nsd, swaks, rabbitmq-server, postfix)
 	@scripts/system-deps.sh
 
+# Bytecode is compiled once here (as the image's Dockerfile does), not by every process: a shell that sets
+# PYTHONDONTWRITEBYTECODE (CI does) would otherwise compile every import from source in every service the tests
+# start, about 1.3 s of CPU per process (measured: an ingress imports in 1.1 s instead of 2.8 s).
 .PHONY: sync
 sync: $(UV) ## create .venv with every workspace member and the dev tools
-	$(UV) sync --all-packages --frozen
+	UV_COMPILE_BYTECODE=1 $(UV) sync --all-packages --frozen
+	$(PY) -m compileall -q services/*/src bench tests scripts > /dev/null
 
 .PHONY: proto
 proto: sync ## regenerate Python from proto/ (commit the result)
