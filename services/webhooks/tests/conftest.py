@@ -77,9 +77,11 @@ class Replica:
         return self
 
     async def lead(self, *, within: float = 20.0) -> "Replica":
-        """Wait until this replica reads the stream."""
+        """Wait until this replica reads the stream: its consumer is attached, so what the test appends next is read
+        (on a first start the leader attaches at a time, and RabbitMQ may place a chunk appended while it attaches
+        before the consumer's first offset: the test then waited for an event the leader never saw)."""
         async with asyncio.timeout(within):
-            await self.service.leader.leading.wait()
+            await self.service.leader.reading.wait()
         return self
 
     async def stop(self) -> None:

@@ -90,6 +90,9 @@ class StreamLeader:
         """The leader connection while this replica leads (closing it gives the lock up)."""
         self.leading = asyncio.Event()
         """Set while this replica holds the lock and reads."""
+        self.reading = asyncio.Event()
+        """Set once the leader's consumer is attached to the stream (leading, and the broker's consume-ok came):
+        an event appended after it is read, whatever the checkpoint's start."""
         self.last_offset: int | None = None
         """The last stream offset handled (its webhooks confirmed)."""
 
@@ -110,6 +113,7 @@ class StreamLeader:
                 logger.warning("webhooks leader: stopped reading (%r); again in %.1fs", exc, self._retry)
             finally:
                 self.leading.clear()
+                self.reading.clear()
                 metrics.READER_LEADER.set(0)
                 self.connection = None
                 await _close(connection)
@@ -167,6 +171,7 @@ class StreamLeader:
 
         (await consume.get_underlay_channel()).on_consumer_cancel_callbacks.add(on_cancel)
         logger.info("webhooks leader: reading the %s stream from %s", EVENTS, checkpoint.start)
+        self.reading.set()
         reading = _Reading(
             self,
             exchange,
