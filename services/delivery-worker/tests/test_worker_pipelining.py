@@ -388,3 +388,26 @@ def test_setting_defaults_on_and_can_be_turned_off(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setenv("KUBEMTA_SMTP_PIPELINING", "false")
     assert smtp_options(WorkerSettings.load()).pipelining is False
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_any_2xx_to_rcpt_accepts_the_recipient_and_the_data_reply_decides_its_fate(
+    start_peer, host_of, job, options, pipelining
+):
+    """A server answering RCPT with a 2xx other than 250/251 (here 252) took the recipient, so the reply to the
+    final dot decides its fate. Before, such a recipient was reported delivered at RCPT (aiosmtplib only takes
+    250/251), even when the server then refused the message: no bounce, the mail lost."""
+    peer = await start_peer(
+        pipelining=pipelining,
+        rules={"odd": "252 2.1.5 Recipient ok, will try"},
+        data_reply=["554 5.7.1 Message refused", "250 2.0.0 Ok: queued"],
+    )
+    recipients = ["odd@dest.test", "b@dest.test"]
+
+    refused = await Deliverer(options).deliver(job([host_of("mx1.dest.test", peer)], recipients))
+    assert [(r.outcome, r.smtp_code) for r in refused] == [(PERMANENT, 554), (PERMANENT, 554)]
+
+    delivered = await Deliverer(options).deliver(job([host_of("mx1.dest.test", peer)], recipients))
+    assert [(r.outcome, r.smtp_code) for r in delivered] == [(DELIVERED, 250), (DELIVERED, 250)]
+    [message] = peer.messages
+    assert message.rcpt_tos == recipients

@@ -232,7 +232,10 @@ class MailTransaction:
             try:
                 await self._smtp.rcpt(rcpt, options=self._rcpt_options(rcpt), encoding=encoding)
             except SMTPRecipientRefused as exc:
-                self._attempt.results[rcpt] = reply_result(rcpt, exc.code, exc.message, self._remote_mta)
+                if rcpt_accepted(exc.code):  # aiosmtplib takes only 250/251: a 252 is an acceptance too
+                    accepted.append(rcpt)
+                else:
+                    self._attempt.results[rcpt] = reply_result(rcpt, exc.code, exc.message, self._remote_mta)
             except ValueError as exc:
                 self._bad_recipient(rcpt, exc)
             else:
@@ -282,7 +285,7 @@ class MailTransaction:
         for rcpt, line in lines.items():
             if isinstance(line, ValueError):
                 self._bad_recipient(rcpt, line)
-            elif (reply := await replies.reply()).code in (SMTPStatus.completed, SMTPStatus.will_forward):
+            elif rcpt_accepted((reply := await replies.reply()).code):
                 accepted.append(rcpt)
             else:
                 self._attempt.results[rcpt] = reply_result(rcpt, reply.code, reply.message, self._remote_mta)
@@ -353,3 +356,9 @@ class MailTransaction:
             },
         )
         self._decide(accepted, message_pb2.OUTCOME_TEMPORARY, STATUS_BAD_CONNECTION, diagnostic, self._remote_mta)
+
+
+def rcpt_accepted(code: int) -> bool:
+    """Whether a RCPT reply accepts the recipient: any 2xx (RFC 5321 §4.2.1 positive completion; Postfix's client
+    counts every 2xx). A 2xx recipient left out of DATA would be reported delivered without its message."""
+    return 200 <= code < 300
