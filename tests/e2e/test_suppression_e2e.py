@@ -6,10 +6,7 @@ peer found through the real DNS server, and the bounce comes back to the sender'
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,23 +27,12 @@ GMAIL_UNKNOWN = (
     "550 5.1.1 The email account that you tried to reach does not exist. Please try double-checking the "
     "recipient's email address for typos or unnecessary spaces."
 )
-ADMIN = Path(sys.executable).parent / "kubemta-admin"
 WAIT = 30.0
 
 
 def suppression(tracked: Tracked, *args: str) -> subprocess.CompletedProcess[str]:
     """`kubemta-admin suppression ...` as a process, as an operator runs it."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("KUBEMTA_")}
-    env.update(KUBEMTA_TRACKER_URL=tracked.tracker_url, KUBEMTA_ADMIN_TOKEN=ADMIN_TOKEN.split(":", 1)[1])
-    return subprocess.run(
-        [str(ADMIN), "suppression", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return tracked.admin(*args, command="suppression")
 
 
 async def listed(tracked: Tracked) -> list[dict[str, Any]]:

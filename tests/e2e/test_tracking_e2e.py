@@ -39,12 +39,12 @@ class Tracked:
         self.smtp = smtp
         self.tracker_url = tracker_url
 
-    def admin(self, *args: str, token: str = ADMIN_TOKEN) -> subprocess.CompletedProcess[str]:
-        """`kubemta-admin queue ...` as a process, as an operator runs it."""
+    def admin(self, *args: str, token: str = ADMIN_TOKEN, command: str = "queue") -> subprocess.CompletedProcess[str]:
+        """`kubemta-admin <command> ...` (queue, suppression) as a process, as an operator runs it."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("KUBEMTA_")}
         env.update(KUBEMTA_TRACKER_URL=self.tracker_url, KUBEMTA_ADMIN_TOKEN=token.split(":", 1)[1])
         return subprocess.run(
-            [str(ADMIN), "queue", *args],
+            [str(ADMIN), command, *args],
             env=env,
             capture_output=True,
             text=True,
