@@ -47,9 +47,7 @@ async def bounces(vhost: Vhost) -> AsyncIterator[SuppressionLog]:
     settings = ServiceSettings.model_validate({"amqp_url": vhost.url, "metrics_listen": "", "log_format": "text"})
     core = ServiceCore("queue-manager", settings)
     await core.start()
-    log = SuppressionLog(
-        core.broker, actor="queue-manager", ttl=settings.suppression_ttl, publish_timeout=settings.publish_timeout
-    )
+    log = SuppressionLog(core.publisher, actor="queue-manager", ttl=settings.suppression_ttl)
     log.start()
     try:
         async with asyncio.timeout(30):

@@ -38,9 +38,7 @@ async def serve(stop: asyncio.Event) -> None:
         nonlocal suppressions
         follower = following.start(core.broker)
         # hard invalid_recipient bounces go to the cluster's suppression list (docs/suppression.md)
-        suppressions = SuppressionLog(
-            core.broker, actor=SERVICE, ttl=settings.suppression_ttl, publish_timeout=settings.publish_timeout
-        )
+        suppressions = SuppressionLog(core.publisher, actor=SERVICE, ttl=settings.suppression_ttl)
         suppressions.start()
         manager = QueueManager(
             settings,

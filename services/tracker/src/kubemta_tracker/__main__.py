@@ -52,9 +52,7 @@ def build(settings: TrackerSettings, core: ServiceCore, index: Index) -> tuple[T
     barriers = BarrierSync(core.events, settings.sync_timeout)
     names = bus_queues(settings.retry_schedule)
     applied = AppliedChanges()
-    suppression_log = SuppressionLog(
-        core.broker, actor=SERVICE, ttl=settings.suppression_ttl, publish_timeout=settings.publish_timeout
-    )
+    suppression_log = SuppressionLog(core.publisher, actor=SERVICE, ttl=settings.suppression_ttl)
 
     async def depths() -> dict[str, int]:
         return await queue_depths(core.broker, names, within=DEPTHS_TIMEOUT)

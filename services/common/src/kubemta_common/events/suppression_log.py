@@ -17,8 +17,8 @@ Two writers:
   message: bounces of invalid recipients are few, so group commits would buy nothing, and the tracker
   keys its read-your-writes wait on one change id per record.
 - the tracker's admin API (an operator's add or remove): `await append(change)` publishes at once and
-  says whether the stream confirmed it (bounded by `publish_timeout`), so the API answers only after the
-  change is durable.
+  says whether the stream confirmed it (bounded by the publisher's KUBEMTA_PUBLISH_TIMEOUT), so the API
+  answers only after the change is durable. Both publish through the service's `Publisher` (publish_raw).
 
 Addresses are compared as `normalize_address` returns them: the whole addr-spec lower-cased (RFC 5321
 section 2.4 leaves the local part's case to the receiving host; for a suppression list a false match of
@@ -35,13 +35,12 @@ import time
 from collections import deque
 from datetime import UTC, datetime
 
-import aio_pika
-from aio_pika.abc import DeliveryMode
 from prometheus_client import Counter
 
 from kubemta.v1 import events_pb2
-from kubemta_common.amqp.broker import Broker
+from kubemta_common.amqp.publisher import HeldPublisher
 from kubemta_common.amqp.streams import SUPPRESSIONS
+from kubemta_common.errors import MessageTooLarge, PublishFailed
 from kubemta_common.logs import sanitize
 
 logger = logging.getLogger(__name__)
@@ -131,11 +130,10 @@ def change(
 class SuppressionLog:
     """Publishes suppression list changes to the `suppressions` stream (the queue-manager's `SuppressionSink`)."""
 
-    def __init__(self, broker: Broker, *, actor: str, ttl: float, publish_timeout: float, buffer: int = 10000) -> None:
-        self._broker = broker
+    def __init__(self, publisher: HeldPublisher, *, actor: str, ttl: float, buffer: int = 10000) -> None:
+        self._publisher = publisher  # the service's Publisher: confirmed, within KUBEMTA_PUBLISH_TIMEOUT
         self._actor = actor
         self._ttl = ttl
-        self._publish_timeout = publish_timeout
         self._limit = buffer
         self._buffer: deque[events_pb2.SuppressionChange] = deque()
         self._wake = asyncio.Event()
@@ -187,7 +185,7 @@ class SuppressionLog:
         self._wake.set()
 
     async def append(self, record: events_pb2.SuppressionChange) -> bool:
-        """Publish `record` now and wait (at most `publish_timeout`) for the stream's confirm; True when confirmed."""
+        """Publish `record` now and wait for the stream's confirm (KUBEMTA_PUBLISH_TIMEOUT); True when confirmed."""
         published = await self._publish(record)
         if published:
             CHANGES_PUBLISHED.inc()
@@ -212,24 +210,13 @@ class SuppressionLog:
             await asyncio.sleep(pause)
 
     async def _publish(self, record: events_pb2.SuppressionChange) -> bool:
-        exchange = self._broker.exchange
-        if exchange is None:
-            return False
-        message = aio_pika.Message(
-            record.SerializeToString(),
-            delivery_mode=DeliveryMode.PERSISTENT,
-            content_type="application/x-protobuf",
-            type=CHANGE_TYPE,
-            timestamp=datetime.now(UTC),
-        )
         try:
-            async with asyncio.timeout(self._publish_timeout):
-                await exchange.publish(message, SUPPRESSIONS, mandatory=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # any failure: keep the change, mail flow goes on
+            await self._publisher.publish_raw(
+                SUPPRESSIONS, record.SerializeToString(), message_id=record.change_id, message_type=CHANGE_TYPE
+            )
+        except (PublishFailed, MessageTooLarge) as exc:  # keep the change, mail flow goes on
             if not self._failing:
-                logger.warning("the %s stream did not take a change (kept, retrying): %r", SUPPRESSIONS, exc)
+                logger.warning("the %s stream did not take a change (kept, retrying): %s", SUPPRESSIONS, exc)
             return False
         return True
 
