@@ -20,7 +20,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -158,13 +158,18 @@ def _find(api: TrackerHttp, args: argparse.Namespace) -> tuple[dict[str, Any], l
     params["limit"] = str(args.limit)
     answer = api.get("/v1/messages", params)
     if not as_list(answer.get("messages")):
-        raise _NothingFound(answer)
+        raise Answered(answer, ["no messages"], EXIT_NOT_FOUND)
     return answer, queue_render.messages(answer)
 
 
-class _NothingFound(Exception):
-    def __init__(self, answer: dict[str, Any]) -> None:
+class Answered(Exception):
+    """A verb's answer that ends with another exit status than 0 (`find` that found nothing: 1)."""
+
+    def __init__(self, answer: dict[str, Any], lines: list[str], status: int) -> None:
+        super().__init__(status)
         self.answer = answer
+        self.lines = lines
+        self.status = status
 
 
 def _check_limit(limit: int) -> None:
@@ -202,7 +207,10 @@ def _held(api: TrackerHttp, args: argparse.Namespace) -> tuple[dict[str, Any], l
     return answer, queue_render.held(answer)
 
 
-VERBS: dict[str, Callable[[TrackerHttp, argparse.Namespace], tuple[dict[str, Any], list[str]]]] = {
+Verb = Callable[[TrackerHttp, argparse.Namespace], tuple[dict[str, Any], list[str]]]
+"""One verb of a command against the tracker: its JSON answer and the lines that show it."""
+
+VERBS: dict[str, Verb] = {
     "summary": _summary,
     "list": _list,
     "show": _show,
@@ -224,21 +232,27 @@ def write_answer(answer: dict[str, Any], lines: list[str], as_json: bool) -> Non
 
 def main(argv: Sequence[str]) -> int:
     """`argv` starts with "queue"; the exit status."""
-    args = build_parser().parse_args(list(argv[1:]))  # usage errors exit with 2
+    return run_verb(PROG, build_parser().parse_args(list(argv[1:])), VERBS)  # usage errors exit with 2
+
+
+def run_verb(prog: str, args: argparse.Namespace, verbs: Mapping[str, Verb]) -> int:
+    """Run `args.verb` of `verbs` against the tracker (--url or KUBEMTA_TRACKER_URL, --token or
+    KUBEMTA_ADMIN_TOKEN): the answer on stdout (--json, or its lines), a failure in one line on stderr; the exit
+    status. Shared by `kubemta-admin queue` and `kubemta-admin suppression`."""
     url = args.url or os.environ.get("KUBEMTA_TRACKER_URL") or DEFAULT_URL
     token = args.token if args.token is not None else os.environ.get("KUBEMTA_ADMIN_TOKEN", "")
     try:
         target = check_target(url, token, args.timeout)
         with TrackerHttp(target) as api:
-            answer, lines = VERBS[args.verb](api, args)
+            answer, lines = verbs[args.verb](api, args)
         status = EXIT_OK
-    except _NothingFound as nothing:
-        answer, lines, status = nothing.answer, ["no messages"], EXIT_NOT_FOUND
+    except Answered as answered:
+        answer, lines, status = answered.answer, answered.lines, answered.status
     except CliError as error:
-        sys.stderr.write(f"{PROG} {args.verb}: {error.message}\n")
+        sys.stderr.write(f"{prog} {args.verb}: {error.message}\n")
         return error.status
     except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG} {args.verb}: interrupted\n")
+        sys.stderr.write(f"{prog} {args.verb}: interrupted\n")
         return EXIT_INTERRUPTED
     try:
         write_answer(answer, lines, args.json)

@@ -14,20 +14,12 @@ change on the `suppressions` stream and its own index shows it (docs/suppression
 """
 
 import argparse
-import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from kubemta_admin.queue_cli import (
-    DEFAULT_URL,
-    EXIT_INTERRUPTED,
-    common_options,
-    silence_stdout,
-    write_answer,
-)
+from kubemta_admin.queue_cli import Verb, common_options, run_verb
 from kubemta_admin.text import as_dict, as_list, cell, human_time, printable, table
-from kubemta_admin.tracker_http import EXIT_OK, EXIT_USAGE, CliError, TrackerHttp, check_target, path_segment
+from kubemta_admin.tracker_http import EXIT_USAGE, CliError, TrackerHttp, path_segment
 from kubemta_common.config_types import parse_duration
 
 PROG = "kubemta-admin suppression"
@@ -129,7 +121,7 @@ def _remove(api: TrackerHttp, args: argparse.Namespace) -> tuple[dict[str, Any],
     return answer, [f"removed {cell(answer.get('address'))}"]
 
 
-VERBS: dict[str, Callable[[TrackerHttp, argparse.Namespace], tuple[dict[str, Any], list[str]]]] = {
+VERBS: dict[str, Verb] = {
     "list": _list,
     "show": _show,
     "add": _add,
@@ -139,22 +131,4 @@ VERBS: dict[str, Callable[[TrackerHttp, argparse.Namespace], tuple[dict[str, Any
 
 def main(argv: Sequence[str]) -> int:
     """`argv` starts with "suppression"; the exit status."""
-    args = build_parser().parse_args(list(argv[1:]))  # usage errors exit with 2
-    url = args.url or os.environ.get("KUBEMTA_TRACKER_URL") or DEFAULT_URL
-    token = args.token if args.token is not None else os.environ.get("KUBEMTA_ADMIN_TOKEN", "")
-    try:
-        target = check_target(url, token, args.timeout)
-        with TrackerHttp(target) as api:
-            answer, lines = VERBS[args.verb](api, args)
-    except CliError as error:
-        sys.stderr.write(f"{PROG} {args.verb}: {error.message}\n")
-        return error.status
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG} {args.verb}: interrupted\n")
-        return EXIT_INTERRUPTED
-    try:
-        write_answer(answer, lines, args.json)
-        sys.stdout.flush()
-    except BrokenPipeError:  # `... | head`: the reader has what it wanted
-        silence_stdout()
-    return EXIT_OK
+    return run_verb(PROG, build_parser().parse_args(list(argv[1:])), VERBS)  # usage errors exit with 2
