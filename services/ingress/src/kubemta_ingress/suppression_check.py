@@ -30,8 +30,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from kubemta_common.events.suppression_entries import SuppressionEntry, SuppressionLookup
 from kubemta_common.events.suppression_log import BOUNCE, normalize_address
-from kubemta_common.events.tracker_client import SuppressionEntry, SuppressionLookup
 from kubemta_ingress import metrics
 from kubemta_ingress.acceptance import Refusal
 from kubemta_ingress.rejections import Reason

@@ -39,7 +39,6 @@ import re
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
@@ -47,6 +46,7 @@ import httpx
 from google.protobuf.json_format import ParseDict, ParseError
 
 from kubemta.v1 import events_pb2
+from kubemta_common.events.suppression_entries import MAX_SUPPRESSION_CHECK, SuppressionEntry, suppression_entries
 from kubemta_common.logs import sanitize
 from kubemta_common.metrics import DUPLICATE_CHECKS
 from kubemta_common.settings import ServiceSettings
@@ -84,31 +84,6 @@ class IdempotencyAnswer:
     state: Literal["done", "claimed", "in_progress"]
     queue_id: str = ""
     fingerprint: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SuppressionEntry:
-    """A live entry of the suppression list (`TrackerClient.suppressed`): `source` "bounce" (a hard bounce, `reason`
-    its class) or "admin" (an operator's, `reason` their text, unchecked: sanitize before use), `since` and
-    `expires` as epoch seconds."""
-
-    address: str
-    source: str
-    reason: str
-    since: float
-    expires: float
-
-
-MAX_SUPPRESSION_CHECK = 1000
-"""Most addresses the tracker takes in one check (suppression_api.py MAX_CHECK)."""
-
-
-class SuppressionLookup(Protocol):
-    """What the ingress' suppression check asks the tracker (`TrackerClient.suppressed`)."""
-
-    async def suppressed(self, addresses: Sequence[str], *, within: float) -> dict[str, SuppressionEntry] | None:
-        """The live entries among `addresses`, by normalized address; None when unknown."""
-        ...
 
 
 class _TrackerProblem(Exception):
@@ -310,8 +285,8 @@ class TrackerClient:
         body = {"addresses": list(addresses[:MAX_SUPPRESSION_CHECK])}
         try:
             answer = await self._request("POST", "/v1/suppressions/check", body=body, within=within)
-            return _suppression_entries(answer)
-        except _TrackerProblem as exc:
+            return suppression_entries(answer)
+        except (_TrackerProblem, ValueError) as exc:
             self._warnings.warn(f"tracker suppression check unknown, accepting: {exc}")
             return None
 
@@ -376,33 +351,6 @@ _ABSENT: Any = object()
 """`_get`'s answer for a 404 that means "no such record"."""
 _UNKNOWN: Any = object()
 """`_get`'s answer when the tracker could not tell (already counted and logged)."""
-
-
-def _epoch(value: object) -> float:
-    if not isinstance(value, str):
-        raise _TrackerProblem("a suppression entry with a time that is not text")
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise _TrackerProblem("a suppression entry with a time that is not RFC 3339") from None
-
-
-def _suppression_entries(answer: Any) -> dict[str, SuppressionEntry]:
-    """The entries of a check's answer; _TrackerProblem when it is not what the API promises."""
-    items = answer.get("suppressed") if isinstance(answer, dict) else None
-    if not isinstance(items, list):
-        raise _TrackerProblem("a suppression check answer without a 'suppressed' list")
-    entries: dict[str, SuppressionEntry] = {}
-    for item in items:
-        if not isinstance(item, dict):
-            raise _TrackerProblem("a suppression check answer with an entry that is not an object")
-        address, source, reason = item.get("address"), item.get("source"), item.get("reason", "")
-        if not isinstance(address, str) or not isinstance(source, str) or not isinstance(reason, str):
-            raise _TrackerProblem("a suppression entry without address, source or reason")
-        entries[address.lower()] = SuppressionEntry(
-            address.lower(), source, reason, _epoch(item.get("since")), _epoch(item.get("expires"))
-        )
-    return entries
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
