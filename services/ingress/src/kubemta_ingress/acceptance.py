@@ -39,9 +39,10 @@ from kubemta_common.queue_id import new_queue_id
 from kubemta_ingress import metrics, replies
 from kubemta_ingress.content import content_problem, received_count, refusal
 from kubemta_ingress.dedup_key import dedup_key
-from kubemta_ingress.message_id import event_headers, message_id
+from kubemta_ingress.message_id import message_id
 from kubemta_ingress.policy import AddressProblem, IPAddress, RelayPolicy, check_address
 from kubemta_ingress.received import received_header
+from kubemta_ingress.received_event import received_event
 from kubemta_ingress.recipient_verify import RecipientVerifier
 from kubemta_ingress.rejections import Reason
 from kubemta_ingress.sender_identity import AuthenticatedUser, HeaderProblem, author_problem
@@ -386,25 +387,3 @@ class MailAcceptance:
 def text_field(value: str | None) -> str:
     """Client text made valid UTF-8 for a protobuf string (aiosmtpd keeps bad bytes as surrogates)."""
     return (value or "").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def received_event(head: message_pb2.AcceptedMessage, size: int, content: bytes) -> events_pb2.LifecycleEvent:
-    """The `received` event of an accepted message: its envelope, client, trust, arrival, dedup key, listener,
-    and the header block the client sent (at most 16 KiB); `size` is the bytes queued. Its time is the arrival:
-    recorded only after the broker's confirm, it would otherwise come after the queue-manager's `queued`, which
-    may be recorded within the confirm's round trip."""
-    event = events_pb2.LifecycleEvent(queue_id=head.queue_id, message_id=head.message_id)
-    event.time.CopyFrom(head.arrival_time)
-    received = event.received
-    received.sender = head.sender
-    received.recipients.extend(head.recipients)
-    received.size = size
-    received.client_address = head.client_address
-    received.client_helo = head.client_helo
-    received.authenticated_user = head.authenticated_user
-    received.trust = head.trust
-    received.arrival_time.CopyFrom(head.arrival_time)
-    received.headers = event_headers(content)
-    received.dedup_key = head.dedup_key
-    received.listener = head.listener
-    return event
