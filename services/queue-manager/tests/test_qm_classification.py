@@ -12,7 +12,8 @@ from kubemta.v1 import message_pb2
 from kubemta_common.bounce_class import BounceClass, classify
 from kubemta_common.dsn_parameters import parse_recipient_dsn
 from kubemta_common.events.deletion import DELETED_STATUS
-from kubemta_queue_manager.dsn import CLASS_REASONS, Action, RecipientReport, Report, build_dsn, human_lines
+from kubemta_queue_manager.dsn import Action, RecipientReport, Report, build_dsn, human_lines
+from kubemta_queue_manager.dsn_reasons import CLASS_REASONS
 from kubemta_queue_manager.fate import Deletion, Disposition, Policy, decide
 from kubemta_queue_manager.handlers import QueueManager
 from tests.harness.dsn_reader import read_dsn

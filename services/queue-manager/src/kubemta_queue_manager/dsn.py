@@ -28,7 +28,6 @@ from datetime import datetime
 from email.utils import format_datetime
 from enum import StrEnum
 
-from kubemta_common.bounce_class import BounceClass
 from kubemta_queue_manager.dsn_fields import (
     FieldValue,
     Reply,
@@ -47,6 +46,7 @@ from kubemta_queue_manager.dsn_fields import (
 )
 from kubemta_queue_manager.dsn_fields import smtp_reply as _smtp_reply
 from kubemta_queue_manager.dsn_mime import Part, fields_part, multipart, text_part
+from kubemta_queue_manager.dsn_reasons import class_line
 from kubemta_queue_manager.dsn_returned import returnable_message
 
 __all__ = [
@@ -85,22 +85,6 @@ class Action(StrEnum):
 
 
 SUCCESS_ACTIONS = frozenset({Action.DELIVERED, Action.RELAYED})
-
-CLASS_REASONS: dict[BounceClass, str] = {
-    BounceClass.INVALID_RECIPIENT: "the recipient address does not exist",
-    BounceClass.MAILBOX_FULL: "the recipient's mailbox is full",
-    BounceClass.MESSAGE_TOO_LARGE: "the message is larger than the receiving system takes",
-    BounceClass.CONTENT_BLOCKED: "the receiving system refused the content (spam or malware filter)",
-    BounceClass.POLICY: "the receiving system's policy refused the message (e.g. SPF, DKIM or DMARC)",
-    BounceClass.REPUTATION: "the receiving system refused the sending server (reputation or blocklist)",
-    BounceClass.RATE_LIMITED: "the receiving system limits how much mail it takes from this server",
-    BounceClass.DNS_FAILURE: "the destination domain or its mail server could not be found in DNS",
-    BounceClass.TLS_FAILURE: "no secure (TLS) connection to the receiving system could be made",
-    BounceClass.CONNECTION_FAILURE: "the receiving system could not be reached",
-    BounceClass.EXPIRED: "the message could not be delivered before its time in the queue ran out",
-    BounceClass.OTHER: "the reply below says why",
-}
-"""The `Reason:` line of a failed or delayed recipient in the human-readable part, by class."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,16 +171,6 @@ def _success_line(report: Report, entry: RecipientReport) -> str:
     return f"{how}: {smtp_reply(entry)}" if entry.smtp_code else how
 
 
-def _class_line(entry: RecipientReport) -> str | None:
-    """`Reason: <what it means> (<class>, permanent|temporary)`, or None for a class kubemta does not know."""
-    try:
-        found = BounceClass(entry.bounce_class)
-    except ValueError:
-        return None
-    kind = "permanent" if entry.hard else "temporary"
-    return f"    Reason: {CLASS_REASONS[found]} ({found.value.replace('_', ' ')}, {kind})"
-
-
 def _reason(entry: RecipientReport) -> str:
     if entry.smtp_code and entry.remote_mta:
         reason = f"host {one_line(entry.remote_mta)} said: {smtp_reply(entry)}"
@@ -273,7 +247,7 @@ def human_lines(report: Report, now: datetime) -> list[FieldValue]:
     for entry in report.recipients:
         said = _success_line(report, entry) if report.success else _reason(entry)
         safe.append(field_value(f"<{entry.recipient}>: {said}", utf8=True))
-        reason = None if report.success else _class_line(entry)
+        reason = None if report.success else class_line(entry.bounce_class, entry.hard)
         if reason is not None:
             safe.append(field_value(reason))
     return safe
