@@ -135,15 +135,8 @@ class IndexWriter:
 
     def prune_suppressions(self, now: float, ttl: float) -> int:
         """Drop expired suppression entries and change ids older than `ttl`, in one transaction; entries dropped."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            dropped = suppression_index.prune(db, now, ttl)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return dropped
+        with self._transaction(SUPPRESSIONS, ()) as db:  # no records: the stream's offset stays as it is
+            return suppression_index.prune(db, now, ttl)
 
     def prune(self, cutoff: float, limit: int) -> tuple[int, bool]:
         """Drop up to `limit` messages received and up to `limit` rows of each other table written before `cutoff`
