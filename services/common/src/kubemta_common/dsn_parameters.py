@@ -175,6 +175,12 @@ def parse_recipient_dsn(notify: object, orcpt: object, *, smtputf8: bool = False
     return dsn
 
 
+def recipient_dsn(job: message_pb2.DeliveryJob, recipient: str) -> message_pb2.RecipientDsn | None:
+    """The DSN parameters the sender gave `recipient` (None: none), without adding an entry to the job's map
+    (indexing a protobuf map adds the key it is asked for)."""
+    return job.recipient_dsn[recipient] if recipient in job.recipient_dsn else None
+
+
 def wants(dsn: message_pb2.RecipientDsn | None, kind: DsnKind) -> bool:
     """Whether the sender asked for a DSN of `kind` for this recipient. Without NOTIFY: failure and delay
     (RFC 3461 §4.1 leaves the default to the MTA; Postfix's and kubemta's is both), never success."""

@@ -319,5 +319,4 @@ def _reports_success(job: message_pb2.DeliveryJob, result: message_pb2.Recipient
     """Whether kubemta sends `result`'s recipient a success DSN (its sender asked, no next hop took it over)."""
     if result.handoff == message_pb2.HANDOFF_DSN_PASSED or not job.sender or job.generated:
         return False  # the next hop reports; <> and DSNs never get one
-    dsn = job.recipient_dsn[result.recipient] if result.recipient in job.recipient_dsn else None
-    return dsn_parameters.wants(dsn, "success")
+    return dsn_parameters.wants(dsn_parameters.recipient_dsn(job, result.recipient), "success")

@@ -111,9 +111,9 @@ def _same_orcpt(written: message_pb2.RecipientDsn | None, stored: message_pb2.Re
 def dsn_rcpt_parameters(job: message_pb2.DeliveryJob, recipient: str, offered: bool) -> list[str]:
     """NOTIFY (RFC 3461 §4.1) and ORCPT (§4.2) for `recipient`'s RCPT TO to a server that `offered` DSN;
     those the client gave for it (job.recipient_dsn), nothing for a recipient that gave none."""
-    if not offered or recipient not in job.recipient_dsn:  # `in` first: indexing a map adds the key
+    stored = dsn_parameters.recipient_dsn(job, recipient)
+    if not offered or stored is None:
         return []
-    stored = job.recipient_dsn[recipient]
     whose = f"<{sanitize(recipient)}>"
     notify = _checked(
         "NOTIFY",

@@ -17,9 +17,10 @@ from datetime import datetime
 
 from kubemta.v1 import message_pb2
 from kubemta_common import message_headers
+from kubemta_common.dsn_parameters import recipient_dsn
 from kubemta_common.timestamps import to_datetime
 from kubemta_queue_manager.dsn import SUCCESS_ACTIONS, Action, RecipientReport, Report, build_dsn
-from kubemta_queue_manager.fate import Decision, Disposition, RecipientFate, recipient_dsn
+from kubemta_queue_manager.fate import Decision, Disposition, RecipientFate
 
 MAX_ORIGINAL_HEADERS = 64 * 1024
 """Bytes of the original header block a request carries (RFC 3462 returns headers; a bound keeps requests small)."""

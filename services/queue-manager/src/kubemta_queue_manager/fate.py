@@ -34,7 +34,7 @@ from enum import StrEnum
 
 from kubemta.v1 import message_pb2
 from kubemta_common.bounce_class import BounceClass, Classification, classify
-from kubemta_common.dsn_parameters import DsnKind, wants
+from kubemta_common.dsn_parameters import DsnKind, recipient_dsn, wants
 from kubemta_common.events.deletion import deleted_result
 from kubemta_common.timestamps import age_seconds, to_datetime
 from kubemta_queue_manager.retry import retry_delay
@@ -147,11 +147,6 @@ def _results_for_every_recipient(result: message_pb2.DeliveryResult) -> list[mes
                 )
             )
     return results
-
-
-def recipient_dsn(job: message_pb2.DeliveryJob, recipient: str) -> message_pb2.RecipientDsn | None:
-    """The DSN parameters the sender gave `recipient` (None: none), without adding an entry to the job's map."""
-    return job.recipient_dsn[recipient] if recipient in job.recipient_dsn else None
 
 
 def _wanted(job: message_pb2.DeliveryJob, fates: list[RecipientFate], kind: DsnKind) -> list[RecipientFate]:
