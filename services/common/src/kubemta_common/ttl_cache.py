@@ -33,6 +33,13 @@ class TtlLruCache[K, V]:
         self._entries.move_to_end(key)
         return value
 
+    def get_with_ttl(self, key: K) -> tuple[V, float] | None:
+        """Like `get`, with the seconds the value has left (the dns-resolver's route answers say how fresh they are)."""
+        value = self.get(key)
+        if value is None:
+            return None
+        return value, self._entries[key][0] - self._clock()
+
     def put(self, key: K, value: V, ttl: float) -> None:
         """Store `value` for `ttl` seconds; a TTL of 0 or less (or a cache of size 0) stores nothing."""
         if ttl <= 0 or self._max_size <= 0:

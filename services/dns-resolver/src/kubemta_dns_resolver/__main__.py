@@ -10,6 +10,7 @@ from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
 from kubemta_common.events.decision_follower import BackgroundFollower
 from kubemta_common.events.tracker_client import TrackerClient
+from kubemta_common.route_answer_log import RouteAnswerLog
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.checks import JobChecks
@@ -25,8 +26,9 @@ DESCRIPTION = "kubemta dns-resolver: finds each delivery job's route (transport,
 SERVICE = "dns-resolver"
 
 
-def build_router(settings: ResolverSettings) -> Router:
-    """The router configured by `settings` (raises ConfigError when no name server is known)."""
+def build_router(settings: ResolverSettings, answers: RouteAnswerLog | None = None) -> Router:
+    """The router configured by `settings` (raises ConfigError when no name server is known), sharing the routes it
+    builds through `answers`."""
     try:
         lookup = DnspythonLookup(settings.dns_nameservers, settings.dns_timeout)
     except dns.resolver.NoResolverConfiguration as exc:
@@ -39,6 +41,8 @@ def build_router(settings: ResolverSettings) -> Router:
         cache=TtlLruCache(settings.dns_cache_size),
         policy=CachePolicy(max_ttl=settings.dns_max_ttl, negative_ttl=settings.dns_negative_ttl),
         tls=build_route_tls(settings, lookup),
+        answers=answers,
+        static_answer_ttl=settings.route_answer_ttl,
     )
 
 
@@ -55,19 +59,22 @@ def build_route_tls(settings: ResolverSettings, lookup: DnspythonLookup) -> Rout
 
 async def _main(stop: asyncio.Event) -> None:
     settings = ResolverSettings.load()
-    router = build_router(settings)
+    answers = RouteAnswerLog()
+    router = build_router(settings, answers)
     tracker = TrackerClient.from_settings(settings)
     following = BackgroundFollower(settings.decisions_max_age)
 
     def build(core: ServiceCore) -> list[ConsumerSpec]:
         follower = following.start(core.broker)
+        answers.start(core.publisher)
         checks = JobChecks(tracker, follower.decisions, follower.ready)
         handler = RouteHandler(router, core.publisher, events=core.events, checks=checks)
         return both_lanes(subscribe_deliveries(stages.ROUTE, handler.handle))
 
     try:
-        await serve_consumers(ServiceCore(SERVICE, settings), build, stop)
+        await serve_consumers(ServiceCore(SERVICE, settings), build, stop, before_close=answers.close)
     finally:
+        await answers.close()
         await following.stop()
         if tracker is not None:
             await tracker.close()

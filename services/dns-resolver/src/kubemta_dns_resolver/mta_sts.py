@@ -179,6 +179,19 @@ class MtaStsResolver:
         fetched = await asyncio.shield(task)
         return fetched if fetched is not None else cached
 
+    def fresh_for(self, domain: str) -> float:
+        """Seconds until `policy(domain)` would look anything up again (0 when it would now): the least cache life
+        left of its TXT answer, its cached policy and a failed fetch's pause."""
+        name = normalize_domain(domain)
+        txt = self._txt.get_with_ttl(name)
+        if txt is None:
+            return 0.0
+        left = txt[1]
+        for cached in (self._policies.get_with_ttl(name), self._failed.get_with_ttl(name)):
+            if cached is not None:
+                left = min(left, cached[1])
+        return left
+
     async def _policy_id(self, name: str) -> _TxtAnswer | None:
         """The TXT answer (cached by its TTL); None when the look-up failed temporarily."""
         cached = self._txt.get(name)

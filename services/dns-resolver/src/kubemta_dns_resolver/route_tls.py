@@ -20,9 +20,14 @@ that is whom the worker talks to (Postfix looks up the next hop too). A relayhos
 without an explicit entry needs at least `encrypt`: the worker may send credentials to
 it (Postfix setups for SES/SendGrid use smtp_tls_security_level = encrypt).
 LMTP routes are not changed.
+
+Freshness (`fresh_for`, for the route answers the router shares): an MX route whose TLS policy comes from
+MTA-STS is fresh only as long as the resolver would keep its cached TXT answer (and policy) without looking
+again; every other policy is configuration, which does not go stale.
 """
 
 import logging
+import math
 from dataclasses import dataclass
 
 from kubemta.v1 import message_pb2
@@ -77,6 +82,16 @@ class RouteTlsPolicy:
         elif policy is not None and policy.mode is StsMode.TESTING:
             route.tls_policy_source = SOURCE_MTA_STS_TESTING
         return None
+
+    def fresh_for(self, domain: str, route: message_pb2.Route) -> float:
+        """Seconds the TLS policy `apply` gave `route` (to `domain`) stays what it would give again."""
+        if self._mta_sts is None or route.source not in MX_SOURCES:
+            return math.inf
+        if route.kind not in (message_pb2.TRANSPORT_KIND_SMTP, message_pb2.TRANSPORT_KIND_UNSPECIFIED):
+            return math.inf
+        if self._map.explicit(domain) is not None:
+            return math.inf
+        return self._mta_sts.fresh_for(domain)
 
     def _apply_static(self, route: message_pb2.Route) -> None:
         match: PolicyMatch | None = None

@@ -5,17 +5,24 @@ then `KUBEMTA_RELAYHOST`, then DNS (MX, implicit MX). DNS results are cached per
 hop for their TTL (capped); exchangers of equal preference are shuffled afresh every
 time a route is built (RFC 5321 §5.1), cached or not. Concurrent jobs for the same
 next hop share one look-up.
+
+Route answers (kubemta_common.route_answers): every route built is offered to the answer log (when one is
+given) with how long it stays what the router would build again without asking anyone: the remaining
+cache life of the DNS answers behind it (MX or implicit MX, or a next hop's addresses), at most its TLS
+policy's (route_tls), and `static_answer_ttl` (KUBEMTA_ROUTE_ANSWER_TTL) for a static route. Incomplete
+destinations (a look-up failed temporarily) and failures are never offered.
 """
 
 import asyncio
 import ipaddress
 import random
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal, Protocol, cast
 
 from kubemta.v1 import message_pb2
 from kubemta_common.logs import outside_message
 from kubemta_common.providers import provider_for_hosts
+from kubemta_common.route_order import shuffle_equal_preferences
 from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.lookup import DnsLookup
 from kubemta_dns_resolver.metrics import DNS_CACHE_HITS, DNS_CACHE_MISSES
@@ -33,6 +40,15 @@ Source = Literal["transport", "relayhost", "mx", "implicit-mx"]
 LookupKind = Literal["domain", "nexthop-mx", "nexthop-host"]
 CacheKey = tuple[str, LookupKind]
 type RouteCache = TtlLruCache[CacheKey, Destination | Failure]
+type Found = tuple[message_pb2.Route | RouteFailure, float]
+"""A route (or failure) and the seconds it stays fresh (0: not to be shared)."""
+DEFAULT_STATIC_ANSWER_TTL = 60.0
+
+
+class AnswerSink(Protocol):
+    """Where built routes go to be shared (kubemta_common.route_answer_log.RouteAnswerLog)."""
+
+    def offer(self, domain: str, route: message_pb2.Route, fresh_for: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +91,8 @@ class Router:
         policy: CachePolicy,
         rng: random.Random | None = None,
         tls: RouteTlsPolicy | None = None,
+        answers: AnswerSink | None = None,
+        static_answer_ttl: float = DEFAULT_STATIC_ANSWER_TTL,
     ) -> None:
         self._lookup = lookup
         self._tls = tls
@@ -84,51 +102,61 @@ class Router:
         self._cache = cache
         self._policy = policy
         self._rng = rng or random.Random()
+        self._answers = answers
+        self._static_ttl = static_answer_ttl
         self._in_flight: dict[CacheKey, asyncio.Task[Destination | Failure]] = {}
 
     async def route(self, domain: str) -> message_pb2.Route | RouteFailure:
         """The route for mail to `domain`, with its TLS policy (route_tls)."""
-        result = await self._find_route(domain)
-        if self._tls is None or isinstance(result, RouteFailure):
+        name = normalize_domain(domain)
+        result, fresh_for = await self._find_route(name)
+        if isinstance(result, RouteFailure):
             return result
-        refusal = await self._tls.apply(normalize_domain(domain), result)
-        if refusal is not None:  # RFC 8461 §5.1: no MX host satisfies an enforced MTA-STS policy
-            return RouteFailure(True, refusal.status, refusal.diagnostic, cast(Source, result.source))
+        if self._tls is not None:
+            refusal = await self._tls.apply(name, result)
+            if refusal is not None:  # RFC 8461 §5.1: no MX host satisfies an enforced MTA-STS policy
+                return RouteFailure(True, refusal.status, refusal.diagnostic, cast(Source, result.source))
+            fresh_for = min(fresh_for, self._tls.fresh_for(name, result))
+        if self._answers is not None and fresh_for > 0:
+            self._answers.offer(name, result, fresh_for)
         return result
 
-    async def _find_route(self, domain: str) -> message_pb2.Route | RouteFailure:
-        """The route for mail to `domain` (hosts only)."""
-        name = normalize_domain(domain)
+    async def _find_route(self, name: str) -> Found:
+        """The route for mail to the normalized domain `name` (hosts only), and how long it is fresh."""
         transport = self._transports.lookup(name)
         if transport is not None:
             if transport.nexthop.unix_socket:  # lmtp:unix:/path
-                return unix_socket_route(transport.nexthop)
-            route = await self._route_nexthop(transport.nexthop, "transport")
+                return unix_socket_route(transport.nexthop), self._static_ttl
+            route, fresh_for = await self._route_nexthop(transport.nexthop, "transport")
             if isinstance(route, message_pb2.Route):
                 route.kind = transport_kind(transport)
-            return route
+            return route, fresh_for
         if self._relayhost is not None:
             return await self._route_nexthop(self._relayhost, "relayhost")
         literal = _address_literal(name)
         if literal is not None:  # RFC 5321 §5.1: an address literal is connected to directly
-            return self._build(Destination((Exchange(literal, 0, (literal,)),), True, 0.0), self._delivery_port, "mx")
-        result = await self._resolve((name, "domain"))
+            destination = Destination((Exchange(literal, 0, (literal,)),), True, 0.0)
+            return self._build(destination, self._delivery_port, "mx"), self._static_ttl
+        result, fresh_for = await self._resolve((name, "domain"))
         source: Source = "implicit-mx" if result.implicit else "mx"
         if isinstance(result, Failure):
-            return RouteFailure(result.temporary, result.status, result.diagnostic, source)
-        return self._build(result, self._delivery_port, source)
+            return RouteFailure(result.temporary, result.status, result.diagnostic, source), 0.0
+        return self._build(result, self._delivery_port, source), fresh_for if result.complete else 0.0
 
-    async def _route_nexthop(self, nexthop: Nexthop, source: Source) -> message_pb2.Route | RouteFailure:
+    async def _route_nexthop(self, nexthop: Nexthop, source: Source) -> Found:
         port = nexthop.port or self._delivery_port
         if nexthop.is_address:
-            return self._build(Destination((Exchange(nexthop.host, 0, (nexthop.host,)),), False, 0.0), port, source)
-        result = await self._resolve((nexthop.host, "nexthop-mx" if nexthop.mx_lookup else "nexthop-host"))
+            destination = Destination((Exchange(nexthop.host, 0, (nexthop.host,)),), False, 0.0)
+            return self._build(destination, port, source), self._static_ttl
+        result, fresh_for = await self._resolve((nexthop.host, "nexthop-mx" if nexthop.mx_lookup else "nexthop-host"))
         if isinstance(result, Failure):
-            return RouteFailure(result.temporary, result.status, f"{source} {nexthop}: {result.diagnostic}", source)
-        return self._build(result, port, source)
+            diagnostic = f"{source} {nexthop}: {result.diagnostic}"
+            return RouteFailure(result.temporary, result.status, diagnostic, source), 0.0
+        return self._build(result, port, source), min(fresh_for, self._static_ttl) if result.complete else 0.0
 
-    async def _resolve(self, key: CacheKey) -> Destination | Failure:
-        cached = self._cache.get(key)
+    async def _resolve(self, key: CacheKey) -> tuple[Destination | Failure, float]:
+        """The look-up's result (cached, shared or fresh) and the seconds it stays cached."""
+        cached = self._cache.get_with_ttl(key)
         if cached is not None:
             DNS_CACHE_HITS.inc()
             return cached
@@ -138,7 +166,8 @@ class Router:
             task = asyncio.create_task(self._look_up(key), context=outside_message())  # later jobs await it too
             self._in_flight[key] = task
             task.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        return await asyncio.shield(task)
+        result = await asyncio.shield(task)
+        return result, self._policy.ttl(result)
 
     async def _look_up(self, key: CacheKey) -> Destination | Failure:
         name, kind = key
@@ -153,21 +182,16 @@ class Router:
         return result
 
     def _build(self, destination: Destination, port: int, source: Source) -> message_pb2.Route:
-        by_preference: dict[int, list[Exchange]] = {}
-        for exchange in destination.exchanges:
-            by_preference.setdefault(exchange.preference, []).append(exchange)
-        hosts: list[message_pb2.RouteHost] = []
-        for preference in sorted(by_preference):
-            group = by_preference[preference]
-            self._rng.shuffle(group)  # RFC 5321 §5.1: random order among equal preferences
-            hosts.extend(
-                message_pb2.RouteHost(hostname=exchange.hostname, address=address, port=port, preference=preference)
-                for exchange in group
-                for address in exchange.addresses
+        hosts = (
+            message_pb2.RouteHost(
+                hostname=exchange.hostname, address=address, port=port, preference=exchange.preference
             )
+            for exchange in destination.exchanges
+            for address in exchange.addresses
+        )
         return message_pb2.Route(
             kind=message_pb2.TRANSPORT_KIND_SMTP,
-            hosts=hosts,
+            hosts=shuffle_equal_preferences(hosts, self._rng),  # RFC 5321 §5.1: random order among equal preferences
             provider=provider_for_hosts([exchange.hostname for exchange in destination.exchanges]),
             source=source,
         )

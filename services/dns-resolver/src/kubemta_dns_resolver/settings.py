@@ -72,6 +72,14 @@ class ResolverSettings(ServiceSettings, DnsClientSettings, TransportSettings):
     mta_sts_ca_file: str = Field(default="", description="CA bundle for MTA-STS policy hosts; empty = the system's")
     mta_sts_timeout: Duration = Field(default=10.0, gt=0, description="Time limit of one MTA-STS policy fetch")
     mta_sts_cache_size: int = Field(default=10000, ge=0, description="MTA-STS policies kept in the cache")
+    route_answer_ttl: Duration = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "How long a static route (transport, relayhost, address literal) shared on the routes stream stays fresh"
+            " for queue-managers; 0 shares none"
+        ),
+    )
 
     @field_validator("mta_sts_ca_file")
     @classmethod

@@ -1,6 +1,6 @@
-"""The three RabbitMQ streams beside the stage queues: `events` (lifecycle events), `decisions`
+"""The four RabbitMQ streams beside the stage queues: `events` (lifecycle events), `decisions`
 (operators' delete/hold/release rules) and `suppressions` (the cluster-wide suppression list's changes),
-proto/kubemta/v1/events.proto.
+proto/kubemta/v1/events.proto; `routes` (the dns-resolver's route answers, proto/kubemta/v1/routes.proto).
 
 A stream (`x-queue-type: stream`, RabbitMQ 3.9+) is an append-only log that consumers read
 from an offset without removing anything; it is replicated over the cluster's nodes like the
@@ -22,6 +22,11 @@ Why `suppressions` is a stream of its own (docs/suppression.md): an entry lives 
 tracker replica that starts with an empty index must rebuild every live entry from the stream.
 Its age limit is that TTL: a change older than it can no longer suppress anything (an admin
 entry's TTL is at most the same), so the stream keeps exactly what can still matter.
+
+Why `routes` (kubemta_common.route_answers): a queue-manager sends a first-attempt job straight to `deliver`
+while the resolver's answer for its domain is fresh. An answer lives at most ROUTE_ANSWER_MAX_AGE, so the stream
+keeps an hour (`ROUTES_MAX_AGE`) in small segments (`ROUTES_SEGMENT_BYTES`) and at most `ROUTES_MAX_BYTES`:
+anything older is stale anyway.
 """
 
 from dataclasses import dataclass
@@ -34,6 +39,12 @@ from kubemta_common.amqp.topology import declare_as_is
 EVENTS = "events"
 DECISIONS = "decisions"
 SUPPRESSIONS = "suppressions"
+ROUTES = "routes"
+ROUTES_MAX_AGE = 3600.0
+"""The `routes` stream's age limit: longer than any answer's lifetime (route_answers.MAX_ANSWER_SECONDS)."""
+ROUTES_MAX_BYTES = 256 * 1024 * 1024
+ROUTES_SEGMENT_BYTES = 1024 * 1024
+"""Small segments: retention drops whole ones, and a reader starting from a time skips to the chunk at it."""
 DEFAULT_SUPPRESSION_TTL = 30 * 86400.0
 """KUBEMTA_SUPPRESSION_TTL's default: how long a hard bounce suppresses its recipient, and the age limit of the
 `suppressions` stream."""
@@ -49,14 +60,15 @@ class StreamRetention:
     events_max_bytes: int
     decisions_max_age: float
     suppressions_max_age: float = DEFAULT_SUPPRESSION_TTL
+    routes_max_age: float = ROUTES_MAX_AGE
 
 
-def stream_arguments(max_age: float, max_bytes: int | None) -> FieldTable:
+def stream_arguments(max_age: float, max_bytes: int | None, segment_bytes: int = SEGMENT_BYTES) -> FieldTable:
     """The declaration arguments of a stream keeping `max_age` seconds (and at most `max_bytes`)."""
     arguments: FieldTable = {
         "x-queue-type": "stream",
         "x-max-age": f"{max(1, int(max_age))}s",
-        "x-stream-max-segment-size-bytes": SEGMENT_BYTES,
+        "x-stream-max-segment-size-bytes": segment_bytes,
     }
     if max_bytes is not None:
         arguments["x-max-length-bytes"] = max_bytes
@@ -69,6 +81,7 @@ def stream_declarations(retention: StreamRetention) -> dict[str, FieldTable]:
         EVENTS: stream_arguments(retention.events_max_age, retention.events_max_bytes),
         DECISIONS: stream_arguments(retention.decisions_max_age, None),
         SUPPRESSIONS: stream_arguments(retention.suppressions_max_age, None),
+        ROUTES: stream_arguments(retention.routes_max_age, ROUTES_MAX_BYTES, ROUTES_SEGMENT_BYTES),
     }
 
 
