@@ -11,10 +11,12 @@ from kubemta_common.command_line import service_main
 from kubemta_common.events.decision_follower import BackgroundFollower
 from kubemta_common.events.suppression_log import SuppressionLog
 from kubemta_common.events.tracker_client import TrackerClient
+from kubemta_common.route_answers import RouteAnswers
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, consume, serve_consumers
 from kubemta_mail_auth.dkim.keys import KeyStore
 from kubemta_queue_manager.dkim_signer import DkimSigner
 from kubemta_queue_manager.handlers import QueueManager
+from kubemta_queue_manager.route_shortcut import RouteAnswerFollower
 from kubemta_queue_manager.settings import QueueManagerSettings
 
 DESCRIPTION = (
@@ -33,10 +35,15 @@ async def serve(stop: asyncio.Event) -> None:
     tracker = TrackerClient.from_settings(settings)
     following = BackgroundFollower(settings.decisions_max_age)
     suppressions: SuppressionLog | None = None
+    route_answers = RouteAnswers(settings.route_answers_size) if settings.route_shortcut else None
+    answer_follower: RouteAnswerFollower | None = None
 
     def build(core: ServiceCore) -> list[ConsumerSpec]:
-        nonlocal suppressions
+        nonlocal suppressions, answer_follower
         follower = following.start(core.broker)
+        if route_answers is not None:  # the resolver's answers (routes stream): route_shortcut.py
+            answer_follower = RouteAnswerFollower(core.broker, route_answers)
+            answer_follower.start()
         # hard invalid_recipient bounces go to the cluster's suppression list (docs/suppression.md)
         suppressions = SuppressionLog(core.publisher, actor=SERVICE, ttl=settings.suppression_ttl)
         suppressions.start()
@@ -49,6 +56,7 @@ async def serve(stop: asyncio.Event) -> None:
             decisions=follower.decisions,
             decisions_ready=follower.ready,
             suppression=suppressions,
+            route_answers=route_answers,
         )
         return [
             *both_lanes(subscribe_deliveries(stages.INBOUND, manager.handle_accepted)),
@@ -69,6 +77,8 @@ async def serve(stop: asyncio.Event) -> None:
     try:
         await serve_consumers(core, build, stop, before_close=publish_suppressions)
     finally:
+        if answer_follower is not None:
+            await answer_follower.stop()
         await following.stop()
         if tracker is not None:
             await tracker.close()

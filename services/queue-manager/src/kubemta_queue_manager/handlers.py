@@ -9,6 +9,10 @@ published batch may be published again). Lifecycle events (lifecycle.py) are wri
 after the outputs they describe were confirmed: `signed` and `queued` for an accepted
 message, one per disposition for a result (outcomes.py). The queue-manager keeps no
 state: it all travels in the messages.
+
+A first-attempt job whose domain has a fresh route answer from the resolver goes straight to `deliver` with
+that route (route_shortcut.py); its `routed` event, the one the resolver would have written, is recorded after
+the message's `queued`, once the job was confirmed. Every other job goes to `route`.
 """
 
 import asyncio
@@ -28,14 +32,17 @@ from kubemta_common.events.decision_follower import JobVerdicts
 from kubemta_common.events.decisions import DecisionView
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.events.job_events import job_event
+from kubemta_common.events.routed_event import routed as routed_event
 from kubemta_common.events.tracker_client import DuplicateChecks
 from kubemta_common.logs import message_context, sanitize
+from kubemta_common.route_answers import RouteAnswers
 from kubemta_common.timestamps import now_timestamp
 from kubemta_queue_manager import lifecycle, metrics
 from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome
 from kubemta_queue_manager.dsn_batcher import DsnBatcher
 from kubemta_queue_manager.outcomes import Results
 from kubemta_queue_manager.redelivery import RedeliveryGuard
+from kubemta_queue_manager.route_shortcut import RouteShortcut
 from kubemta_queue_manager.settings import QueueManagerSettings
 from kubemta_queue_manager.splitter import iter_jobs
 from kubemta_queue_manager.suppression_sink import SuppressionSink
@@ -76,6 +83,7 @@ class QueueManager:
         decisions: DecisionView | None = None,
         decisions_ready: asyncio.Event | None = None,
         suppression: SuppressionSink | None = None,
+        route_answers: RouteAnswers | None = None,
     ) -> None:
         self._hostname = settings.hostname
         self._publisher = publisher
@@ -83,6 +91,11 @@ class QueueManager:
         self._signer = signer
         self._guard = RedeliveryGuard(tracker, events, stage=lifecycle.SERVICE)
         verdicts = JobVerdicts(decisions, decisions_ready)
+        self._shortcut = (
+            RouteShortcut(route_answers, verdicts, decisions_ready=decisions_ready)
+            if route_answers is not None and settings.route_shortcut
+            else None
+        )
         self._results = Results(
             settings, publisher, events, verdicts, clock=clock, hostname=settings.hostname, suppression=suppression
         )
@@ -129,7 +142,8 @@ class QueueManager:
                 metrics.DKIM_SIGNATURES.labels(algorithm="none", result="untrusted").inc()
                 logger.debug("not DKIM signed: submitted by an untrusted client")
         started = now_timestamp()  # the events' time: the resolver may record `routed` before our confirms return
-        jobs = await self._publish_jobs(accepted, repeated=repeated)
+        routed: list[events_pb2.LifecycleEvent] = []
+        jobs = await self._publish_jobs(accepted, repeated=repeated, routed=routed)
         if signatures:
             signed = lifecycle.signed(accepted, signatures)
             signed.time.CopyFrom(started)
@@ -137,6 +151,8 @@ class QueueManager:
         queued = lifecycle.queued(accepted, jobs)
         queued.time.CopyFrom(started)
         await self._events.record(queued)  # False (stream down): the mail goes on
+        for event in routed:  # jobs sent straight to `deliver`, confirmed
+            self._events.emit(event)
         if not jobs:
             logger.warning("message has no recipients; nothing to deliver")
             return
@@ -152,9 +168,14 @@ class QueueManager:
         metrics.JOBS_CREATED.inc(len(jobs))
 
     async def _publish_jobs(
-        self, accepted: message_pb2.AcceptedMessage, *, repeated: bool = False
+        self,
+        accepted: message_pb2.AcceptedMessage,
+        *,
+        repeated: bool = False,
+        routed: list[events_pb2.LifecycleEvent] | None = None,
     ) -> list[events_pb2.QueuedJob]:
-        """Publish one job per domain to `route`, a batch of at most PUBLISH_BATCH_BYTES at a time; the jobs.
+        """Publish one job per domain to `route` (or `deliver`: route_shortcut.py, its `routed` event appended to
+        `routed`), a batch of at most PUBLISH_BATCH_BYTES at a time; the jobs.
 
         Each job carries the whole content, so a 10 MB message to 50 domains would hold 500 MB if its jobs were
         made (and serialised) all at once: they are made one by one, and each batch is released once confirmed.
@@ -165,7 +186,14 @@ class QueueManager:
         size = published = 0
         for job in iter_jobs(accepted, self._hostname):
             job.maybe_duplicate = repeated
-            outgoing = stages.ROUTE.outgoing(job, message_id=job.job_id)
+            if self._shortcut is not None and await self._shortcut.attach(job):
+                outgoing = stages.DELIVER.outgoing(job, message_id=job.job_id)
+                if routed is not None:
+                    event = routed_event(job, job.route)
+                    event.time.CopyFrom(now_timestamp())  # before the publish: the worker may record its attempt
+                    routed.append(event)
+            else:
+                outgoing = stages.ROUTE.outgoing(job, message_id=job.job_id)
             batch.append(outgoing)
             queued.append(events_pb2.QueuedJob(job_id=job.job_id, domain=job.domain, recipients=job.recipients))
             size += len(outgoing.body)
@@ -179,13 +207,15 @@ class QueueManager:
 
     async def _publish_batch(self, batch: list[Outgoing], queued: list[events_pb2.QueuedJob]) -> None:
         await self._publisher.publish_all(batch)
-        for job in queued:
+        if not logger.isEnabledFor(logging.DEBUG):
+            return
+        for job, outgoing in zip(queued, batch, strict=True):
             logger.debug(
                 "job %s: domain=%s nrcpt=%d queued to %s",
                 job.job_id,
                 sanitize(job.domain),
                 len(job.recipients),
-                stages.ROUTE.queue,
+                outgoing.stage.queue,
                 extra={"job_id": job.job_id},
             )
 

@@ -51,6 +51,18 @@ class QueueManagerSettings(ServiceSettings):
             " a larger one gets its headers only (Postfix bounce_size_limit)"
         ),
     )
+    route_shortcut: bool = Field(
+        default=True,
+        description=(
+            "Send a message's first-attempt jobs straight to deliver while the dns-resolver's route answer for the"
+            " domain (the routes stream) is fresh; off: every job goes through the resolver"
+        ),
+    )
+    route_answers_size: int = Field(
+        default=100_000,
+        ge=1,
+        description="Domains whose route answers the queue-manager keeps (LRU)",
+    )
     dkim_keys_dir: Path | None = Field(
         default=None,
         description="Directory of DKIM private keys, DOMAIN/SELECTOR.key (a mounted Secret); unset: no signing",
