@@ -37,6 +37,7 @@ from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS
 from kubemta_delivery_worker.relay_auth import RelayCredentials, authenticate, session_route
 from kubemta_delivery_worker.replies import enhanced_status, reply_diagnostic
 from kubemta_delivery_worker.tls_negotiation import contexts, negotiate
+from kubemta_delivery_worker.wire import PIPELINING
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,8 @@ class SmtpConnection:
         self.tls = False
         self.greeted = False  # the server's 220 greeting came (attempt_limits: the session limit)
         self.transactions = 0
+        # A reused session's RSET, left to go out in front of its next pipelined group (transaction.py).
+        self.reset_due = False
         self._connection_counted = False
         self._deadline: AttemptDeadline | None = None
         self._watch(options.deadline)
@@ -208,6 +211,11 @@ class SmtpConnection:
     def is_connected(self) -> bool:
         """True while the TCP (or TLS) connection is up."""
         return self.smtp.is_connected
+
+    def pipelines(self) -> bool:
+        """Whether transactions on this session are pipelined (RFC 2920): the dialect and the options allow it
+        and the server offered PIPELINING."""
+        return self.dialect.pipelining and self._options.pipelining and self.smtp.supports_extension(PIPELINING)
 
     def bind(self, job: message_pb2.DeliveryJob, options: SmtpOptions | None = None) -> None:
         """Use this (cached) session for `job` (and its attempt's `options`) from now on."""
@@ -347,6 +355,7 @@ class SmtpConnection:
 
     async def reset(self) -> bool:
         """RSET before another transaction (RFC 5321 §4.1.1.5); False (and closed) when the session is gone."""
+        self.reset_due = False
         if not self.smtp.is_connected:
             self.close()
             return False

@@ -49,11 +49,12 @@ from kubemta_delivery_worker.mail_parameters import (
     mail_from_parameters,
     screen_smtputf8,
 )
+from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS_REUSED
 from kubemta_delivery_worker.replies import local_result, reply_result
 from kubemta_delivery_worker.size_limit import STATUS_TOO_BIG, size_refusal
 from kubemta_delivery_worker.wire import (
     DATA_COMMAND,
-    PIPELINING,
+    RSET_COMMAND,
     START_MAIL_INPUT,
     ReplyGroup,
     command_line,
@@ -81,11 +82,16 @@ class HostAttempt:
     greeted: bool = False  # a session got the server's greeting (attempt_limits: smtp_mx_session_limit)
 
 
+class StaleSession(Exception):
+    """A reused session refused (or never answered) the RSET in front of the transaction: it is closed."""
+
+
 class MailTransaction:
     """One mail transaction on an open session; `run()` never raises for SMTP or network failures.
 
     Afterwards `clean` tells whether the session may carry another transaction (every
-    command got its reply), `lost` whether the connection failed under it.
+    command got its reply), `lost` whether the connection failed under it, `stale` whether
+    it was a reused session that failed the RSET it still owed (transaction.py replaces it).
     """
 
     def __init__(
@@ -104,12 +110,17 @@ class MailTransaction:
         self._dsn_offered = False  # RFC 3461: the server's EHLO/LHLO named DSN (read when the transaction starts)
         self.clean = False
         self.lost = False
+        self.stale = False
 
     async def run(self) -> HostAttempt:
         try:
             await self._transaction()
             self.clean = self._smtp.is_connected
             self._connection.transactions += 1
+        except StaleSession as exc:
+            self._smtp.close()
+            self.stale = True
+            self._attempt.failure = self._connection.lost(exc)
         except HostFailed as exc:
             self._attempt.failure = exc.failure
             self.clean = self._smtp.is_connected
@@ -162,7 +173,7 @@ class MailTransaction:
         recipients, smtputf8 = self._smtputf8_screen()
         if not recipients:
             return
-        if self._dialect.pipelining and self._options.pipelining and self._smtp.supports_extension(PIPELINING):
+        if self._connection.pipelines():
             await self._pipelined(recipients, smtputf8)
         elif await self._mail(recipients, smtputf8):
             accepted = await self._rcpt(recipients, "utf-8" if smtputf8 else "ascii")
@@ -173,6 +184,8 @@ class MailTransaction:
 
     async def _mail(self, recipients: list[str], smtputf8: bool) -> bool:
         """MAIL FROM; False when the transaction cannot go on (recipients answered or host failure)."""
+        if self._connection.reset_due and not await self._connection.reset():
+            raise StaleSession("the reused session failed RSET")
         self._connection.stage = "sending MAIL FROM"
         content = self._content
         try:
@@ -267,10 +280,31 @@ class MailTransaction:
         timeout = self._options.clamp(self._options.command_timeout)
         data_timeout = self._options.clamp(self._options.data_timeout)
         commands = [mail, *group, DATA_COMMAND]
+        reset = self._connection.reset_due
+        if reset:  # RFC 5321 §4.1.1.5 before the reused session's next transaction; RFC 2920 §3.1 lets it lead
+            self._connection.reset_due = False
+            commands.insert(0, RSET_COMMAND)
         async with ReplyGroup(self._smtp, commands, timeout=timeout, data_timeout=data_timeout) as replies:
+            if reset:
+                await self._reset_reply(replies)
             accepted = await self._pipelined_replies(replies, lines)
         if accepted:
             await self._send_content(accepted)
+
+    async def _reset_reply(self, replies: ReplyGroup) -> None:
+        """The reply to the RSET leading the group: anything but 250 (or none) closes the session unused.
+
+        Closing before the final dot is safe whatever the server made of the rest of the
+        group: no message is delivered without its final dot.
+        """
+        self._connection.stage = "sending RSET (pipelined)"
+        try:
+            reply = await replies.reply()
+        except (SMTPException, OSError) as exc:
+            raise StaleSession(f"the reused session failed RSET: {exc}") from exc
+        if reply.code != SMTPStatus.completed:
+            raise StaleSession(f"the reused session failed RSET: {reply.code} {reply.message}")
+        SMTP_CONNECTIONS_REUSED.inc()
 
     async def _pipelined_replies(self, replies: ReplyGroup, lines: dict[str, bytes | ValueError]) -> list[str]:
         """The group's replies in order; the recipients to send the content to (DATA got 354)."""

@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 PIPELINING = "pipelining"
 # RFC 2920 §3.1: DATA is the last command of a group.
 DATA_COMMAND = b"DATA\r\n"
+# RFC 5321 §4.1.1.5; RFC 2920 §3.1 lets it stand anywhere in a group (a reused session's leads it).
+RSET_COMMAND = b"RSET\r\n"
 # RFC 5321 §4.2.2 / §3.3: 354 is the go-ahead for the message data.
 START_MAIL_INPUT = 354
 
@@ -73,6 +75,7 @@ class _ReplyReader(asyncio.Protocol):
         self._buffer = bytearray()
         self._arrived = asyncio.Event()
         self._gone: SMTPServerDisconnected | None = None
+        self._timed_out = False  # the wait of the current reply() ran out
 
     def data_received(self, data: bytes) -> None:
         self._buffer.extend(data)
@@ -100,17 +103,30 @@ class _ReplyReader(asyncio.Protocol):
         self._arrived.set()
 
     async def reply(self, seconds: float) -> SMTPResponse:
-        """The next reply, waiting at most `seconds` (RFC 5321 §4.2: lines `code-text`, the last `code text`)."""
+        """The next reply, waiting at most `seconds` (RFC 5321 §4.2: lines `code-text`, the last `code text`).
+
+        A reply already buffered (the usual case for all but the first of a group: they
+        arrive in one segment) is returned without arming a timer.
+        """
+        if (response := self._parse()) is not None:
+            return response
+        timer = asyncio.get_running_loop().call_later(seconds, self._expired)
         try:
-            async with asyncio.timeout(seconds):
-                while (response := self._parse()) is None:
-                    if self._gone is not None:
-                        raise self._gone
-                    self._arrived.clear()
-                    await self._arrived.wait()
-        except TimeoutError as exc:
-            raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
+            while (response := self._parse()) is None:
+                if self._gone is not None:
+                    raise self._gone
+                if self._timed_out:
+                    raise SMTPReadTimeoutError("Timed out waiting for server response")
+                self._arrived.clear()
+                await self._arrived.wait()
+        finally:
+            timer.cancel()
+            self._timed_out = False
         return response
+
+    def _expired(self) -> None:
+        self._timed_out = True
+        self._arrived.set()
 
     def _parse(self) -> SMTPResponse | None:
         """One complete reply taken from the buffer, or None; aiosmtplib's limits and errors."""
