@@ -167,7 +167,7 @@ def test_the_routes_stream_is_declared_with_a_short_retention_and_small_segments
     arguments = stream_declarations(RETENTION)[ROUTES]
     assert arguments["x-queue-type"] == "stream"
     assert arguments["x-max-age"] == "3600s"
-    assert arguments["x-stream-max-segment-size-bytes"] <= 1024 * 1024
+    assert arguments["x-stream-max-segment-size-bytes"] == 1024 * 1024
 
 
 class Publishes:
