@@ -1,6 +1,7 @@
 """The handoff of recipients delivered in an earlier attempt (handoff.py): the journal keeps the one recorded, the
 tracker records none (then LMTP is still final delivery, an SMTP hop is taken as relayed), and the result that
-reports them again says so."""
+reports them again says so (a recipient that asked NOTIFY=SUCCESS: a success DSN is owed, so the result goes to the
+queue-manager), or the `delivered` event of a job that ends at the worker (the next hop reports: no DSN owed)."""
 
 import json
 from pathlib import Path
@@ -22,6 +23,14 @@ from tests.harness.fake_publisher import FakePublisher
 from tests.harness.fake_tracker import FakeTracker
 
 DELIVERED = message_pb2.OUTCOME_DELIVERED
+SUCCESS = message_pb2.RecipientDsn(notify_given=True, notify_success=True)
+
+
+def asking_success(the_job: message_pb2.DeliveryJob) -> message_pb2.DeliveryJob:
+    """`the_job` with NOTIFY=SUCCESS for every recipient (the handoff then decides whether a success DSN is owed)."""
+    for recipient in the_job.recipients:
+        the_job.recipient_dsn[recipient].CopyFrom(SUCCESS)
+    return the_job
 
 
 def delivered(recipient: str, handoff: "message_pb2.Handoff.ValueType") -> message_pb2.RecipientResult:
@@ -84,7 +93,7 @@ async def test_recipients_the_tracker_knows_as_delivered_get_the_routes_handoff(
 ) -> None:
     publisher = FakePublisher()
     events = PublishCountingEvents(publisher, service="delivery-worker")
-    the_job = job([refused_host("mx1.dest.test")], ["a@dest.test"])
+    the_job = asking_success(job([refused_host("mx1.dest.test")], ["a@dest.test"]))
     the_job.route.kind = kind
     tracker = FakeTracker(
         delivered=[events_pb2.RecipientOutcome(recipient="a@dest.test", outcome=DELIVERED, smtp_code=250)]
@@ -103,7 +112,7 @@ async def test_a_handoff_the_tracker_recorded_is_reported_again_as_it_was(refuse
     tracker indexed carries the handoff, so the redelivered job does not claim the recipient was merely relayed."""
     publisher = FakePublisher()
     events = PublishCountingEvents(publisher, service="delivery-worker")
-    the_job = job([refused_host("mx1.dest.test")], ["a@dest.test"])
+    the_job = asking_success(job([refused_host("mx1.dest.test")], ["a@dest.test"]))
     recorded = events_pb2.RecipientOutcome(
         recipient="a@dest.test", outcome=DELIVERED, smtp_code=250, handoff=message_pb2.HANDOFF_DSN_PASSED
     )
@@ -111,9 +120,10 @@ async def test_a_handoff_the_tracker_recorded_is_reported_again_as_it_was(refuse
 
     await subscribe_deliveries(stages.DELIVER, handler).on_delivery(redelivery(the_job))
 
-    [published] = publisher.published
-    [result] = message_pb2.DeliveryResult.FromString(published.body).recipients
-    assert (result.outcome, result.handoff) == (DELIVERED, message_pb2.HANDOFF_DSN_PASSED)
+    assert publisher.published == []  # the next hop reports: no success DSN owed, the job ends at the worker
+    [fate] = events.of_kind("delivered")
+    [outcome] = fate.delivered.recipients
+    assert (outcome.outcome, outcome.handoff) == (DELIVERED, message_pb2.HANDOFF_DSN_PASSED)
 
 
 async def test_a_journaled_handoff_is_reported_again_as_it_was(start_peer, host_of, job, options, tmp_path) -> None:
@@ -122,7 +132,7 @@ async def test_a_journaled_handoff_is_reported_again_as_it_was(start_peer, host_
     publisher = FakePublisher()
     events = PublishCountingEvents(publisher, service="delivery-worker")
     peer = await start_peer(dsn=True)
-    the_job = job([host_of("mx1.dest.test", peer)], ["a@dest.test"])
+    the_job = asking_success(job([host_of("mx1.dest.test", peer)], ["a@dest.test"]))
     first = DeliverHandler(Deliverer(options), publisher, events=events, journal=DeliveryJournal(tmp_path / "j"))
     await subscribe_deliveries(stages.DELIVER, first).on_delivery(redelivery(the_job))
     publisher.published.clear()
@@ -139,6 +149,6 @@ async def test_a_journaled_handoff_is_reported_again_as_it_was(start_peer, host_
     await subscribe_deliveries(stages.DELIVER, restarted).on_delivery(redelivery(the_job))
 
     assert len(peer.messages) == 1
-    [published] = publisher.published
-    [result] = message_pb2.DeliveryResult.FromString(published.body).recipients
-    assert (result.outcome, result.handoff) == (DELIVERED, message_pb2.HANDOFF_DSN_PASSED)
+    assert publisher.published == []  # the next hop reports: no success DSN owed, the job ends at the worker
+    [outcome] = events.of_kind("delivered")[-1].delivered.recipients
+    assert (outcome.outcome, outcome.handoff) == (DELIVERED, message_pb2.HANDOFF_DSN_PASSED)

@@ -13,9 +13,10 @@ from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import subscribe_deliveries
 from kubemta_common.command_line import service_main
 from kubemta_common.events.decision_follower import BackgroundFollower, DecisionFollower
-from kubemta_common.events.tracker_client import DeliveredRecipients, TrackerClient
+from kubemta_common.events.tracker_client import TrackerClient
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, serve_consumers
 from kubemta_delivery_worker.deliverer import Deliverer, build_deliverer
+from kubemta_delivery_worker.finished import JobRecords
 from kubemta_delivery_worker.handler import DeliverHandler
 from kubemta_delivery_worker.journal import DeliveryJournal
 from kubemta_delivery_worker.settings import WorkerSettings
@@ -30,7 +31,7 @@ def build(
     deliverer: Deliverer | None = None,
     *,
     follower: DecisionFollower | None = None,
-    tracker: DeliveredRecipients | None = None,
+    tracker: JobRecords | None = None,
     journal: DeliveryJournal | None = None,
 ) -> list[ConsumerSpec]:
     """The worker's one consumer: `deliver`."""

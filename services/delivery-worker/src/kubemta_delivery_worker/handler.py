@@ -1,9 +1,15 @@
-"""The consumer of `deliver`: deliver the job, publish its DeliveryResult to `results`, then
-return (the consumer acknowledges the job only after the result was confirmed).
+"""The consumer of `deliver`: deliver the job, then either end it here or publish its DeliveryResult to
+`results`, then return (the consumer acknowledges the job only after that).
 
-The job travels back unchanged inside the result (the queue-manager keeps no state and
-counts the attempts itself). A failed publish raises PublishFailed, so the job is not
-acknowledged and is delivered again (at least once: the recipient may get a duplicate).
+A job whose every recipient was delivered (now, or recorded as delivered before: the redelivery guard below)
+and that owes no success DSN (NOTIFY=SUCCESS without HANDOFF_DSN_PASSED) ends here: nothing is published; the
+`attempted` and `delivered` events are recorded (a bounded wait for the stream's confirm), the delivered
+recipients counted (`kubemta_recipients_delivered_total`, `kubemta_queue_time_seconds`) and logged as the
+queue-manager did (finished.py, which also says what happens at each crash point). Every other job (a recipient
+deferred, bounced or unanswered, a success DSN owed, an operator's DELETE with a DSN) publishes its result: the
+job travels back unchanged inside it (the queue-manager keeps no state and counts the attempts itself). A failed
+publish raises PublishFailed, so the job is not acknowledged and is delivered again (at least once: the
+recipient may get a duplicate).
 
 Held jobs, rejected to `held` with an error line and `kubemta_jobs_held_total{reason}`
 so they neither block `deliver` nor disappear:
@@ -22,9 +28,11 @@ emit `held`.
 Redelivery guard: a job the broker delivers again (redelivered, or returned to the queue
 before) is first checked with the tracker (`delivered_recipients`): recipients recorded as
 delivered are not sent to again (a `duplicate` event, `kubemta_duplicates_total{stage=
-"delivery-worker"}`); their recorded outcomes go into the result as delivered, so the
-queue-manager counts them. When every recipient was delivered, the result is published
-without connecting anywhere. A tracker that does not know (None) changes nothing. Their
+"delivery-worker"}`); their recorded outcomes count as delivered (in the result, or in the
+`delivered` event of a job that ends here). When every recipient was delivered, nothing is sent:
+the job ends here (its `delivered` event recorded and counted, unless the tracker says this
+attempt's fate is recorded already) or, when a success DSN is owed, its result is published.
+A tracker that does not know (None) changes nothing. Their
 handoff (who sends the success DSN) is the journal's; the tracker records none, so theirs is
 assumed from the route (handoff.py: final over LMTP, else relayed).
 
@@ -47,7 +55,6 @@ from aio_pika.abc import AbstractIncomingMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kubemta.v1 import events_pb2, message_pb2
-from kubemta_common import dsn_parameters
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.consumer import may_be_repeated, return_if_unanswered, returned_count
 from kubemta_common.amqp.held import hold_job
@@ -61,12 +68,12 @@ from kubemta_common.events.decisions import Action, DecisionView
 from kubemta_common.events.deletion import deleted_result
 from kubemta_common.events.emitter import EventSink, NoEvents
 from kubemta_common.events.job_events import job_event
-from kubemta_common.events.tracker_client import DeliveredRecipients
 from kubemta_common.logs import message_context, sanitize
 from kubemta_common.message_headers import header_block
 from kubemta_common.metrics import DUPLICATES
 from kubemta_common.timestamps import now_timestamp
 from kubemta_delivery_worker.deliverer import AttemptReport, Deliverer
+from kubemta_delivery_worker.finished import JobRecords, ends_here, fate_recorded, finish, reports_success
 from kubemta_delivery_worker.handoff import assumed_handoff
 from kubemta_delivery_worker.job_checks import malformation
 from kubemta_delivery_worker.journal import DeliveryJournal
@@ -91,7 +98,7 @@ class DeliverHandler:
         *,
         delivery_limit: int = DELIVERY_LIMIT,
         events: EventSink | None = None,
-        tracker: DeliveredRecipients | None = None,
+        tracker: JobRecords | None = None,
         decisions: DecisionView | None = None,
         decisions_ready: asyncio.Event | None = None,
         journal: DeliveryJournal | None = None,
@@ -165,9 +172,18 @@ class DeliverHandler:
         answered = {result.recipient: result for result in report.results} if report is not None else {}
         answered.update(done)
         recipients = [answered[rcpt] for rcpt in dict.fromkeys(job.recipients) if rcpt in answered]
-        body = result_body(job, recipients, attempted_at, message.body if message is not None else None)
-        reported = asyncio.ensure_future(self._report(job, report, body))
-        del body
+        final = ends_here(job, recipients)
+        if final and report is None and await fate_recorded(self._tracker, job):
+            logger.info("job already recorded as delivered before the redelivery; acknowledging it")
+            return
+        if final:
+            reported = asyncio.ensure_future(
+                finish(self._events, job, recipients, attempted_event(job, report) if report is not None else None)
+            )
+        else:
+            body = result_body(job, recipients, attempted_at, message.body if message is not None else None)
+            reported = asyncio.ensure_future(self._report(job, report, body))
+            del body
         try:
             await asyncio.shield(reported)
         except asyncio.CancelledError:
@@ -175,16 +191,15 @@ class DeliverHandler:
             await reported
             if message is not None:
                 await message.ack()
-            logger.info(
-                "result published during the drain; job acknowledged",
-            )
+            logger.info("job finished or result published during the drain; job acknowledged")
             raise
         outcomes = [outcome_name(r.outcome) for r in recipients]
         logger.debug(
-            "delivery attempt finished: %d delivered, %d deferred, %d bounced; result published",
+            "delivery attempt finished: %d delivered, %d deferred, %d bounced; %s",
             outcomes.count("delivered"),
             outcomes.count("deferred"),
             outcomes.count("bounced"),
+            "job finished here (no result)" if final else "result published",
             extra={"domain": job.domain},
         )
 
@@ -300,7 +315,7 @@ def result_body(
     """
     head = message_pb2.DeliveryResult(recipients=recipients, attempted_at=attempted_at, reporter=REPORTER)
     if all(r.outcome == message_pb2.OUTCOME_DELIVERED for r in recipients):
-        if any(_reports_success(job, result) for result in recipients):
+        if any(reports_success(job, result) for result in recipients):
             job.content = header_block(job.content, SUCCESS_HEADERS_LIMIT)
         else:
             job.ClearField("content")  # done with it: the job is not sent again
@@ -313,10 +328,3 @@ def result_body(
 SUCCESS_HEADERS_LIMIT = 64 * 1024
 """Most octets of the header block a fully delivered job takes back for a success DSN (the queue-manager cuts what
 it returns further)."""
-
-
-def _reports_success(job: message_pb2.DeliveryJob, result: message_pb2.RecipientResult) -> bool:
-    """Whether kubemta sends `result`'s recipient a success DSN (its sender asked, no next hop took it over)."""
-    if result.handoff == message_pb2.HANDOFF_DSN_PASSED or not job.sender or job.generated:
-        return False  # the next hop reports; <> and DSNs never get one
-    return dsn_parameters.wants(dsn_parameters.recipient_dsn(job, result.recipient), "success")

@@ -1,8 +1,15 @@
-"""Prometheus metrics of the delivery-worker, pre-initialised so every series exists at 0."""
+"""Prometheus metrics of the delivery-worker, pre-initialised so every series exists at 0.
+
+`kubemta_recipients_delivered_total{provider}` and `kubemta_queue_time_seconds` are the queue-manager's metrics
+(same names, labels, help and buckets): a job whose every recipient was delivered, with no success DSN owed, ends
+at the worker (finished.py) and is counted here; every other outcome is counted by the queue-manager. Queries
+sum over both services.
+"""
 
 from prometheus_client import Counter, Histogram
 
 from kubemta_common.metrics import DUPLICATES, preinitialise
+from kubemta_common.providers import PROVIDERS
 
 ATTEMPT_RESULTS: tuple[str, ...] = ("delivered", "deferred", "bounced")
 CONNECTION_RESULTS: tuple[str, ...] = ("ok", "refused", "timeout", "tls_failed", "error")
@@ -24,6 +31,14 @@ SMTP_CONNECTIONS = Counter(
 )
 
 preinitialise(DELIVERY_ATTEMPTS, result=ATTEMPT_RESULTS)
+
+RECIPIENTS_DELIVERED = Counter("kubemta_recipients_delivered_total", "Recipients delivered (final)", ["provider"])
+QUEUE_TIME = Histogram(
+    "kubemta_queue_time_seconds",
+    "Time from acceptance to a recipient's final outcome (delivered or bounced)",
+    buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 345600, 432000, 864000),
+)
+preinitialise(RECIPIENTS_DELIVERED, provider=PROVIDERS)
 preinitialise(SMTP_CONNECTIONS, result=CONNECTION_RESULTS)
 
 # Connection reuse (pool.py), destination back-off (destinations.py), held jobs (handler.py).

@@ -3,13 +3,15 @@
 Every event names its message (queue id, Message-ID) and, for a job, the job id and the attempts
 already made (DeliveryJob.attempts). The handlers emit or record them only after the bus
 messages they describe were confirmed (handlers.py, dsn_batcher.py). The events about a job that the other
-services write too (held, deleted, duplicate) are kubemta_common.events.job_events.
+services write too (held, deleted, duplicate, and `delivered`: the delivery worker writes it for a job that ends
+there) are kubemta_common.events.job_events.
 """
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from kubemta.v1 import events_pb2, message_pb2
+from kubemta_common.events import job_events
 from kubemta_common.events.job_events import job_event
 from kubemta_queue_manager.dsn_requests import header_block
 from kubemta_queue_manager.fate import Decision, Disposition, RecipientFate
@@ -87,6 +89,9 @@ def fates(
         group = [fate for fate in decision.recipients if fate.disposition is disposition]
         if not group:
             continue
+        if disposition is Disposition.DELIVERED:  # the same event as the worker's for a job that ends there
+            events.append(job_events.delivered(job, (fate.result for fate in group), provider=provider))
+            continue
         event = job_event(job)
         body: events_pb2.RecipientsFate = getattr(event, kind)
         body.domain = job.domain
@@ -96,7 +101,7 @@ def fates(
             body.retry_queue = retry_queue
             if next_attempt is not None:
                 body.next_attempt.FromDatetime(next_attempt)
-        elif disposition is not Disposition.DELIVERED:
+        else:
             body.dsn_requested = any(id(fate) in dsn_requested for fate in group)
         events.append(event)
     return events

@@ -1,7 +1,9 @@
-"""Lifecycle events (events.proto) about one job that several services write: the event naming the job, and
-what an operator's decision or a redelivery made of it (held, deleted, duplicate). Pure functions; the
-services write them after the publishes they describe were confirmed."""
+"""Lifecycle events (events.proto) about one job that several services write: the event naming the job, what an
+operator's decision or a redelivery made of it (held, deleted, duplicate), and its `delivered` fate (written by the
+queue-manager after a result, or by the delivery worker for a job that ends there: every recipient delivered and no
+success DSN owed). Pure functions; the services write them after the publishes they describe were confirmed."""
 
+import re
 from collections.abc import Iterable
 
 from kubemta.v1 import events_pb2, message_pb2
@@ -10,6 +12,10 @@ REDELIVERED_INPUT = "redelivered-input"
 """The reason of a `duplicate` event for a bus message that was already handled before a crash."""
 ADMIN = "admin"
 """The reason of a `held` event for an operator's HOLD."""
+DELIVERED_STATUS = "2.0.0"
+"""The status a delivered recipient is reported with when its result has none (or a malformed one)."""
+_STATUS_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+"""RFC 3463 §2: class.subject.detail."""
 
 
 def job_event(job: message_pb2.DeliveryJob) -> events_pb2.LifecycleEvent:
@@ -70,4 +76,26 @@ def duplicate(
     event.duplicate.reason = reason
     event.duplicate.first_queue_id = event.queue_id
     event.duplicate.recipients.extend(recipients)
+    return event
+
+
+def delivered(
+    job: message_pb2.DeliveryJob, results: Iterable[message_pb2.RecipientResult], *, provider: str
+) -> events_pb2.LifecycleEvent:
+    """The `delivered` fate of `job` (one RecipientsFate: its domain, the route's `provider` label, and every
+    delivered recipient's outcome with its handoff, the status RFC 3463-shaped: DELIVERED_STATUS when missing)."""
+    event = job_event(job)
+    fate = event.delivered
+    fate.domain = job.domain
+    fate.provider = provider
+    for result in results:
+        fate.recipients.add(
+            recipient=result.recipient,
+            outcome=result.outcome,
+            smtp_code=result.smtp_code,
+            status=result.status if _STATUS_RE.match(result.status) else DELIVERED_STATUS,
+            diagnostic=result.diagnostic,
+            remote_mta=result.remote_mta,
+            handoff=result.handoff,
+        )
     return event
