@@ -1,7 +1,9 @@
 """The ingress' lifecycle events and duplicate check, through a real SMTP server on 127.0.0.1:0 with a fake
-publisher, recording events (tests/harness/fake_events.py) and a fake tracker: `received` recorded after the
-inbound confirm and before the 250, with every field; a client's retry answered with the first queue id."""
+publisher, recording events (tests/harness/fake_events.py) and a fake tracker: `received` emitted after the
+inbound confirm and before the 250, with every field, its own confirm not awaited; a client's retry answered
+with the first queue id."""
 
+import asyncio
 import ipaddress
 import logging
 import re
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import REGISTRY
 
-from kubemta.v1 import message_pb2
+from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.config_types import ListenAddress
 from kubemta_common.errors import PublishFailed
 from kubemta_ingress.acceptance import MailAcceptance
@@ -19,7 +21,7 @@ from kubemta_ingress.dedup_key import dedup_key
 from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.server import SmtpServer
-from tests.harness.fake_events import PublishCountingEvents
+from tests.harness.fake_events import PublishCountingEvents, RecordingEvents
 from tests.harness.fake_publisher import FakePublisher
 from tests.harness.ingress_kit import HOSTNAME, RawClient
 
@@ -44,12 +46,43 @@ class FakeTracker:
         return self.answer
 
 
+class UnconfirmedStream(PublishCountingEvents):
+    """An event log whose stream never confirms: `record` would wait for ever (the 250 must not wait for it);
+    `published_at_emit`: how many messages the publisher had confirmed at each emit."""
+
+    def __init__(self, publisher: FakePublisher, *, service: str = "test") -> None:
+        super().__init__(publisher, service=service)
+        self.published_at_emit: list[int] = []
+
+    def emit(self, event: events_pb2.LifecycleEvent) -> None:
+        self.published_at_emit.append(len(self.publisher.published))
+        super().emit(event)
+
+    async def record(self, event: events_pb2.LifecycleEvent) -> bool:
+        self.record_calls += 1
+        await asyncio.Event().wait()  # no confirm, ever
+        return True
+
+
+@dataclass
+class IndexingTracker:
+    """A tracker whose index is the `received` events the ingress emitted (each one landed at once)."""
+
+    events: RecordingEvents
+
+    async def first_queue_id(self, dedup_key: str, within: float) -> object:
+        for event in self.events.of_kind("received"):
+            if event.received.dedup_key == dedup_key:
+                return event.queue_id
+        return None
+
+
 @dataclass
 class Ingress:
     server: SmtpServer
     publisher: FakePublisher
     events: PublishCountingEvents
-    tracker: FakeTracker
+    tracker: FakeTracker | IndexingTracker
     clients: list[RawClient] = field(default_factory=list)
 
     async def send(self, content: bytes = MESSAGE, sender: str = SENDER, rcpts: tuple[str, ...] = RCPTS) -> str:
@@ -70,10 +103,17 @@ class Ingress:
 async def ingress() -> AsyncIterator[Ingress]:
     built: list[Ingress] = []
 
-    async def start(*, window: float = 3600.0, tracker: FakeTracker | None = None, recorded: bool = True) -> Ingress:
+    async def start(
+        *, window: float = 3600.0, tracker: FakeTracker | None = None, recorded: bool | None = None, index: bool = False
+    ) -> Ingress:
+        """`recorded` None: a stream that never confirms; `index`: a tracker that knows what was emitted."""
         publisher = FakePublisher()
-        events = PublishCountingEvents(publisher, recorded=recorded, service="ingress")
-        tracker = tracker or FakeTracker()
+        events: PublishCountingEvents
+        if recorded is None:
+            events = UnconfirmedStream(publisher, service="ingress")
+        else:
+            events = PublishCountingEvents(publisher, recorded=recorded, service="ingress")
+        answers: FakeTracker | IndexingTracker = IndexingTracker(events) if index else (tracker or FakeTracker())
         handler = IngressHandler(
             MailAcceptance(
                 hostname=HOSTNAME,
@@ -82,7 +122,7 @@ async def ingress() -> AsyncIterator[Ingress]:
                 max_message_size=1_000_000,
                 publisher=publisher,
                 events=events,
-                tracker=tracker,
+                tracker=answers,
                 duplicate_window=window,
             )
         )
@@ -90,7 +130,7 @@ async def ingress() -> AsyncIterator[Ingress]:
             handler, listen=ListenAddress("127.0.0.1", 0), hostname=HOSTNAME, max_message_size=1_000_000, timeout=10
         )
         await server.start()
-        one = Ingress(server, publisher, events, tracker)
+        one = Ingress(server, publisher, events, answers)
         built.append(one)
         return one
 
@@ -127,12 +167,14 @@ async def test_accepted_message_carries_message_id_listener_and_dedup_key(ingres
     assert message.dedup_key == dedup_key("<m1@example.net>", SENDER, list(RCPTS), MESSAGE)
 
 
-async def test_received_is_recorded_after_the_confirm_with_every_field(ingress):
+async def test_received_is_emitted_after_the_confirm_with_every_field(ingress):
     one = await ingress()
-    reply = await one.send()
+    reply = await one.send()  # the stream never confirms: the 250 does not wait for the event's confirm
     queue_id = queued_as(reply)
     assert one.events.kinds() == ["received"]
-    assert one.events.published_at_record == [1]  # the inbound publish was confirmed before the record
+    assert isinstance(one.events, UnconfirmedStream)
+    assert one.events.published_at_emit == [1]  # the inbound publish was confirmed before the emit
+    assert one.events.record_calls == 0
     event = one.events.events[0]
     message = accepted(one)
     assert event.queue_id == queue_id and event.message_id == "<m1@example.net>"
@@ -150,6 +192,14 @@ async def test_received_is_recorded_after_the_confirm_with_every_field(ingress):
     assert received.dedup_key == message.dedup_key
     assert received.listener == "smtp"
     assert not received.generated
+
+
+async def test_a_retry_after_the_received_event_landed_is_recognised(ingress):
+    one = await ingress(index=True)
+    first = queued_as(await one.send())
+    assert queued_as(await one.send()) == first
+    assert len(one.publisher.published) == 1
+    assert one.events.kinds() == ["received", "duplicate"]
 
 
 async def test_an_unconfirmed_event_still_gets_250(ingress):

@@ -12,7 +12,14 @@ a rule written here holds for both: one code path, not two.
   author headers owned by an authenticated sender, a client's retry recognised by its dedup
   key, then the publish. `Queued` is returned only after the broker confirmed the message
   (ARCHITECTURE.md, "No confirm, no 250": SMTP's `250` and the API's `202` are the same
-  promise), and after the `received` lifecycle event was recorded (a bounded wait).
+  promise). The `received` lifecycle event is then emitted, not awaited (below).
+
+The `received` event (what recognises a client's retry, by its dedup key, in the tracker) is handed
+to the event log (`EventLog.emit`, published in the background) after the inbound confirm and before
+the reply is written; it is on the `events` stream one stream confirm later (milliseconds). An ingress
+that dies within that window loses the event: a client that got no reply retries and is queued again,
+a duplicate, never a loss (at-least-once; awaiting the event before the reply had the same window).
+New is only a retry that reaches the tracker within those milliseconds of its reply: queued again.
 
 A `Refusal` is an SMTP reply with its enhanced status code (replies.py) and a rejection reason
 (rejections.py); each transport records it with its own client details and answers it in its
@@ -300,7 +307,8 @@ class MailAcceptance:
         return Queued(first, mid, retry=True)
 
     async def _publish(self, queue_id: str, submission: Submission, mid: str, key: str) -> Queued | Refusal:
-        """Publish the AcceptedMessage and record `received`; `Queued` only once the broker confirmed it."""
+        """Publish the AcceptedMessage and emit `received`; `Queued` only once the broker confirmed the message
+        (the event's own confirm is not awaited: the module's docstring says what that leaves open)."""
         head = self._accepted_head(queue_id, submission, mid, key)
         body, size = self._accepted_body(head, submission)
         sender = submission.sender
@@ -329,7 +337,7 @@ class MailAcceptance:
                 **({"user": sanitize(head.authenticated_user)} if head.authenticated_user else {}),
             },
         )
-        await self._events.record(received_event(head, size, submission.content))  # False: the stream lags
+        self._events.emit(received_event(head, size, submission.content))
         return Queued(queue_id, head.message_id)
 
     def _accepted_head(self, queue_id: str, submission: Submission, mid: str, key: str) -> message_pb2.AcceptedMessage:

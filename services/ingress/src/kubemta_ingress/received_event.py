@@ -7,7 +7,7 @@ from kubemta_ingress.message_id import event_headers
 def received_event(head: message_pb2.AcceptedMessage, size: int, content: bytes) -> events_pb2.LifecycleEvent:
     """The `received` event of an accepted message: its envelope, client, trust, arrival, dedup key, listener,
     and the header block the client sent (at most 16 KiB); `size` is the bytes queued. Its time is the arrival:
-    recorded only after the broker's confirm, it would otherwise come after the queue-manager's `queued`, which
+    emitted only after the broker's confirm, it would otherwise come after the queue-manager's `queued`, which
     may be recorded within the confirm's round trip."""
     event = events_pb2.LifecycleEvent(queue_id=head.queue_id, message_id=head.message_id)
     event.time.CopyFrom(head.arrival_time)
