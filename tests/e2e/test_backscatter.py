@@ -80,8 +80,8 @@ async def test_unknown_local_users_are_refused_at_rcpt_and_never_bounced_to_a_fo
 
     [stored] = await mailbox(dovecot, known.split("@")[0], 1)
     assert stored.endswith(original)
-    # The message's one recipient was delivered and its result handled: any DSN would have been made by now.
-    await metric_reaches(stack, "queue-manager", "kubemta_recipients_delivered_total", 1, provider="other")
+    # The message's one recipient was delivered and its job ended at the worker: any DSN would have been made by now.
+    await metric_reaches(stack, "delivery-worker", "kubemta_recipients_delivered_total", 1, provider="other")
     assert await stack.metric("queue-manager", "kubemta_recipients_bounced_total", provider="other") == 0
     assert await stack.metric("queue-manager", "kubemta_bounces_sent_total") == 0
     assert await stack.metric("ingress", "kubemta_messages_rejected_total", reason="unknown_recipient") == 2

@@ -352,6 +352,9 @@ async def test_a_job_redelivered_after_its_attempt_is_not_sent_again(
     vhost: Vhost, worker: FailsFirstResult, tracker: StandInTracker, peer: ScriptedPeer
 ) -> None:
     job = job_to(peer, ["bob@dest.test", "carol@dest.test"])
+    # bob asked for a success DSN the peer (no DSN offered) cannot take over: the job's result goes to `results`
+    # (delivered everywhere with no DSN owed, it would end at the worker: test_worker_ends_delivered_jobs.py)
+    job.recipient_dsn["bob@dest.test"].CopyFrom(message_pb2.RecipientDsn(notify_given=True, notify_success=True))
     await Publisher(worker._broker, 5.0).publish(stages.DELIVER, job, message_id=job.job_id)
 
     result = message_pb2.DeliveryResult.FromString((await first_message(vhost.url, RESULTS, within=WITHIN)).body)

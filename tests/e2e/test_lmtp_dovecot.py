@@ -121,7 +121,7 @@ async def test_message_is_read_back_over_imap_byte_identical(mta_tcp: tuple[Stac
     assert stored.endswith(original)
     assert stored.startswith(f"Return-Path: <{SENDER}>\r\n".encode())
     assert b"by " in stored and b"with LMTP" in stored
-    await metric_reaches(stack, "queue-manager", "kubemta_recipients_delivered_total", 1, provider="other")
+    await metric_reaches(stack, "delivery-worker", "kubemta_recipients_delivered_total", 1, provider="other")
     assert await asyncio.to_thread(_fetch_all, dovecot, "bob") == []
 
 

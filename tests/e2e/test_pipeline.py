@@ -87,11 +87,11 @@ async def test_mail_is_delivered_to_the_preferred_mx(mta: tuple[Stack, str], wor
     assert delivered.content.startswith(b"Received: from client.e2e.test")
     assert f"id {queue_id}".encode() in delivered.content.split(b"\r\n\r\n")[0].replace(b"\r\n\t", b" ")
     assert delivered.content.endswith(message)  # body byte-identical, dot line included
-    await metric_reaches(stack, "queue-manager", "kubemta_recipients_delivered_total", 1, provider="other")
+    await metric_reaches(stack, "delivery-worker", "kubemta_recipients_delivered_total", 1, provider="other")
     assert await stack.metric("ingress", "kubemta_messages_received_total") == 1
     assert await stack.metric("delivery-worker", "kubemta_delivery_attempts_total", result="delivered") == 1
     assert await stack.metric("dns-resolver", "kubemta_dns_lookups_total", result="ok") >= 1
-    assert await stack.metric("queue-manager", "kubemta_queue_time_seconds_count") == 1
+    assert await stack.metric("delivery-worker", "kubemta_queue_time_seconds_count") == 1
     for service in ("ingress", "queue-manager", "dns-resolver", "delivery-worker"):
         assert await stack.metric(service, "kubemta_broker_connected", service=service) == 1
     # every service logged about this message under its queue id
@@ -127,7 +127,7 @@ async def test_temporary_failure_is_retried_then_delivered(mta: tuple[Stack, str
     await send(server, SENDER, ["busy@mx.e2e.test"], make_message(SENDER, ["busy@mx.e2e.test"], "retry"))
     [delivered] = await mx1.wait_for_messages(1, timeout=30)
     assert delivered.rcpt_tos == ["busy@mx.e2e.test"]
-    await metric_reaches(stack, "queue-manager", "kubemta_recipients_delivered_total", 1, provider="other")
+    await metric_reaches(stack, "delivery-worker", "kubemta_recipients_delivered_total", 1, provider="other")
     assert await stack.metric("queue-manager", "kubemta_recipients_deferred_total", provider="other") == 1
     assert await stack.metric("delivery-worker", "kubemta_delivery_attempts_total", result="deferred") == 1
     assert await stack.metric("queue-manager", "kubemta_bounces_sent_total") == 0
@@ -241,7 +241,7 @@ async def test_three_recipients_at_two_domains_make_two_jobs(mta: tuple[Stack, s
     assert sorted(at_mx.rcpt_tos) == ["h1@mx.e2e.test", "h2@MX.e2e.test"]
     assert at_other.rcpt_tos == ["h3@other.e2e.test"]
     assert await stack.metric("queue-manager", "kubemta_jobs_created_total") == 2
-    await metric_reaches(stack, "queue-manager", "kubemta_recipients_delivered_total", 3, provider="other")
+    await metric_reaches(stack, "delivery-worker", "kubemta_recipients_delivered_total", 3, provider="other")
 
 
 async def test_relay_is_refused_outside_relay_networks(stack: Stack, world: MailWorld) -> None:

@@ -7,6 +7,12 @@ published with confirms, and only then are the events recorded (one per disposit
 event never claims a retry or a bounce that is not queued. DSN requests go out for the failure,
 delay and success reports the senders asked for (fate.py); recipients found not to exist are then
 handed to the suppression sink, when there is one.
+
+A job whose every recipient was delivered and that owes no success DSN never comes here: the delivery worker
+ends it (kubemta_delivery_worker.finished) with the same `delivered` event (kubemta_common.events.job_events
+.delivered), the same counts (kubemta_recipients_delivered_total, kubemta_queue_time_seconds, which dashboards
+sum over both services) and the same log line per recipient as `_count` and `_log` here. The results that do
+come carry a deferral, a bounce, a success DSN to send, or an operator's deletion with a DSN.
 """
 
 import asyncio
