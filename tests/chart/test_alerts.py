@@ -211,6 +211,25 @@ UNIT_TESTS: dict[str, Any] = {
             ],
         },
         {
+            "name": "deferrals high for one provider, counted by the queue-manager and deliveries by the worker",
+            "interval": "1m",
+            "input_series": [
+                {"series": bounced("microsoft", "rate_limited").replace("bounced", "deferred"), "values": "0+5x120"},
+                {"series": 'kubemta_recipients_delivered_total{job="qm", provider="microsoft"}', "values": "0+0x120"},
+                {"series": 'kubemta_recipients_delivered_total{job="dw", provider="microsoft"}', "values": "0+5x120"},
+                {"series": bounced("microsoft", "other"), "values": "0+0x120"},
+                {"series": bounced("google", "rate_limited").replace("bounced", "deferred"), "values": "0+1x120"},
+                {"series": 'kubemta_recipients_delivered_total{job="dw", provider="google"}', "values": "0+50x120"},
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "90m",
+                    "alertname": "KubemtaDeferralRateHigh",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning", "provider": "microsoft"}}],
+                }
+            ],
+        },
+        {
             "name": "mail waits in deliver while no worker attempts anything",
             "interval": "1m",
             "input_series": [
