@@ -71,7 +71,8 @@ async def settle(error: BaseException | None, headers: dict[str, Any] | None = N
             raise error
 
     message = FakeMessage(headers)
-    await consumer_for(handler)._process(message)  # type: ignore[arg-type]
+    if await consumer_for(handler)._process(message):  # type: ignore[arg-type]
+        message.settled.append(("ack", None))  # to acknowledge: the consumer's AckBatcher sends it (acks.py)
     return message.settled
 
 

@@ -20,8 +20,12 @@ failed"), so a message that fails every time would circle forever. After
 failing message from spinning (returned messages are served first) without keeping its
 prefetch slot for long: a few poison messages slow a stage for seconds, not forever.
 
+Acknowledgements are batched (acks.py): sent at the end of the event-loop turn the handler
+returned in, as one `basic.ack(multiple=True)` for every finished delivery below the lowest
+unfinished one on that channel; rejections go out at once, one by one.
+
 On shutdown the consumer stops taking deliveries, lets in-flight handlers finish within
-the drain time, and leaves the rest unacknowledged so the broker re-delivers them (a
+the drain time, sends their acknowledgements, and leaves the rest unacknowledged so the broker re-delivers them (a
 closed channel counts as a failed delivery too). A consumer the broker cancels (RabbitMQ
 4.3's quorum queue consumer timeout cancels instead of closing the channel) is restored
 by aio-pika's robust channel, which reconnects and consumes again.
@@ -33,9 +37,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from google.protobuf.message import Message
 
+from kubemta_common.amqp.acks import AckBatcher
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.memory import ByteGate
 from kubemta_common.amqp.stages import Stage
@@ -150,6 +156,7 @@ class Consumer:
         self._tag: str | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._acks = AckBatcher()
 
     async def start(self) -> None:
         """Wait for the broker, then start consuming."""
@@ -159,17 +166,32 @@ class Consumer:
         logger.info("consuming %s (prefetch %d)", self._queue_name, self._prefetch)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            channel = message.channel
+        except aiormq.exceptions.ChannelInvalidStateError:
+            return  # came on a channel that closed since: its tag is void, the broker redelivers it
+        tag = message.delivery_tag
+        assert tag is not None  # consumed with acknowledgements
+        self._acks.delivered(channel, tag)  # first, in delivery order: no multiple ack may pass it unfinished
         if self._stopping:
             return  # left unacknowledged: the broker re-delivers it after we close
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
         try:
-            await self._process(message)
+            if await self._process(message):
+                self._acks.ack(channel, tag)
+            else:
+                self._acks.settled(channel, tag)
+        except asyncio.CancelledError:
+            if message.processed:  # the handler acknowledged it itself before it gave up (a drain)
+                self._acks.settled(channel, tag)
+            raise
         finally:
             self._in_flight.discard(task)
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    async def _process(self, message: AbstractIncomingMessage) -> bool:
+        """Run the handler: True when the delivery is to be acknowledged, False when it was rejected."""
         try:
             if self._gate is None:
                 await self._handler(message)
@@ -194,7 +216,8 @@ class Consumer:
             )
             await self._return(message, MAX_CRASH_PAUSE)
         else:
-            await message.ack()
+            return True
+        return False
 
     async def _return(self, message: AbstractIncomingMessage, cap: float) -> None:
         """Back to the queue after a pause, as a failed delivery that counts toward the delivery limit."""
@@ -202,7 +225,8 @@ class Consumer:
         await message.reject(requeue=True)
 
     async def stop(self, drain_seconds: float) -> None:
-        """Stop taking deliveries and wait up to `drain_seconds` for in-flight ones."""
+        """Stop taking deliveries, wait up to `drain_seconds` for in-flight ones, and send their
+        acknowledgements (written to the connection when this returns)."""
         self._stopping = True
         if self._queue is not None and self._tag is not None:
             try:
@@ -216,3 +240,4 @@ class Consumer:
                 task.cancel()
             if pending:  # let cancelled handlers finish their clean-up before the connection closes
                 await asyncio.wait(pending, timeout=5)
+        await self._acks.flush()
