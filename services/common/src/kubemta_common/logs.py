@@ -16,11 +16,12 @@ the id it works for inside it.
 import contextvars
 import json
 import logging
+import math
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -102,16 +103,22 @@ install_record_factory()  # on import: whoever sets a message context has import
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON object: time, level, service, logger, message, queue id (and job id) and extras."""
+    """Formats a record as one JSON object: time, level, service, logger, message, queue id (and job id) and extras.
+
+    Every line is formatted, so the parts that are the same from line to line are made once: the JSON encoder
+    (json.dumps with options builds one per call), the time up to the second, the level's name.
+    """
 
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        self._second: tuple[float, str] = (-1.0, "")
+        """The last second formatted and its text (one tuple: threads that log see a consistent pair)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
+            "time": self._time(record.created),
+            "level": _LEVEL_NAMES.get(record.levelname) or record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
             "message": record.getMessage(),
@@ -121,11 +128,29 @@ class JsonFormatter(logging.Formatter):
         if job_id is not None:
             entry["job_id"] = job_id
         for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
+            if key not in _RESERVED and key[0] != "_":
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _encode(entry)
+
+    def _time(self, created: float) -> str:
+        """`datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")`, its date and time to the
+        second made once a second (rounded to microseconds half to even, as datetime does, then cut to ms)."""
+        fraction, second = math.modf(created)
+        micros = round(fraction * 1e6)
+        if micros >= 1_000_000:
+            second, micros = second + 1, micros - 1_000_000
+        last, text = self._second
+        if second != last:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{micros // 1000:03d}+00:00"
+
+
+_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+"""What json.dumps(entry, default=str, ensure_ascii=False) does, without building an encoder per line."""
+_LEVEL_NAMES = {name: name.lower() for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
 
 
 class TextFormatter(logging.Formatter):

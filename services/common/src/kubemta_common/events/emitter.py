@@ -29,21 +29,21 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections import deque
 from datetime import UTC, datetime
 from typing import Protocol
 
 import aio_pika
 from aio_pika.abc import DeliveryMode
-from google.protobuf.json_format import MessageToDict
 
 from kubemta.v1 import events_pb2
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.streams import EVENTS
 from kubemta_common.bus_messages import length_delimited
+from kubemta_common.events.event_fields import message_fields
 from kubemta_common.logs import current_log_context
 from kubemta_common.metrics import EVENTS_BUFFERED, EVENTS_DROPPED, EVENTS_PUBLISHED
-from kubemta_common.timestamps import now_timestamp
 
 logger = logging.getLogger("kubemta.events")
 
@@ -150,13 +150,14 @@ class EventLog:
         if self._failing or self._task is None:
             self._put(event, None)
             return False
-        confirmed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        confirmed: asyncio.Future[bool] = loop.create_future()  # this event's alone: no shield needed
         self._put(event, confirmed)
+        expiry = loop.call_later(self._confirm_timeout, _expire, confirmed)  # cheaper than asyncio.timeout + shield
         try:
-            async with asyncio.timeout(self._confirm_timeout):
-                return await asyncio.shield(confirmed)
-        except TimeoutError:
-            return False
+            return await confirmed
+        finally:
+            expiry.cancel()
 
     def _put(self, event: events_pb2.LifecycleEvent, confirmed: asyncio.Future[bool] | None) -> None:
         self._stamp(event)
@@ -167,15 +168,16 @@ class EventLog:
             if dropped.confirmed is not None and not dropped.confirmed.done():
                 dropped.confirmed.set_result(False)
         self._buffer.append(_Pending(event.SerializeToString(), confirmed))
-        EVENTS_BUFFERED.set(self.buffered)
         self._drained.clear()
-        self._wake.set()
+        self._wake.set()  # the publisher sets EVENTS_BUFFERED when it wakes: once per batch, not per event
 
     def _stamp(self, event: events_pb2.LifecycleEvent) -> None:
         if not event.event_id:
             event.event_id = secrets.token_hex(12)
         if not event.HasField("time"):
-            event.time.CopyFrom(now_timestamp())
+            now = time.time_ns()  # microseconds, as Timestamp.FromDatetime(datetime.now(UTC)) stamped them
+            event.time.seconds, nanos = divmod(now, 1_000_000_000)
+            event.time.nanos = nanos // 1000 * 1000
         event.service = event.service or self._service
         event.source = event.source or self._source
         context = current_log_context()
@@ -186,6 +188,7 @@ class EventLog:
 
     async def _run(self) -> None:
         while True:
+            EVENTS_BUFFERED.set(self.buffered)
             if not self._buffer or len(self._in_flight) >= MAX_IN_FLIGHT:
                 self._wake.clear()
                 await self._wake.wait()
@@ -288,12 +291,19 @@ class EventLog:
         self._task = None
 
 
+def _expire(confirmed: "asyncio.Future[bool]") -> None:
+    """`record`'s wait is over: not confirmed in time."""
+    if not confirmed.done():
+        confirmed.set_result(False)
+
+
 def _log(event: events_pb2.LifecycleEvent) -> None:
     """The event as one structured log line: `event=<kind>` with its fields (client text is escaped by the
     JSON formatter; the text formatter gets the kind and ids only)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
     kind = event_kind(event)
-    details = MessageToDict(getattr(event, kind), preserving_proto_field_name=True) if kind else {}
-    details.pop("headers", None)
+    details = message_fields(getattr(event, kind), leave_out="headers") if kind else {}
     logger.info(
         "event=%s",
         kind,
