@@ -3,7 +3,8 @@
 - Every reply passes through `push`, which adds the RFC 3463 enhanced status code
   (replies.enhance), counts aiosmtpd's own refusals as rejections, counts 5xx replies
   against the error limit and closes after any `421` (RFC 5321 section 3.8); replies to
-  HELO/EHLO stay verbatim (RFC 2034 section 3).
+  HELO/EHLO stay verbatim (RFC 2034 section 3). A multi-line reply (EHLO's) goes out in
+  one write with its last line, not one write (and one segment to the client) per line.
 - The handler hooks (interfaces.SmtpHandler) are called as aiosmtpd calls them; EHLO
   offers no AUTH without an authenticator, MAIL is refused with `452` when the data
   budget has no room, and a `250` to DATA resets the error count.
@@ -33,7 +34,7 @@ from kubemta_ingress.handler import text_field
 from kubemta_ingress.listeners import POLICY_REFUSALS
 from kubemta_ingress.proxy import client_address
 from kubemta_ingress.rejections import Reason, record_rejection
-from kubemta_ingress.session.core import PROXY_NOT_RECOGNIZED
+from kubemta_ingress.session.core import CRLF, PROXY_NOT_RECOGNIZED
 from kubemta_ingress.session.state import Phase
 from kubemta_ingress.session.tls_start import TlsStart
 from kubemta_ingress.smtp_paths import plain_path
@@ -93,12 +94,20 @@ class Commands(TlsStart):
         if isinstance(status, bytes):
             await super().push(status)
             return
-        if self._state.phase is Phase.HELLO:
+        state = self._state
+        if state.phase is Phase.HELLO:
             reply = status
         else:
             reply = replies.enhance(status)
             self._record_builtin_rejection(status, reply)
-        await super().push(reply)
+        if reply[3:4] == "-":  # a continuation line: it waits for the reply's last line (RFC 5321 section 4.2.1)
+            state.held_lines += self._encoded(reply) + CRLF
+            return
+        if state.held_lines:
+            lines, state.held_lines = state.held_lines + self._encoded(reply), b""
+            await super().push(lines)
+        else:
+            await super().push(reply)
         data_timeout = self._options.session_limits.data_timeout
         if reply.startswith("354") and data_timeout is not None:
             self._timers.start_data(data_timeout, self._data_timed_out)
@@ -110,6 +119,10 @@ class Commands(TlsStart):
             return
         if reply[3:4] == " ":
             self._close_if_draining()
+
+    def _encoded(self, reply: str) -> bytes:
+        """A reply line as aiosmtpd's `push` encodes it."""
+        return reply.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
 
     def _record_builtin_rejection(self, status: str, reply: str) -> None:
         reason = replies.builtin_rejection(status) or POLICY_REFUSALS.get(status)

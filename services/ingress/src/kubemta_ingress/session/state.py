@@ -79,6 +79,8 @@ class SessionState:
     """While MAIL or RCPT is answered: the DSN parameters it takes out of the command (esmtp_dsn.py)."""
     dsn_parameters: tuple[str, ...] = ()
     """Those the client gave in that command, as written, for the handler's hook."""
+    held_lines: bytes = b""
+    """The continuation lines (`250-...`) of a multi-line reply, written with its last line in one write."""
 
     @property
     def closed(self) -> bool:
