@@ -67,6 +67,21 @@ class SmtpOptions:
     # The deadline of the delivery attempt these options are for (set per job by the deliverer).
     deadline: AttemptDeadline | None = None
 
+    def for_attempt(self, deadline: AttemptDeadline) -> "SmtpOptions":
+        """These options for one delivery attempt bounded by `deadline` (a plain constructor call: dataclasses.replace
+        costs several times as much, once per job)."""
+        return SmtpOptions(
+            ehlo_name=self.ehlo_name,
+            tls_context=self.tls_context,
+            connect_timeout=self.connect_timeout,
+            command_timeout=self.command_timeout,
+            data_timeout=self.data_timeout,
+            verify_tls_context=self.verify_tls_context,
+            relay_credentials=self.relay_credentials,
+            pipelining=self.pipelining,
+            deadline=deadline,
+        )
+
     def clamp(self, seconds: float) -> float:
         """A timeout of `seconds`, cut to the time left before the attempt's deadline."""
         return self.deadline.clamp(seconds) if self.deadline is not None else seconds

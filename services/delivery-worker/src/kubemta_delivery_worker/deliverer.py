@@ -49,6 +49,11 @@ logger = logging.getLogger(__name__)
 # RFC 3463 §3.5: 4.4.3 directory server failure (no route could be found).
 STATUS_NO_ROUTE = "4.4.3"
 
+# kubemta_delivery_attempts_total's child per outcome, looked up once rather than per recipient.
+_ATTEMPTS_BY_OUTCOME = {
+    outcome: DELIVERY_ATTEMPTS.labels(result=outcome_name(outcome)) for outcome in message_pb2.Outcome.values()
+}
+
 
 def smtp_options(settings: WorkerSettings) -> SmtpOptions:
     """The SMTP client options from the worker's settings."""
@@ -150,7 +155,8 @@ class Deliverer:
         duration = time.monotonic() - started
         DELIVERY_DURATION.observe(duration)
         for result in results:
-            DELIVERY_ATTEMPTS.labels(result=outcome_name(result.outcome)).inc()
+            counter = _ATTEMPTS_BY_OUTCOME.get(result.outcome)
+            (counter or DELIVERY_ATTEMPTS.labels(result=outcome_name(result.outcome))).inc()
         return AttemptReport(results, last.host, last.port, last.tls_version, last.tls_cipher, duration)
 
     async def _limited(self, job: message_pb2.DeliveryJob, last: _LastHost) -> list[message_pb2.RecipientResult]:
@@ -193,7 +199,7 @@ class Deliverer:
         tried = greeted = 0
         transport = transport_for(job.route.kind)  # registry.py: SMTP, LMTP, ...
         with AttemptDeadline(self._limits.deadline) as deadline:
-            options = dataclasses.replace(self._options, deadline=deadline)
+            options = self._options.for_attempt(deadline)
             for host in job.route.hosts:
                 if self._stop(job, deadline, tried, greeted):
                     break
@@ -277,7 +283,12 @@ def _unanswered(recipient: str, failure: HostFailure | None) -> message_pb2.Reci
 
 
 def _log_attempt(job: message_pb2.DeliveryJob, label: str, attempt: HostAttempt, pending: list[str]) -> None:
-    """One line per host tried: the host, TLS, each answered recipient's outcome, and what is left."""
+    """One line per host tried: the host, TLS, each answered recipient's outcome, and what is left (built only
+    when it will be logged)."""
+    # A host that left recipients unanswered is a warning; otherwise the `attempted` event says it (DEBUG).
+    level = logging.WARNING if attempt.failure is not None and pending else logging.DEBUG
+    if not logger.isEnabledFor(level):
+        return
     answered = [rcpt for rcpt in job.recipients if rcpt in attempt.results]
     outcomes = {rcpt: outcome_name(attempt.results[rcpt].outcome) for rcpt in answered}
     parts = [f"to=<{rcpt}> {outcomes[rcpt]} ({attempt.results[rcpt].diagnostic})" for rcpt in answered]
@@ -285,8 +296,7 @@ def _log_attempt(job: message_pb2.DeliveryJob, label: str, attempt: HostAttempt,
         parts.append(f"{len(pending)} recipient(s) unanswered: {attempt.failure.diagnostic}")
     tally = Counter(outcomes.values())
     logger.log(
-        # A host that left recipients unanswered is a warning; otherwise the `attempted` event says it (DEBUG).
-        logging.WARNING if attempt.failure is not None and pending else logging.DEBUG,
+        level,
         "delivery via %s%s: %s",
         label,
         " (TLS)" if attempt.tls else "",

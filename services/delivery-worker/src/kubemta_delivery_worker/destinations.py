@@ -176,8 +176,9 @@ class Destinations:
         self._check_paused(destination, entry)
         async with entry.changed:
             try:
-                async with asyncio.timeout(self._wait):
-                    await entry.changed.wait_for(lambda: entry.active < entry.limit or self._paused(entry))
+                if entry.active >= entry.limit:  # a free slot (the usual case) needs no timer
+                    async with asyncio.timeout(self._wait):
+                        await entry.changed.wait_for(lambda: entry.active < entry.limit or self._paused(entry))
             except TimeoutError:
                 DESTINATION_DEFERRALS.labels(reason="busy").inc()
                 raise DestinationDeferred(

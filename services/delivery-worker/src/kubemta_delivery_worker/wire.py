@@ -24,6 +24,7 @@ module's `COMMAND_INJECTION_REGEX`, `MAX_LINE_LENGTH`, `MAX_RESPONSE_LENGTH`.
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterable
 from types import TracebackType
@@ -54,13 +55,20 @@ RSET_COMMAND = b"RSET\r\n"
 START_MAIL_INPUT = 354
 
 
+@functools.lru_cache(maxsize=4096)
+def _quoted(address: str, encoding: str) -> bytes:
+    """aiosmtplib's `<address>` (its email.utils parse is most of a command line's cost; senders and
+    recipients repeat, so it is kept); raises ValueError as quote_address or the encoding does."""
+    return quote_address(address).encode(encoding)
+
+
 def command_line(command: bytes, address: str, options: Iterable[str], encoding: str) -> bytes:
     """`MAIL FROM:<address> options` or `RCPT TO:<address>` with the bytes aiosmtplib's `SMTP.mail`/`rcpt` send.
 
     Raises ValueError where they do: an address aiosmtplib will not quote, one the encoding
     cannot carry, or a control character in any argument.
     """
-    args = [command + quote_address(address).encode(encoding), *(option.encode("ascii") for option in options)]
+    args = [command + _quoted(address, encoding), *(option.encode("ascii") for option in options)]
     for arg in args:
         if COMMAND_INJECTION_REGEX.search(arg):
             raise ValueError("Command arg contains a prohibited control character")
@@ -130,6 +138,17 @@ class _ReplyReader(asyncio.Protocol):
 
     def _parse(self) -> SMTPResponse | None:
         """One complete reply taken from the buffer, or None; aiosmtplib's limits and errors."""
+        buffer = self._buffer
+        end = buffer.find(b"\n")
+        if end == -1:
+            if len(buffer) > MAX_RESPONSE_LENGTH:
+                raise SMTPResponseException(SMTPStatus.invalid_response.value, "Response too long")
+            return None
+        if buffer[3:4] == b" " and end < MAX_LINE_LENGTH and buffer[:3].isdigit():  # the usual one-line reply
+            text = bytes(buffer[4 : end + 1]).strip(b" \t\r\n").decode("utf-8", "surrogateescape")
+            code = int(buffer[:3])
+            del buffer[: end + 1]
+            return SMTPResponse(code, text)
         texts: list[bytes] = []
         offset = 0
         while (end := self._buffer.find(b"\n", offset)) != -1:
