@@ -110,3 +110,14 @@ def test_ehlo_response_adds_size_when_missing():
     ]
     with pytest.raises(ValueError):
         replies.ehlo_response([], 1)
+
+
+def test_replies_that_carry_a_code_are_not_cached():
+    """Our own replies (a queue id in some) pass as they are; only aiosmtpd's few texts are remembered."""
+    before = replies._enhanced.cache_info().currsize
+    for number in range(300):
+        assert replies.enhance(f"250 2.0.0 Ok: queued as Q{number:015d}") == f"250 2.0.0 Ok: queued as Q{number:015d}"
+    assert replies._enhanced.cache_info().currsize == before
+    assert replies.enhance("221 Bye") == "221 2.0.0 Bye"
+    assert replies.enhance("221 Bye") == "221 2.0.0 Bye"
+    assert replies._enhanced.cache_info().hits >= 1

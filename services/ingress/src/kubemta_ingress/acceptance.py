@@ -309,8 +309,9 @@ class MailAcceptance:
     async def _publish(self, queue_id: str, submission: Submission, mid: str, key: str) -> Queued | Refusal:
         """Publish the AcceptedMessage and emit `received`; `Queued` only once the broker confirmed the message
         (the event's own confirm is not awaited: the module's docstring says what that leaves open)."""
-        head = self._accepted_head(queue_id, submission, mid, key)
-        body, size = self._accepted_body(head, submission)
+        arrival = datetime.now(UTC)
+        head = self._accepted_head(queue_id, submission, mid, key, arrival)
+        body, size = self._accepted_body(head, submission, arrival)
         sender = submission.sender
         try:
             await self._publisher.publish(stages.INBOUND, body, message_id=queue_id)
@@ -340,7 +341,9 @@ class MailAcceptance:
         self._events.emit(received_event(head, size, submission.content))
         return Queued(queue_id, head.message_id)
 
-    def _accepted_head(self, queue_id: str, submission: Submission, mid: str, key: str) -> message_pb2.AcceptedMessage:
+    def _accepted_head(
+        self, queue_id: str, submission: Submission, mid: str, key: str, arrival: datetime
+    ) -> message_pb2.AcceptedMessage:
         """The AcceptedMessage without its content."""
         client = submission.client
         user = submission.user
@@ -364,15 +367,14 @@ class MailAcceptance:
             dsn = submission.recipient_dsn.get(recipient)
             if dsn is not None:
                 head.recipient_dsn[recipient].CopyFrom(dsn)
-        head.arrival_time.FromDatetime(datetime.now(UTC))
+        head.arrival_time.FromDatetime(arrival)
         return head
 
     def _accepted_body(
-        self, head: message_pb2.AcceptedMessage, submission: Submission
+        self, head: message_pb2.AcceptedMessage, submission: Submission, arrival: datetime
     ) -> tuple[Encoded[message_pb2.AcceptedMessage], int]:
         """The serialised AcceptedMessage with the trace header and the content joined into it once
-        (with_field), and the bytes of the message as queued."""
-        arrival = head.arrival_time.ToDatetime(UTC)
+        (with_field), and the bytes of the message as queued; `arrival` is the head's arrival_time."""
         content = submission.content
         trace = received_header(
             helo=submission.helo,

@@ -1,5 +1,6 @@
 """The ingress' Prometheus metrics (names fixed by ARCHITECTURE.md and STYLE.md section 6)."""
 
+import functools
 from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -36,6 +37,14 @@ preinitialise(AUTH_ATTEMPTS, result=["success", "failure", "locked"])
 SMTP_SESSIONS_ACTIVE = Gauge(
     "kubemta_smtp_sessions_active", "SMTP sessions admitted and still open, by listener", ["listener"]
 )
+
+
+@functools.cache
+def sessions_active(listener: str) -> Gauge:
+    """The `kubemta_smtp_sessions_active` gauge of one listener (looked up once, not on every connection)."""
+    return SMTP_SESSIONS_ACTIVE.labels(listener=listener)
+
+
 SMTP_CONNECTIONS_REFUSED = Counter(
     "kubemta_smtp_connections_refused_total",
     "SMTP connections closed before the greeting, by reason",

@@ -8,6 +8,7 @@ already carry one untouched. 354 (RFC 5321 section 4.2.2 intermediate) and 334
 (RFC 4954 section 4 challenge) are not final replies and stay as they are.
 """
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -42,6 +43,7 @@ EHLO_KEYWORDS = ("PIPELINING", "SIZE", "8BITMIME", "DSN", "SMTPUTF8", "ENHANCEDS
 
 _REPLY = re.compile(r"(?P<code>[2-5]\d\d)(?P<sep>[ -])(?P<text>.*)\Z", re.DOTALL)
 _ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |\Z)")  # RFC 3463 section 2
+_CLASSES = frozenset({"2.", "4.", "5."})
 
 # Replies that are not final, or exempt from enhanced codes (RFC 2034 section 3).
 VERBATIM_CODES = frozenset({220, 334, 354})
@@ -113,6 +115,14 @@ def has_enhanced_code(reply: str) -> bool:
 
 def enhance(reply: str) -> str:
     """`reply` with an enhanced status code inserted after the basic code when it has none."""
+    if reply[4:6] in _CLASSES and _ENHANCED.match(reply, 4) and _REPLY.match(reply) and reply not in _REWRITES:
+        return reply  # our own replies (a queue id in some): they carry one (no prefix rewrite starts so)
+    return _enhanced(reply)
+
+
+@functools.lru_cache(maxsize=256)
+def _enhanced(reply: str) -> str:
+    """`enhance` for the rest: aiosmtpd's replies, the same few texts again and again."""
     reply = _REWRITES.get(reply, reply)
     for prefix, replacement in _PREFIX_REWRITES:
         if reply.startswith(prefix):

@@ -30,6 +30,11 @@ def header_section_end(content: bytes) -> tuple[int, bool]:
     The offset is that of the first line that is not part of a header field (the empty
     separator line, or the first body line of a message that has no separator).
     """
+    return _header_section(content, None)
+
+
+def _header_section(content: bytes, names: set[bytes] | None) -> tuple[int, bool]:
+    """`header_section_end`, adding the lower-cased names of the fields it passes to `names` (when given)."""
     offset = 0
     length = len(content)
     while offset < length:
@@ -38,8 +43,11 @@ def header_section_end(content: bytes) -> tuple[int, bool]:
         line = content[offset:line_end]
         if not line:
             return offset, True
-        header_line = _FIELD_NAME.match(line) is not None or (offset > 0 and line.startswith(_CONTINUATION))
-        if not header_line:
+        match = _FIELD_NAME.match(line)
+        if match is not None:
+            if names is not None:
+                names.add(match.group(0)[:-1].rstrip(b" \t").lower())
+        elif not (offset > 0 and line.startswith(_CONTINUATION)):
             return offset, False
         if end < 0:
             return length, False
@@ -47,20 +55,10 @@ def header_section_end(content: bytes) -> tuple[int, bool]:
     return offset, False
 
 
-def field_names(content: bytes, end: int) -> set[bytes]:
-    """The lower-cased names of the header fields in `content[:end]`."""
-    names: set[bytes] = set()
-    for line in content[:end].split(CRLF):
-        match = _FIELD_NAME.match(line)
-        if match is not None:
-            names.add(match.group(0)[:-1].rstrip(b" \t").lower())
-    return names
-
-
 def with_missing_headers(content: bytes, *, when: datetime, message_id: str) -> bytes:
     """`content` with `Date:` (`when`) and `Message-ID:` (`<message_id>`) added where they are missing."""
-    end, has_separator = header_section_end(content)
-    present = field_names(content, end)
+    present: set[bytes] = set()
+    end, has_separator = _header_section(content, present)  # one pass: where the section ends, what it has
     added = b""
     if b"date" not in present:
         added += b"Date: " + format_datetime(when).encode("ascii") + CRLF

@@ -143,7 +143,7 @@ class SessionCore(SMTP):
         self._timers.stop_all()
         if self._state.admitted is not None:
             self._options.connections.release(self._state.admitted)
-            metrics.SMTP_SESSIONS_ACTIVE.labels(listener=self._policy.kind.value).dec()
+            metrics.sessions_active(self._policy.kind.value).dec()
         self._on_close(self)
 
     def _refuse_untrusted_proxy_header(self) -> None:

@@ -58,7 +58,7 @@ class Intake(TlsStart):
             self._refuse_connection(refusal, client)
             return False
         self._state.admitted = client
-        metrics.SMTP_SESSIONS_ACTIVE.labels(listener=self._policy.kind.value).inc()
+        metrics.sessions_active(self._policy.kind.value).inc()
         if self._policy.implicit_tls:
             assert self._options.tls is not None, "the SMTPS listener needs a certificate"
             try:
