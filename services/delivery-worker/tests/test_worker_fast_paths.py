@@ -1,10 +1,11 @@
 """The per-message shortcuts of the SMTP client read and write exactly what the long ways do: the
 one-line reply parse, the cached address quoting, the per-attempt options, the destination slot taken
-without a timer, and the attempt counter's cached children."""
+without a timer, the attempt counter's cached children, and the idle cache's one timer."""
 
 import asyncio
 import dataclasses
 import ssl
+from collections.abc import Callable
 
 import pytest
 from aiosmtplib import SMTPResponseException
@@ -17,6 +18,7 @@ from kubemta_delivery_worker.attempt_limits import AttemptDeadline
 from kubemta_delivery_worker.connection import SmtpOptions
 from kubemta_delivery_worker.deliverer import Deliverer
 from kubemta_delivery_worker.destinations import Destinations
+from kubemta_delivery_worker.pool import ConnectionKey, ConnectionPool
 from kubemta_delivery_worker.relay_auth import RelayCredentials
 
 
@@ -92,3 +94,46 @@ async def test_attempts_are_counted_per_outcome(refused_host, job, options, metr
 
     assert [r.outcome for r in results] == [message_pb2.OUTCOME_TEMPORARY] * 2
     assert metric("kubemta_delivery_attempts_total", result="deferred") == deferred + 2
+
+
+class _Idle:
+    def __init__(self) -> None:
+        self.is_connected = True
+        self.quits = 0
+
+    async def quit(self) -> None:
+        self.quits += 1
+        self.is_connected = False
+
+
+async def test_the_idle_cache_runs_one_timer_set_for_the_oldest_connection(monkeypatch: pytest.MonkeyPatch):
+    now = [100.0]
+    pool: ConnectionPool[_Idle] = ConnectionPool(idle_seconds=5, per_host=4, total=8, clock=lambda: now[0])
+    armed: list[tuple[float, Callable[[], None]]] = []
+    loop = asyncio.get_running_loop()
+
+    def capture(delay: float, callback: Callable[[], None], *args: object, **kwargs: object) -> asyncio.TimerHandle:
+        armed.append((delay, callback))
+        return asyncio.TimerHandle(loop.time() + 3600, lambda: None, (), loop)
+
+    monkeypatch.setattr(loop, "call_later", capture)
+    first, second, third = _Idle(), _Idle(), _Idle()
+    pool.put(ConnectionKey("127.0.0.1", 25), first)
+    now[0] += 3
+    pool.put(ConnectionKey("127.0.0.2", 25), second)
+    pool.put(ConnectionKey("127.0.0.2", 25), third)
+    assert [delay for delay, _ in armed] == [5], "one timer, for the first connection's expiry"
+
+    now[0] += 2  # the first connection's idle time is up
+    armed.pop()[1]()
+    await asyncio.sleep(0)
+    assert (first.quits, second.quits, third.quits) == (1, 0, 0)
+    assert len(pool) == 2
+    assert [delay for delay, _ in armed] == [3], "set again for the next to expire"
+
+    now[0] += 3
+    armed.pop()[1]()
+    await asyncio.sleep(0)
+    assert (second.quits, third.quits) == (1, 1)
+    assert len(pool) == 0
+    assert armed == [], "nothing idle: no timer"

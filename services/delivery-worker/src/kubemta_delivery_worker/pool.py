@@ -9,15 +9,17 @@ The cache is bounded per key and in total; the oldest idle connection makes room
 connection leaves the cache when taken (only one job uses it at a time) and, when its
 idle time is up, says QUIT and closes. Checking that a taken connection still works
 (RSET, RFC 5321 §4.1.1.5) is the caller's part.
-The cache outlives the jobs that fill it: its idle timers and QUITs run outside any
+The cache outlives the jobs that fill it: its idle timer and QUITs run outside any
 message's log context (kubemta_common.logs.outside_message), so they log no queue id.
+One timer serves the whole cache, set for the oldest idle connection's expiry (not one
+per connection put back: that was a timer armed and cancelled for every message).
 """
 
 import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from kubemta_common.logs import outside_message
@@ -51,7 +53,6 @@ class Reusable(Protocol):
 class _Idle[C: Reusable]:
     connection: C
     since: float
-    timer: asyncio.TimerHandle | None = field(default=None)
 
 
 class ConnectionPool[C: Reusable]:
@@ -69,7 +70,9 @@ class ConnectionPool[C: Reusable]:
         self._per_host = per_host
         self._total = total
         self._clock = clock
-        self._idle: dict[ConnectionKey, list[_Idle[C]]] = {}
+        self._idle: dict[ConnectionKey, list[_Idle[C]]] = {}  # per key, oldest first
+        self._count = 0
+        self._sweep: asyncio.TimerHandle | None = None  # due when the oldest idle connection expires
         self._closing: set[asyncio.Task[None]] = set()
 
     @property
@@ -78,7 +81,7 @@ class ConnectionPool[C: Reusable]:
         return self._idle_seconds > 0 and self._per_host > 0 and self._total > 0
 
     def __len__(self) -> int:
-        return sum(len(entries) for entries in self._idle.values())
+        return self._count
 
     def idle_count(self, key: ConnectionKey) -> int:
         """Idle connections held for `key`."""
@@ -89,8 +92,7 @@ class ConnectionPool[C: Reusable]:
         entries = self._idle.get(key)
         while entries:
             entry = entries.pop()
-            if entry.timer is not None:
-                entry.timer.cancel()
+            self._count -= 1
             if self._clock() - entry.since < self._idle_seconds and entry.connection.is_connected:
                 if not entries:
                     del self._idle[key]
@@ -112,25 +114,32 @@ class ConnectionPool[C: Reusable]:
                 ((k, e) for k, es in self._idle.items() for e in es), key=lambda item: item[1].since
             )
             self._evict(oldest_key, oldest)
-        entry = _Idle(connection, self._clock())
-        entry.timer = asyncio.get_running_loop().call_later(
-            self._idle_seconds, self._expire, key, entry, context=outside_message()
-        )
-        self._idle.setdefault(key, []).append(entry)
+        self._idle.setdefault(key, []).append(_Idle(connection, self._clock()))
+        self._count += 1
+        if self._sweep is None:
+            self._arm(self._idle_seconds)
 
-    def _expire(self, key: ConnectionKey, entry: _Idle[C]) -> None:
-        entries = self._idle.get(key)
-        if entries is not None and entry in entries:
-            logger.debug("idle connection to %s:%d expired", key.address, key.port)
-            self._evict(key, entry)
+    def _arm(self, delay: float) -> None:
+        self._sweep = asyncio.get_running_loop().call_later(delay, self._expire, context=outside_message())
+
+    def _expire(self) -> None:
+        """QUIT the connections whose idle time is up; set the timer for the next one to expire."""
+        self._sweep = None
+        now = self._clock()
+        for key, entries in list(self._idle.items()):
+            while entries and now - entries[0].since >= self._idle_seconds:
+                logger.debug("idle connection to %s:%d expired", key.address, key.port)
+                self._evict(key, entries[0])
+        if self._idle:
+            oldest = min(entries[0].since for entries in self._idle.values())
+            self._arm(max(0.0, oldest + self._idle_seconds - now))
 
     def _evict(self, key: ConnectionKey, entry: _Idle[C]) -> None:
         entries = self._idle[key]
         entries.remove(entry)
+        self._count -= 1
         if not entries:
             del self._idle[key]
-        if entry.timer is not None:
-            entry.timer.cancel()
         self._quit(entry.connection)
 
     def _quit(self, connection: C) -> None:
@@ -140,6 +149,9 @@ class ConnectionPool[C: Reusable]:
 
     async def close(self) -> None:
         """QUIT every idle connection and wait for them (at shutdown)."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for key, entries in list(self._idle.items()):
             for entry in list(entries):
                 self._evict(key, entry)
