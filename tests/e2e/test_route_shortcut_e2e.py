@@ -1,0 +1,36 @@
+"""End to end: once the dns-resolver has published its route answer for a domain (the `routes` stream), the
+queue-manager sends the next message's job to that domain straight to `deliver`: it is delivered while the
+resolver's `kubemta_routes_total` does not count it."""
+
+import pytest
+
+from tests.e2e.conftest import MailWorld, make_message, send
+from tests.harness.stack import Stack
+
+pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+
+SENDER = "alice@sender.e2e.test"
+RECIPIENT = "bob@mx.e2e.test"
+MAX_MESSAGES = 6
+"""The answer reaches the queue-manager through a stream: a few messages at most until one uses it."""
+
+
+async def test_the_second_message_to_a_domain_skips_the_resolver(mta: tuple[Stack, str], world: MailWorld) -> None:
+    stack, server = mta
+    mx1 = world.peer("mx1")
+    await mx1.start()
+    sent = used = 0
+    while used == 0 and sent < MAX_MESSAGES:
+        sent += 1
+        message = make_message(SENDER, [RECIPIENT], f"shortcut {sent}")
+        outcome = await send(server, SENDER, [RECIPIENT], message)
+        assert outcome.data is not None and outcome.data[0] == 250, outcome.data
+        await mx1.wait_for_messages(sent, timeout=30)
+        if sent == 1:  # the first one went through the resolver, which shares its answer
+            assert await stack.metric("dns-resolver", "kubemta_routes_total", source="mx", result="ok") == 1
+        used = int(await stack.metric("queue-manager", "kubemta_route_answers_total", result="used"))
+    assert used >= 1, f"no message of {sent} used the resolver's answer"
+    assert len(mx1.messages) == sent
+    assert await stack.metric("dns-resolver", "kubemta_route_answers_published_total") >= 1
+    routed_by_resolver = await stack.metric("dns-resolver", "kubemta_routes_total", source="mx", result="ok")
+    assert routed_by_resolver == sent - used  # the shortcut ones were never counted by the resolver
