@@ -2,8 +2,10 @@
 
 Each service gets its own metrics port; the stack waits (bounded) until every process
 answers /readyz with 200 (connected to the broker), and stops them by PID (SIGTERM, then
-SIGKILL after a bound). With more than one ingress process they share the SMTP port
-through KUBEMTA_SMTP_REUSE_PORT=true (SO_REUSEPORT), which only then is set.
+SIGKILL after a bound). Each service runs as many processes as `processes` says (the
+bench's BENCH_PROCESSES); with more than one ingress process they share the SMTP port
+through KUBEMTA_SMTP_REUSE_PORT=true (SO_REUSEPORT), which only then is set. The other
+services' processes are competing consumers of their queues, as replicas in Kubernetes are.
 """
 
 import asyncio
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +77,14 @@ class KubemtaStack:
         ingress_processes: int = 1,
         services: tuple[str, ...] = SERVICES,
         ingress_env: dict[str, str] | None = None,
+        processes: Mapping[str, int] | None = None,
     ) -> None:
         self.workdir = workdir
         self.services = services
-        self.ingress_processes = ingress_processes
+        self.counts = {service: 1 for service in services}
+        self.counts["ingress"] = ingress_processes
+        self.counts.update(processes or {})
+        self.ingress_processes = self.counts["ingress"]
         self.ingress_env = ingress_env or {}
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("KUBEMTA_")}
         self.env.update(
@@ -108,7 +115,7 @@ class KubemtaStack:
     async def start(self, within: float = 60.0) -> None:
         """Start every service process and wait until each answers /readyz with 200."""
         for service in self.services:
-            for index in range(self.ingress_processes if service == "ingress" else 1):
+            for index in range(self.counts.get(service, 1)):
                 self._spawn(service, index)
         try:
             async with asyncio.timeout(within):

@@ -34,6 +34,14 @@ def _cell(value: dict[str, Any] | None) -> str:
     return f"{_number(value['median'])} [{_number(value['min'])}–{_number(value['max'])}]"
 
 
+def _processes(config: dict[str, Any]) -> str:
+    """`processes per stage: ingress 1, queue-manager 2, ...`; results from before BENCH_PROCESSES name the ingress."""
+    counts = config.get("processes")
+    if not counts:
+        return f"{config['ingress_processes']} ingress process(es)"
+    return "processes per stage: " + ", ".join(f"{service} {number}" for service, number in counts.items())
+
+
 def _size(size: int) -> str:
     return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
 
@@ -64,7 +72,7 @@ def render(document: dict[str, Any]) -> str:
         f"{'/'.join(f'{value:.1f}' for value in machine['load_average_at_start'])}); Postfix {machine['postfix']}, "
         f"RabbitMQ {machine['rabbitmq']}, Python {machine['python']}. {config['sessions']} smtp-source sessions, "
         f"{mode}{api}; median [min–max] of {config['repetitions']} runs of ≥ {config['duration']:.0f} s; kubemta log "
-        f"level {config['kubemta_log_level']}, {config['ingress_processes']} ingress process(es). "
+        f"level {config['kubemta_log_level']}, {_processes(config)}. "
         f"The run took {document['elapsed_seconds'] / 60:.0f} min.",
         "",
     ]

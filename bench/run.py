@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import postfix, rabbitmq
-from bench.config import BenchConfig, load
+from bench.config import BenchConfig, load, processes_text
 from bench.idle_sessions import SOURCE_ADDRESSES, IdleResult, measure_idle
 from bench.machine import describe
 from bench.report import METHOD, ratios, summarise, table, write_results
+from bench.settle import settle
 from bench.sink import Sink
 from bench.systems import system
-from bench.throughput import RunResult, calibrate, failed_run, measure
+from bench.throughput import RunResult, calibrate, failed_run, measure, warm_up
 from tests.harness.ports import free_port, random_loopback_net
 
 
@@ -51,9 +52,13 @@ def raise_fd_limit(needed: int) -> int:
 async def one_run(
     config: BenchConfig, workdir: Path, prefix: str, name: str, size: int, repetition: int, counts: dict[str, int]
 ) -> RunResult:
-    """A fresh sink and system; calibrate the count on the first repetition; one measured run."""
+    """Wait for a quiet machine (bounded); a fresh sink and system; calibrate the count on the first repetition,
+    or else a discarded warm-up, so every measured run follows the same start; one measured run."""
     run_dir = workdir / f"{name}-{size}-{repetition}"
     run_dir.mkdir(mode=0o755)
+    quiet = await settle(config.settle_timeout)
+    if not quiet.quiet:
+        say(f"the CPUs were still busy after {quiet.waited_seconds:.0f} s ({quiet.idle_fraction:.0%} idle): running")
     sink = Sink(run_dir, f"{prefix}.2", free_port(f"{prefix}.2"))
     key = f"{name}/{size}"
     try:
@@ -62,8 +67,11 @@ async def one_run(
             if key not in counts:
                 counts[key] = await calibrate(config, target, sink, run_dir, size)
                 say(f"{name} {size} B: calibrated to {counts[key]} messages")
+            else:
+                await warm_up(config, target, sink, run_dir, size)
             result = await measure(config, target, sink, run_dir, size=size, count=counts[key], repetition=repetition)
             counts[key] = max(counts[key], result.requested)
+            result.settled = quiet.to_json()
             return result
     except Exception as exc:  # a failed run is reported, the others still run
         say(f"{name} {size} B #{repetition} failed: {exc}")
@@ -152,7 +160,7 @@ async def _main(config: BenchConfig) -> int:
         f"{machine['mem_total_gib']} GiB RAM; {config.sessions} smtp-source sessions, {mode} "
         f"(kubemta-api: {config.sessions} HTTP clients, keep-alive); "
         f"median [min-max] of {config.repetitions} run(s) of >= {config.duration:.0f} s; "
-        f"kubemta log level {config.kubemta_log_level}, {config.ingress_processes} ingress process(es)"
+        f"kubemta log level {config.kubemta_log_level}, processes {processes_text(config.processes)}"
     )
     text = table(summary, ratio, idle, sizes=config.sizes, systems=config.systems, title=title, api_ratio=api_ratio)
     elapsed = round(time.monotonic() - clock, 1)

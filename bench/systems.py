@@ -80,6 +80,7 @@ async def kubemta(
             transports=transports,
             log_level=config.kubemta_log_level,
             ingress_processes=config.ingress_processes,
+            processes=config.processes,
             services=services,
             ingress_env=ingress_env,
         )

@@ -37,6 +37,7 @@ from bench.source import SourceResult, run_source
 from bench.stats import percentile
 from bench.systems import SystemUnderTest
 
+WARM_UP_PER_SESSION = 10  # a discarded warm-up of this many messages per session before a run not calibrated
 CALIBRATION_MARGIN = 1.25  # measured count = pilot rate x duration x margin
 MAX_RERUNS = 2  # a run shorter than the target duration is repeated with a larger count, this often at most
 
@@ -73,6 +74,7 @@ class RunResult:
     accept_ms: list[float] = field(default_factory=list)  # every probe sample, for pooled percentiles
     e2e_ms: list[float] = field(default_factory=list)
     source_cpu_per_1000: float | None = None  # kubemta-api: the API source's own CPU (this process)
+    settled: dict[str, Any] | None = None  # bench.settle: how quiet the machine was before the run
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,6 +162,18 @@ async def calibrate(config: BenchConfig, target: SystemUnderTest, sink: Sink, wo
             break
         count = int(count * min(20.0, max(2.0, 1.5 * pilot_seconds / max(pilot.wall_seconds, 0.01))))
     return math.ceil(pilot.rate * config.duration * CALIBRATION_MARGIN)
+
+
+async def warm_up(config: BenchConfig, target: SystemUnderTest, sink: Sink, workdir: Path, size: int) -> int:
+    """A short discarded load, delivered before the measured run, as calibration is in the first repetition: every
+    repetition then measures processes whose connections, pools and caches are warm. Returns the messages sent."""
+    before = sink.messages()
+    count = WARM_UP_PER_SESSION * config.sessions
+    source = await _source(config, target, workdir, count, size)
+    if source.returncode != 0 or source.accepted == 0:
+        raise RuntimeError(f"{source.tool} warm-up failed ({source.returncode}): {source.output_tail}")
+    await wait_for_sink(sink, before + source.accepted, within=_drain_bound(config, source), target=target)
+    return source.accepted
 
 
 def _probe_latencies(report: ProbeReport, dumps: DumpScan, system: str) -> tuple[list[float], list[float], int]:
