@@ -10,8 +10,11 @@ class NoBroker:
     """A broker that must not be used: any touch fails the test."""
 
     @property
-    def exchange(self) -> object:
-        raise AssertionError("the broker was asked for the exchange")
+    def connected(self) -> bool:
+        raise AssertionError("the broker was asked whether it is connected")
+
+    async def publish_channel(self) -> object:
+        raise AssertionError("the broker was asked for a channel")
 
 
 async def test_a_body_over_the_broker_limit_is_refused_as_permanent_without_a_round_trip() -> None:
@@ -24,6 +27,6 @@ async def test_a_body_over_the_broker_limit_is_refused_as_permanent_without_a_ro
 
 async def test_a_body_at_the_limit_goes_to_the_broker() -> None:
     publisher = Publisher(NoBroker(), 5.0, max_message_size=1000)  # type: ignore[arg-type]
-    with pytest.raises(AssertionError, match="asked for the exchange"):
+    with pytest.raises(AssertionError, match="the broker was asked"):
         await publisher.publish_raw("inbound", b"x" * 1000, message_id="Q", message_type="t")
     assert publisher.in_flight == 0

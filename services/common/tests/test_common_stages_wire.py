@@ -8,6 +8,7 @@ from typing import Any
 import aio_pika
 import pytest
 from aio_pika.abc import DeliveryMode
+from pamqp.commands import Basic
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp import stages
@@ -17,40 +18,73 @@ from kubemta_common.amqp.topology import LARGE_BODY, lane
 from kubemta_common.bus_messages import encoded_with_field
 from kubemta_common.errors import MessageTooLarge, PermanentError
 
+Sent = tuple[bytes, Basic.Properties, str, bool]
+"""(body, properties, routing key, mandatory) of one basic.publish."""
 
-class Exchange:
-    def __init__(self, sent: list[tuple[aio_pika.Message, str, bool]]) -> None:
+
+class Channel:
+    """The aiormq channel the publisher publishes on."""
+
+    def __init__(self, sent: list[Sent]) -> None:
         self.sent = sent
 
-    async def publish(self, message: aio_pika.Message, routing_key: str, *, mandatory: bool) -> None:
-        self.sent.append((message, routing_key, mandatory))
+    async def basic_publish(
+        self, body: bytes, *, exchange: str, routing_key: str, properties: Basic.Properties, mandatory: bool, **_: Any
+    ) -> None:
+        assert exchange == "kubemta"
+        self.sent.append((body, properties, routing_key, mandatory))
 
 
 class Broker:
     """Confirms everything; records what went on which channel."""
 
+    connected = True
+
     def __init__(self) -> None:
-        self.sent: list[tuple[aio_pika.Message, str, bool]] = []
+        self.sent: list[Sent] = []
         self.isolated = 0
-        self.exchange = Exchange(self.sent)
+        self.channel = Channel(self.sent)
+
+    async def publish_channel(self) -> Channel:
+        return self.channel
 
     @contextlib.asynccontextmanager
-    async def isolated_exchange(self) -> AsyncIterator[Exchange]:
+    async def isolated_channel(self) -> AsyncIterator[Channel]:
         self.isolated += 1
-        yield Exchange(self.sent)
+        yield Channel(self.sent)
 
 
-def wire(message: aio_pika.Message, routing_key: str, mandatory: bool) -> dict[str, Any]:
+def wire(body: bytes, properties: Basic.Properties, routing_key: str, mandatory: bool) -> dict[str, Any]:
     return {
         "routing_key": routing_key,
-        "body": message.body,
-        "type": message.type,
-        "message_id": message.message_id,
-        "content_type": message.content_type,
-        "delivery_mode": message.delivery_mode,
-        "headers": dict(message.headers or {}),
+        "body": body,
+        "type": properties.message_type,
+        "message_id": properties.message_id,
+        "content_type": properties.content_type,
+        "delivery_mode": properties.delivery_mode,
+        "headers": dict(properties.headers or {}),
         "mandatory": mandatory,
     }
+
+
+async def test_the_properties_are_byte_for_byte_those_aio_pika_sent_before() -> None:
+    broker = Broker()
+    publisher = Publisher(broker, 5.0)  # type: ignore[arg-type]
+    await publisher.publish_raw("held", b"x", message_id="MID", message_type="T", headers={"x-kubemta-held": "1"})
+    await publisher.publish_raw("inbound", b"x", message_id="MID", message_type="T")
+    held_headers: dict[str, Any] = {"x-kubemta-held": "1"}
+    before = [
+        aio_pika.Message(
+            b"x",
+            delivery_mode=DeliveryMode.PERSISTENT,
+            content_type="application/x-protobuf",
+            message_id="MID",
+            type="T",
+            headers=headers,
+        ).properties.marshal()
+        for headers in (held_headers, None)
+    ]
+    assert [properties.marshal() for _, properties, _, _ in broker.sent] == before
 
 
 def job(content: bytes = b"Subject: hi\r\n\r\nhello\r\n") -> message_pb2.DeliveryJob:
@@ -105,7 +139,7 @@ async def test_publish_all_sends_each_outgoing_as_a_single_publish_would() -> No
     broker = Broker()
     publisher = Publisher(broker, 5.0)  # type: ignore[arg-type]
     await publisher.publish_all([stage.outgoing(message, message_id="MID") for stage, message, _, _ in CASES])
-    assert [(routing_key, message.type) for message, routing_key, _ in broker.sent] == [
+    assert [(routing_key, properties.message_type) for _, properties, routing_key, _ in broker.sent] == [
         (routing_key, type_name) for _, _, routing_key, type_name in CASES
     ]
 
@@ -119,8 +153,8 @@ async def test_an_encoded_message_is_the_message_serialised_and_large_bodies_get
     await publisher.publish(stages.INBOUND, encoded, message_id="Q")
     full = message_pb2.AcceptedMessage(queue_id="Q", sender="s@example.net", recipients=["a@example.org"])
     full.content = content
-    ((message, routing_key, _),) = broker.sent
-    assert (message.body, routing_key, broker.isolated) == (full.SerializeToString(), "inbound.large", 1)
+    ((body, _, routing_key, _),) = broker.sent
+    assert (body, routing_key, broker.isolated) == (full.SerializeToString(), "inbound.large", 1)
 
 
 async def test_a_body_over_the_broker_limit_is_refused_before_the_broker() -> None:

@@ -11,10 +11,12 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 
 import aio_pika
+import aiormq
+import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from kubemta_common.amqp.streams import StreamRetention, declare_streams
-from kubemta_common.amqp.topology import EXCHANGE, declare_held, declare_stages
+from kubemta_common.amqp.topology import declare_held, declare_stages
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class Broker:
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._raw_publish: aiormq.Channel | None = None
         self._ready = asyncio.Event()
         self._closed = False
 
@@ -67,6 +70,22 @@ class Broker:
     def exchange(self) -> AbstractExchange | None:
         """The kubemta exchange on the publish channel, once connected."""
         return self._exchange if self.connected else None
+
+    async def publish_channel(self) -> aiormq.Channel:
+        """The aiormq channel under the confirming publish channel (publisher.py publishes on it directly); the
+        robust channel puts a new one under itself after a reconnect. Raises ConnectionError when not connected,
+        ChannelInvalidStateError while the channel is being reopened."""
+        raw = self._raw_publish
+        if raw is None or raw.is_closed:
+            channel = self._publish_channel
+            if channel is None or not self.connected:
+                raise ConnectionError("broker not connected")
+            underlay = await channel.get_underlay_channel()
+            assert isinstance(underlay, aiormq.Channel)  # (its basic_publish takes `wait`; the abstract one does not)
+            if underlay.is_closed:  # a channel error closed it; the robust channel is opening another one
+                raise aiormq.exceptions.ChannelInvalidStateError("publish channel closed")
+            raw = self._raw_publish = underlay
+        return raw
 
     async def wait_ready(self) -> None:
         """Wait until the first connection and topology declaration succeeded."""
@@ -101,14 +120,14 @@ class Broker:
             self._ready.set()
 
     @contextlib.asynccontextmanager
-    async def isolated_exchange(self) -> AsyncIterator[AbstractExchange]:
-        """The kubemta exchange on a confirming channel of its own, closed afterwards (publisher.py)."""
+    async def isolated_channel(self) -> AsyncIterator[aiormq.abc.AbstractChannel]:
+        """A confirming aiormq channel of its own (returns raise), closed afterwards (publisher.py: large bodies)."""
         connection = self._connection
         if connection is None or not self.connected:
             raise ConnectionError("broker not connected")
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         try:
-            yield await channel.get_exchange(EXCHANGE, ensure=False)
+            yield await channel.get_underlay_channel()
         finally:
             if not channel.is_closed:
                 await channel.close()

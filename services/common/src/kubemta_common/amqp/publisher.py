@@ -21,12 +21,12 @@ from typing import Protocol
 
 import aio_pika
 import aiormq
-from aio_pika.abc import DeliveryMode
 from google.protobuf.message import Message
+from pamqp.commands import Basic
 
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.stages import Outgoing, Stage
-from kubemta_common.amqp.topology import lane
+from kubemta_common.amqp.topology import EXCHANGE, lane
 from kubemta_common.bus_messages import Encoded
 from kubemta_common.errors import MessageTooLarge, PublishFailed
 
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 CONTENT_TYPE = "application/x-protobuf"
 ISOLATED_ABOVE = 1024 * 1024
 """Bodies larger than this are published on a channel of their own (see the module docstring)."""
+PERSISTENT = 2
+"""AMQP delivery mode of a message the broker keeps on disk."""
 _SIZE_REFUSAL = "message size"
 """In the reply text of the channel error RabbitMQ closes a channel with for an oversized message."""
 
@@ -132,24 +134,36 @@ class Publisher:
     async def _publish(
         self, routing_key: str, body: bytes, *, message_id: str, message_type: str, headers: dict[str, str] | None
     ) -> None:
-        exchange = self._broker.exchange
-        if exchange is None:
+        if not self._broker.connected:
             raise PublishFailed("broker not connected")
-        message = aio_pika.Message(
-            body,
-            delivery_mode=DeliveryMode.PERSISTENT,
+        # Straight to the aiormq channel under the robust one, with the properties built here: no aio_pika.Message
+        # (a third of the publishing cost). aiormq matches a basic.return to its publish by message_id.
+        # The same properties, byte for byte, as aio_pika.Message sent (an empty header table, priority 0).
+        properties = Basic.Properties(
             content_type=CONTENT_TYPE,
+            headers=dict(headers) if headers else {},
+            delivery_mode=PERSISTENT,
+            priority=0,
             message_id=message_id,
-            type=message_type,
-            headers=dict(headers) if headers else None,
+            message_type=message_type,
         )
         try:
             async with asyncio.timeout(self._timeout):
                 if len(body) > ISOLATED_ABOVE:
-                    async with self._broker.isolated_exchange() as own:
-                        await own.publish(message, routing_key, mandatory=True)
+                    async with self._broker.isolated_channel() as own:
+                        await own.basic_publish(
+                            body, exchange=EXCHANGE, routing_key=routing_key, properties=properties, mandatory=True
+                        )
                 else:
-                    await exchange.publish(message, routing_key, mandatory=True)
+                    channel = await self._broker.publish_channel()
+                    await channel.basic_publish(
+                        body,
+                        exchange=EXCHANGE,
+                        routing_key=routing_key,
+                        properties=properties,
+                        mandatory=True,
+                        wait=False,  # the confirm is awaited: no need to wait for the socket write as well
+                    )
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             if _SIZE_REFUSAL in str(exc):
                 raise MessageTooLarge(f"the broker refused {len(body)} bytes: {exc}") from None
