@@ -84,6 +84,14 @@ def render(document: dict[str, Any]) -> str:
                 failed = f" ({entry['failed']} of {entry['runs']} runs failed)" if entry["failed"] else ""
                 rows.append([_size(size), name + failed, *(_cell(entry[figure]) for figure in FIGURES)])
     lines += _table(["size", "system", *HEADINGS], rows)
+    spreads = [
+        f"{name} {_size(int(size))} {entry['spread_pct']['delivered_rate']:g}%"
+        for key, entry in summary.items()
+        for size, _, name in [key.partition("/")]
+        if entry.get("spread_pct", {}).get("delivered_rate") is not None
+    ]
+    if spreads:
+        lines += ["", "Spread of delivered msg/s between runs ((max − min) / median): " + "; ".join(spreads) + "."]
     lines += _ratio_line(document.get("ratio_kubemta_to_postfix", {}), "kubemta / Postfix")
     lines += _ratio_line(document.get("ratio_api_to_smtp", {}), "kubemta HTTP API / kubemta SMTP")
     cpu_rows, rss_rows, source_cpu = [], [], []

@@ -37,6 +37,9 @@ METHOD = [
     "RabbitMQ's beam.smp (the shared broker: includes whatever else uses it), or of the whole Postfix master tree, "
     "from smtp-source's start until the sink has every message, per 1,000 messages delivered (probe included).",
     "peak RSS = VmHWM from /proc/<pid>/status of each kubemta service at the end of the run.",
+    "Before each run: a bounded wait (BENCH_SETTLE_TIMEOUT) until the CPUs were >= 85% idle for 2 s in a row "
+    "(/proc/stat; the previous run's teardown, the broker deleting its vhost, other work); a run not calibrated "
+    "starts with a discarded warm-up of 10 messages per session; the spread is (max - min) / median of the runs.",
     "kubemta-api = the same kubemta stack loaded through its HTTP sending API (POST /v1/messages) instead of SMTP, "
     "delivering to the same sink: {sessions} clients in the benchmark's own Python process (bench/api_source.py, "
     "httpx.AsyncClient, one HTTP/1.1 keep-alive connection each, unlike smtp-source's {mode}) POST JSON messages "
@@ -76,6 +79,8 @@ def summarise(runs: list[RunResult]) -> dict[str, dict[str, Any]]:
                 "p99": percentile(pooled, 0.99),
                 "max": max(pooled, default=None),
             }
+        entry["spread_pct"] = {figure: spread_pct(entry[figure]) for figure in ("accepted_rate", "delivered_rate")}
+        entry["started_busy"] = sum(1 for run in good if run.settled is not None and not run.settled["quiet"])
         entry["source_cpu_per_1000"] = spread([run.source_cpu_per_1000 for run in good])
         cpu_keys = sorted({name for run in good for name in run.cpu_per_1000})
         entry["cpu_per_1000"] = {name: spread([run.cpu_per_1000.get(name) for run in good]) for name in cpu_keys}
@@ -83,6 +88,27 @@ def summarise(runs: list[RunResult]) -> dict[str, dict[str, Any]]:
         entry["peak_rss_mib"] = {name: spread([run.peak_rss_mib.get(name) for run in good]) for name in rss_keys}
         summary[key] = entry
     return summary
+
+
+def spread_pct(value: Spread | None) -> float | None:
+    """(max - min) / median of the repetitions, in percent: how far apart the runs were (None for one run)."""
+    if value is None or value.n < 2 or not value.median:
+        return None
+    return round((value.high - value.low) / value.median * 100, 1)
+
+
+def spread_lines(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per system and size with the runs' spread of delivered msg/s, and the runs that started busy."""
+    lines = []
+    for key, entry in summary.items():
+        size, _, name = key.partition("/")
+        pct = entry.get("spread_pct", {}).get("delivered_rate")
+        busy = entry.get("started_busy", 0)
+        if pct is None and not busy:
+            continue
+        shown = f"{name} {_size_name(int(size))}: delivered msg/s spread {'-' if pct is None else f'{pct:g}%'}"
+        lines.append(shown + (f" ({busy} run(s) started with busy CPUs)" if busy else ""))
+    return lines
 
 
 def ratios(
@@ -161,6 +187,9 @@ def table(
             f"{figure.split('_')[0]} {value:.2f}x" for figure, value in values.items() if value is not None
         )
         lines.append(f"kubemta-api / kubemta (HTTP API / SMTP) at {_size_name(int(size_key))}: {shown or '-'}")
+    spreads = spread_lines(summary)
+    if spreads:
+        lines += ["", "Spread between repetitions ((max - min) / median):", *spreads]
     cpu_rows, rss_rows = [], []
     for size in size_list:
         for name in system_list:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bench import kubemta_stack, scale_report, settle, throughput
+from bench import kubemta_stack, report, scale_report, settle, throughput
 from bench.config import load, processes
 from bench.kubemta_stack import KubemtaStack
 from bench.source import SourceResult
@@ -200,3 +200,22 @@ def test_settle_sample_reads_this_machine() -> None:
     idle, total = settle.cpu_times()
     assert 0 <= idle <= total
     assert asyncio.iscoroutinefunction(settle.settle)
+
+
+def _delivered(rate: float, repetition: int, quiet: bool) -> throughput.RunResult:
+    run = throughput.failed_run("kubemta", 1024, repetition, "")
+    run.error = None
+    run.delivered_rate = rate
+    run.accepted_rate = rate
+    run.settled = {"quiet": quiet}
+    return run
+
+
+def test_the_report_gives_the_spread_between_runs_and_the_runs_started_busy() -> None:
+    runs = [_delivered(300.0, 1, True), _delivered(270.0, 2, False), _delivered(330.0, 3, True)]
+    summary = report.summarise(runs)
+    assert summary["1024/kubemta"]["spread_pct"] == {"accepted_rate": 20.0, "delivered_rate": 20.0}
+    assert summary["1024/kubemta"]["started_busy"] == 1
+    text = report.table(summary, {}, [], sizes=[1024], systems=["kubemta"], title="t")
+    assert "kubemta 1 KiB: delivered msg/s spread 20% (1 run(s) started with busy CPUs)" in text
+    assert report.spread_pct(report.summarise(runs[:1])["1024/kubemta"]["delivered_rate"]) is None
