@@ -42,6 +42,7 @@ OVERRIDDEN: Mapping[str, tuple[str, ...]] = {
     "_create_session": (),
     "_getaddr": ("arg",),
     "_handle_client": (),
+    "_reset_timeout": ("duration",),
     "_timeout_cb": (),
     "connection_made": ("transport",),
     "connection_lost": ("error",),

@@ -60,6 +60,8 @@ class SessionCore(SMTP):
     _state: SessionState
     _timers: SessionTimers
     _errors: limits.ErrorCounter
+    _idle_deadline: float
+    """When the idle timer ends the session (loop time), as the last `_reset_timeout` set it."""
     line_length_limit = AUTH_LINE_LIMIT + len(CRLF)  # the stream reader's limit; DATA's 1000 is content.py's
 
     def _init_ingress(self, options: SessionOptions, on_open: SessionCallback, on_close: SessionCallback) -> None:
@@ -183,6 +185,25 @@ class SessionCore(SMTP):
     def _abort(self, transport: asyncio.BaseTransport) -> None:
         if self._state.phase is not Phase.FINISHED and isinstance(transport, asyncio.WriteTransport):
             transport.abort()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timer, restarted at every command (and by every DATA block): the deadline moves,
+        and the timer armed for an earlier one stays and re-arms when it fires, instead of one timer made and
+        cancelled per command."""
+        now = self.loop.time()
+        self._idle_deadline = deadline = now + (duration or self._timeout_duration)
+        handle = self._timeout_handle
+        if handle is not None and not handle.cancelled() and now < handle.when() <= deadline:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timeout_handle = self.loop.call_at(deadline, self._idle_timer)
+
+    def _idle_timer(self) -> None:
+        if self.loop.time() < self._idle_deadline:  # a command came meanwhile: on to the deadline it set
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_timer)
+            return
+        self._timeout_cb()
 
     def _timeout_cb(self) -> None:
         """The idle timer (aiosmtpd restarts it at every command)."""

@@ -1,7 +1,8 @@
 """The deadlines of one session (limits.py): the whole session and the DATA phase.
 
 The third timer, idle time between commands, is aiosmtpd's own (`_reset_timeout`, restarted
-at every command); the session answers it in `_timeout_cb`. Each deadline ends the session
+at every command; core.py moves its deadline and re-arms it only when it fires early); the
+session answers it in `_timeout_cb`. Each deadline ends the session
 with `421 4.4.2`; during DATA any bytes at all count as activity for the idle timer, and the
 DATA deadline bounds the rest.
 """
