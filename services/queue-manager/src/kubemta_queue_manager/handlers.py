@@ -156,14 +156,15 @@ class QueueManager:
         if not jobs:
             logger.warning("message has no recipients; nothing to deliver")
             return
-        logger.debug(
-            "from=<%s> nrcpt=%d size=%d jobs=%d%s",
-            sanitize(accepted.sender),
-            len(accepted.recipients),
-            len(accepted.content),
-            len(jobs),
-            " (generated DSN)" if accepted.generated else "",
-        )
+        if logger.isEnabledFor(logging.DEBUG):  # sanitize only for a line that is written
+            logger.debug(
+                "from=<%s> nrcpt=%d size=%d jobs=%d%s",
+                sanitize(accepted.sender),
+                len(accepted.recipients),
+                len(accepted.content),
+                len(jobs),
+                " (generated DSN)" if accepted.generated else "",
+            )
         metrics.MESSAGES_SPLIT.inc()
         metrics.JOBS_CREATED.inc(len(jobs))
 
