@@ -23,8 +23,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from kubemta.v1 import message_pb2
@@ -169,10 +168,12 @@ class Destinations:
             "backoff",
         )
 
-    @asynccontextmanager
-    async def slot(self, destination: str) -> AsyncIterator[Slot]:
-        """Wait (bounded) for a slot; raises DestinationDeferred when paused or still full after the wait."""
-        entry = self._entry(destination)
+    def slot(self, destination: str) -> "_Lease":
+        """`async with destinations.slot(d) as slot:` waits (bounded) for a slot; raises DestinationDeferred when
+        paused or still full after the wait. (A class, not an async generator: one fewer generator per job.)"""
+        return _Lease(self, destination)
+
+    async def _acquire(self, destination: str, entry: _Destination) -> None:
         self._check_paused(destination, entry)
         async with entry.changed:
             try:
@@ -189,14 +190,12 @@ class Destinations:
                 ) from None
             self._check_paused(destination, entry)
             entry.active += 1
-        slot = Slot()
-        try:
-            yield slot
-        finally:
-            entry.active -= 1
-            self._feedback(destination, entry, slot)
-            async with entry.changed:
-                entry.changed.notify_all()
+
+    async def _release(self, destination: str, entry: _Destination, slot: Slot) -> None:
+        entry.active -= 1
+        self._feedback(destination, entry, slot)
+        async with entry.changed:
+            entry.changed.notify_all()
 
     def _paused(self, entry: _Destination) -> bool:
         return entry.paused_until > self._clock()
@@ -217,3 +216,25 @@ class Destinations:
             throttle.diagnostic,
             extra={"destination": destination, "backoff_seconds": self._backoff},
         )
+
+
+class _Lease:
+    """One delivery's slot at a destination, held for the `async with` body (Destinations.slot)."""
+
+    __slots__ = ("_destinations", "_destination", "_entry", "_slot")
+
+    def __init__(self, destinations: Destinations, destination: str) -> None:
+        self._destinations = destinations
+        self._destination = destination
+        self._entry: _Destination | None = None
+        self._slot = Slot()
+
+    async def __aenter__(self) -> Slot:
+        entry = self._destinations._entry(self._destination)
+        await self._destinations._acquire(self._destination, entry)
+        self._entry = entry
+        return self._slot
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._entry is not None:
+            await self._destinations._release(self._destination, self._entry, self._slot)
