@@ -100,6 +100,13 @@ def broker_summary(stages: list[dict[str, Any]], phases: list[dict[str, Any]]) -
             f"Broker limit on this node: {rates['publish']:.0f} publishes/s with confirms and {rates['consume']:.0f} "
             f"consumes/s with acks (quorum queue, 1 KiB); a message crossing {HOPS} queues: about {node:.0f} msg/s."
         )
+    cpu = {each["phase"]: each["broker_ms_per_message"] for each in phases if not each.get("error")}
+    if cpu.get("publish") and cpu.get("consume"):
+        hop = cpu["publish"] + cpu["consume"]
+        lines.append(
+            f"Broker CPU per queue crossed (publish + consume): {hop:.2f} ms, so {1000 / (HOPS * hop):.0f} msg/s per "
+            f"broker core at {HOPS} queues per message (the node's own cost, without kubemta's clients)."
+        )
     for processes in sorted({each["processes"] for each in stages}):
         used = [each for each in stages if each["processes"] == processes and not each.get("error")]
         if len(used) == len(ORDER):

@@ -183,6 +183,7 @@ def test_the_scale_report_has_every_stage_the_broker_and_the_pods() -> None:
     assert "| queue-manager | 2 | 500 | 250 | 1.00 | 0.50 | 1 |" in rows
     assert "| publish | 10 | 4000 | 0.10 | 0.20 | 4 |" in text
     assert "a message crossing 4 queues: about 500 msg/s" in text
+    assert "(publish + consume): 0.20 ms, so 1250 msg/s per broker core at 4 queues" in text
     assert "1 process(es) per stage: the four stages use 4.00 CPU ms per message and the broker 2.00" in text
     assert "2 process(es) per stage" not in text  # not every stage measured with 2
     assert "2 measurement(s) started on a busy machine" in text
