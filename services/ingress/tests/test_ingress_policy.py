@@ -4,7 +4,15 @@ import ipaddress
 
 import pytest
 
-from kubemta_ingress.policy import AddressProblem, RelayPolicy, check_address, client_ip, domain_of, normalize_domain
+from kubemta_ingress.policy import (
+    AddressProblem,
+    RelayPolicy,
+    check_address,
+    client_ip,
+    domain_of,
+    ip_text,
+    normalize_domain,
+)
 
 
 @pytest.mark.parametrize(
@@ -117,3 +125,15 @@ def test_relay_policy(recipient, client, accepted):
 def test_empty_policy_accepts_nothing():
     policy = RelayPolicy.create([], [])
     assert not policy.accepts("user@example.org", ipaddress.ip_address("127.0.0.1"))
+
+
+@pytest.mark.parametrize("text", ["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.7"])
+def test_ip_text_is_the_address_as_text_remembered(text):
+    address = client_ip((text, 25))
+    assert address is not None
+    assert ip_text(address) == str(address) and ip_text(address) is ip_text(address)
+
+
+@pytest.mark.parametrize("address", ["a\x00b@example.org", "a\tb@example.org", "ab@exam\x7fple.org"])
+def test_unprintable_characters_anywhere_refuse_an_address(address):
+    assert check_address(address, smtputf8=True) is AddressProblem.SYNTAX

@@ -47,7 +47,7 @@ from kubemta_ingress import metrics, replies
 from kubemta_ingress.content import content_problem, received_count, refusal
 from kubemta_ingress.dedup_key import dedup_key
 from kubemta_ingress.message_id import message_id
-from kubemta_ingress.policy import AddressProblem, IPAddress, RelayPolicy, check_address
+from kubemta_ingress.policy import AddressProblem, IPAddress, RelayPolicy, check_address, ip_text
 from kubemta_ingress.received import received_header
 from kubemta_ingress.received_event import received_event
 from kubemta_ingress.recipient_verify import RecipientVerifier
@@ -145,7 +145,7 @@ class Submission:
     @property
     def client_label(self) -> str:
         """The client's address for logs, or `unknown`."""
-        return str(self.client) if self.client is not None else "unknown"
+        return ip_text(self.client) if self.client is not None else "unknown"
 
 
 class SuppressedRecipients(Protocol):
@@ -351,7 +351,7 @@ class MailAcceptance:
             queue_id=queue_id,
             sender=submission.sender,
             recipients=submission.recipients,
-            client_address=str(client) if client is not None else "",
+            client_address=ip_text(client) if client is not None else "",
             client_helo=text_field(submission.helo),
             smtputf8=submission.smtputf8,
             trust=submission.trust,

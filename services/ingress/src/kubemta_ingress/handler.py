@@ -34,7 +34,7 @@ from kubemta_ingress.acceptance import MAX_HOPS_DEFAULT, MailAcceptance, Queued,
 from kubemta_ingress.auth import AuthMechanisms
 from kubemta_ingress.esmtp_dsn import DsnEnvelope, MailDsn, mail_parameters, recipient_parameters
 from kubemta_ingress.listeners import session_listener
-from kubemta_ingress.policy import client_ip
+from kubemta_ingress.policy import client_ip, ip_text
 from kubemta_ingress.received import protocol_name
 from kubemta_ingress.rejections import Reason, record_rejection
 from kubemta_ingress.sender_identity import AuthenticatedUser
@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 def client_label(session: Session) -> str:
     """The client's IP address for logs, or `unknown`."""
     address = client_ip(session.peer)
-    return str(address) if address is not None else "unknown"
+    return ip_text(address) if address is not None else "unknown"
 
 
 def authenticated_user(session: Session) -> AuthenticatedUser | None:

@@ -166,7 +166,7 @@ def check_address(address: str, *, smtputf8: bool) -> AddressProblem | None:
     except UnicodeEncodeError:  # undecodable bytes, kept by aiosmtpd as surrogate escapes
         return AddressProblem.SYNTAX
     local, domain = split_address(address)
-    if not local or not domain or any(not ch.isprintable() for ch in address):
+    if not local or not domain or not address.isprintable():
         return AddressProblem.SYNTAX
     if not _valid_local_part(local) or not _valid_domain(domain):
         return AddressProblem.SYNTAX
@@ -199,6 +199,12 @@ def client_ip(peer: object) -> IPAddress | None:
     if not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):
         return None
     return _parse_client_ip(peer[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def ip_text(address: IPAddress) -> str:
+    """`str(address)`, remembered: the same few clients' addresses go into every message's logs and headers."""
+    return str(address)
 
 
 @functools.lru_cache(maxsize=4096)

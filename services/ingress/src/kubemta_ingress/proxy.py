@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from aiosmtpd.proxy_protocol import AF, V2_CMD, V2_SIGNATURE, ProxyData, get_proxy
 from aiosmtpd.smtp import Session
 
-from kubemta_ingress.policy import IPAddress, client_ip
+from kubemta_ingress.policy import IPAddress, client_ip, ip_text
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class ProxyTrust:
 def client_address(session: Session | None) -> str:
     """The client's IP address as text (the PROXY header's source when one was accepted), or `unknown`."""
     address = client_ip(session.peer) if session is not None else None
-    return str(address) if address is not None else "unknown"
+    return ip_text(address) if address is not None else "unknown"
 
 
 async def read_header(reader: asyncio.StreamReader, within: float) -> ProxyData | None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from email.utils import format_datetime
 
 from kubemta_ingress.content import has_bare_line_ending
-from kubemta_ingress.policy import IPAddress
+from kubemta_ingress.policy import IPAddress, ip_text
 
 FOLD = "\r\n\t"
 
@@ -31,7 +31,7 @@ def address_literal(address: IPAddress) -> str:
     """An RFC 5321 section 4.1.3 address literal: `[192.0.2.1]` or `[IPv6:2001:db8::1]`."""
     if isinstance(address, ipaddress.IPv6Address):
         return f"[IPv6:{address.compressed}]"
-    return f"[{address}]"
+    return f"[{ip_text(address)}]"
 
 
 def safe_helo(helo: str | None) -> str:
