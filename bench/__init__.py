@@ -5,5 +5,7 @@ Every system gets the same workload from Postfix's `smtp-source` and delivers to
 latency and, with the sink's per-message dump files, the end-to-end latency. `kubemta-api`
 is kubemta loaded through its HTTP sending API by bench.api_source instead. A second
 scenario holds idle SMTP sessions open against the kubemta ingress and reports its memory.
+`python -m bench.stages` measures each stage alone (1 and 2 processes) and the broker's own
+limit, for docs/scale.md.
 See the "Benchmark" section of the repository README for the figures and how they are measured.
 """
