@@ -90,6 +90,8 @@ MAX_TRANSIENT_PAUSE = 30.0
 """Longest pause before returning a message whose handler failed transiently (broker trouble)."""
 MAX_CRASH_PAUSE = 5.0
 """Longest pause before returning a message whose handler crashed (a poison message goes to held soon)."""
+ACK_FLUSH_TIMEOUT = 5.0
+"""How long a stopping consumer waits for its last acknowledgements to be written."""
 
 
 def returned_count(message: AbstractIncomingMessage) -> int:
@@ -240,4 +242,8 @@ class Consumer:
                 task.cancel()
             if pending:  # let cancelled handlers finish their clean-up before the connection closes
                 await asyncio.wait(pending, timeout=5)
-        await self._acks.flush()
+        try:
+            async with asyncio.timeout(ACK_FLUSH_TIMEOUT):
+                await self._acks.flush()
+        except TimeoutError:  # the connection is stuck: whatever was not acknowledged comes back (at least once)
+            logger.warning("could not send the last acknowledgements on %s in time", self._queue_name)
