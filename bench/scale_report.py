@@ -38,16 +38,19 @@ def _ms(value: float | None) -> str:
 
 def stage_rows(stages: Iterable[dict[str, Any]]) -> list[list[str]]:
     """stage, processes, msgs/s, msgs/s per process, CPU ms/msg, broker ms/msg, pods for 1 M/h (or the error)."""
-    ordered = sorted(stages, key=lambda each: (ORDER.index(each["stage"]), each["processes"]))
+    ordered = sorted(
+        stages, key=lambda each: (ORDER.index(each["stage"]), bool(each.get("variant")), each["processes"])
+    )
     rows = []
     for each in ordered:
+        name = each["stage"] + (f" ({each['variant']})" if each.get("variant") else "")
         if each.get("error"):
-            rows.append([each["stage"], str(each["processes"]), "failed: " + each["error"][:120], "", "", "", ""])
+            rows.append([name, str(each["processes"]), "failed: " + each["error"][:120], "", "", "", ""])
             continue
         needed = pods(each["rate"])
         rows.append(
             [
-                each["stage"],
+                name,
                 str(each["processes"]),
                 f"{each['rate']:.0f}",
                 f"{each['rate_per_process']:.0f}",
@@ -108,7 +111,11 @@ def broker_summary(stages: list[dict[str, Any]], phases: list[dict[str, Any]]) -
             f"broker core at {HOPS} queues per message (the node's own cost, without kubemta's clients)."
         )
     for processes in sorted({each["processes"] for each in stages}):
-        used = [each for each in stages if each["processes"] == processes and not each.get("error")]
+        used = [
+            each
+            for each in stages
+            if each["processes"] == processes and not each.get("error") and not each.get("variant")
+        ]
         if len(used) == len(ORDER):
             broker_ms = sum(each["broker_ms_per_message"] or 0.0 for each in used)
             service_ms = sum(each["cpu_ms_per_message"] or 0.0 for each in used)

@@ -38,6 +38,7 @@ from bench.systems import transport_to
 from tests.harness.ports import free_port
 
 SIZE = 1024
+FRESH = "route answers fresh"  # the queue-manager's variant with the resolver's answers in the routes stream
 POLL_SECONDS = 0.1
 STAGE_QUEUES = ("inbound", "route", "deliver", "results")
 INPUT = {"queue-manager": "inbound", "dns-resolver": "route", "delivery-worker": "deliver"}
@@ -63,6 +64,7 @@ class StageResult:
     broker_ms_per_message: float | None  # beam.smp
     settled: dict[str, Any] | None = None
     error: str | None = None
+    variant: str = ""  # e.g. the queue-manager with the resolver's route answers fresh (bench.stages)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,13 +156,15 @@ class StageBench:
             return self.sink.messages()
         return await depths.total(lanes(OUTPUTS[stage]))
 
-    async def drain(self, stage: str, processes: int, quiet: Settled | None) -> StageResult:
+    async def drain(self, stage: str, processes: int, quiet: Settled | None, variant: str = "") -> StageResult:
         """Start `processes` of `stage` on its filled input queue; the window from all ready to all drained."""
         async with BusDepths(self.url) as depths:
             expected = await depths.total(lanes((INPUT[stage],)))
             outputs_before = await self._outputs(depths, stage)
             if expected == 0:
-                return failed(stage, processes, f"{INPUT[stage]} is empty: the stage before it failed")
+                return failed(
+                    stage, processes, f"nothing reached {INPUT[stage]}: the stage before failed or bypassed it"
+                )
             within = self.config.drain_timeout + expected / 20
             stack = self.stack(stage, processes, free_port(self.address))
             try:
@@ -180,4 +184,6 @@ class StageBench:
                 cpu, beam = cpu_seconds(pids) - cpu_before, cpu_seconds([self.beam]) - beam_before
             finally:
                 await asyncio.to_thread(stack.stop)
-        return result(stage, processes, made - made_before, seconds, cpu, beam, quiet)
+        measured = result(stage, processes, made - made_before, seconds, cpu, beam, quiet)
+        measured.variant = variant
+        return measured

@@ -3,7 +3,9 @@
 For every process count of BENCH_STAGE_PROCESSES (1,2): a vhost and smtp-sink of their
 own; the ingress under smtp-source fills `inbound` with BENCH_STAGE_MESSAGES messages of
 1 KiB; then the queue-manager drains `inbound`, the dns-resolver `route` and the
-delivery-worker `deliver` into the sink, each alone (bench.stage_runs). Then the broker
+delivery-worker `deliver` into the sink, each alone (bench.stage_runs); then the
+queue-manager once more, with the resolver's route answer fresh (jobs straight to
+`deliver`: the steady state for known domains). Then the broker
 alone (bench.broker_limit). Before each measurement the machine is given time to go quiet
 (bench.settle, BENCH_SETTLE_TIMEOUT). The table goes to stdout, the figures to
 `bench/results/stages-<timestamp>.json` and `.md`, copied to `stages-latest.*`; the
@@ -27,7 +29,7 @@ from bench.machine import describe
 from bench.run import _workdir, say
 from bench.settle import settle
 from bench.sink import Sink
-from bench.stage_runs import INPUT, StageBench, StageResult, failed
+from bench.stage_runs import FRESH, INPUT, StageBench, StageResult, failed
 from tests.harness.ports import free_port, random_loopback_net
 
 
@@ -53,10 +55,32 @@ async def one_count(config: BenchConfig, workdir: Path, prefix: str, processes: 
             except Exception as exc:  # one failed stage is reported, the next ones still run
                 results.append(failed(stage, processes, f"{type(exc).__name__}: {exc}"))
             say(f"  {results[-1]}")
+        try:
+            results += await fresh_routes(config, bench, processes)
+        except Exception as exc:
+            results.append(failed("queue-manager", processes, f"{type(exc).__name__}: {exc}"))
+            results[-1].variant = FRESH
     finally:
         sink.stop()
         await asyncio.to_thread(rabbitmq.delete_vhost, vhost)
     return results
+
+
+async def fresh_routes(config: BenchConfig, bench: StageBench, processes: int) -> list[StageResult]:
+    """The queue-manager again, now that the resolver's route answer for the domain is fresh (the routes stream):
+    first-attempt jobs go straight to `deliver`, as in a steady flow to known domains. `inbound` is filled again
+    by the ingress (not reported twice) and `deliver` drained by the worker (likewise) afterwards."""
+    refill = await bench.ingress(processes, config.stage_messages, None)
+    if refill.error:
+        refused = failed("queue-manager", processes, f"refilling inbound: {refill.error}")
+        refused.variant = FRESH
+        return [refused]
+    await settle(config.settle_timeout)
+    say(f"queue-manager x{processes}: draining inbound with the route answers fresh")
+    measured = await bench.drain("queue-manager", processes, None, variant=FRESH)
+    say(f"  {measured}")
+    await bench.drain("delivery-worker", processes, None)
+    return [measured]
 
 
 async def broker(config: BenchConfig) -> list[BrokerPhase]:
