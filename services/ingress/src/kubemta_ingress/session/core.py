@@ -33,6 +33,7 @@ from kubemta_ingress.session.timers import SessionTimers
 logger = logging.getLogger(__name__)
 
 CRLF = b"\r\n"
+CLOCK_RESOLUTION = 0.001  # a timer may fire this much before its time (uvloop's are in milliseconds)
 ABORT_AFTER_SECONDS = 5.0  # a client that stops reading cannot keep a closing connection open
 PROXY_NOT_RECOGNIZED = '500 Error: command "PROXY" not recognized'  # as any unknown command (aiosmtpd's text)
 
@@ -200,7 +201,7 @@ class SessionCore(SMTP):
         self._timeout_handle = self.loop.call_at(deadline, self._idle_timer)
 
     def _idle_timer(self) -> None:
-        if self.loop.time() < self._idle_deadline:  # a command came meanwhile: on to the deadline it set
+        if self.loop.time() + CLOCK_RESOLUTION < self._idle_deadline:  # a command came meanwhile: on to its deadline
             self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_timer)
             return
         self._timeout_cb()
