@@ -118,3 +118,12 @@ def test_utf8_recipient_is_kept_as_utf8():
 def test_content_problem(content, problem):
     assert content_problem(content) is problem
     assert has_bare_line_ending(content) is (problem is ContentProblem.BARE_LINE_ENDING)
+
+
+def test_one_instant_in_two_time_zones_keeps_each_zone():
+    """The date text is remembered per second: two zones of one instant are equal datetimes, not equal texts."""
+    utc = datetime(2026, 3, 2, 12, 30, 5, 250_000, tzinfo=UTC)
+    east = utc.astimezone(timezone(timedelta(hours=2)))
+    assert header(when=utc).endswith(b"; Mon, 02 Mar 2026 12:30:05 +0000\r\n")
+    assert header(when=east).endswith(b"; Mon, 02 Mar 2026 14:30:05 +0200\r\n")
+    assert header(when=utc.replace(microsecond=900_000)).endswith(b"; Mon, 02 Mar 2026 12:30:05 +0000\r\n")

@@ -9,8 +9,9 @@ shape Postfix writes (continuation lines start with a TAB):
         for <user@example.org>; Tue, 10 Sep 2024 12:00:00 +0000
 """
 
+import functools
 import ipaddress
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 
 from kubemta_ingress.content import has_bare_line_ending
@@ -41,6 +42,13 @@ def safe_helo(helo: str | None) -> str:
     return "".join(ch if "!" <= ch <= "~" and ch not in "()\\" else "?" for ch in helo)
 
 
+@functools.lru_cache(maxsize=4)
+def _date(when: datetime, offset: timedelta | None) -> str:
+    """The RFC 5322 date-time of `when` (whole seconds): the same for every message within a second. `offset`
+    is part of the key: datetimes of one instant in two time zones are equal, their texts are not."""
+    return format_datetime(when)
+
+
 def received_header(
     *,
     helo: str | None,
@@ -61,7 +69,7 @@ def received_header(
     if client is not None:
         from_clause += f" ({address_literal(client)})"
     by_clause = f"by {hostname} (kubemta) with {protocol} id {queue_id}"
-    date = format_datetime(when)
+    date = _date(when.replace(microsecond=0), when.utcoffset())
     if len(recipients) == 1 and recipients[0].isprintable():
         text = f"Received: {from_clause}{FOLD}{by_clause}{FOLD}for <{recipients[0]}>; {date}\r\n"
     else:

@@ -143,7 +143,14 @@ def builtin_rejection(reply: str) -> Reason | None:
 
 
 def ehlo_response(lines: Sequence[str], size_limit: int) -> list[str]:
-    """aiosmtpd's EHLO reply lines, completed with the keywords in `EHLO_KEYWORDS`.
+    """aiosmtpd's EHLO reply lines, completed with the keywords in `EHLO_KEYWORDS` (the same few for every
+    session of a listener: remembered)."""
+    return list(_ehlo_response(tuple(lines), size_limit))
+
+
+@functools.lru_cache(maxsize=64)
+def _ehlo_response(lines: tuple[str, ...], size_limit: int) -> tuple[str, ...]:
+    """`ehlo_response`, computed.
 
     The first line (the host name) stays first, then the required keywords in
     order, then whatever else aiosmtpd listed (e.g. HELP); RFC 5321 section 4.2.1
@@ -156,4 +163,4 @@ def ehlo_response(lines: Sequence[str], size_limit: int) -> list[str]:
     wanted = {"SIZE": f"SIZE {size_limit}"}
     keywords = [offered.pop(name, wanted.get(name, name)) for name in EHLO_KEYWORDS]
     complete = [items[0], *keywords, *offered.values()]
-    return [f"250-{item}" for item in complete[:-1]] + [f"250 {complete[-1]}"]
+    return (*(f"250-{item}" for item in complete[:-1]), f"250 {complete[-1]}")
