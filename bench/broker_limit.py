@@ -80,22 +80,27 @@ async def _consumer(url: str, queue: str, count: int, go: asyncio.Barrier) -> No
         channel = await connection.channel()
         await channel.basic_qos(prefetch_count=PREFETCH)
         done = asyncio.Event()
-        received = 0
+        taken = acked = 0
 
         async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-            nonlocal received
-            if received >= count:  # prefetched beyond this client's share: returned to the queue at close
+            # aiormq may run these callbacks concurrently: done only once every ack of this share was written
+            nonlocal taken, acked
+            if taken >= count:  # prefetched beyond this client's share: returned to the queue at close
                 return
-            received += 1
+            taken += 1
             tag = message.delivery_tag
             if tag is not None:  # always, for a basic.deliver
                 await channel.basic_ack(tag)
-            if received >= count:
+            acked += 1
+            if acked >= count:
                 done.set()
 
         await go.wait()  # every connection of the process is open: the clock starts
-        await channel.basic_consume(queue, on_message, no_ack=False)
+        consuming = await channel.basic_consume(queue, on_message, no_ack=False)
         await done.wait()
+        if consuming.consumer_tag is not None:  # no more deliveries, then the channel closed before the connection
+            await channel.basic_cancel(consuming.consumer_tag)
+        await channel.close()
     finally:
         await connection.close()
 
