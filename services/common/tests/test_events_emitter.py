@@ -374,9 +374,11 @@ class _SlowExchange:
             await self._published.wait_for(lambda: len(self.gates) >= publishes)
 
 
-async def test_a_recorded_event_does_not_wait_for_the_batch_before_it() -> None:
-    """Every event a stage must see confirmed before it acknowledges its input widens the window in which a crash
-    repeats work: it goes out while earlier batches still wait for their confirms (up to MAX_IN_FLIGHT at once)."""
+async def test_one_batch_in_flight_and_what_comes_meanwhile_goes_out_together() -> None:
+    """Group commit with one batch in flight (MAX_IN_FLIGHT, measured cheaper for the broker and the services than
+    four): a recorded event waits for the batch before it, then goes out in one stream message with every event
+    emitted meanwhile, and is confirmed with it."""
+    assert emitter.MAX_IN_FLIGHT == 1
     exchange = _SlowExchange()
     broker = cast(Broker, SimpleNamespace(exchange=exchange))
     log = EventLog(broker, service="worker", buffer=100, confirm_timeout=5.0, publish_timeout=5.0)
@@ -385,20 +387,20 @@ async def test_a_recorded_event_does_not_wait_for_the_batch_before_it() -> None:
         log.emit(received())
         await exchange.until(1)
         waiting = asyncio.create_task(log.record(received()))
-        await exchange.until(2)  # sent while the first batch still waits
-        exchange.gates[1].set()
-        assert await asyncio.wait_for(waiting, 5) is True  # confirmed before the first batch was
-        for _ in range(emitter.MAX_IN_FLIGHT + 2):
+        for _ in range(3):
             log.emit(received())
             await asyncio.sleep(0.01)
-        assert len(exchange.gates) == 1 + emitter.MAX_IN_FLIGHT  # never more in flight than the bound
-        for gate in exchange.gates:
-            gate.set()
-        await exchange.until(2 + emitter.MAX_IN_FLIGHT)  # the rest went out as one batch
-        exchange.gates[-1].set()
+        assert len(exchange.gates) == 1, "nothing else goes out while a batch waits for its confirm"
+        assert not waiting.done()
+        exchange.gates[0].set()
+        await exchange.until(2)
+        assert len(EventBatch.FromString(exchange.bodies[1]).events) == 4, "the recorded event and the 3 emitted"
+        assert not waiting.done(), "confirmed with its own batch, not the one before"
+        exchange.gates[1].set()
+        assert await asyncio.wait_for(waiting, 5) is True
         async with asyncio.timeout(5):
             await log._drained.wait()
-        assert sum(len(EventBatch.FromString(body).events) for body in exchange.bodies) == emitter.MAX_IN_FLIGHT + 4
+        assert len(exchange.bodies) == 2
     finally:
         async with asyncio.timeout(10):
             await log.close(drain_seconds=1)
