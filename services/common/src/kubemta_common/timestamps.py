@@ -1,15 +1,19 @@
 """Conversions between protobuf Timestamps and datetimes."""
 
+import time
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 
 def now_timestamp() -> Timestamp:
-    """The current time as a protobuf Timestamp."""
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.now(UTC))
-    return stamp
+    """The current time as a protobuf Timestamp, to the microsecond (as `FromDatetime(datetime.now(UTC))` gives it).
+
+    Built from `time.time_ns()` (the clock `datetime.now` reads): protobuf's pure-Python FromDatetime took ~7 us, a
+    few times per message in the queue-manager and the worker; this takes well under 1 us.
+    """
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    return Timestamp(seconds=seconds, nanos=micros * 1000)
 
 
 def to_datetime(stamp: Timestamp) -> datetime:
