@@ -79,3 +79,51 @@ def test_ids_one_millisecond_apart_sort_in_order(monkeypatch: pytest.MonkeyPatch
     second = [new_queue_id() for _ in range(50)]
     assert {decoded(identifier)[0] for identifier in second} == {1_700_000_000_001}
     assert max(first) < min(second)
+
+
+def reference_id(value: int) -> str:
+    """The id of a 96-bit value, one base-52 digit at a time (how ids were first written)."""
+    chars = []
+    for _ in range(16):
+        value, digit = divmod(value, len(ALPHABET))
+        chars.append(ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+@pytest.mark.parametrize("seconds", [0.0, 1_700_000_000.123, 9_999_999_999.999, 20_000_000_000.0])
+def test_the_pairwise_digits_match_one_digit_at_a_time(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    at(monkeypatch, seconds)
+    for random in (0, 1, 2**47, 2**48 - 1, 0x123456789ABC):
+        monkeypatch.setattr(queue_id, "_random48", lambda random=random: random)
+        assert new_queue_id() == reference_id((int(seconds * 1000) << RANDOM_BITS) | random)
+
+
+def test_random_bits_come_from_urandom_and_are_used_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def counting_urandom(size: int) -> bytes:
+        calls.append(size)
+        return bytes(index % 256 for index in range(size))
+
+    monkeypatch.setattr(queue_id, "_pool", queue_id.collections.deque())
+    monkeypatch.setattr(queue_id.os, "urandom", counting_urandom)
+    values = [queue_id._random48() for _ in range(2 * queue_id._POOL_IDS)]
+    assert calls == [6 * queue_id._POOL_IDS] * 2  # one system call per pool of ids
+    assert values[:2] == [int.from_bytes(bytes(range(0, 6))), int.from_bytes(bytes(range(6, 12)))]
+
+
+def test_a_forked_child_does_not_reuse_the_parents_pool() -> None:
+    import os
+
+    new_queue_id()  # the pool is filled
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the size of its pool
+        os.write(writer, str(len(queue_id._pool)).encode())
+        os._exit(0)
+    os.close(writer)
+    try:
+        assert os.read(reader, 16) == b"0"
+    finally:
+        os.close(reader)
+        os.waitpid(pid, 0)
