@@ -1,6 +1,8 @@
 """Queue ids: 16 characters of a vowel-free base-52 alphabet, the milliseconds of their making in the
 high 48 bits and random bits below, so that ids sort by time and ids of one millisecond still differ."""
 
+import collections
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -105,16 +107,14 @@ def test_random_bits_come_from_urandom_and_are_used_once(monkeypatch: pytest.Mon
         calls.append(size)
         return bytes(index % 256 for index in range(size))
 
-    monkeypatch.setattr(queue_id, "_pool", queue_id.collections.deque())
-    monkeypatch.setattr(queue_id.os, "urandom", counting_urandom)
+    monkeypatch.setattr(queue_id, "_pool", collections.deque())
+    monkeypatch.setattr(os, "urandom", counting_urandom)
     values = [queue_id._random48() for _ in range(2 * queue_id._POOL_IDS)]
     assert calls == [6 * queue_id._POOL_IDS] * 2  # one system call per pool of ids
     assert values[:2] == [int.from_bytes(bytes(range(0, 6))), int.from_bytes(bytes(range(6, 12)))]
 
 
 def test_a_forked_child_does_not_reuse_the_parents_pool() -> None:
-    import os
-
     new_queue_id()  # the pool is filled
     reader, writer = os.pipe()
     pid = os.fork()
