@@ -13,6 +13,7 @@ timer) would keep that message's id: start it with `context=outside_message()`, 
 the id it works for inside it.
 """
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -22,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -164,13 +165,87 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class LoopFlushingHandler(logging.StreamHandler[TextIO]):
+    """A StreamHandler that writes the records of one event-loop turn with one write.
+
+    Python's StreamHandler writes and flushes every record (stderr is unbuffered: one system call a line).
+    Here a record logged in a thread with a running event loop is kept, and a flush scheduled with
+    `call_soon` on that loop writes all kept records at once, in the order they were logged. A record of
+    WARNING or above, or one from a thread with no running loop, is written at once, together with the kept
+    ones before it, so a crash's last words are never held back. `flush()` and `close()` (which
+    `logging.shutdown` calls at exit) write what is kept. Every access holds the handler's lock.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._kept: list[str] = []
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        """The loop a flush is scheduled on, if any."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record) + self.terminator
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+            return
+        self._kept.append(text)
+        loop = asyncio._get_running_loop() if record.levelno < logging.WARNING else None
+        if loop is not None and self._scheduled_on is loop:
+            return
+        if loop is not None:
+            try:
+                loop.call_soon(self._flush_soon, loop)
+                self._scheduled_on = loop
+                return
+            except RuntimeError:  # the loop is closed
+                pass
+        try:
+            self._write_kept()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # always set by Handler.__init__
+            self._write_kept()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            super().close()
+
+    def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The scheduled flush: writes what the loop's turn logged."""
+        with self.lock:  # type: ignore[union-attr]
+            if self._scheduled_on is loop:
+                self._scheduled_on = None
+            try:
+                self._write_kept()
+            except Exception:  # nowhere to report it: the stream itself failed
+                pass
+
+    def _write_kept(self) -> None:
+        """Writes the kept records with one write and flushes the stream (the caller holds the lock)."""
+        if self._kept:
+            text = "".join(self._kept)
+            self._kept.clear()
+            self.stream.write(text)
+        if self.stream and hasattr(self.stream, "flush"):
+            self.stream.flush()
+
+
 def setup_logging(service: str, log_format: str = "json", level: str = "INFO") -> None:
     """Route all logging to stderr in the chosen format.
 
     Neither format shows where a call was made, or the thread, process or task that made
     it, so logging does not look them up: the Python logging HOWTO's "Optimization"
     switches. Looking up the caller (`sys._getframe` per record) was over a third of the
-    logging cost on the queue-manager's hot path.
+    logging cost on the queue-manager's hot path. The records of one event-loop turn are
+    written together (LoopFlushingHandler).
     """
     logging._srcfile = None  # no caller lookup (documented in the HOWTO)
     logging.logThreads = False
@@ -178,9 +253,11 @@ def setup_logging(service: str, log_format: str = "json", level: str = "INFO") -
     logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12+, not yet in typeshed
     install_record_factory()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LoopFlushingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service) if log_format == "json" else TextFormatter())
     root = logging.getLogger()
+    for previous in root.handlers:
+        previous.flush()  # a replaced LoopFlushingHandler writes what it kept
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for noisy in ("aiormq", "aio_pika", "uvicorn.access", "httpx", "httpcore"):  # httpx: one line per request
