@@ -38,6 +38,9 @@ NOT_ON_THE_DASHBOARD = {
     # shown by another panel's numbers
     "kubemta_messages_split": "jobs created",
     "kubemta_webhook_events_matched": "webhook deliveries",
+    # efficiency, not health: how many first attempts skipped the route hop (docs/architecture.md, Route answers)
+    "kubemta_route_answers": "efficiency",
+    "kubemta_route_answers_published": "efficiency",
 }
 """Metrics deliberately not on the dashboard, with the reason; the tracker's own (kubemta_tracker_*) are not either
 (it is an optional component, and kubemta-admin asks it directly), but for the oldest open message's arrival

@@ -8,8 +8,9 @@ sum over both services.
 
 from prometheus_client import Counter, Histogram
 
+from kubemta_common.final_metrics import QUEUE_TIME as QUEUE_TIME  # re-exported: counted here too
+from kubemta_common.final_metrics import RECIPIENTS_DELIVERED as RECIPIENTS_DELIVERED
 from kubemta_common.metrics import DUPLICATES, preinitialise
-from kubemta_common.providers import PROVIDERS
 
 ATTEMPT_RESULTS: tuple[str, ...] = ("delivered", "deferred", "bounced")
 CONNECTION_RESULTS: tuple[str, ...] = ("ok", "refused", "timeout", "tls_failed", "error")
@@ -32,13 +33,6 @@ SMTP_CONNECTIONS = Counter(
 
 preinitialise(DELIVERY_ATTEMPTS, result=ATTEMPT_RESULTS)
 
-RECIPIENTS_DELIVERED = Counter("kubemta_recipients_delivered_total", "Recipients delivered (final)", ["provider"])
-QUEUE_TIME = Histogram(
-    "kubemta_queue_time_seconds",
-    "Time from acceptance to a recipient's final outcome (delivered or bounced)",
-    buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 345600, 432000, 864000),
-)
-preinitialise(RECIPIENTS_DELIVERED, provider=PROVIDERS)
 preinitialise(SMTP_CONNECTIONS, result=CONNECTION_RESULTS)
 
 # Connection reuse (pool.py), destination back-off (destinations.py), held jobs (handler.py).

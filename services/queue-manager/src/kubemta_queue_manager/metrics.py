@@ -8,16 +8,17 @@ confirmed by the broker; a result re-delivered after a crash may be counted twic
 (at-least-once).
 """
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
 from kubemta_common.bounce_class import BounceClass
+from kubemta_common.final_metrics import QUEUE_TIME as QUEUE_TIME  # re-exported: counted here too
+from kubemta_common.final_metrics import RECIPIENTS_DELIVERED as RECIPIENTS_DELIVERED
 from kubemta_common.metrics import DUPLICATES, preinitialise
 from kubemta_common.providers import PROVIDERS
 
 CLASSES: tuple[str, ...] = tuple(found.value for found in BounceClass)
 """The `class` label's values."""
 
-RECIPIENTS_DELIVERED = Counter("kubemta_recipients_delivered_total", "Recipients delivered (final)", ["provider"])
 RECIPIENTS_DEFERRED = Counter(
     "kubemta_recipients_deferred_total",
     "Recipient delivery attempts that failed temporarily and were rescheduled, by failure class",
@@ -49,13 +50,7 @@ DKIM_SIGNATURES = Counter(
     " (algorithm none)",
     ["algorithm", "result"],
 )
-QUEUE_TIME = Histogram(
-    "kubemta_queue_time_seconds",
-    "Time from acceptance to a recipient's final outcome (delivered or bounced)",
-    buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 345600, 432000, 864000),
-)
 
-preinitialise(RECIPIENTS_DELIVERED, provider=PROVIDERS)
 for _counter in (RECIPIENTS_DEFERRED, RECIPIENTS_BOUNCED):
     preinitialise(_counter, provider=PROVIDERS, **{"class": CLASSES})
 preinitialise(DKIM_SIGNATURES, algorithm=("rsa-sha256", "ed25519-sha256"), result=("signed", "error"))
