@@ -7,7 +7,7 @@ the services build them, it measures the process CPU time (time.process_time) pe
   JsonFormatter and written to BENCH_EVENT_LOG (/dev/null) as the services write to stderr;
 - `log record`: one ordinary `logger.info("...", extra=...)` line of a service, the same way;
 - `emit`: `EventLog.emit` (stamp, log line, serialise, buffer), its buffer emptied between rounds;
-- `record`: `await EventLog.record` one at a time, each its own batch, on a stand-in exchange whose publish
+- `record`: `await EventLog.record` one at a time, each its own batch, on a stand-in channel whose publish
   returns at once (the emitter's own cost: batch encoding, AMQP message, confirm bookkeeping; not the broker);
 - `record x100`: 100 `record`s awaited together (group commit: one batch for all of them).
 
@@ -87,17 +87,22 @@ def events() -> list[events_pb2.LifecycleEvent]:
     return [received, queued, routed, attempted, delivered]
 
 
-class _Exchange:
-    """Stands in for the broker's exchange: every publish is confirmed at once."""
+class _Channel:
+    """Stands in for the broker's publish channel: every publish is confirmed at once."""
 
-    async def publish(self, message: object, routing_key: str, *, mandatory: bool = False) -> None:
-        """Take `message`."""
+    async def basic_publish(self, body: bytes, **_: object) -> None:
+        """Take `body`."""
 
 
 class _Broker:
-    """Stands in for the Broker: only its exchange."""
+    """Stands in for the Broker: connected, with its publish channel."""
 
-    exchange = _Exchange()
+    connected = True
+    _channel = _Channel()
+
+    async def publish_channel(self) -> _Channel:
+        """The stand-in channel."""
+        return self._channel
 
 
 def _copies(rounds: int) -> list[events_pb2.LifecycleEvent]:

@@ -353,18 +353,18 @@ async def test_close_drains_what_is_buffered(broker: Broker, stream: StreamEvent
     assert len(stream.records) >= 3  # at most BATCH_EVENTS per stream message
 
 
-class _SlowExchange:
-    """An exchange whose confirms come only when the test says so (one gate per publish)."""
+class _SlowChannel:
+    """A publish channel whose confirms come only when the test says so (one gate per publish)."""
 
     def __init__(self) -> None:
         self.gates: list[asyncio.Event] = []
         self.bodies: list[bytes] = []
         self._published = asyncio.Condition()
 
-    async def publish(self, message: Any, routing_key: str, *, mandatory: bool) -> None:
+    async def basic_publish(self, body: bytes, **_: Any) -> None:
         gate = asyncio.Event()
         self.gates.append(gate)
-        self.bodies.append(message.body)
+        self.bodies.append(body)
         async with self._published:
             self._published.notify_all()
         await gate.wait()
@@ -374,33 +374,42 @@ class _SlowExchange:
             await self._published.wait_for(lambda: len(self.gates) >= publishes)
 
 
+def fake_broker(channel: Any) -> SimpleNamespace:
+    """A connected Broker stand-in whose publish channel is `channel`."""
+
+    async def publish_channel() -> Any:
+        return channel
+
+    return SimpleNamespace(connected=True, publish_channel=publish_channel)
+
+
 async def test_one_batch_in_flight_and_what_comes_meanwhile_goes_out_together() -> None:
     """Group commit with one batch in flight (MAX_IN_FLIGHT, measured cheaper for the broker and the services than
     four): a recorded event waits for the batch before it, then goes out in one stream message with every event
     emitted meanwhile, and is confirmed with it."""
     assert emitter.MAX_IN_FLIGHT == 1
-    exchange = _SlowExchange()
-    broker = cast(Broker, SimpleNamespace(exchange=exchange))
+    channel = _SlowChannel()
+    broker = cast(Broker, fake_broker(channel))
     log = EventLog(broker, service="worker", buffer=100, confirm_timeout=5.0, publish_timeout=5.0)
     log.start()
     try:
         log.emit(received())
-        await exchange.until(1)
+        await channel.until(1)
         waiting = asyncio.create_task(log.record(received()))
         for _ in range(3):
             log.emit(received())
             await asyncio.sleep(0.01)
-        assert len(exchange.gates) == 1, "nothing else goes out while a batch waits for its confirm"
+        assert len(channel.gates) == 1, "nothing else goes out while a batch waits for its confirm"
         assert not waiting.done()
-        exchange.gates[0].set()
-        await exchange.until(2)
-        assert len(EventBatch.FromString(exchange.bodies[1]).events) == 4, "the recorded event and the 3 emitted"
+        channel.gates[0].set()
+        await channel.until(2)
+        assert len(EventBatch.FromString(channel.bodies[1]).events) == 4, "the recorded event and the 3 emitted"
         assert not waiting.done(), "confirmed with its own batch, not the one before"
-        exchange.gates[1].set()
+        channel.gates[1].set()
         assert await asyncio.wait_for(waiting, 5) is True
         async with asyncio.timeout(5):
             await log._drained.wait()
-        assert len(exchange.bodies) == 2
+        assert len(channel.bodies) == 2
     finally:
         async with asyncio.timeout(10):
             await log.close(drain_seconds=1)

@@ -14,18 +14,18 @@ from kubemta_common.events.emitter import EventLog
 from kubemta_common.metrics import EVENTS_BUFFERED
 
 
-class GatedExchange:
-    """An exchange whose publishes are confirmed only when the test opens their gate."""
+class GatedChannel:
+    """A publish channel whose publishes are confirmed only when the test opens their gate."""
 
     def __init__(self) -> None:
         self.gates: list[asyncio.Event] = []
         self.bodies: list[bytes] = []
         self._published = asyncio.Condition()
 
-    async def publish(self, message: Any, routing_key: str, *, mandatory: bool) -> None:
+    async def basic_publish(self, body: bytes, **_: Any) -> None:
         gate = asyncio.Event()
         self.gates.append(gate)
-        self.bodies.append(message.body)
+        self.bodies.append(body)
         async with self._published:
             self._published.notify_all()
         await gate.wait()
@@ -35,8 +35,17 @@ class GatedExchange:
             await self._published.wait_for(lambda: len(self.gates) >= publishes)
 
 
-def gated_log(exchange: GatedExchange, confirm_timeout: float) -> EventLog:
-    broker = cast(Broker, SimpleNamespace(exchange=exchange))
+def fake_broker(channel: Any) -> SimpleNamespace:
+    """A connected Broker stand-in whose publish channel is `channel`."""
+
+    async def publish_channel() -> Any:
+        return channel
+
+    return SimpleNamespace(connected=True, publish_channel=publish_channel)
+
+
+def gated_log(channel: GatedChannel, confirm_timeout: float) -> EventLog:
+    broker = cast(Broker, fake_broker(channel))
     return EventLog(broker, service="worker", buffer=100, confirm_timeout=confirm_timeout, publish_timeout=30.0)
 
 
@@ -51,15 +60,15 @@ def gauge() -> float:
 
 
 async def test_a_record_the_stream_does_not_confirm_is_false_after_the_confirm_timeout_and_the_batch_goes_on() -> None:
-    exchange = GatedExchange()
-    log = gated_log(exchange, confirm_timeout=0.2)
+    channel = GatedChannel()
+    log = gated_log(channel, confirm_timeout=0.2)
     log.start()
     try:
         async with asyncio.timeout(5):  # far below the publish timeout (30 s): the record's own bound
             assert await log.record(signed("Q1")) is False
-        assert len(exchange.gates) == 1 and log.buffered == 1  # still in flight: kept, not dropped
+        assert len(channel.gates) == 1 and log.buffered == 1  # still in flight: kept, not dropped
         assert gauge() == 1
-        exchange.gates[0].set()  # confirmed late: nobody waits any more, nothing breaks
+        channel.gates[0].set()  # confirmed late: nobody waits any more, nothing breaks
         async with asyncio.timeout(5):
             await log._drained.wait()
         assert not log.failing and log.buffered == 0 and gauge() == 0
@@ -69,20 +78,20 @@ async def test_a_record_the_stream_does_not_confirm_is_false_after_the_confirm_t
 
 
 async def test_a_cancelled_record_leaves_the_others_of_its_batch_to_be_confirmed() -> None:
-    exchange = GatedExchange()
-    log = gated_log(exchange, confirm_timeout=10.0)
+    channel = GatedChannel()
+    log = gated_log(channel, confirm_timeout=10.0)
     log.start()
     try:
         log.emit(signed("Q0"))
-        await exchange.until(1)  # the next records wait together for the next batch
+        await channel.until(1)  # the next records wait together for the next batch
         first = asyncio.create_task(log.record(signed("Q1")))
         second = asyncio.create_task(log.record(signed("Q2")))
         await asyncio.sleep(0.05)
         first.cancel()
-        exchange.gates[0].set()
-        await exchange.until(2)
-        assert [event.queue_id for event in EventBatch.FromString(exchange.bodies[1]).events] == ["Q1", "Q2"]
-        exchange.gates[1].set()
+        channel.gates[0].set()
+        await channel.until(2)
+        assert [event.queue_id for event in EventBatch.FromString(channel.bodies[1]).events] == ["Q1", "Q2"]
+        channel.gates[1].set()
         async with asyncio.timeout(5):
             assert await second is True
         assert first.cancelled()
@@ -92,28 +101,28 @@ async def test_a_cancelled_record_leaves_the_others_of_its_batch_to_be_confirmed
 
 
 async def test_records_of_one_batch_are_each_confirmed() -> None:
-    exchange = GatedExchange()
-    log = gated_log(exchange, confirm_timeout=10.0)
+    channel = GatedChannel()
+    log = gated_log(channel, confirm_timeout=10.0)
     log.start()
     try:
         log.emit(signed("Q0"))
-        await exchange.until(1)
+        await channel.until(1)
         waiting = [asyncio.create_task(log.record(signed(f"Q{index}"))) for index in range(1, 51)]
         await asyncio.sleep(0.05)
         assert log.buffered == 51
-        exchange.gates[0].set()
-        await exchange.until(2)
-        exchange.gates[1].set()
+        channel.gates[0].set()
+        await channel.until(2)
+        channel.gates[1].set()
         async with asyncio.timeout(5):
             assert await asyncio.gather(*waiting) == [True] * 50
-        assert len(EventBatch.FromString(exchange.bodies[1]).events) == 50  # one batch, one confirm
+        assert len(EventBatch.FromString(channel.bodies[1]).events) == 50  # one batch, one confirm
     finally:
         async with asyncio.timeout(10):
             await log.close(drain_seconds=1)
 
 
 def test_the_time_stamp_is_now_to_the_microsecond() -> None:
-    log = gated_log(GatedExchange(), confirm_timeout=1.0)
+    log = gated_log(GatedChannel(), confirm_timeout=1.0)
     before = time.time_ns() // 1000
     event = signed("Q1")
     log.emit(event)

@@ -37,11 +37,9 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Protocol
 
-import aio_pika
-from aio_pika.abc import DeliveryMode
-
 from kubemta.v1 import events_pb2
 from kubemta_common.amqp.broker import Broker
+from kubemta_common.amqp.publisher import message_properties, publish_shared
 from kubemta_common.amqp.streams import EVENTS
 from kubemta_common.bus_messages import length_delimited
 from kubemta_common.events.event_fields import message_fields
@@ -248,20 +246,13 @@ class EventLog:
         return batch
 
     async def _publish(self, batch: list["_Pending"]) -> bool:
-        exchange = self._broker.exchange
-        if exchange is None:
+        if not self._broker.connected:
             return False
         body = b"".join(length_delimited(1, pending.body) for pending in batch)  # an EventBatch: repeated field 1
-        message = aio_pika.Message(
-            body,
-            delivery_mode=DeliveryMode.PERSISTENT,
-            content_type="application/x-protobuf",
-            type=EVENT_TYPE,
-            timestamp=datetime.now(UTC),
-        )
+        properties = message_properties(message_id=None, message_type=EVENT_TYPE, timestamp=datetime.now(UTC))
         try:
             async with asyncio.timeout(self._publish_timeout):
-                await exchange.publish(message, EVENTS, mandatory=True)
+                await publish_shared(self._broker, EVENTS, body, properties)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure: keep the batch, mail flow goes on
