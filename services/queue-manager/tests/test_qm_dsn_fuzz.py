@@ -246,3 +246,12 @@ def test_a_sender_of_printable_characters_is_the_to_address(local: str, domain: 
     dsn = read_dsn(build_dsn(report, message_id="<QNEW@mx.kubemta.test>", now=NOW))
     [address] = cast(AddressHeader, dsn.message["To"]).addresses
     assert (address.username, address.domain) == (local, domain)
+
+
+def test_an_orcpt_type_holding_an_encoded_word_start_reads_as_rfc822() -> None:
+    """Found by hypothesis: the atom `=?` is a valid address-type, but the field gate breaks `=?`, which left
+    `=\\x{3F}; 0`, a type no reader can parse."""
+    from kubemta_queue_manager.dsn_fields import original_recipient
+
+    assert str(original_recipient("=?", "0")).startswith("rfc822; ")
+    assert str(original_recipient("x=?y", "a@b")).startswith("rfc822; ")

@@ -139,10 +139,11 @@ def original_recipient(addr_type: str, address: str, *, utf8: bool = False) -> F
     Final-Recipient. A `utf-8` address (RFC 6533 §3), and any address that is not printable ASCII
     or could be read as an encoded word (non-ASCII, CR/LF, spaces, controls), is written with the
     `utf-8` type: as utf-8-addr-xtext (`\\x{HEX}`, pure ASCII) in a message/delivery-status part, as
-    unitext when `utf8` (message/global-delivery-status). A type that is no atom reads as `rfc822`.
+    unitext when `utf8` (message/global-delivery-status). A type that is no atom, or holds `=?` (which the field
+    gate would break into `=\\x{3F}`, leaving no type a reader could parse), reads as `rfc822`.
     At most MAX_ADDRESS characters of address (an ORCPT is at most 500): always one line.
     """
-    kind = addr_type.lower() if _ADDR_TYPE_RE.fullmatch(addr_type) else "rfc822"
+    kind = addr_type.lower() if _ADDR_TYPE_RE.fullmatch(addr_type) and "=?" not in addr_type else "rfc822"
     plain = all("!" <= char <= "~" for char in address) and "=?" not in address and len(address) <= MAX_ADDRESS
     if kind != "utf-8" and plain:
         return field_value(f"{kind}; {address}", limit=MAX_LINE)
