@@ -11,7 +11,7 @@ from types import MethodType
 from typing import cast
 
 from kubemta_ingress.session import IngressSMTP, SessionOptions
-from kubemta_ingress.session.aiosmtpd_contract import Blueprint
+from kubemta_ingress.session.aiosmtpd_contract import Blueprint, BoundCommands
 
 # What connections of one listener may share: configuration, the handler, the loop and its callbacks.
 SHARED = {
@@ -55,6 +55,9 @@ async def test_a_copy_has_exactly_the_attributes_the_constructor_sets() -> None:
     _, built, copy = await build()
     assert sorted(vars(copy)) == sorted(vars(built))
     for name, value in vars(built).items():
+        if name == "_smtp_methods":  # bound as commands are looked up
+            assert isinstance(vars(copy)[name], BoundCommands)
+            continue
         assert type(vars(copy)[name]) is type(value), name
 
 
@@ -92,3 +95,11 @@ async def test_two_copies_do_not_share_the_stream() -> None:
     assert reader_of(first) is not reader_of(second)
     assert vars(first)["_closed"] is not vars(second)["_closed"]
     await asyncio.sleep(0)
+
+
+async def test_the_copys_commands_are_looked_up_as_aiosmtpd_looks_them_up() -> None:
+    _, built, copy = await build()
+    assert list(copy._smtp_methods) == list(built._smtp_methods)  # HELP lists them in this order
+    assert copy._smtp_methods.get("NOOP") == MethodType(type(copy).smtp_NOOP, copy)
+    assert copy._smtp_methods.get("NOSUCH") is None and copy._smtp_methods.get("NOSUCH", 1) == 1
+    assert [name for name, _ in copy._smtp_methods.items()] == list(built._smtp_methods)
