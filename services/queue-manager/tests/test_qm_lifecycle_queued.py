@@ -1,0 +1,21 @@
+"""lifecycle.queued: QueuedJob entries (what _publish_jobs keeps) give the same event as the jobs themselves."""
+
+from kubemta.v1 import events_pb2, message_pb2
+from kubemta_queue_manager import lifecycle
+
+
+def test_queued_from_queued_jobs_equals_queued_from_delivery_jobs() -> None:
+    accepted = message_pb2.AcceptedMessage(queue_id="Q1", message_id="<m@x>", recipients=["a@d.example", "b@e.example"])
+    jobs = [
+        message_pb2.DeliveryJob(job_id="Q1.1", domain="d.example", recipients=["a@d.example"]),
+        message_pb2.DeliveryJob(job_id="Q1.2", domain="e.example", recipients=["b@e.example"]),
+    ]
+    entries = [events_pb2.QueuedJob(job_id=j.job_id, domain=j.domain, recipients=j.recipients) for j in jobs]
+    event = lifecycle.queued(accepted, entries)
+    assert event == lifecycle.queued(accepted, jobs)
+    assert [(j.job_id, list(j.recipients)) for j in event.queued.jobs] == [
+        ("Q1.1", ["a@d.example"]),
+        ("Q1.2", ["b@e.example"]),
+    ]
+    entries[0].recipients.append("changed@d.example")  # the event holds copies
+    assert list(event.queued.jobs[0].recipients) == ["a@d.example"]
