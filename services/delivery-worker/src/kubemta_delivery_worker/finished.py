@@ -84,8 +84,14 @@ async def finish(
     now = now or datetime.now(UTC)
     provider = provider_label(job.route.provider)
     delivered = job_events.delivered(job, recipients, provider=provider)
-    batch = [attempted, delivered] if attempted is not None else [delivered]
-    await asyncio.gather(*(events.record(event) for event in batch))  # in this order into the buffer
+    # In this order into the buffer, one confirm awaited for both: `attempted` runs eagerly up to its wait, then
+    # `delivered` is recorded inline (one task where asyncio.gather made two and a future).
+    first = None
+    if attempted is not None:
+        first = asyncio.Task(events.record(attempted), loop=asyncio.get_running_loop(), eager_start=True)
+    await events.record(delivered)
+    if first is not None:
+        await first
     age = age_seconds(job.arrival_time, now)
     for result in delivered.delivered.recipients:
         RECIPIENTS_DELIVERED.labels(provider=provider).inc()
