@@ -42,6 +42,7 @@ def split(message: message_pb2.AcceptedMessage, default_domain: str) -> list[mes
 def iter_jobs(message: message_pb2.AcceptedMessage, default_domain: str) -> Iterator[message_pb2.DeliveryJob]:
     """The jobs of `split`, made one at a time: each holds its own copy of the content, so a large message
     to many domains must never have all of them in memory at once."""
+    dsn = message.recipient_dsn
     for number, (domain, recipients) in enumerate(group_by_domain(list(message.recipients), default_domain).items()):
         job = message_pb2.DeliveryJob(
             queue_id=message.queue_id,
@@ -50,15 +51,19 @@ def iter_jobs(message: message_pb2.AcceptedMessage, default_domain: str) -> Iter
             domain=domain,
             recipients=recipients,
             content=message.content,
-            attempts=0,
             smtputf8=message.smtputf8,
             generated=message.generated,
             message_id=message.message_id,
             submitter=message.authenticated_user,
-            tags=message.tags,
-            recipient_dsn={rcpt: message.recipient_dsn[rcpt] for rcpt in recipients if rcpt in message.recipient_dsn},
             envid=message.envid,
             ret=message.ret,
         )
+        # tags and recipient_dsn only when there are some: empty containers passed to the constructor cost ~1 us
+        if message.tags:
+            job.tags.extend(message.tags)
+        if dsn:
+            for rcpt in recipients:
+                if rcpt in dsn:
+                    job.recipient_dsn[rcpt].CopyFrom(dsn[rcpt])
         job.arrival_time.CopyFrom(message.arrival_time)
         yield job
