@@ -21,14 +21,16 @@ _STATUS_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 def job_event(job: message_pb2.DeliveryJob) -> events_pb2.LifecycleEvent:
     """An event about one job, at its current attempt (its queue id, Message-ID, job id and attempts), naming its
     submitter and tags (for webhooks)."""
-    return events_pb2.LifecycleEvent(
+    event = events_pb2.LifecycleEvent(
         queue_id=job.queue_id,
         message_id=job.message_id,
         job_id=job.job_id,
         attempt=job.attempts,
         submitter=job.submitter,
-        tags=job.tags,
     )
+    if job.tags:  # an empty list passed to the constructor costs about as much as the rest
+        event.tags.extend(job.tags)
+    return event
 
 
 def held(
