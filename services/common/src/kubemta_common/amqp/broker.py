@@ -37,8 +37,23 @@ async def connect(url: str, *, name: str, reconnect_interval: float) -> Abstract
         reconnect_interval=reconnect_interval,
     )
     connection.kwargs["transport_factory"] = CoalescingTransportFactory()
-    await connection.connect()
+    try:
+        await connection.connect()
+    except BaseException:
+        # A failed or cancelled first attempt leaves the robust connection's reconnection task behind, and that task
+        # swallows cancellation until the connection is closed: a service stopped while connecting never finished.
+        await _abandon(connection)
+        raise
     return connection
+
+
+async def _abandon(connection: AbstractRobustConnection) -> None:
+    """Close a connection that never came up (stops its reconnection task), within a bound, never raising."""
+    try:
+        async with asyncio.timeout(5):
+            await connection.close()
+    except Exception as exc:  # closing what never connected: nothing to keep
+        logger.debug("closing an unconnected broker connection: %r", exc)
 
 
 def server_version(connection: AbstractRobustConnection) -> str:
