@@ -5,8 +5,7 @@ recovery, a full buffer, group commit while emits keep coming, and the drain on 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import cast
 
 import aio_pika
 import pytest
@@ -22,6 +21,7 @@ from kubemta_common.logs import message_context
 from kubemta_common.metrics import EVENTS_DROPPED, EVENTS_PUBLISHED
 from tests.harness.broker_fixtures import RETENTION
 from tests.harness.fake_events import RecordingEvents
+from tests.harness.gated_channel import GatedChannel, fake_broker
 from tests.harness.rabbitmq import Vhost
 
 CONFIRM_TIMEOUT = 1.0
@@ -353,42 +353,12 @@ async def test_close_drains_what_is_buffered(broker: Broker, stream: StreamEvent
     assert len(stream.records) >= 3  # at most BATCH_EVENTS per stream message
 
 
-class _SlowChannel:
-    """A publish channel whose confirms come only when the test says so (one gate per publish)."""
-
-    def __init__(self) -> None:
-        self.gates: list[asyncio.Event] = []
-        self.bodies: list[bytes] = []
-        self._published = asyncio.Condition()
-
-    async def basic_publish(self, body: bytes, **_: Any) -> None:
-        gate = asyncio.Event()
-        self.gates.append(gate)
-        self.bodies.append(body)
-        async with self._published:
-            self._published.notify_all()
-        await gate.wait()
-
-    async def until(self, publishes: int) -> None:
-        async with asyncio.timeout(5), self._published:
-            await self._published.wait_for(lambda: len(self.gates) >= publishes)
-
-
-def fake_broker(channel: Any) -> SimpleNamespace:
-    """A connected Broker stand-in whose publish channel is `channel`."""
-
-    async def publish_channel() -> Any:
-        return channel
-
-    return SimpleNamespace(connected=True, publish_channel=publish_channel)
-
-
 async def test_one_batch_in_flight_and_what_comes_meanwhile_goes_out_together() -> None:
     """Group commit with one batch in flight (MAX_IN_FLIGHT, measured cheaper for the broker and the services than
     four): a recorded event waits for the batch before it, then goes out in one stream message with every event
     emitted meanwhile, and is confirmed with it."""
     assert emitter.MAX_IN_FLIGHT == 1
-    channel = _SlowChannel()
+    channel = GatedChannel()
     broker = cast(Broker, fake_broker(channel))
     log = EventLog(broker, service="worker", buffer=100, confirm_timeout=5.0, publish_timeout=5.0)
     log.start()

@@ -4,44 +4,14 @@ batch to be confirmed, the time stamp keeps microseconds, and the buffered gauge
 
 import asyncio
 import time
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import cast
 
 from kubemta.v1 import events_pb2
 from kubemta.v1.events_pb2 import EventBatch
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.events.emitter import EventLog
 from kubemta_common.metrics import EVENTS_BUFFERED
-
-
-class GatedChannel:
-    """A publish channel whose publishes are confirmed only when the test opens their gate."""
-
-    def __init__(self) -> None:
-        self.gates: list[asyncio.Event] = []
-        self.bodies: list[bytes] = []
-        self._published = asyncio.Condition()
-
-    async def basic_publish(self, body: bytes, **_: Any) -> None:
-        gate = asyncio.Event()
-        self.gates.append(gate)
-        self.bodies.append(body)
-        async with self._published:
-            self._published.notify_all()
-        await gate.wait()
-
-    async def until(self, publishes: int) -> None:
-        async with asyncio.timeout(5), self._published:
-            await self._published.wait_for(lambda: len(self.gates) >= publishes)
-
-
-def fake_broker(channel: Any) -> SimpleNamespace:
-    """A connected Broker stand-in whose publish channel is `channel`."""
-
-    async def publish_channel() -> Any:
-        return channel
-
-    return SimpleNamespace(connected=True, publish_channel=publish_channel)
+from tests.harness.gated_channel import GatedChannel, fake_broker
 
 
 def gated_log(channel: GatedChannel, confirm_timeout: float) -> EventLog:
