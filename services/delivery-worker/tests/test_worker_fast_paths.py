@@ -15,11 +15,11 @@ from pydantic import SecretStr
 from kubemta.v1 import message_pb2
 from kubemta_delivery_worker import wire
 from kubemta_delivery_worker.attempt_limits import AttemptDeadline
-from kubemta_delivery_worker.connection import SmtpOptions
 from kubemta_delivery_worker.deliverer import Deliverer
 from kubemta_delivery_worker.destinations import Destinations
 from kubemta_delivery_worker.pool import ConnectionKey, ConnectionPool
 from kubemta_delivery_worker.relay_auth import RelayCredentials
+from kubemta_delivery_worker.smtp_options import SmtpOptions
 
 
 def parse_all(data: bytes) -> list[tuple[int, str]]:

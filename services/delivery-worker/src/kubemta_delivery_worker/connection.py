@@ -34,8 +34,9 @@ from kubemta.v1 import message_pb2
 from kubemta_delivery_worker.attempt_limits import AttemptDeadline, deadline_text
 from kubemta_delivery_worker.dialect import SMTP_DIALECT, Dialect
 from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS
-from kubemta_delivery_worker.relay_auth import RelayCredentials, authenticate, session_route
+from kubemta_delivery_worker.relay_auth import authenticate, session_route
 from kubemta_delivery_worker.replies import enhanced_status, reply_diagnostic
+from kubemta_delivery_worker.smtp_options import SmtpOptions
 from kubemta_delivery_worker.tls_negotiation import contexts, negotiate
 from kubemta_delivery_worker.wire import PIPELINING
 
@@ -48,47 +49,6 @@ STATUS_NO_ANSWER = "4.4.1"
 STATUS_BAD_CONNECTION = "4.4.2"
 # Postfix smtp_quit_timeout is 300s; a QUIT to a session we are done with is not worth waiting long for.
 QUIT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpOptions:
-    """How the worker speaks SMTP: its EHLO name, TLS context, timeouts (seconds) and pipelining."""
-
-    ehlo_name: str
-    tls_context: ssl.SSLContext
-    connect_timeout: float
-    command_timeout: float
-    data_timeout: float
-    # TLS policy verify / MTA-STS (None: the system's CAs), and relayhost AUTH (None: no AUTH).
-    verify_tls_context: ssl.SSLContext | None = None
-    relay_credentials: RelayCredentials | None = None
-    # RFC 2920: MAIL, RCPT and DATA in one write when the server offers PIPELINING (wire.py).
-    pipelining: bool = True
-    # The deadline of the delivery attempt these options are for (set per job by the deliverer).
-    deadline: AttemptDeadline | None = None
-
-    def for_attempt(self, deadline: AttemptDeadline) -> "SmtpOptions":
-        """These options for one delivery attempt bounded by `deadline` (a plain constructor call: dataclasses.replace
-        costs several times as much, once per job)."""
-        return SmtpOptions(
-            ehlo_name=self.ehlo_name,
-            tls_context=self.tls_context,
-            connect_timeout=self.connect_timeout,
-            command_timeout=self.command_timeout,
-            data_timeout=self.data_timeout,
-            verify_tls_context=self.verify_tls_context,
-            relay_credentials=self.relay_credentials,
-            pipelining=self.pipelining,
-            deadline=deadline,
-        )
-
-    def clamp(self, seconds: float) -> float:
-        """A timeout of `seconds`, cut to the time left before the attempt's deadline."""
-        return self.deadline.clamp(seconds) if self.deadline is not None else seconds
-
-    def expired(self) -> bool:
-        """True once the attempt's deadline has passed."""
-        return self.deadline is not None and self.deadline.passed
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ does no TLS by default either (`lmtp_tls_security_level` is empty). No connectio
 """
 
 from kubemta.v1 import message_pb2
-from kubemta_delivery_worker.connection import SmtpOptions
 from kubemta_delivery_worker.dialect import LMTP_DIALECT
 from kubemta_delivery_worker.mail_transaction import HostAttempt
+from kubemta_delivery_worker.smtp_options import SmtpOptions
 from kubemta_delivery_worker.transport import Transport
 
 # Port 24 (IANA "lmtp", Postfix lmtp(8) default) when a TCP route host carries none.

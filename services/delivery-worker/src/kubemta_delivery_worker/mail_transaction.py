@@ -38,7 +38,6 @@ from kubemta_delivery_worker.connection import (
     HostFailed,
     HostFailure,
     SmtpConnection,
-    SmtpOptions,
 )
 from kubemta_delivery_worker.eight_bit import content_for_server
 from kubemta_delivery_worker.handoff import handoff_for, stamp_delivered
@@ -52,6 +51,7 @@ from kubemta_delivery_worker.mail_parameters import (
 from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS_REUSED
 from kubemta_delivery_worker.replies import local_result, reply_result
 from kubemta_delivery_worker.size_limit import STATUS_TOO_BIG, size_refusal
+from kubemta_delivery_worker.smtp_options import SmtpOptions
 from kubemta_delivery_worker.wire import (
     DATA_COMMAND,
     RSET_COMMAND,

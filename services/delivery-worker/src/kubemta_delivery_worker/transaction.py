@@ -26,7 +26,6 @@ from kubemta_delivery_worker.connection import (
     HostFailed,
     HostFailure,
     SmtpConnection,
-    SmtpOptions,
     TlsFailed,
     host_port,
 )
@@ -35,6 +34,7 @@ from kubemta_delivery_worker.mail_transaction import HostAttempt, MailTransactio
 from kubemta_delivery_worker.metrics import SMTP_CONNECTIONS_REUSED
 from kubemta_delivery_worker.pool import ConnectionKey, ConnectionPool
 from kubemta_delivery_worker.relay_auth import needs_auth, session_route
+from kubemta_delivery_worker.smtp_options import SmtpOptions
 
 # The session types callers of attempt_host use, at home in connection.py and mail_transaction.py.
 __all__ = ["HostAttempt", "HostFailure", "SmtpConnection", "SmtpOptions", "attempt_host", "connection_key"]

@@ -5,10 +5,11 @@ lmtp.py), listed in the registry (registry.py)."""
 from dataclasses import dataclass
 
 from kubemta.v1 import message_pb2
-from kubemta_delivery_worker.connection import SmtpConnection, SmtpOptions
+from kubemta_delivery_worker.connection import SmtpConnection
 from kubemta_delivery_worker.dialect import Dialect
 from kubemta_delivery_worker.mail_transaction import HostAttempt
 from kubemta_delivery_worker.pool import ConnectionPool
+from kubemta_delivery_worker.smtp_options import SmtpOptions
 from kubemta_delivery_worker.transaction import attempt_host
 
 
