@@ -19,6 +19,8 @@ Scripts:
 - `smtputf8`: offer SMTPUTF8 (default yes); `silent`: accept connections and never send
   a greeting (for timeouts).
 - `data_delay`: seconds to wait before answering the final dot (a slow server).
+- `before_data_reply`: called (in the peer's loop) after a message's content arrived and before the reply to
+  its final dot is sent: the one moment when the client has sent the message and cannot yet know the outcome.
 - `pipelining`: offer PIPELINING (RFC 2920) in EHLO (default no, as aiosmtpd).
 - `eight_bit_mime`: offer 8BITMIME (RFC 6152) in EHLO (default yes, as aiosmtpd); False makes
   a server that a client must send 7-bit content only.
@@ -43,6 +45,7 @@ import collections
 import re
 import ssl
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +164,8 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         await self._peer.slow_data()
+        if self._peer.before_data_reply is not None:
+            self._peer.before_data_reply()
         reply = self._peer.reply_or_drop(server, self._peer.data_script.next())
         content = envelope.original_content or b""
         message = ReceivedMessage(
@@ -225,6 +230,7 @@ class ScriptedPeer:
         self.rsets = 0
         self.rset_reply = "250 2.0.0 Ok"
         self.data_delay = data_delay
+        self.before_data_reply: Callable[[], None] | None = None
         self.pipelining = pipelining
         self.eight_bit_mime = eight_bit_mime
         self.dsn = dsn
