@@ -17,6 +17,7 @@ from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.streams import StreamRetention
 from kubemta_common.amqp.topology import large
 from kubemta_common.events.emitter import EventLog
+from kubemta_common.gc_tuning import freeze_startup
 from kubemta_common.http_server import HttpServer, health_app
 from kubemta_common.logs import setup_logging
 from kubemta_common.metrics import BROKER_CONNECTED, record_build_info
@@ -161,6 +162,7 @@ async def serve_consumers(
             settings.max_message_size,
         )
     starting = [asyncio.create_task(consumer.start()) for consumer in consumers]
+    freeze_startup()
     await stop.wait()
     core.begin_shutdown()
     for spec in specs:

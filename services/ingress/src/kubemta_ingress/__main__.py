@@ -23,6 +23,7 @@ from kubemta_common.command_line import service_main
 from kubemta_common.errors import ConfigError
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.events.tracker_client import FirstQueueIds, TrackerClient
+from kubemta_common.gc_tuning import freeze_startup
 from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
 from kubemta_ingress import metrics
@@ -214,6 +215,7 @@ async def serve(stop: asyncio.Event) -> None:
             api = HttpServer(app, settings.http_listen)
             await api.start()
             logger.info("serving the HTTP API on %s", settings.http_listen)
+        freeze_startup()
         await stop.wait()
         core.begin_shutdown()  # /readyz 503 first: load balancers stop sending while we still accept
         if settings.shutdown_delay > 0:

@@ -13,6 +13,7 @@ import logging
 
 from kubemta_common.command_line import service_main
 from kubemta_common.events.suppression_log import SuppressionLog
+from kubemta_common.gc_tuning import freeze_startup
 from kubemta_common.http_server import HttpServer
 from kubemta_common.service import ServiceCore
 from kubemta_tracker.api import create_app
@@ -104,6 +105,7 @@ async def serve(stop: asyncio.Event) -> None:
             api = HttpServer(create_app(context), settings.tracker_listen)
             await api.start()
             logger.info("serving the tracker API on %s", settings.tracker_listen)
+        freeze_startup()
         await stop.wait()
     finally:
         core.begin_shutdown()

@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from kubemta_common.command_line import service_main
+from kubemta_common.gc_tuning import freeze_startup
 from kubemta_common.service import ServiceCore
 from kubemta_webhooks.service import WebhooksService
 from kubemta_webhooks.settings import WebhooksSettings
@@ -32,6 +33,7 @@ async def serve(stop: asyncio.Event) -> None:
     service = WebhooksService(settings, core)
     await service.start()
     try:
+        freeze_startup()
         await stop.wait()
     finally:
         core.begin_shutdown()
