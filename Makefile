@@ -87,8 +87,9 @@ chaos: system-deps sync ## 10,000 messages while every service is killed (kill -
 	$(PY) -m bench.chaos $(if $(filter 1 true yes on,$(CHAOS_QUICK)),--quick) $(CHAOS_ARGS)
 
 .PHONY: bench
-bench: system-deps sync rabbitmq ## kubemta vs Postfix vs smtp-sink, then each stage alone and the broker's limit (docs/scale.md) on this machine (BENCH_QUICK=1: quick); not in `make test`
+bench: system-deps sync rabbitmq ## kubemta vs Postfix vs smtp-sink, then each stage alone and the broker's limit (docs/scale.md), and where the broker's CPU goes, on this machine (BENCH_QUICK=1: quick); not in `make test`
 	$(PY) -m bench
 	$(PY) -m bench.stages
+	$(PY) -m bench.broker_profile
 	$(PY) -m bench.dkim_signing
 	$(PY) -m bench.memory_fanout

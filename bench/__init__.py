@@ -6,6 +6,7 @@ latency and, with the sink's per-message dump files, the end-to-end latency. `ku
 is kubemta loaded through its HTTP sending API by bench.api_source instead. A second
 scenario holds idle SMTP sessions open against the kubemta ingress and reports its memory.
 `python -m bench.stages` measures each stage alone (1 and 2 processes) and the broker's own
-limit, for docs/scale.md.
+limit, for docs/scale.md; `python -m bench.broker_profile` splits the broker's CPU per message by its
+processes (channels per service, each queue, the write-ahead log, the stream writer).
 See the "Benchmark" section of the repository README for the figures and how they are measured.
 """
