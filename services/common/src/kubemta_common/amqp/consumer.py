@@ -92,6 +92,9 @@ MAX_CRASH_PAUSE = 5.0
 """Longest pause before returning a message whose handler crashed (a poison message goes to held soon)."""
 ACK_FLUSH_TIMEOUT = 5.0
 """How long a stopping consumer waits for its last acknowledgements to be written."""
+CANCEL_TIMEOUT = 5.0
+"""How long a stopping consumer waits for the broker to confirm its basic.cancel. None is sent while the
+connection is down: the broker already returned that consumer's deliveries to the queue when it dropped."""
 
 
 def returned_count(message: AbstractIncomingMessage) -> int:
@@ -230,9 +233,12 @@ class Consumer:
         """Stop taking deliveries, wait up to `drain_seconds` for in-flight ones, and send their
         acknowledgements (written to the connection when this returns)."""
         self._stopping = True
-        if self._queue is not None and self._tag is not None:
-            try:
-                await self._queue.cancel(self._tag)
+        if self._queue is not None and self._tag is not None and self._broker.connected:
+            try:  # a robust channel waits for the broker to come back: bounded, as the rest of the stop
+                async with asyncio.timeout(CANCEL_TIMEOUT):
+                    await self._queue.cancel(self._tag)
+            except TimeoutError:
+                logger.warning("could not cancel consumer on %s in time (broker unreachable?)", self._queue_name)
             except Exception as exc:  # the channel may already be gone; deliveries return anyway
                 logger.warning("could not cancel consumer on %s: %s", self._queue_name, exc)
         if self._in_flight:
