@@ -1,12 +1,13 @@
-"""now_timestamp: the current time to the microsecond, read from time.time_ns (no datetime round trip)."""
+"""now_timestamp: the current time to the microsecond, read from time.time_ns (no datetime round trip);
+set_datetime: a Timestamp set exactly as protobuf's FromDatetime does, without its struct_time detour."""
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from kubemta_common.timestamps import age_seconds, now_timestamp, to_datetime
+from kubemta_common.timestamps import age_seconds, now_timestamp, set_datetime, to_datetime
 
 
 def test_now_timestamp_is_the_clock_truncated_to_the_microsecond(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,3 +48,29 @@ def test_to_datetime_equals_protobufs(seconds: int, nanos: int) -> None:
 def test_to_datetime_of_an_invalid_stamp_raises_as_protobuf_does(seconds: int, nanos: int) -> None:
     with pytest.raises(ValueError):
         to_datetime(Timestamp(seconds=seconds, nanos=nanos))
+
+
+MOMENTS = [
+    datetime(1970, 1, 1, tzinfo=UTC),
+    datetime(2026, 12, 5, 19, 12, 32, 999_999, tzinfo=UTC),
+    datetime(2024, 2, 29, 23, 59, 59, 1, tzinfo=UTC),
+    datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),  # before the epoch: seconds floor, nanos positive
+    datetime(2026, 6, 1, 2, 0, 0, 123_456, tzinfo=timezone(timedelta(hours=2))),  # not UTC: the same instant
+    datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+]
+
+
+@pytest.mark.parametrize("moment", MOMENTS, ids=str)
+def test_set_datetime_is_from_datetime(moment: datetime) -> None:
+    expected, stamped = Timestamp(), Timestamp()
+    expected.FromDatetime(moment)
+    set_datetime(stamped, moment)
+    assert (stamped.seconds, stamped.nanos) == (expected.seconds, expected.nanos)
+
+
+def test_set_datetime_of_now_is_from_datetime() -> None:
+    now = datetime.now(UTC)
+    expected, stamped = Timestamp(), Timestamp()
+    expected.FromDatetime(now)
+    set_datetime(stamped, now)
+    assert stamped == expected

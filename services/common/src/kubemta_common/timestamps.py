@@ -32,6 +32,14 @@ def to_datetime(stamp: Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
+def set_datetime(stamp: Timestamp, moment: datetime) -> None:
+    """Set `stamp` to the aware datetime `moment`: what `stamp.FromDatetime(moment)` sets, without protobuf's
+    pure-Python detour through a struct_time and calendar.timegm (~1.9 -> ~0.4 us; the ingress' arrival time)."""
+    since = moment - _EPOCH
+    stamp.seconds = since.days * 86_400 + since.seconds
+    stamp.nanos = since.microseconds * 1000
+
+
 def age_seconds(stamp: Timestamp, now: datetime | None = None) -> float:
     """Seconds elapsed since `stamp`."""
     return ((now or datetime.now(UTC)) - to_datetime(stamp)).total_seconds()

@@ -43,7 +43,8 @@ from kubemta_common.events.tracker_client import FirstQueueIds
 from kubemta_common.logs import message_context, sanitize
 from kubemta_common.metrics import DUPLICATES
 from kubemta_common.queue_id import new_queue_id
-from kubemta_ingress import arrival_time, metrics, replies
+from kubemta_common.timestamps import set_datetime
+from kubemta_ingress import metrics, replies
 from kubemta_ingress.content import content_problem, received_count, refusal
 from kubemta_ingress.dedup_key import dedup_key
 from kubemta_ingress.message_id import message_id
@@ -367,7 +368,7 @@ class MailAcceptance:
             dsn = submission.recipient_dsn.get(recipient)
             if dsn is not None:
                 head.recipient_dsn[recipient].CopyFrom(dsn)
-        arrival_time.stamp(head.arrival_time, arrival)
+        set_datetime(head.arrival_time, arrival)
         return head
 
     def _accepted_body(
