@@ -1,10 +1,11 @@
-"""lifecycle.queued: QueuedJob entries (what _publish_jobs keeps) give the same event as the jobs themselves."""
+"""lifecycle.queued: the QueuedJob entries _publish_jobs keeps for the jobs it published become the event's jobs,
+as copies."""
 
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_queue_manager import lifecycle
 
 
-def test_queued_from_queued_jobs_equals_queued_from_delivery_jobs() -> None:
+def test_queued_holds_copies_of_the_queued_jobs() -> None:
     accepted = message_pb2.AcceptedMessage(queue_id="Q1", message_id="<m@x>", recipients=["a@d.example", "b@e.example"])
     jobs = [
         message_pb2.DeliveryJob(job_id="Q1.1", domain="d.example", recipients=["a@d.example"]),
@@ -12,7 +13,10 @@ def test_queued_from_queued_jobs_equals_queued_from_delivery_jobs() -> None:
     ]
     entries = [events_pb2.QueuedJob(job_id=j.job_id, domain=j.domain, recipients=j.recipients) for j in jobs]
     event = lifecycle.queued(accepted, entries)
-    assert event == lifecycle.queued(accepted, jobs)
+    expected = events_pb2.LifecycleEvent(queue_id="Q1", message_id="<m@x>")
+    for job in jobs:  # what the event said when it was built from the jobs themselves
+        expected.queued.jobs.add(job_id=job.job_id, domain=job.domain, recipients=list(job.recipients))
+    assert event == expected
     assert [(j.job_id, list(j.recipients)) for j in event.queued.jobs] == [
         ("Q1.1", ["a@d.example"]),
         ("Q1.2", ["b@e.example"]),
