@@ -25,6 +25,13 @@ class CountingStream(io.StringIO):
         return super().write(text)
 
 
+def message_handler(stream: io.StringIO) -> LoopFlushingHandler:
+    """A LoopFlushingHandler writing each record's bare message to `stream`."""
+    handler = LoopFlushingHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
 def logger_to(handler: logging.Handler, name: str) -> logging.Logger:
     """A logger of its own that writes only to `handler`."""
     logger = logging.getLogger(f"kubemta.flush-test.{name}")
@@ -36,8 +43,7 @@ def logger_to(handler: logging.Handler, name: str) -> logging.Logger:
 
 def test_one_turns_records_are_written_once_after_the_turn_in_order() -> None:
     stream = CountingStream()
-    handler = LoopFlushingHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = message_handler(stream)
     logger = logger_to(handler, "turn")
 
     async def main() -> list[str]:
@@ -80,8 +86,7 @@ def test_the_bytes_are_those_of_a_stream_handler() -> None:
 
 def test_a_warning_is_written_at_once_with_the_kept_records_before_it() -> None:
     stream = io.StringIO()
-    handler = LoopFlushingHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = message_handler(stream)
     logger = logger_to(handler, "warning")
 
     async def main() -> tuple[str, str]:
@@ -99,8 +104,7 @@ def test_a_warning_is_written_at_once_with_the_kept_records_before_it() -> None:
 
 def test_records_outside_a_loop_are_written_at_once() -> None:
     stream = CountingStream()
-    handler = LoopFlushingHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = message_handler(stream)
     logger = logger_to(handler, "no-loop")
     logger.info("one")
     assert stream.getvalue() == "one\n"
@@ -110,8 +114,7 @@ def test_records_outside_a_loop_are_written_at_once() -> None:
 
 def test_records_of_other_threads_are_written_at_once_and_keep_the_order() -> None:
     stream = io.StringIO()
-    handler = LoopFlushingHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = message_handler(stream)
     logger = logger_to(handler, "threads")
 
     async def main() -> str:
@@ -127,8 +130,7 @@ def test_records_of_other_threads_are_written_at_once_and_keep_the_order() -> No
 
 def test_concurrent_threads_and_loops_lose_and_split_no_line() -> None:
     stream = io.StringIO()
-    handler = LoopFlushingHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = message_handler(stream)
     logger = logger_to(handler, "concurrent")
 
     def plain(name: str) -> None:
@@ -163,8 +165,7 @@ def test_concurrent_threads_and_loops_lose_and_split_no_line() -> None:
 
 def test_a_record_kept_when_the_loop_stops_is_written_by_flush_and_close() -> None:
     stream = io.StringIO()
-    handler = LoopFlushingHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = message_handler(stream)
     logger = logger_to(handler, "stopped")
     loop = asyncio.new_event_loop()
 
@@ -182,8 +183,7 @@ def test_a_record_kept_when_the_loop_stops_is_written_by_flush_and_close() -> No
 
 def test_a_new_loop_after_a_closed_one_still_flushes() -> None:
     stream = io.StringIO()
-    handler = LoopFlushingHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = message_handler(stream)
     logger = logger_to(handler, "relooped")
     loop = asyncio.new_event_loop()
 
