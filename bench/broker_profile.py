@@ -95,11 +95,6 @@ def queue_depths(vhost: str) -> dict[str, int]:
     return {name: int(count) for name, count in (line.split() for line in out.splitlines()) if count.isdigit()}
 
 
-def vhost_of_run() -> str:
-    [name] = [line for line in rabbitmq.NODE.ctl("list_vhosts", "--quiet").split() if line.startswith("kubemta-bench")]
-    return name
-
-
 async def profile(size: int, seconds: float, warm_up: float) -> Profile:
     config = load([])
     workdir = Path(tempfile.mkdtemp(prefix="kubemta-broker-profile-"))
@@ -121,7 +116,7 @@ async def profile(size: int, seconds: float, warm_up: float) -> Profile:
             )
             try:
                 await asyncio.sleep(warm_up)
-                vhost = await asyncio.to_thread(vhost_of_run)
+                vhost = target.vhost
                 entries_before = (await asyncio.to_thread(queue_depths, vhost)).get("events", 0)
                 await asyncio.to_thread(rabbitmq.NODE.ctl, "eval", SNAPSHOT)
                 started, delivered_before = time.monotonic(), sink.messages()

@@ -44,6 +44,7 @@ class SystemUnderTest:
     rss_pids: dict[str, list[int]] = field(default_factory=dict)
     check: Callable[[], None] = lambda: None
     api: ApiEndpoint | None = None  # set: the load goes to the HTTP sending API, not to address:port
+    vhost: str = ""  # kubemta's RabbitMQ vhost of this run
 
 
 def create_api_key(path: Path, identity: str) -> str:
@@ -89,7 +90,7 @@ async def kubemta(
             pids = stack.pids()
             cpu = dict(pids, rabbitmq=[await asyncio.to_thread(rabbitmq.beam_pid)])
             if api_key is None:
-                yield SystemUnderTest("kubemta", address, port, cpu, pids, stack.check_alive)
+                yield SystemUnderTest("kubemta", address, port, cpu, pids, stack.check_alive, vhost=vhost)
             else:
                 listeners = stack.listening("ingress", HTTP_LISTEN)
                 if not listeners:
@@ -98,7 +99,7 @@ async def kubemta(
                     host, _, http_port = listener.rpartition(":")
                     await wait_for_port(host, int(http_port), within=30, what="the ingress HTTP API")
                 api = ApiEndpoint(tuple(f"http://{listener}" for listener in listeners), api_key)
-                yield SystemUnderTest("kubemta-api", address, port, cpu, pids, stack.check_alive, api)
+                yield SystemUnderTest("kubemta-api", address, port, cpu, pids, stack.check_alive, api, vhost)
         finally:
             await asyncio.to_thread(stack.stop)
     finally:
