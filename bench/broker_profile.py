@@ -8,7 +8,9 @@ smtp-source (20 sessions, 1 KiB by default) and, after a warm-up, counts for a w
   connection's name (`kubemta-ingress`, ...) and whether it consumes or publishes, each queue's Raft server,
   the write-ahead log, the stream writers, the connection readers and writers. A group's share of all reductions
   times the broker's CPU per message estimates its CPU per message;
-- the entries appended to the `events` stream per delivered message (stream messages, each an EventBatch).
+- the entries appended to the `events` stream per delivered message (stream messages, each an EventBatch), from
+  the stream's message count in `rabbitmqctl list_queues`, which lags by up to the broker's statistics interval
+  (5 s by default): over a short window an estimate.
 
 Reductions count work, not time (a reduction of a process that copies a large binary costs more than one that
 increments a counter), so the split is an estimate; the broker is the shared node (other users add noise).
@@ -29,6 +31,7 @@ from bench.sink import Sink
 from bench.source import run_source
 from bench.systems import kubemta, transport_to
 from tests.harness.ports import free_port
+from tests.harness.rabbitmq import Vhost
 
 SNAPSHOT = (
     "persistent_term:put(kubemta_bench_reductions, maps:from_list([{P, R} || P <- erlang:processes(),"
@@ -90,11 +93,6 @@ def parse_deltas(text: str, vhost: str) -> dict[str, int]:
     return dict(groups)
 
 
-def queue_depths(vhost: str) -> dict[str, int]:
-    out = rabbitmq.NODE.ctl("list_queues", "-p", vhost, "--no-table-headers", "--quiet", "name", "messages")
-    return {name: int(count) for name, count in (line.split() for line in out.splitlines()) if count.isdigit()}
-
-
 async def profile(size: int, seconds: float, warm_up: float) -> Profile:
     config = load([])
     workdir = Path(tempfile.mkdtemp(prefix="kubemta-broker-profile-"))
@@ -117,7 +115,8 @@ async def profile(size: int, seconds: float, warm_up: float) -> Profile:
             try:
                 await asyncio.sleep(warm_up)
                 vhost = target.vhost
-                entries_before = (await asyncio.to_thread(queue_depths, vhost)).get("events", 0)
+                queues = Vhost(rabbitmq.NODE, vhost)
+                entries_before = (await asyncio.to_thread(queues.queue_depths)).get("events", 0)
                 await asyncio.to_thread(rabbitmq.NODE.ctl, "eval", SNAPSHOT)
                 started, delivered_before = time.monotonic(), sink.messages()
                 cpu_before = {name: procstats.cpu_seconds(pids) for name, pids in target.cpu_pids.items()}
@@ -125,7 +124,7 @@ async def profile(size: int, seconds: float, warm_up: float) -> Profile:
                 deltas = await asyncio.to_thread(rabbitmq.NODE.ctl, "eval", DELTAS)
                 cpu_after = {name: procstats.cpu_seconds(pids) for name, pids in target.cpu_pids.items()}
                 delivered, elapsed = sink.messages() - delivered_before, time.monotonic() - started
-                entries_after = (await asyncio.to_thread(queue_depths, vhost)).get("events", 0)
+                entries_after = (await asyncio.to_thread(queues.queue_depths)).get("events", 0)
             finally:
                 source.cancel()
                 await asyncio.gather(source, return_exceptions=True)
