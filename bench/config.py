@@ -9,7 +9,7 @@ systems by default, in quick runs too.
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SYSTEMS = ("kubemta", "kubemta-api", "postfix", "ceiling")
@@ -41,6 +41,7 @@ class BenchConfig:
     stage_messages: int = 2000  # bench.stages: messages each stage drains
     stage_processes: tuple[int, ...] = (1, 2)  # bench.stages: processes per stage, each measured
     broker_messages: int = 20000  # bench.stages: messages of the broker's own publish/consume measurement
+    kubemta_env: dict[str, str] = field(default_factory=dict)  # BENCH_KUBEMTA_ENV: more settings of every service
 
     def count(self, service: str) -> int:
         """How many processes of `service` a run starts."""
@@ -68,6 +69,22 @@ def processes(text: str, ingress: int = 1) -> dict[str, int]:
 def processes_text(counts: dict[str, int]) -> str:
     """`ingress 1, queue-manager 2, ...`: the processes of each stage, for titles."""
     return ", ".join(f"{service} {number}" for service, number in counts.items())
+
+
+def kubemta_env(text: str) -> dict[str, str]:
+    """`KUBEMTA_A=1 KUBEMTA_B=2` (whitespace between settings) -> {name: value}; only KUBEMTA_ names."""
+    found: dict[str, str] = {}
+    for part in text.split():
+        name, equals, value = part.partition("=")
+        if not equals or not name.startswith("KUBEMTA_") or not name[len("KUBEMTA_") :].replace("_", "").isalnum():
+            raise ValueError(f"BENCH_KUBEMTA_ENV: {part!r} is not KUBEMTA_<NAME>=<value>")
+        found[name] = value
+    return found
+
+
+def kubemta_env_text(env: dict[str, str]) -> str:
+    """`, settings KUBEMTA_A=1 KUBEMTA_B=2` for titles, or nothing when the defaults ran."""
+    return f", settings {' '.join(f'{name}={value}' for name, value in env.items())}" if env else ""
 
 
 def _flag(text: str) -> bool:
@@ -128,6 +145,10 @@ def _parser() -> argparse.ArgumentParser:
         help="BENCH_PROBE_RATE: probe messages per second in all, SMTP probe and API source alike (default 10)",
     )
     add("--kubemta-log-level", help="BENCH_KUBEMTA_LOG_LEVEL: KUBEMTA_LOG_LEVEL of the services (default INFO)")
+    add(
+        "--kubemta-env",
+        help="BENCH_KUBEMTA_ENV: more settings of every kubemta service, 'KUBEMTA_A=1 KUBEMTA_B=2' (default none)",
+    )
     add("--drain-timeout", type=float, help="BENCH_DRAIN_TIMEOUT: least seconds to wait for delivery (default 120)")
     add("--results-dir", help="BENCH_RESULTS_DIR: where the JSON goes (default bench/results)")
     add("--keep-tmp", action=argparse.BooleanOptionalAction, default=None, help="BENCH_KEEP_TMP: keep logs, dumps")
@@ -177,6 +198,7 @@ def load(argv: list[str] | None = None) -> BenchConfig:
         stage_messages=int(pick("stage_messages", "3000" if quick else "10000")),
         stage_processes=_ints(pick("stage_processes", "1,2")),
         broker_messages=int(pick("broker_messages", "10000" if quick else "50000")),
+        kubemta_env=kubemta_env(pick("kubemta_env", "")),
     )
     if not config.sizes or config.repetitions < 1 or config.duration <= 0 or config.sessions < 1:
         raise ValueError("BENCH_SIZES, BENCH_REPETITIONS, BENCH_DURATION and BENCH_SESSIONS must be positive")

@@ -78,6 +78,7 @@ class KubemtaStack:
         services: tuple[str, ...] = SERVICES,
         ingress_env: dict[str, str] | None = None,
         processes: Mapping[str, int] | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.services = services
@@ -96,6 +97,7 @@ class KubemtaStack:
             KUBEMTA_LOG_FORMAT="json",
             KUBEMTA_LOG_LEVEL=log_level,
         )
+        self.env.update(extra_env or {})
         self.processes: list[ServiceProcess] = []
 
     def _spawn(self, service: str, index: int) -> None:

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.config import kubemta_env_text
+
 FIGURES = ("accepted_rate", "delivered_rate", "accept_p50_ms", "accept_p99_ms", "e2e_p50_ms", "e2e_p99_ms")
 HEADINGS = ("accepted msg/s", "delivered msg/s", "accept p50 ms", "accept p99 ms", "e2e p50 ms", "e2e p99 ms")
 KUBEMTA_CPU = ("ingress", "queue-manager", "dns-resolver", "delivery-worker", "services total", "rabbitmq", "total")
@@ -72,7 +74,7 @@ def render(document: dict[str, Any]) -> str:
         f"{'/'.join(f'{value:.1f}' for value in machine['load_average_at_start'])}); Postfix {machine['postfix']}, "
         f"RabbitMQ {machine['rabbitmq']}, Python {machine['python']}. {config['sessions']} smtp-source sessions, "
         f"{mode}{api}; median [min–max] of {config['repetitions']} runs of ≥ {config['duration']:.0f} s; kubemta log "
-        f"level {config['kubemta_log_level']}, {_processes(config)}. "
+        f"level {config['kubemta_log_level']}, {_processes(config)}{kubemta_env_text(config.get('kubemta_env', {}))}. "
         f"The run took {document['elapsed_seconds'] / 60:.0f} min.",
         "",
     ]

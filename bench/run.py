@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import postfix, rabbitmq
-from bench.config import BenchConfig, load, processes_text
+from bench.config import BenchConfig, kubemta_env_text, load, processes_text
 from bench.idle_sessions import SOURCE_ADDRESSES, IdleResult, measure_idle
 from bench.machine import describe
 from bench.report import METHOD, ratios, summarise, table, write_results
@@ -161,6 +161,7 @@ async def _main(config: BenchConfig) -> int:
         f"(kubemta-api: {config.sessions} HTTP clients, keep-alive); "
         f"median [min-max] of {config.repetitions} run(s) of >= {config.duration:.0f} s; "
         f"kubemta log level {config.kubemta_log_level}, processes {processes_text(config.processes)}"
+        f"{kubemta_env_text(config.kubemta_env)}"
     )
     text = table(summary, ratio, idle, sizes=config.sizes, systems=config.systems, title=title, api_ratio=api_ratio)
     elapsed = round(time.monotonic() - clock, 1)

@@ -120,6 +120,7 @@ class StageBench:
             services=(stage,),
             processes={stage: processes},
             ingress_processes=processes if stage == "ingress" else 1,
+            extra_env=self.config.kubemta_env,
         )
 
     async def ingress(self, processes: int, count: int, quiet: Settled | None) -> StageResult:

@@ -84,6 +84,7 @@ async def kubemta(
             processes=config.processes,
             services=services,
             ingress_env=ingress_env,
+            extra_env=config.kubemta_env,
         )
         try:
             await stack.start()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bench import kubemta_stack, report, scale_report, settle, throughput
-from bench.config import load, processes
+from bench.config import kubemta_env, kubemta_env_text, load, processes
 from bench.kubemta_stack import KubemtaStack
 from bench.source import SourceResult
 from bench.systems import SystemUnderTest
@@ -47,6 +47,25 @@ def test_quick_runs_get_smaller_stage_and_broker_counts(monkeypatch: pytest.Monk
     assert load(["--stage-processes", "2"]).stage_processes == (2,)
 
 
+def test_more_kubemta_settings_are_parsed_named_in_titles_and_reach_every_service_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("BENCH_KUBEMTA_ENV", raising=False)
+    assert load([]).kubemta_env == {} and kubemta_env_text({}) == ""
+    monkeypatch.setenv("BENCH_KUBEMTA_ENV", "KUBEMTA_CONSUMER_BATCH_WINDOW=0  KUBEMTA_AMQP_PREFETCH=64")
+    config = load([])
+    assert config.kubemta_env == {"KUBEMTA_CONSUMER_BATCH_WINDOW": "0", "KUBEMTA_AMQP_PREFETCH": "64"}
+    assert kubemta_env_text(config.kubemta_env) == (
+        ", settings KUBEMTA_CONSUMER_BATCH_WINDOW=0 KUBEMTA_AMQP_PREFETCH=64"
+    )
+
+
+@pytest.mark.parametrize("text", ["PATH=/tmp", "KUBEMTA_X", "=1", "KUBEMTA_=1", "KUBEMTA_A-B=1"])
+def test_a_setting_that_is_not_kubemtas_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="BENCH_KUBEMTA_ENV"):
+        kubemta_env(text)
+
+
 class FakeProcess:
     """What KubemtaStack needs of a Popen: a pid, poll(), and the environment it was started with."""
 
@@ -78,6 +97,7 @@ async def test_the_stack_starts_as_many_processes_of_each_service_as_asked(
         transports="",
         log_level="INFO",
         processes={"ingress": 2, "queue-manager": 2, "delivery-worker": 3},
+        extra_env={"KUBEMTA_CONSUMER_BATCH_WINDOW": "0", "KUBEMTA_LOG_LEVEL": "DEBUG"},
     )
     await stack.start(within=5)
     pids = stack.pids()
@@ -90,6 +110,8 @@ async def test_the_stack_starts_as_many_processes_of_each_service_as_asked(
     reuse = [process.env.get("KUBEMTA_SMTP_REUSE_PORT") for process in started]
     assert reuse[:2] == ["true", "true"] and set(reuse[2:]) == {None}
     assert len({process.env["KUBEMTA_METRICS_LISTEN"] for process in started}) == len(started)
+    assert {process.env["KUBEMTA_CONSUMER_BATCH_WINDOW"] for process in started} == {"0"}
+    assert {process.env["KUBEMTA_LOG_LEVEL"] for process in started} == {"DEBUG"}  # over the stack's own
 
 
 def test_idle_fraction_comes_from_the_cpu_line_of_proc_stat() -> None:

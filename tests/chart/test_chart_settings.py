@@ -61,6 +61,7 @@ def test_unset_settings_are_left_to_the_services() -> None:
     data = config_data(manifests(None))
     assert not set(OPTIONAL) & set(data)
     assert data["KUBEMTA_MTA_STS"] == "true"
+    assert data["KUBEMTA_CONSUMER_BATCH_WINDOW"] == "20ms"  # the chart's default, as the services' own
 
 
 def test_set_settings_land_in_the_configmap() -> None:
@@ -181,11 +182,17 @@ def test_schema_checks_the_settings() -> None:
     jsonschema.validate(defaults, schema)
     good: dict[str, Any] = {"config": {"smtpTimeout": "90s", "destinationBackoff": 2.5, "dnsCacheSize": 0}}
     jsonschema.validate(good, schema)
+    for window in ("0", "20ms", "0.5s", "5ms"):
+        jsonschema.validate({"config": {"consumerBatchWindow": window}}, schema)
     bad: dict[str, Any]
     for bad in (
         {"config": {"smtpTimeout": "5 minutes"}},
         {"config": {"maxConnections": 0}},
         {"config": {"mtaSts": "yes"}},
+        {"config": {"consumerBatchWindow": "20 ms"}},
+        {"config": {"consumerBatchWindow": "-1ms"}},
+        {"config": {"consumerBatchWindow": "1m"}},
+        {"config": {"consumerBatchWindow": 20}},
         {"relayhost": {"password": "secret"}},
         {"smtpIngress": {"proxyProtocol": {"timeout": "soon"}}},
     ):

@@ -10,19 +10,32 @@ from kubemta_common.settings import ServiceSettings
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("30s", 30), ("5m", 300), ("4h", 14400), ("5d", 432000), ("90", 90), ("1.5s", 1.5)]
+    ("text", "seconds"),
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("4h", 14400),
+        ("5d", 432000),
+        ("90", 90),
+        ("1.5s", 1.5),
+        ("20ms", 0.02),
+        ("250ms", 0.25),
+    ],
 )
 def test_durations_parse(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "5x", "m5", "-1s", "five minutes"])
+@pytest.mark.parametrize("text", ["", "5x", "m5", "-1s", "five minutes", "5mss", "ms", "20 m s"])
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(300, "5m"), (3600, "1h"), (86400, "1d"), (45, "45s"), (90, "90s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(300, "5m"), (3600, "1h"), (86400, "1d"), (45, "45s"), (90, "90s"), (0.02, "20ms"), (1.5, "1.5s"), (0, "0s")],
+)
 def test_durations_format_shortest(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
 

@@ -14,23 +14,24 @@ from pydantic import BeforeValidator
 from pydantic_settings import NoDecode
 
 DNS_PORT = 53  # RFC 1035 §4.2
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in a duration such as `30s`, `5m`, `4h`, `5d` or `90`."""
+    """Seconds in a duration such as `20ms`, `30s`, `5m`, `4h`, `5d` or `90`."""
     match = _DURATION_RE.match(text)
     if not match:
-        raise ValueError(f"invalid duration {text!r}: expected a number with unit s, m, h, d or w (e.g. 5m)")
+        raise ValueError(f"invalid duration {text!r}: expected a number with unit ms, s, m, h, d or w (e.g. 5m)")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest exact spelling of a duration, e.g. 300 -> `5m`."""
+    """The shortest exact spelling of a duration, e.g. 300 -> `5m`, 0.02 -> `20ms`."""
     whole = int(seconds)
     if whole != seconds:
-        return f"{seconds}s"
+        millis = round(seconds * 1000, 9)
+        return f"{int(millis)}ms" if seconds < 1 and millis.is_integer() else f"{seconds}s"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if whole and whole % size == 0:
             return f"{whole // size}{unit}"

@@ -151,6 +151,7 @@ async def serve_consumers(
             spec.subscription.on_delivery,
             prefetch=spec.prefetch or (large_prefetch if spec.large_lane else settings.amqp_prefetch),
             gate=gate if spec.carries_content else None,
+            batch_window=settings.consumer_batch_window,
         )
         for spec in specs
     ]

@@ -52,6 +52,15 @@ class ServiceSettings(BaseSettings):
         default="uvloop", pattern="^(uvloop|asyncio)$", description="Event loop: uvloop (faster) or asyncio"
     )
     amqp_prefetch: int = Field(default=32, ge=1, le=10000, description="Unacknowledged messages per consumer")
+    consumer_batch_window: Duration = Field(
+        default=0.02,
+        ge=0,
+        le=1.0,
+        description=(
+            "How long a consumer holds a delivery so that those arriving together are handled in one loop turn "
+            "(outputs in one write, one multiple ack); ends early when the prefetch is full; 0 turns it off"
+        ),
+    )
     publish_timeout: Duration = Field(default=10.0, gt=0, description="How long to wait for a publisher confirm")
     amqp_reconnect_interval: Duration = Field(default=2.0, gt=0, description="Pause between broker reconnects")
     retry_schedule: DurationList = Field(

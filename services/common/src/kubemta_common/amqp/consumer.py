@@ -22,7 +22,10 @@ prefetch slot for long: a few poison messages slow a stage for seconds, not fore
 
 Acknowledgements are batched (acks.py): sent at the end of the event-loop turn the handler
 returned in, as one `basic.ack(multiple=True)` for every finished delivery below the lowest
-unfinished one on that channel; rejections go out at once, one by one.
+unfinished one on that channel; rejections go out at once, one by one. A delivery first waits
+in the consumer's batch window (batch_window.py, `KUBEMTA_CONSUMER_BATCH_WINDOW`), so that the
+deliveries arriving within a few milliseconds of each other are handled in the same turn: their
+outputs, confirms and acknowledgement go in batches instead of one round each.
 
 On shutdown the consumer stops taking deliveries, lets in-flight handlers finish within
 the drain time, sends their acknowledgements, and leaves the rest unacknowledged so the broker re-delivers them (a
@@ -42,10 +45,12 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from google.protobuf.message import Message
 
 from kubemta_common.amqp.acks import AckBatcher
+from kubemta_common.amqp.batch_window import BatchWindow
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.memory import ByteGate
 from kubemta_common.amqp.stages import Stage
 from kubemta_common.amqp.topology import DELIVERY_LIMIT
+from kubemta_common.config_types import format_duration
 from kubemta_common.errors import PermanentError, TransientError
 
 logger = logging.getLogger(__name__)
@@ -150,6 +155,7 @@ class Consumer:
         prefetch: int,
         retry_pause: float = 1.0,
         gate: ByteGate | None = None,
+        batch_window: float = 0.0,
     ):
         self._broker = broker
         self._queue_name = queue_name
@@ -162,13 +168,19 @@ class Consumer:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._acks = AckBatcher()
+        self._window = BatchWindow(batch_window, capacity=prefetch)
 
     async def start(self) -> None:
         """Wait for the broker, then start consuming."""
         channel = await self._broker.consumer_channel(self._prefetch)
         self._queue = await channel.get_queue(self._queue_name, ensure=True)
         self._tag = await self._queue.consume(self._on_message)
-        logger.info("consuming %s (prefetch %d)", self._queue_name, self._prefetch)
+        logger.info(
+            "consuming %s (prefetch %d, batch window %s)",
+            self._queue_name,
+            self._prefetch,
+            format_duration(self._window.seconds),
+        )
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -184,6 +196,9 @@ class Consumer:
         assert task is not None
         self._in_flight.add(task)
         try:
+            await self._window.wait(held=len(self._in_flight))
+            if self._stopping:
+                return  # it waited in the batch window when the stop began: not started, left to the broker
             if await self._process(message):
                 self._acks.ack(channel, tag)
             else:
@@ -233,6 +248,7 @@ class Consumer:
         """Stop taking deliveries, wait up to `drain_seconds` for in-flight ones, and send their
         acknowledgements (written to the connection when this returns)."""
         self._stopping = True
+        self._window.close()
         if self._queue is not None and self._tag is not None and self._broker.connected:
             try:  # a robust channel waits for the broker to come back: bounded, as the rest of the stop
                 async with asyncio.timeout(CANCEL_TIMEOUT):
