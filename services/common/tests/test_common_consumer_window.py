@@ -14,18 +14,14 @@ from kubemta_common.amqp.consumer import Consumer
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.topology import ROUTE
 from tests.harness.broker_fixtures import started_broker
+from tests.harness.ingress_kit import eventually
 from tests.harness.rabbitmq import Vhost
 
 pytestmark = pytest.mark.broker
 
 
-async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Wait (bounded) until `condition()` holds."""
-    for _ in range(int(within / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
+async def until(condition: Callable[[], bool]) -> None:
+    await eventually(condition, within=10.0)
 
 
 async def publish(broker: Broker, count: int, apart: float = 0.0) -> None:
