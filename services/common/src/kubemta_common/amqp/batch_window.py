@@ -9,8 +9,9 @@ deliveries that arrived in it are released in the same loop turn: their outputs 
 A window opens when a delivery waits and none is open, and closes (releasing every delivery waiting in it)
 
 - when its time is up (`seconds` after it opened: no delivery waits longer),
-- when the consumer holds as many unfinished deliveries as its prefetch lets the broker send: nothing more
-  can come, so waiting longer would only idle (a consumer with prefetch 1 never waits),
+- when the consumer holds as many unfinished deliveries as its prefetch lets the broker send: the broker
+  sends no more until one of them finishes, so a full prefetch never sits idle in a window (a consumer with
+  prefetch 1 never waits; waiting on until every slot waits in the window was measured and gave nothing),
 - or when `close` is called (the consumer stops).
 
 Nothing is acknowledged or published while a delivery waits: the window changes when a delivery's work
