@@ -2,40 +2,21 @@
 together, in one loop turn, when it ends, when the prefetch is full, or when the consumer stops."""
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
 from kubemta_common.amqp.batch_window import BatchWindow
+from tests.harness.loop_turns import LoopTurns
 
 
-@contextmanager
-def loop_turns() -> Iterator[list[int]]:
-    """A counter of event-loop turns: `[n]`, incremented by a callback that schedules itself every turn."""
-    loop = asyncio.get_running_loop()
-    turns = [0]
-    handle: list[asyncio.Handle] = []
-
-    def tick() -> None:
-        turns[0] += 1
-        handle[:] = [loop.call_soon(tick)]
-
-    handle.append(loop.call_soon(tick))
-    try:
-        yield turns
-    finally:
-        handle[0].cancel()
-
-
-async def released_turns(window: BatchWindow, turns: list[int], held: list[int]) -> list[int]:
+async def released_turns(window: BatchWindow, turns: LoopTurns, held: list[int]) -> list[int]:
     """Start one waiter per entry of `held` (its count of held deliveries), one loop turn apart; the turn each
     was released in."""
     released: list[int] = []
 
     async def wait(count: int) -> None:
         await window.wait(held=count)
-        released.append(turns[0])
+        released.append(turns.count)
 
     tasks = []
     for count in held:
@@ -48,8 +29,8 @@ async def released_turns(window: BatchWindow, turns: list[int], held: list[int])
 
 async def test_deliveries_of_one_window_start_in_the_same_loop_turn_when_it_ends() -> None:
     window = BatchWindow(0.05, capacity=32)
-    with loop_turns() as turns:
-        started = turns[0]
+    with LoopTurns() as turns:
+        started = turns.count
         released = await released_turns(window, turns, [1, 2, 3, 4])
     assert len(set(released)) == 1, released  # all four in one turn
     assert released[0] > started + 4  # not as they arrived: after the window's timer, many turns later
@@ -70,7 +51,7 @@ async def test_a_delivery_waits_in_the_window_until_its_time_is_up() -> None:
 
 async def test_a_full_prefetch_releases_the_window_at_once() -> None:
     window = BatchWindow(30, capacity=3)  # a window that would outlast the test's bound
-    with loop_turns() as turns:
+    with LoopTurns() as turns:
         released = await released_turns(window, turns, [1, 2, 3])
     assert len(set(released)) == 1  # the third delivery filled the prefetch: all three go together, now
     assert not window.is_open
@@ -114,10 +95,10 @@ async def test_a_cancelled_delivery_leaves_the_others_waiting_and_released_toget
 
 async def test_a_window_of_zero_does_not_even_yield_to_the_loop() -> None:
     window = BatchWindow(0, capacity=32)
-    with loop_turns() as turns:
-        before = turns[0]
+    with LoopTurns() as turns:
+        before = turns.count
         await window.wait(held=1)
-        assert turns[0] == before
+        assert turns.count == before
     assert not window.is_open
 
 

@@ -15,6 +15,7 @@ from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.topology import ROUTE
 from tests.harness.broker_fixtures import started_broker
 from tests.harness.ingress_kit import eventually
+from tests.harness.loop_turns import LoopTurns
 from tests.harness.rabbitmq import Vhost
 
 pytestmark = pytest.mark.broker
@@ -31,21 +32,6 @@ async def publish(broker: Broker, count: int, apart: float = 0.0) -> None:
         await asyncio.sleep(apart)
 
 
-class TurnCounter:
-    """Counts event-loop turns with a callback that schedules itself every turn."""
-
-    def __init__(self) -> None:
-        self.turn = 0
-        self._handle = asyncio.get_running_loop().call_soon(self._tick)
-
-    def _tick(self) -> None:
-        self.turn += 1
-        self._handle = asyncio.get_running_loop().call_soon(self._tick)
-
-    def stop(self) -> None:
-        self._handle.cancel()
-
-
 async def test_the_deliveries_of_one_window_start_in_one_turn_and_one_ack_settles_them(
     vhost: Vhost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -58,11 +44,11 @@ async def test_the_deliveries_of_one_window_start_in_one_turn_and_one_ack_settle
 
     monkeypatch.setattr(aiormq.Channel, "basic_ack", record_ack)
     broker = await started_broker(vhost.url)
-    turns = TurnCounter()
+    turns = LoopTurns()
     started: dict[str, int] = {}
 
     async def handler(message: AbstractIncomingMessage) -> None:
-        started[message.message_id or ""] = turns.turn
+        started[message.message_id or ""] = turns.count
 
     consumer = Consumer(broker, ROUTE, handler, prefetch=5, batch_window=30)  # longer than any bound here
     try:
