@@ -13,11 +13,18 @@ SLOW_FIRST = (
     "tests/chart/test_monitoring_e2e.py",
     "tests/chart/",
     "tests/integration/",
+    "services/tracker/tests/test_admin_ops.py",
+    "services/delivery-worker/tests/test_worker_attempt_limits.py",
+    "services/common/tests/test_events_stream_reader.py",
+    "services/tracker/tests/",
+    "services/webhooks/tests/test_webhooks_broker.py",
+    "tests/test_bench_stages_broker.py",
 )
 """Where the slow files are, slowest first. `make test` runs three workers that each take a whole file at a
 time (--dist loadfile), in collection order (--no-loadscope-reorder: xdist would otherwise order files by
 how many tests they hold): a long end-to-end file handed out last keeps one worker busy alone for minutes
-while the others have nothing left, so the slow files go first and the many short ones fill in behind them."""
+while the others have nothing left, so the slow files go first and the many short ones fill in behind them.
+The service files named took 20-50 s each in a `--durations=0` run of the whole suite."""
 
 
 def slowness_rank(path: str) -> int:

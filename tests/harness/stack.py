@@ -125,14 +125,11 @@ class Stack:
         return True
 
     async def stop(self, name: str | None = None) -> dict[str, int | None]:
-        """SIGTERM (then SIGKILL after a bound) the named service, or all; returns exit codes."""
+        """SIGTERM (then SIGKILL after a bound) the named service, or all at once; returns exit codes."""
         names = [name] if name else list(self.services)
-        codes: dict[str, int | None] = {}
-        for each in names:
-            service = self.services.pop(each, None)
-            if service is not None:
-                codes[each] = await asyncio.to_thread(stop, service.process, grace=20.0)
-        return codes
+        stopping = [service for each in names if (service := self.services.pop(each, None)) is not None]
+        codes = await asyncio.gather(*(asyncio.to_thread(stop, service.process, grace=20.0) for service in stopping))
+        return {service.name: code for service, code in zip(stopping, codes, strict=True)}
 
     async def kill(self, name: str, *, within: float = 10.0) -> int | None:
         """SIGKILL the service's process by its PID (a crash: no drain, nothing flushed) and reap it; returns its
