@@ -6,6 +6,8 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.chart.render import CHART, SCENARIOS, render
 from tests.chart.test_chart import deployments, env_of, manifests, of_kind
@@ -182,7 +184,7 @@ def test_schema_checks_the_settings() -> None:
     jsonschema.validate(defaults, schema)
     good: dict[str, Any] = {"config": {"smtpTimeout": "90s", "destinationBackoff": 2.5, "dnsCacheSize": 0}}
     jsonschema.validate(good, schema)
-    for window in ("0", "20ms", "0.5s", "5ms"):
+    for window in ("0", "20ms", "0.5s", "5ms", "1s", "1000ms", "999.9ms", "0ms", "0s"):
         jsonschema.validate({"config": {"consumerBatchWindow": window}}, schema)
     bad: dict[str, Any]
     for bad in (
@@ -193,6 +195,10 @@ def test_schema_checks_the_settings() -> None:
         {"config": {"consumerBatchWindow": "-1ms"}},
         {"config": {"consumerBatchWindow": "1m"}},
         {"config": {"consumerBatchWindow": 20}},
+        {"config": {"consumerBatchWindow": "1.5s"}},
+        {"config": {"consumerBatchWindow": "1001ms"}},
+        {"config": {"consumerBatchWindow": "1000.5ms"}},
+        {"config": {"consumerBatchWindow": "2s"}},
         {"relayhost": {"password": "secret"}},
         {"smtpIngress": {"proxyProtocol": {"timeout": "soon"}}},
     ):
@@ -222,3 +228,18 @@ def test_the_worker_reads_the_relayhost_credentials_the_chart_mounts(tmp_path, m
     settings = MountedWorkerSettings()
     assert settings.relayhost_username == "mailer"
     assert settings.relayhost_password.get_secret_value() == "pa55word"
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_every_batch_window_the_schema_admits_is_one_the_services_take(data: st.DataObject) -> None:
+    """The chart refuses at install what a service would refuse at start (it admitted `1.5s`, over the services'
+    1 s limit, so a pod would crash-loop on a value `helm install` had taken)."""
+    from kubemta_common.settings import ServiceSettings
+
+    pattern = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]["properties"][
+        "consumerBatchWindow"
+    ]["pattern"]
+    window = data.draw(st.from_regex(pattern, fullmatch=True))
+    seconds = ServiceSettings(consumer_batch_window=window).consumer_batch_window
+    assert 0 <= seconds <= 1.0
