@@ -230,7 +230,7 @@ def test_the_worker_reads_the_relayhost_credentials_the_chart_mounts(tmp_path, m
     assert settings.relayhost_password.get_secret_value() == "pa55word"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_every_batch_window_the_schema_admits_is_one_the_services_take(data: st.DataObject) -> None:
     """The chart refuses at install what a service would refuse at start (it admitted `1.5s`, over the services'
@@ -243,3 +243,39 @@ def test_every_batch_window_the_schema_admits_is_one_the_services_take(data: st.
     window = data.draw(st.from_regex(pattern, fullmatch=True))
     seconds = ServiceSettings(consumer_batch_window=window).consumer_batch_window
     assert 0 <= seconds <= 1.0
+
+
+def duration_fields(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """(path in the values, pattern) of every field the schema checks as a duration (a pattern with an `h` unit)."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    if isinstance(node, dict):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and "smhd" in pattern:
+            found.append((path, pattern))
+        for key, child in node.items():
+            found.extend(duration_fields(child, path if key == "properties" else (*path, key)))
+    return found
+
+
+def test_every_duration_the_services_read_takes_milliseconds_in_the_chart_too() -> None:
+    """The services read `250ms` in every duration (the README's table shows defaults such as `500ms`); the chart's
+    schema refused that spelling in all of them but the batch window, so a value copied from the README failed
+    `helm install`."""
+    from kubemta_common.config_types import parse_duration
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    fields = [(path, pattern) for path, pattern in duration_fields(schema) if path != ("config", "retrySchedule")]
+    assert len(fields) >= 30
+    for path, _ in fields:
+        values: dict[str, Any] = {}
+        leaf = values
+        for key in path[:-1]:
+            leaf = leaf.setdefault(key, {})
+        for text in ("250ms", "1.5s", "5m", "2h", "1d", "1w", "90"):
+            leaf[path[-1]] = text
+            jsonschema.validate(values, schema)
+            assert parse_duration(text) > 0
+        for text in ("250 millis", "5mm", "-1s", "ms"):
+            leaf[path[-1]] = text
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(values, schema)
