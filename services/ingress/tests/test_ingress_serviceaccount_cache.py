@@ -12,8 +12,7 @@ from prometheus_client import REGISTRY
 
 from kubemta_ingress.api_auth import Principal
 from kubemta_ingress.serviceaccount_identities import ServiceAccount, parse_identity_map
-from kubemta_ingress.serviceaccounts import Outcome, ServiceAccountVerifier
-from kubemta_ingress.tokenreview import TokenReviewUnavailable
+from kubemta_ingress.serviceaccounts import Outcome, ServiceAccountVerifier, TokenReviewUnavailable
 from kubemta_ingress.users import Identity
 
 NOW = 1_800_000_000.0

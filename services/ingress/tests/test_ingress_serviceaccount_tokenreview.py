@@ -274,3 +274,17 @@ async def test_as_the_http_api_bearer_token(kube_api: FakeKubeApi, verifier: Ser
         answer = await client.get("/whoami", headers={"Authorization": f"Bearer {other}"})
         assert answer.status_code == 401
     assert kube_api.reviews == 2
+
+
+def test_an_ingress_without_serviceaccount_identities_never_imports_the_kubernetes_client() -> None:
+    """The client is imported when identities are configured (the tests above build a verifier that way); the
+    default ingress starts without it, about 0.1 s of CPU less at every start."""
+    import subprocess
+    import sys
+
+    program = (
+        "import sys, kubemta_ingress.__main__, kubemta_ingress.serviceaccounts; "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'kubernetes'))"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

@@ -42,16 +42,13 @@ from kubernetes.config.incluster_config import (
 from kubemta_common.errors import ConfigError
 from kubemta_common.logs import sanitize
 from kubemta_ingress.serviceaccount_identities import ServiceAccount
+from kubemta_ingress.serviceaccounts import TokenReviewUnavailable
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_THREADS = 4
 DEADLINE_GRACE = 1.0
 """Seconds the overall deadline adds to the request timeout (connection set-up, thread hand-over)."""
-
-
-class TokenReviewUnavailable(Exception):
-    """No answer about the token: the API could not be asked, or did not answer in time or in form."""
 
 
 def api_environment(api_url: str | None, environ: dict[str, str]) -> dict[str, str]:
