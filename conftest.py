@@ -1,5 +1,8 @@
-"""Plugins for every test of the repository (services/*/tests and tests/), and the order files run in."""
+"""Plugins for every test of the repository (services/*/tests and tests/), the order files run in, and the root
+logger's level restored after each test."""
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             return len(SLOW_FIRST)
 
     items.sort(key=rank)
+
+
+@pytest.fixture(autouse=True)
+def root_logger_level_restored() -> Iterator[None]:
+    """The root logger's level as it was before the test. A test that starts a service in-process
+    (`Service.start` calls `setup_logging`) leaves the root at INFO, so a later test in the same worker saw INFO
+    records its caplog did not expect: whether it passed depended on which file ran before it."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
