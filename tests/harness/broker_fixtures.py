@@ -10,7 +10,7 @@ import pytest
 
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.streams import StreamRetention
-from tests.harness.rabbitmq import BrokerNode, Vhost, find_or_start_broker
+from tests.harness.rabbitmq import BrokerNode, Vhost, VhostPool, find_or_start_broker
 
 RETENTION = StreamRetention(events_max_age=3600, events_max_bytes=64 * 1024 * 1024, decisions_max_age=3600)
 """Stream retention of the test brokers: an hour and 64 MiB for events, an hour for decisions."""
@@ -33,9 +33,18 @@ def broker_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode
         node.shutdown()
 
 
+@pytest.fixture(scope="session")
+def vhost_pool(broker_node: BrokerNode) -> Iterator[VhostPool]:
+    pool = VhostPool(broker_node)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
 @pytest.fixture
-def vhost(broker_node: BrokerNode) -> Iterator[Vhost]:
-    vhost = broker_node.create_vhost()
+def vhost(vhost_pool: VhostPool) -> Iterator[Vhost]:
+    vhost = vhost_pool.take()
     try:
         yield vhost
     finally:
