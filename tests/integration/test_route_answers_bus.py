@@ -21,7 +21,7 @@ from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.handler import RouteHandler
 from kubemta_dns_resolver.router import CachePolicy, Router
 from kubemta_queue_manager.handlers import QueueManager
-from kubemta_queue_manager.route_shortcut import RouteAnswerFollower
+from kubemta_common.route_shortcut import RouteAnswerFollower
 from kubemta_queue_manager.settings import QueueManagerSettings
 from tests.harness.fake_events import RecordingEvents
 from tests.harness.queues import take_all

@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp.topology import DSN, ROUTE
 from kubemta_common.errors import PublishFailed
+from kubemta_common.splitter import split
 from kubemta_common.timestamps import now_timestamp, to_datetime
 from kubemta_mail_auth.dkim.keys import KeyStore
 from kubemta_queue_manager import handlers
 from kubemta_queue_manager.dkim_signer import DkimSigner
 from kubemta_queue_manager.dsn_batcher import DsnBatcher
 from kubemta_queue_manager.handlers import QueueManager
-from kubemta_queue_manager.splitter import split
 from tests.harness.fake_events import RecordingEvents
 
 WAIT = 10.0

@@ -15,8 +15,8 @@ from kubemta_common.events.decision_follower import JobVerdicts
 from kubemta_common.events.decisions import Action
 from kubemta_common.events.stream_reader import StreamRecord
 from kubemta_common.route_answers import RouteAnswers, answer_record, parse_answer
+from kubemta_common.route_shortcut import RouteAnswerFollower, RouteShortcut
 from kubemta_queue_manager.handlers import QueueManager
-from kubemta_queue_manager.route_shortcut import RouteAnswerFollower, RouteShortcut
 
 
 def answers_metric(result: str) -> float:

@@ -12,9 +12,10 @@ from kubemta.v1 import message_pb2
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.topology import ROUTE
 from kubemta_mail_auth.dkim.keys import KeyStore
+from kubemta_mail_auth.dkim.trust import may_sign
 from kubemta_queue_manager import metrics
 from kubemta_queue_manager.dkim_signer import DkimSigner
-from kubemta_queue_manager.handlers import QueueManager, may_sign
+from kubemta_queue_manager.handlers import QueueManager
 from tests.harness.fake_events import RecordingEvents
 
 FORGED = (

@@ -14,7 +14,7 @@ from kubemta_common.amqp.consumer import subscribe
 from kubemta_common.amqp.topology import ROUTE
 from kubemta_common.dsn_parameters import parse_recipient_dsn
 from kubemta_common.errors import PermanentError, PublishFailed
-from kubemta_queue_manager.splitter import group_by_domain, recipient_domain, split
+from kubemta_common.splitter import group_by_domain, recipient_domain, split
 
 ARRIVAL = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)
 

@@ -1,4 +1,5 @@
-"""Settings two services share: the name servers they ask and the static routes (KUBEMTA_TRANSPORTS).
+"""Settings two services share: the name servers they ask, the static routes (KUBEMTA_TRANSPORTS) and the route
+shortcut (KUBEMTA_ROUTE_SHORTCUT).
 
 The dns-resolver routes mail by both; the ingress asks DNS for the domain check and for LMTP
 hosts, and reads the transports to verify recipients of local domains at RCPT. Each service's
@@ -61,3 +62,24 @@ class TransportSettings(BaseModel):
         ),
     )
     """The parsed `KUBEMTA_TRANSPORTS`."""
+
+
+class RouteShortcutSettings(BaseModel):
+    """`KUBEMTA_ROUTE_SHORTCUT` and `KUBEMTA_ROUTE_ANSWERS_SIZE`: the ingress and the queue-manager both send
+    first-attempt jobs straight to `deliver` with the dns-resolver's fresh route answer
+    (kubemta_common.route_shortcut)."""
+
+    route_shortcut: bool = Field(
+        default=True,
+        description=(
+            "Send a message's first-attempt jobs straight to deliver while the dns-resolver's route answer for the"
+            " domain (the routes stream) is fresh: from the ingress for a message of one job that the queue-manager"
+            " would not DKIM-sign, else from the queue-manager; off: every job goes through the queue-manager and"
+            " the resolver"
+        ),
+    )
+    route_answers_size: int = Field(
+        default=100_000,
+        ge=1,
+        description="Domains whose route answers the ingress and the queue-manager keep (LRU)",
+    )

@@ -12,11 +12,11 @@ from kubemta_common.events.decision_follower import BackgroundFollower
 from kubemta_common.events.suppression_log import SuppressionLog
 from kubemta_common.events.tracker_client import TrackerClient
 from kubemta_common.route_answers import RouteAnswers
+from kubemta_common.route_shortcut import RouteAnswerFollower
 from kubemta_common.service import ConsumerSpec, ServiceCore, both_lanes, consume, serve_consumers
 from kubemta_mail_auth.dkim.keys import KeyStore
 from kubemta_queue_manager.dkim_signer import DkimSigner
 from kubemta_queue_manager.handlers import QueueManager
-from kubemta_queue_manager.route_shortcut import RouteAnswerFollower
 from kubemta_queue_manager.settings import QueueManagerSettings
 
 DESCRIPTION = (

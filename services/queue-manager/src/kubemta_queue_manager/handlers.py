@@ -32,35 +32,27 @@ from kubemta_common.events.decision_follower import JobVerdicts
 from kubemta_common.events.decisions import DecisionView
 from kubemta_common.events.emitter import EventSink
 from kubemta_common.events.job_events import job_event
+from kubemta_common.events.queued_event import queued as queued_event
 from kubemta_common.events.routed_event import routed as routed_event
 from kubemta_common.events.tracker_client import DuplicateChecks
 from kubemta_common.logs import message_context, sanitize
 from kubemta_common.route_answers import RouteAnswers
+from kubemta_common.route_shortcut import RouteShortcut
+from kubemta_common.splitter import iter_jobs
 from kubemta_common.timestamps import now_timestamp
+from kubemta_mail_auth.dkim.trust import may_sign
 from kubemta_queue_manager import lifecycle, metrics
 from kubemta_queue_manager.dkim_signer import DkimSigner, Outcome
 from kubemta_queue_manager.dsn_batcher import DsnBatcher
 from kubemta_queue_manager.outcomes import Results
 from kubemta_queue_manager.redelivery import RedeliveryGuard
-from kubemta_queue_manager.route_shortcut import RouteShortcut
 from kubemta_queue_manager.settings import QueueManagerSettings
-from kubemta_queue_manager.splitter import iter_jobs
 from kubemta_queue_manager.suppression_sink import SuppressionSink
 
 logger = logging.getLogger(__name__)
 
 PUBLISH_BATCH_BYTES = 16 * 1024 * 1024
 """Job bytes published (and held) at once when one message becomes many jobs."""
-
-
-def may_sign(accepted: message_pb2.AcceptedMessage) -> bool:
-    """True when kubemta may vouch for the message with its DKIM signature.
-
-    Only mail the ingress trusted (an authenticated session, whose From: it checked against the
-    user's identities, or a client in KUBEMTA_RELAY_NETWORKS) and kubemta's own DSNs: signing a
-    stranger's `From: ceo@example.com` would hand a forger a valid, DMARC-aligned signature.
-    """
-    return accepted.generated or accepted.trust != message_pb2.TRUST_UNTRUSTED
 
 
 def utc_now() -> datetime:
@@ -148,7 +140,7 @@ class QueueManager:
             signed = lifecycle.signed(accepted, signatures)
             signed.time.CopyFrom(started)
             self._events.emit(signed)
-        queued = lifecycle.queued(accepted, jobs)
+        queued = queued_event(accepted, jobs)
         queued.time.CopyFrom(started)
         await self._events.record(queued)  # False (stream down): the mail goes on
         for event in routed:  # jobs sent straight to `deliver`, confirmed

@@ -7,7 +7,7 @@ services write too (held, deleted, duplicate, and `delivered`: the delivery work
 there) are kubemta_common.events.job_events.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from kubemta.v1 import events_pb2, message_pb2
@@ -30,17 +30,6 @@ def signed(accepted: message_pb2.AcceptedMessage, signatures: Sequence[str]) -> 
     """The message was DKIM-signed: one "d=... s=... a=..." per signature."""
     event = message_event(accepted.queue_id, accepted.message_id)
     event.signed.signatures.extend(signatures)
-    return event
-
-
-def queued(accepted: message_pb2.AcceptedMessage, jobs: Iterable[events_pb2.QueuedJob]) -> events_pb2.LifecycleEvent:
-    """The message's jobs were all queued to `route`."""
-    event = message_event(accepted.queue_id, accepted.message_id)
-    event.queued.SetInParent()
-    if accepted.dedup_key and not accepted.generated:
-        event.queued.dedup_key = accepted.dedup_key
-        event.queued.arrival_time.CopyFrom(accepted.arrival_time)
-    event.queued.jobs.extend(jobs)  # copies, made in C (the entries _publish_jobs kept for each job it published)
     return event
 
 

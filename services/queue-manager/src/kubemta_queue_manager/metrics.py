@@ -13,6 +13,8 @@ from prometheus_client import Counter
 from kubemta_common.bounce_class import BounceClass
 from kubemta_common.final_metrics import QUEUE_TIME as QUEUE_TIME  # re-exported: counted here too
 from kubemta_common.final_metrics import RECIPIENTS_DELIVERED as RECIPIENTS_DELIVERED
+from kubemta_common.job_metrics import JOBS_CREATED as JOBS_CREATED  # re-exported: counted by the ingress too
+from kubemta_common.job_metrics import MESSAGES_SPLIT as MESSAGES_SPLIT
 from kubemta_common.metrics import DUPLICATES, preinitialise
 from kubemta_common.providers import PROVIDERS
 
@@ -42,8 +44,6 @@ UNDELIVERABLE_NULL_SENDER = Counter(
     "kubemta_undeliverable_null_sender_total",
     "Failure DSNs not sent because the message's sender was <> (or it was itself a DSN); its recipients are dropped",
 )
-JOBS_CREATED = Counter("kubemta_jobs_created_total", "Delivery jobs created by splitting accepted messages")
-MESSAGES_SPLIT = Counter("kubemta_messages_split_total", "Accepted messages split into delivery jobs")
 DKIM_SIGNATURES = Counter(
     "kubemta_dkim_signatures_total",
     "DKIM signing of accepted messages: per key, signed or error; once per message, no_from, no_key or untrusted"

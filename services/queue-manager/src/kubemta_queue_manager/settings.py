@@ -10,10 +10,11 @@ from pathlib import Path
 from pydantic import Field
 
 from kubemta_common.config_types import Duration, Listen, parse_listen
+from kubemta_common.routing_settings import RouteShortcutSettings
 from kubemta_common.settings import ServiceSettings
 
 
-class QueueManagerSettings(ServiceSettings):
+class QueueManagerSettings(ServiceSettings, RouteShortcutSettings):
     """`KUBEMTA_*` settings of the queue-manager."""
 
     metrics_listen: Listen = Field(
@@ -50,18 +51,6 @@ class QueueManagerSettings(ServiceSettings):
             "Largest message (bytes) a failure DSN returns whole when the sender asked for RET=FULL (RFC 3461 §4.3);"
             " a larger one gets its headers only (Postfix bounce_size_limit)"
         ),
-    )
-    route_shortcut: bool = Field(
-        default=True,
-        description=(
-            "Send a message's first-attempt jobs straight to deliver while the dns-resolver's route answer for the"
-            " domain (the routes stream) is fresh; off: every job goes through the resolver"
-        ),
-    )
-    route_answers_size: int = Field(
-        default=100_000,
-        ge=1,
-        description="Domains whose route answers the queue-manager keeps (LRU)",
     )
     dkim_keys_dir: Path | None = Field(
         default=None,

@@ -2,9 +2,11 @@
 
 The resolver stays the owner of routing: it appends its answers to the `routes` stream
 (kubemta_common.route_answer_log); `RouteAnswerFollower` reads them into a bounded `RouteAnswers` map
-(kubemta_common.route_answers), from a little further back than any answer lives. When the queue-manager
-splits a message, `RouteShortcut.attach(job)` gives a job the answer's route (its equal-preference hosts
-drawn afresh for this job, RFC 5321 §5.1: kubemta_common.route_order) only when all of these hold:
+(kubemta_common.route_answers), from a little further back than any answer lives. Two services use it: the
+ingress for a message of one job that it may queue straight to `deliver` (kubemta_ingress.direct_jobs), the
+queue-manager for the jobs of every other message it splits. `RouteShortcut.attach(job)` gives a job the
+answer's route (its equal-preference hosts drawn afresh for this job, RFC 5321 §5.1: kubemta_common.route_order)
+only when all of these hold:
 - the shortcut is on (KUBEMTA_ROUTE_SHORTCUT);
 - the job is a first attempt (`attempts == 0`) and not `maybe_duplicate` (a possible second copy goes through
   the resolver, which asks the tracker whether it was routed already);
