@@ -1,6 +1,7 @@
-"""End to end: once the dns-resolver has published its route answer for a domain (the `routes` stream), the
-queue-manager sends the next message's job to that domain straight to `deliver`: it is delivered while the
-resolver's `kubemta_routes_total` does not count it."""
+"""End to end: once the dns-resolver has published its route answers for two domains (the `routes` stream), the
+queue-manager sends the jobs of the next message to both straight to `deliver`: they are delivered while the
+resolver's `kubemta_routes_total` does not count them. (A message to one domain is the ingress' own to send
+straight to `deliver`: test_direct_jobs_e2e.py.)"""
 
 import asyncio
 
@@ -12,7 +13,7 @@ from tests.harness.stack import Stack
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
 SENDER = "alice@sender.e2e.test"
-RECIPIENT = "bob@mx.e2e.test"
+RECIPIENTS = ["bob@mx.e2e.test", "carol@other.e2e.test"]
 MAX_MESSAGES = 6
 """The answer reaches the queue-manager through a stream: a few messages at most until one uses it."""
 
@@ -32,22 +33,26 @@ async def resolver_routes(stack: Stack, expected: float) -> float:
     return count
 
 
-async def test_the_second_message_to_a_domain_skips_the_resolver(mta: tuple[Stack, str], world: MailWorld) -> None:
+async def test_the_second_message_to_two_domains_skips_the_resolver(mta: tuple[Stack, str], world: MailWorld) -> None:
     stack, server = mta
     mx1 = world.peer("mx1")
     await mx1.start()
+    mx3 = world.peer("mx3")
+    await mx3.start()
     sent = used = 0
-    while used == 0 and sent < MAX_MESSAGES:
+    while used < 2 and sent < MAX_MESSAGES:
         sent += 1
-        message = make_message(SENDER, [RECIPIENT], f"shortcut {sent}")
-        outcome = await send(server, SENDER, [RECIPIENT], message)
+        message = make_message(SENDER, RECIPIENTS, f"shortcut {sent}")
+        outcome = await send(server, SENDER, RECIPIENTS, message)
         assert outcome.data is not None and outcome.data[0] == 250, outcome.data
         await mx1.wait_for_messages(sent, timeout=30)
-        if sent == 1:  # the first one went through the resolver, which shares its answer
-            assert await resolver_routes(stack, 1) == 1
+        await mx3.wait_for_messages(sent, timeout=30)
+        if sent == 1:  # the first one's jobs went through the resolver, which shares its answers
+            assert await resolver_routes(stack, 2) == 2
         used = int(await stack.metric("queue-manager", "kubemta_route_answers_total", result="used"))
-    assert used >= 1, f"no message of {sent} used the resolver's answer"
-    assert len(mx1.messages) == sent
-    assert await stack.metric("dns-resolver", "kubemta_route_answers_published_total") >= 1
-    # the shortcut ones were never counted by the resolver
-    assert await resolver_routes(stack, sent - used) == sent - used
+    assert used >= 2, f"no message of {sent} used the resolver's answers"
+    assert len(mx1.messages) == len(mx3.messages) == sent
+    assert await stack.metric("dns-resolver", "kubemta_route_answers_published_total") >= 2
+    # the shortcut jobs were never counted by the resolver; two-domain messages are never the ingress' to send
+    assert await resolver_routes(stack, 2 * sent - used) == 2 * sent - used
+    assert await stack.metric("ingress", "kubemta_route_answers_total", result="used") == 0

@@ -16,12 +16,12 @@ from kubemta_common.amqp.streams import ROUTES
 from kubemta_common.amqp.topology import DELIVER, ROUTE
 from kubemta_common.route_answer_log import RouteAnswerLog
 from kubemta_common.route_answers import ANSWER_TYPE, RouteAnswers, answer_record
+from kubemta_common.route_shortcut import RouteAnswerFollower
 from kubemta_common.transport_map import parse_transports
 from kubemta_common.ttl_cache import TtlLruCache
 from kubemta_dns_resolver.handler import RouteHandler
 from kubemta_dns_resolver.router import CachePolicy, Router
 from kubemta_queue_manager.handlers import QueueManager
-from kubemta_common.route_shortcut import RouteAnswerFollower
 from kubemta_queue_manager.settings import QueueManagerSettings
 from tests.harness.fake_events import RecordingEvents
 from tests.harness.queues import take_all

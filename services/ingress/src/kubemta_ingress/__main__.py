@@ -32,6 +32,7 @@ from kubemta_ingress.api import app_from_settings
 from kubemta_ingress.api_keys import build_api_key_verifier
 from kubemta_ingress.auth import build_authenticator
 from kubemta_ingress.data_budget import DataBudget
+from kubemta_ingress.direct_jobs import DirectJobs, DirectJobsFollowers
 from kubemta_ingress.handler import IngressHandler
 from kubemta_ingress.idempotency import Idempotency
 from kubemta_ingress.limits import ConnectionLimiter, SessionLimits
@@ -78,10 +79,11 @@ def build_handler(
     events: EventSink | None = None,
     tracker: FirstQueueIds | None = None,
     suppressions: SuppressedRecipients | None = None,
+    direct: DirectJobs | None = None,
 ) -> IngressHandler:
     """The SMTP handler, whose `acceptance` the HTTP API's POST /v1/messages shares; `suppressions`
     (suppression_check.build_suppression_check; None: not checked) refuses suppressed recipients of outbound
-    senders."""
+    senders; `direct` (None: none) queues a message's one job straight to `deliver` when it may (direct_jobs.py)."""
     return IngressHandler(
         MailAcceptance(
             hostname=settings.hostname,
@@ -95,6 +97,7 @@ def build_handler(
             tracker=tracker,
             duplicate_window=settings.duplicate_window,
             suppressions=suppressions,
+            direct=direct,
         )
     )
 
@@ -184,10 +187,19 @@ async def serve(stop: asyncio.Event) -> None:
     core = ServiceCore(SERVICE, settings)
     tracker = TrackerClient.from_settings(settings)  # None: no duplicate checks, no Idempotency-Keys
     await core.start()
+    followers: DirectJobsFollowers | None = None
     servers: list[SmtpServer] = []
     watcher: asyncio.Task[None] | None = None
     api: HttpServer | None = None
     try:
+        direct: DirectJobs | None = None
+        if settings.route_shortcut:
+            followers = DirectJobsFollowers(
+                answers_size=settings.route_answers_size, decisions_max_age=settings.decisions_max_age
+            )
+            direct = followers.start(
+                core.broker, hostname=settings.hostname, signing=settings.dkim_keys_dir is not None
+            )
         handler = build_handler(
             settings,
             core.publisher,
@@ -195,6 +207,7 @@ async def serve(stop: asyncio.Event) -> None:
             events=core.events,
             tracker=tracker,
             suppressions=build_suppression_check(settings, tracker),
+            direct=direct,
         )
         budget = DataBudget(settings.message_data_budget)  # one for SMTP sessions and API requests
         servers = build_servers(
@@ -229,6 +242,8 @@ async def serve(stop: asyncio.Event) -> None:
         close_wait = settings.publish_timeout + 1.0
         await asyncio.gather(*(server.stop(settings.drain_seconds, close_wait=close_wait) for server in servers))
         await answer_publishes(core, close_wait)
+        if followers is not None:
+            await followers.stop()
         await recipients.close()
         if tracker is not None:
             await tracker.close()

@@ -33,20 +33,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from kubemta.v1 import events_pb2, message_pb2
+from kubemta_common import job_metrics
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.publisher import BusPublisher
-from kubemta_common.bus_messages import Encoded, encoded_with_field
+from kubemta_common.bus_messages import encoded_with_field
 from kubemta_common.errors import MessageTooLarge, PublishFailed
 from kubemta_common.events.emitter import EventSink, NoEvents
+from kubemta_common.events.queued_event import queued as queued_event
+from kubemta_common.events.routed_event import routed as routed_event
 from kubemta_common.events.tracker_client import FirstQueueIds
 from kubemta_common.logs import message_context, sanitize
 from kubemta_common.metrics import DUPLICATES
 from kubemta_common.queue_id import new_queue_id
-from kubemta_common.timestamps import set_datetime
+from kubemta_common.timestamps import now_timestamp, set_datetime
 from kubemta_ingress import metrics, replies
 from kubemta_ingress.content import content_problem, received_count, refusal
 from kubemta_ingress.dedup_key import dedup_key
+from kubemta_ingress.direct_jobs import DirectJobs
 from kubemta_ingress.message_id import message_id
 from kubemta_ingress.policy import AddressProblem, IPAddress, RelayPolicy, check_address, ip_text
 from kubemta_ingress.received import received_header
@@ -174,6 +180,7 @@ class MailAcceptance:
         tracker: FirstQueueIds | None = None,
         duplicate_window: float = 0.0,
         suppressions: SuppressedRecipients | None = None,
+        direct: DirectJobs | None = None,
     ) -> None:
         self.hostname = hostname
         self.policy = policy
@@ -186,6 +193,7 @@ class MailAcceptance:
         self._tracker = tracker  # None: no duplicate check (KUBEMTA_TRACKER_URL empty)
         self._duplicate_window = duplicate_window  # seconds; 0: no duplicate check
         self._suppressions = suppressions  # None: no suppression check (KUBEMTA_SUPPRESSION_CHECK off, no tracker)
+        self._direct = direct  # None: every message goes to `inbound` (KUBEMTA_ROUTE_SHORTCUT off)
 
     def sender_refusal(self, address: str, user: AuthenticatedUser | None, *, smtputf8: bool) -> Refusal | None:
         """None when `address` ("" = the null sender) may be the envelope sender of this client."""
@@ -308,14 +316,23 @@ class MailAcceptance:
         return Queued(first, mid, retry=True)
 
     async def _publish(self, queue_id: str, submission: Submission, mid: str, key: str) -> Queued | Refusal:
-        """Publish the AcceptedMessage and emit `received`; `Queued` only once the broker confirmed the message
-        (the event's own confirm is not awaited: the module's docstring says what that leaves open)."""
+        """Publish the AcceptedMessage to `inbound`, or its one job to `deliver` (direct_jobs.py), and emit
+        `received` (and for a job `queued` and `routed`); `Queued` only once the broker confirmed the message (the
+        events' own confirms are not awaited: the module's docstring says what that leaves open)."""
         arrival = datetime.now(UTC)
         head = self._accepted_head(queue_id, submission, mid, key, arrival)
-        body, size = self._accepted_body(head, submission, arrival)
+        parts = self._content_parts(head, submission, arrival)
+        size = sum(len(part) for part in parts)
+        job = await self._direct.job(head) if self._direct is not None else None
+        queued_at = now_timestamp()  # the events' time: the worker may record its attempt before our confirm returns
         sender = submission.sender
         try:
-            await self._publisher.publish(stages.INBOUND, body, message_id=queue_id)
+            if job is None:
+                body = encoded_with_field(head, message_pb2.AcceptedMessage.CONTENT_FIELD_NUMBER, parts)
+                await self._publisher.publish(stages.INBOUND, body, message_id=queue_id)
+            else:
+                encoded = encoded_with_field(job, message_pb2.DeliveryJob.CONTENT_FIELD_NUMBER, parts)
+                await self._publisher.publish(stages.DELIVER, encoded, message_id=job.job_id)
         except PublishFailed as exc:
             fields = {"sender": sender, "error": str(exc)}
             return Refusal(
@@ -340,7 +357,22 @@ class MailAcceptance:
             },
         )
         self._events.emit(received_event(head, size, submission.content))
+        if job is not None:
+            self._emit_direct(head, job, queued_at)
         return Queued(queue_id, head.message_id)
+
+    def _emit_direct(self, head: message_pb2.AcceptedMessage, job: message_pb2.DeliveryJob, at: Timestamp) -> None:
+        """The `queued` and `routed` events of a job queued straight to `deliver`, as the queue-manager writes them
+        (at `at`, before the publish), and the splitting metrics it counts."""
+        entry = events_pb2.QueuedJob(job_id=job.job_id, domain=job.domain, recipients=job.recipients)
+        queued = queued_event(head, [entry])
+        queued.time.CopyFrom(at)
+        self._events.emit(queued)
+        routed = routed_event(job, job.route)
+        routed.time.CopyFrom(at)
+        self._events.emit(routed)
+        job_metrics.MESSAGES_SPLIT.inc()
+        job_metrics.JOBS_CREATED.inc()
 
     def _accepted_head(
         self, queue_id: str, submission: Submission, mid: str, key: str, arrival: datetime
@@ -371,11 +403,11 @@ class MailAcceptance:
         set_datetime(head.arrival_time, arrival)
         return head
 
-    def _accepted_body(
+    def _content_parts(
         self, head: message_pb2.AcceptedMessage, submission: Submission, arrival: datetime
-    ) -> tuple[Encoded[message_pb2.AcceptedMessage], int]:
-        """The serialised AcceptedMessage with the trace header and the content joined into it once
-        (with_field), and the bytes of the message as queued; `arrival` is the head's arrival_time."""
+    ) -> list[bytes]:
+        """The message as queued, in parts joined once into the bus message (with_field): the trace header and the
+        content (with the headers an MSA adds to trusted mail); `arrival` is the head's arrival_time."""
         content = submission.content
         trace = received_header(
             helo=submission.helo,
@@ -390,9 +422,7 @@ class MailAcceptance:
             content = with_missing_headers(content, when=arrival, message_id=f"{head.queue_id}@{self.hostname}")
             if not head.message_id:  # the one just added travels with the message and answers the client
                 head.message_id = message_id(content)
-        parts = [trace, content]
-        size = len(trace) + len(content)
-        return encoded_with_field(head, message_pb2.AcceptedMessage.CONTENT_FIELD_NUMBER, parts), size
+        return [trace, content]
 
 
 def text_field(value: str | None) -> str:

@@ -22,7 +22,7 @@ from kubemta_common.config_types import (
     parse_listen,
     split_list,
 )
-from kubemta_common.routing_settings import DnsClientSettings, TransportSettings
+from kubemta_common.routing_settings import DnsClientSettings, RouteShortcutSettings, TransportSettings
 from kubemta_common.settings import BUS_HEADROOM, ServiceSettings
 from kubemta_ingress.bearer_token import ApiToken
 from kubemta_ingress.policy import normalize_domain
@@ -38,7 +38,7 @@ RecipientMapPaths = Annotated[dict[str, Path], NoDecode, BeforeValidator(_to_rec
 """`KUBEMTA_RECIPIENT_MAPS` written as `domain=/path,...`, parsed to {canonical domain: path}."""
 
 
-class IngressSettings(ServiceSettings, DnsClientSettings, TransportSettings):
+class IngressSettings(ServiceSettings, DnsClientSettings, TransportSettings, RouteShortcutSettings):
     """Configuration of the ingress service."""
 
     smtp_listen: Listen = Field(
