@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,8 +23,9 @@ from kubemta_common.route_answers import RouteAnswers, answer_record, parse_answ
 from kubemta_common.route_shortcut import RouteShortcut
 from kubemta_common.splitter import split
 from kubemta_ingress.acceptance import MailAcceptance, Queued, Refusal, Submission
-from kubemta_ingress.direct_jobs import DirectJobs
+from kubemta_ingress.direct_jobs import DirectJobs, DirectJobsFollowers
 from kubemta_ingress.policy import RelayPolicy
+from kubemta_ingress.settings import IngressSettings
 from tests.harness.fake_events import RecordingEvents
 from tests.harness.fake_publisher import FakePublisher
 
@@ -250,3 +252,15 @@ def test_any_recipients_make_the_queue_managers_jobs_or_go_to_inbound(recipients
     assert job is not None
     job.ClearField("route")
     assert job == expected[0]
+
+
+def ingress_settings(**values: object) -> IngressSettings:
+    return IngressSettings.model_validate({"amqp_url": "amqp://guest:guest@127.0.0.1:5672/x", **values})
+
+
+def test_the_setting_off_means_no_direct_jobs_and_dkim_keys_mean_signing(tmp_path: Path) -> None:
+    assert DirectJobsFollowers.from_settings(ingress_settings(route_shortcut=False)) is None
+    on = DirectJobsFollowers.from_settings(ingress_settings())
+    assert on is not None and not on.signing
+    signing = DirectJobsFollowers.from_settings(ingress_settings(dkim_keys_dir=tmp_path))
+    assert signing is not None and signing.signing

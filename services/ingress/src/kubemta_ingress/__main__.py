@@ -187,19 +187,12 @@ async def serve(stop: asyncio.Event) -> None:
     core = ServiceCore(SERVICE, settings)
     tracker = TrackerClient.from_settings(settings)  # None: no duplicate checks, no Idempotency-Keys
     await core.start()
-    followers: DirectJobsFollowers | None = None
+    followers = DirectJobsFollowers.from_settings(settings)  # None: KUBEMTA_ROUTE_SHORTCUT is off
     servers: list[SmtpServer] = []
     watcher: asyncio.Task[None] | None = None
     api: HttpServer | None = None
     try:
-        direct: DirectJobs | None = None
-        if settings.route_shortcut:
-            followers = DirectJobsFollowers(
-                answers_size=settings.route_answers_size, decisions_max_age=settings.decisions_max_age
-            )
-            direct = followers.start(
-                core.broker, hostname=settings.hostname, signing=settings.dkim_keys_dir is not None
-            )
+        direct = followers.start(core.broker) if followers is not None else None
         handler = build_handler(
             settings,
             core.publisher,

@@ -29,6 +29,7 @@ from kubemta_common.events.decision_follower import BackgroundFollower, JobVerdi
 from kubemta_common.route_answers import RouteAnswers
 from kubemta_common.route_shortcut import RouteAnswerFollower, RouteShortcut
 from kubemta_common.splitter import iter_jobs
+from kubemta_ingress.settings import IngressSettings
 from kubemta_mail_auth.dkim.trust import may_sign
 
 
@@ -58,21 +59,37 @@ class DirectJobs:
 
 class DirectJobsFollowers:
     """What `DirectJobs` reads while the ingress runs: the resolver's route answers (the `routes` stream) and the
-    operators' decisions (the `decisions` stream), each followed by a background task from `start` to `stop`."""
+    operators' decisions (the `decisions` stream), each followed by a background task from `start` to `stop`.
+    `hostname` and `signing` as DirectJobs'."""
 
-    def __init__(self, *, answers_size: int, decisions_max_age: float) -> None:
+    def __init__(self, *, answers_size: int, decisions_max_age: float, hostname: str, signing: bool) -> None:
         self._answers = RouteAnswers(answers_size)
         self._decisions = BackgroundFollower(decisions_max_age)
         self._answer_follower: RouteAnswerFollower | None = None
+        self._hostname = hostname
+        self.signing = signing
 
-    def start(self, broker: Broker, *, hostname: str, signing: bool) -> DirectJobs:
+    @classmethod
+    def from_settings(cls, settings: IngressSettings) -> "DirectJobsFollowers | None":
+        """The followers for these settings; None when KUBEMTA_ROUTE_SHORTCUT is off (every message to
+        `inbound`). The queue-manager signs trusted mail when KUBEMTA_DKIM_KEYS_DIR is set."""
+        if not settings.route_shortcut:
+            return None
+        return cls(
+            answers_size=settings.route_answers_size,
+            decisions_max_age=settings.decisions_max_age,
+            hostname=settings.hostname,
+            signing=settings.dkim_keys_dir is not None,
+        )
+
+    def start(self, broker: Broker) -> DirectJobs:
         """Start following both streams on `broker`; the `DirectJobs` that asks them."""
         decisions = self._decisions.start(broker)
         self._answer_follower = RouteAnswerFollower(broker, self._answers)
         self._answer_follower.start()
         verdicts = JobVerdicts(decisions.decisions, decisions.ready)
         shortcut = RouteShortcut(self._answers, verdicts, decisions_ready=decisions.ready)
-        return DirectJobs(shortcut, hostname=hostname, signing=signing)
+        return DirectJobs(shortcut, hostname=self._hostname, signing=self.signing)
 
     async def stop(self) -> None:
         """Stop following (idempotent)."""
