@@ -16,7 +16,8 @@ from typing import Any
 TARGET_PER_HOUR = 1_000_000
 TARGET = TARGET_PER_HOUR / 3600  # 277.8 msg/s
 HEADROOM = 1.5
-HOPS = 4  # queues a delivered message crosses today: inbound, route, deliver, results
+HOPS = 4  # queues a message crosses on the long path (a domain's first message): inbound, route, deliver, results
+SHORT_HOPS = 1  # queues a message to one routed domain crosses on the short path (kubemta_ingress.direct_jobs): deliver
 ORDER = ("ingress", "queue-manager", "dns-resolver", "delivery-worker")
 
 
@@ -103,6 +104,11 @@ def broker_summary(stages: list[dict[str, Any]], phases: list[dict[str, Any]]) -
             f"Broker limit on this node: {rates['publish']:.0f} publishes/s with confirms and {rates['consume']:.0f} "
             f"consumes/s with acks (quorum queue, 1 KiB); a message crossing {HOPS} queues: about {node:.0f} msg/s."
         )
+        short = broker_node_rate(rates["publish"], rates["consume"], SHORT_HOPS)
+        lines.append(
+            f"A message to one domain the resolver already routed crosses {SHORT_HOPS} queue (`deliver`): about "
+            f"{short:.0f} msg/s."
+        )
     cpu = {each["phase"]: each["broker_ms_per_message"] for each in phases if not each.get("error")}
     if cpu.get("publish") and cpu.get("consume"):
         hop = cpu["publish"] + cpu["consume"]
@@ -123,6 +129,20 @@ def broker_summary(stages: list[dict[str, Any]], phases: list[dict[str, Any]]) -
             lines.append(
                 f"{processes} process(es) per stage: the four stages use {service_ms:.2f} CPU ms per message and the "
                 f"broker {broker_ms:.2f}; 1 M/h needs {cores:.1f} broker cores (x{HEADROOM:g} headroom)."
+            )
+        short = {
+            each["stage"]: each
+            for each in stages
+            if each["processes"] == processes and not each.get("error") and each.get("variant")
+        }
+        worker = next((each for each in used if each["stage"] == "delivery-worker"), None)
+        if "ingress" in short and worker is not None:
+            path = (short["ingress"], worker)
+            service_ms = sum(each["cpu_ms_per_message"] or 0.0 for each in path)
+            broker_ms = sum(each["broker_ms_per_message"] or 0.0 for each in path)
+            lines.append(
+                f"{processes} process(es) per stage, short path (ingress with the route answers fresh, then the "
+                f"worker): {service_ms:.2f} CPU ms per message and the broker {broker_ms:.2f}."
             )
     return lines
 

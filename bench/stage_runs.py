@@ -5,8 +5,11 @@ alone while it is measured, so the bus messages every stage drains are real ones
 kubemta's own previous stage and publisher:
 
 1. ingress: smtp-source (`sessions` sessions, one 1 KiB message per connection) into the
-   ingress alone; nothing consumes `inbound`, which fills. msgs/s = accepted / smtp-source's
-   wall time; CPU over that time.
+   ingress alone, with KUBEMTA_ROUTE_SHORTCUT off; nothing consumes `inbound`, which fills.
+   msgs/s = accepted / smtp-source's wall time; CPU over that time. Its FRESH variant runs
+   with the shortcut on once the resolver's answer is in the `routes` stream: the messages'
+   jobs go straight to `deliver` (kubemta_ingress.direct_jobs; any that came before the
+   ingress had read the streams go to `inbound`, and both count).
 2. queue-manager, dns-resolver, delivery-worker: started on the queue the previous stage
    filled (`inbound`, `route`, `deliver`), nothing after them running. Their outputs (every
    queue the stage may publish to, or for the worker the smtp-sink's count) are read every
@@ -38,7 +41,9 @@ from bench.systems import transport_to
 from tests.harness.ports import free_port
 
 SIZE = 1024
-FRESH = "route answers fresh"  # the queue-manager's variant with the resolver's answers in the routes stream
+FRESH = "route answers fresh"  # the ingress' and queue-manager's variant with the resolver's answers in `routes`
+LONG_PATH = {"KUBEMTA_ROUTE_SHORTCUT": "false"}
+"""The ingress of the plain run: every message to `inbound`, whatever the `routes` stream holds."""
 POLL_SECONDS = 0.1
 STAGE_QUEUES = ("inbound", "route", "deliver", "results")
 INPUT = {"queue-manager": "inbound", "dns-resolver": "route", "delivery-worker": "deliver"}
@@ -109,7 +114,7 @@ class StageBench:
         self.address = address
         self.beam = rabbitmq.beam_pid()
 
-    def stack(self, stage: str, processes: int, port: int) -> KubemtaStack:
+    def stack(self, stage: str, processes: int, port: int, env: dict[str, str] | None = None) -> KubemtaStack:
         return KubemtaStack(
             self.workdir,
             amqp_url=self.url,
@@ -120,13 +125,15 @@ class StageBench:
             services=(stage,),
             processes={stage: processes},
             ingress_processes=processes if stage == "ingress" else 1,
-            extra_env=self.config.kubemta_env,
+            extra_env={**self.config.kubemta_env, **(env or {})},
         )
 
-    async def ingress(self, processes: int, count: int, quiet: Settled | None) -> StageResult:
-        """smtp-source into the ingress alone: `count` messages of 1 KiB; `inbound` fills."""
+    async def ingress(self, processes: int, count: int, quiet: Settled | None, variant: str = "") -> StageResult:
+        """smtp-source into the ingress alone: `count` messages of 1 KiB; `inbound` fills (the FRESH variant:
+        `deliver`, and `inbound` for any message that came before the ingress had read the streams)."""
         port = free_port(self.address)
-        stack = self.stack("ingress", processes, port)
+        stack = self.stack("ingress", processes, port, env=None if variant == FRESH else LONG_PATH)
+        outputs = lanes(("inbound", "deliver") if variant == FRESH else OUTPUTS["ingress"])
         try:
             await stack.start()
             pids = stack.pids()["ingress"]
@@ -146,10 +153,11 @@ class StageBench:
         if source.returncode != 0 or source.accepted != count:
             return failed("ingress", processes, f"smtp-source {source.returncode}: {source.output_tail}")
         async with BusDepths(self.url) as depths:
-            queued = await depths.total(lanes(OUTPUTS["ingress"]))
+            queued = await depths.total(outputs)
         measured = result("ingress", processes, source.accepted, source.wall_seconds, cpu, beam, quiet)
+        measured.variant = variant
         if queued < source.accepted:
-            measured.error = f"inbound holds {queued} of the {source.accepted} messages accepted"
+            measured.error = f"{', '.join(outputs)} hold {queued} of the {source.accepted} messages accepted"
         return measured
 
     async def _outputs(self, depths: BusDepths, stage: str) -> int:

@@ -4,8 +4,8 @@ For every process count of BENCH_STAGE_PROCESSES (1,2): a vhost and smtp-sink of
 own; the ingress under smtp-source fills `inbound` with BENCH_STAGE_MESSAGES messages of
 1 KiB; then the queue-manager drains `inbound`, the dns-resolver `route` and the
 delivery-worker `deliver` into the sink, each alone (bench.stage_runs); then the
-queue-manager once more, with the resolver's route answer fresh (jobs straight to
-`deliver`: the steady state for known domains). Then the broker
+ingress and the queue-manager once more, with the resolver's route answer fresh (jobs straight
+to `deliver`: the steady state for known domains). Then the broker
 alone (bench.broker_limit). Before each measurement the machine is given time to go quiet
 (bench.settle, BENCH_SETTLE_TIMEOUT). The table goes to stdout, the figures to
 `bench/results/stages-<timestamp>.json` and `.md`, copied to `stages-latest.*`; the
@@ -67,20 +67,30 @@ async def one_count(config: BenchConfig, workdir: Path, prefix: str, processes: 
 
 
 async def fresh_routes(config: BenchConfig, bench: StageBench, processes: int) -> list[StageResult]:
-    """The queue-manager again, now that the resolver's route answer for the domain is fresh (the routes stream):
-    first-attempt jobs go straight to `deliver`, as in a steady flow to known domains. `inbound` is filled again
-    by the ingress (not reported twice) and `deliver` drained by the worker (likewise) afterwards."""
+    """The ingress and the queue-manager again, now that the resolver's route answer for the domain is fresh (the
+    routes stream), as in a steady flow to known domains: the ingress sends each message's one job straight to
+    `deliver` (kubemta_ingress.direct_jobs), the queue-manager every first-attempt job it splits. The ingress is
+    measured filling `deliver`, which the worker then drains (not reported twice); then `inbound` is filled
+    again by the ingress with the shortcut off (not reported twice) and drained by the queue-manager, whose
+    jobs the worker drains again."""
+    results: list[StageResult] = []
+    await settle(config.settle_timeout)
+    say(f"ingress x{processes}: {config.stage_messages} messages with the route answers fresh")
+    direct = await bench.ingress(processes, config.stage_messages, None, variant=FRESH)
+    say(f"  {direct}")
+    results.append(direct)
+    await bench.drain("delivery-worker", processes, None)
     refill = await bench.ingress(processes, config.stage_messages, None)
     if refill.error:
         refused = failed("queue-manager", processes, f"refilling inbound: {refill.error}")
         refused.variant = FRESH
-        return [refused]
+        return [*results, refused]
     await settle(config.settle_timeout)
     say(f"queue-manager x{processes}: draining inbound with the route answers fresh")
     measured = await bench.drain("queue-manager", processes, None, variant=FRESH)
     say(f"  {measured}")
     await bench.drain("delivery-worker", processes, None)
-    return [measured]
+    return [*results, measured]
 
 
 async def broker(config: BenchConfig) -> list[BrokerPhase]:

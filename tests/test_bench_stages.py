@@ -188,6 +188,7 @@ def _stage(stage: str, processes: int, rate: float, cpu: float = 1.0, broker: fl
 def test_the_scale_report_has_every_stage_the_broker_and_the_pods() -> None:
     stages = [_stage(name, 1, 300.0) for name in scale_report.ORDER]
     stages += [_stage("queue-manager", 2, 500.0), dict(_stage("ingress", 2, 0.0), error="smtp-source 1: refused")]
+    stages.append(dict(_stage("ingress", 1, 400.0, cpu=0.75, broker=0.25), variant="route answers fresh"))
     document = {
         "title": "t",
         "stages": list(reversed(stages)),
@@ -205,6 +206,10 @@ def test_the_scale_report_has_every_stage_the_broker_and_the_pods() -> None:
     assert "| queue-manager | 2 | 500 | 250 | 1.00 | 0.50 | 1 |" in rows
     assert "| publish | 10 | 4000 | 0.10 | 0.20 | 4 |" in text
     assert "a message crossing 4 queues: about 500 msg/s" in text
+    assert "crosses 1 queue (`deliver`): about 2000 msg/s" in text
+    assert "| ingress (route answers fresh) | 1 | 400 | 400 | 0.75 | 0.25 | 2 |" in rows
+    short_path = "short path (ingress with the route answers fresh, then the worker): 1.75 CPU ms per message"
+    assert short_path + " and the broker 0.75" in text
     assert "(publish + consume): 0.20 ms, so 1250 msg/s per broker core at 4 queues" in text
     assert "1 process(es) per stage: the four stages use 4.00 CPU ms per message and the broker 2.00" in text
     assert "2 process(es) per stage" not in text  # not every stage measured with 2

@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from kubemta_common.config_docs import describe_settings
 from kubemta_common.errors import ConfigError
-from kubemta_common.runtime import run
+from kubemta_common.runtime import ignore_stop_signals, run
 from kubemta_common.settings import ServiceSettings
 
 
@@ -62,3 +62,4 @@ def service_main(
     except ConfigError:
         event_loop = "asyncio"  # `serve` loads the settings again and reports the error as usual
     run(serve, event_loop=event_loop)
+    ignore_stop_signals()  # only the interpreter's exit is left

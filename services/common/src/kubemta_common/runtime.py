@@ -41,6 +41,13 @@ async def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     await main(stop)
 
 
+def ignore_stop_signals() -> None:
+    """For a service process whose loop has closed: what is left is the interpreter's exit, which a second SIGTERM
+    (a supervisor stopping a process already stopping) must not turn into a death by signal (exit -15)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:
     logger.info("received %s, shutting down", sig.name)
     stop.set()

@@ -307,7 +307,9 @@ class IngressSettings(ServiceSettings, DnsClientSettings, TransportSettings, Rou
         description=(
             "Directory of DKIM keys (a mounted Secret): the queue-manager signs with the private keys "
             "DOMAIN/SELECTOR.key; the ingress' domain check compares the public keys DOMAIN/SELECTOR.pub with DNS "
-            "(a .key also works, but the ingress needs none); unset: no signing"
+            "(a .key also works, but the ingress needs none); set it on the ingress whenever the queue-manager signs "
+            "(the chart does): the ingress then leaves trusted mail to the queue-manager instead of queueing it "
+            "straight to deliver unsigned; unset: no signing"
         ),
     )
 
