@@ -104,10 +104,10 @@ def broker_summary(stages: list[dict[str, Any]], phases: list[dict[str, Any]]) -
             f"Broker limit on this node: {rates['publish']:.0f} publishes/s with confirms and {rates['consume']:.0f} "
             f"consumes/s with acks (quorum queue, 1 KiB); a message crossing {HOPS} queues: about {node:.0f} msg/s."
         )
-        short = broker_node_rate(rates["publish"], rates["consume"], SHORT_HOPS)
+        short_path_rate = broker_node_rate(rates["publish"], rates["consume"], SHORT_HOPS)
         lines.append(
             f"A message to one domain the resolver already routed crosses {SHORT_HOPS} queue (`deliver`): about "
-            f"{short:.0f} msg/s."
+            f"{short_path_rate or 0.0:.0f} msg/s."
         )
     cpu = {each["phase"]: each["broker_ms_per_message"] for each in phases if not each.get("error")}
     if cpu.get("publish") and cpu.get("consume"):
