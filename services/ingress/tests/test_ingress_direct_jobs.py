@@ -19,7 +19,7 @@ from kubemta_common.amqp.topology import DELIVER, INBOUND
 from kubemta_common.errors import PublishFailed
 from kubemta_common.events.decision_follower import JobVerdicts
 from kubemta_common.events.decisions import Decisions
-from kubemta_common.route_answers import RouteAnswers, answer_record, parse_answer
+from kubemta_common.route_answers import RouteAnswers
 from kubemta_common.route_shortcut import RouteShortcut
 from kubemta_common.splitter import split
 from kubemta_ingress.acceptance import MailAcceptance, Queued, Refusal, Submission
@@ -28,35 +28,12 @@ from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.settings import IngressSettings
 from tests.harness.fake_events import RecordingEvents
 from tests.harness.fake_publisher import FakePublisher
+from tests.harness.route_answers_kit import fresh_answers
 
 HOSTNAME = "mx.kubemta.test"
 SENDER = "app@example.com"
 CONTENT = b"From: app@example.com\r\nTo: bob@example.org\r\nMessage-ID: <m1@example.com>\r\nSubject: t\r\n\r\nHi.\r\n"
 CLIENT = ipaddress.ip_address("10.0.0.5")
-
-
-def route() -> message_pb2.Route:
-    return message_pb2.Route(
-        kind=message_pb2.TRANSPORT_KIND_SMTP,
-        source="mx",
-        provider="other",
-        hosts=[
-            message_pb2.RouteHost(hostname=f"mx{n}.example.org", address=f"192.0.2.{n}", port=25, preference=10)
-            for n in (1, 2)
-        ],
-    )
-
-
-def answers_for(
-    *domains: str, fresh_for: float = 300.0, resolved: float | None = None, into: RouteAnswers | None = None
-) -> RouteAnswers:
-    answers = RouteAnswers() if into is None else into
-    now = time.time() if resolved is None else resolved
-    for domain in domains:
-        answer = parse_answer(answer_record(domain, route(), now=now, fresh_for=fresh_for).SerializeToString(), now)
-        assert answer is not None
-        answers.add(answer)
-    return answers
 
 
 def hold(domain: str) -> events_pb2.AdminDecision:
@@ -113,7 +90,7 @@ def sample(name: str, labels: dict[str, str] | None = None) -> float:
 
 async def test_a_message_of_one_job_with_a_fresh_answer_goes_straight_to_deliver_with_its_events() -> None:
     publisher, events = FakePublisher(), RecordingEvents()
-    accepting = acceptance(publisher, events, direct_jobs(answers_for("example.org")))
+    accepting = acceptance(publisher, events, direct_jobs(fresh_answers("example.org")))
     jobs_before = sample("kubemta_jobs_created_total")
     split_before = sample("kubemta_messages_split_total")
 
@@ -128,7 +105,7 @@ async def test_a_message_of_one_job_with_a_fresh_answer_goes_straight_to_deliver
     assert list(job.recipients) == ["bob@example.org", "Carol@Example.ORG"]
     assert job.sender == SENDER and job.attempts == 0 and not job.maybe_duplicate
     assert job.content.startswith(b"Received: from app.example.com") and b"\r\nSubject: t\r\n" in job.content
-    assert {host.address for host in job.route.hosts} == {"192.0.2.1", "192.0.2.2"}
+    assert {host.address for host in job.route.hosts} == {"192.0.2.1", "192.0.2.2", "192.0.2.3"}
     assert job.HasField("arrival_time") and job.message_id == "<m1@example.com>"
     assert events.kinds() == ["received", "queued", "routed"]
     _, queued_event, routed_event = events.events
@@ -136,7 +113,7 @@ async def test_a_message_of_one_job_with_a_fresh_answer_goes_straight_to_deliver
         (job.job_id, list(job.recipients))
     ]
     assert routed_event.job_id == job.job_id and routed_event.routed.domain == "example.org"
-    assert len(routed_event.routed.hosts) == 2
+    assert len(routed_event.routed.hosts) == 3
     assert sample("kubemta_jobs_created_total") - jobs_before == 1
     assert sample("kubemta_messages_split_total") - split_before == 1
 
@@ -144,7 +121,7 @@ async def test_a_message_of_one_job_with_a_fresh_answer_goes_straight_to_deliver
 async def test_the_direct_job_is_the_job_the_queue_manager_would_have_made() -> None:
     publisher = FakePublisher()
     inbound_publisher = FakePublisher()
-    await acceptance(publisher, RecordingEvents(), direct_jobs(answers_for("example.org"))).queue(
+    await acceptance(publisher, RecordingEvents(), direct_jobs(fresh_answers("example.org"))).queue(
         submission("bob@example.org")
     )
     await acceptance(inbound_publisher, RecordingEvents(), None).queue(submission("bob@example.org"))
@@ -168,8 +145,8 @@ async def test_the_direct_job_is_the_job_the_queue_manager_would_have_made() -> 
 )
 async def test_what_does_not_qualify_goes_to_inbound(recipients: tuple[str, ...], why: str) -> None:
     publisher, events = FakePublisher(), RecordingEvents()
-    answers = answers_for("example.org", "example.net")
-    answers_for("stale.example", fresh_for=10.0, resolved=time.time() - 60, into=answers)
+    answers = fresh_answers("example.org", "example.net")
+    fresh_answers("stale.example", fresh_for=10.0, resolved=time.time() - 60, into=answers)
     stale, missing = (
         sample("kubemta_route_answers_total", {"result": "stale"}),
         sample("kubemta_route_answers_total", {"result": "missing"}),
@@ -190,7 +167,7 @@ async def test_what_does_not_qualify_goes_to_inbound(recipients: tuple[str, ...]
 
 async def test_trusted_mail_is_left_to_the_queue_manager_when_it_dkim_signs() -> None:
     publisher = FakePublisher()
-    signing = direct_jobs(answers_for("example.org"), signing=True)
+    signing = direct_jobs(fresh_answers("example.org"), signing=True)
     await acceptance(publisher, RecordingEvents(), signing).queue(submission("bob@example.org"))
     await acceptance(publisher, RecordingEvents(), signing).queue(
         submission("bob@example.org", trust=message_pb2.TRUST_UNTRUSTED)  # never signed: straight to deliver
@@ -202,11 +179,11 @@ async def test_a_held_domain_and_unread_decisions_go_to_inbound() -> None:
     decisions = Decisions(86400.0)
     decisions.apply(hold("example.org"))
     publisher = FakePublisher()
-    await acceptance(publisher, RecordingEvents(), direct_jobs(answers_for("example.org"), decisions=decisions)).queue(
-        submission("bob@example.org")
-    )
+    await acceptance(
+        publisher, RecordingEvents(), direct_jobs(fresh_answers("example.org"), decisions=decisions)
+    ).queue(submission("bob@example.org"))
     ready = asyncio.Event()
-    unread = direct_jobs(answers_for("example.org"), decisions=Decisions(86400.0), ready=ready)
+    unread = direct_jobs(fresh_answers("example.org"), decisions=Decisions(86400.0), ready=ready)
     await acceptance(publisher, RecordingEvents(), unread).queue(submission("bob@example.org"))
     ready.set()
     await acceptance(publisher, RecordingEvents(), unread).queue(submission("bob@example.org"))
@@ -215,7 +192,7 @@ async def test_a_held_domain_and_unread_decisions_go_to_inbound() -> None:
 
 async def test_a_refused_deliver_publish_gets_451_and_no_event() -> None:
     publisher, events = FakePublisher(PublishFailed("broker refused the message")), RecordingEvents()
-    refused = await acceptance(publisher, events, direct_jobs(answers_for("example.org"))).queue(
+    refused = await acceptance(publisher, events, direct_jobs(fresh_answers("example.org"))).queue(
         submission("bob@example.org")
     )
     assert isinstance(refused, Refusal)
@@ -242,7 +219,7 @@ def test_any_recipients_make_the_queue_managers_jobs_or_go_to_inbound(recipients
     """Hostile recipient lists: the ingress sends a job straight to `deliver` only when the queue-manager's
     splitter makes exactly one job of them, and then exactly that job."""
     domains = {address.rpartition("@")[2].lower().rstrip(".") for address in recipients if "@" in address}
-    answers = answers_for("example.org", HOSTNAME, *domains)
+    answers = fresh_answers("example.org", HOSTNAME, *domains)
     head = message_pb2.AcceptedMessage(queue_id="QH", sender=SENDER, recipients=recipients)
     job = asyncio.run(direct_jobs(answers).job(head))
     expected = split(head, HOSTNAME)

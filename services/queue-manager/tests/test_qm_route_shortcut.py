@@ -14,35 +14,14 @@ from kubemta_common.amqp.topology import DELIVER, ROUTE
 from kubemta_common.events.decision_follower import JobVerdicts
 from kubemta_common.events.decisions import Action
 from kubemta_common.events.stream_reader import StreamRecord
-from kubemta_common.route_answers import RouteAnswers, answer_record, parse_answer
+from kubemta_common.route_answers import RouteAnswers, answer_record
 from kubemta_common.route_shortcut import RouteAnswerFollower, RouteShortcut
 from kubemta_queue_manager.handlers import QueueManager
+from tests.harness.route_answers_kit import fresh_answers, sample_route
 
 
 def answers_metric(result: str) -> float:
     return REGISTRY.get_sample_value("kubemta_route_answers_total", {"result": result}) or 0.0
-
-
-def route() -> message_pb2.Route:
-    return message_pb2.Route(
-        kind=message_pb2.TRANSPORT_KIND_SMTP,
-        source="mx",
-        provider="other",
-        hosts=[
-            message_pb2.RouteHost(hostname=f"mx{n}.example.org", address=f"192.0.2.{n}", port=25, preference=10)
-            for n in (1, 2, 3)
-        ],
-    )
-
-
-def fresh_answers(*domains: str, fresh_for: float = 300.0, resolved: float | None = None) -> RouteAnswers:
-    answers = RouteAnswers()
-    now = time.time() if resolved is None else resolved
-    for domain in domains:
-        answer = parse_answer(answer_record(domain, route(), now=now, fresh_for=fresh_for).SerializeToString(), now)
-        assert answer is not None
-        answers.add(answer)
-    return answers
 
 
 def accepted(*recipients: str) -> message_pb2.AcceptedMessage:
@@ -162,8 +141,8 @@ async def test_the_follower_ignores_garbage_and_keeps_reading(caplog: pytest.Log
     follower = RouteAnswerFollower.__new__(RouteAnswerFollower)  # no broker: only the record handler
     follower.answers = answers
     follower._clock = time.time
-    good = answer_record("example.org", route(), now=time.time(), fresh_for=60).SerializeToString()
-    empty = answer_record("", route(), now=time.time(), fresh_for=60).SerializeToString()
+    good = answer_record("example.org", sample_route(), now=time.time(), fresh_for=60).SerializeToString()
+    empty = answer_record("", sample_route(), now=time.time(), fresh_for=60).SerializeToString()
     records = [StreamRecord(n, body, None) for n, body in enumerate([b"\x00\xff garbage", empty, good])]
     with caplog.at_level(logging.WARNING):
         await follower._handle(records)
