@@ -10,9 +10,11 @@ a rule written here holds for both: one code path, not two.
   domains, relay networks, authenticated clients) and local recipient verification.
 - `queue`: the size limit, content rules (bare CR/LF, NUL, long lines), the hop count,
   author headers owned by an authenticated sender, a client's retry recognised by its dedup
-  key, then the publish. `Queued` is returned only after the broker confirmed the message
-  (ARCHITECTURE.md, "No confirm, no 250": SMTP's `250` and the API's `202` are the same
-  promise). The `received` lifecycle event is then emitted, not awaited (below).
+  key, then the publish: the AcceptedMessage to `inbound`, or a message's one job straight to
+  `deliver` when the resolver's answer for its domain is fresh (direct_jobs.py). `Queued` is
+  returned only after the broker confirmed the message (ARCHITECTURE.md, "No confirm, no
+  250": SMTP's `250` and the API's `202` are the same promise). The `received` lifecycle
+  event is then emitted, not awaited (below), and for a direct job `queued` and `routed`.
 
 The `received` event (what recognises a client's retry, by its dedup key, in the tracker) is handed
 to the event log (`EventLog.emit`, published in the background) after the inbound confirm and before
