@@ -74,9 +74,13 @@ async def test_each_stage_drains_what_the_one_before_it_queued(vhost: Vhost, tmp
         assert sink.messages() == 40
         async with BusDepths(vhost.url) as depths:
             assert await depths.total(["inbound", "route", "deliver"]) == 0
-        (fresh,) = await fresh_routes(config, bench, 1)  # the resolver's answer is in the routes stream now
-        assert fresh.error is None and fresh.variant == FRESH  # 40 messages may all go before it is ready
-        async with BusDepths(vhost.url) as depths:  # the first jobs may beat the routes stream's follower to it
-            assert sink.messages() + await depths.ready("route") == 80  # straight to deliver, or to route
+        direct, fresh = await fresh_routes(config, bench, 1)  # the resolver's answer is in the routes stream now
+        assert direct.error is None and (direct.stage, direct.variant) == ("ingress", FRESH), direct.error
+        assert direct.messages == 40  # to deliver, or to inbound before the ingress read the streams
+        assert fresh.error is None and (fresh.stage, fresh.variant) == ("queue-manager", FRESH)
+        async with BusDepths(vhost.url) as depths:  # the first jobs may beat the routes stream's followers to it
+            # 40 + the ingress' 40 and the refill's 40: straight to deliver, or to route
+            assert sink.messages() + await depths.ready("route") == 120
+            assert await depths.total(["inbound", "deliver"]) == 0
     finally:
         sink.stop()
