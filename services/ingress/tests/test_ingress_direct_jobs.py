@@ -22,10 +22,11 @@ from kubemta_common.events.decisions import Decisions
 from kubemta_common.route_answers import RouteAnswers
 from kubemta_common.route_shortcut import RouteShortcut
 from kubemta_common.splitter import split
-from kubemta_ingress.acceptance import MailAcceptance, Queued, Refusal, Submission
+from kubemta_ingress.acceptance import MailAcceptance, Queued, Refusal
 from kubemta_ingress.direct_jobs import DirectJobs, DirectJobsFollowers
 from kubemta_ingress.policy import RelayPolicy
 from kubemta_ingress.settings import IngressSettings
+from kubemta_ingress.submission import Submission
 from tests.harness.fake_events import RecordingEvents
 from tests.harness.fake_publisher import FakePublisher
 from tests.harness.route_answers_kit import fresh_answers

@@ -35,26 +35,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from kubemta.v1 import events_pb2, message_pb2
-from kubemta_common import job_metrics
 from kubemta_common.amqp import stages
 from kubemta_common.amqp.publisher import BusPublisher
 from kubemta_common.bus_messages import encoded_with_field
 from kubemta_common.errors import MessageTooLarge, PublishFailed
 from kubemta_common.events.emitter import EventSink, NoEvents
-from kubemta_common.events.queued_event import queued as queued_event
-from kubemta_common.events.routed_event import routed as routed_event
 from kubemta_common.events.tracker_client import FirstQueueIds
 from kubemta_common.logs import message_context, sanitize
 from kubemta_common.metrics import DUPLICATES
 from kubemta_common.queue_id import new_queue_id
-from kubemta_common.timestamps import now_timestamp, set_datetime
+from kubemta_common.timestamps import set_datetime
 from kubemta_ingress import metrics, replies
 from kubemta_ingress.content import content_problem, received_count, refusal
 from kubemta_ingress.dedup_key import dedup_key
-from kubemta_ingress.direct_jobs import DirectJobs
+from kubemta_ingress.direct_jobs import DirectJobs, count_direct_job, direct_events
 from kubemta_ingress.message_id import message_id
 from kubemta_ingress.policy import AddressProblem, IPAddress, RelayPolicy, check_address, ip_text
 from kubemta_ingress.received import received_header
@@ -62,6 +57,7 @@ from kubemta_ingress.received_event import received_event
 from kubemta_ingress.recipient_verify import RecipientVerifier
 from kubemta_ingress.rejections import Reason
 from kubemta_ingress.sender_identity import AuthenticatedUser, HeaderProblem, author_problem
+from kubemta_ingress.submission import Submission
 from kubemta_ingress.submission_headers import with_missing_headers
 
 logger = logging.getLogger(__name__)
@@ -120,41 +116,6 @@ class Queued:
     queue_id: str
     message_id: str
     retry: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """A message as a client handed it over, whichever protocol it came by."""
-
-    sender: str
-    """The envelope sender; "" for the null sender `<>`."""
-    recipients: Sequence[str]
-    content: bytes
-    client: IPAddress | None
-    helo: str | None
-    user: AuthenticatedUser | None
-    """Who the client proved to be (SMTP AUTH, an API key, a ServiceAccount token); None: nobody."""
-    trust: "message_pb2.Trust.ValueType"
-    listener: str
-    """Where it came in: smtp, submission, smtps or api (the `received` event's `listener`)."""
-    protocol: str
-    """The `with` clause of the Received: header (ESMTPSA, HTTP, ...)."""
-    smtputf8: bool = False
-    tags: Sequence[str] = ()
-    dedup_key: str | None = None
-    """None: the content's own dedup key (dedup_key.py: a client's retry of the same message); the API sets
-    `idem:<key>` for a request with an Idempotency-Key (its own check ran before: idempotency.py)."""
-    recipient_dsn: Mapping[str, message_pb2.RecipientDsn] = field(default_factory=dict)
-    """RFC 3461 NOTIFY and ORCPT by recipient, keyed as in `recipients` (AcceptedMessage.recipient_dsn)."""
-    envid: str = ""
-    """RFC 3461 ENVID, decoded; "" when none was given."""
-    ret: "message_pb2.DsnRet.ValueType" = message_pb2.DSN_RET_UNSPECIFIED
-    """RFC 3461 RET (AcceptedMessage.ret)."""
-
-    @property
-    def client_label(self) -> str:
-        """The client's address for logs, or `unknown`."""
-        return ip_text(self.client) if self.client is not None else "unknown"
 
 
 class SuppressedRecipients(Protocol):
@@ -326,7 +287,7 @@ class MailAcceptance:
         parts = self._content_parts(head, submission, arrival)
         size = sum(len(part) for part in parts)
         job = await self._direct.job(head) if self._direct is not None else None
-        queued_at = now_timestamp()  # the events' time: the worker may record its attempt before our confirm returns
+        follow_up = direct_events(head, job) if job is not None else []  # timed before the publish
         sender = submission.sender
         try:
             if job is None:
@@ -359,22 +320,11 @@ class MailAcceptance:
             },
         )
         self._events.emit(received_event(head, size, submission.content))
+        for event in follow_up:
+            self._events.emit(event)
         if job is not None:
-            self._emit_direct(head, job, queued_at)
+            count_direct_job()
         return Queued(queue_id, head.message_id)
-
-    def _emit_direct(self, head: message_pb2.AcceptedMessage, job: message_pb2.DeliveryJob, at: Timestamp) -> None:
-        """The `queued` and `routed` events of a job queued straight to `deliver`, as the queue-manager writes them
-        (at `at`, before the publish), and the splitting metrics it counts."""
-        entry = events_pb2.QueuedJob(job_id=job.job_id, domain=job.domain, recipients=job.recipients)
-        queued = queued_event(head, [entry])
-        queued.time.CopyFrom(at)
-        self._events.emit(queued)
-        routed = routed_event(job, job.route)
-        routed.time.CopyFrom(at)
-        self._events.emit(routed)
-        job_metrics.MESSAGES_SPLIT.inc()
-        job_metrics.JOBS_CREATED.inc()
 
     def _accepted_head(
         self, queue_id: str, submission: Submission, mid: str, key: str, arrival: datetime

@@ -46,7 +46,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from kubemta.v1 import message_pb2
 from kubemta_ingress import metrics
-from kubemta_ingress.acceptance import MailAcceptance, Queued, Refusal, Submission
+from kubemta_ingress.acceptance import MailAcceptance, Queued, Refusal
 from kubemta_ingress.api_auth import BearerAuth, Principal
 from kubemta_ingress.api_dsn import MessageDsn, query_dsn
 from kubemta_ingress.api_errors import RETRY_AFTER, problem, recipients_response, refusal_response
@@ -66,6 +66,7 @@ from kubemta_ingress.idempotency import (
 )
 from kubemta_ingress.policy import IPAddress
 from kubemta_ingress.rejections import record_rejection
+from kubemta_ingress.submission import Submission
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ attached, only when all of these hold:
   failed publish of one of its jobs would leave the others queued, and the client's retry would queue them again;
   the queue-manager publishes all of them or retries;
 - the queue-manager would not DKIM-sign it (kubemta_mail_auth.dkim.trust.may_sign, with KUBEMTA_DKIM_KEYS_DIR
-  set): the signing keys stay in the queue-manager, never in the internet-facing pod (docs/dkim.md);
+  set): the signing keys stay in the queue-manager, never in the internet-facing pod (README, "DKIM signing");
 - `RouteShortcut.attach`: the operators' decisions were read and none applies, and the domain's answer is fresh.
 
 The job is then published to `deliver` in place of the AcceptedMessage to `inbound`, with the same promise: the
@@ -23,12 +23,16 @@ other job. Every message that does not qualify is queued to `inbound` as before.
 
 from itertools import islice
 
-from kubemta.v1 import message_pb2
+from kubemta.v1 import events_pb2, message_pb2
+from kubemta_common import job_metrics
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.events.decision_follower import BackgroundFollower, JobVerdicts
+from kubemta_common.events.queued_event import queued as queued_event
+from kubemta_common.events.routed_event import routed as routed_event
 from kubemta_common.route_answers import RouteAnswers
 from kubemta_common.route_shortcut import RouteAnswerFollower, RouteShortcut
 from kubemta_common.splitter import iter_jobs
+from kubemta_common.timestamps import now_timestamp
 from kubemta_ingress.settings import IngressSettings
 from kubemta_mail_auth.dkim.trust import may_sign
 
@@ -55,6 +59,24 @@ class DirectJobs:
         if not await self._shortcut.attach(job):
             return None
         return job
+
+
+def direct_events(head: message_pb2.AcceptedMessage, job: message_pb2.DeliveryJob) -> list[events_pb2.LifecycleEvent]:
+    """The `queued` and `routed` events of `job`, as the queue-manager writes them, timed now: build them before the
+    publish (the worker may record its attempt before the confirm returns) and emit them after its confirm."""
+    at = now_timestamp()
+    entry = events_pb2.QueuedJob(job_id=job.job_id, domain=job.domain, recipients=job.recipients)
+    queued = queued_event(head, [entry])
+    queued.time.CopyFrom(at)
+    routed = routed_event(job, job.route)
+    routed.time.CopyFrom(at)
+    return [queued, routed]
+
+
+def count_direct_job() -> None:
+    """Count a confirmed direct job as the queue-manager counts a split message and its jobs."""
+    job_metrics.MESSAGES_SPLIT.inc()
+    job_metrics.JOBS_CREATED.inc()
 
 
 class DirectJobsFollowers:

@@ -30,7 +30,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from kubemta.v1 import message_pb2
 from kubemta_common.dsn_parameters import DsnParameterError
 from kubemta_ingress import metrics, replies
-from kubemta_ingress.acceptance import MAX_HOPS_DEFAULT, MailAcceptance, Queued, Refusal, Submission, text_field
+from kubemta_ingress.acceptance import MAX_HOPS_DEFAULT, MailAcceptance, Queued, Refusal, text_field
 from kubemta_ingress.auth import AuthMechanisms
 from kubemta_ingress.esmtp_dsn import DsnEnvelope, MailDsn, mail_parameters, recipient_parameters
 from kubemta_ingress.listeners import session_listener
@@ -38,6 +38,7 @@ from kubemta_ingress.policy import client_ip, ip_text
 from kubemta_ingress.received import protocol_name
 from kubemta_ingress.rejections import Reason, record_rejection
 from kubemta_ingress.sender_identity import AuthenticatedUser
+from kubemta_ingress.submission import Submission
 
 __all__ = ["MAX_HOPS_DEFAULT", "IngressHandler", "text_field"]
 
