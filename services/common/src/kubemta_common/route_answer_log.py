@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from kubemta.v1 import message_pb2, routes_pb2
 from kubemta_common.amqp.publisher import HeldPublisher
 from kubemta_common.amqp.streams import ROUTES
+from kubemta_common.background_task import cancel_and_wait
 from kubemta_common.errors import MessageTooLarge, PublishFailed
 from kubemta_common.route_answers import ANSWER_TYPE, MAX_ANSWER_SECONDS, answer_record
 from kubemta_common.ttl_cache import TtlLruCache
@@ -113,9 +114,5 @@ class RouteAnswerLog:
         """Stop publishing (what is buffered is dropped: answers are only a shortcut)."""
         if self._task is None:
             return
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait(self._task)
         self._task = None

@@ -28,6 +28,7 @@ from prometheus_client import Counter
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.streams import ROUTES
+from kubemta_common.background_task import cancel_and_wait
 from kubemta_common.events.decision_follower import JobVerdicts
 from kubemta_common.events.decisions import Action
 from kubemta_common.events.stream_reader import StreamReader, StreamRecord
@@ -111,11 +112,7 @@ class RouteAnswerFollower:
     async def stop(self) -> None:
         """Stop reading (the answers read stay)."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _handle(self, records: list[StreamRecord]) -> None:

@@ -11,7 +11,6 @@ task.
 """
 
 import asyncio
-import contextlib
 import logging
 
 from google.protobuf.message import DecodeError
@@ -19,6 +18,7 @@ from google.protobuf.message import DecodeError
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.streams import DECISIONS
+from kubemta_common.background_task import cancel_and_wait
 from kubemta_common.events.decisions import GO_ON, Decisions, DecisionView, Verdict, describe
 from kubemta_common.events.stream_reader import StreamReader, StreamRecord
 from kubemta_common.timestamps import to_datetime
@@ -110,7 +110,5 @@ class BackgroundFollower:
     async def stop(self) -> None:
         """Stop following (what was read stays in `decisions`)."""
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks.clear()

@@ -40,6 +40,7 @@ from prometheus_client import Counter
 from kubemta.v1 import events_pb2
 from kubemta_common.amqp.publisher import HeldPublisher
 from kubemta_common.amqp.streams import SUPPRESSIONS
+from kubemta_common.background_task import cancel_and_wait
 from kubemta_common.errors import MessageTooLarge, PublishFailed
 from kubemta_common.logs import sanitize
 
@@ -230,11 +231,7 @@ class SuppressionLog:
                     await self._idle.wait()
             except TimeoutError:
                 pass
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait(self._task)
         self._task = None
         if self._buffer:
             logger.warning("stopping with %d suppression changes not published", len(self._buffer))
