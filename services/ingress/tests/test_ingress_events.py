@@ -216,14 +216,19 @@ async def test_no_received_event_without_the_inbound_confirm(ingress):
     assert one.events.events == []
 
 
-async def test_the_accepted_log_line_carries_the_message_id(ingress, caplog):
+async def test_an_accepted_message_is_logged_by_its_received_event_alone(ingress, caplog):
+    """The ingress wrote an `accepted` line beside the `received` event's line, which says all it said (sender,
+    recipients, size, client, HELO, Message-ID, listener, user): one line per message, as Postfix's smtpd
+    writes one per queued message."""
     one = await ingress()
-    with caplog.at_level(logging.INFO, logger="kubemta_ingress.acceptance"):
-        await one.send()
-    lines = [record for record in caplog.records if record.getMessage() == "accepted"]
-    assert len(lines) == 1
-    assert lines[0].message_id == "<m1@example.net>"
-    assert lines[0].listener == "smtp"
+    with caplog.at_level(logging.INFO):
+        queue_id = queued_as(await one.send())
+    own_lines = [r.getMessage() for r in caplog.records if r.name.startswith("kubemta_ingress")]
+    assert own_lines == []
+    assert one.events.kinds() == ["received"]
+    event = one.events.events[0]
+    assert (event.queue_id, event.message_id, event.received.listener) == (queue_id, "<m1@example.net>", "smtp")
+    assert (event.received.sender, event.received.client_helo) == (SENDER, "client.example")
 
 
 async def test_a_client_retry_gets_the_first_queue_id_and_is_not_queued(ingress):

@@ -117,14 +117,8 @@ class JsonFormatter(logging.Formatter):
         """The last second formatted and its text (one tuple: threads that log see a consistent pair)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self._time(record.created),
-            "level": _LEVEL_NAMES.get(record.levelname) or record.levelname.lower(),
-            "service": self.service,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "queue_id": getattr(record, "queue_id", None),
-        }
+        entry = self._head(record.created, record.levelname, record.name, record.getMessage())
+        entry["queue_id"] = getattr(record, "queue_id", None)
         job_id = getattr(record, "job_id", None)
         if job_id is not None:
             entry["job_id"] = job_id
@@ -134,6 +128,29 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return _encode(entry)
+
+    def format_fields(self, created: float, level: int, name: str, message: str, fields: dict[str, Any]) -> str:
+        """The line `format` writes for a record of logger `name` made now (in this context) by
+        `logger.log(level, message, extra=fields)`; `fields` holds no key a LogRecord reserves (log_fields)."""
+        context = _current.get()
+        entry = self._head(created, logging.getLevelName(level), name, message)
+        entry["queue_id"] = fields["queue_id"] if "queue_id" in fields else context.queue_id
+        job_id = fields["job_id"] if "job_id" in fields else context.job_id
+        if job_id is not None:
+            entry["job_id"] = job_id
+        for key, value in fields.items():
+            if key[0] != "_":
+                entry[key] = value
+        return _encode(entry)
+
+    def _head(self, created: float, levelname: str, name: str, message: str) -> dict[str, Any]:
+        return {
+            "time": self._time(created),
+            "level": _LEVEL_NAMES.get(levelname) or levelname.lower(),
+            "service": self.service,
+            "logger": name,
+            "message": message,
+        }
 
     def _time(self, created: float) -> str:
         """`datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")`, its date and time to the
@@ -190,8 +207,13 @@ class LoopFlushingHandler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record)
             return
+        self.keep(text, record.levelno, record)
+
+    def keep(self, text: str, level: int, record: logging.LogRecord | None = None) -> None:
+        """Write the formatted line `text` (terminator included) as `emit` writes a record's (the caller holds the
+        lock); `record` is the record it was formatted from, if any, for `handleError`."""
         self._kept.append(text)
-        loop = asyncio._get_running_loop() if record.levelno < logging.WARNING else None
+        loop = asyncio._get_running_loop() if level < logging.WARNING else None
         if loop is not None and self._scheduled_on is loop:
             return
         if loop is not None:
@@ -206,7 +228,7 @@ class LoopFlushingHandler(logging.StreamHandler[TextIO]):
         except RecursionError:
             raise
         except Exception:
-            self.handleError(record)
+            self.handleError(record if record is not None else logging.makeLogRecord({"msg": text.rstrip()}))
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # always set by Handler.__init__
@@ -236,6 +258,53 @@ class LoopFlushingHandler(logging.StreamHandler[TextIO]):
             self.stream.write(text)
         if self.stream and hasattr(self.stream, "flush"):
             self.stream.flush()
+
+
+def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
+    """`logger.log(level, message, extra=fields)`, and the same line, for less: when the record would reach only the
+    handler `setup_logging` installs, with its JSON format, the line is formatted from `fields` and handed to that
+    handler without a LogRecord (making one and passing it down the loggers was half a line's cost, and every
+    lifecycle event is a line). Anything else in the way (another handler, a filter, the text format, a disabled
+    or non-propagating logger, a reserved key in `fields`, a failure to format) takes the record's way."""
+    if not logger.isEnabledFor(level):
+        return
+    handler = _only_handler(logger, level)
+    if handler is not None and _RESERVED.isdisjoint(fields):
+        formatter = handler.formatter
+        assert isinstance(formatter, JsonFormatter)  # _only_handler's condition
+        try:
+            text = formatter.format_fields(time.time(), level, logger.name, message, fields) + handler.terminator
+        except RecursionError:
+            raise
+        except Exception:  # the record's way formats it again and reports the failure (Handler.handleError)
+            pass
+        else:
+            with handler.lock:  # type: ignore[union-attr]  # always set by Handler.__init__
+                handler.keep(text, level)
+            return
+    logger.log(level, message, extra=fields)
+
+
+def _only_handler(logger: logging.Logger, level: int) -> "LoopFlushingHandler | None":
+    """The one handler a record of `logger` at `level` would reach when it is a JSON LoopFlushingHandler on the root
+    logger and no filter, other handler or disabled logger is on the way; else None."""
+    if logger.disabled:
+        return None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        if current.handlers:
+            if current.parent is not None or len(current.handlers) != 1:
+                return None
+            handler = current.handlers[0]
+            if not isinstance(handler, LoopFlushingHandler) or not isinstance(handler.formatter, JsonFormatter):
+                return None
+            return handler if not handler.filters and level >= handler.level else None
+        if not current.propagate:
+            return None
+        current = current.parent
+    return None
 
 
 def setup_logging(service: str, log_format: str = "json", level: str = "INFO") -> None:

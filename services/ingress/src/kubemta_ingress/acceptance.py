@@ -306,20 +306,7 @@ class MailAcceptance:
             return Refusal(Reason.MESSAGE_TOO_BIG, replies.TOO_BIG_FOR_QUEUE, fields, queue_id)
         metrics.MESSAGES_RECEIVED.inc()
         metrics.MESSAGE_SIZE.observe(len(submission.content))
-        logger.info(
-            "accepted",
-            extra={
-                "sender": sanitize(sender),
-                "recipients": len(submission.recipients),
-                "size": len(submission.content),
-                "client": submission.client_label,
-                "helo": sanitize(submission.helo or ""),
-                "message_id": sanitize(head.message_id),
-                "listener": head.listener,
-                **({"user": sanitize(head.authenticated_user)} if head.authenticated_user else {}),
-            },
-        )
-        self._events.emit(received_event(head, size, submission.content))
+        self._events.emit(received_event(head, size, submission.content))  # its log line is the message's in the log
         for event in follow_up:
             self._events.emit(event)
         if job is not None:

@@ -43,7 +43,7 @@ from kubemta_common.amqp.publisher import message_properties, publish_shared
 from kubemta_common.amqp.streams import EVENTS
 from kubemta_common.bus_messages import length_delimited
 from kubemta_common.events.event_fields import message_fields
-from kubemta_common.logs import current_log_context
+from kubemta_common.logs import current_log_context, log_fields
 from kubemta_common.metrics import EVENTS_BUFFERED, EVENTS_DROPPED, EVENTS_PUBLISHED
 
 logger = logging.getLogger("kubemta.events")
@@ -298,15 +298,12 @@ def _log(event: events_pb2.LifecycleEvent) -> None:
         return
     kind = event_kind(event)
     details = message_fields(getattr(event, kind), leave_out="headers") if kind else {}
-    logger.info(
-        "event=%s",
-        kind,
-        extra={
-            "event": kind,
-            "queue_id": event.queue_id or None,
-            "job_id": event.job_id or None,
-            "message_id": event.message_id,
-            "attempt": event.attempt,
-            "details": details,
-        },
-    )
+    fields = {
+        "event": kind,
+        "queue_id": event.queue_id or None,
+        "job_id": event.job_id or None,
+        "message_id": event.message_id,
+        "attempt": event.attempt,
+        "details": details,
+    }
+    log_fields(logger, logging.INFO, f"event={kind}", fields)
