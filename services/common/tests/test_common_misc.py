@@ -6,6 +6,8 @@ import logging
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kubemta.v1 import message_pb2
 from kubemta_common.amqp.topology import retry_queue_name
@@ -62,6 +64,20 @@ def test_json_log_line_carries_queue_id() -> None:
 def test_sanitize_makes_client_text_printable() -> None:
     assert sanitize("evil\r\nline\x00") == "evil\\x0d\\x0aline\\x00"
     assert sanitize("a" * 500).endswith("...")
+
+
+def sanitized_char_by_char(text: str | bytes, limit: int) -> str:
+    """sanitize as it was before it skipped printable text (every character looked at)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    cleaned = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=300) | st.binary(max_size=300), limit=st.integers(min_value=0, max_value=250))
+def test_sanitize_of_printable_text_is_what_escaping_each_character_gives(text: str | bytes, limit: int) -> None:
+    assert sanitize(text, limit) == sanitized_char_by_char(text, limit)
 
 
 def test_decode_refuses_garbage_as_permanent() -> None:
