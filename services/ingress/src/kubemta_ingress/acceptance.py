@@ -306,7 +306,8 @@ class MailAcceptance:
             return Refusal(Reason.MESSAGE_TOO_BIG, replies.TOO_BIG_FOR_QUEUE, fields, queue_id)
         metrics.MESSAGES_RECEIVED.inc()
         metrics.MESSAGE_SIZE.observe(len(submission.content))
-        self._events.emit(received_event(head, size, submission.content))  # its log line is the message's in the log
+        # Its `event=received` log line says who sent what to whom, from where: no separate `accepted` line.
+        self._events.emit(received_event(head, size, submission.content))
         for event in follow_up:
             self._events.emit(event)
         if job is not None:
