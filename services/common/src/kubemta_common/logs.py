@@ -337,7 +337,6 @@ def sanitize(text: str | bytes, limit: int = 200) -> str:
     """Client-supplied text made safe for a log line: printable, bounded."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    if text.isprintable():  # the common case, checked in C: nothing to escape
-        return text if len(text) <= limit else text[:limit] + "..."
-    cleaned = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
+    if not text.isprintable():  # checked in C first: printable text (the common case) has nothing to escape
+        text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    return text if len(text) <= limit else text[:limit] + "..."
