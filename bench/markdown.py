@@ -63,6 +63,25 @@ def _ratio_line(ratios: dict[str, dict[str, float | None]], what: str) -> list[s
     return ["", f"{what} (medians): {shown}."] if shown else []
 
 
+def _paired_line(paired: dict[str, dict[str, dict[str, Any] | None]]) -> list[str]:
+    """`kubemta / Postfix per repetition ...: 1 KiB: delivered 1.03× [0.98–1.05], CPU per message 0.97× [...]`."""
+    shown = "; ".join(
+        f"{_size(int(size))}: delivered {_times(values.get('delivered_rate'))}, "
+        f"CPU per message {_times(values.get('cpu_per_message'))}"
+        for size, values in paired.items()
+    )
+    what = "kubemta / Postfix per repetition (the two runs of a repetition ran back to back), median [min–max]"
+    return ["", f"{what}: {shown}."] if shown else []
+
+
+def _times(value: dict[str, Any] | None) -> str:
+    if not value:
+        return "–"
+    if value["n"] == 1 or value["min"] == value["max"]:
+        return f"{value['median']:.2f}×"
+    return f"{value['median']:.2f}× [{value['min']:.2f}–{value['max']:.2f}]"
+
+
 def render(document: dict[str, Any]) -> str:
     config, machine, summary = document["config"], document["machine"], document["summary"]
     sizes, systems = config["sizes"], config["systems"]
@@ -95,6 +114,7 @@ def render(document: dict[str, Any]) -> str:
     if spreads:
         lines += ["", "Spread of delivered msg/s between runs ((max − min) / median): " + "; ".join(spreads) + "."]
     lines += _ratio_line(document.get("ratio_kubemta_to_postfix", {}), "kubemta / Postfix")
+    lines += _paired_line(document.get("paired_ratio_kubemta_to_postfix", {}))
     lines += _ratio_line(document.get("ratio_api_to_smtp", {}), "kubemta HTTP API / kubemta SMTP")
     cpu_rows, rss_rows, source_cpu = [], [], []
     for size in sizes:

@@ -40,6 +40,10 @@ METHOD = [
     "Before each run: a bounded wait (BENCH_SETTLE_TIMEOUT) until the CPUs were >= 85% idle for 2 s in a row "
     "(/proc/stat; the previous run's teardown, the broker deleting its vhost, other work); a run not calibrated "
     "starts with a discarded warm-up of 10 messages per session; the spread is (max - min) / median of the runs.",
+    "kubemta / Postfix per repetition = each repetition's kubemta run divided by its Postfix run (run back to back, "
+    "so both met the same phase of the machine), for delivered msg/s and for total CPU per message (kubemta's "
+    "services and broker against Postfix's master tree); median [min-max] of those ratios over the repetitions "
+    "where both runs succeeded.",
     "kubemta-api = the same kubemta stack loaded through its HTTP sending API (POST /v1/messages) instead of SMTP, "
     "delivering to the same sink: {sessions} clients in the benchmark's own Python process (bench/api_source.py, "
     "httpx.AsyncClient, one HTTP/1.1 keep-alive connection each, unlike smtp-source's {mode}) POST JSON messages "
@@ -127,6 +131,64 @@ def ratios(
     return found
 
 
+def _total_cpu(run: RunResult) -> float | None:
+    """The run's CPU seconds per 1,000 messages, all of it: kubemta's `total` (services and broker), Postfix's tree."""
+    return run.cpu_per_1000.get("total", run.cpu_per_1000.get("postfix"))
+
+
+def paired_ratios(
+    runs: Iterable[RunResult], sizes: Iterable[int], ours: str = "kubemta", theirs: str = "postfix"
+) -> dict[str, dict[str, Spread | None]]:
+    """`ours` / `theirs` per repetition, then the median and range of those ratios, per size.
+
+    The two runs of one repetition ran back to back (systems alternate within it), so both met the same phase of a
+    machine whose speed drifts over minutes; their ratio is steadier than the ratio of the medians, whose two
+    medians can come from different repetitions. Only repetitions where both runs succeeded count.
+    """
+    measured: dict[tuple[int, str, int], RunResult] = {
+        (run.size, run.system, run.repetition): run for run in runs if run.error is None
+    }
+    found: dict[str, dict[str, Spread | None]] = {}
+    for size in sizes:
+        pairs = [
+            (mine, measured[(size, theirs, repetition)])
+            for (run_size, system, repetition), mine in sorted(measured.items())
+            if run_size == size and system == ours and (size, theirs, repetition) in measured
+        ]
+        if not pairs:
+            continue
+        found[str(size)] = {
+            "delivered_rate": spread([_quotient(mine.delivered_rate, other.delivered_rate) for mine, other in pairs]),
+            "cpu_per_message": spread([_quotient(_total_cpu(mine), _total_cpu(other)) for mine, other in pairs]),
+        }
+    return found
+
+
+def _quotient(mine: float | None, theirs: float | None) -> float | None:
+    return round(mine / theirs, 3) if mine is not None and theirs else None
+
+
+def paired_lines(
+    paired: dict[str, dict[str, Spread | None]], ours: str = "kubemta", theirs: str = "postfix"
+) -> list[str]:
+    """One stdout line per size: the paired ratios' median [min-max] over the repetitions."""
+    lines = []
+    for size_key, values in paired.items():
+        shown = ", ".join(
+            f"{'delivered' if figure == 'delivered_rate' else 'CPU per message'} {_ratio_cell(value)}"
+            for figure, value in values.items()
+            if value is not None
+        )
+        lines.append(f"{ours} / {theirs} per repetition at {_size_name(int(size_key))}: {shown or '-'}")
+    return lines
+
+
+def _ratio_cell(value: Spread) -> str:
+    if value.n == 1 or value.low == value.high:
+        return f"{value.median:.2f}x"
+    return f"{value.median:.2f}x [{value.low:.2f}-{value.high:.2f}]"
+
+
 def _number(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:.0f}"
@@ -164,8 +226,10 @@ def table(
     systems: Iterable[str],
     title: str,
     api_ratio: dict[str, dict[str, float | None]] | None = None,
+    paired: dict[str, dict[str, Spread | None]] | None = None,
 ) -> str:
-    """The stdout report; `api_ratio` is kubemta-api / kubemta (the API beside SMTP) per size."""
+    """The stdout report; `api_ratio` is kubemta-api / kubemta (the API beside SMTP) per size, `paired` kubemta /
+    Postfix per repetition (`paired_ratios`)."""
     lines = [title, ""]
     size_list, system_list = list(sizes), list(systems)
     rows = []
@@ -182,6 +246,7 @@ def table(
             f"{figure.split('_')[0]} {value:.2f}x" for figure, value in values.items() if value is not None
         )
         lines.append(f"kubemta / postfix at {_size_name(int(size_key))}: {shown or '-'}")
+    lines += paired_lines(paired or {})
     for size_key, values in (api_ratio or {}).items():
         shown = ", ".join(
             f"{figure.split('_')[0]} {value:.2f}x" for figure, value in values.items() if value is not None

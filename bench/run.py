@@ -22,7 +22,7 @@ from bench import postfix, rabbitmq
 from bench.config import BenchConfig, kubemta_env_text, load, processes_text
 from bench.idle_sessions import SOURCE_ADDRESSES, IdleResult, measure_idle
 from bench.machine import describe
-from bench.report import METHOD, ratios, summarise, table, write_results
+from bench.report import METHOD, paired_ratios, ratios, summarise, table, write_results
 from bench.settle import settle
 from bench.sink import Sink
 from bench.systems import system
@@ -142,6 +142,7 @@ async def _main(config: BenchConfig) -> int:
     summary = summarise(runs)
     ratio = ratios(summary, config.sizes)
     api_ratio = ratios(summary, config.sizes, "kubemta-api", "kubemta")
+    paired = paired_ratios(runs, config.sizes)
     mode = "several messages per connection (-d)" if config.keep_sessions else "one message per connection"
     method = [
         line.format(
@@ -163,7 +164,16 @@ async def _main(config: BenchConfig) -> int:
         f"kubemta log level {config.kubemta_log_level}, processes {processes_text(config.processes)}"
         f"{kubemta_env_text(config.kubemta_env)}"
     )
-    text = table(summary, ratio, idle, sizes=config.sizes, systems=config.systems, title=title, api_ratio=api_ratio)
+    text = table(
+        summary,
+        ratio,
+        idle,
+        sizes=config.sizes,
+        systems=config.systems,
+        title=title,
+        api_ratio=api_ratio,
+        paired=paired,
+    )
     elapsed = round(time.monotonic() - clock, 1)
     document: dict[str, Any] = {
         "started": started.isoformat(),
@@ -174,6 +184,7 @@ async def _main(config: BenchConfig) -> int:
         "summary": summary,
         "ratio_kubemta_to_postfix": ratio,
         "ratio_api_to_smtp": api_ratio,
+        "paired_ratio_kubemta_to_postfix": paired,
         "runs": [run.to_json() for run in runs],
         "idle_sessions": [result.to_json() for result in idle],
         "table": text,
