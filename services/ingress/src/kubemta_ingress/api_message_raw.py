@@ -24,10 +24,10 @@ field): the recipients are read from exactly the lines a next hop sees as fields
 
 import email.errors
 from email.headerregistry import AddressHeader, BaseHeader
-from email.policy import default
 
 from kubemta_ingress.api_message import ComposedMessage, dedupe_recipients
 from kubemta_ingress.api_message_model import DEFAULT_MAX_RECIPIENTS, InvalidMessage
+from kubemta_ingress.header_classes import READER
 from kubemta_ingress.message_id import message_id
 from kubemta_ingress.policy import check_address
 from kubemta_ingress.sender_identity import header_fields, mailboxes
@@ -140,7 +140,7 @@ def _header_recipients(content: bytes) -> list[str]:
 def _addresses(name: str, value: bytes) -> list[str]:
     """The addresses of an address-list header value; InvalidMessage when it does not parse cleanly."""
     try:
-        header = default.header_factory(name, value.decode("utf-8"))
+        header = READER.header_factory(name, value.decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidMessage("", f"{name}: is not UTF-8 (RFC 6532)") from None
     except (email.errors.HeaderParseError, ValueError, IndexError, TypeError):

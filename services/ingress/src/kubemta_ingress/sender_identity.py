@@ -24,11 +24,11 @@ first line that is not a header; a mail program may read on).
 """
 
 import email.errors
-import email.policy
 import enum
 from dataclasses import dataclass
 from email.headerregistry import AddressHeader, BaseHeader
 
+from kubemta_ingress.header_classes import READER
 from kubemta_ingress.policy import canonical_domain, check_address, split_address
 from kubemta_ingress.users import Identity
 
@@ -90,7 +90,7 @@ def mailboxes(value: bytes) -> list[str] | None:
     """The addresses of a mailbox-list header value, or None when it does not parse cleanly."""
     try:
         text = value.decode("utf-8")
-        header = email.policy.default.header_factory("From", text)
+        header = READER.header_factory("From", text)
     except (UnicodeDecodeError, email.errors.HeaderParseError, ValueError, IndexError, TypeError):
         return None
     if not isinstance(header, AddressHeader) or not isinstance(header, BaseHeader):
