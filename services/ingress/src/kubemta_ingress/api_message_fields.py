@@ -70,7 +70,12 @@ _DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]
 _MSG_ID = re.compile(rf"<{_DOT_ATOM}@(?:{_DOT_ATOM}|\[[!-Z^-~]*\])>\Z")  # RFC 5322 section 3.6.4 msg-id
 _CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]{1,250}\Z")  # msg-id characters, without <>
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_LINE_SEPARATORS = frozenset("\u2028\u2029")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Unicode's category Cs: a lone surrogate (a JSON string may escape one; it is no character)."""
+_NOT_HEADER_TEXT = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+"""What header text may not hold: Unicode's category Cc (the C0 and C1 controls and DEL) but TAB, the line and
+paragraph separators U+2028/9, and Cs (lone surrogates). One regular expression search instead of a category
+lookup per character (the API's bodies and headers are checked on every request)."""
 
 
 class InvalidMessage(Exception):
@@ -97,13 +102,13 @@ def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 def header_text_problem(value: str) -> str | None:
     """Why `value` may not go into a header line, or None (no controls but TAB, no U+2028/9, valid Unicode)."""
-    for ch in value:
-        category = unicodedata.category(ch)
-        if (category == "Cc" and ch != "\t") or ch in _LINE_SEPARATORS:
-            return f"holds the control character U+{ord(ch):04X}; header text may hold no CR, LF, NUL or other control"
-        if category == "Cs":
-            return f"holds the lone surrogate U+{ord(ch):04X}"
-    return None
+    found = _NOT_HEADER_TEXT.search(value)
+    if found is None:
+        return None
+    ch = found.group()
+    if unicodedata.category(ch) == "Cs":
+        return f"holds the lone surrogate U+{ord(ch):04X}"
+    return f"holds the control character U+{ord(ch):04X}; header text may hold no CR, LF, NUL or other control"
 
 
 def _header_text(value: str) -> str:
@@ -123,7 +128,7 @@ def _address(value: str) -> str:
 def check_body_text(value: str) -> str:
     if "\0" in value:
         raise ValueError("may not hold NUL (U+0000)")
-    if any(unicodedata.category(ch) == "Cs" for ch in value):
+    if _SURROGATE.search(value):
         raise ValueError("holds a lone surrogate: not valid Unicode")
     return value
 

@@ -11,11 +11,15 @@ shape Postfix writes (continuation lines start with a TAB):
 
 import functools
 import ipaddress
+import re
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 
 from kubemta_ingress.content import has_bare_line_ending
 from kubemta_ingress.policy import IPAddress, ip_text
+
+_NOT_HELO_TEXT = re.compile(r"[^!-'*-\[\]-~]")
+"""What `safe_helo` replaces: anything but printable ASCII (! to ~), and the comment delimiters ( ) and \\."""
 
 FOLD = "\r\n\t"
 
@@ -39,7 +43,7 @@ def safe_helo(helo: str | None) -> str:
     """The client's HELO name, reduced to printable ASCII without comment delimiters."""
     if not helo:
         return "unknown"
-    return "".join(ch if "!" <= ch <= "~" and ch not in "()\\" else "?" for ch in helo)
+    return _NOT_HELO_TEXT.sub("?", helo)
 
 
 @functools.lru_cache(maxsize=4)
