@@ -4,6 +4,7 @@ The route runs in the real FastAPI app (create_app, with its body limit) over ht
 broker is the FakePublisher (the real broker, ServiceAccount tokens and DKIM are in tests/e2e/test_app_journey.py).
 """
 
+import asyncio
 import base64
 import email
 import email.policy
@@ -25,7 +26,7 @@ from kubemta_common.errors import PublishFailed
 from kubemta_ingress.acceptance import MailAcceptance
 from kubemta_ingress.api import create_app
 from kubemta_ingress.api_auth import BearerAuth, Principal, StaticTokenVerifier
-from kubemta_ingress.api_send import SendingApi
+from kubemta_ingress.api_send import IN_LOOP_BODY, SendingApi
 from kubemta_ingress.check_service import CheckLimits, CheckService
 from kubemta_ingress.data_budget import DataBudget
 from kubemta_ingress.idempotency import Idempotency
@@ -481,3 +482,50 @@ async def test_a_replayed_raw_message_names_the_message_id_of_the_first_answer(a
     again = await api.client.post("/v1/messages", content=bare, headers=headers)
     assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == first.json()
+
+
+@pytest.fixture
+def building_threads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For each message the route builds (parse and compose, or parse_raw): whether on the event loop's thread."""
+    on_loop: list[bool] = []
+    build = SendingApi._message
+
+    def recording(self: SendingApi, *args: object) -> object:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return build(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SendingApi, "_message", recording)
+    return on_loop
+
+
+async def test_a_small_body_is_built_on_the_loop_a_large_one_in_a_thread(
+    api: Api, building_threads: list[bool]
+) -> None:
+    small = await api.send(MESSAGE)
+    large = await api.send({**MESSAGE, "text": "x" * (IN_LOOP_BODY + 1)})
+    assert (small.status_code, large.status_code) == (202, 202), large.text
+    assert building_threads == [True, False]
+    assert parsed(_content(api, 1)).get_content().startswith("x" * 100)
+
+
+async def test_a_large_body_built_in_a_thread_is_refused_as_on_the_loop(api: Api, building_threads: list[bool]) -> None:
+    bad = {**MESSAGE, "text": "x" * (IN_LOOP_BODY + 1), "subject": "=?utf-8?q?x=0D=0ABcc:_y?="}
+    answer = await api.send(bad)
+    assert answer.status_code == 422 and building_threads == [False]
+    assert answer.json()["detail"][0]["loc"] == ["body", "subject"]
+    raw = b"From: orders@shop.example\r\nTo: alice@example.com\r\n\r\n" + (b"y" * 80 + b"\r\n") * (IN_LOOP_BODY // 80)
+    answer = await api.client.post(
+        "/v1/messages",
+        content=raw,
+        headers={"Authorization": f"Bearer {APP_TOKEN}", "Content-Type": "message/rfc822"},
+    )
+    assert answer.status_code == 202, answer.text
+    assert building_threads == [False, False] and len(api.publisher.published) == 1
+
+
+def _content(api: Api, index: int) -> bytes:
+    return message_pb2.AcceptedMessage.FromString(api.publisher.published[index].body).content
