@@ -93,3 +93,4 @@ bench: system-deps sync rabbitmq ## kubemta vs Postfix vs smtp-sink, then each s
 	$(PY) -m bench.broker_profile
 	$(PY) -m bench.dkim_signing
 	$(PY) -m bench.memory_fanout
+	$(PY) -m bench.api_loop_lag
