@@ -29,12 +29,13 @@ from bench.api_source import (
     text_body,
 )
 from bench.markdown import render
-from bench.report import _jsonable, ratios, summarise, table
+from bench.report import ratios, summarise, table
 from bench.source import RECIPIENT, SENDER
 from bench.systems import create_api_key
 from bench.throughput import RunResult, failed_run
 from kubemta_ingress.api_keys import parse_api_keys
 from kubemta_ingress.api_message_model import parse_request
+from tests.harness.bench_documents import result_document
 from tests.harness.ports import free_port
 
 ADDRESS = "127.0.0.1"
@@ -303,36 +304,13 @@ def _document() -> dict[str, Any]:
         failed_run("kubemta-api", 10240, 1, "API source exited 1 after 3 of 10: HTTP 503"),
     ]
     summary = summarise(runs)
-    document: dict[str, Any] = _jsonable(
-        {
-            "started": "2026-12-05T13:00:00+00:00",
-            "elapsed_seconds": 120.0,
-            "machine": {
-                "nproc": 2,
-                "cpu_model": "cpu",
-                "mem_total_gib": 1.0,
-                "kernel": "6",
-                "load_average_at_start": [0.0, 0.0, 0.0],
-                "postfix": "3",
-                "rabbitmq": "3",
-                "python": "3.12",
-            },
-            "config": {
-                "sizes": [1024, 10240],
-                "systems": ["kubemta", "kubemta-api", "postfix"],
-                "keep_sessions": False,
-                "sessions": 20,
-                "repetitions": 1,
-                "duration": 5.0,
-                "kubemta_log_level": "INFO",
-                "ingress_processes": 1,
-            },
-            "summary": summary,
-            "ratio_kubemta_to_postfix": ratios(summary, [1024, 10240]),
-            "ratio_api_to_smtp": ratios(summary, [1024, 10240], "kubemta-api", "kubemta"),
-        }
+    return result_document(
+        summary,
+        sizes=[1024, 10240],
+        systems=["kubemta", "kubemta-api", "postfix"],
+        ratio_kubemta_to_postfix=ratios(summary, [1024, 10240]),
+        ratio_api_to_smtp=ratios(summary, [1024, 10240], "kubemta-api", "kubemta"),
     )
-    return document
 
 
 def test_the_api_gets_its_ratio_to_smtp_and_its_source_cpu_apart() -> None:

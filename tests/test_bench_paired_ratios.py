@@ -4,14 +4,13 @@ The machine's speed drifts over minutes; the two runs of one repetition run back
 the drift that the ratio of the two medians (possibly from different repetitions) keeps.
 """
 
-from typing import Any
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.markdown import render
-from bench.report import _jsonable, paired_ratios, ratios, summarise, table
+from bench.report import paired_ratios, ratios, summarise, table
 from bench.throughput import RunResult, failed_run
+from tests.harness.bench_documents import result_document
 
 
 def _run(system: str, size: int, repetition: int, delivered: float, cpu: float) -> RunResult:
@@ -99,34 +98,13 @@ def test_the_report_and_the_markdown_show_the_paired_ratios() -> None:
         summary, ratios(summary, [1024]), [], sizes=[1024], systems=["kubemta", "postfix"], title="t", paired=paired
     )
     assert "kubemta / postfix per repetition at 1 KiB: delivered 1.05x, CPU per message 0.90x" in text
-    document: dict[str, Any] = _jsonable(
-        {
-            "started": "2026-12-06T10:00:00+00:00",
-            "elapsed_seconds": 60.0,
-            "machine": {
-                "nproc": 2,
-                "cpu_model": "cpu",
-                "mem_total_gib": 1.0,
-                "kernel": "6",
-                "load_average_at_start": [0.0, 0.0, 0.0],
-                "postfix": "3",
-                "rabbitmq": "3",
-                "python": "3.12",
-            },
-            "config": {
-                "sizes": [1024],
-                "systems": ["kubemta", "postfix"],
-                "keep_sessions": False,
-                "sessions": 20,
-                "repetitions": 3,
-                "duration": 20.0,
-                "kubemta_log_level": "INFO",
-                "ingress_processes": 1,
-            },
-            "summary": summary,
-            "ratio_kubemta_to_postfix": ratios(summary, [1024]),
-            "paired_ratio_kubemta_to_postfix": paired,
-        }
+    document = result_document(
+        summary,
+        sizes=[1024],
+        systems=["kubemta", "postfix"],
+        repetitions=3,
+        ratio_kubemta_to_postfix=ratios(summary, [1024]),
+        paired_ratio_kubemta_to_postfix=paired,
     )
     assert document["paired_ratio_kubemta_to_postfix"]["1024"]["delivered_rate"] == {
         "median": 1.05,
@@ -141,34 +119,5 @@ def test_the_report_and_the_markdown_show_the_paired_ratios() -> None:
 
 
 def test_a_result_file_from_before_the_paired_ratios_still_renders() -> None:
-    document = {
-        key: value
-        for key, value in _jsonable(
-            {
-                "started": "2026-12-06T10:00:00+00:00",
-                "elapsed_seconds": 60.0,
-                "machine": {
-                    "nproc": 2,
-                    "cpu_model": "cpu",
-                    "mem_total_gib": 1.0,
-                    "kernel": "6",
-                    "load_average_at_start": [0.0, 0.0, 0.0],
-                    "postfix": "3",
-                    "rabbitmq": "3",
-                    "python": "3.12",
-                },
-                "config": {
-                    "sizes": [1024],
-                    "systems": ["kubemta"],
-                    "keep_sessions": False,
-                    "sessions": 20,
-                    "repetitions": 1,
-                    "duration": 20.0,
-                    "kubemta_log_level": "INFO",
-                    "ingress_processes": 1,
-                },
-                "summary": summarise([_run("kubemta", 1024, 1, 500.0, 2.5)]),
-            }
-        ).items()
-    }
+    document = result_document(summarise([_run("kubemta", 1024, 1, 500.0, 2.5)]), sizes=[1024], systems=["kubemta"])
     assert "per repetition" not in render(document)
