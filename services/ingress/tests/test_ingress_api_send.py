@@ -9,6 +9,7 @@ import base64
 import email
 import email.policy
 import json
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -26,7 +27,7 @@ from kubemta_common.errors import PublishFailed
 from kubemta_ingress.acceptance import MailAcceptance
 from kubemta_ingress.api import create_app
 from kubemta_ingress.api_auth import BearerAuth, Principal, StaticTokenVerifier
-from kubemta_ingress.api_send import IN_LOOP_BODY, SendingApi
+from kubemta_ingress.api_send import IN_LOOP_BODY, OFF_LOOP_BUILDS, SendingApi
 from kubemta_ingress.check_service import CheckLimits, CheckService
 from kubemta_ingress.data_budget import DataBudget
 from kubemta_ingress.idempotency import Idempotency
@@ -529,3 +530,32 @@ async def test_a_large_body_built_in_a_thread_is_refused_as_on_the_loop(api: Api
 
 def _content(api: Api, index: int) -> bytes:
     return message_pb2.AcceptedMessage.FromString(api.publisher.published[index].body).content
+
+
+async def test_at_most_two_large_bodies_are_built_in_threads_at_once(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    running, peak, started, gate, lock = [0], [0], threading.Semaphore(0), threading.Event(), threading.Lock()
+    build = SendingApi._message
+
+    def held(self: SendingApi, *args: object) -> object:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        started.release()
+        gate.wait(timeout=10)
+        with lock:
+            running[0] -= 1
+        return build(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SendingApi, "_message", held)
+    large = {**MESSAGE, "text": "x" * (IN_LOOP_BODY + 1)}
+    sends = [asyncio.create_task(api.send(large)) for _ in range(4)]
+    try:
+        for _ in range(OFF_LOOP_BUILDS):
+            assert await asyncio.to_thread(started.acquire, timeout=10)
+        await asyncio.sleep(0.2)  # time for a third build to start, were it let through
+        assert running[0] == OFF_LOOP_BUILDS
+    finally:
+        gate.set()
+    answers = await asyncio.wait_for(asyncio.gather(*sends), timeout=30)
+    assert [answer.status_code for answer in answers] == [202] * 4
+    assert peak[0] == OFF_LOOP_BUILDS

@@ -86,6 +86,10 @@ text or attachment. A 4 KiB body takes at most about 25 ms; the largest requests
 10 MB attachment) 0.3 to 0.4 s, during which the loop would answer no SMTP command, no other request and no
 health probe. In a thread they share the interpreter with the loop, which gets its turn every few milliseconds
 (`sys.getswitchinterval()`); the bench's 1 KiB requests stay on the loop, without a thread's hand-offs."""
+OFF_LOOP_BUILDS = 2
+"""Bodies built in threads at once; more wait their turn. The interpreter runs one thread at a time, so more would
+not build faster, and they would take the shared default executor's threads from the SMTP password checks
+(verify_pool.py) that need them."""
 
 
 class QueuedAnswer(BaseModel):
@@ -109,6 +113,7 @@ class SendingApi:
     def __init__(self, acceptance: MailAcceptance, idempotency: Idempotency | None) -> None:
         self._acceptance = acceptance
         self._idempotency = idempotency  # None: no tracker configured; an Idempotency-Key gets 503
+        self._off_loop = asyncio.Semaphore(OFF_LOOP_BUILDS)
 
     async def send(
         self,
@@ -137,7 +142,11 @@ class SendingApi:
         message_id = self._message_id(key_hash(principal.name, key) if key is not None else None)
         message = functools.partial(self._message, media_type, body, envelope_from, envelope_to, message_id, dsn_query)
         try:
-            composed, tags, dsn = message() if len(body) <= IN_LOOP_BODY else await asyncio.to_thread(message)
+            if len(body) <= IN_LOOP_BODY:
+                composed, tags, dsn = message()
+            else:
+                async with self._off_loop:
+                    composed, tags, dsn = await asyncio.to_thread(message)
         except UnsupportedMediaType:
             metrics.API_MESSAGES.labels(result="invalid").inc()
             return problem(415, f"Content-Type must be {JSON} or {RFC822}")

@@ -3,9 +3,9 @@
 CPython's `HeaderRegistry.__getitem__` builds a new class (`type(...)`) every time it makes a header object: every
 header the ingress parses or writes through a policy (the HTTP API composing a message, a raw message's recipient
 fields, a From: compared with the sender's identity) paid for a class creation: 16 µs each (0.8 µs from the
-cache), and composing a one-recipient message made 23 of them. `OnceHeaderRegistry` makes the class of each kind of header (address,
-unstructured, date, ...) once and hands it out again; the classes are the same as the stock ones (same bases, no
-state of their own), so the headers they make are too.
+cache), and composing a one-recipient message made 23 of them. `OnceHeaderRegistry` makes the class of each kind
+of header (address, unstructured, date, ...) once and hands it out again; the classes are the same as the stock
+ones (same bases, no state of their own), so the headers they make are too.
 
 The cache is keyed by the kind, never by the header's name: a request naming a thousand different extra headers
 adds nothing to it (they all take the unstructured kind).
