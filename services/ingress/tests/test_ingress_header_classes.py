@@ -9,15 +9,18 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.headerregistry import AddressHeader, HeaderRegistry
+from email.message import EmailMessage
 from email.policy import default
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from kubemta_ingress import api_message
 from kubemta_ingress.api_message import compose
-from kubemta_ingress.api_message_model import MAX_HEADERS, parse_request
+from kubemta_ingress.api_message_model import MAX_HEADERS, Mailbox, parse_request
 from kubemta_ingress.header_classes import READER, OnceHeaderRegistry
 
 NOW = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
@@ -137,3 +140,49 @@ def test_composing_again_makes_no_header_class(monkeypatch: pytest.MonkeyPatch) 
         b"To: =?utf-8?q?=C3=9Cser?= 0 <user0@example.net>,\r\n =?utf-8?q?=C3=9Cser?= 1 <user1@example.net>\r\n"
         in content
     )
+
+
+ATOM = st.text(alphabet="abcXYZ019_+-", min_size=1, max_size=30)
+plain_addresses = st.builds(
+    lambda local, domain: f"{'.'.join(local)}@{'.'.join(domain)}",
+    st.lists(ATOM, min_size=1, max_size=3),
+    st.lists(st.from_regex(r"\A[a-z0-9](?:[a-z0-9-]{0,18}[a-z0-9])?\Z"), min_size=2, max_size=4),
+)
+NOT_PLAIN = ["=?utf-8?q?x?=@example.com", '"a b"@example.com', "a@[192.0.2.1]", "üser@example.com"]
+
+
+def _written(monkeypatch: pytest.MonkeyPatch, address: str, *, plain_path: bool) -> list[tuple[str, Any]]:
+    """The To: field `_set_addresses` writes for `address`, through the fast path or (patched off) the package's."""
+    with monkeypatch.context() as patch:
+        if not plain_path:
+            patch.setattr(api_message, "_plain", lambda name, mailbox: False)
+        message = EmailMessage(policy=api_message.POLICY_UTF8)
+        api_message._set_addresses(message, api_message.POLICY_UTF8, "to", "To", [Mailbox(address=address)])
+        return list(message.raw_items())
+
+
+@settings(max_examples=300, deadline=None)
+@given(plain_addresses)
+def test_a_plain_address_is_written_as_the_email_package_writes_it(address: str) -> None:
+    try:
+        Mailbox(address=address)
+    except ValidationError:
+        assume(False)  # the request model refuses it: it never reaches compose
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fast = _written(monkeypatch, address, plain_path=True)
+        slow = _written(monkeypatch, address, plain_path=False)
+    assert fast == slow
+    assert api_message._plain("To", Mailbox(address=address)) == (len(address) + 4 <= 78)
+
+
+@pytest.mark.parametrize("address", NOT_PLAIN)
+def test_anything_but_a_plain_address_takes_the_email_packages_way(address: str) -> None:
+    assert not api_message._plain("To", Mailbox(address=address))
+
+
+def test_a_named_or_long_mailbox_takes_the_email_packages_way() -> None:
+    assert api_message._plain("To", Mailbox(address="bob@example.org"))
+    assert api_message._plain("To", Mailbox(address="a.b+tag_1@mail-2.example.org"))
+    assert not api_message._plain("To", Mailbox(address="bob@example.org", name="Bob"))
+    long_address = "a" * 64 + "@" + "b" * 10 + ".example"
+    assert not api_message._plain("To", Mailbox(address=long_address))
