@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from kubemta_ingress import api_send
+from kubemta_ingress import api_request_message
 from kubemta_ingress.acceptance import MailAcceptance
 from kubemta_ingress.api import create_app
 from kubemta_ingress.api_auth import BearerAuth, Principal, StaticTokenVerifier
@@ -117,16 +117,16 @@ async def _main() -> int:
     requests = shapes()
     gc.collect()
     gc.freeze()
-    threshold = api_send.IN_LOOP_BODY
+    threshold = api_request_message.IN_LOOP_BODY
     sys.stdout.write(f"largest event loop lateness during one POST /v1/messages (ticker of {TICK * 1000:.0f} ms)\n")
     for name, body in requests.items():
         for mode, limit in (("as shipped", threshold), ("all on the loop", sys.maxsize)):
-            api_send.IN_LOOP_BODY = limit
+            api_request_message.IN_LOOP_BODY = limit
             status, took, late = await measure(app, body)
             sys.stdout.write(
                 f"{name:24} {mode:16} HTTP {status}  request {took * 1000:7.1f} ms  loop late {late * 1000:7.1f} ms\n"
             )
-    api_send.IN_LOOP_BODY = threshold
+    api_request_message.IN_LOOP_BODY = threshold
     return 0
 
 

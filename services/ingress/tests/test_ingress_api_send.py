@@ -27,7 +27,8 @@ from kubemta_common.errors import PublishFailed
 from kubemta_ingress.acceptance import MailAcceptance
 from kubemta_ingress.api import create_app
 from kubemta_ingress.api_auth import BearerAuth, Principal, StaticTokenVerifier
-from kubemta_ingress.api_send import IN_LOOP_BODY, OFF_LOOP_BUILDS, SendingApi
+from kubemta_ingress.api_request_message import IN_LOOP_BODY, OFF_LOOP_BUILDS, MessageBuilder
+from kubemta_ingress.api_send import SendingApi
 from kubemta_ingress.check_service import CheckLimits, CheckService
 from kubemta_ingress.data_budget import DataBudget
 from kubemta_ingress.idempotency import Idempotency
@@ -489,9 +490,9 @@ async def test_a_replayed_raw_message_names_the_message_id_of_the_first_answer(a
 def building_threads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """For each message the route builds (parse and compose, or parse_raw): whether on the event loop's thread."""
     on_loop: list[bool] = []
-    build = SendingApi._message
+    build = MessageBuilder._build
 
-    def recording(self: SendingApi, *args: object) -> object:
+    def recording(self: MessageBuilder, *args: object) -> object:
         try:
             asyncio.get_running_loop()
             on_loop.append(True)
@@ -499,7 +500,7 @@ def building_threads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
             on_loop.append(False)
         return build(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(SendingApi, "_message", recording)
+    monkeypatch.setattr(MessageBuilder, "_build", recording)
     return on_loop
 
 
@@ -534,9 +535,9 @@ def _content(api: Api, index: int) -> bytes:
 
 async def test_at_most_two_large_bodies_are_built_in_threads_at_once(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     running, peak, started, gate, lock = [0], [0], threading.Semaphore(0), threading.Event(), threading.Lock()
-    build = SendingApi._message
+    build = MessageBuilder._build
 
-    def held(self: SendingApi, *args: object) -> object:
+    def held(self: MessageBuilder, *args: object) -> object:
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -546,7 +547,7 @@ async def test_at_most_two_large_bodies_are_built_in_threads_at_once(api: Api, m
             running[0] -= 1
         return build(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(SendingApi, "_message", held)
+    monkeypatch.setattr(MessageBuilder, "_build", held)
     large = {**MESSAGE, "text": "x" * (IN_LOOP_BODY + 1)}
     sends = [asyncio.create_task(api.send(large)) for _ in range(4)]
     try:

@@ -30,32 +30,25 @@ first answer once the message shows up in the tracker, 409 until then, and goes 
 claim went stale (the tracker's KUBEMTA_IDEMPOTENCY_CLAIM_TTL, 60 s) without it showing up.
 """
 
-import asyncio
-import functools
 import ipaddress
 import logging
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from kubemta.v1 import message_pb2
 from kubemta_ingress import metrics
 from kubemta_ingress.acceptance import MailAcceptance, Queued, Refusal
 from kubemta_ingress.api_auth import BearerAuth, Principal
-from kubemta_ingress.api_dsn import MessageDsn, query_dsn
 from kubemta_ingress.api_errors import RETRY_AFTER, problem, recipients_response, refusal_response
-from kubemta_ingress.api_message import ComposedMessage, compose
-from kubemta_ingress.api_message_fields import InvalidMessage, request_errors
-from kubemta_ingress.api_message_model import parse_request
-from kubemta_ingress.api_message_raw import parse_raw
+from kubemta_ingress.api_message import ComposedMessage
+from kubemta_ingress.api_request_message import JSON, RFC822, DsnQuery, MessageBuilder, UnsupportedMediaType
 from kubemta_ingress.idempotency import (
     Conflict,
     Idempotency,
@@ -76,20 +69,6 @@ LISTENER = "api"
 """The `listener` of messages sent through the API (the `received` event and its log line)."""
 PROTOCOL = "HTTP"
 """The `with` clause of their Received: header."""
-JSON = "application/json"
-RFC822 = "message/rfc822"
-IN_LOOP_BODY = 4096
-"""Bodies up to this many bytes are parsed and composed on the event loop; larger ones in a worker thread
-(`asyncio.to_thread`). Composing is pure Python in the email package and costs by what the body holds, not its
-size: about 5 µs per byte of a recipient list (a named recipient is folded, then read back), 40 ns per byte of
-text or attachment. A 4 KiB body takes at most about 25 ms; the largest requests (1,000 named recipients, a
-10 MB attachment) 0.3 to 0.4 s, during which the loop would answer no SMTP command, no other request and no
-health probe. In a thread they share the interpreter with the loop, which gets its turn every few milliseconds
-(`sys.getswitchinterval()`); the bench's 1 KiB requests stay on the loop, without a thread's hand-offs."""
-OFF_LOOP_BUILDS = 2
-"""Bodies built in threads at once; more wait their turn. The interpreter runs one thread at a time, so more would
-not build faster, and they would take the shared default executor's threads from the SMTP password checks
-(verify_pool.py) that need them."""
 
 
 class QueuedAnswer(BaseModel):
@@ -108,12 +87,12 @@ class Refused:
 
 
 class SendingApi:
-    """The sending route's work: compose or parse, check, claim the Idempotency-Key, queue."""
+    """The sending route's work: compose or parse (api_request_message.py), check, claim the Idempotency-Key, queue."""
 
     def __init__(self, acceptance: MailAcceptance, idempotency: Idempotency | None) -> None:
         self._acceptance = acceptance
         self._idempotency = idempotency  # None: no tracker configured; an Idempotency-Key gets 503
-        self._off_loop = asyncio.Semaphore(OFF_LOOP_BUILDS)
+        self._builder = MessageBuilder(acceptance.max_recipients)
 
     async def send(
         self,
@@ -122,7 +101,7 @@ class SendingApi:
         idempotency_key: str | None,
         envelope_from: str | None,
         envelope_to: list[str] | None,
-        dsn_query: tuple[str | None, str | None, str | None] = (None, None, None),
+        dsn_query: DsnQuery = (None, None, None),
     ) -> JSONResponse:
         """The answer to one POST /v1/messages; `dsn_query`: a raw message's `notify`, `ret` and `envid`."""
         if not principal.identities:
@@ -140,13 +119,10 @@ class SendingApi:
                 return problem(400, str(exc))
         # With a key, the Message-ID comes from it: a replay names the same Message-ID as the first answer.
         message_id = self._message_id(key_hash(principal.name, key) if key is not None else None)
-        message = functools.partial(self._message, media_type, body, envelope_from, envelope_to, message_id, dsn_query)
         try:
-            if len(body) <= IN_LOOP_BODY:
-                composed, tags, dsn = message()
-            else:
-                async with self._off_loop:
-                    composed, tags, dsn = await asyncio.to_thread(message)
+            composed, tags, dsn = await self._builder.build(
+                media_type, body, envelope_from, envelope_to, message_id, dsn_query
+            )
         except UnsupportedMediaType:
             metrics.API_MESSAGES.labels(result="invalid").inc()
             return problem(415, f"Content-Type must be {JSON} or {RFC822}")
@@ -208,40 +184,6 @@ class SendingApi:
         random, or derived from the Idempotency-Key's hash so that every repeat of the request names the same."""
         left = key[:32] if key is not None else uuid.uuid4().hex
         return f"<{left}@{self._acceptance.hostname}>"
-
-    def _message(
-        self,
-        media_type: str,
-        body: bytes,
-        envelope_from: str | None,
-        envelope_to: list[str] | None,
-        message_id: str,
-        dsn_query: tuple[str | None, str | None, str | None],
-    ) -> tuple[ComposedMessage, list[str], MessageDsn]:
-        """The message, its tags and its DSN options from the request; raises RequestValidationError (422) naming
-        the field, UnsupportedMediaType (415)."""
-        if media_type == JSON:
-            try:
-                request = parse_request(body, max_recipients=self._acceptance.max_recipients)
-            except ValidationError as exc:
-                raise RequestValidationError(request_errors(exc)) from None
-            try:
-                composed = compose(request, now=datetime.now(UTC), message_id=message_id)
-            except InvalidMessage as exc:
-                raise invalid(exc) from None
-            return composed, list(request.tags), request.dsn.bus() if request.dsn is not None else MessageDsn()
-        if media_type == RFC822:
-            try:
-                raw = parse_raw(
-                    body,
-                    envelope_from=envelope_from,
-                    recipients=envelope_to,
-                    max_recipients=self._acceptance.max_recipients,
-                )
-                return raw, [], query_dsn(*dsn_query)
-            except InvalidMessage as exc:
-                raise invalid(exc) from None
-        raise UnsupportedMediaType
 
     async def _check_envelope(
         self, composed: ComposedMessage, principal: Principal, client: IPAddress | None
@@ -317,19 +259,10 @@ class SendingApi:
         )
 
 
-class UnsupportedMediaType(Exception):
-    """The request's Content-Type is neither JSON nor message/rfc822."""
-
-
 def queued_response(queued: Queued, recipients: int) -> JSONResponse:
     """The 202 answer for a queued message."""
     answer = QueuedAnswer(queue_id=queued.queue_id, message_id=queued.message_id, recipients=recipients)
     return JSONResponse(answer.model_dump(), status_code=202)
-
-
-def invalid(exc: InvalidMessage) -> RequestValidationError:
-    """An `InvalidMessage` as FastAPI's 422 shape."""
-    return RequestValidationError(exc.errors())
 
 
 def path_and_query(request: Request) -> str:
