@@ -155,7 +155,7 @@ def _written(monkeypatch: pytest.MonkeyPatch, address: str, *, plain_path: bool)
     """The To: field `_set_addresses` writes for `address`, through the fast path or (patched off) the package's."""
     with monkeypatch.context() as patch:
         if not plain_path:
-            patch.setattr(api_message, "_plain", lambda name, mailbox: False)
+            patch.setattr(api_message, "_plain", lambda policy, name, mailbox: False)
         message = EmailMessage(policy=api_message.POLICY_UTF8)
         api_message._set_addresses(message, api_message.POLICY_UTF8, "to", "To", [Mailbox(address=address)])
         return list(message.raw_items())
@@ -172,17 +172,17 @@ def test_a_plain_address_is_written_as_the_email_package_writes_it(address: str)
         fast = _written(monkeypatch, address, plain_path=True)
         slow = _written(monkeypatch, address, plain_path=False)
     assert fast == slow
-    assert api_message._plain("To", Mailbox(address=address)) == (len(address) + 4 <= 78)
+    assert api_message._plain(api_message.POLICY, "To", Mailbox(address=address)) == (len(address) + 4 <= 78)
 
 
 @pytest.mark.parametrize("address", NOT_PLAIN)
 def test_anything_but_a_plain_address_takes_the_email_packages_way(address: str) -> None:
-    assert not api_message._plain("To", Mailbox(address=address))
+    assert not api_message._plain(api_message.POLICY, "To", Mailbox(address=address))
 
 
 def test_a_named_or_long_mailbox_takes_the_email_packages_way() -> None:
-    assert api_message._plain("To", Mailbox(address="bob@example.org"))
-    assert api_message._plain("To", Mailbox(address="a.b+tag_1@mail-2.example.org"))
-    assert not api_message._plain("To", Mailbox(address="bob@example.org", name="Bob"))
+    assert api_message._plain(api_message.POLICY, "To", Mailbox(address="bob@example.org"))
+    assert api_message._plain(api_message.POLICY, "To", Mailbox(address="a.b+tag_1@mail-2.example.org"))
+    assert not api_message._plain(api_message.POLICY, "To", Mailbox(address="bob@example.org", name="Bob"))
     long_address = "a" * 64 + "@" + "b" * 10 + ".example"
-    assert not api_message._plain("To", Mailbox(address=long_address))
+    assert not api_message._plain(api_message.POLICY, "To", Mailbox(address=long_address))

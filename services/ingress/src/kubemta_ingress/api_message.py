@@ -63,7 +63,6 @@ _BROKEN_FOLD = re.compile(r"\r\n(?![ \t])|\r(?!\n)|(?<!\r)\n")  # a line break n
 _MSG_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>\Z")
 _HEADER_ERRORS = (ValueError, TypeError, IndexError, email.errors.HeaderParseError)
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z")
-_PLAIN_LINE = 78  # RFC 5322 section 2.1.1's line length the email package folds at
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +149,7 @@ def _set_addresses(
         return
     values = []
     for index, mailbox in enumerate(mailboxes):
-        if _plain(name, mailbox):
+        if _plain(policy, name, mailbox):
             values.append(mailbox.address)
             continue
         where = field if field in ("from", "reply_to") else f"{field}.{index}"
@@ -168,13 +167,14 @@ def _set_addresses(
     msg.set_raw(name, ",\r\n ".join(values))  # RFC 5322 section 3.4 address-list, folded after each comma
 
 
-def _plain(name: str, mailbox: Mailbox) -> bool:
+def _plain(policy: "EmailPolicy[EmailMessage]", name: str, mailbox: Mailbox) -> bool:
     """True for a mailbox the email package writes as its address alone, on one line: no display name, a local part
     and a domain of letters, digits and `.`, `_`, `+`, `-` (no quoting, no encoded word, no `=?`), and a field line
-    within 78 characters, so nothing is folded. Most apps' recipients are; they skip the package's write, fold and
-    read back, 0.1 ms each (the fuzz test holds this equal to the package's result)."""
+    within the policy's `max_line_length` (78), so nothing is folded. Most apps' recipients are; they skip the
+    package's write, fold and read back, 0.1 ms each (the fuzz test holds this equal to the package's result)."""
+    limit = policy.max_line_length
     return (
-        len(name) + 2 + len(mailbox.address) <= _PLAIN_LINE
+        (limit is None or len(name) + 2 + len(mailbox.address) <= limit)
         and not mailbox.name
         and bool(_PLAIN_ADDRESS.match(mailbox.address))
     )
