@@ -117,11 +117,14 @@ class JsonFormatter(logging.Formatter):
         """The last second formatted and its text (one tuple: threads that log see a consistent pair)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = self._head(record.created, record.levelname, record.name, record.getMessage())
-        entry["queue_id"] = getattr(record, "queue_id", None)
-        job_id = getattr(record, "job_id", None)
-        if job_id is not None:
-            entry["job_id"] = job_id
+        entry = self._head(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, "queue_id", None),
+            getattr(record, "job_id", None),
+        )
         for key, value in record.__dict__.items():
             if key not in _RESERVED and key[0] != "_":
                 entry[key] = value
@@ -133,24 +136,34 @@ class JsonFormatter(logging.Formatter):
         """The line `format` writes for a record of logger `name` made now (in this context) by
         `logger.log(level, message, extra=fields)`; `fields` holds no key a LogRecord reserves (log_fields)."""
         context = _current.get()
-        entry = self._head(created, logging.getLevelName(level), name, message)
-        entry["queue_id"] = fields["queue_id"] if "queue_id" in fields else context.queue_id
-        job_id = fields["job_id"] if "job_id" in fields else context.job_id
-        if job_id is not None:
-            entry["job_id"] = job_id
+        entry = self._head(
+            created,
+            logging.getLevelName(level),
+            name,
+            message,
+            fields["queue_id"] if "queue_id" in fields else context.queue_id,
+            fields["job_id"] if "job_id" in fields else context.job_id,
+        )
         for key, value in fields.items():
             if key[0] != "_":
                 entry[key] = value
         return _encode(entry)
 
-    def _head(self, created: float, levelname: str, name: str, message: str) -> dict[str, Any]:
-        return {
+    def _head(
+        self, created: float, levelname: str, name: str, message: str, queue_id: str | None, job_id: str | None
+    ) -> dict[str, Any]:
+        """The keys every line starts with, in their order; `job_id` only when there is one."""
+        entry: dict[str, Any] = {
             "time": self._time(created),
             "level": _LEVEL_NAMES.get(levelname) or levelname.lower(),
             "service": self.service,
             "logger": name,
             "message": message,
+            "queue_id": queue_id,
         }
+        if job_id is not None:
+            entry["job_id"] = job_id
+        return entry
 
     def _time(self, created: float) -> str:
         """`datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")`, its date and time to the
