@@ -46,16 +46,14 @@ from kubemta_ingress.api_message_model import (
     header_text_problem,
 )
 from kubemta_ingress.content import content_problem
-from kubemta_ingress.header_classes import READER, OnceHeaderRegistry
+from kubemta_ingress.header_classes import HEADER_CLASSES, READER
 from kubemta_ingress.policy import dequote, normalize_domain, split_address
 
 __all__ = ["ComposedMessage", "InvalidMessage", "compose", "dedupe_recipients"]
 
-POLICY: "EmailPolicy[EmailMessage]" = SMTP.clone(
-    cte_type="7bit", refold_source="none", header_factory=OnceHeaderRegistry()
-)
+POLICY: "EmailPolicy[EmailMessage]" = SMTP.clone(cte_type="7bit", refold_source="none", header_factory=HEADER_CLASSES)
 POLICY_UTF8: "EmailPolicy[EmailMessage]" = SMTPUTF8.clone(
-    cte_type="7bit", refold_source="none", header_factory=OnceHeaderRegistry()
+    cte_type="7bit", refold_source="none", header_factory=HEADER_CLASSES
 )
 MAX_LINE = 998  # RFC 5322 section 2.1.1
 

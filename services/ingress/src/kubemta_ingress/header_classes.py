@@ -14,7 +14,7 @@ adds nothing to it (they all take the unstructured kind).
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.policy import default
 
-__all__ = ["READER", "OnceHeaderRegistry"]
+__all__ = ["HEADER_CLASSES", "READER", "OnceHeaderRegistry"]
 
 
 class OnceHeaderRegistry(HeaderRegistry):
@@ -37,5 +37,7 @@ class OnceHeaderRegistry(HeaderRegistry):
         return len(self._made)
 
 
-READER = default.clone(header_factory=OnceHeaderRegistry())
-"""`email.policy.default` with the registry above: for reading header values (`READER.header_factory(name, value)`)."""
+HEADER_CLASSES = OnceHeaderRegistry()
+"""The one registry of the ingress' policies (the classes do not depend on the policy that makes a header)."""
+READER = default.clone(header_factory=HEADER_CLASSES)
+"""`email.policy.default` with that registry: for reading header values (`READER.header_factory(name, value)`)."""
