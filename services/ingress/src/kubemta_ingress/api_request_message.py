@@ -11,7 +11,7 @@ thread's hand-offs. `python -m bench.api_loop_lag` measures how long one request
 """
 
 import asyncio
-import functools
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +42,21 @@ class UnsupportedMediaType(Exception):
     """The request's Content-Type is neither JSON nor message/rfc822."""
 
 
+@dataclass(frozen=True, slots=True)
+class PostedMessage:
+    """What a request gives to build its message from."""
+
+    media_type: str
+    body: bytes
+    envelope_from: str | None
+    """A raw message's `from` query parameter."""
+    envelope_to: list[str] | None
+    """A raw message's `to` query parameters."""
+    message_id: str
+    """The Message-ID a composed message gets unless the request names its own."""
+    dsn_query: DsnQuery
+
+
 class MessageBuilder:
     """Builds each request's message, on the loop or (large bodies) in a worker thread, `OFF_LOOP_BUILDS` at once."""
 
@@ -49,48 +64,34 @@ class MessageBuilder:
         self._max_recipients = max_recipients
         self._off_loop = asyncio.Semaphore(OFF_LOOP_BUILDS)
 
-    async def build(
-        self,
-        media_type: str,
-        body: bytes,
-        envelope_from: str | None,
-        envelope_to: list[str] | None,
-        message_id: str,
-        dsn_query: DsnQuery,
-    ) -> Built:
+    async def build(self, posted: PostedMessage) -> Built:
         """The message, its tags and its DSN options from the request; raises RequestValidationError (422) naming
         the field, UnsupportedMediaType (415)."""
-        work = functools.partial(self._build, media_type, body, envelope_from, envelope_to, message_id, dsn_query)
-        if len(body) <= IN_LOOP_BODY:
-            return work()
+        if len(posted.body) <= IN_LOOP_BODY:
+            return self._build(posted)
         async with self._off_loop:
-            return await asyncio.to_thread(work)
+            return await asyncio.to_thread(self._build, posted)
 
-    def _build(
-        self,
-        media_type: str,
-        body: bytes,
-        envelope_from: str | None,
-        envelope_to: list[str] | None,
-        message_id: str,
-        dsn_query: DsnQuery,
-    ) -> Built:
-        if media_type == JSON:
+    def _build(self, posted: PostedMessage) -> Built:
+        if posted.media_type == JSON:
             try:
-                request = parse_request(body, max_recipients=self._max_recipients)
+                request = parse_request(posted.body, max_recipients=self._max_recipients)
             except ValidationError as exc:
                 raise RequestValidationError(request_errors(exc)) from None
             try:
-                composed = compose(request, now=datetime.now(UTC), message_id=message_id)
+                composed = compose(request, now=datetime.now(UTC), message_id=posted.message_id)
             except InvalidMessage as exc:
                 raise invalid(exc) from None
             return composed, list(request.tags), request.dsn.bus() if request.dsn is not None else MessageDsn()
-        if media_type == RFC822:
+        if posted.media_type == RFC822:
             try:
                 raw = parse_raw(
-                    body, envelope_from=envelope_from, recipients=envelope_to, max_recipients=self._max_recipients
+                    posted.body,
+                    envelope_from=posted.envelope_from,
+                    recipients=posted.envelope_to,
+                    max_recipients=self._max_recipients,
                 )
-                return raw, [], query_dsn(*dsn_query)
+                return raw, [], query_dsn(*posted.dsn_query)
             except InvalidMessage as exc:
                 raise invalid(exc) from None
         raise UnsupportedMediaType

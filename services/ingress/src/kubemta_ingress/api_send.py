@@ -48,7 +48,14 @@ from kubemta_ingress.acceptance import MailAcceptance, Queued, Refusal
 from kubemta_ingress.api_auth import BearerAuth, Principal
 from kubemta_ingress.api_errors import RETRY_AFTER, problem, recipients_response, refusal_response
 from kubemta_ingress.api_message import ComposedMessage
-from kubemta_ingress.api_request_message import JSON, RFC822, DsnQuery, MessageBuilder, UnsupportedMediaType
+from kubemta_ingress.api_request_message import (
+    JSON,
+    RFC822,
+    DsnQuery,
+    MessageBuilder,
+    PostedMessage,
+    UnsupportedMediaType,
+)
 from kubemta_ingress.idempotency import (
     Conflict,
     Idempotency,
@@ -121,7 +128,7 @@ class SendingApi:
         message_id = self._message_id(key_hash(principal.name, key) if key is not None else None)
         try:
             composed, tags, dsn = await self._builder.build(
-                media_type, body, envelope_from, envelope_to, message_id, dsn_query
+                PostedMessage(media_type, body, envelope_from, envelope_to, message_id, dsn_query)
             )
         except UnsupportedMediaType:
             metrics.API_MESSAGES.labels(result="invalid").inc()
