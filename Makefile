@@ -49,6 +49,20 @@ typecheck: sync ## mypy only
 test: system-deps sync lint ## everything: lint, unit, integration and end-to-end tests (three files at a time: most tests wait on processes and sockets)
 	$(VENV)/bin/pytest -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder
 
+# Newer RabbitMQ releases than this machine's Debian ships, each from a minimal Debian system of its own
+# (scripts/rabbitmq-root.sh: debootstrap, needs root and deb.debian.org, ~400 MB per release, made once).
+RABBITMQ_SUITES ?= trixie sid
+RABBITMQ_ROOTS ?= /var/cache/kubemta/rabbitmq
+PYTEST_ARGS ?=
+
+.PHONY: test-rabbitmq
+test-rabbitmq: system-deps sync ## the suite against RabbitMQ 4.0 (Debian trixie) and 4.3+ (sid), private nodes run by chroot (RABBITMQ_SUITES, PYTEST_ARGS); not in `make test`
+	@for suite in $(RABBITMQ_SUITES); do \
+		scripts/rabbitmq-root.sh $$suite $(RABBITMQ_ROOTS)/$$suite || exit 1; \
+		KUBEMTA_TEST_RABBITMQ_ROOT=$(RABBITMQ_ROOTS)/$$suite $(VENV)/bin/pytest -p no:cacheprovider -n 3 \
+			--dist loadfile --no-loadscope-reorder $(PYTEST_ARGS) || exit 1; \
+	done
+
 .PHONY: test-unit
 test-unit: system-deps sync ## unit tests only (no broker; installs the tools they drive: swaks, promtool, nsd)
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not broker and not e2e"

@@ -4,6 +4,11 @@ Each test (or run) gets its own vhost, created and deleted through `rabbitmqctl`
 vhosts a batch at a time: `VhostPool`), so queues and messages never leak between tests or
 runs. A private node is started from the `rabbitmq-server` package when no broker answers
 (or when KUBEMTA_TEST_PRIVATE_BROKER=1 forces it) and stopped by PID at the end.
+
+Another RabbitMQ version: KUBEMTA_TEST_RABBITMQ_ROOT names a directory holding another Debian system with
+its `rabbitmq-server` (`scripts/rabbitmq-root` makes one, e.g. Debian 13's RabbitMQ 4.0). The tests then start
+private nodes only, each run by `chroot` into that directory (`Installation`): its Erlang and RabbitMQ, this
+machine's network, so the tests reach it on 127.0.0.1 as any other node.
 """
 
 import json
@@ -13,6 +18,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +27,54 @@ from tests.harness.ports import free_port, port_answers
 from tests.harness.processes import spawn, stop, wait_until
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+RABBITMQ_ROOT_ENV = "KUBEMTA_TEST_RABBITMQ_ROOT"
+NODE_DIR = "/mnt/kubemta-node"
+"""Where a node's working directory appears inside another system's directory (a bind mount of its own)."""
+ROOT_WRAPPER = (
+    'mount -t proc proc "$0/proc" && mount --bind "$1" "$0' + NODE_DIR + '" || exit 70; '
+    'root=$0; shift; exec chroot "$root" "$@"'
+)
+"""Run in a mount namespace of its own (unshare): /proc and the node's directory are mounted for this process
+tree only, and vanish with it."""
 CTL_TIMEOUT = 60.0
 POOL_BATCH = 8
 """Vhosts a `VhostPool` makes with one `rabbitmqctl import_definitions`."""
 POOL_READY_TIMEOUT = 30.0
 """Seconds a batch may take to become usable (RabbitMQ 3.10 imports definitions asynchronously)."""
+
+
+@dataclass(frozen=True)
+class Installation:
+    """Where a private node's `rabbitmq-server` and `rabbitmqctl` come from: this system (`root` None), or the
+    Debian system in directory `root`, entered with chroot."""
+
+    root: Path | None = None
+
+    @classmethod
+    def chosen(cls) -> "Installation":
+        """The one KUBEMTA_TEST_RABBITMQ_ROOT names, or this system's."""
+        root = os.environ.get(RABBITMQ_ROOT_ENV, "")
+        if not root:
+            return cls()
+        path = Path(root).resolve()
+        if not (path / RABBITMQ_BIN.relative_to("/") / "rabbitmq-server").exists():
+            raise RuntimeError(f"{RABBITMQ_ROOT_ENV}={root} holds no {RABBITMQ_BIN}/rabbitmq-server")
+        return cls(path)
+
+    def command(self, program: str, workdir: Path) -> list[str]:
+        """The command line that runs RabbitMQ's `program` for the node whose directory is `workdir`."""
+        path = str(RABBITMQ_BIN / program)
+        if self.root is None:
+            return [path]
+        (self.root / NODE_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        wrapper = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", ROOT_WRAPPER]
+        return [*wrapper, str(self.root), str(workdir), path]
+
+    def seen_path(self, path: Path, workdir: Path) -> str:
+        """`path`, a file under the node's `workdir`, as the node's programs see it."""
+        if self.root is None:
+            return str(path)
+        return str(Path(NODE_DIR) / path.relative_to(workdir))
 
 
 @dataclass
@@ -37,13 +87,17 @@ class BrokerNode:
     ctl_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     process: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
+    installation: Installation = field(default_factory=Installation)
 
     def ctl(self, *args: str) -> str:
         """Run rabbitmqctl against this node (bounded)."""
         # A private node is reached with the unwrapped CLI as the current user (its cookie is in
         # our HOME); the default node through the packaged wrapper.
-        ctl = str(RABBITMQ_BIN / "rabbitmqctl") if self.node_name else _rabbitmqctl()
-        command = [ctl, *(["-n", self.node_name] if self.node_name else []), *args]
+        if self.node_name and self.workdir is not None:
+            ctl = self.installation.command("rabbitmqctl", self.workdir)
+        else:
+            ctl = [str(RABBITMQ_BIN / "rabbitmqctl") if self.node_name else _rabbitmqctl()]
+        command = [*ctl, *(["-n", self.node_name] if self.node_name else []), *args]
         result = subprocess.run(
             command,
             env=self.ctl_env,
@@ -56,6 +110,19 @@ class BrokerNode:
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed: {result.stdout}{result.stderr}")
         return result.stdout
+
+    @contextmanager
+    def file_for_ctl(self, text: str, suffix: str) -> Iterator[str]:
+        """A file holding `text` that `ctl` may read, removed after the block; yields its path as the CLI sees it."""
+        directory = self.workdir if self.node_name and self.workdir is not None else None
+        with tempfile.NamedTemporaryFile("w", suffix=suffix, dir=directory, delete=False) as file:
+            file.write(text)
+        path = Path(file.name)
+        try:
+            path.chmod(0o644)  # the packaged rabbitmqctl may read it as the rabbitmq user
+            yield self.installation.seen_path(path, directory) if directory is not None else str(path)
+        finally:
+            path.unlink()
 
     def create_vhost(self, prefix: str = "kubemta-test") -> "Vhost":
         """A new vhost with full permissions for guest."""
@@ -138,13 +205,8 @@ class VhostPool:
             "vhosts": [{"name": name} for name in names],
             "permissions": [{"user": "guest", "vhost": name, **everything} for name in names],
         }
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
-            json.dump(definitions, file)
-        try:
-            os.chmod(file.name, 0o644)  # the packaged rabbitmqctl may read it as the rabbitmq user
-            self._node.ctl("import_definitions", file.name)
-        finally:
-            os.unlink(file.name)
+        with self._node.file_for_ctl(json.dumps(definitions), ".json") as path:
+            self._node.ctl("import_definitions", path)
         deadline = time.monotonic() + POOL_READY_TIMEOUT
         while True:
             listed = self._node.ctl("list_user_permissions", "guest", "--quiet", "--no-table-headers")
@@ -163,8 +225,10 @@ def _rabbitmqctl() -> str:
 
 
 def find_or_start_broker(workdir: Path) -> BrokerNode:
-    """The broker at 127.0.0.1:5672 if it answers, else a private node on free ports."""
-    if os.environ.get("KUBEMTA_TEST_PRIVATE_BROKER") != "1" and port_answers("127.0.0.1", 5672):
+    """The broker at 127.0.0.1:5672 if it answers, else a private node on free ports (always one when
+    KUBEMTA_TEST_RABBITMQ_ROOT names another installation)."""
+    private = os.environ.get("KUBEMTA_TEST_PRIVATE_BROKER") == "1" or Installation.chosen().root is not None
+    if not private and port_answers("127.0.0.1", 5672):
         return BrokerNode("127.0.0.1", 5672)
     return start_private_node(workdir)
 
@@ -172,31 +236,45 @@ def find_or_start_broker(workdir: Path) -> BrokerNode:
 def start_private_node(workdir: Path, config: str = "") -> BrokerNode:
     """Start a RabbitMQ node of our own (foreground, as a child process) and wait until it runs.
 
-    `config` is added to its rabbitmq.conf (e.g. `max_message_size = 2097152`)."""
+    `config` is added to its rabbitmq.conf (e.g. `max_message_size = 2097152`). It runs from the installation
+    KUBEMTA_TEST_RABBITMQ_ROOT names, if any (`Installation.chosen`)."""
+    installation = Installation.chosen()
     workdir.mkdir(parents=True, exist_ok=True)
+
+    def seen(name: str) -> str:
+        return installation.seen_path(workdir / name, workdir)
+
     port = free_port()
     dist_port = free_port()
     node_name = f"kubemta-test-{os.getpid()}-{secrets.token_hex(2)}@localhost"
     env = dict(os.environ)
     env.update(
-        HOME=str(workdir),  # the Erlang cookie lives here, shared by the node and rabbitmqctl
+        HOME=seen("."),  # the Erlang cookie lives here, shared by the node and rabbitmqctl
         RABBITMQ_NODENAME=node_name,
         RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
         RABBITMQ_NODE_PORT=str(port),
         RABBITMQ_DIST_PORT=str(dist_port),
-        RABBITMQ_MNESIA_BASE=str(workdir / "mnesia"),
-        RABBITMQ_LOG_BASE=str(workdir / "log"),
-        RABBITMQ_PID_FILE=str(workdir / "rabbit.pid"),
-        RABBITMQ_ENABLED_PLUGINS_FILE=str(workdir / "enabled_plugins"),
-        RABBITMQ_CONFIG_FILE=str(workdir / "rabbitmq"),
-        RABBITMQ_ADVANCED_CONFIG_FILE=str(workdir / "advanced.config"),
-        RABBITMQ_CONF_ENV_FILE=str(workdir / "rabbitmq-env.conf"),
+        RABBITMQ_MNESIA_BASE=seen("mnesia"),
+        RABBITMQ_LOG_BASE=seen("log"),
+        RABBITMQ_PID_FILE=seen("rabbit.pid"),
+        RABBITMQ_ENABLED_PLUGINS_FILE=seen("enabled_plugins"),
+        RABBITMQ_CONFIG_FILE=seen("rabbitmq"),
+        RABBITMQ_ADVANCED_CONFIG_FILE=seen("advanced.config"),
+        RABBITMQ_CONF_ENV_FILE=seen("rabbitmq-env.conf"),
     )
     (workdir / "enabled_plugins").write_text("[].\n")
     (workdir / "rabbitmq.conf").write_text("loopback_users = none\n" + config)
     (workdir / "rabbitmq-env.conf").write_text("")
-    process = spawn([str(RABBITMQ_BIN / "rabbitmq-server")], env=env, log_path=workdir / "node.log")
-    node = BrokerNode("127.0.0.1", port, node_name=node_name, ctl_env=env, process=process, workdir=workdir)
+    process = spawn(installation.command("rabbitmq-server", workdir), env=env, log_path=workdir / "node.log")
+    node = BrokerNode(
+        "127.0.0.1",
+        port,
+        node_name=node_name,
+        ctl_env=env,
+        process=process,
+        workdir=workdir,
+        installation=installation,
+    )
     try:
         wait_until(
             lambda: process.poll() is not None or port_answers("127.0.0.1", port),
