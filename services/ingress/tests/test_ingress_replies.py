@@ -4,6 +4,8 @@ import inspect
 
 import aiosmtpd.smtp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kubemta_ingress import replies
 from kubemta_ingress.rejections import Reason
@@ -121,3 +123,30 @@ def test_replies_that_carry_a_code_are_not_cached():
     assert replies.enhance("221 Bye") == "221 2.0.0 Bye"
     assert replies.enhance("221 Bye") == "221 2.0.0 Bye"
     assert replies._enhanced.cache_info().hits >= 1
+
+
+@settings(max_examples=500)
+@given(
+    st.text(
+        alphabet=st.one_of(
+            st.characters(exclude_categories=()),
+            st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, exclude_categories=()),  # surrogate-escaped bytes
+            st.characters(max_codepoint=0x9F, categories=["Cc"]),
+        ),
+        max_size=60,
+    )
+)
+def test_a_speakable_reply_encodes_and_keeps_every_printable_character(text: str) -> None:
+    """Any text (lone surrogates, controls included) becomes a line UTF-8 can carry, of the same length, with
+    every printable character where it was and `?` for the rest."""
+    reply = replies.speakable("501 5.5.4 Could not VRFY " + text)
+    reply.encode("utf-8")
+    assert reply.isprintable()
+    assert len(reply) == len("501 5.5.4 Could not VRFY ") + len(text)
+    for given_character, sent in zip(text, reply[len("501 5.5.4 Could not VRFY ") :], strict=True):
+        assert sent == (given_character if given_character.isprintable() else "?")
+
+
+def test_a_printable_reply_is_sent_as_it_is() -> None:
+    reply = "250 2.0.0 Ok: queued as 4Q1X, é"
+    assert replies.speakable(reply) is reply

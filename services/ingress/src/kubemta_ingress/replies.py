@@ -101,6 +101,15 @@ _PREFIX_REWRITES: tuple[tuple[str, str], ...] = (
 )
 
 
+def speakable(reply: str) -> str:
+    """`reply` as a reply line may carry it: a character that is not printable becomes `?`. aiosmtpd echoes a VRFY
+    argument that is not an address, where a client's byte that is not UTF-8 is a lone surrogate (which cannot be
+    encoded: the reply was an internal error) and a control character would reach the client's terminal or log."""
+    if reply.isprintable():  # checked in C: every reply but a hostile echo
+        return reply
+    return "".join(character if character.isprintable() else "?" for character in reply)
+
+
 def reply_code(reply: str) -> int | None:
     """The basic reply code of `reply`, or None when it is not a reply line."""
     match = _REPLY.match(reply)

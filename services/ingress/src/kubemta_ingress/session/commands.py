@@ -96,9 +96,9 @@ class Commands(TlsStart):
             return
         state = self._state
         if state.phase is Phase.HELLO:
-            reply = status
+            reply = replies.speakable(status)
         else:
-            reply = replies.enhance(status)
+            reply = replies.enhance(replies.speakable(status))
             self._record_builtin_rejection(status, reply)
         if reply[3:4] == "-":  # a continuation line: it waits for the reply's last line (RFC 5321 section 4.2.1)
             state.held_lines += self._encoded(reply) + CRLF
