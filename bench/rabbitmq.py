@@ -27,13 +27,14 @@ def delete_vhost(name: str) -> None:
     Vhost(NODE, name).delete()
 
 
-def amqp_url(vhost: str) -> str:
-    return NODE.url(vhost)
+def amqp_url(vhost: str, node: BrokerNode = NODE) -> str:
+    """The AMQP URL of `vhost` on `node` (the shared broker unless a test hands its own node)."""
+    return node.url(vhost)
 
 
-def beam_pid() -> int:
+def beam_pid(node: BrokerNode = NODE) -> int:
     """The OS process id of the broker's Erlang VM (beam.smp)."""
-    return int(NODE.ctl("eval", "list_to_integer(os:getpid()).").strip())
+    return int(node.ctl("eval", "list_to_integer(os:getpid()).").strip())
 
 
 def version() -> str:

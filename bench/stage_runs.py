@@ -39,6 +39,7 @@ from bench.sink import Sink
 from bench.source import run_source
 from bench.systems import transport_to
 from tests.harness.ports import free_port
+from tests.harness.rabbitmq import BrokerNode
 
 SIZE = 1024
 FRESH = "route answers fresh"  # the ingress' and queue-manager's variant with the resolver's answers in `routes`
@@ -105,14 +106,22 @@ def failed(stage: str, processes: int, error: str) -> StageResult:
 class StageBench:
     """The vhost, sink and options the stages of one process count share."""
 
-    def __init__(self, config: BenchConfig, workdir: Path, vhost: str, sink: Sink, address: str) -> None:
+    def __init__(
+        self,
+        config: BenchConfig,
+        workdir: Path,
+        vhost: str,
+        sink: Sink,
+        address: str,
+        node: BrokerNode = rabbitmq.NODE,
+    ) -> None:
         self.config = config
         self.workdir = workdir
         self.vhost = vhost
-        self.url = rabbitmq.amqp_url(vhost)
+        self.url = rabbitmq.amqp_url(vhost, node)
         self.sink = sink
         self.address = address
-        self.beam = rabbitmq.beam_pid()
+        self.beam = rabbitmq.beam_pid(node)
 
     def stack(self, stage: str, processes: int, port: int, env: dict[str, str] | None = None) -> KubemtaStack:
         return KubemtaStack(

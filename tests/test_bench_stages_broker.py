@@ -38,7 +38,7 @@ async def test_depths_count_ready_messages_and_a_missing_queue_as_zero(vhost: Vh
 
 async def test_the_broker_phases_publish_and_consume_every_message(vhost: Vhost) -> None:
     await declare_queue(vhost.url)
-    beam = await asyncio.to_thread(rabbitmq.beam_pid)
+    beam = await asyncio.to_thread(rabbitmq.beam_pid, vhost.node)
     published = await asyncio.to_thread(run_phase, "publish", vhost.url, 203, beam, None)
     assert published.error is None and published.messages == 203 and published.rate > 0
     assert published.client_ms_per_message > 0 and published.clients == 4
@@ -64,7 +64,7 @@ async def test_each_stage_drains_what_the_one_before_it_queued(vhost: Vhost, tmp
     sink = Sink(tmp_path, f"{prefix}.2", free_port(f"{prefix}.2"))
     await sink.start()
     try:
-        bench = StageBench(config, tmp_path, vhost.name, sink, f"{prefix}.1")
+        bench = StageBench(config, tmp_path, vhost.name, sink, f"{prefix}.1", vhost.node)
         ingress = await bench.ingress(1, 40, None)
         assert ingress.error is None and ingress.messages == 40 and ingress.cpu_ms_per_message
         for stage in INPUT:
