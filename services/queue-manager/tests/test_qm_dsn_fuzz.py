@@ -166,8 +166,20 @@ def expected_fields(report: Report, entry: RecipientReport) -> list[str]:
         original_content=b"",
     )
 )
+@example(  # a success report: flufl's llnl heuristic took the line "<,0@0,>: delivered to the mailbox" for a failure
+    Report(
+        hostname="mx.kubemta.test",
+        queue_id="QORIG",
+        sender="",
+        arrival=NOW,
+        last_attempt=NOW,
+        action=Action.DELIVERED,
+        recipients=[RecipientReport(recipient=",0@0,", status="5.1.1", action=Action.DELIVERED)],
+        original_content=b"",
+    )
+)
 def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> None:
-    dsn = read_dsn(build_dsn(report, message_id="<QNEW@mx.kubemta.test>", now=NOW))
+    dsn = read_dsn(build_dsn(report, message_id="<QNEW@mx.kubemta.test>", now=NOW), quotes_hostile_text=True)
     assert len(dsn.recipient_blocks) == len(report.recipients)
     for entry, block in zip(report.recipients, dsn.recipient_blocks, strict=True):
         assert [name for name, _ in block] == expected_fields(report, entry)
@@ -210,6 +222,9 @@ def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> No
     for address in temporary | permanent:
         # flufl lower-cases what it reads
         assert any(address.decode().lower() in form.lower() for form in forms), f"forged: {address!r}"
+    if report.action in SUCCESS_ACTIONS and not any("," in form for form in forms):
+        # only a quoted `, x@y,` makes flufl read a success report as a failure: kubemta's own words never do
+        assert not temporary and not permanent, f"flufl.bounce read a success report as failures: {permanent}"
 
 
 @settings(max_examples=300, deadline=None)
