@@ -113,7 +113,7 @@ class StageBench:
         vhost: str,
         sink: Sink,
         address: str,
-        node: BrokerNode = rabbitmq.NODE,
+        node: BrokerNode | None = None,
     ) -> None:
         self.config = config
         self.workdir = workdir

@@ -233,12 +233,12 @@ def find_or_start_broker(workdir: Path) -> BrokerNode:
     return start_private_node(workdir)
 
 
-def start_private_node(workdir: Path, config: str = "") -> BrokerNode:
+def start_private_node(workdir: Path, config: str = "", installation: Installation | None = None) -> BrokerNode:
     """Start a RabbitMQ node of our own (foreground, as a child process) and wait until it runs.
 
-    `config` is added to its rabbitmq.conf (e.g. `max_message_size = 2097152`). It runs from the installation
-    KUBEMTA_TEST_RABBITMQ_ROOT names, if any (`Installation.chosen`)."""
-    installation = Installation.chosen()
+    `config` is added to its rabbitmq.conf (e.g. `max_message_size = 2097152`). It runs from `installation`, by
+    default the one KUBEMTA_TEST_RABBITMQ_ROOT names, if any (`Installation.chosen`)."""
+    installation = installation if installation is not None else Installation.chosen()
     workdir.mkdir(parents=True, exist_ok=True)
 
     def seen(name: str) -> str:
