@@ -235,20 +235,21 @@ async def test_a_real_transaction_after_the_fuzzing(fuzz_server):
         (b"VRFY ]`\x8fy%\xca", b"501 5.5.4 Could not VRFY ]`?y%?"),
         (b"VRFY @\x1b[31m\x7f", b"501 5.5.4 Could not VRFY @?[31m?"),  # nor a terminal's escape (CR, NUL: a 500)
         ("VRFY @é".encode(), "501 5.5.4 Could not VRFY @é".encode()),  # valid UTF-8 stays (SMTPUTF8)
+        (b"\x1b[31mX", b'500 5.5.2 Error: command "?[31MX" not recognized'),  # the unknown command's echo
     ],
     ids=repr,
 )
 async def test_a_reply_echoing_undecodable_or_control_bytes_is_sent_with_them_replaced(
     fuzz_server, caplog, line, expected
 ):
-    """aiosmtpd echoes a VRFY argument that is not an address; a byte that is not UTF-8 arrives there as a lone
-    surrogate, which cannot be encoded: the reply was a 451 "internal error" with a logged traceback. A character
-    a reply line cannot carry becomes `?`, and the session goes on."""
+    """aiosmtpd echoes a VRFY argument that is not an address, and an unknown command; a byte that is not UTF-8
+    arrives in the argument as a lone surrogate, which cannot be encoded: the reply was a 451 "internal error" with
+    a logged traceback. A character a reply line cannot carry becomes `?`, and the session goes on."""
     caplog.set_level(logging.WARNING)
     session = await open_session(fuzz_server.port)
     try:
         code, reply = await session.send(line)
-        assert code == 501
+        assert code == int(expected[:3])
         assert reply == [expected + b"\r\n"]
         assert (await session.send(b"NOOP"))[0] == 250
     finally:
