@@ -31,6 +31,7 @@ if [[ ! -x $root/$server ]]; then
     fi
     rm -rf "$root"
     mv "$partial" "$root"
+    rm -f "$partial.log"
 fi
 # The node is named ...@localhost: Erlang looks the name up through the root's own /etc/hosts, which debootstrap
 # leaves out for some suites (sid).
