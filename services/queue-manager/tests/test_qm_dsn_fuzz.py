@@ -178,6 +178,22 @@ def expected_fields(report: Report, entry: RecipientReport) -> list[str]:
         original_content=b"",
     )
 )
+@example(  # the reply's own status (",0@") and text (",") are quoted as "250 ,0@ ,": flufl's llnl read "0@ "
+    Report(
+        hostname="mx.kubemta.test",
+        queue_id="QORIG",
+        sender="",
+        arrival=NOW,
+        last_attempt=NOW,
+        action=Action.DELIVERED,
+        recipients=[
+            RecipientReport(
+                recipient="", status="5.1.1", smtp_code=250, diagnostic=",", reply_status=",0@", action=Action.DELIVERED
+            )
+        ],
+        original_content=b"",
+    )
+)
 def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> None:
     dsn = read_dsn(build_dsn(report, message_id="<QNEW@mx.kubemta.test>", now=NOW), quotes_hostile_text=True)
     assert len(dsn.recipient_blocks) == len(report.recipients)
@@ -211,7 +227,11 @@ def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> No
     # flufl's heuristics also read addresses out of the human-readable text, where a remote host name or reply
     # text is quoted (the status and the text as one line): whatever it finds must come from what the report was
     # given, never be made up
-    texts = [text for entry in report.recipients for text in (entry.remote_mta, f"{entry.status} {entry.diagnostic}")]
+    texts = [
+        text
+        for entry in report.recipients
+        for text in (entry.remote_mta, f"{entry.status} {entry.diagnostic}", f"{entry.reply_status} {entry.diagnostic}")
+    ]
     forms = [form for entry in report.recipients for form in written_forms(entry.recipient)]
     forms += [form for entry in report.recipients for form in written_forms(entry.orcpt_address) if form]
     # flufl.bounce's DSN reader keeps the words of a utf-8 Original-Recipient (its type and its address, read as
