@@ -17,6 +17,7 @@ from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.streams import StreamRetention
 from kubemta_common.amqp.topology import large
 from kubemta_common.events.emitter import EventLog
+from kubemta_common.events.log_kinds import logged_kinds
 from kubemta_common.gc_tuning import freeze_startup
 from kubemta_common.http_server import HttpServer, health_app
 from kubemta_common.logs import setup_logging
@@ -51,6 +52,7 @@ class ServiceCore:
             buffer=settings.events_buffer,
             confirm_timeout=settings.events_confirm_timeout,
             publish_timeout=settings.publish_timeout,
+            logged_kinds=logged_kinds(settings.log_events),
         )
         """Lifecycle events of this process, published to the `events` stream (events/emitter.py)."""
         self._http: HttpServer | None = None

@@ -6,14 +6,15 @@ secrets directory), validated at start-up.
 
 import socket
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import AfterValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SecretsSettingsSource, SettingsConfigDict
 
 from kubemta_common.amqp.streams import DEFAULT_SUPPRESSION_TTL
 from kubemta_common.config_types import Duration, DurationList, Listen, parse_listen
 from kubemta_common.errors import ConfigError
+from kubemta_common.events.log_kinds import ALL, logged_kinds
 
 SECRETS_DIR = Path("/run/secrets/kubemta")
 BROKER_MAX_MESSAGE_SIZE_DEFAULT = 16 * 1024 * 1024
@@ -27,6 +28,15 @@ BUS_HEADROOM = 1024 * 1024
 """Bytes a bus message may carry beyond the accepted message itself: kubemta's Received: and
 DKIM-Signature: headers, the envelope (up to KUBEMTA_MAX_RECIPIENTS addresses) and, in a
 delivery result, one diagnostic per recipient."""
+
+
+def _event_kinds(value: str) -> str:
+    logged_kinds(value)  # a ValueError naming an unknown kind
+    return value
+
+
+LogEvents = Annotated[str, AfterValidator(_event_kinds)]
+"""KUBEMTA_LOG_EVENTS: `all`, `none` or kinds of lifecycle events (events/log_kinds.py)."""
 
 
 class ServiceSettings(BaseSettings):
@@ -48,6 +58,13 @@ class ServiceSettings(BaseSettings):
     )
     log_format: str = Field(default="json", pattern="^(json|text)$", description="json or text")
     log_level: str = Field(default="INFO", description="Python log level")
+    log_events: LogEvents = Field(
+        default=ALL,
+        description=(
+            "Lifecycle events also written as log lines: all, none, or a comma-separated list of kinds (received, "
+            "delivered, bounced, ...); every event still goes to the events stream and the tracker"
+        ),
+    )
     event_loop: str = Field(
         default="uvloop", pattern="^(uvloop|asyncio)$", description="Event loop: uvloop (faster) or asyncio"
     )

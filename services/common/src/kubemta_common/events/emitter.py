@@ -1,7 +1,8 @@
 """Publishing lifecycle events to the `events` stream without ever holding up mail for long.
 
 `EventLog.emit(event)` stamps an event (id, time, service, process; queue id and job id from
-the log context when the caller left them empty), writes it as one structured log line, and
+the log context when the caller left them empty), writes it as one structured log line (unless
+KUBEMTA_LOG_EVENTS leaves its kind out: log_kinds.py), and
 puts it in a bounded in-memory buffer; it never blocks. A background task publishes what is
 buffered as one `EventBatch` per stream message with publisher confirms (group commit: the
 events emitted while the batches in flight wait for their confirms go out together in the next,
@@ -108,8 +109,11 @@ class EventLog:
         buffer: int,
         confirm_timeout: float,
         publish_timeout: float,
+        logged_kinds: frozenset[str] | None = None,
     ) -> None:
         self._broker = broker
+        self._logged_kinds = logged_kinds
+        """The kinds written as log lines too (KUBEMTA_LOG_EVENTS, log_kinds.py); None: every kind."""
         self._service = service
         self._source = f"{socket.gethostname()}/{os.getpid()}"
         self._limit = buffer
@@ -162,7 +166,8 @@ class EventLog:
 
     def _put(self, event: events_pb2.LifecycleEvent, confirmed: asyncio.Future[bool] | None) -> None:
         self._stamp(event)
-        _log(event)
+        if self._logged_kinds is None or event_kind(event) in self._logged_kinds:
+            _log(event)
         while len(self._buffer) >= self._limit:
             dropped = self._buffer.popleft()
             EVENTS_DROPPED.inc()
