@@ -34,7 +34,8 @@ async def stream_kinds(url: str, queue_id: str, wanted: set[str]) -> list[str]:
         async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
             batch = events_pb2.EventBatch.FromString(message.body)
             seen.extend(e.WhichOneof("kind") or "" for e in batch.events if e.queue_id == queue_id)
-            await message.channel.basic_ack(message.delivery.delivery_tag)
+            assert message.delivery_tag is not None
+            await message.channel.basic_ack(message.delivery_tag)
             if wanted <= set(seen):
                 done.set()
 
