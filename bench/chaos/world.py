@@ -20,7 +20,7 @@ from bench.chaos.senders import RECIPIENT_DOMAIN, SENDER_DOMAIN
 from tests.harness.mail_sink import MailSink
 from tests.harness.ports import free_port, random_loopback_net, wait_for_port
 from tests.harness.processes import log_tail, spawn, stop
-from tests.harness.rabbitmq import RABBITMQ_BIN, BrokerNode, Vhost, start_private_node
+from tests.harness.rabbitmq import BrokerNode, Vhost, start_private_node
 from tests.harness.stack import Stack
 
 READ_TOKEN = "chaos-read-token-0123456789"
@@ -157,7 +157,8 @@ async def restart_broker(world: World, how: str, down: float, count: int) -> Non
         await asyncio.to_thread(stop, node.process, grace=60)
         await asyncio.sleep(down)
         log_path = node.workdir / f"node.{count}.log"
-        node.process = spawn([str(RABBITMQ_BIN / "rabbitmq-server")], env=node.ctl_env, log_path=log_path)
+        server = node.installation.command("rabbitmq-server", node.workdir)  # the release it was started from
+        node.process = spawn(server, env=node.ctl_env, log_path=log_path)
         try:
             await wait_for_port(node.host, node.port, within=90, what="the restarted RabbitMQ node")
         except TimeoutError as exc:
