@@ -249,3 +249,33 @@ def test_explain_names_the_cause_of_each_duplicate_from_the_tracker_timeline() -
         "sent again, first attempt never recorded": 1,
         "not in the tracker's index": 1,
     }
+
+
+async def test_a_node_restart_starts_the_release_the_node_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under KUBEMTA_TEST_RABBITMQ_ROOT the private node runs another release by chroot; restarting it must start
+    that release again on its data, not this machine's (the spawn and the broker's CLI are stood in for)."""
+    from bench.chaos import world as chaos_world
+    from tests.harness.rabbitmq import BrokerNode, Installation
+
+    root = tmp_path / "sid"
+    (root / "usr/lib/rabbitmq/bin").mkdir(parents=True)
+    workdir = tmp_path / "rabbitmq"
+    workdir.mkdir()
+    node = BrokerNode("127.0.0.1", 1, node_name="n@localhost", workdir=workdir, installation=Installation(root))
+    spawned: list[list[str]] = []
+    monkeypatch.setattr(BrokerNode, "ctl", lambda self, *args: "")
+    monkeypatch.setattr(chaos_world, "stop", lambda process, grace: 0)
+    monkeypatch.setattr(chaos_world, "spawn", lambda argv, env, log_path: spawned.append(argv))
+
+    async def nothing(*args: object, **kwargs: object) -> None:
+        return None
+
+    monkeypatch.setattr(chaos_world, "wait_for_port", nothing)
+    monkeypatch.setattr(chaos_world, "wait_ready", nothing)
+    node.process = object()  # type: ignore[assignment]
+    world = type("W", (), {"node": node})()
+    await chaos_world.restart_broker(world, "node", 0.0, 1)
+    assert spawned == [Installation(root).command("rabbitmq-server", workdir)]
+    assert spawned[0][:2] == ["unshare", "--mount"] and spawned[0][-1] == "/usr/lib/rabbitmq/bin/rabbitmq-server"
