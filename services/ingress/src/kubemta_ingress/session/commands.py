@@ -95,10 +95,11 @@ class Commands(TlsStart):
             await super().push(status)
             return
         state = self._state
+        status = replies.speakable(status)  # aiosmtpd may echo a client's bytes
         if state.phase is Phase.HELLO:
-            reply = replies.speakable(status)
+            reply = status
         else:
-            reply = replies.enhance(replies.speakable(status))
+            reply = replies.enhance(status)
             self._record_builtin_rejection(status, reply)
         if reply[3:4] == "-":  # a continuation line: it waits for the reply's last line (RFC 5321 section 4.2.1)
             state.held_lines += self._encoded(reply) + CRLF
