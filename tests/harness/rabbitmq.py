@@ -89,12 +89,17 @@ class BrokerNode:
     workdir: Path | None = None
     installation: Installation = field(default_factory=Installation)
 
+    @property
+    def private_dir(self) -> Path | None:
+        """The directory of a node this harness started (its data, logs, cookie); None for the default node."""
+        return self.workdir if self.node_name else None
+
     def ctl(self, *args: str) -> str:
         """Run rabbitmqctl against this node (bounded)."""
         # A private node is reached with the unwrapped CLI as the current user (its cookie is in
         # our HOME); the default node through the packaged wrapper.
-        if self.node_name and self.workdir is not None:
-            ctl = self.installation.command("rabbitmqctl", self.workdir)
+        if self.private_dir is not None:
+            ctl = self.installation.command("rabbitmqctl", self.private_dir)
         else:
             ctl = [str(RABBITMQ_BIN / "rabbitmqctl") if self.node_name else _rabbitmqctl()]
         command = [*ctl, *(["-n", self.node_name] if self.node_name else []), *args]
@@ -114,7 +119,7 @@ class BrokerNode:
     @contextmanager
     def file_for_ctl(self, text: str, suffix: str) -> Iterator[str]:
         """A file holding `text` that `ctl` may read, removed after the block; yields its path as the CLI sees it."""
-        directory = self.workdir if self.node_name and self.workdir is not None else None
+        directory = self.private_dir
         with tempfile.NamedTemporaryFile("w", suffix=suffix, dir=directory, delete=False) as file:
             file.write(text)
         path = Path(file.name)
