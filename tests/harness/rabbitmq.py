@@ -238,11 +238,15 @@ def find_or_start_broker(workdir: Path) -> BrokerNode:
     return start_private_node(workdir)
 
 
-def start_private_node(workdir: Path, config: str = "", installation: Installation | None = None) -> BrokerNode:
+def start_private_node(
+    workdir: Path, config: str = "", installation: Installation | None = None, advanced: str = ""
+) -> BrokerNode:
     """Start a RabbitMQ node of our own (foreground, as a child process) and wait until it runs.
 
-    `config` is added to its rabbitmq.conf (e.g. `max_message_size = 2097152`). It runs from `installation`, by
-    default the one KUBEMTA_TEST_RABBITMQ_ROOT names, if any (`Installation.chosen`)."""
+    `config` is added to its rabbitmq.conf (e.g. `max_message_size = 2097152`); `advanced`, when given, is its
+    advanced.config, Erlang terms for what rabbitmq.conf cannot say (e.g. `[{rabbit, [{channel_tick_interval,
+    250}]}].`). It runs from `installation`, by default the one KUBEMTA_TEST_RABBITMQ_ROOT names, if any
+    (`Installation.chosen`)."""
     installation = installation if installation is not None else Installation.chosen()
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -270,6 +274,8 @@ def start_private_node(workdir: Path, config: str = "", installation: Installati
     (workdir / "enabled_plugins").write_text("[].\n")
     (workdir / "rabbitmq.conf").write_text("loopback_users = none\n" + config)
     (workdir / "rabbitmq-env.conf").write_text("")
+    if advanced:
+        (workdir / "advanced.config").write_text(advanced)
     process = spawn(installation.command("rabbitmq-server", workdir), env=env, log_path=workdir / "node.log")
     node = BrokerNode(
         "127.0.0.1",
