@@ -29,9 +29,17 @@ outputs, confirms and acknowledgement go in batches instead of one round each.
 
 On shutdown the consumer stops taking deliveries, lets in-flight handlers finish within
 the drain time, sends their acknowledgements, and leaves the rest unacknowledged so the broker re-delivers them (a
-closed channel counts as a failed delivery too). A consumer the broker cancels (RabbitMQ
-4.3's quorum queue consumer timeout cancels instead of closing the channel) is restored
-by aio-pika's robust channel, which reconnects and consumes again.
+closed channel counts as a failed delivery too).
+
+The consumer consumes again itself, with a new consumer tag, whenever its channel was reopened (a reconnect, or a
+channel error such as RabbitMQ 3.x's and 4.0-4.2's consumer timeout, which closes the channel) and whenever the
+broker cancelled it (`basic.cancel`: RabbitMQ 4.3's quorum queue consumer timeout, or a deleted queue). aio-pika's
+robust channel is not asked to restore it (`robust=False`): after a cancel it consumes again with the same tag,
+which RabbitMQ 4.3.0-4.3.6 still holds (it waits for a `basic.cancel-ok` it did not announce it would take) and
+answers by closing the whole connection (530 NOT_ALLOWED), and aio-pika's reconnection then waited for itself
+for ever, with every channel of the service closed (tests/e2e/test_consumer_timeout.py). The deliveries of a
+cancelled consumer are back in the queue: their handlers are cancelled, as a closed channel's are, and nothing of
+theirs is acknowledged.
 """
 
 import asyncio
@@ -41,8 +49,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiormq
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustQueue,
+)
 from google.protobuf.message import Message
+from pamqp import commands as spec
 
 from kubemta_common.amqp.acks import AckBatcher
 from kubemta_common.amqp.batch_window import BatchWindow
@@ -163,9 +178,14 @@ class Consumer:
         self._prefetch = prefetch
         self._retry_pause = retry_pause
         self._gate = gate
+        self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._cancelled_tags: set[str] = set()
+        """Tags the broker cancelled: their deliveries went back to the queue."""
+        self._in_flight: dict[asyncio.Task[None], str | None] = {}
+        """Each running delivery's task and the consumer tag it came for."""
+        self._consuming_again: asyncio.Task[None] | None = None
         self._stopping = False
         self._acks = AckBatcher()
         self._window = BatchWindow(batch_window, capacity=prefetch)
@@ -173,14 +193,84 @@ class Consumer:
     async def start(self) -> None:
         """Wait for the broker, then start consuming."""
         channel = await self._broker.consumer_channel(self._prefetch)
+        self._channel = channel
         self._queue = await channel.get_queue(self._queue_name, ensure=True)
-        self._tag = await self._queue.consume(self._on_message)
+        if isinstance(channel, AbstractRobustChannel):
+            channel.close_callbacks.add(self._on_channel_close)
+            channel.reopen_callbacks.add(self._on_reopen)
+        await self._consume()
         logger.info(
             "consuming %s (prefetch %d, batch window %s)",
             self._queue_name,
             self._prefetch,
             format_duration(self._window.seconds),
         )
+
+    async def _consume(self) -> None:
+        """Consume with a new tag, and hear of the broker cancelling it (on the channel now under the robust one)."""
+        assert self._channel is not None and self._queue is not None
+        underlay = await self._channel.get_underlay_channel()
+        if self._on_cancel not in underlay.on_consumer_cancel_callbacks:
+            underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
+        if isinstance(self._queue, AbstractRobustQueue):
+            self._tag = await self._queue.consume(self._on_message, robust=False)
+        else:
+            self._tag = await self._queue.consume(self._on_message)
+
+    def _on_channel_close(self, _channel: object, reason: BaseException | None = None) -> None:
+        """The channel closed: say why (the broker's own words, e.g. a consumer timeout's PRECONDITION_FAILED)."""
+        if self._stopping or self._broker.closed:
+            return
+        logger.warning(
+            "the channel consuming %s closed (%r): its deliveries in flight go back to the queue",
+            self._queue_name,
+            reason,
+        )
+
+    def _on_reopen(self, _channel: object) -> None:
+        """The robust channel was reopened (a reconnect, a channel error): the old tag is void, consume again."""
+        self._consume_again(pause=0.0, why="its channel was reopened")
+
+    def _on_cancel(self, frame: spec.Basic.Cancel) -> None:
+        """The broker cancelled a consumer on this consumer's channel: when it is this one's, its deliveries are back
+        in the queue (their handlers are cancelled) and it consumes again after a pause."""
+        tag = frame.consumer_tag
+        if tag is None or tag != self._tag:
+            return
+        self._tag = None
+        self._cancelled_tags.add(tag)
+        returned = [task for task, task_tag in self._in_flight.items() if task_tag == tag]
+        logger.warning(
+            "the broker cancelled the consumer of %s (RabbitMQ 4.3 does when a delivery stays unacknowledged for its "
+            "consumer_timeout, and on a deleted queue): deliveries it had in flight, back in the queue: %d; "
+            "consuming again in %s",
+            self._queue_name,
+            len(returned),
+            format_duration(self._retry_pause),
+        )
+        for task in returned:
+            task.cancel()
+        self._consume_again(pause=self._retry_pause, why="the broker cancelled it")
+
+    def _consume_again(self, *, pause: float, why: str) -> None:
+        """Start consuming again (in a task of its own; one at a time) unless stopping."""
+        if self._stopping or self._broker.closed:
+            return
+        running = self._consuming_again
+        if running is not None and not running.done():
+            return
+        self._consuming_again = asyncio.get_running_loop().create_task(self._consume_after(pause, why))
+
+    async def _consume_after(self, pause: float, why: str) -> None:
+        await asyncio.sleep(pause)
+        if self._stopping or self._broker.closed:
+            return
+        try:
+            await self._consume()
+        except Exception as exc:  # the channel closed again: its reopening calls _on_reopen, which tries again
+            logger.warning("could not consume %s again (%s): %r", self._queue_name, why, exc)
+            return
+        logger.info("consuming %s again: %s", self._queue_name, why)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -189,26 +279,28 @@ class Consumer:
             return  # came on a channel that closed since: its tag is void, the broker redelivers it
         tag = message.delivery_tag
         assert tag is not None  # consumed with acknowledgements
+        if message.consumer_tag in self._cancelled_tags:
+            return  # for a consumer the broker cancelled: it took the delivery back
         self._acks.delivered(channel, tag)  # first, in delivery order: no multiple ack may pass it unfinished
         if self._stopping:
             return  # left unacknowledged: the broker re-delivers it after we close
         task = asyncio.current_task()
         assert task is not None
-        self._in_flight.add(task)
+        self._in_flight[task] = message.consumer_tag
         try:
             await self._window.wait(held=len(self._in_flight))
             if self._stopping:
                 return  # it waited in the batch window when the stop began: not started, left to the broker
-            if await self._process(message):
+            if await self._process(message) and message.consumer_tag not in self._cancelled_tags:
                 self._acks.ack(channel, tag)
             else:
                 self._acks.settled(channel, tag)
         except asyncio.CancelledError:
-            if message.processed:  # the handler acknowledged it itself before it gave up (a drain)
-                self._acks.settled(channel, tag)
+            if message.processed or message.consumer_tag in self._cancelled_tags:
+                self._acks.settled(channel, tag)  # acknowledged by the handler (a drain), or taken back by the broker
             raise
         finally:
-            self._in_flight.discard(task)
+            self._in_flight.pop(task, None)
 
     async def _process(self, message: AbstractIncomingMessage) -> bool:
         """Run the handler: True when the delivery is to be acknowledged, False when it was rejected."""
@@ -249,6 +341,11 @@ class Consumer:
         acknowledgements (written to the connection when this returns)."""
         self._stopping = True
         self._window.close()
+        if isinstance(self._channel, AbstractRobustChannel):
+            self._channel.reopen_callbacks.discard(self._on_reopen)
+            self._channel.close_callbacks.discard(self._on_channel_close)
+        if self._consuming_again is not None:
+            self._consuming_again.cancel()
         if self._queue is not None and self._tag is not None and self._broker.connected:
             try:  # a robust channel waits for the broker to come back: bounded, as the rest of the stop
                 async with asyncio.timeout(CANCEL_TIMEOUT):
