@@ -97,6 +97,8 @@ async def test_a_delivery_past_the_consumer_timeout_is_delivered_once_and_the_wo
     assert subjects == [b"after", b"slow"], subjects  # the slow one once: its first attempt was given up
     log = stack.log("delivery-worker")
     assert "consuming deliver again" in log  # on the reopened channel (3.x, 4.0-4.2) or after the cancel (4.3)
+    said_why = ("the broker cancelled the consumer of deliver", "delivery acknowledgement on channel")
+    assert any(words in log for words in said_why), "no warning said why (docs/runbooks.md quotes them)"
 
     async def settled() -> bool:
         return await depth(url, DELIVER) == 0
