@@ -116,3 +116,29 @@ async def test_a_consumer_whose_channel_the_broker_closed_consumes_again_on_the_
         await consumer.stop(5)
         await broker.close()
     await until(lambda: vhost.queue_depths()[ROUTE] == 0)
+
+
+async def test_a_cancelled_consumer_keeps_trying_until_its_queue_is_back(vhost: Vhost) -> None:
+    broker = await started_broker(vhost.url)
+    handled: list[str] = []
+
+    async def handler(message: AbstractIncomingMessage) -> None:
+        handled.append(message.message_id or "")
+
+    consumer = Consumer(broker, ROUTE, handler, prefetch=5, retry_pause=0.5)
+    other = await aio_pika.connect(vhost.url)
+    try:
+        await consumer.start()
+        channel = await other.channel()
+        await channel.queue_delete(ROUTE, if_unused=False, if_empty=False)
+        await asyncio.sleep(3.0)  # several tries fail meanwhile: no queue to consume from
+        assert consumer._tag is None
+        await declare_stages(channel, (1.0,))
+        await until(lambda: consumer._tag is not None, within=20)
+        await Publisher(broker, 5).publish_raw(ROUTE, b"x", message_id="after", message_type="t")
+        await until(lambda: handled == ["after"])
+    finally:
+        await consumer.stop(5)
+        await broker.close()
+        await other.close()
+    await until(lambda: vhost.queue_depths()[ROUTE] == 0)

@@ -262,15 +262,31 @@ class Consumer:
         self._consuming_again = asyncio.get_running_loop().create_task(self._consume_after(pause, why))
 
     async def _consume_after(self, pause: float, why: str) -> None:
+        """Consume again after `pause`, and again after a growing pause (`retry_pause` doubled each time, at most
+        MAX_TRANSIENT_PAUSE) until it worked. A reopen meanwhile asks for nothing more: this task consumes on
+        whatever channel is under the robust one by then."""
         await asyncio.sleep(pause)
-        if self._stopping or self._broker.closed:
+        failures = 0
+        while not (self._stopping or self._broker.closed):
+            try:
+                await self._queue_exists()
+                await self._consume()
+            except Exception as exc:  # the queue is gone, or the channel closed again: after a pause, once more
+                wait = return_pause(self._retry_pause, failures, MAX_TRANSIENT_PAUSE)
+                failures += 1
+                name = self._queue_name
+                logger.warning("could not consume %s again (%s): %r; in %s", name, why, exc, format_duration(wait))
+                await asyncio.sleep(wait)
+                continue
+            logger.info("consuming %s again: %s", self._queue_name, why)
             return
-        try:
-            await self._consume()
-        except Exception as exc:  # the channel closed again: its reopening calls _on_reopen, which tries again
-            logger.warning("could not consume %s again (%s): %r", self._queue_name, why, exc)
-            return
-        logger.info("consuming %s again: %s", self._queue_name, why)
+
+    async def _queue_exists(self) -> None:
+        """Raise unless the queue exists, asked on a channel of its own: consuming from a missing queue (deleted:
+        the broker cancelled the consumer for it) would close the consumer's channel, and a robust channel whose
+        reopening fails (its queue still missing) stays closed."""
+        async with self._broker.isolated_channel() as channel:
+            await channel.queue_declare(self._queue_name, passive=True)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
