@@ -229,7 +229,7 @@ class Consumer:
 
     def _on_reopen(self, _channel: object) -> None:
         """The robust channel was reopened (a reconnect, a channel error): the old tag is void, consume again."""
-        self._consume_again(pause=0.0, why="its channel was reopened")
+        self._consume_again(pause=0.0, why="its channel was reopened", ask_first=False)
 
     def _on_cancel(self, frame: spec.Basic.Cancel) -> None:
         """The broker cancelled a consumer on this consumer's channel: when it is this one's, its deliveries are back
@@ -250,18 +250,19 @@ class Consumer:
         )
         for task in returned:
             task.cancel()
-        self._consume_again(pause=self._retry_pause, why="the broker cancelled it")
+        self._consume_again(pause=self._retry_pause, why="the broker cancelled it", ask_first=True)
 
-    def _consume_again(self, *, pause: float, why: str) -> None:
-        """Start consuming again (in a task of its own; one at a time) unless stopping."""
+    def _consume_again(self, *, pause: float, why: str, ask_first: bool) -> None:
+        """Start consuming again (in a task of its own; one at a time) unless stopping; `ask_first`: only once the
+        queue exists (after a cancel: it may have been deleted; a reopened channel has just declared it)."""
         if self._stopping or self._broker.closed:
             return
         running = self._consuming_again
         if running is not None and not running.done():
             return
-        self._consuming_again = asyncio.get_running_loop().create_task(self._consume_after(pause, why))
+        self._consuming_again = asyncio.get_running_loop().create_task(self._consume_after(pause, why, ask_first))
 
-    async def _consume_after(self, pause: float, why: str) -> None:
+    async def _consume_after(self, pause: float, why: str, ask_first: bool) -> None:
         """Consume again after `pause`, and again after a growing pause (`retry_pause` doubled each time, at most
         MAX_TRANSIENT_PAUSE) until it worked. A reopen meanwhile asks for nothing more: this task consumes on
         whatever channel is under the robust one by then."""
@@ -269,7 +270,8 @@ class Consumer:
         failures = 0
         while not (self._stopping or self._broker.closed):
             try:
-                await self._queue_exists()
+                if ask_first:
+                    await self._queue_exists()
                 await self._consume()
             except Exception as exc:  # the queue is gone, or the channel closed again: after a pause, once more
                 wait = return_pause(self._retry_pause, failures, MAX_TRANSIENT_PAUSE)
