@@ -61,5 +61,8 @@ def service_main(
         event_loop = settings_model.load().event_loop
     except ConfigError:
         event_loop = "asyncio"  # `serve` loads the settings again and reports the error as usual
-    run(serve, event_loop=event_loop)
+    failure = run(serve, event_loop=event_loop)
     ignore_stop_signals()  # only the interpreter's exit is left
+    if failure is not None:
+        print(f"kubemta-{service}: stopped: {failure}", file=sys.stderr)  # noqa: T201 - the exit status' reason
+        raise SystemExit(1)

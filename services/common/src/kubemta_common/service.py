@@ -15,13 +15,16 @@ from kubemta_common.amqp.consumer import Consumer, Subscription
 from kubemta_common.amqp.memory import ByteGate, content_prefetch
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.streams import StreamRetention
+from kubemta_common.amqp.stuck_connection import broker_answers, watch
 from kubemta_common.amqp.topology import large
+from kubemta_common.background_task import cancel_and_wait
 from kubemta_common.events.emitter import EventLog
 from kubemta_common.events.log_kinds import logged_kinds
 from kubemta_common.gc_tuning import freeze_startup
 from kubemta_common.http_server import HttpServer, health_app
 from kubemta_common.logs import setup_logging
 from kubemta_common.metrics import BROKER_CONNECTED, record_build_info
+from kubemta_common.runtime import StopEvent
 from kubemta_common.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class ServiceCore:
         """Lifecycle events of this process, published to the `events` stream (events/emitter.py)."""
         self._http: HttpServer | None = None
         self._broker_task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._shutting_down = False
 
     def ready(self) -> bool:
@@ -69,8 +73,9 @@ class ServiceCore:
             self._shutting_down = True
             logger.info("shutting down: not ready any more")
 
-    async def start(self) -> None:
-        """Start the HTTP endpoint and the (retrying) broker connection."""
+    async def start(self, stop: asyncio.Event | None = None) -> None:
+        """Start the HTTP endpoint and the (retrying) broker connection; with `stop` (the service's main's), also the
+        watchdog of a stuck connection (KUBEMTA_BROKER_STUCK_AFTER), which fails the StopEvent (or sets the event)."""
         setup_logging(self.name, self.settings.log_format, self.settings.log_level)
         record_build_info(self.name)
         BROKER_CONNECTED.labels(service=self.name).set_function(lambda: 1.0 if self.broker.connected else 0.0)
@@ -80,9 +85,30 @@ class ServiceCore:
             logger.info("serving /metrics and health on %s", self.settings.metrics_listen)
         self._broker_task = asyncio.create_task(self.broker.run())
         self.events.start()
+        stuck_after = self.settings.broker_stuck_after
+        if stop is not None and stuck_after > 0:
+            url = self.settings.amqp_url.get_secret_value()
+
+            def on_stuck(reason: str) -> None:
+                if isinstance(stop, StopEvent):
+                    stop.fail(reason)
+                else:
+                    stop.set()
+
+            self._watchdog = asyncio.create_task(
+                watch(
+                    lambda: self.broker.connected,
+                    lambda: broker_answers(url),
+                    on_stuck,
+                    stuck_after=stuck_after,
+                    check_every=min(10.0, stuck_after / 4),
+                )
+            )
 
     async def close(self) -> None:
         """Close the broker connection and the HTTP endpoint."""
+        if self._watchdog is not None:
+            await cancel_and_wait(self._watchdog)
         await self.events.close(drain_seconds=5.0)
         if self._broker_task is not None and not self._broker_task.done():
             self._broker_task.cancel()
@@ -135,7 +161,7 @@ async def serve_consumers(
 ) -> None:
     """Run a consumer service until `stop` is set, then drain and close; `before_close` runs after the consumers
     stopped, while the broker connection is still open (to publish what a service still buffers)."""
-    await core.start()
+    await core.start(stop)
     specs = build(core)
     settings = core.settings
     large_specs = [spec for spec in specs if spec.large_lane]

@@ -80,6 +80,15 @@ class ServiceSettings(BaseSettings):
     )
     publish_timeout: Duration = Field(default=10.0, gt=0, description="How long to wait for a publisher confirm")
     amqp_reconnect_interval: Duration = Field(default=2.0, gt=0, description="Pause between broker reconnects")
+    broker_stuck_after: Duration = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "After this long without a broker connection the service opens one of its own; when the broker takes it, "
+            "its own connection is stuck and the service stops (exit status 1) to be started again; 0: never "
+            "(amqp/stuck_connection.py)"
+        ),
+    )
     retry_schedule: DurationList = Field(
         default=[300.0, 600.0, 1200.0, 2400.0, 3600.0],
         min_length=1,

@@ -186,7 +186,7 @@ async def serve(stop: asyncio.Event) -> None:
     api_keys = build_api_key_verifier(settings)
     core = ServiceCore(SERVICE, settings)
     tracker = TrackerClient.from_settings(settings)  # None: no duplicate checks, no Idempotency-Keys
-    await core.start()
+    await core.start(stop)
     followers = DirectJobsFollowers.from_settings(settings)  # None: KUBEMTA_ROUTE_SHORTCUT is off
     servers: list[SmtpServer] = []
     watcher: asyncio.Task[None] | None = None

@@ -87,7 +87,7 @@ async def serve(stop: asyncio.Event) -> None:
     core = TrackerCore(settings)
     index = Index(settings.index_path)
     await index.open()
-    await core.start()
+    await core.start(stop)
     if not settings.tracker_read_tokens and not settings.tracker_admin_tokens:
         logger.warning(
             "no API token is configured (KUBEMTA_TRACKER_READ_TOKENS, KUBEMTA_TRACKER_ADMIN_TOKENS): "

@@ -29,7 +29,7 @@ async def serve(stop: asyncio.Event) -> None:
     """Run the webhooks service until `stop` is set, then close."""
     settings = WebhooksSettings.load()
     core = ServiceCore(SERVICE, settings)
-    await core.start()
+    await core.start(stop)
     service = WebhooksService(settings, core)
     await service.start()
     try:
