@@ -69,7 +69,7 @@ async def watch(
             continue
         if await answers():
             reason = (
-                f"not connected to RabbitMQ for {format_duration(now - down_since)} while the broker takes new "
+                f"not connected to RabbitMQ for {format_duration(round(now - down_since))} while the broker takes new "
                 "connections: this process' connection is stuck"
             )
             logger.error("%s; stopping, so that the service is started again", reason)
@@ -77,6 +77,6 @@ async def watch(
             return
         logger.info(
             "not connected to RabbitMQ for %s, and the broker takes no new connection either: waiting for it",
-            format_duration(now - down_since),
+            format_duration(round(now - down_since)),
         )
         ask_at = now + stuck_after
