@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from kubemta_common.bounce_class import BounceClass
 from kubemta_queue_manager.dsn import SUCCESS_ACTIONS, Action, RecipientReport, Report, build_dsn
-from kubemta_queue_manager.dsn_fields import MAX_ADDRESS, field_value, original_recipient, xtext_address
+from kubemta_queue_manager.dsn_fields import MAX_ADDRESS, field_value, one_line, original_recipient, xtext_address
 from tests.harness.dsn_reader import read_dsn
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -166,6 +166,12 @@ def found(action: Action, *recipients: RecipientReport, sender: str = "") -> Rep
         ),
     )
 )
+@example(  # the reply text ",0@\r\n," is quoted on one line as ",0@ ,": flufl's llnl read "0@ " (a 4.3.6 run's seed)
+    found(
+        Action.DELIVERED,
+        RecipientReport(recipient="0@0", status="5.1.1", smtp_code=250, diagnostic=",0@\r\n,", action=Action.DELIVERED),
+    )
+)
 def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> None:
     dsn = read_dsn(build_dsn(report, message_id="<QNEW@mx.kubemta.test>", now=NOW), quotes_hostile_text=True)
     assert len(dsn.recipient_blocks) == len(report.recipients)
@@ -204,6 +210,7 @@ def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> No
         for entry in report.recipients
         for text in (entry.remote_mta, f"{entry.status} {entry.diagnostic}", f"{entry.reply_status} {entry.diagnostic}")
     ]
+    texts += [one_line(text) for text in texts]  # a reply is quoted on one line: its CR, LF, tabs as single spaces
     forms = [form for entry in report.recipients for form in written_forms(entry.recipient)]
     forms += [form for entry in report.recipients for form in written_forms(entry.orcpt_address) if form]
     # flufl.bounce's DSN reader keeps the words of a utf-8 Original-Recipient (its type and its address, read as
