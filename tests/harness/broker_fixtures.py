@@ -6,6 +6,7 @@ A test module or conftest may still define a fixture of the same name; pytest th
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
+import aiormq
 import pytest
 
 from kubemta_common.amqp.broker import Broker
@@ -58,3 +59,16 @@ async def broker(vhost: Vhost) -> AsyncIterator[Broker]:
         yield broker
     finally:
         await broker.close()
+
+
+def record_acks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """Every basic.ack sent on any aiormq channel while the test runs, as (delivery tag, multiple)."""
+    acks: list[tuple[int, bool]] = []
+    basic_ack = aiormq.Channel.basic_ack
+
+    async def record_ack(self: aiormq.Channel, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
+        acks.append((delivery_tag, multiple))
+        await basic_ack(self, delivery_tag, multiple=multiple, wait=wait)
+
+    monkeypatch.setattr(aiormq.Channel, "basic_ack", record_ack)
+    return acks

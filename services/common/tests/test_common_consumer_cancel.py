@@ -8,7 +8,7 @@ on 4.3.6 with `make test-rabbitmq`). Here, against this machine's broker, a dele
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 import aiormq
@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from kubemta_common.amqp.consumer import Consumer
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.topology import ROUTE, declare_stages
-from tests.harness.broker_fixtures import started_broker
+from tests.harness.broker_fixtures import record_acks, started_broker
 from tests.harness.ingress_kit import eventually
 from tests.harness.rabbitmq import Vhost
 
@@ -29,17 +29,14 @@ async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
     await eventually(condition, within=within)
 
 
-def record_acks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
-    """Every basic.ack a consumer sends, as (delivery tag, multiple)."""
-    acks: list[tuple[int, bool]] = []
-    basic_ack = aiormq.Channel.basic_ack
+def recording() -> tuple[list[str], Callable[[AbstractIncomingMessage], Awaitable[None]]]:
+    """A handler that notes each delivery's message id, and the list it notes them in."""
+    handled: list[str] = []
 
-    async def record_ack(self: aiormq.Channel, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
-        acks.append((delivery_tag, multiple))
-        await basic_ack(self, delivery_tag, multiple=multiple, wait=wait)
+    async def handler(message: AbstractIncomingMessage) -> None:
+        handled.append(message.message_id or "")
 
-    monkeypatch.setattr(aiormq.Channel, "basic_ack", record_ack)
-    return acks
+    return handled, handler
 
 
 async def test_a_consumer_the_broker_cancels_drops_its_deliveries_and_consumes_again_with_a_new_tag(
@@ -94,11 +91,7 @@ async def test_a_consumer_the_broker_cancels_drops_its_deliveries_and_consumes_a
 
 async def test_a_consumer_whose_channel_the_broker_closed_consumes_again_on_the_reopened_one(vhost: Vhost) -> None:
     broker = await started_broker(vhost.url)
-    handled: list[str] = []
-
-    async def handler(message: AbstractIncomingMessage) -> None:
-        handled.append(message.message_id or "")
-
+    handled, handler = recording()
     consumer = Consumer(broker, ROUTE, handler, prefetch=5)
     try:
         await consumer.start()
@@ -120,11 +113,7 @@ async def test_a_consumer_whose_channel_the_broker_closed_consumes_again_on_the_
 
 async def test_a_cancelled_consumer_keeps_trying_until_its_queue_is_back(vhost: Vhost) -> None:
     broker = await started_broker(vhost.url)
-    handled: list[str] = []
-
-    async def handler(message: AbstractIncomingMessage) -> None:
-        handled.append(message.message_id or "")
-
+    handled, handler = recording()
     consumer = Consumer(broker, ROUTE, handler, prefetch=5, retry_pause=0.5)
     other = await aio_pika.connect(vhost.url)
     try:

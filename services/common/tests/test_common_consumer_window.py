@@ -5,7 +5,6 @@ waited in it, and the broker gives those deliveries back (nothing lost, nothing 
 import asyncio
 from collections.abc import Callable
 
-import aiormq
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -13,7 +12,7 @@ from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.consumer import Consumer
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.topology import ROUTE
-from tests.harness.broker_fixtures import started_broker
+from tests.harness.broker_fixtures import record_acks, started_broker
 from tests.harness.ingress_kit import eventually
 from tests.harness.loop_turns import LoopTurns
 from tests.harness.rabbitmq import Vhost
@@ -35,14 +34,7 @@ async def publish(broker: Broker, count: int, apart: float = 0.0) -> None:
 async def test_the_deliveries_of_one_window_start_in_one_turn_and_one_ack_settles_them(
     vhost: Vhost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    acks: list[tuple[int, bool]] = []
-    basic_ack = aiormq.Channel.basic_ack
-
-    async def record_ack(self: aiormq.Channel, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
-        acks.append((delivery_tag, multiple))
-        await basic_ack(self, delivery_tag, multiple=multiple, wait=wait)
-
-    monkeypatch.setattr(aiormq.Channel, "basic_ack", record_ack)
+    acks = record_acks(monkeypatch)
     broker = await started_broker(vhost.url)
     turns = LoopTurns()
     started: dict[str, int] = {}
