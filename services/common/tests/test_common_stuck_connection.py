@@ -69,12 +69,12 @@ async def test_a_connection_that_comes_back_in_time_resets_the_clock() -> None:
     broker = Broker(connected=False, answers=True)
 
     async def flap() -> None:
-        for _ in range(8):
-            await asyncio.sleep(0.1)
-            broker.connected = not broker.connected  # never down for 0.2 s in a row
+        for _ in range(16):
+            await asyncio.sleep(0.05)
+            broker.connected = not broker.connected  # never down for long: ten times less than stuck_after
 
     flapping = asyncio.create_task(flap())
-    await broker.watch_for(0.75)
+    await broker.watch_for(0.8, stuck_after=0.5)
     await flapping
     assert (broker.stuck, broker.asked) == ([], 0)
 
