@@ -54,7 +54,6 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
-    AbstractRobustQueue,
 )
 from google.protobuf.message import Message
 from pamqp import commands as spec
@@ -65,6 +64,7 @@ from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.memory import ByteGate
 from kubemta_common.amqp.stages import Stage
 from kubemta_common.amqp.topology import DELIVERY_LIMIT
+from kubemta_common.amqp.unrestored_consume import consume_unrestored
 from kubemta_common.config_types import format_duration
 from kubemta_common.errors import PermanentError, TransientError
 
@@ -212,10 +212,7 @@ class Consumer:
         underlay = await self._channel.get_underlay_channel()
         if self._on_cancel not in underlay.on_consumer_cancel_callbacks:
             underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
-        if isinstance(self._queue, AbstractRobustQueue):
-            self._tag = await self._queue.consume(self._on_message, robust=False)
-        else:
-            self._tag = await self._queue.consume(self._on_message)
+        self._tag = await consume_unrestored(self._queue, self._on_message)
 
     def _on_channel_close(self, _channel: object, reason: BaseException | None = None) -> None:
         """The channel closed: say why (the broker's own words, e.g. a consumer timeout's PRECONDITION_FAILED)."""

@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustQueue
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pamqp import commands as spec
-from pamqp.common import FieldTable
 
 from kubemta_common.amqp.broker import Broker
+from kubemta_common.amqp.unrestored_consume import consume_unrestored
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class StreamReader:
                 if record is not None:
                     offsets.put_nowait(record.offset)
 
-            await _consume_once(queue, on_message, "last")
+            await consume_unrestored(queue, on_message, {OFFSET_HEADER: "last"})
             highest: int | None = None
             wait = PROBE_FIRST_WAIT
             try:
@@ -222,7 +222,7 @@ class StreamReader:
                 deliveries.put_nowait(message)
 
             start = self._next_start()
-            tag = await _consume_once(queue, on_message, start)
+            tag = await consume_unrestored(queue, on_message, {OFFSET_HEADER: start})
 
             def on_cancel(frame: spec.Basic.Cancel) -> None:
                 if frame.consumer_tag == tag:
@@ -309,14 +309,3 @@ async def _close(channel: AbstractChannel) -> None:
             await channel.close()
     except (TimeoutError, aiormq.exceptions.AMQPError, RuntimeError, OSError) as exc:
         logger.debug("closing a stream channel: %r", exc)
-
-
-async def _consume_once(
-    queue: AbstractQueue, on_message: Callable[[AbstractIncomingMessage], Awaitable[None]], start: Offset
-) -> str:
-    """Consume from `start`; on a robust channel without the restore after a reconnect (it would start at
-    `start` again: the reader consumes again itself, after the last handled offset)."""
-    arguments: FieldTable = {OFFSET_HEADER: start}
-    if isinstance(queue, AbstractRobustQueue):
-        return await queue.consume(on_message, arguments=arguments, robust=False)
-    return await queue.consume(on_message, arguments=arguments)
