@@ -15,14 +15,13 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aio_pika
 import pytest
 
 from kubemta_common.amqp.topology import DELIVER, HELD
 from tests.e2e.conftest import MailWorld, make_message, send
 from tests.e2e.test_pipeline import SENDER, eventually
 from tests.harness.ports import free_port
-from tests.harness.rabbitmq import BrokerNode, start_private_node
+from tests.harness.rabbitmq import BrokerNode, Vhost, start_private_node
 from tests.harness.stack import Stack
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
@@ -48,31 +47,20 @@ def impatient_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broke
 
 
 @pytest.fixture
-async def impatient_stack(impatient_broker: BrokerNode, tmp_path: Path) -> AsyncIterator[tuple[Stack, str]]:
+async def impatient_stack(impatient_broker: BrokerNode, tmp_path: Path) -> AsyncIterator[tuple[Stack, Vhost]]:
     vhost = impatient_broker.create_vhost()
     stack = Stack(tmp_path, {"KUBEMTA_AMQP_URL": vhost.url})
     try:
-        yield stack, vhost.url
+        yield stack, vhost
     finally:
         await stack.stop()
         vhost.delete()
 
 
-async def depth(url: str, queue: str) -> int:
-    """Messages on `queue`, ready or unacknowledged (a passive declaration's count is only the ready ones)."""
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.message_count or 0)
-    finally:
-        await connection.close()
-
-
 async def test_a_delivery_past_the_consumer_timeout_is_delivered_once_and_the_worker_goes_on(
-    impatient_stack: tuple[Stack, str], world: MailWorld
+    impatient_stack: tuple[Stack, Vhost], world: MailWorld
 ) -> None:
-    stack, url = impatient_stack
+    stack, vhost = impatient_stack
     peer = world.peer("mx1", data_delay=SLOW_REPLY)
     await peer.start()
     smtp = f"127.0.0.1:{free_port()}"
@@ -103,8 +91,8 @@ async def test_a_delivery_past_the_consumer_timeout_is_delivered_once_and_the_wo
     said_why = ("the broker cancelled the consumer of deliver", "delivery acknowledgement on channel")
     assert any(words in log for words in said_why), "no warning said why (docs/runbooks.md quotes them)"
 
-    async def settled() -> bool:
-        return await depth(url, DELIVER) == 0
+    async def settled() -> bool:  # ready or unacknowledged
+        return vhost.queue_depths()[DELIVER] == 0
 
     await eventually(settled, within=20, what="`deliver` to be empty")
-    assert await depth(url, HELD) == 0
+    assert vhost.queue_depths()[HELD] == 0
