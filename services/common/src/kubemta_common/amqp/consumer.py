@@ -206,6 +206,11 @@ class Consumer:
             format_duration(self._window.seconds),
         )
 
+    @property
+    def _leaving(self) -> bool:
+        """True once this consumer or the whole service is stopping: nothing is to consume again."""
+        return self._stopping or self._broker.closed
+
     async def _consume(self) -> None:
         """Consume with a new tag, and hear of the broker cancelling it (on the channel now under the robust one)."""
         assert self._channel is not None and self._queue is not None
@@ -216,7 +221,7 @@ class Consumer:
 
     def _on_channel_close(self, _channel: object, reason: BaseException | None = None) -> None:
         """The channel closed: say why (the broker's own words, e.g. a consumer timeout's PRECONDITION_FAILED)."""
-        if self._stopping or self._broker.closed:
+        if self._leaving:
             return
         logger.warning(
             "the channel consuming %s closed (%r): its deliveries in flight go back to the queue",
@@ -252,7 +257,7 @@ class Consumer:
     def _consume_again(self, *, pause: float, why: str, ask_first: bool) -> None:
         """Start consuming again (in a task of its own; one at a time) unless stopping; `ask_first`: only once the
         queue exists (after a cancel: it may have been deleted; a reopened channel has just declared it)."""
-        if self._stopping or self._broker.closed:
+        if self._leaving:
             return
         running = self._consuming_again
         if running is not None and not running.done():
@@ -265,7 +270,7 @@ class Consumer:
         whatever channel is under the robust one by then."""
         await asyncio.sleep(pause)
         failures = 0
-        while not (self._stopping or self._broker.closed):
+        while not self._leaving:
             try:
                 if ask_first:
                     await self._queue_exists()
