@@ -3,7 +3,7 @@
 For the five events one relayed message writes (received, queued, routed, attempted, delivered), shaped as
 the services build them, it measures the process CPU time (time.process_time) per event of:
 
-- `log line`: the event's structured log line alone (EventLog's `_log`), formatted by the services'
+- `log line`: the event's structured log line alone (event_lines' `_line`), formatted by the services'
   JsonFormatter and written to BENCH_EVENT_LOG (/dev/null) as the services write to stderr;
 - `log record`: one ordinary `logger.info("...", extra=...)` line of a service, the same way;
 - `emit`: `EventLog.emit` (stamp, log line, serialise, buffer), its buffer emptied between rounds;
@@ -26,7 +26,8 @@ import uvloop
 
 from kubemta.v1 import events_pb2, message_pb2
 from kubemta_common.amqp.broker import Broker
-from kubemta_common.events.emitter import EventLog, _log
+from kubemta_common.events.emitter import EventLog
+from kubemta_common.events.event_lines import _line
 from kubemta_common.logs import message_context, setup_logging
 from kubemta_common.timestamps import now_timestamp
 
@@ -127,7 +128,7 @@ async def measure(rounds: int) -> dict[str, float]:
     def log_lines(batch: list[events_pb2.LifecycleEvent]) -> Callable[[], None]:
         def run() -> None:
             for event in batch:
-                _log(event)
+                _line(event)
 
         return run
 
@@ -139,6 +140,7 @@ async def measure(rounds: int) -> dict[str, float]:
         def run() -> None:
             for event in batch:
                 log.emit(event)
+            log._lines.write()  # the lines still kept for their window
 
         return run
 

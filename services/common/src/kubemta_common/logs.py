@@ -273,20 +273,24 @@ class LoopFlushingHandler(logging.StreamHandler[TextIO]):
             self.stream.flush()
 
 
-def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
+def log_fields(
+    logger: logging.Logger, level: int, message: str, fields: dict[str, Any], *, created: float | None = None
+) -> None:
     """`logger.log(level, message, extra=fields)`, and the same line, for less: when the record would reach only the
     handler `setup_logging` installs, with its JSON format, the line is formatted from `fields` and handed to that
     handler without a LogRecord (making one and passing it down the loggers was half a line's cost, and every
     lifecycle event is a line). Anything else in the way (another handler, a filter, the text format, a disabled
-    or non-propagating logger, a reserved key in `fields`, a failure to format) takes the record's way."""
+    or non-propagating logger, a reserved key in `fields`, a failure to format) takes the record's way.
+    `created`: the line's time (seconds since the epoch) when it is not now (a line written after the fact)."""
     if not logger.isEnabledFor(level):
         return
     handler = _only_handler(logger, level)
     if handler is not None and _RESERVED.isdisjoint(fields):
         formatter = handler.formatter
         assert isinstance(formatter, JsonFormatter)  # _only_handler's condition
+        at = time.time() if created is None else created
         try:
-            text = formatter.format_fields(time.time(), level, logger.name, message, fields) + handler.terminator
+            text = formatter.format_fields(at, level, logger.name, message, fields) + handler.terminator
         except RecursionError:
             raise
         except Exception:  # the record's way formats it again and reports the failure (Handler.handleError)
@@ -295,7 +299,14 @@ def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[st
             with handler.lock:  # type: ignore[union-attr]  # always set by Handler.__init__
                 handler.keep(text, level)
             return
-    logger.log(level, message, extra=fields)
+    if created is None:
+        logger.log(level, message, extra=fields)
+        return
+    record = logger.makeRecord(logger.name, level, "(unknown file)", 0, message, (), None, extra=fields)
+    record.created = created
+    record.msecs = min(round(math.modf(created)[0] * 1e6) // 1000, 999) + 0.0  # microseconds first, as _time
+    record.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
+    logger.handle(record)
 
 
 def _only_handler(logger: logging.Logger, level: int) -> "LoopFlushingHandler | None":

@@ -2,8 +2,9 @@
 
 `EventLog.emit(event)` stamps an event (id, time, service, process; queue id and job id from
 the log context when the caller left them empty), writes it as one structured log line (unless
-KUBEMTA_LOG_EVENTS leaves its kind out: log_kinds.py), and
-puts it in a bounded in-memory buffer; it never blocks. A background task publishes what is
+KUBEMTA_LOG_EVENTS leaves its kind out: log_kinds.py; the lines of 20 ms are written together,
+event_lines.py), and puts it in a bounded in-memory buffer; it never blocks. The caller does not change an
+event after emitting it. A background task publishes what is
 buffered as one `EventBatch` per stream message with publisher confirms (group commit: the
 events emitted while the batches in flight wait for their confirms go out together in the next,
 so an idle service adds no delay and a busy one appends a few hundred events per stream message).
@@ -43,8 +44,8 @@ from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.publisher import message_properties, publish_shared
 from kubemta_common.amqp.streams import EVENTS
 from kubemta_common.bus_messages import length_delimited
-from kubemta_common.events.event_fields import message_fields
-from kubemta_common.logs import current_log_context, log_fields
+from kubemta_common.events.event_lines import EventLines
+from kubemta_common.logs import current_log_context
 from kubemta_common.metrics import EVENTS_BUFFERED, EVENTS_DROPPED, EVENTS_PUBLISHED
 
 logger = logging.getLogger("kubemta.events")
@@ -65,7 +66,7 @@ class EventSink(Protocol):
     """What a handler emits lifecycle events to (the real `EventLog`, or a test's recorder)."""
 
     def emit(self, event: events_pb2.LifecycleEvent) -> None:
-        """Stamp, log and publish `event` in the background; never blocks."""
+        """Stamp, log and publish `event` in the background; never blocks. The caller leaves `event` as it is."""
 
     async def record(self, event: events_pb2.LifecycleEvent) -> bool:
         """Emit `event` and wait (bounded) for the stream's confirm; True when it was confirmed."""
@@ -130,6 +131,7 @@ class EventLog:
         self._drained.set()
         self._failing = False
         self._task: asyncio.Task[None] | None = None
+        self._lines = EventLines()
 
     @property
     def buffered(self) -> int:
@@ -167,7 +169,7 @@ class EventLog:
     def _put(self, event: events_pb2.LifecycleEvent, confirmed: asyncio.Future[bool] | None) -> None:
         self._stamp(event)
         if self._logged_kinds is None or event_kind(event) in self._logged_kinds:
-            _log(event)
+            self._lines.add(event)
         while len(self._buffer) >= self._limit:
             dropped = self._buffer.popleft()
             EVENTS_DROPPED.inc()
@@ -267,7 +269,9 @@ class EventLog:
         return True
 
     async def close(self, drain_seconds: float) -> None:
-        """Publish what is buffered (for at most `drain_seconds`, not at all while the stream fails), then stop."""
+        """Write the kept log lines; publish what is buffered (for at most `drain_seconds`, not at all while the stream
+        fails), then stop."""
+        self._lines.write()
         if self._task is None:
             return
         if not self._failing:
@@ -288,27 +292,10 @@ class EventLog:
             logger.warning("stopping with %d lifecycle events not published", left)
             EVENTS_DROPPED.inc(left)
         self._task = None
+        self._lines.write()  # what was emitted while it drained
 
 
 def _expire(confirmed: "asyncio.Future[bool]") -> None:
     """`record`'s wait is over: not confirmed in time."""
     if not confirmed.done():
         confirmed.set_result(False)
-
-
-def _log(event: events_pb2.LifecycleEvent) -> None:
-    """The event as one structured log line: `event=<kind>` with its fields (client text is escaped by the
-    JSON formatter; the text formatter gets the kind and ids only)."""
-    if not logger.isEnabledFor(logging.INFO):
-        return
-    kind = event_kind(event)
-    details = message_fields(getattr(event, kind), leave_out="headers") if kind else {}
-    fields = {
-        "event": kind,
-        "queue_id": event.queue_id or None,
-        "job_id": event.job_id or None,
-        "message_id": event.message_id,
-        "attempt": event.attempt,
-        "details": details,
-    }
-    log_fields(logger, logging.INFO, f"event={kind}", fields)
