@@ -17,6 +17,7 @@ from kubemta.v1 import events_pb2
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.events import event_lines
 from kubemta_common.events.emitter import EventLog
+from kubemta_common.events.event_fields import message_fields
 from kubemta_common.events.event_lines import MAX_KEPT, EventLines
 from kubemta_common.logs import JsonFormatter, LoopFlushingHandler
 
@@ -177,3 +178,23 @@ async def test_a_line_taking_the_records_way_carries_its_events_time() -> None:
     assert record.created == pytest.approx(expected, abs=1e-6)
     assert record.msecs == 1.0
     assert getattr(record, "queue_id") == "QREC"  # noqa: B009 - set through `extra`, not the log context
+
+
+async def test_a_line_that_fails_costs_that_line_and_not_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_for_qbad(message: Any, leave_out: str = "") -> dict[str, Any]:
+        if message.domain == "bad.example":
+            raise ValueError("no fields")
+        return message_fields(message, leave_out=leave_out)
+
+    monkeypatch.setattr("kubemta_common.events.event_lines.message_fields", failing_for_qbad)
+    lines = EventLines(window=3600)
+    bad = delivered("QBAD", EVENT_TIMES[1])
+    bad.delivered.domain = "bad.example"
+    with services_handler() as written:
+        for event in (delivered("QGOOD1", EVENT_TIMES[0]), bad, delivered("QGOOD2", EVENT_TIMES[2])):
+            lines.add(event)
+        assert lines.kept == 3
+        lines.write()
+        logged = written.lines()
+    assert [line["queue_id"] for line in logged] == ["QGOOD1", None, "QGOOD2"]
+    assert logged[1]["level"] == "error" and "delivered event" in logged[1]["message"]

@@ -74,7 +74,10 @@ class EventLines:
             self._timer = None
         kept, self._kept = self._kept, []
         for event in kept:
-            _line(event)
+            try:
+                _line(event)
+            except Exception:  # one line's failure costs that line, not the others of its window
+                logger.exception("could not write the log line of a %s event", event.WhichOneof("kind"))
 
 
 def _line(event: events_pb2.LifecycleEvent) -> None:
