@@ -30,7 +30,9 @@ from kubemta_common.logs import log_fields
 logger = logging.getLogger("kubemta.events")
 
 WINDOW = 0.02
-"""Seconds an event's log line waits for the lines of the events emitted after it (measured: module docstring)."""
+"""Seconds an event's log line waits for the lines of the events emitted after it (measured: module docstring; a
+50 ms window measured the same as 20 in two alternated pairs, 1.84 and 1.82 against 1.83 and 1.82 CPU ms per
+message, so the shorter delay stays)."""
 MAX_KEPT = 1000
 """Lines kept at most: the thousandth is written at once with the others (bounded memory at any rate)."""
 
