@@ -29,7 +29,8 @@ from kubemta_common.amqp.streams import EVENTS, StreamRetention
 from kubemta_common.amqp.topology import DELIVER, INBOUND, RESULTS
 from kubemta_common.config_types import ListenAddress
 from kubemta_common.errors import PublishFailed
-from kubemta_common.events.emitter import EventLog, event_kind
+from kubemta_common.events.emitter import EventLog
+from kubemta_common.events.log_kinds import event_kind
 from kubemta_common.events.stream_reader import StreamReader, StreamRecord
 from kubemta_common.events.tracker_client import TrackerClient
 from kubemta_common.http_server import HttpServer

@@ -34,7 +34,8 @@ from kubemta_common.amqp.held import DECISION_ID, JOB_ID, QUEUE_ID, RELEASE_TO
 from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.streams import DECISIONS, EVENTS, StreamRetention
 from kubemta_common.amqp.topology import DELIVER, DSN, HELD, INBOUND, RESULTS, ROUTE
-from kubemta_common.events.emitter import EventLog, event_kind
+from kubemta_common.events.emitter import EventLog
+from kubemta_common.events.log_kinds import event_kind
 from kubemta_common.events.stream_reader import StreamReader, StreamRecord
 from kubemta_common.events.tracker_client import TrackerClient
 from kubemta_dns_resolver.checks import JobChecks

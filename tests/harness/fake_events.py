@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from kubemta.v1 import events_pb2
-from kubemta_common.events.emitter import event_kind
+from kubemta_common.events.log_kinds import event_kind
 from kubemta_common.logs import current_log_context
 from kubemta_common.timestamps import now_timestamp
 

@@ -15,7 +15,8 @@ from kubemta.v1.events_pb2 import EventBatch
 from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.streams import EVENTS, declare_streams
 from kubemta_common.events import emitter
-from kubemta_common.events.emitter import EventLog, event_kind
+from kubemta_common.events.emitter import EventLog
+from kubemta_common.events.log_kinds import event_kind
 from kubemta_common.events.stream_reader import StreamReader, StreamRecord
 from kubemta_common.logs import message_context
 from kubemta_common.metrics import EVENTS_DROPPED, EVENTS_PUBLISHED

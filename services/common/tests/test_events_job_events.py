@@ -14,7 +14,7 @@ from kubemta_common.amqp.topology import DELIVERY_LIMIT
 from kubemta_common.errors import TransientError
 from kubemta_common.events import job_events
 from kubemta_common.events.deletion import DELETED_DIAGNOSTIC, DELETED_STATUS, deleted_result, deletion_result
-from kubemta_common.events.emitter import event_kind
+from kubemta_common.events.log_kinds import event_kind
 
 
 def make_job(**fields: Any) -> message_pb2.DeliveryJob:

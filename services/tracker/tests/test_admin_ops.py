@@ -20,7 +20,8 @@ from kubemta_common.amqp.publisher import Publisher
 from kubemta_common.amqp.streams import DECISIONS, EVENTS, StreamRetention
 from kubemta_common.amqp.topology import HELD, LARGE_BODY, ROUTE, large, retry_queue_name
 from kubemta_common.errors import PublishFailed
-from kubemta_common.events.emitter import EventLog, event_kind
+from kubemta_common.events.emitter import EventLog
+from kubemta_common.events.log_kinds import event_kind
 from kubemta_tracker.admin_ops import AdminOps
 from kubemta_tracker.queue_scan import BrokerUnavailable
 from kubemta_tracker.selectors import ALL, Selector

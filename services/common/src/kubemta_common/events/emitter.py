@@ -45,6 +45,7 @@ from kubemta_common.amqp.publisher import message_properties, publish_shared
 from kubemta_common.amqp.streams import EVENTS
 from kubemta_common.bus_messages import length_delimited
 from kubemta_common.events.event_lines import EventLines
+from kubemta_common.events.log_kinds import event_kind
 from kubemta_common.logs import current_log_context
 from kubemta_common.metrics import EVENTS_BUFFERED, EVENTS_DROPPED, EVENTS_PUBLISHED
 
@@ -82,11 +83,6 @@ class NoEvents:
     async def record(self, event: events_pb2.LifecycleEvent) -> bool:
         """Drop `event`; never confirmed."""
         return False
-
-
-def event_kind(event: events_pb2.LifecycleEvent) -> str:
-    """The event's kind: the name of its `kind` field (received, delivered, ...), "" when unset."""
-    return event.WhichOneof("kind") or ""
 
 
 class _Pending:

@@ -25,6 +25,7 @@ import logging
 
 from kubemta.v1 import events_pb2
 from kubemta_common.events.event_fields import message_fields
+from kubemta_common.events.log_kinds import event_kind
 from kubemta_common.logs import log_fields
 
 logger = logging.getLogger("kubemta.events")
@@ -79,13 +80,13 @@ class EventLines:
             try:
                 _line(event)
             except Exception:  # one line's failure costs that line, not the others of its window
-                logger.exception("could not write the log line of a %s event", event.WhichOneof("kind"))
+                logger.exception("could not write the log line of a %s event", event_kind(event))
 
 
 def _line(event: events_pb2.LifecycleEvent) -> None:
     """The event as one structured log line: `event=<kind>` with its fields, at the event's time (client text is
     escaped by the JSON formatter; the text formatter gets the kind and ids only)."""
-    kind = event.WhichOneof("kind") or ""
+    kind = event_kind(event)
     details = message_fields(getattr(event, kind), leave_out="headers") if kind else {}
     fields = {
         "event": kind,

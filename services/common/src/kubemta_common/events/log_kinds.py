@@ -11,6 +11,13 @@ EVENT_KINDS: tuple[str, ...] = tuple(
     field.name for field in events_pb2.LifecycleEvent.DESCRIPTOR.oneofs_by_name["kind"].fields
 )
 """Every kind of lifecycle event, in the order of the `kind` oneof."""
+
+
+def event_kind(event: events_pb2.LifecycleEvent) -> str:
+    """The event's kind: the name of its `kind` field (received, delivered, ...), "" when unset."""
+    return event.WhichOneof("kind") or ""
+
+
 ALL = "all"
 NONE = "none"
 
