@@ -1,4 +1,5 @@
-"""A stand-in for `kubemta_common.events.emitter.EventLog` (an `EventSink`) in unit tests.
+"""A stand-in for `kubemta_common.events.emitter.EventLog` (an `EventSink`) in unit tests, and a real one that
+never connects (`offline_event_log`).
 
 Keeps every emitted or recorded event in `events`, stamped as the real log stamps them (event id,
 time, service, and queue id / job id from the log context when the caller left them empty), so a
@@ -11,6 +12,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from kubemta.v1 import events_pb2
+from kubemta_common.amqp.broker import Broker
+from kubemta_common.events.emitter import EventLog
 from kubemta_common.events.log_kinds import event_kind
 from kubemta_common.logs import current_log_context
 from kubemta_common.timestamps import now_timestamp
@@ -71,3 +74,13 @@ class PublishCountingEvents(RecordingEvents):
     async def record(self, event: events_pb2.LifecycleEvent) -> bool:
         self.published_at_record.append(len(self.publisher.published))
         return await super().record(event)
+
+
+def offline_event_log(
+    *, service: str = "ingress", buffer: int = 100, confirm_timeout: float = 1.0, kinds: frozenset[str] | None = None
+) -> EventLog:
+    """A real EventLog on a broker that never connects (its events stay buffered; `kinds`: the logged kinds)."""
+    broker = Broker("amqp://guest:guest@127.0.0.1:1/none", name="test", retry_delays=(1.0,), reconnect_interval=1)
+    return EventLog(
+        broker, service=service, buffer=buffer, confirm_timeout=confirm_timeout, publish_timeout=1.0, logged_kinds=kinds
+    )

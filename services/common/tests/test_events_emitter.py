@@ -21,7 +21,7 @@ from kubemta_common.events.stream_reader import StreamReader, StreamRecord
 from kubemta_common.logs import message_context
 from kubemta_common.metrics import EVENTS_DROPPED, EVENTS_PUBLISHED
 from tests.harness.broker_fixtures import RETENTION
-from tests.harness.fake_events import RecordingEvents
+from tests.harness.fake_events import RecordingEvents, offline_event_log
 from tests.harness.gated_channel import GatedChannel, fake_broker
 from tests.harness.rabbitmq import Vhost
 
@@ -52,8 +52,7 @@ def published() -> float:
 
 def offline_log(buffer: int = 100) -> EventLog:
     """An EventLog on a broker that never connects."""
-    broker = Broker("amqp://guest:guest@127.0.0.1:1/none", name="test", retry_delays=(1.0,), reconnect_interval=1)
-    return EventLog(broker, service="ingress", buffer=buffer, confirm_timeout=CONFIRM_TIMEOUT, publish_timeout=1.0)
+    return offline_event_log(buffer=buffer, confirm_timeout=CONFIRM_TIMEOUT)
 
 
 # --- pure parts ----------------------------------------------------------------------------------------------

@@ -14,20 +14,14 @@ from typing import Any
 import pytest
 
 from kubemta.v1 import events_pb2
-from kubemta_common.amqp.broker import Broker
 from kubemta_common.events import event_lines
-from kubemta_common.events.emitter import EventLog
 from kubemta_common.events.event_fields import message_fields
 from kubemta_common.events.event_lines import MAX_KEPT, EventLines
 from kubemta_common.logs import JsonFormatter, LoopFlushingHandler
+from tests.harness.fake_events import offline_event_log
 
 EVENT_TIMES = ("2026-01-02T03:04:05.678000", "2026-01-02T03:04:05.679000", "2026-01-02T03:04:06.001000")
 """The times the test's events carry (long past: a line written now at its event's time shows that time)."""
-
-
-def offline_log() -> EventLog:
-    broker = Broker("amqp://guest:guest@127.0.0.1:1/none", name="test", retry_delays=(1.0,), reconnect_interval=1)
-    return EventLog(broker, service="worker", buffer=100, confirm_timeout=1.0, publish_timeout=1.0)
 
 
 def delivered(queue_id: str, at: str | None = None) -> events_pb2.LifecycleEvent:
@@ -100,7 +94,7 @@ class Recording(logging.Handler):
 
 
 async def test_the_lines_of_a_window_come_together_after_it_in_emit_order_each_at_its_events_time() -> None:
-    log = offline_log()
+    log = offline_event_log(service="worker")
     with services_handler() as written:
         for number, at in enumerate(EVENT_TIMES):
             log.emit(delivered(f"Q{number}", at))
@@ -112,7 +106,7 @@ async def test_the_lines_of_a_window_come_together_after_it_in_emit_order_each_a
 
 
 async def test_an_event_stamped_by_the_log_is_written_at_its_stamp() -> None:
-    log = offline_log()
+    log = offline_event_log(service="worker")
     event = delivered("QSTAMP")
     with services_handler() as written:
         log.emit(event)
@@ -122,7 +116,7 @@ async def test_an_event_stamped_by_the_log_is_written_at_its_stamp() -> None:
 
 
 async def test_closing_the_event_log_writes_what_it_kept() -> None:
-    log = offline_log()
+    log = offline_event_log(service="worker")
     with services_handler() as written:
         log.emit(delivered("QCLOSE", EVENT_TIMES[0]))
         await log.close(0)

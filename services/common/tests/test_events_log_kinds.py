@@ -7,16 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubemta.v1 import events_pb2
-from kubemta_common.amqp.broker import Broker
 from kubemta_common.errors import ConfigError
 from kubemta_common.events.emitter import EventLog
 from kubemta_common.events.log_kinds import EVENT_KINDS, logged_kinds
 from kubemta_common.settings import ServiceSettings
+from tests.harness.fake_events import offline_event_log
 
 
 def offline_log(kinds: frozenset[str] | None) -> EventLog:
-    broker = Broker("amqp://guest:guest@127.0.0.1:1/none", name="test", retry_delays=(1.0,), reconnect_interval=1)
-    return EventLog(broker, service="ingress", buffer=100, confirm_timeout=1.0, publish_timeout=1.0, logged_kinds=kinds)
+    return offline_event_log(kinds=kinds)
 
 
 def event(kind: str) -> events_pb2.LifecycleEvent:
