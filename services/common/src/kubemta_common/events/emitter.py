@@ -32,7 +32,6 @@ record of what happened, not a step of the pipeline.
 import asyncio
 import logging
 import os
-import secrets
 import socket
 import time
 from collections import deque
@@ -44,6 +43,7 @@ from kubemta_common.amqp.broker import Broker
 from kubemta_common.amqp.publisher import message_properties, publish_shared
 from kubemta_common.amqp.streams import EVENTS
 from kubemta_common.bus_messages import length_delimited
+from kubemta_common.events.event_ids import new_event_id
 from kubemta_common.events.event_lines import EventLines
 from kubemta_common.events.log_kinds import event_kind
 from kubemta_common.logs import current_log_context
@@ -177,7 +177,7 @@ class EventLog:
 
     def _stamp(self, event: events_pb2.LifecycleEvent) -> None:
         if not event.event_id:
-            event.event_id = secrets.token_hex(12)
+            event.event_id = new_event_id()
         if not event.HasField("time"):
             now = time.time_ns()  # microseconds, as Timestamp.FromDatetime(datetime.now(UTC)) stamped them
             event.time.seconds, nanos = divmod(now, 1_000_000_000)
