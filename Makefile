@@ -101,10 +101,11 @@ chaos: system-deps sync ## 10,000 messages while every service is killed (kill -
 	$(PY) -m bench.chaos $(if $(filter 1 true yes on,$(CHAOS_QUICK)),--quick) $(CHAOS_ARGS)
 
 .PHONY: bench
-bench: system-deps sync rabbitmq ## kubemta vs Postfix vs smtp-sink, then each stage alone and the broker's limit (docs/scale.md), and where the broker's CPU goes, on this machine (BENCH_QUICK=1: quick); not in `make test`
-	$(PY) -m bench
-	$(PY) -m bench.stages
-	$(PY) -m bench.broker_profile
-	$(PY) -m bench.dkim_signing
-	$(PY) -m bench.memory_fanout
-	$(PY) -m bench.api_loop_lag
+bench: system-deps sync rabbitmq ## kubemta vs Postfix vs smtp-sink, then each stage alone and the broker's limit (docs/scale.md), and where the broker's CPU goes, on this machine, the services on a PGO+LTO CPython as in the image (BENCH_PYTHON=venv: on .venv's; BENCH_QUICK=1: quick); not in `make test`
+	set -e; py=$$(UV=$(UV) scripts/bench-python.sh); \
+	$$py -m bench; \
+	$$py -m bench.stages; \
+	$$py -m bench.broker_profile; \
+	$$py -m bench.dkim_signing; \
+	$$py -m bench.memory_fanout; \
+	$$py -m bench.api_loop_lag

@@ -4,6 +4,7 @@ import os
 import platform
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,15 @@ def _safe(read: Any) -> str:
         return "unknown"
 
 
+def python_build() -> str:
+    """How this interpreter was compiled: "PGO+LTO" when with profile-guided and link-time optimisation (as the
+    official `python` images are), else what of it is missing (pyenv's default build has neither)."""
+    arguments = str(sysconfig.get_config_var("CONFIG_ARGS") or "")
+    flags = (("--enable-optimizations", "PGO"), ("--with-lto", "LTO"))
+    optimisations = [name for flag, name in flags if flag in arguments]
+    return "+".join(optimisations) if optimisations else "no PGO, no LTO"
+
+
 def describe() -> dict[str, Any]:
     kubemta = subprocess.run(
         [str(BIN / "kubemta-ingress"), "--version"], capture_output=True, text=True, timeout=60, check=False
@@ -42,6 +52,7 @@ def describe() -> dict[str, Any]:
         "mem_total_gib": _mem_total_gib(),
         "kernel": platform.release(),
         "python": sys.version.split()[0],
+        "python_build": python_build(),
         "kubemta": kubemta or "unknown",
         "postfix": _safe(postfix.version),
         "rabbitmq": _safe(rabbitmq.version),

@@ -82,6 +82,12 @@ def _times(value: dict[str, Any] | None) -> str:
     return f"{value['median']:.2f}× [{value['min']:.2f}–{value['max']:.2f}]"
 
 
+def _build(machine: dict[str, Any]) -> str:
+    """How the services' interpreter was compiled (results from before it was recorded say nothing)."""
+    build = machine.get("python_build")
+    return f" ({build} build)" if build else ""
+
+
 def render(document: dict[str, Any]) -> str:
     config, machine, summary = document["config"], document["machine"], document["summary"]
     sizes, systems = config["sizes"], config["systems"]
@@ -91,7 +97,8 @@ def render(document: dict[str, Any]) -> str:
         f"Measured {document['started'][:16].replace('T', ' ')} UTC on {machine['nproc']} × {machine['cpu_model']}, "
         f"{machine['mem_total_gib']} GiB RAM, Linux {machine['kernel']} (load average at start "
         f"{'/'.join(f'{value:.1f}' for value in machine['load_average_at_start'])}); Postfix {machine['postfix']}, "
-        f"RabbitMQ {machine['rabbitmq']}, Python {machine['python']}. {config['sessions']} smtp-source sessions, "
+        f"RabbitMQ {machine['rabbitmq']}, Python {machine['python']}{_build(machine)}. "
+        f"{config['sessions']} smtp-source sessions, "
         f"{mode}{api}; median [min–max] of {config['repetitions']} runs of ≥ {config['duration']:.0f} s; kubemta log "
         f"level {config['kubemta_log_level']}, {_processes(config)}{kubemta_env_text(config.get('kubemta_env', {}))}. "
         f"The run took {document['elapsed_seconds'] / 60:.0f} min.",
