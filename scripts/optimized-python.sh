@@ -11,7 +11,7 @@
 # (README, "Benchmark"). CPython 3.12's source is not on the Debian mirror any more; trixie's python3.13 source
 # is, so the build is 3.13 (README says what the version changes).
 #
-# Needs root for the build dependencies and deb.debian.org for the source; about 20 minutes on 2 cores, once per
+# Needs root for the build dependencies and deb.debian.org for the source; about 15 minutes on 2 cores, once per
 # machine.
 set -euo pipefail
 base=${1:-/var/cache/kubemta/python}
@@ -74,7 +74,7 @@ upstream=${upstream#python3.13_}
 prefix=$base/$upstream
 tar -xf "$tarball" -C "$work"
 cd "$work/Python-$upstream"
-echo "building CPython $upstream with PGO and LTO into $prefix (log: $work/build.log; about 20 minutes)" >&2
+echo "building CPython $upstream with PGO and LTO into $prefix (log: $work/build.log; about 15 minutes)" >&2
 rm -rf "$prefix"
 {
     ./configure --prefix="$prefix" --enable-loadable-sqlite-extensions --enable-optimizations --with-lto \
