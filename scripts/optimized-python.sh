@@ -74,7 +74,7 @@ upstream=${upstream#python3.13_}
 prefix=$base/$upstream
 tar -xf "$tarball" -C "$work"
 cd "$work/Python-$upstream"
-echo "building CPython $upstream with PGO and LTO into $prefix (log: $work/build.log; about 15 minutes)" >&2
+echo "building CPython $upstream with PGO and LTO into $prefix (about 15 minutes)" >&2
 rm -rf "$prefix"
 {
     ./configure --prefix="$prefix" --enable-loadable-sqlite-extensions --enable-optimizations --with-lto \
@@ -87,6 +87,8 @@ rm -rf "$prefix"
     make install
 } >"$work/build.log" 2>&1 </dev/null || {
     tail -30 "$work/build.log" >&2
+    trap - EXIT  # the work directory stays for a look at the whole log
+    echo "the CPython build failed; its log: $work/build.log" >&2
     exit 1
 }
 touch "$prefix/.complete"
