@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kubemta.v1 import events_pb2, message_pb2
@@ -310,6 +310,9 @@ def test_hostile_selectors_never_crash_and_never_match_more_than_they_name(
 
 
 @given(st.text(max_size=60))
+@example("0 .")  # hypothesis found it: white space before a trailing dot stayed until the second pass
+@example("a\u3002")  # IDNA turns a trailing ideographic full stop into a dot
+@example(" x . . ")
 def test_normalising_is_idempotent(value: str) -> None:
     assert normal_sender(normal_sender(value)) == normal_sender(value)
     assert normal_domain(normal_domain(value)) == normal_domain(value)

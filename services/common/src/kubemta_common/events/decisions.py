@@ -71,14 +71,23 @@ def normal_sender(sender: str) -> str:
 
 def normal_domain(domain: str) -> str:
     """A domain for comparing: lower case, no trailing dot, internationalised labels in their IDNA (xn--) form
-    when they have one."""
-    name = domain.strip().rstrip(".").lower()
+    when they have one. Normalising twice gives the same name: white space before a trailing dot goes too
+    ("x ." is "x"), and so does the dot IDNA makes of a trailing ideographic full stop ("x。" is "x")."""
+    name = _without_trailing_dots(domain).lower()
     if name.isascii():
         return name
     try:
-        return name.encode("idna").decode("ascii")
+        return _without_trailing_dots(name.encode("idna").decode("ascii"))
     except UnicodeError:
         return name
+
+
+def _without_trailing_dots(name: str) -> str:
+    """`name` without surrounding white space and without trailing dots, however they alternate."""
+    bare = name.strip()
+    while bare.endswith("."):
+        bare = bare[:-1].rstrip()
+    return bare
 
 
 @dataclass(frozen=True, slots=True)
