@@ -42,6 +42,13 @@ def python_build() -> str:
     return "+".join(optimisations) if optimisations else "no PGO, no LTO"
 
 
+def python_text(machine: dict[str, Any]) -> str:
+    """ "Python 3.13.5 (PGO+LTO build)" for a `describe()` result; a result file from before the build was recorded
+    gives the version alone."""
+    build = machine.get("python_build")
+    return f"Python {machine['python']}" + (f" ({build} build)" if build else "")
+
+
 def describe() -> dict[str, Any]:
     kubemta = subprocess.run(
         [str(BIN / "kubemta-ingress"), "--version"], capture_output=True, text=True, timeout=60, check=False

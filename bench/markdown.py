@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import kubemta_env_text
+from bench.machine import python_text
 
 FIGURES = ("accepted_rate", "delivered_rate", "accept_p50_ms", "accept_p99_ms", "e2e_p50_ms", "e2e_p99_ms")
 HEADINGS = ("accepted msg/s", "delivered msg/s", "accept p50 ms", "accept p99 ms", "e2e p50 ms", "e2e p99 ms")
@@ -82,12 +83,6 @@ def _times(value: dict[str, Any] | None) -> str:
     return f"{value['median']:.2f}× [{value['min']:.2f}–{value['max']:.2f}]"
 
 
-def _build(machine: dict[str, Any]) -> str:
-    """How the services' interpreter was compiled (results from before it was recorded say nothing)."""
-    build = machine.get("python_build")
-    return f" ({build} build)" if build else ""
-
-
 def render(document: dict[str, Any]) -> str:
     config, machine, summary = document["config"], document["machine"], document["summary"]
     sizes, systems = config["sizes"], config["systems"]
@@ -97,7 +92,7 @@ def render(document: dict[str, Any]) -> str:
         f"Measured {document['started'][:16].replace('T', ' ')} UTC on {machine['nproc']} × {machine['cpu_model']}, "
         f"{machine['mem_total_gib']} GiB RAM, Linux {machine['kernel']} (load average at start "
         f"{'/'.join(f'{value:.1f}' for value in machine['load_average_at_start'])}); Postfix {machine['postfix']}, "
-        f"RabbitMQ {machine['rabbitmq']}, Python {machine['python']}{_build(machine)}. "
+        f"RabbitMQ {machine['rabbitmq']}, {python_text(machine)}. "
         f"{config['sessions']} smtp-source sessions, "
         f"{mode}{api}; median [min–max] of {config['repetitions']} runs of ≥ {config['duration']:.0f} s; kubemta log "
         f"level {config['kubemta_log_level']}, {_processes(config)}{kubemta_env_text(config.get('kubemta_env', {}))}. "

@@ -25,7 +25,7 @@ from typing import Any
 from bench import rabbitmq, scale_report
 from bench.broker_limit import BrokerPhase, declare_queue, run_phase
 from bench.config import BenchConfig, kubemta_env_text, load
-from bench.machine import describe
+from bench.machine import describe, python_text
 from bench.run import _workdir, say
 from bench.settle import settle
 from bench.sink import Sink
@@ -142,7 +142,7 @@ async def _main(config: BenchConfig) -> int:
     load_average = "/".join(f"{value:.1f}" for value in machine["load_average_at_start"])
     title = (
         f"kubemta stages alone, {started.strftime('%Y-%m-%d %H:%M UTC')}: {machine['nproc']} x {machine['cpu_model']}"
-        f", RabbitMQ {machine['rabbitmq']}, Python {machine['python']} ({machine['python_build']} build), "
+        f", RabbitMQ {machine['rabbitmq']}, {python_text(machine)}, "
         f"load average at start {load_average}; {config.stage_messages} messages "
         f"of 1 KiB per stage, {config.sessions} smtp-source sessions into the ingress, kubemta log level "
         f"{config.kubemta_log_level}{kubemta_env_text(config.kubemta_env)}; broker: {config.broker_messages} messages"
