@@ -68,8 +68,20 @@ def has_bare_line_ending(content: bytes) -> bool:
 
 
 def has_long_line(content: bytes, limit: int = MAX_TEXT_LINE) -> bool:
-    """True when a line of `content` (CRLF-separated, the CRLF counted) is longer than `limit` octets."""
-    return max(map(len, content.split(CRLF))) + len(CRLF) > limit  # C loops only: ~70 us for 10 KiB
+    """True when a line of `content` (CRLF-separated, the CRLF counted) is longer than `limit` octets.
+
+    Window by window, not line by line: every line that ends inside `limit` octets from `start` is short
+    enough, so the search goes on after the last CRLF in that window, and a window without a CRLF holds
+    the start of a line too long. A 10 KiB message of 78-octet lines takes eleven C searches and no copies;
+    splitting it into its ~130 lines took 5 to 7 times as long (timeit).
+    """
+    start = 0
+    while len(content) - start + len(CRLF) > limit:  # the rest, taken as one line, could be too long
+        end = content.rfind(CRLF, start, start + limit)
+        if end < 0:
+            return True
+        start = end + len(CRLF)
+    return False
 
 
 def received_count(content: bytes) -> int:
