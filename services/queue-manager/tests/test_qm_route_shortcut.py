@@ -105,8 +105,10 @@ async def test_a_job_under_an_operators_decision_goes_through_the_resolver(
 ) -> None:
     decisions.decide(action)
     manager = manager_with(kit, publisher, events, decisions, fresh_answers("example.org"))
+    decided, used = answers_metric("decided"), answers_metric("used")
     await manager.handle_accepted(accepted("bob@example.org"))
     assert len(jobs_to(publisher, ROUTE)) == 1 and publisher.to(DELIVER) == []
+    assert (answers_metric("decided") - decided, answers_metric("used") - used) == (1, 0)
 
 
 async def test_retries_and_flagged_jobs_are_never_shortcut(decisions) -> None:
@@ -123,9 +125,12 @@ async def test_no_shortcut_before_the_decisions_were_read(decisions) -> None:
     ready = asyncio.Event()
     shortcut = RouteShortcut(fresh_answers("example.org"), JobVerdicts(decisions, ready), decisions_ready=ready)
     job = message_pb2.DeliveryJob(queue_id="Q", job_id="Q.1", domain="example.org")
+    waiting, used = answers_metric("waiting"), answers_metric("used")
     assert not await shortcut.attach(job)
+    assert (answers_metric("waiting") - waiting, answers_metric("used") - used) == (1, 0)  # counted as waiting
     ready.set()
     assert await shortcut.attach(job)
+    assert (answers_metric("waiting") - waiting, answers_metric("used") - used) == (1, 1)
 
 
 async def test_a_deliver_publish_not_confirmed_records_no_routed_event(kit, publisher, events, decisions) -> None:

@@ -12,7 +12,10 @@ only when all of these hold:
   the resolver, which asks the tracker whether it was routed already);
 - the operators' decisions were read and none applies to the job (a held or deleted job goes through the
   resolver, which holds or deletes it);
-- the domain's answer is fresh (`kubemta_route_answers_total{result}` counts used, missing and stale answers).
+- the domain's answer is fresh.
+`kubemta_route_answers_total{result}` counts every first attempt looked at by what decided it: `used` (sent straight
+to `deliver`), `missing` or `stale` (no fresh answer), `waiting` (the operators' decisions not read yet: a service
+that just started) and `decided` (an operator's decision applies to the job).
 Every other job goes to `route` as before; retries always do (retry.* dead-letters into `route`).
 """
 
@@ -43,11 +46,14 @@ READ_BACK = MAX_ANSWER_SECONDS + 60.0
 
 ROUTE_ANSWERS = Counter(
     "kubemta_route_answers",
-    "First-attempt jobs looked up in the resolver's route answers: used (sent straight to deliver), missing, stale",
+    "First-attempt jobs and what decided their way: used (the route answer: sent straight to deliver), missing or "
+    "stale (no fresh answer), waiting (the operators' decisions not read yet), decided (an operator's decision "
+    "applies); all but used go to route",
     ["result"],
 )
-preinitialise(ROUTE_ANSWERS, result=("used", "missing", "stale"))
-_ROUTE_ANSWER_COUNTS = {result: ROUTE_ANSWERS.labels(result=result) for result in ("used", "missing", "stale")}
+ROUTE_ANSWER_RESULTS = ("used", "missing", "stale", "waiting", "decided")
+preinitialise(ROUTE_ANSWERS, result=ROUTE_ANSWER_RESULTS)
+_ROUTE_ANSWER_COUNTS = {result: ROUTE_ANSWERS.labels(result=result) for result in ROUTE_ANSWER_RESULTS}
 """The children of ROUTE_ANSWERS (RouteAnswers.lookup's results), looked up once: `labels()` costs a few
 microseconds a job."""
 
@@ -75,6 +81,7 @@ class RouteShortcut:
         if job.attempts or job.maybe_duplicate or job.HasField("route"):
             return False
         if self._ready is not None and not self._ready.is_set():
+            _ROUTE_ANSWER_COUNTS["waiting"].inc()
             return False  # the decisions are still being read: the resolver waits for them
         route, result = self._answers.lookup(job.domain, self._clock())
         if route is None:
@@ -82,6 +89,7 @@ class RouteShortcut:
             return False
         verdict = await self._verdicts.verdict(job)
         if verdict.action is not Action.NONE:
+            _ROUTE_ANSWER_COUNTS["decided"].inc()
             return False
         job.route.CopyFrom(route)
         reorder_route(job.route, self._rng)
