@@ -139,6 +139,13 @@ class KubemtaStack:
             found.setdefault(each.service, []).append(each.process.pid)
         return found
 
+    def metrics_ports(self) -> dict[str, list[int]]:
+        """Service name -> the metrics ports of its processes."""
+        found: dict[str, list[int]] = {}
+        for each in self.processes:
+            found.setdefault(each.service, []).append(each.metrics_port)
+        return found
+
     def listening(self, service: str, variable: str) -> list[str]:
         """The host:port each process of `service` was given in `variable` (e.g. the ingress' KUBEMTA_HTTP_LISTEN)."""
         return [

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import route_paths
 from bench.config import kubemta_env_text
 from bench.machine import python_text
 
@@ -83,6 +84,28 @@ def _times(value: dict[str, Any] | None) -> str:
     return f"{value['median']:.2f}× [{value['min']:.2f}–{value['max']:.2f}]"
 
 
+def _paths_line(runs: list[dict[str, Any]], sizes: list[int]) -> list[str]:
+    """Each kubemta run's share of first attempts the ingress sent straight to `deliver` (bench.route_paths), in the
+    order of the runs; nothing for result files from before the counts were read."""
+    parts = []
+    for size in sizes:
+        for name in KUBEMTA_SYSTEMS:
+            shown = [
+                route_paths.run_text(run["route_answers"])
+                for run in runs
+                if run["system"] == name and run["size"] == size and run.get("route_answers")
+            ]
+            if shown:
+                parts.append(f"{name} {_size(size)}: {', '.join(shown)}")
+    if not parts:
+        return []
+    heading = (
+        "First attempts the ingress sent straight to `deliver` (the short path; the rest went through `inbound`, and "
+        "why: `kubemta_route_answers_total`), per run: "
+    )
+    return ["", heading + "; ".join(parts) + "."]
+
+
 def render(document: dict[str, Any]) -> str:
     config, machine, summary = document["config"], document["machine"], document["summary"]
     sizes, systems = config["sizes"], config["systems"]
@@ -135,6 +158,7 @@ def render(document: dict[str, Any]) -> str:
     if cpu_rows:
         lines += ["", "CPU seconds per 1,000 messages delivered (= CPU ms per message):", ""]
         lines += _table(["size", "system", *CPU_HEADINGS], cpu_rows)
+    lines += _paths_line(document.get("runs", []), sizes)
     if source_cpu:
         lines += [
             "",

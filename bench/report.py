@@ -37,6 +37,10 @@ METHOD = [
     "RabbitMQ's beam.smp (the shared broker: includes whatever else uses it), or of the whole Postfix master tree, "
     "from smtp-source's start until the sink has every message, per 1,000 messages delivered (probe included).",
     "peak RSS = VmHWM from /proc/<pid>/status of each kubemta service at the end of the run.",
+    "straight to deliver = the share of the first attempts the kubemta ingress looked up that it sent straight to "
+    "the deliver queue (its route answer fresh), from kubemta_route_answers_total{result} on the ingress' /metrics "
+    "before and after the run; the others went through inbound and the queue-manager, a dearer path (the result "
+    "names why: missing, stale, waiting, decided).",
     "Before each run: a bounded wait (BENCH_SETTLE_TIMEOUT) until the CPUs were >= 85% idle for 2 s in a row "
     "(/proc/stat; the previous run's teardown, the broker deleting its vhost, other work); a run not calibrated "
     "starts with a discarded warm-up of 10 messages per session; the spread is (max - min) / median of the runs.",

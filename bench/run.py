@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import postfix, rabbitmq
+from bench import postfix, rabbitmq, route_paths
 from bench.config import BenchConfig, kubemta_env_text, load, processes_text
 from bench.idle_sessions import SOURCE_ADDRESSES, IdleResult, measure_idle
 from bench.machine import describe
@@ -87,6 +87,7 @@ def _progress(result: RunResult) -> str:
         f"{result.system} {result.size} B #{result.repetition}: {result.accepted} msgs in {result.source_seconds:.1f} s"
         f" = {result.accepted_rate:.0f} accepted/s, {result.delivered_rate or 0:.0f} delivered/s, accept p50/p99 "
         f"{result.accept_p50_ms} / {result.accept_p99_ms} ms, e2e p50/p99 {result.e2e_p50_ms} / {result.e2e_p99_ms} ms"
+        + (f", straight to deliver {route_paths.run_text(result.route_answers)}" if result.route_answers else "")
     )
 
 

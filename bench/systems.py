@@ -8,13 +8,14 @@ with `kubemta-admin api-keys create` into a keys file of the run (KUBEMTA_API_KE
 """
 
 import asyncio
+import functools
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import rabbitmq
+from bench import rabbitmq, route_paths
 from bench.api_source import ApiEndpoint
 from bench.config import BenchConfig
 from bench.kubemta_stack import BIN, SERVICES, KubemtaStack
@@ -45,6 +46,7 @@ class SystemUnderTest:
     check: Callable[[], None] = lambda: None
     api: ApiEndpoint | None = None  # set: the load goes to the HTTP sending API, not to address:port
     vhost: str = ""  # kubemta's RabbitMQ vhost of this run
+    route_counts: Callable[[], route_paths.Counts] = dict  # kubemta: its services' route answer counts now
 
 
 def create_api_key(path: Path, identity: str) -> str:
@@ -90,8 +92,12 @@ async def kubemta(
             await stack.start()
             pids = stack.pids()
             cpu = dict(pids, rabbitmq=[await asyncio.to_thread(rabbitmq.beam_pid)])
+            ports = stack.metrics_ports()
+            counts = functools.partial(route_paths.scrape, ports)
             if api_key is None:
-                yield SystemUnderTest("kubemta", address, port, cpu, pids, stack.check_alive, vhost=vhost)
+                yield SystemUnderTest(
+                    "kubemta", address, port, cpu, pids, stack.check_alive, vhost=vhost, route_counts=counts
+                )
             else:
                 listeners = stack.listening("ingress", HTTP_LISTEN)
                 if not listeners:
@@ -100,7 +106,7 @@ async def kubemta(
                     host, _, http_port = listener.rpartition(":")
                     await wait_for_port(host, int(http_port), within=30, what="the ingress HTTP API")
                 api = ApiEndpoint(tuple(f"http://{listener}" for listener in listeners), api_key)
-                yield SystemUnderTest("kubemta-api", address, port, cpu, pids, stack.check_alive, api, vhost)
+                yield SystemUnderTest("kubemta-api", address, port, cpu, pids, stack.check_alive, api, vhost, counts)
         finally:
             await asyncio.to_thread(stack.stop)
     finally:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import route_paths
 from bench.api_source import ApiEndpoint, ApiSourceResult, run_api_source
 from bench.config import BenchConfig
 from bench.latency_probe import LatencyProbe, ProbeReport
@@ -75,6 +76,7 @@ class RunResult:
     e2e_ms: list[float] = field(default_factory=list)
     source_cpu_per_1000: float | None = None  # kubemta-api: the API source's own CPU (this process)
     settled: dict[str, Any] | None = None  # bench.settle: how quiet the machine was before the run
+    route_answers: dict[str, dict[str, float]] = field(default_factory=dict)  # kubemta: bench.route_paths
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,6 +213,7 @@ async def _measure_once(
     sink.clear_dumps()
     before = sink.messages()
     cpu_before = {name: cpu_seconds(pids) for name, pids in target.cpu_pids.items()}
+    routes_before = await asyncio.to_thread(target.route_counts)
     api: ApiSourceResult | None = None
     if target.api is not None:
         api = await _api_source(config, target.api, count, size, probes=True)
@@ -233,6 +236,7 @@ async def _measure_once(
     expected = before + source.accepted + len(report.samples)
     drained = await wait_for_sink(sink, expected, within=_drain_bound(config, source), target=target)
     cpu_used = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in target.cpu_pids.items()}
+    route_answers = route_paths.difference(await asyncio.to_thread(target.route_counts), routes_before)
     delivered = sink.messages() - before
     dumps = await asyncio.to_thread(sink.scan)
     last = dumps.last_load_arrival
@@ -281,4 +285,5 @@ async def _measure_once(
         accept_ms=[round(value * 1000, 3) for value in accept],
         e2e_ms=[round(value * 1000, 3) for value in e2e],
         source_cpu_per_1000=round(api.cpu_seconds / delivered * 1000, 4) if api is not None and delivered else None,
+        route_answers=route_answers,
     )
