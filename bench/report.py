@@ -38,7 +38,7 @@ METHOD = [
     "from smtp-source's start until the sink has every message, per 1,000 messages delivered (probe included).",
     "peak RSS = VmHWM from /proc/<pid>/status of each kubemta service at the end of the run.",
     "straight to deliver = the share of the first attempts the kubemta ingress looked up that it sent straight to "
-    "the deliver queue (its route answer fresh), from kubemta_route_answers_total{result} on the ingress' /metrics "
+    "the deliver queue (its route answer fresh), from kubemta_route_answers_total{{result}} on the ingress' /metrics "
     "before and after the run; the others went through inbound and the queue-manager, a dearer path (the result "
     "names why: missing, stale, waiting, decided).",
     "Before each run: a bounded wait (BENCH_SETTLE_TIMEOUT) until the CPUs were >= 85% idle for 2 s in a row "
@@ -66,6 +66,22 @@ METHOD = [
     "idle sessions = N sessions opened (EHLO answered) against a fresh kubemta ingress from {sources} loopback "
     "source addresses, held 2 s; ingress VmRSS before and with them; per session = difference / N.",
 ]
+
+
+def method_lines(
+    *,
+    sessions: int,
+    mode: str,
+    duration: float,
+    repetitions: int,
+    probe_sessions: int,
+    probe_rate: float,
+    sources: int,
+) -> list[str]:
+    """How each figure is measured (METHOD), with this run's settings filled in."""
+    values = {"sessions": sessions, "mode": mode, "duration": duration, "repetitions": repetitions}
+    values |= {"probe_sessions": probe_sessions, "probe_rate": probe_rate, "sources": sources}
+    return [line.format(**values) for line in METHOD]
 
 
 def summarise(runs: list[RunResult]) -> dict[str, dict[str, Any]]:

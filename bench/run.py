@@ -22,7 +22,7 @@ from bench import postfix, rabbitmq, route_paths
 from bench.config import BenchConfig, kubemta_env_text, load, processes_text
 from bench.idle_sessions import SOURCE_ADDRESSES, IdleResult, measure_idle
 from bench.machine import describe
-from bench.report import METHOD, paired_ratios, ratios, summarise, table, write_results
+from bench.report import method_lines, paired_ratios, ratios, summarise, table, write_results
 from bench.settle import settle
 from bench.sink import Sink
 from bench.systems import system
@@ -145,18 +145,15 @@ async def _main(config: BenchConfig) -> int:
     api_ratio = ratios(summary, config.sizes, "kubemta-api", "kubemta")
     paired = paired_ratios(runs, config.sizes)
     mode = "several messages per connection (-d)" if config.keep_sessions else "one message per connection"
-    method = [
-        line.format(
-            sessions=config.sessions,
-            mode=mode,
-            duration=config.duration,
-            repetitions=config.repetitions,
-            probe_sessions=config.probe_sessions,
-            probe_rate=config.probe_rate,
-            sources=SOURCE_ADDRESSES,
-        )
-        for line in METHOD
-    ]
+    method = method_lines(
+        sessions=config.sessions,
+        mode=mode,
+        duration=config.duration,
+        repetitions=config.repetitions,
+        probe_sessions=config.probe_sessions,
+        probe_rate=config.probe_rate,
+        sources=SOURCE_ADDRESSES,
+    )
     title = (
         f"kubemta benchmark {started.strftime('%Y-%m-%d %H:%M UTC')}: {machine['nproc']} x {machine['cpu_model']}, "
         f"{machine['mem_total_gib']} GiB RAM; {config.sessions} smtp-source sessions, {mode} "

@@ -212,8 +212,8 @@ async def _measure_once(
 ) -> RunResult:
     sink.clear_dumps()
     before = sink.messages()
+    routes_before = await asyncio.to_thread(target.route_counts)  # before the CPU window: the scrapes cost CPU too
     cpu_before = {name: cpu_seconds(pids) for name, pids in target.cpu_pids.items()}
-    routes_before = await asyncio.to_thread(target.route_counts)
     api: ApiSourceResult | None = None
     if target.api is not None:
         api = await _api_source(config, target.api, count, size, probes=True)

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest, start
 
 from bench import route_paths
 from bench.markdown import render
-from bench.report import summarise
+from bench.report import method_lines, summarise
 from bench.throughput import failed_run
 from tests.harness.bench_documents import result_document
 from tests.harness.ports import free_port
@@ -104,3 +104,17 @@ def test_a_result_file_from_before_the_counts_were_read_renders_without_the_line
     assert "straight to `deliver`" not in render(document)
     del document["runs"]
     assert "straight to `deliver`" not in render(document)
+
+
+def test_the_method_describes_the_figure_with_the_counter_named() -> None:
+    lines = method_lines(
+        sessions=20,
+        mode="one message per connection",
+        duration=20,
+        repetitions=3,
+        probe_sessions=2,
+        probe_rate=10,
+        sources=4,
+    )
+    assert any("kubemta_route_answers_total{result}" in line for line in lines)
+    assert any("20 parallel sessions" in line for line in lines)
