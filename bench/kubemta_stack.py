@@ -16,7 +16,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,16 +134,17 @@ class KubemtaStack:
 
     def pids(self) -> dict[str, list[int]]:
         """Service name -> PIDs of its processes."""
-        found: dict[str, list[int]] = {}
-        for each in self.processes:
-            found.setdefault(each.service, []).append(each.process.pid)
-        return found
+        return self._per_service(lambda each: each.process.pid)
 
     def metrics_ports(self) -> dict[str, list[int]]:
         """Service name -> the metrics ports of its processes."""
+        return self._per_service(lambda each: each.metrics_port)
+
+    def _per_service(self, value: Callable[[ServiceProcess], int]) -> dict[str, list[int]]:
+        """Service name -> `value` of each of its processes, in the order they were started."""
         found: dict[str, list[int]] = {}
         for each in self.processes:
-            found.setdefault(each.service, []).append(each.metrics_port)
+            found.setdefault(each.service, []).append(value(each))
         return found
 
     def listening(self, service: str, variable: str) -> list[str]:

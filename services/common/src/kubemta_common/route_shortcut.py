@@ -54,8 +54,8 @@ ROUTE_ANSWERS = Counter(
 ROUTE_ANSWER_RESULTS = ("used", "missing", "stale", "waiting", "decided")
 preinitialise(ROUTE_ANSWERS, result=ROUTE_ANSWER_RESULTS)
 _ROUTE_ANSWER_COUNTS = {result: ROUTE_ANSWERS.labels(result=result) for result in ROUTE_ANSWER_RESULTS}
-"""The children of ROUTE_ANSWERS (RouteAnswers.lookup's results), looked up once: `labels()` costs a few
-microseconds a job."""
+"""The children of ROUTE_ANSWERS (RouteAnswers.lookup's results, and `waiting` and `decided` from
+RouteShortcut.attach), looked up once: `labels()` costs a few microseconds a job."""
 
 
 class RouteShortcut:
