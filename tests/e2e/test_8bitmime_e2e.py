@@ -38,7 +38,7 @@ from tests.harness.dkim_verify import (
 from tests.harness.dns_server import DnsServer, zone_text
 from tests.harness.mime_parts import decoded_parts
 from tests.harness.ports import free_port
-from tests.harness.rabbitmq import VhostPool
+from tests.harness.rabbitmq import BrokerNode
 from tests.harness.smtp_peer import ReceivedMessage, ScriptedPeer
 from tests.harness.stack import Stack
 
@@ -154,8 +154,8 @@ def dns(tmp_path_factory: pytest.TempPathFactory, loopback_net: str, keys: Keys)
         server.stop()
 
 
-async def _run_pipeline(vhost_pool: VhostPool, net: str, dns: DnsServer, keys: Keys, workdir: Path) -> Delivered:
-    vhost = vhost_pool.take()
+async def _run_pipeline(broker_node: BrokerNode, net: str, dns: DnsServer, keys: Keys, workdir: Path) -> Delivered:
+    vhost = broker_node.create_vhost()
     stack = Stack(workdir, {"KUBEMTA_AMQP_URL": vhost.url})
     world = MailWorld(net, dns, free_port(), workdir)
     old_mx = ScriptedPeer(address(net, "old-mx"), world.delivery_port, hostname=f"old-mx.{INFRA}", eight_bit_mime=False)
@@ -192,15 +192,15 @@ async def _run_pipeline(vhost_pool: VhostPool, net: str, dns: DnsServer, keys: K
         finally:
             for peer in (old_mx, new_mx, bounce_mx):
                 await peer.stop()
-            vhost_pool.give_back(vhost)
+            vhost.delete()
 
 
 @pytest.fixture(scope="module")
 def delivered(
-    vhost_pool: VhostPool, loopback_net: str, dns: DnsServer, keys: Keys, tmp_path_factory: pytest.TempPathFactory
+    broker_node: BrokerNode, loopback_net: str, dns: DnsServer, keys: Keys, tmp_path_factory: pytest.TempPathFactory
 ) -> Delivered:
     workdir = tmp_path_factory.mktemp("pipeline-8bit")
-    return asyncio.run(_run_pipeline(vhost_pool, loopback_net, dns, keys, workdir))
+    return asyncio.run(_run_pipeline(broker_node, loopback_net, dns, keys, workdir))
 
 
 def test_signed_8bit_mail_arrives_7bit_and_identical_at_both_servers(delivered: Delivered) -> None:

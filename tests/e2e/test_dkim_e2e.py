@@ -36,7 +36,7 @@ from tests.harness.dkim_verify import (
 )
 from tests.harness.dns_server import DnsServer, zone_text
 from tests.harness.ports import free_port
-from tests.harness.rabbitmq import VhostPool
+from tests.harness.rabbitmq import BrokerNode
 from tests.harness.smtp_peer import ReceivedMessage, ScriptedPeer
 from tests.harness.stack import Stack
 
@@ -140,8 +140,8 @@ def dkim_dns(tmp_path_factory: pytest.TempPathFactory, loopback_net: str, keys: 
         server.stop()
 
 
-async def _run_pipeline(vhost_pool: VhostPool, net: str, dns: DnsServer, keys: Keys, workdir: Path) -> Delivered:
-    vhost = vhost_pool.take()
+async def _run_pipeline(broker_node: BrokerNode, net: str, dns: DnsServer, keys: Keys, workdir: Path) -> Delivered:
+    vhost = broker_node.create_vhost()
     stack = Stack(workdir, {"KUBEMTA_AMQP_URL": vhost.url})
     world = MailWorld(net, dns, free_port(), workdir)
     mx = ScriptedPeer(
@@ -214,19 +214,19 @@ async def _run_pipeline(vhost_pool: VhostPool, net: str, dns: DnsServer, keys: K
         finally:
             await mx.stop()
             await bounce_mx.stop()
-            vhost_pool.give_back(vhost)
+            vhost.delete()
 
 
 @pytest.fixture(scope="module")
 def delivered(
-    vhost_pool: VhostPool,
+    broker_node: BrokerNode,
     loopback_net: str,
     dkim_dns: DnsServer,
     keys: Keys,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Delivered:
     workdir = tmp_path_factory.mktemp("dkim-pipeline")
-    return asyncio.run(_run_pipeline(vhost_pool, loopback_net, dkim_dns, keys, workdir))
+    return asyncio.run(_run_pipeline(broker_node, loopback_net, dkim_dns, keys, workdir))
 
 
 def header_block(message: bytes) -> bytes:

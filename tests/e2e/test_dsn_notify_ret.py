@@ -30,7 +30,7 @@ from tests.e2e.conftest import MailWorld
 from tests.harness.dns_server import DnsServer
 from tests.harness.dsn_reader import ReadDsn, read_dsn
 from tests.harness.ports import free_port
-from tests.harness.rabbitmq import VhostPool
+from tests.harness.rabbitmq import BrokerNode
 from tests.harness.smtp_peer import ReceivedMessage
 from tests.harness.stack import Stack
 
@@ -174,8 +174,8 @@ async def until_bounced(stack: Stack, count: int, *, within: float) -> None:
         return  # the test that needs it says what is missing
 
 
-async def _run_matrix(vhost_pool: VhostPool, net: str, dns: DnsServer, workdir: Path) -> MatrixRun:
-    vhost = vhost_pool.take()
+async def _run_matrix(broker_node: BrokerNode, net: str, dns: DnsServer, workdir: Path) -> MatrixRun:
+    vhost = broker_node.create_vhost()
     stack = Stack(workdir, {"KUBEMTA_AMQP_URL": vhost.url})
     world = MailWorld(net, dns, free_port(), workdir)
     rules = {"nobody": "550 5.1.1 <nobody@mx.e2e.test>: Recipient address rejected: User unknown"}
@@ -204,15 +204,15 @@ async def _run_matrix(vhost_pool: VhostPool, net: str, dns: DnsServer, workdir: 
         finally:
             for peer in world.peers:
                 await peer.stop()
-            vhost_pool.give_back(vhost)
+            vhost.delete()
 
 
 @pytest.fixture(scope="module")
 def matrix(
-    vhost_pool: VhostPool, loopback_net: str, dns_server: DnsServer, tmp_path_factory: pytest.TempPathFactory
+    broker_node: BrokerNode, loopback_net: str, dns_server: DnsServer, tmp_path_factory: pytest.TempPathFactory
 ) -> MatrixRun:
     workdir = tmp_path_factory.mktemp("dsn-matrix")
-    return asyncio.run(_run_matrix(vhost_pool, loopback_net, dns_server, workdir))
+    return asyncio.run(_run_matrix(broker_node, loopback_net, dns_server, workdir))
 
 
 def only_dsn(matrix: MatrixRun, name: str) -> ReadDsn:

@@ -31,7 +31,7 @@ from tests.e2e.test_dsn_notify_ret import Case, SmtpReplies, compose, send_with_
 from tests.harness.dns_server import DnsServer
 from tests.harness.ports import free_port
 from tests.harness.postfix_peer import PostfixPeer
-from tests.harness.rabbitmq import VhostPool
+from tests.harness.rabbitmq import BrokerNode
 from tests.harness.smtp_peer import ReceivedMessage
 from tests.harness.stack import Stack
 
@@ -130,8 +130,8 @@ async def _submit(postfix: PostfixPeer, submission: Submission) -> str:
     return ""
 
 
-async def _run(vhost_pool: VhostPool, net: str, dns: DnsServer, workdir: Path) -> PostfixRun:
-    vhost = vhost_pool.take()
+async def _run(broker_node: BrokerNode, net: str, dns: DnsServer, workdir: Path) -> PostfixRun:
+    vhost = broker_node.create_vhost()
     stack = Stack(workdir, {"KUBEMTA_AMQP_URL": vhost.url})
     world = MailWorld(net, dns, free_port(), workdir)
     mx1 = world.peer("mx1", rules={"nobody": "550 5.1.1 <nobody@mx.e2e.test>: Recipient address rejected"})
@@ -196,15 +196,15 @@ async def _run(vhost_pool: VhostPool, net: str, dns: DnsServer, workdir: Path) -
             postfix.stop()
             for peer in world.peers:
                 await peer.stop()
-            vhost_pool.give_back(vhost)
+            vhost.delete()
 
 
 @pytest.fixture(scope="module")
 def postfix_run(
-    vhost_pool: VhostPool, loopback_net: str, dns_server: DnsServer, tmp_path_factory: pytest.TempPathFactory
+    broker_node: BrokerNode, loopback_net: str, dns_server: DnsServer, tmp_path_factory: pytest.TempPathFactory
 ) -> PostfixRun:
     workdir = tmp_path_factory.mktemp("dsn-postfix")
-    return asyncio.run(_run(vhost_pool, loopback_net, dns_server, workdir))
+    return asyncio.run(_run(broker_node, loopback_net, dns_server, workdir))
 
 
 def status_blocks(message: Message) -> list[Message]:

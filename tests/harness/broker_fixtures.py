@@ -1,6 +1,5 @@
 """A pytest plugin (loaded by the root conftest.py) with the broker fixtures every test shares: one RabbitMQ
-node for the run, a vhost per test (given back to the pool when the test ends, which deletes them a batch at a
-time), and a started `Broker` on that vhost (streams declared with `RETENTION`).
+node for the run, a vhost per test, and a started `Broker` on that vhost (streams declared with `RETENTION`).
 
 A test module or conftest may still define a fixture of the same name; pytest then uses the nearer one."""
 
@@ -50,7 +49,7 @@ def vhost(vhost_pool: VhostPool) -> Iterator[Vhost]:
     try:
         yield vhost
     finally:
-        vhost_pool.give_back(vhost)
+        vhost.delete()
 
 
 @pytest.fixture

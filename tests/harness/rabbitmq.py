@@ -13,7 +13,6 @@ machine's network, so the tests reach it on 127.0.0.1 as any other node.
 
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -39,11 +38,7 @@ ROOT_WRAPPER = (
 tree only, and vanish with it."""
 CTL_TIMEOUT = 60.0
 POOL_BATCH = 8
-"""Vhosts a `VhostPool` makes with one `rabbitmqctl import_definitions`, and deletes with one `rabbitmqctl eval`."""
-VHOST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
-"""What a vhost name made here may hold: it is written into an Erlang expression (`delete_vhosts`) unquoted."""
-CTL_ACTING_USER = "kubemta-tests"
-"""The acting user RabbitMQ records for what `delete_vhosts` deletes (rabbitmqctl records `rmq-cli`)."""
+"""Vhosts a `VhostPool` makes with one `rabbitmqctl import_definitions`."""
 POOL_READY_TIMEOUT = 30.0
 """Seconds a batch may take to become usable (RabbitMQ 3.10 imports definitions asynchronously)."""
 
@@ -134,27 +129,6 @@ class BrokerNode:
         finally:
             path.unlink()
 
-    def delete_vhosts(self, names: list[str]) -> None:
-        """Delete these vhosts with everything in them, in one `rabbitmqctl eval` (one Erlang VM for all of them,
-        about 0.65 s of CPU; `rabbitmqctl delete_vhost` boots one per vhost). It calls what `delete_vhost` calls,
-        `rabbit_vhost:delete(Name, ActingUser)` (RabbitMQ 3.10, 3.13 and 4.x alike), and answers the names that
-        still exist after it (`rabbit_vhost:exists/1`): a vhost already gone is no error, one still there is a
-        RuntimeError that names it."""
-        if not names:
-            return
-        unsafe = [name for name in names if not VHOST_NAME.fullmatch(name)]
-        if unsafe:
-            raise ValueError(f"not a vhost name made by this harness: {unsafe[:3]!r}")
-        binaries = ", ".join(f'<<"{name}">>' for name in names)
-        expression = (
-            f"Names = [{binaries}], "
-            f'[catch rabbit_vhost:delete(Name, <<"{CTL_ACTING_USER}">>) || Name <- Names], '
-            "[Name || Name <- Names, rabbit_vhost:exists(Name)]."
-        )
-        remaining = self.ctl("eval", expression).strip()
-        if remaining != "[]":
-            raise RuntimeError(f"vhosts still there after deleting {names}: {remaining}")
-
     def create_vhost(self, prefix: str = "kubemta-test") -> "Vhost":
         """A new vhost with full permissions for guest."""
         name = f"{prefix}-{secrets.token_hex(4)}"
@@ -202,16 +176,14 @@ class Vhost:
 
 
 class VhostPool:
-    """Fresh vhosts for one test process, made and deleted `batch` at a time; each is handed to one test only, and
-    given back when that test ends (`give_back`).
+    """Fresh vhosts for one test process, made `batch` at a time; each is still handed to one test only and
+    deleted after it (`Vhost.delete`).
 
     Every `rabbitmqctl` run boots an Erlang VM, about 0.65 s of CPU here, and `BrokerNode.create_vhost` takes two
-    (`add_vhost`, `set_permissions`), `Vhost.delete` one: three per test, which was the larger part of the test
+    (`add_vhost`, `set_permissions`): with the deletion, three per test, which was the larger part of the test
     suite's CPU. A batch takes two runs for `batch` vhosts: one `import_definitions` (the vhosts and guest's
     permissions; the same command on RabbitMQ 3.10, 3.13 and 4.x) and one `list_user_permissions guest`, repeated
-    until every new vhost is listed (3.10 imports asynchronously). Vhosts given back are deleted `batch` at a time
-    with one `rabbitmqctl eval` (`BrokerNode.delete_vhosts`); nothing uses them meanwhile (the test that had one
-    stopped its processes). `close` deletes every vhost still here, handed out and given back or never handed out.
+    until every new vhost is listed (3.10 imports asynchronously). `close` deletes what was made and not handed out.
     """
 
     def __init__(self, node: BrokerNode, prefix: str = "kubemta-test", batch: int = POOL_BATCH) -> None:
@@ -219,7 +191,6 @@ class VhostPool:
         self._prefix = prefix
         self._batch = batch
         self._ready: list[str] = []
-        self._given_back: list[str] = []
 
     def take(self) -> "Vhost":
         """A vhost no test has used, with full permissions for guest."""
@@ -227,22 +198,10 @@ class VhostPool:
             self._ready = self._make_batch()
         return Vhost(self._node, self._ready.pop())
 
-    def give_back(self, vhost: "Vhost") -> None:
-        """`vhost`'s test is over: it is deleted with the next `batch` given back (or by `close`)."""
-        self._given_back.append(vhost.name)
-        if len(self._given_back) >= self._batch:
-            self._delete(self._given_back)
-
     def close(self) -> None:
-        """Delete the vhosts given back and not deleted yet, and those made and never handed out."""
-        self._delete(self._given_back + self._ready)
-
-    def _delete(self, names: list[str]) -> None:
-        """Delete `names` and forget them (even when deleting fails: the error says which are left)."""
-        doomed = list(names)
-        self._given_back = [name for name in self._given_back if name not in doomed]
-        self._ready = [name for name in self._ready if name not in doomed]
-        self._node.delete_vhosts(doomed)
+        """Delete the vhosts made and never handed out."""
+        while self._ready:
+            Vhost(self._node, self._ready.pop()).delete()
 
     def _make_batch(self) -> list[str]:
         names = [f"{self._prefix}-{secrets.token_hex(4)}" for _ in range(self._batch)]
