@@ -51,11 +51,71 @@ def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, grace: flo
     return proc.returncode
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (its children, theirs, ...), read from /proc; parents before their children."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state; the name may hold ") "
+        children.setdefault(parent, []).append(int(entry.name))
+    found: list[int] = []
+    waiting = [pid]
+    while waiting:
+        below = children.get(waiting.pop(), [])
+        found.extend(below)
+        waiting.extend(below)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and every process below it, those below first: once `pid` is gone its children belong to
+    init and can no longer be found from it. A process group is not enough: `su -c` (the packaged rabbitmqctl
+    wrapper) starts its command in a session of its own."""
+    for _ in range(10):  # a process may start a child while its siblings are being killed
+        below = descendants(pid)
+        if not below:
+            break
+        for child in reversed(below):
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_bounded(
+    argv: list[str], *, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run(argv, capture_output=True, text=True, timeout=timeout)`, except that a timeout kills the
+    command and every process below it (`kill_tree`) before it raises subprocess.TimeoutExpired; subprocess.run
+    kills the command only, so the Erlang VM below a timed-out `rabbitmqctl` (sh, su, sh, beam.smp) ran on."""
+    with subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_tree(process.pid)
+            try:
+                stdout, stderr = process.communicate(timeout=5)
+            except subprocess.TimeoutExpired:  # something that escaped the tree still holds the pipes
+                stdout, stderr = "", ""
+            raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr) from None
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
 def run(argv: list[str], *, timeout: float = 120.0, env: dict[str, str] | None = None) -> str:
-    """Run a short command to completion (bounded); its stdout, or RuntimeError with its output."""
-    result = subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
-    )
+    """Run a short command to completion (bounded: `run_bounded`); its stdout, or RuntimeError with its output."""
+    result = run_bounded(argv, timeout=timeout, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}: {result.stdout}{result.stderr}".strip())
     return result.stdout

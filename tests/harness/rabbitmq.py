@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.harness.ports import free_port, port_answers
-from tests.harness.processes import spawn, stop, wait_until
+from tests.harness.processes import run_bounded, spawn, stop, wait_until
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 RABBITMQ_ROOT_ENV = "KUBEMTA_TEST_RABBITMQ_ROOT"
@@ -94,8 +94,10 @@ class BrokerNode:
         """The directory of a node this harness started (its data, logs, cookie); None for the default node."""
         return self.workdir if self.node_name else None
 
-    def ctl(self, *args: str) -> str:
-        """Run rabbitmqctl against this node (bounded)."""
+    def ctl(self, *args: str, timeout: float = CTL_TIMEOUT) -> str:
+        """Run rabbitmqctl against this node, bounded by `timeout` seconds (`run_bounded`: a timeout kills its
+        Erlang VM too; one left running keeps one of the CLI's few distribution ports, and with all of them
+        taken every later rabbitmqctl fails with `nodistribution`)."""
         # A private node is reached with the unwrapped CLI as the current user (its cookie is in
         # our HOME); the default node through the packaged wrapper.
         if self.private_dir is not None:
@@ -103,15 +105,7 @@ class BrokerNode:
         else:
             ctl = [str(RABBITMQ_BIN / "rabbitmqctl") if self.node_name else _rabbitmqctl()]
         command = [*ctl, *(["-n", self.node_name] if self.node_name else []), *args]
-        result = subprocess.run(
-            command,
-            env=self.ctl_env,
-            capture_output=True,
-            text=True,
-            timeout=CTL_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+        result = run_bounded(command, timeout=timeout, env=self.ctl_env)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed: {result.stdout}{result.stderr}")
         return result.stdout
