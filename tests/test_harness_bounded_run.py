@@ -2,7 +2,10 @@
 one in a session of its own (as `su -c` starts the packaged rabbitmqctl's Erlang VM), so a timed-out test leaves
 nothing running."""
 
+import contextlib
+import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +28,13 @@ def running_with(token: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def kill_all_with(token: str) -> None:
+    """SIGKILL every process whose command line holds `token` (a test's own leftovers)."""
+    for pid in running_with(token):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def gone_within(token: str, seconds: float) -> bool:
@@ -60,8 +70,7 @@ def test_subprocess_run_alone_would_leave_the_grandchildren_running() -> None:
             subprocess.run(["sh", "-c", script], capture_output=True, timeout=1.5, check=False)
         assert running_with(token)
     finally:
-        for pid in running_with(token):
-            subprocess.run(["kill", "-9", str(pid)], check=False)
+        kill_all_with(token)
     assert gone_within(token, 5)
 
 
@@ -85,8 +94,7 @@ def test_descendants_lists_children_and_grandchildren_and_nothing_else() -> None
             assert sleepers <= set(descendants(shell.pid))
             assert shell.pid not in descendants(shell.pid)
         finally:
-            for pid in running_with(token):
-                subprocess.run(["kill", "-9", str(pid)], check=False)
+            kill_all_with(token)
             shell.kill()
 
 
