@@ -93,16 +93,22 @@ def kill_tree(pid: int) -> None:
 
 
 def run_bounded(
-    argv: list[str], *, timeout: float, env: dict[str, str] | None = None
+    argv: list[str], *, timeout: float, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`subprocess.run(argv, capture_output=True, text=True, timeout=timeout)`, except that a timeout kills the
-    command and every process below it (`kill_tree`) before it raises subprocess.TimeoutExpired; subprocess.run
-    kills the command only, so the Erlang VM below a timed-out `rabbitmqctl` (sh, su, sh, beam.smp) ran on."""
+    """`subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=stdin)`, except that a timeout
+    kills the command and every process below it (`kill_tree`) before it raises subprocess.TimeoutExpired;
+    subprocess.run kills the command only, so the Erlang VM below a timed-out `rabbitmqctl` (sh, su, sh, beam.smp)
+    ran on. Without `stdin` the command reads an empty standard input."""
     with subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+        text=True,
     ) as process:
         try:
-            stdout, stderr = process.communicate(timeout=timeout)
+            stdout, stderr = process.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
             kill_tree(process.pid)
             try:

@@ -1,0 +1,66 @@
+"""Deleting a test vhost through erl_call (`BrokerNode.delete_vhost`): it goes with its queues and messages, a vhost
+that is not there is an error as with rabbitmqctl, and a name that is not a test vhost's never reaches the node."""
+
+import aio_pika
+import pytest
+
+from tests.harness.rabbitmq import BrokerNode
+
+pytestmark = pytest.mark.broker
+
+
+def vhost_names(node: BrokerNode) -> set[str]:
+    return set(node.ctl("list_vhosts", "--quiet", "--no-table-headers").split())
+
+
+async def test_a_deleted_vhost_is_gone_with_its_queues_and_messages(broker_node: BrokerNode) -> None:
+    vhost = broker_node.create_vhost(prefix="kubemta-delete-test")
+    try:
+        connection = await aio_pika.connect(vhost.url, timeout=10)
+        async with connection:
+            channel = await connection.channel()  # publisher confirms: the message is in the queue
+            await channel.declare_queue("kept", durable=True, arguments={"x-queue-type": "quorum"})
+            await channel.default_exchange.publish(aio_pika.Message(b"left behind"), routing_key="kept")
+            kept = await channel.declare_queue("kept", passive=True)
+            assert kept.declaration_result.message_count == 1
+    finally:
+        broker_node.delete_vhost(vhost.name)
+    assert vhost.name not in vhost_names(broker_node)
+    broker_node.ctl("add_vhost", vhost.name)  # the same name again: a new vhost, without the old one's queue
+    try:
+        broker_node.ctl("set_permissions", "-p", vhost.name, "guest", ".*", ".*", ".*")
+        connection = await aio_pika.connect(vhost.url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+                await channel.declare_queue("kept", passive=True)
+    finally:
+        broker_node.delete_vhost(vhost.name)
+
+
+def test_deleting_a_vhost_that_is_not_there_is_an_error(broker_node: BrokerNode) -> None:
+    vhost = broker_node.create_vhost(prefix="kubemta-delete-test")
+    vhost.delete()
+    with pytest.raises(RuntimeError, match="no_such_vhost"):
+        vhost.delete()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        'x">>, <<"guest">>), halt(',  # would close the binary and call something else
+        "kubemta-test-1 ",
+        "",
+        "a/b",
+        "ü",
+        "x" * 201,
+        "x\n",
+    ],
+)
+def test_a_name_that_is_not_a_test_vhost_name_is_refused_before_the_node_sees_it(
+    broker_node: BrokerNode, name: str
+) -> None:
+    before = vhost_names(broker_node)
+    with pytest.raises(ValueError, match="not a test vhost name"):
+        broker_node.delete_vhost(name)
+    assert vhost_names(broker_node) == before
