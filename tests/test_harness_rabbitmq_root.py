@@ -102,15 +102,3 @@ def test_another_root_never_uses_the_system_broker(tmp_path: Path, monkeypatch: 
     node = find_or_start_broker(tmp_path / "node")
     assert started == [tmp_path / "node"]
     assert node.port == 1
-
-
-def test_a_file_for_the_cli_of_a_node_in_another_root_is_in_its_directory(tmp_path: Path) -> None:
-    root = _fake_root(tmp_path)
-    workdir = tmp_path / "node"
-    workdir.mkdir()
-    node = BrokerNode("127.0.0.1", 1, node_name="n@localhost", workdir=workdir, installation=Installation(root))
-    with node.file_for_ctl('{"vhosts": []}', ".json") as seen:
-        assert seen.startswith(f"{NODE_DIR}/") and seen.endswith(".json")
-        on_host = workdir / Path(seen).relative_to(NODE_DIR)
-        assert on_host.read_text() == '{"vhosts": []}'
-    assert not on_host.exists()

@@ -1,5 +1,6 @@
-"""Deleting a test vhost through erl_call (`BrokerNode.delete_vhost`): it goes with its queues and messages, a vhost
-that is not there is an error as with rabbitmqctl, and a name that is not a test vhost's never reaches the node."""
+"""Adding and deleting test vhosts through erl_call (`BrokerNode.add_vhosts`, `delete_vhost`): a deleted vhost goes with
+its queues and messages, one that is not there is an error as with rabbitmqctl, and a name that is not a test vhost's
+never reaches the node."""
 
 import aio_pika
 import pytest
@@ -63,4 +64,14 @@ def test_a_name_that_is_not_a_test_vhost_name_is_refused_before_the_node_sees_it
     before = vhost_names(broker_node)
     with pytest.raises(ValueError, match="not a test vhost name"):
         broker_node.delete_vhost(name)
+    assert vhost_names(broker_node) == before
+
+
+@pytest.mark.parametrize("name", ['x">>], ok), halt(', "", "a b"])
+def test_vhosts_to_add_with_a_name_that_is_not_a_test_vhost_name_are_refused_before_the_node_sees_them(
+    broker_node: BrokerNode, name: str
+) -> None:
+    before = vhost_names(broker_node)
+    with pytest.raises(ValueError, match="not a test vhost name"):
+        broker_node.add_vhosts(["kubemta-delete-test-fine", name])
     assert vhost_names(broker_node) == before

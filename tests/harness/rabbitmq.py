@@ -1,10 +1,9 @@
 """RabbitMQ for tests: the one answering at 127.0.0.1:5672, or a private node started here.
 
-Each test (or run) gets its own vhost, created through `rabbitmqctl` (the tests' vhosts a batch
-at a time: `VhostPool`) and deleted through `erl_call` (`BrokerNode.delete_vhost`), so queues and
-messages never leak between tests or runs. A private node is started from the `rabbitmq-server`
-package when no broker answers (or when KUBEMTA_TEST_PRIVATE_BROKER=1 forces it) and stopped by PID
-at the end.
+Each test (or run) gets its own vhost, created and deleted through `erl_call` (the tests' vhosts a
+batch at a time: `VhostPool`), so queues and messages never leak between tests or runs. A private
+node is started from the `rabbitmq-server` package when no broker answers (or when
+KUBEMTA_TEST_PRIVATE_BROKER=1 forces it) and stopped by PID at the end.
 
 Another RabbitMQ version: KUBEMTA_TEST_RABBITMQ_ROOT names a directory holding another Debian system with
 its `rabbitmq-server` (`scripts/rabbitmq-root` makes one, e.g. Debian 13's RabbitMQ 4.0). The tests then start
@@ -13,16 +12,11 @@ machine's network, so the tests reach it on 127.0.0.1 as any other node.
 """
 
 import functools
-import json
 import os
 import re
 import secrets
 import shutil
 import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,9 +35,7 @@ ROOT_WRAPPER = (
 tree only, and vanish with it."""
 CTL_TIMEOUT = 60.0
 POOL_BATCH = 8
-"""Vhosts a `VhostPool` makes with one `rabbitmqctl import_definitions`."""
-POOL_READY_TIMEOUT = 30.0
-"""Seconds a batch may take to become usable (RabbitMQ 3.10 imports definitions asynchronously)."""
+"""Vhosts a `VhostPool` makes with one `erl_call`."""
 ERL_CALL = Path("/usr/lib/erlang/bin/erl_call")
 """Erlang's own C client (package erlang-base, which rabbitmq-server depends on): it evaluates an expression on a
 running node without booting an Erlang VM of its own."""
@@ -123,19 +115,6 @@ class BrokerNode:
             raise RuntimeError(f"{' '.join(command)} failed: {result.stdout}{result.stderr}")
         return result.stdout
 
-    @contextmanager
-    def file_for_ctl(self, text: str, suffix: str) -> Iterator[str]:
-        """A file holding `text` that `ctl` may read, removed after the block; yields its path as the CLI sees it."""
-        directory = self.private_dir
-        with tempfile.NamedTemporaryFile("w", suffix=suffix, dir=directory, delete=False) as file:
-            file.write(text)
-        path = Path(file.name)
-        try:
-            path.chmod(0o644)  # the packaged rabbitmqctl may read it as the rabbitmq user
-            yield self.installation.seen_path(path, directory) if directory is not None else str(path)
-        finally:
-            path.unlink()
-
     def delete_vhost(self, name: str, timeout: float = CTL_TIMEOUT) -> None:
         """Delete vhost `name` with everything in it, as `rabbitmqctl delete_vhost` does (the same
         `rabbit_vhost:delete/2`, one vhost per call), but through `erl_call`: a `rabbitmqctl` run boots an Erlang
@@ -169,9 +148,27 @@ class BrokerNode:
     def create_vhost(self, prefix: str = "kubemta-test") -> "Vhost":
         """A new vhost with full permissions for guest."""
         name = f"{prefix}-{secrets.token_hex(4)}"
-        self.ctl("add_vhost", name)
-        self.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        self.add_vhosts([name])
         return Vhost(self, name)
+
+    def add_vhosts(self, names: list[str], timeout: float = CTL_TIMEOUT) -> None:
+        """Create the vhosts `names`, each with full permissions for guest, with the calls `rabbitmqctl add_vhost`
+        and `set_permissions` make (`rabbit_vhost:add/2`, `rabbit_auth_backend_internal:set_permissions/6`, the
+        same on RabbitMQ 3.10, 3.13 and 4.x), all in one `erl_call`; each is usable when this returns."""
+        for name in names:
+            if not SAFE_VHOST_NAME.fullmatch(name):
+                raise ValueError(f"not a test vhost name: {name!r}")
+        listed = ", ".join(f'<<"{name}">>' for name in names)
+        everything = '<<".*">>, <<".*">>, <<".*">>'
+        expression = (
+            f'Acting = <<"{ACTING_USER}">>, '
+            f"[begin ok = rabbit_vhost:add(V, Acting), "
+            f'ok = rabbit_auth_backend_internal:set_permissions(<<"guest">>, V, {everything}, Acting) end '
+            f"|| V <- [{listed}]], added."
+        )
+        answer = self.erl_eval(expression, timeout=timeout)
+        if answer != "{ok, added}":
+            raise RuntimeError(f"adding vhosts {names} on {self.erl_target[0]} answered {answer}")
 
     def url(self, vhost: str) -> str:
         return f"amqp://guest:guest@{self.host}:{self.port}/{vhost}"
@@ -213,15 +210,9 @@ class Vhost:
 
 
 class VhostPool:
-    """Fresh vhosts for one test process, made `batch` at a time; each is still handed to one test only and
-    deleted after it (`Vhost.delete`).
-
-    Every `rabbitmqctl` run boots an Erlang VM, about 0.65 s of CPU here, and `BrokerNode.create_vhost` takes two
-    (`add_vhost`, `set_permissions`): with the deletion, three per test, which was the larger part of the test
-    suite's CPU. A batch takes two runs for `batch` vhosts: one `import_definitions` (the vhosts and guest's
-    permissions; the same command on RabbitMQ 3.10, 3.13 and 4.x) and one `list_user_permissions guest`, repeated
-    until every new vhost is listed (3.10 imports asynchronously). `close` deletes what was made and not handed out.
-    """
+    """Fresh vhosts for one test process, made `batch` at a time (`BrokerNode.add_vhosts`, one `erl_call`); each is
+    still handed to one test only and deleted after it (`Vhost.delete`). `close` deletes what was made and not
+    handed out."""
 
     def __init__(self, node: BrokerNode, prefix: str = "kubemta-test", batch: int = POOL_BATCH) -> None:
         self._node = node
@@ -242,23 +233,8 @@ class VhostPool:
 
     def _make_batch(self) -> list[str]:
         names = [f"{self._prefix}-{secrets.token_hex(4)}" for _ in range(self._batch)]
-        everything = {"configure": ".*", "write": ".*", "read": ".*"}
-        definitions = {
-            "vhosts": [{"name": name} for name in names],
-            "permissions": [{"user": "guest", "vhost": name, **everything} for name in names],
-        }
-        with self._node.file_for_ctl(json.dumps(definitions), ".json") as path:
-            self._node.ctl("import_definitions", path)
-        deadline = time.monotonic() + POOL_READY_TIMEOUT
-        while True:
-            listed = self._node.ctl("list_user_permissions", "guest", "--quiet", "--no-table-headers")
-            granted = {line.split()[0] for line in listed.splitlines() if line.split()}
-            if granted.issuperset(names):
-                return names
-            if time.monotonic() > deadline:
-                missing = sorted(set(names) - granted)
-                raise RuntimeError(f"vhosts {missing} not usable {POOL_READY_TIMEOUT:.0f} s after import_definitions")
-            time.sleep(0.2)
+        self._node.add_vhosts(names)
+        return names
 
 
 def _rabbitmqctl() -> str:
