@@ -1,6 +1,8 @@
 """The tests' vhost pool: vhosts made a batch at a time are each new, usable by guest, handed out once, and none is
 left behind."""
 
+import secrets
+
 import aio_pika
 import pytest
 
@@ -14,12 +16,13 @@ def vhost_names(node: BrokerNode) -> set[str]:
 
 
 async def test_a_pool_hands_out_new_usable_vhosts_and_leaves_none_behind(broker_node: BrokerNode) -> None:
-    pool = VhostPool(broker_node, prefix="kubemta-pool-test", batch=2)
+    prefix = f"kubemta-pool-test-{secrets.token_hex(2)}"  # this run's: none left by another can be counted
+    pool = VhostPool(broker_node, prefix=prefix, batch=2)
     taken = []
     try:
         taken = [pool.take() for _ in range(3)]  # two batches: the fourth vhost is made and not handed out
         assert len({vhost.name for vhost in taken}) == 3
-        made = {name for name in vhost_names(broker_node) if name.startswith("kubemta-pool-test-")}
+        made = {name for name in vhost_names(broker_node) if name.startswith(f"{prefix}-")}
         assert len(made) == 4 and {vhost.name for vhost in taken} <= made
         for vhost in taken:
             connection = await aio_pika.connect(vhost.url, timeout=10)
@@ -31,4 +34,4 @@ async def test_a_pool_hands_out_new_usable_vhosts_and_leaves_none_behind(broker_
         for vhost in taken:
             vhost.delete()
         pool.close()
-    assert not {name for name in vhost_names(broker_node) if name.startswith("kubemta-pool-test-")}
+    assert not {name for name in vhost_names(broker_node) if name.startswith(f"{prefix}-")}

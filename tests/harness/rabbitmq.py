@@ -139,7 +139,11 @@ class BrokerNode:
         `timeout` seconds; its answer as erl_call prints it: `{ok, Result}`, or `{error, Reason}` (erl_call
         exits 0 for both)."""
         node, cookie = self.erl_target
-        erl_call = [*self.installation.command(ERL_CALL, self.private_dir), "-sname", node, "-c", cookie, "-e"]
+        # erl_call's own node name is `c17` unless told otherwise, and a node refuses a second connection from a
+        # name already connected: concurrent calls (the test workers) each need a name of their own
+        caller = f"kubemta-test-erl-call-{os.getpid()}-{secrets.token_hex(4)}"
+        erl_call = [*self.installation.command(ERL_CALL, self.private_dir), "-sname", node, "-c", cookie]
+        erl_call += ["-h", caller, "-e"]
         result = run_bounded(erl_call, timeout=timeout, env=self.ctl_env, stdin=expression + "\n")
         if result.returncode != 0:
             raise RuntimeError(f"erl_call on {node} exited {result.returncode}: {result.stdout}{result.stderr}")
