@@ -72,3 +72,21 @@ def record_acks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
 
     monkeypatch.setattr(aiormq.Channel, "basic_ack", record_ack)
     return acks
+
+
+BROKER_FIXTURES = frozenset({"broker_node", "vhost_pool", "vhost", "broker"})
+"""The fixtures above: a test that uses one (directly or through another fixture) needs a RabbitMQ."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a test that uses a broker fixture without the `broker` or `e2e` marker: `-m "not broker and not
+    e2e"` (`make test-unit`, and `make mutate`, whose staged copy has no broker fixtures) would run it anyway."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("broker") is None
+        and item.get_closest_marker("e2e") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests using a broker fixture without the broker or e2e marker: {unmarked}")

@@ -163,6 +163,7 @@ async def test_the_factory_picks_tls_for_amqps(monkeypatch: pytest.MonkeyPatch) 
     assert opened == ["tls", "tcp"]
 
 
+@pytest.mark.broker
 async def test_a_brokers_frames_go_out_coalesced(monkeypatch: pytest.MonkeyPatch, vhost: Vhost) -> None:
     """On the real broker: 50 concurrent confirmed publishes are all confirmed, in fewer socket writes than frames."""
     counts = {"frames": 0, "sends": 0}

@@ -104,6 +104,7 @@ async def test_an_empty_stream_is_caught_up_and_then_followed(vhost: Vhost, brok
         await _stop(task)
 
 
+@pytest.mark.broker
 async def test_a_reader_stops_when_its_broker_closes(vhost: Vhost, caplog: pytest.LogCaptureFixture) -> None:
     """A service stopping closes its broker connection: the reader ends instead of trying to consume again (which
     logged a failure with an AssertionError at every shutdown)."""
