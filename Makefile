@@ -69,6 +69,7 @@ test-unit: system-deps sync ## unit tests only (no broker; installs the tools th
 
 .PHONY: mutate
 mutate: system-deps sync ## mutation testing of the decision cores (mutmut): score per module and every survivor; not in `make test`
+	$(UV) sync --all-packages --frozen --group mutate
 	$(PY) scripts/mutate.py $(MUTATE_TARGETS)
 
 .PHONY: rabbitmq
