@@ -52,6 +52,11 @@ CLUSTER_SCOPED = {"ClusterRoleBinding"}
 
 LINT_SEVERITY = {0: "unknown", 1: "info", 2: "warning", 3: "error"}
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""`yaml.safe_load`'s loader on libyaml when PyYAML was built with it (its wheels are): the same safe constructor
+and resolver, parsed ten times faster: a rendered release is about 150 KB, which the pure-Python parser took
+0.2 to 0.3 s of CPU for in every `render` call (74 in a run of the chart tests, cached install or not)."""
+
 
 class _FakeApi(BaseHTTPRequestHandler):
     """Just enough of the Kubernetes API for `helm install --wait=false`."""
@@ -218,7 +223,7 @@ def render(
 ) -> list[dict[str, Any]]:
     """The rendered manifests as objects (like `helm template`); `fresh` as for `install`."""
     manifest = install(values, release, namespace, chart, fresh=fresh)["manifest"]
-    return [doc for doc in yaml.safe_load_all(manifest) if doc]
+    return [doc for doc in yaml.load_all(manifest, Loader=SAFE_LOADER) if doc]
 
 
 @contextmanager
