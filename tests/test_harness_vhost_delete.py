@@ -2,11 +2,16 @@
 its queues and messages, one that is not there is an error as with rabbitmqctl, and a name that is not a test vhost's
 never reaches the node."""
 
+import stat
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
 
+from tests.harness.processes import run_bounded
 from tests.harness.rabbitmq import BrokerNode
 
 pytestmark = pytest.mark.broker
@@ -82,3 +87,25 @@ def test_calls_at_the_same_time_each_reach_the_node(broker_node: BrokerNode) -> 
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(lambda _: broker_node.erl_eval("timer:sleep(300), 42."), range(8)))
     assert answers == ["{ok, 42}"] * 8
+
+
+def test_the_cookie_is_read_from_a_file_only_we_can_read_never_from_the_command_line(
+    broker_node: BrokerNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[list[str], dict[str, str] | None]] = []
+
+    def recording(argv: list[str], **kwargs: Any) -> "subprocess.CompletedProcess[str]":
+        calls.append((argv, kwargs.get("env")))
+        return run_bounded(argv, **kwargs)
+
+    monkeypatch.setattr("tests.harness.rabbitmq.run_bounded", recording)
+    assert broker_node.erl_eval("1 + 1.") == "{ok, 2}"
+    [(argv, env)] = calls
+    erl_call_args = argv[next(at for at, arg in enumerate(argv) if arg.endswith("/erl_call")) :]  # not chroot's sh -c
+    assert env is not None and "-c" not in erl_call_args
+    # a node of ours: its directory is HOME (as a node in another root sees it); the default node's: a copy
+    cookie_file = (broker_node.private_dir or Path(env["HOME"])) / ".erlang.cookie"
+    assert cookie_file.read_text() not in " ".join(argv)
+    assert stat.S_IMODE(cookie_file.stat().st_mode) == 0o400
+    if broker_node.private_dir is None:  # the default node's cookie, copied for erl_call
+        assert stat.S_IMODE(cookie_file.parent.stat().st_mode) == 0o700

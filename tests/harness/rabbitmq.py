@@ -11,12 +11,14 @@ private nodes only, each run by `chroot` into that directory (`Installation`): i
 machine's network, so the tests reach it on 127.0.0.1 as any other node.
 """
 
+import atexit
 import functools
 import os
 import re
 import secrets
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,31 +122,42 @@ class BrokerNode:
         `rabbit_vhost:delete/2`, one vhost per call), but through `erl_call`: a `rabbitmqctl` run boots an Erlang
         VM, about 0.7 s of CPU here, and one per test was a seventh of the test suite's CPU. A vhost that does not
         exist is an error, as with rabbitmqctl."""
-        if not SAFE_VHOST_NAME.fullmatch(name):
-            raise ValueError(f"not a test vhost name: {name!r}")
-        answer = self.erl_eval(f'rabbit_vhost:delete(<<"{name}">>, <<"{ACTING_USER}">>).', timeout=timeout)
+        answer = self.erl_eval(f'rabbit_vhost:delete({_erlang_binary(name)}, <<"{ACTING_USER}">>).', timeout=timeout)
         if answer != "{ok, ok}":
-            raise RuntimeError(f"deleting vhost {name} on {self.erl_target[0]} answered {answer}")
+            raise RuntimeError(f"deleting vhost {name} on {self.erl_node} answered {answer}")
 
     @functools.cached_property
-    def erl_target(self) -> tuple[str, str]:
-        """The node's Erlang name and cookie, asked once through rabbitmqctl (which knows both for the default
-        node and for ours)."""
+    def _erl_call_target(self) -> tuple[str, dict[str, str]]:
+        """The node's Erlang name and erl_call's environment, whose HOME holds the node's cookie (erl_call reads
+        ~/.erlang.cookie; given with -c it would show in `ps`). A node of ours has both already (its HOME is its
+        directory); the default node's are asked once through rabbitmqctl, and its cookie is written to a
+        directory only we can read, removed when the tests' process ends."""
+        if self.node_name is not None and self.private_dir is not None:
+            return self.node_name, self.ctl_env
         printed = self.ctl("eval", 'io:format("~s ~s~n", [node(), erlang:get_cookie()]).')
         node, cookie = printed.splitlines()[0].split()
-        return node, cookie
+        home = Path(tempfile.mkdtemp(prefix="kubemta-erl-call-"))  # mode 0700
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        cookie_file = home / ".erlang.cookie"
+        cookie_file.write_text(cookie)
+        cookie_file.chmod(0o400)
+        return node, {**self.ctl_env, "HOME": str(home)}
+
+    @property
+    def erl_node(self) -> str:
+        """The node's Erlang name, e.g. rabbit@localhost."""
+        return self._erl_call_target[0]
 
     def erl_eval(self, expression: str, timeout: float = CTL_TIMEOUT) -> str:
         """Evaluate the Erlang `expression` (ending in a full stop) on this node with `erl_call`, bounded by
         `timeout` seconds; its answer as erl_call prints it: `{ok, Result}`, or `{error, Reason}` (erl_call
         exits 0 for both)."""
-        node, cookie = self.erl_target
+        node, env = self._erl_call_target
         # erl_call's own node name is `c17` unless told otherwise, and a node refuses a second connection from a
         # name already connected: concurrent calls (the test workers) each need a name of their own
         caller = f"kubemta-test-erl-call-{os.getpid()}-{secrets.token_hex(4)}"
-        erl_call = [*self.installation.command(ERL_CALL, self.private_dir), "-sname", node, "-c", cookie]
-        erl_call += ["-h", caller, "-e"]
-        result = run_bounded(erl_call, timeout=timeout, env=self.ctl_env, stdin=expression + "\n")
+        erl_call = [*self.installation.command(ERL_CALL, self.private_dir), "-sname", node, "-h", caller, "-e"]
+        result = run_bounded(erl_call, timeout=timeout, env=env, stdin=expression + "\n")
         if result.returncode != 0:
             raise RuntimeError(f"erl_call on {node} exited {result.returncode}: {result.stdout}{result.stderr}")
         return result.stdout.strip()
@@ -159,10 +172,7 @@ class BrokerNode:
         """Create the vhosts `names`, each with full permissions for guest, with the calls `rabbitmqctl add_vhost`
         and `set_permissions` make (`rabbit_vhost:add/2`, `rabbit_auth_backend_internal:set_permissions/6`, the
         same on RabbitMQ 3.10, 3.13 and 4.x), all in one `erl_call`; each is usable when this returns."""
-        for name in names:
-            if not SAFE_VHOST_NAME.fullmatch(name):
-                raise ValueError(f"not a test vhost name: {name!r}")
-        listed = ", ".join(f'<<"{name}">>' for name in names)
+        listed = ", ".join(_erlang_binary(name) for name in names)
         everything = '<<".*">>, <<".*">>, <<".*">>'
         expression = (
             f'Acting = <<"{ACTING_USER}">>, '
@@ -172,7 +182,7 @@ class BrokerNode:
         )
         answer = self.erl_eval(expression, timeout=timeout)
         if answer != "{ok, added}":
-            raise RuntimeError(f"adding vhosts {names} on {self.erl_target[0]} answered {answer}")
+            raise RuntimeError(f"adding vhosts {names} on {self.erl_node} answered {answer}")
 
     def url(self, vhost: str) -> str:
         return f"amqp://guest:guest@{self.host}:{self.port}/{vhost}"
@@ -239,6 +249,14 @@ class VhostPool:
         names = [f"{self._prefix}-{secrets.token_hex(4)}" for _ in range(self._batch)]
         self._node.add_vhosts(names)
         return names
+
+
+def _erlang_binary(vhost_name: str) -> str:
+    """`vhost_name` as an Erlang binary literal; ValueError unless it is a test vhost's name (SAFE_VHOST_NAME),
+    which needs no escaping."""
+    if not SAFE_VHOST_NAME.fullmatch(vhost_name):
+        raise ValueError(f"not a test vhost name: {vhost_name!r}")
+    return f'<<"{vhost_name}">>'
 
 
 def _rabbitmqctl() -> str:
