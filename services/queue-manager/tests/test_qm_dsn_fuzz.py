@@ -172,6 +172,12 @@ def found(action: Action, *recipients: RecipientReport, sender: str = "") -> Rep
         RecipientReport(recipient="0@0", status="5.1.1", smtp_code=250, diagnostic=",0@\r\n,", action=Action.DELIVERED),
     )
 )
+@example(  # the recipient's line "<, 0@>: 250 ,": flufl's llnl read "0@>: 250 " across recipient and reply (4.3.6 run)
+    found(
+        Action.FAILED,
+        RecipientReport(recipient=", 0@", status="5.1.1", smtp_code=250, diagnostic="", reply_status=","),
+    )
+)
 def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> None:
     dsn = read_dsn(build_dsn(report, message_id="<QNEW@mx.kubemta.test>", now=NOW), quotes_hostile_text=True)
     assert len(dsn.recipient_blocks) == len(report.recipients)
@@ -218,6 +224,9 @@ def test_any_report_gives_a_dsn_of_exactly_kubemtas_fields(report: Report) -> No
     # from the field as written from the given ORCPT, never from anything else
     forms += [word for entry in report.recipients for word in orcpt_as_flufl_reads_it(entry)]
     forms += [form for text in texts for form in written_forms(text)]
+    # each recipient's line of the human-readable part ("<recipient>: reason") is written from the recipient and its
+    # reply alone: flufl's llnl heuristic may read across the two there
+    forms += listed
     for address in temporary | permanent:
         # flufl lower-cases what it reads
         assert any(address.decode().lower() in form.lower() for form in forms), f"forged: {address!r}"
