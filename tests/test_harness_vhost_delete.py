@@ -17,10 +17,6 @@ from tests.harness.rabbitmq import BrokerNode
 pytestmark = pytest.mark.broker
 
 
-def vhost_names(node: BrokerNode) -> set[str]:
-    return set(node.ctl("list_vhosts", "--quiet", "--no-table-headers").split())
-
-
 async def test_a_deleted_vhost_is_gone_with_its_queues_and_messages(broker_node: BrokerNode) -> None:
     vhost = broker_node.create_vhost(prefix="kubemta-delete-test")
     try:
@@ -33,10 +29,9 @@ async def test_a_deleted_vhost_is_gone_with_its_queues_and_messages(broker_node:
             assert kept.declaration_result.message_count == 1
     finally:
         broker_node.delete_vhost(vhost.name)
-    assert vhost.name not in vhost_names(broker_node)
-    broker_node.ctl("add_vhost", vhost.name)  # the same name again: a new vhost, without the old one's queue
+    assert vhost.name not in broker_node.vhost_names()
+    broker_node.add_vhosts([vhost.name])  # the same name again: a new vhost, without the old one's queue
     try:
-        broker_node.ctl("set_permissions", "-p", vhost.name, "guest", ".*", ".*", ".*")
         connection = await aio_pika.connect(vhost.url, timeout=10)
         async with connection:
             channel = await connection.channel()
@@ -78,7 +73,7 @@ def test_vhosts_to_add_with_a_name_that_is_not_a_test_vhost_name_are_refused_bef
 ) -> None:
     with pytest.raises(ValueError, match="not a test vhost name"):
         broker_node.add_vhosts(["kubemta-delete-test-fine", name])
-    assert "kubemta-delete-test-fine" not in vhost_names(broker_node)  # none of the batch was made
+    assert "kubemta-delete-test-fine" not in broker_node.vhost_names()  # none of the batch was made
 
 
 def test_calls_at_the_same_time_each_reach_the_node(broker_node: BrokerNode) -> None:

@@ -11,10 +11,6 @@ from tests.harness.rabbitmq import BrokerNode, VhostPool
 pytestmark = pytest.mark.broker
 
 
-def vhost_names(node: BrokerNode) -> set[str]:
-    return set(node.ctl("list_vhosts", "--quiet", "--no-table-headers").split())
-
-
 async def test_a_pool_hands_out_new_usable_vhosts_and_leaves_none_behind(broker_node: BrokerNode) -> None:
     prefix = f"kubemta-pool-test-{secrets.token_hex(2)}"  # this run's: none left by another can be counted
     pool = VhostPool(broker_node, prefix=prefix, batch=2)
@@ -22,7 +18,7 @@ async def test_a_pool_hands_out_new_usable_vhosts_and_leaves_none_behind(broker_
     try:
         taken = [pool.take() for _ in range(3)]  # two batches: the fourth vhost is made and not handed out
         assert len({vhost.name for vhost in taken}) == 3
-        made = {name for name in vhost_names(broker_node) if name.startswith(f"{prefix}-")}
+        made = {name for name in broker_node.vhost_names() if name.startswith(f"{prefix}-")}
         assert len(made) == 4 and {vhost.name for vhost in taken} <= made
         for vhost in taken:
             connection = await aio_pika.connect(vhost.url, timeout=10)
@@ -34,4 +30,4 @@ async def test_a_pool_hands_out_new_usable_vhosts_and_leaves_none_behind(broker_
         for vhost in taken:
             vhost.delete()
         pool.close()
-    assert not {name for name in vhost_names(broker_node) if name.startswith(f"{prefix}-")}
+    assert not {name for name in broker_node.vhost_names() if name.startswith(f"{prefix}-")}

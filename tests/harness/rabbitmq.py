@@ -42,9 +42,9 @@ ERL_CALL = Path("/usr/lib/erlang/bin/erl_call")
 """Erlang's own C client (package erlang-base, which rabbitmq-server depends on): it evaluates an expression on a
 running node without booting an Erlang VM of its own."""
 ACTING_USER = "kubemta-tests"
-"""Who RabbitMQ records as having deleted a test vhost (rabbitmqctl says `rmq-cli`)."""
+"""Who RabbitMQ records as having added or deleted a test vhost (rabbitmqctl says `rmq-cli`)."""
 SAFE_VHOST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
-"""The vhost names `delete_vhost` puts into an Erlang expression: ours only, nothing to escape."""
+"""The vhost names `add_vhosts` and `delete_vhost` put into an Erlang expression: ours only, nothing to escape."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +183,10 @@ class BrokerNode:
         answer = self.erl_eval(expression, timeout=timeout)
         if answer != "{ok, added}":
             raise RuntimeError(f"adding vhosts {names} on {self.erl_node} answered {answer}")
+
+    def vhost_names(self) -> set[str]:
+        """The names of the node's vhosts, as `rabbitmqctl list_vhosts` lists them."""
+        return set(self.ctl("list_vhosts", "--quiet", "--no-table-headers").split())
 
     def url(self, vhost: str) -> str:
         return f"amqp://guest:guest@{self.host}:{self.port}/{vhost}"
